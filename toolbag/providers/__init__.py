@@ -1,0 +1,1 @@
+"""Vendor adapters behind one normalized interface (see :mod:`toolbag.providers.base`)."""

@@ -1,0 +1,165 @@
+"""The normalized vocabulary every adapter speaks.
+
+Vendor SDK types never leave ``toolbag/providers/``: an adapter takes a :class:`ModelRequest`, calls its
+vendor through the official SDK, and either returns a :class:`ModelResponse` or raises
+:class:`AttemptFailure` carrying one :class:`OutcomeKind`. Everything past the adapter (store, router,
+supervisor, limiter, metrics) is vendor-blind.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Literal, Protocol, runtime_checkable
+
+
+class OutcomeKind(StrEnum):
+    """How one attempt ended (DESIGN.md §5)."""
+
+    OK = "ok"
+    REFUSED = "refused"
+    RATE_LIMITED = "rate_limited"
+    OVERLOADED = "overloaded"
+    SERVER_ERROR = "server_error"
+    NETWORK = "network"
+    TIMEOUT = "timeout"
+    CONTEXT_TOO_LONG = "context_too_long"
+    INVALID_OUTPUT = "invalid_output"
+    BAD_REQUEST = "bad_request"
+    AUTH = "auth"
+    QUOTA_EXHAUSTED = "quota_exhausted"
+    LOST = "lost"  # the worker died mid-attempt (lease expired); decided by the supervisor
+
+
+Role = Literal["user", "assistant"]
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """A model's request to call a tool. ``id`` is the vendor's call id (synthesized for Gemini)."""
+
+    id: str
+    name: str
+    arguments: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ToolResult:
+    """The result of a tool call, sent back to the model on the next turn."""
+
+    call_id: str
+    name: str
+    content: str
+    is_error: bool = False
+
+
+@dataclass(frozen=True)
+class Message:
+    """One conversation turn. A user turn may carry tool results; an assistant turn may carry tool calls."""
+
+    role: Role
+    text: str = ""
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_results: tuple[ToolResult, ...] = ()
+
+
+@dataclass(frozen=True)
+class ToolSpec:
+    """A tool offered to the model: name, description and a JSON Schema for its arguments."""
+
+    name: str
+    description: str
+    parameters: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Per-attempt time budget, in seconds. ``first_token_s`` bounds the wait for the first streamed byte."""
+
+    connect_s: float = 5.0
+    first_token_s: float = 30.0
+    total_s: float = 120.0
+
+
+@dataclass(frozen=True)
+class ModelRequest:
+    """A vendor-neutral request for one attempt."""
+
+    messages: tuple[Message, ...]
+    system: str = ""
+    max_output_tokens: int = 1024
+    json_schema: dict[str, Any] | None = None
+    json_schema_name: str = "output"
+    tools: tuple[ToolSpec, ...] = ()
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    stream: bool = False
+    # Passed through as HTTP headers (used by tests to steer the simulator; never carries secrets).
+    extra_headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Usage:
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_input_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class ModelResponse:
+    """A successful attempt. ``parsed`` is set when a JSON schema was requested."""
+
+    text: str
+    model: str
+    usage: Usage
+    parsed: Any = None
+    tool_calls: tuple[ToolCall, ...] = ()
+    stop_reason: str = ""
+    request_id: str | None = None
+    latency_s: float = 0.0
+    time_to_first_token_s: float | None = None
+    # Vendor rate-limit headers, lower-cased names (``anthropic-ratelimit-*``, ``x-ratelimit-*``).
+    ratelimit_headers: dict[str, str] = field(default_factory=dict)
+
+
+class AttemptFailure(Exception):
+    """An attempt that did not succeed, normalized. Raised by adapters; never carries an SDK type."""
+
+    def __init__(
+        self,
+        kind: OutcomeKind,
+        reason: str,
+        *,
+        retry_after_s: float | None = None,
+        status_code: int | None = None,
+        request_id: str | None = None,
+        latency_s: float = 0.0,
+        partial_text: str = "",
+        ratelimit_headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(f"{kind.value}: {reason}")
+        self.kind = kind
+        self.reason = reason
+        self.retry_after_s = retry_after_s
+        self.status_code = status_code
+        self.request_id = request_id
+        self.latency_s = latency_s
+        self.partial_text = partial_text
+        self.ratelimit_headers = ratelimit_headers or {}
+
+
+ProviderKind = Literal["anthropic", "openai", "gemini", "openai-compatible"]
+
+
+@runtime_checkable
+class Adapter(Protocol):
+    """One vendor, reached through its official SDK. Thread-safe: one instance serves a whole worker."""
+
+    kind: ProviderKind
+
+    def call(self, model: str, request: ModelRequest) -> ModelResponse:
+        """Run one attempt. Returns a response or raises :class:`AttemptFailure`; never anything else."""
+        ...
+
+    def close(self) -> None:
+        """Release HTTP connections."""
+        ...
