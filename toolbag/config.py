@@ -92,6 +92,7 @@ class TierConfig(_Strict):
     total_timeout_s: float = Field(default=120.0, gt=0)
     default_deadline_s: float = Field(default=600.0, gt=0)
     max_deadline_s: float = Field(default=86_400.0, gt=0)
+    stream: bool = True  # stream vendor calls: makes first-token and stall timeouts enforceable
 
     @model_validator(mode="after")
     def _ordered(self) -> TierConfig:
@@ -205,7 +206,7 @@ def config_path() -> Path:
 
 
 def load_config(path: str | Path | None = None) -> Config:
-    """Load and validate a config file."""
+    """Load and validate a config file. ``$TOOLBAG_SIMULATOR_URL`` overrides ``simulator_url``."""
     file = Path(path) if path is not None else config_path()
     try:
         text = file.read_text(encoding="utf-8")
@@ -215,7 +216,11 @@ def load_config(path: str | Path | None = None) -> Config:
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:
         raise ConfigError(f"{file}: not valid YAML: {err}") from None
-    return parse_config(data, str(file))
+    config = parse_config(data, str(file))
+    simulator_override = os.environ.get("TOOLBAG_SIMULATOR_URL")
+    if simulator_override:
+        config = config.model_copy(update={"simulator_url": simulator_override.rstrip("/")})
+    return config
 
 
 def redis_url() -> str:

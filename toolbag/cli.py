@@ -1,0 +1,301 @@
+"""``toolbag …``: the command line. Human-readable by default, ``--json`` for scripts."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from toolbag.config import TIERS, Config, ConfigError, load_config, redis_url
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="toolbag: an open multi-model job fleet.")
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _fail(message: str, code: int = 2) -> None:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+def _config() -> Config:
+    try:
+        return load_config()
+    except ConfigError as err:
+        _fail(str(err))
+        raise  # unreachable
+
+
+def _client() -> Any:
+    from toolbag.client import Client
+
+    return Client(_config())
+
+
+def _parse_input(raw: str) -> Any:
+    if raw.startswith("@"):
+        path = Path(raw[1:])
+        try:
+            raw = path.read_text(encoding="utf-8")
+        except OSError as err:
+            _fail(f"--input: cannot read {path} ({err.strerror})")
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError as err:
+        _fail(f"--input: not valid JSON ({err.msg} at line {err.lineno} column {err.colno})")
+
+
+@app.command()
+def submit(
+    capability: str = typer.Argument(None, help="What to do (e.g. summarize). Optional with --skill."),
+    input: str = typer.Option(..., "--input", "-i", help="JSON input, or @file.json"),  # noqa: A002
+    skill: str = typer.Option(None, "--skill", help="Run a skill from skills/"),
+    tier: str = typer.Option(None, "--tier", help="interactive | standard | batch"),
+    caller: str = typer.Option("cli", "--caller"),
+    idempotency_key: str = typer.Option(None, "--idempotency-key"),
+    deadline_s: float = typer.Option(None, "--deadline-s"),
+    wait: bool = typer.Option(False, "--wait", help="Wait for the result"),
+    timeout_s: float = typer.Option(120.0, "--timeout-s", help="How long --wait waits"),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object on stdout"),
+) -> None:
+    """Submit a job for a capability (or a skill)."""
+    from toolbag.jobs import ResultTimeout, SubmitError
+
+    client = _client()
+    payload = _parse_input(input)
+    try:
+        job = client.submit(
+            capability, input=payload, skill=skill, tier=tier, caller=caller,
+            idempotency_key=idempotency_key, deadline_s=deadline_s,
+        )
+    except SubmitError as err:
+        _fail(str(err))
+        return
+    if not wait:
+        status = job.status().value
+        if as_json:
+            print(json.dumps({"job_id": job.id, "status": status, "created": job.created}))
+        else:
+            console.print(f"{job.id} {status}" + ("" if job.created else " (existing job for this idempotency key)"))
+        return
+    try:
+        result = job.result(timeout_s)
+    except ResultTimeout as err:
+        _fail(str(err), code=3)
+        return
+    if as_json:
+        print(json.dumps(result.to_dict()))
+    else:
+        _print_result(result.to_dict())
+    raise typer.Exit(0 if result.ok else 1)
+
+
+def _print_result(r: dict[str, Any]) -> None:
+    console.print(f"[bold]{r['job_id']}[/] {r['status']}  {r.get('provider') or '-'}/{r.get('model') or '-'}"
+                  f"  cost ${r.get('cost_usd', 0):.6f}")
+    if r.get("error"):
+        console.print(f"  error: {r['error']}")
+    out = r.get("output")
+    if out is not None:
+        console.print(out if isinstance(out, str) else json.dumps(out, indent=2), highlight=False)
+    for a in r.get("attempts", []):
+        if a.get("type") == "attempt":
+            console.print(f"  attempt {a['n']}: {a['model']} {a['outcome']} {a.get('latency_s', 0):.3f}s"
+                          + (f" — {a['reason']}" if a.get("reason") else ""), highlight=False)
+        else:
+            console.print(f"  decision: {a['action']} {a.get('model') or ''} — {a['reason']}", highlight=False)
+
+
+@app.command()
+def status(job_id: str, as_json: bool = typer.Option(False, "--json")) -> None:
+    """Show a job's status, result and attempt history."""
+    from toolbag.jobs import JobNotFound, JobStatus
+
+    client = _client()
+    try:
+        record = client.store.get(job_id)
+    except JobNotFound as err:
+        _fail(str(err))
+        return
+    if JobStatus(record["status"]).terminal:
+        data = client.result(job_id, 0).to_dict()
+    else:
+        data = {"job_id": job_id, "status": record["status"], "capability": record.get("capability"),
+                "tier": record.get("tier"), "provider": record.get("provider"), "model": record.get("model"),
+                "attempts": client.store.history(job_id), "output": None, "error": None, "cost_usd": 0}
+    if as_json:
+        print(json.dumps(data))
+    else:
+        _print_result(data)
+
+
+@app.command()
+def cancel(job_id: str) -> None:
+    """Cancel a queued or running job."""
+    from toolbag.jobs import JobNotFound
+
+    try:
+        done = _client().cancel(job_id)
+    except JobNotFound as err:
+        _fail(str(err))
+        return
+    console.print("cancelled" if done else "already finished; nothing to cancel")
+
+
+@app.command()
+def queues(as_json: bool = typer.Option(False, "--json")) -> None:
+    """Jobs waiting per provider × tier (queued or reserved, not started) and the oldest wait."""
+    from toolbag.keys import queue_name
+
+    client = _client()
+    rows = []
+    for provider in client.config.providers:
+        for tier in TIERS:
+            q = queue_name(provider, tier)
+            depth, age_s = client.store.queue_stats(q)
+            rows.append({"queue": q, "provider": provider, "tier": tier, "waiting": depth,
+                         "oldest_age_s": round(age_s, 3), "messages": client.store.redis.llen(q)})
+    delayed = client.store.redis.zcard(client.store.keys.delayed)
+    if as_json:
+        print(json.dumps({"queues": rows, "delayed": delayed}))
+        return
+    table = Table("queue", "waiting", "oldest wait", "messages")
+    for r in rows:
+        table.add_row(r["queue"], str(r["waiting"]), f"{r['oldest_age_s']:.1f}s", str(r["messages"]))
+    console.print(table)
+    console.print(f"delayed: {delayed}")
+
+
+def _metrics_port(explicit: int | None, default: int) -> int:
+    if explicit is not None:
+        return explicit
+    return int(os.environ.get("TOOLBAG_METRICS_PORT", default))
+
+
+@app.command()
+def worker(
+    provider: str = typer.Option(..., "--provider", "-p", help="Provider name from toolbag.yaml"),
+    concurrency: int = typer.Option(None, "--concurrency", "-c", help="Attempts in flight (threads)"),
+    metrics_port: int = typer.Option(None, "--metrics-port"),
+    loglevel: str = typer.Option("WARNING", "--loglevel"),
+) -> None:
+    """Run a provider worker: consumes <provider>.interactive, .standard, .batch in that order."""
+    from toolbag import metrics
+    from workers.app import make_app, worker_queues
+    from workers.runtime import start_provider
+
+    config = _config()
+    try:
+        runtime = start_provider(config, redis_url(), provider)
+    except ConfigError as err:
+        _fail(str(err))
+        return
+    port = metrics.serve(_metrics_port(metrics_port, 9100), role=f"worker:{provider}")
+    for tier in TIERS:
+        metrics.WORKERS_UP.labels(provider, tier).set(1)
+    n = concurrency or config.providers[provider].concurrency
+    err_console.print(f"worker {provider}: {n} slots, metrics on :{port}/metrics", highlight=False)
+    celery_app = make_app(config, redis_url())
+    try:
+        celery_app.worker_main([
+            "worker", "-P", "threads", "-c", str(n), "-Q", ",".join(worker_queues(provider)),
+            "-n", f"{provider}@%h-{os.getpid()}", "--without-gossip", "--without-mingle",
+            "-l", loglevel,
+        ])
+    finally:
+        runtime.stop()
+
+
+@app.command()
+def supervisor(
+    concurrency: int = typer.Option(16, "--concurrency", "-c"),
+    metrics_port: int = typer.Option(None, "--metrics-port"),
+    loglevel: str = typer.Option("WARNING", "--loglevel"),
+) -> None:
+    """Run the supervisor: decisions after failures, and the sweeps (safe to run two)."""
+    from toolbag import metrics
+    from toolbag.keys import SUPERVISOR_QUEUE
+    from workers.app import make_app
+    from workers.runtime import start_supervisor
+
+    config = _config()
+    runtime = start_supervisor(config, redis_url())
+    port = metrics.serve(_metrics_port(metrics_port, 9101), role="supervisor")
+    err_console.print(f"supervisor: metrics on :{port}/metrics", highlight=False)
+    celery_app = make_app(config, redis_url())
+    try:
+        celery_app.worker_main([
+            "worker", "-P", "threads", "-c", str(concurrency), "-Q", SUPERVISOR_QUEUE,
+            "-n", f"supervisor@%h-{os.getpid()}", "--without-gossip", "--without-mingle", "-l", loglevel,
+        ])
+    finally:
+        runtime.stop()
+
+
+@app.command()
+def simulator(
+    host: str = typer.Option("127.0.0.1", "--host"),
+    port: int = typer.Option(8900, "--port"),
+    faults: Path = typer.Option(None, "--faults", help="YAML fault plan"),
+) -> None:
+    """Serve the Anthropic, OpenAI and Gemini wire protocols on one port, with fault injection."""
+    from toolbag.simulator.faults import FaultPlan
+    from toolbag.simulator.server import serve_forever
+
+    plan = None
+    if faults is not None:
+        try:
+            plan = FaultPlan.from_file(faults)
+        except Exception as err:  # the plan loader phrases its own errors
+            _fail(str(err))
+    err_console.print(f"simulator on http://{host}:{port}", highlight=False)
+    serve_forever(host, port, plan)
+
+
+@app.command()
+def health() -> None:
+    """Exit 0 when the config loads and Redis answers (for container health checks)."""
+    import redis as redis_lib
+
+    _config()
+    try:
+        redis_lib.Redis.from_url(redis_url(), socket_connect_timeout=2, socket_timeout=2).ping()
+    except redis_lib.RedisError as err:
+        _fail(f"redis at {redis_url()} is unreachable: {err}", code=1)
+    console.print("ok")
+
+
+@app.command()
+def dev(
+    demo: bool = typer.Option(True, "--demo/--no-demo", help="Submit a short demo workload"),
+    exit_after_demo: bool = typer.Option(False, "--exit-after-demo", help="Stop once the demo has finished"),
+) -> None:
+    """Run everything locally: Redis (reused or started), simulator, one worker per provider, supervisor."""
+    from toolbag.devfleet import run_dev
+
+    sys.exit(run_dev(demo=demo, exit_after_demo=exit_after_demo))
+
+
+def _mount_optional() -> None:
+    try:
+        from toolbag.skills.cli import app as skills_app
+    except ImportError:
+        return
+    app.add_typer(skills_app, name="skills", help="List, show, validate and render skills.")
+
+
+_mount_optional()
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,294 @@
+"""The producer API: ``Client.submit`` a capability (never a vendor), then ``job.result()``.
+
+Everything a caller can get wrong is checked here, at the edge, and reported as :class:`SubmitError`
+naming the field and the rule; a bad job never reaches a worker.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import uuid
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from toolbag import metrics
+from toolbag.config import TIERS, Config, load_config, redis_url
+from toolbag.jobs import JobNotFound, JobResult, JobStatus, ResultTimeout, SubmitError
+from toolbag.keys import Keys, queue_name
+from toolbag.routing import NoCandidate, Router
+from toolbag.store import JobStore, NewJob
+
+if TYPE_CHECKING:
+    from toolbag.skills.model import Skill
+
+_CALLER_RE = re.compile(r"^[A-Za-z0-9._@/+-]{1,128}$")
+_MAX_IDEMPOTENCY_KEY_CHARS = 256
+
+
+@dataclass(frozen=True)
+class JobRequest:
+    """One job to submit; the arguments of :meth:`Client.submit` as a value (for ``submit_many``)."""
+
+    capability: str | None = None
+    input: Any = None
+    skill: str | None = None
+    tier: str | None = None
+    caller: str = "anonymous"
+    idempotency_key: str | None = None
+    deadline_s: float | None = None
+
+
+class Job:
+    """A handle on a submitted job."""
+
+    def __init__(self, client: Client, job_id: str, created: bool = True) -> None:
+        self.client = client
+        self.id = job_id
+        self.created = created
+
+    def __repr__(self) -> str:
+        return f"Job({self.id!r})"
+
+    def status(self) -> JobStatus:
+        return JobStatus(self.client.store.get(self.id)["status"])
+
+    def result(self, timeout_s: float | None = 60.0) -> JobResult:
+        """Wait for a terminal status (woken by Redis, no polling) and return the result.
+
+        Raises :class:`ResultTimeout` if the job is still running after ``timeout_s``.
+        """
+        return self.client.result(self.id, timeout_s)
+
+    def cancel(self) -> bool:
+        return self.client.cancel(self.id)
+
+
+class Client:
+    """Submit jobs to the fleet and collect their results. Thread-safe."""
+
+    def __init__(
+        self,
+        config: Config | None = None,
+        redis_url_: str | None = None,
+        *,
+        store: JobStore | None = None,
+        skills_root: str | None = None,
+    ) -> None:
+        self.config = config or load_config()
+        self.store = store or JobStore.from_url(
+            redis_url_ or redis_url(), Keys(self.config.fleet.key_prefix), self.config.fleet.job_ttl_s
+        )
+        self.router = Router(self.config)
+        self._skills_root = skills_root
+        self._skills: Any = None
+
+    # -- submit -------------------------------------------------------------------------------------
+
+    def submit(
+        self,
+        capability: str | None = None,
+        *,
+        input: Any = None,  # noqa: A002 - the public name the docs use
+        skill: str | None = None,
+        tier: str | None = None,
+        caller: str = "anonymous",
+        idempotency_key: str | None = None,
+        deadline_s: float | None = None,
+    ) -> Job:
+        """Submit one job. ``capability`` or ``skill`` (or both) must be given."""
+        request = JobRequest(capability, input, skill, tier, caller, idempotency_key, deadline_s)
+        new_job = self._prepare(request)
+        created, job_id = self.store.submit(new_job)
+        self._count_submitted(new_job, created)
+        return Job(self, job_id, created)
+
+    def submit_many(self, requests: Iterable[JobRequest | Mapping[str, Any]], chunk_size: int = 500) -> list[Job]:
+        """Validate and enqueue many jobs, pipelined in chunks; all-or-nothing validation per chunk."""
+        jobs: list[Job] = []
+        chunk: list[NewJob] = []
+        for item in requests:
+            request = item if isinstance(item, JobRequest) else JobRequest(**item)
+            chunk.append(self._prepare(request))
+            if len(chunk) >= chunk_size:
+                jobs += self._flush(chunk)
+                chunk = []
+        if chunk:
+            jobs += self._flush(chunk)
+        return jobs
+
+    def _flush(self, chunk: list[NewJob]) -> list[Job]:
+        out = []
+        for new_job, (created, job_id) in zip(chunk, self.store.submit_many(chunk), strict=True):
+            self._count_submitted(new_job, created)
+            out.append(Job(self, job_id, created))
+        return out
+
+    def _count_submitted(self, job: NewJob, created: bool) -> None:
+        if created:
+            metrics.JOBS_SUBMITTED.labels(job.fields["capability"], job.fields["tier"]).inc()
+
+    def _prepare(self, req: JobRequest) -> NewJob:
+        try:
+            return self._validate(req)
+        except SubmitError as err:
+            metrics.JOBS_REJECTED.labels(err.field.split(".")[0].split("[")[0]).inc()
+            raise
+
+    def _validate(self, req: JobRequest) -> NewJob:
+        cfg = self.config
+        skill = self._skill(req.skill) if req.skill is not None else None
+        capability = req.capability or (skill.capability if skill else None)
+        if not capability:
+            raise SubmitError("capability", "give a capability or a skill")
+        if capability not in cfg.routes:
+            raise SubmitError(
+                "capability", f"unknown capability {capability!r}; known: {', '.join(cfg.capabilities)}"
+            )
+        if skill is not None and skill.capability != capability:
+            raise SubmitError(
+                "skill", f"skill {skill.name!r} serves capability {skill.capability!r}, not {capability!r}"
+            )
+        tier = req.tier or (skill.default_tier if skill else None) or "standard"
+        if tier not in TIERS:
+            raise SubmitError("tier", f"unknown tier {tier!r}; use one of {', '.join(TIERS)}")
+        if not isinstance(req.caller, str) or not _CALLER_RE.match(req.caller):
+            raise SubmitError("caller", "1-128 characters from letters, digits and . _ @ / + -")
+        if req.idempotency_key is not None and (
+            not isinstance(req.idempotency_key, str)
+            or not 0 < len(req.idempotency_key) <= _MAX_IDEMPOTENCY_KEY_CHARS
+        ):
+            raise SubmitError("idempotency_key", f"a non-empty string of at most {_MAX_IDEMPOTENCY_KEY_CHARS} chars")
+        tier_cfg = cfg.tiers[tier]  # type: ignore[index]
+        deadline_s = tier_cfg.default_deadline_s if req.deadline_s is None else req.deadline_s
+        if isinstance(deadline_s, bool) or not isinstance(deadline_s, int | float) or deadline_s <= 0:
+            raise SubmitError("deadline_s", "must be a positive number of seconds")
+        if deadline_s > tier_cfg.max_deadline_s:
+            raise SubmitError(
+                "deadline_s", f"{deadline_s:g}s exceeds the {tier} tier's maximum of {tier_cfg.max_deadline_s:g}s"
+            )
+        if req.input is None:
+            raise SubmitError("input", "is required")
+        try:
+            input_json = json.dumps(req.input, sort_keys=True, allow_nan=False)
+        except (TypeError, ValueError) as err:
+            raise SubmitError("input", f"must be JSON-serializable ({err})") from None
+        if len(input_json.encode()) > cfg.fleet.max_input_bytes:
+            raise SubmitError(
+                "input", f"{len(input_json.encode())} bytes exceeds the limit of {cfg.fleet.max_input_bytes} bytes"
+            )
+        if skill is not None:
+            from toolbag.skills import SkillInputError, validate_input
+
+            try:
+                validate_input(skill, req.input)
+            except SkillInputError as err:
+                raise SubmitError(getattr(err, "path", "input"), str(err)) from None
+        needs = _needs_for(skill, input_json)
+        try:
+            plan, model = self.router.first(capability, tier, needs)
+        except NoCandidate as err:
+            raise SubmitError("capability", str(err)) from None
+        provider = cfg.provider_of(model)
+        queue = queue_name(provider, tier)
+        fields = {
+            "capability": capability,
+            "tier": tier,
+            "caller": req.caller,
+            "input": input_json,
+            "plan": json.dumps(plan),
+            "model": model,
+            "provider": provider,
+            "queue": queue,
+        }
+        if skill is not None:
+            fields["skill"] = skill.name
+            fields["skill_hash"] = skill.content_hash
+            fields["skill_version"] = skill.version
+        return NewJob(
+            job_id=uuid.uuid4().hex,
+            queue=queue,
+            deadline_s=float(deadline_s),
+            fields=fields,
+            idempotency_key=req.idempotency_key,
+            caller=req.caller,
+        )
+
+    def _skill(self, name: str) -> Skill:
+        if self._skills is None:
+            from toolbag.skills import SkillLibrary, default_skills_root
+
+            self._skills = SkillLibrary(self._skills_root or default_skills_root())
+        try:
+            skill: Skill = self._skills.get(name)
+        except KeyError:
+            raise SubmitError("skill", f"unknown skill {name!r}; known: {', '.join(self._skills.names())}") from None
+        return skill
+
+    # -- results ------------------------------------------------------------------------------------
+
+    def get(self, job_id: str) -> Job:
+        self.store.get(job_id)
+        return Job(self, job_id, created=False)
+
+    def result(self, job_id: str, timeout_s: float | None = 60.0) -> JobResult:
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while True:
+            record = self.store.get(job_id)
+            if JobStatus(record["status"]).terminal:
+                return self._to_result(record)
+            remaining = 5.0 if deadline is None else deadline - time.monotonic()
+            if remaining <= 0:
+                raise ResultTimeout(f"job {job_id} is still {record['status']} after {timeout_s}s")
+            self.store.wait(job_id, min(remaining, 5.0))
+
+    def results(self, jobs: Iterable[Job], timeout_s: float | None = None) -> Iterator[JobResult]:
+        """Results in submission order."""
+        for job in jobs:
+            yield self.result(job.id, timeout_s)
+
+    def _to_result(self, record: dict[str, str]) -> JobResult:
+        result = json.loads(record["result"]) if record.get("result") else {}
+        return JobResult(
+            job_id=record["id"],
+            status=JobStatus(record["status"]),
+            output=json.loads(record["output"]) if record.get("output") else None,
+            provider=result.get("provider"),
+            model=result.get("model"),
+            error=record.get("error") or None,
+            usage=result.get("usage", {}),
+            cost_usd=float(result.get("cost_usd", 0.0)),
+            attempts=self.store.history(record["id"]),
+            skill=record.get("skill"),
+            skill_hash=record.get("skill_hash"),
+            capability=record.get("capability", ""),
+            tier=record.get("tier", ""),
+        )
+
+    def cancel(self, job_id: str) -> bool:
+        """Cancel a job that has not finished. Returns False if it was already terminal."""
+        from toolbag.jobs import DecisionRecord
+
+        record = DecisionRecord("cancel", "cancelled by caller").to_json()
+        done = self.store.finish(job_id, JobStatus.CANCELLED, "cancelled by caller", record)
+        if not done.ok and done.status == "missing":
+            raise JobNotFound(job_id)
+        if done.ok:
+            info = self.store.get(job_id)
+            metrics.JOBS_FINISHED.labels(info["capability"], info["tier"], "cancelled").inc()
+        return done.ok
+
+
+def _needs_for(skill: Skill | None, input_json: str) -> Any:
+    from toolbag.routing import Needs
+
+    approx_tokens = len(input_json) // 4
+    if skill is None:
+        return Needs(min_context_tokens=approx_tokens)
+    return Needs(
+        json_schema=skill.output_schema is not None,
+        tools=bool(skill.allowed_tools),
+        min_context_tokens=approx_tokens,
+    )

@@ -1,0 +1,90 @@
+"""The Redis key schema: every key toolbag writes is named here and nowhere else.
+
+``<p>`` is the configured prefix (default ``tb:``).
+
+=================================  =======  ==========================================================
+key                                type     meaning
+=================================  =======  ==========================================================
+``<p>job:<id>``                    hash     the job record, source of truth (status, token, plan, ...)
+``<p>attempts:<id>``               list     attempt and decision history, JSON entries, append-only
+``<p>idem:<caller>:<key>``         string   idempotency key -> job id
+``<p>notify:<id>``                 list     one ``done`` token once terminal; waiters BLMOVE it in place
+``<p>leases``                      zset     ``<id>:<token>`` -> lease deadline (ms); renewed by heartbeat
+``<p>deciding``                    zset     job id -> when its outcome went to the supervisor (ms)
+``<p>delayed``                     zset     job id -> when to re-enqueue (ms)
+``<p>deadlines``                   zset     job id -> job deadline (ms), for non-terminal jobs
+``<p>waiting:<queue>``             zset     job id -> enqueue time (ms): queued or reserved, not started
+``<p>escalations``                 zset     job id -> escalation time (ms): the human inbox
+``<p>audit``                       stream   decisions and tool calls, capped
+``<p>health:<model>``              hash     circuit state and EWMAs per model
+``<p>rl:<model>:<kind>``           string   rate-limit state per model
+=================================  =======  ==========================================================
+
+Celery queues are the kombu Redis lists named ``<provider>.<tier>`` and ``toolbag.supervisor``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+SUPERVISOR_QUEUE = "toolbag.supervisor"
+
+
+def queue_name(provider: str, tier: str) -> str:
+    """The Celery queue (a Redis list) a provider's workers consume for a tier."""
+    return f"{provider}.{tier}"
+
+
+@dataclass(frozen=True)
+class Keys:
+    prefix: str = "tb:"
+
+    def job(self, job_id: str) -> str:
+        return f"{self.prefix}job:{job_id}"
+
+    def attempts(self, job_id: str) -> str:
+        return f"{self.prefix}attempts:{job_id}"
+
+    def idem(self, caller: str, key: str) -> str:
+        return f"{self.prefix}idem:{caller}:{key}"
+
+    def notify(self, job_id: str) -> str:
+        return f"{self.prefix}notify:{job_id}"
+
+    def waiting(self, queue: str) -> str:
+        return f"{self.prefix}waiting:{queue}"
+
+    def health(self, model: str) -> str:
+        return f"{self.prefix}health:{model}"
+
+    def ratelimit(self, model: str, kind: str) -> str:
+        return f"{self.prefix}rl:{model}:{kind}"
+
+    @property
+    def leases(self) -> str:
+        return f"{self.prefix}leases"
+
+    @property
+    def deciding(self) -> str:
+        return f"{self.prefix}deciding"
+
+    @property
+    def delayed(self) -> str:
+        return f"{self.prefix}delayed"
+
+    @property
+    def deadlines(self) -> str:
+        return f"{self.prefix}deadlines"
+
+    @property
+    def escalations(self) -> str:
+        return f"{self.prefix}escalations"
+
+    @property
+    def audit(self) -> str:
+        return f"{self.prefix}audit"
+
+    @property
+    def dummy(self) -> str:
+        """A key that is never written: fills an optional KEYS slot so scripts keep one signature."""
+        return f"{self.prefix}none"

@@ -1,0 +1,26 @@
+-- complete: the running attempt succeeded; record the result and wake waiters.
+-- KEYS[1] job hash   KEYS[2] leases zset   KEYS[3] attempts list   KEYS[4] notify list
+-- KEYS[5] deadlines zset
+-- ARGV[1] token   ARGV[2] output (json)   ARGV[3] result (json)   ARGV[4] attempt record (json)
+-- ARGV[5] ttl of the finished job (s)
+-- returns {1, created_ms, finished_ms} or {0, status} when the attempt is no longer current
+local status = redis.call('HGET', KEYS[1], 'status')
+local token = redis.call('HGET', KEYS[1], 'token')
+if status ~= 'running' or token ~= ARGV[1] then
+  return {0, status or 'missing'}
+end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local id = redis.call('HGET', KEYS[1], 'id')
+redis.call('HSET', KEYS[1], 'status', 'succeeded', 'output', ARGV[2], 'result', ARGV[3],
+           'finished_ms', now, 'outcome', 'ok')
+redis.call('ZREM', KEYS[2], id .. ':' .. token)
+redis.call('ZREM', KEYS[5], id)
+redis.call('RPUSH', KEYS[3], ARGV[4])
+redis.call('DEL', KEYS[4])
+redis.call('LPUSH', KEYS[4], 'done')
+local ttl = tonumber(ARGV[5])
+redis.call('EXPIRE', KEYS[1], ttl)
+redis.call('EXPIRE', KEYS[3], ttl)
+redis.call('EXPIRE', KEYS[4], ttl)
+return {1, redis.call('HGET', KEYS[1], 'created_ms'), now}

@@ -1,0 +1,35 @@
+-- finish: end a job without success (failed, escalated, expired, cancelled) and wake waiters.
+-- KEYS[1] job hash   KEYS[2] leases zset   KEYS[3] deciding zset   KEYS[4] delayed zset
+-- KEYS[5] deadlines zset   KEYS[6] notify list   KEYS[7] attempts list   KEYS[8] escalations zset
+-- KEYS[9] waiting zset of the job's current queue
+-- ARGV[1] expected status ('*' = any non-terminal)   ARGV[2] expected token ('*' = any)
+-- ARGV[3] new status   ARGV[4] error reason   ARGV[5] record (json)   ARGV[6] ttl (s)
+-- returns {1, created_ms, finished_ms} or {0, status}
+local status = redis.call('HGET', KEYS[1], 'status')
+local token = redis.call('HGET', KEYS[1], 'token')
+if not status then return {0, 'missing'} end
+local terminal = {succeeded=true, failed=true, escalated=true, expired=true, cancelled=true}
+if terminal[status] then return {0, status} end
+if ARGV[1] ~= '*' and status ~= ARGV[1] then return {0, status} end
+if ARGV[2] ~= '*' and token ~= ARGV[2] then return {0, status} end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local id = redis.call('HGET', KEYS[1], 'id')
+redis.call('HSET', KEYS[1], 'status', ARGV[3], 'error', ARGV[4], 'finished_ms', now)
+redis.call('ZREM', KEYS[2], id .. ':' .. token)
+redis.call('ZREM', KEYS[3], id)
+redis.call('ZREM', KEYS[4], id)
+redis.call('ZREM', KEYS[5], id)
+redis.call('ZREM', KEYS[9], id)
+redis.call('RPUSH', KEYS[7], ARGV[5])
+redis.call('DEL', KEYS[6])
+redis.call('LPUSH', KEYS[6], 'done')
+if ARGV[3] == 'escalated' then
+  redis.call('ZADD', KEYS[8], now, id)
+else
+  local ttl = tonumber(ARGV[6])
+  redis.call('EXPIRE', KEYS[1], ttl)
+  redis.call('EXPIRE', KEYS[7], ttl)
+  redis.call('EXPIRE', KEYS[6], ttl)
+end
+return {1, redis.call('HGET', KEYS[1], 'created_ms'), now}

@@ -1,0 +1,285 @@
+"""The Redis job store: every job transition as one atomic, fenced Lua script.
+
+A Celery message is only a pointer ``(job_id, token)``. The store decides whether a delivery is current:
+a stale or duplicate delivery fails the token compare-and-set and is dropped by the caller.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+import redis
+
+from toolbag.envelope import task_envelope
+from toolbag.jobs import JobNotFound, JobStatus
+from toolbag.keys import SUPERVISOR_QUEUE, Keys
+
+ATTEMPT_TASK = "toolbag.attempt"
+DECIDE_TASK = "toolbag.decide"
+
+
+def _script_source(name: str) -> str:
+    return resources.files("toolbag").joinpath("lua", f"{name}.lua").read_text(encoding="utf-8")
+
+
+def _s(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+@dataclass(frozen=True)
+class NewJob:
+    """Everything ``submit`` writes for one job."""
+
+    job_id: str
+    queue: str
+    deadline_s: float
+    fields: dict[str, str]
+    idempotency_key: str | None = None
+    caller: str = ""
+
+
+@dataclass(frozen=True)
+class Transition:
+    """The result of a fenced transition: ``ok`` false means the job had moved on (stale)."""
+
+    ok: bool
+    status: str = ""
+    created_ms: int = 0
+    finished_ms: int = 0
+
+
+class JobStore:
+    """Typed access to the job keys. Thread-safe (redis-py connection pool)."""
+
+    def __init__(self, client: redis.Redis, keys: Keys | None = None, job_ttl_s: int = 7 * 86_400) -> None:
+        self.redis = client
+        self.keys = keys or Keys()
+        self.job_ttl_s = job_ttl_s
+        self._submit = client.register_script(_script_source("submit"))
+        self._claim = client.register_script(_script_source("claim"))
+        self._complete = client.register_script(_script_source("complete"))
+        self._end_attempt = client.register_script(_script_source("end_attempt"))
+        self._dispatch = client.register_script(_script_source("dispatch"))
+        self._promote = client.register_script(_script_source("promote"))
+        self._finish = client.register_script(_script_source("finish"))
+
+    @classmethod
+    def from_url(cls, url: str, keys: Keys | None = None, job_ttl_s: int = 7 * 86_400) -> JobStore:
+        client = redis.Redis.from_url(
+            url, socket_connect_timeout=5, socket_keepalive=True, health_check_interval=25,
+            max_connections=512,
+        )
+        return cls(client, keys, job_ttl_s)
+
+    # -- submit -------------------------------------------------------------------------------------
+
+    def _submit_args(self, job: NewJob) -> tuple[list[str], list[Any]]:
+        use_idem = job.idempotency_key is not None
+        keys = [
+            self.keys.job(job.job_id),
+            self.keys.idem(job.caller, job.idempotency_key) if use_idem else self.keys.dummy,  # type: ignore[arg-type]
+            job.queue,
+            self.keys.waiting(job.queue),
+            self.keys.deadlines,
+        ]
+        argv: list[Any] = [
+            job.job_id,
+            "1" if use_idem else "0",
+            self.job_ttl_s,
+            task_envelope(job.queue, ATTEMPT_TASK, [job.job_id, "1"]),
+            int(job.deadline_s * 1000),
+        ]
+        for name, value in job.fields.items():
+            argv += [name, value]
+        return keys, argv
+
+    def submit(self, job: NewJob) -> tuple[bool, str]:
+        """Create and enqueue; returns ``(created, job_id)`` (the existing id on an idempotency hit)."""
+        keys, argv = self._submit_args(job)
+        created, job_id = self._submit(keys=keys, args=argv)
+        return bool(int(created)), _s(job_id)
+
+    def submit_many(self, jobs: Sequence[NewJob]) -> list[tuple[bool, str]]:
+        """Pipelined ``submit``: one round trip for the whole batch, each job still atomic."""
+        pipe = self.redis.pipeline(transaction=False)
+        for job in jobs:
+            keys, argv = self._submit_args(job)
+            self._submit(keys=keys, args=argv, client=pipe)
+        return [(bool(int(c)), _s(i)) for c, i in pipe.execute()]
+
+    # -- worker side --------------------------------------------------------------------------------
+
+    def claim(self, job_id: str, token: str, queue: str, lease_ttl_s: float, worker: str) -> dict[str, str] | None:
+        """Take the attempt if ``token`` is current; returns the job record, or None when stale."""
+        reply = self._claim(
+            keys=[self.keys.job(job_id), self.keys.leases, self.keys.waiting(queue)],
+            args=[token, int(lease_ttl_s * 1000), worker],
+        )
+        if int(reply[0]) != 1:
+            return None
+        flat = [_s(x) for x in reply[1:]]
+        return dict(zip(flat[0::2], flat[1::2], strict=True))
+
+    def renew_leases(self, members: Iterable[str], lease_ttl_s: float) -> list[str]:
+        """Extend live leases (``<id>:<token>``); returns the members whose lease was already gone."""
+        members = list(members)
+        if not members:
+            return []
+        deadline_ms = int((time.time() + lease_ttl_s) * 1000)
+        pipe = self.redis.pipeline(transaction=False)
+        for member in members:
+            pipe.zadd(self.keys.leases, {member: deadline_ms}, xx=True, ch=True)
+        changed = pipe.execute()
+        return [m for m, c in zip(members, changed, strict=True) if not c]
+
+    def complete(
+        self, job_id: str, token: str, output: Any, result: dict[str, Any], record_json: str
+    ) -> Transition:
+        reply = self._complete(
+            keys=[
+                self.keys.job(job_id), self.keys.leases, self.keys.attempts(job_id),
+                self.keys.notify(job_id), self.keys.deadlines,
+            ],
+            args=[token, json.dumps(output), json.dumps(result), record_json, self.job_ttl_s],
+        )
+        if int(reply[0]) != 1:
+            return Transition(False, _s(reply[1]))
+        return Transition(True, "succeeded", int(reply[1]), int(reply[2]))
+
+    def end_attempt(self, job_id: str, token: str, outcome: str, record_json: str) -> Transition:
+        """Running → deciding, pushing a decision message to the supervisor queue in the same step."""
+        envelope = task_envelope(SUPERVISOR_QUEUE, DECIDE_TASK, [job_id, token])
+        reply = self._end_attempt(
+            keys=[
+                self.keys.job(job_id), self.keys.leases, self.keys.attempts(job_id),
+                self.keys.deciding, SUPERVISOR_QUEUE,
+            ],
+            args=[token, outcome, record_json, envelope],
+        )
+        return Transition(int(reply[0]) == 1, _s(reply[1]) if len(reply) > 1 else "deciding")
+
+    # -- supervisor side ----------------------------------------------------------------------------
+
+    def dispatch(
+        self,
+        job_id: str,
+        expected_token: str,
+        *,
+        model: str,
+        provider: str,
+        queue: str,
+        record_json: str,
+        delay_s: float = 0.0,
+        feedback: str = "",
+    ) -> Transition:
+        """Deciding → queued on ``queue`` (or waiting in the delayed set for ``delay_s``)."""
+        new_token = str(int(expected_token) + 1)
+        delay_ms = int(delay_s * 1000)
+        target = self.keys.delayed if delay_ms > 0 else queue
+        envelope = task_envelope(queue, ATTEMPT_TASK, [job_id, new_token]) if delay_ms <= 0 else ""
+        reply = self._dispatch(
+            keys=[self.keys.job(job_id), self.keys.deciding, self.keys.attempts(job_id), target,
+                  self.keys.waiting(queue)],
+            args=[expected_token, new_token, model, provider, queue, envelope, record_json, delay_ms, feedback],
+        )
+        return Transition(int(reply[0]) == 1, _s(reply[1]) if len(reply) > 1 else "")
+
+    def promote(self, job_id: str) -> Transition:
+        """Waiting and due → queued. Safe to call twice, from two supervisors."""
+        record = self.redis.hmget(self.keys.job(job_id), ["token", "queue"])
+        if record[0] is None or record[1] is None:
+            self.redis.zrem(self.keys.delayed, job_id)
+            return Transition(False, "missing")
+        token, queue = _s(record[0]), _s(record[1])
+        reply = self._promote(
+            keys=[self.keys.job(job_id), self.keys.delayed, queue, self.keys.waiting(queue)],
+            args=[token, task_envelope(queue, ATTEMPT_TASK, [job_id, token])],
+        )
+        return Transition(int(reply[0]) == 1, _s(reply[1]) if len(reply) > 1 else "queued")
+
+    def finish(
+        self,
+        job_id: str,
+        status: JobStatus,
+        reason: str,
+        record_json: str,
+        *,
+        expected_status: str = "*",
+        expected_token: str = "*",
+    ) -> Transition:
+        """End a job without success; fenced by status and token when given."""
+        queue = self.redis.hget(self.keys.job(job_id), "queue")
+        reply = self._finish(
+            keys=[
+                self.keys.job(job_id), self.keys.leases, self.keys.deciding, self.keys.delayed,
+                self.keys.deadlines, self.keys.notify(job_id), self.keys.attempts(job_id),
+                self.keys.escalations, self.keys.waiting(_s(queue)) if queue else self.keys.dummy,
+            ],
+            args=[expected_status, expected_token, status.value, reason, record_json, self.job_ttl_s],
+        )
+        if int(reply[0]) != 1:
+            return Transition(False, _s(reply[1]))
+        return Transition(True, status.value, int(reply[1]), int(reply[2]))
+
+    # -- reads --------------------------------------------------------------------------------------
+
+    def get(self, job_id: str) -> dict[str, str]:
+        raw = self.redis.hgetall(self.keys.job(job_id))
+        if not raw:
+            raise JobNotFound(job_id)
+        return {_s(k): _s(v) for k, v in raw.items()}
+
+    def history(self, job_id: str) -> list[dict[str, Any]]:
+        return [json.loads(_s(x)) for x in self.redis.lrange(self.keys.attempts(job_id), 0, -1)]
+
+    def wait(self, job_id: str, timeout_s: float) -> bool:
+        """Block until the job is terminal (True) or ``timeout_s`` passes (False); no polling.
+
+        The notify list holds one token once the job is terminal; BLMOVE onto the same list wakes this
+        waiter without consuming the token, so every waiter wakes.
+        """
+        key = self.keys.notify(job_id)
+        got = self.redis.blmove(key, key, timeout=max(timeout_s, 0.001), src="RIGHT", dest="LEFT")
+        return got is not None
+
+    def due_delayed(self, limit: int = 500) -> list[str]:
+        now_ms = int(time.time() * 1000)
+        return [_s(x) for x in self.redis.zrangebyscore(self.keys.delayed, "-inf", now_ms, start=0, num=limit)]
+
+    def expired_leases(self, limit: int = 500) -> list[tuple[str, str]]:
+        now_ms = int(time.time() * 1000)
+        members = self.redis.zrangebyscore(self.keys.leases, "-inf", now_ms, start=0, num=limit)
+        out = []
+        for member in members:
+            job_id, _, token = _s(member).rpartition(":")
+            out.append((job_id, token))
+        return out
+
+    def stuck_deciding(self, older_than_s: float, limit: int = 500) -> list[str]:
+        cutoff = int((time.time() - older_than_s) * 1000)
+        return [_s(x) for x in self.redis.zrangebyscore(self.keys.deciding, "-inf", cutoff, start=0, num=limit)]
+
+    def overdue(self, limit: int = 500) -> list[str]:
+        now_ms = int(time.time() * 1000)
+        return [_s(x) for x in self.redis.zrangebyscore(self.keys.deadlines, "-inf", now_ms, start=0, num=limit)]
+
+    def resend_decision(self, job_id: str, token: str) -> None:
+        """Re-push a decision message for a job stuck in ``deciding`` (its message was lost with a
+        supervisor). Duplicates are harmless: decisions are fenced by token."""
+        self.redis.lpush(SUPERVISOR_QUEUE, task_envelope(SUPERVISOR_QUEUE, DECIDE_TASK, [job_id, token]))
+        self.redis.zadd(self.keys.deciding, {job_id: int(time.time() * 1000)}, xx=True)
+
+    def queue_stats(self, queue: str) -> tuple[int, float]:
+        """(jobs waiting, age in seconds of the oldest) for a queue: queued or reserved but not started."""
+        key = self.keys.waiting(queue)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zcard(key)
+        pipe.zrange(key, 0, 0, withscores=True)
+        depth, oldest = pipe.execute()
+        age_s = max(0.0, time.time() - oldest[0][1] / 1000) if oldest else 0.0
+        return int(depth), age_s

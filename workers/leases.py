@@ -1,0 +1,59 @@
+"""Attempt leases kept alive by one heartbeat thread per worker process."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from toolbag.store import JobStore
+
+log = logging.getLogger("toolbag.leases")
+
+
+class LeaseKeeper:
+    """Renews the lease of every attempt this process is running, every ``ttl/3`` seconds.
+
+    A lease found gone (swept as lost, or the job cancelled) is reported through ``lost()``: the attempt
+    may finish, but its completion will fail the token check and be discarded.
+    """
+
+    def __init__(self, store: JobStore, lease_ttl_s: float) -> None:
+        self.store = store
+        self.lease_ttl_s = lease_ttl_s
+        self._members: set[str] = set()
+        self._lost: set[str] = set()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="toolbag-lease-keeper", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def add(self, member: str) -> None:
+        with self._lock:
+            self._members.add(member)
+
+    def remove(self, member: str) -> None:
+        with self._lock:
+            self._members.discard(member)
+            self._lost.discard(member)
+
+    def lost(self, member: str) -> bool:
+        with self._lock:
+            return member in self._lost
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.lease_ttl_s / 3):
+            with self._lock:
+                members = list(self._members)
+            try:
+                gone = self.store.renew_leases(members, self.lease_ttl_s)
+            except Exception:  # Redis blip: the next beat retries; leases outlive one missed beat
+                log.warning("lease renewal failed", exc_info=True)
+                continue
+            if gone:
+                with self._lock:
+                    self._lost.update(gone)

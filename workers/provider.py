@@ -1,0 +1,173 @@
+"""One attempt of one job on one provider: claim (fenced), call the vendor, record the outcome.
+
+An attempt never raises into Celery: every ending is written to the store, and a delivery that is stale
+(duplicate, redelivered after recovery, or for a job that moved on) is dropped and counted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from typing import Any
+
+from toolbag import metrics
+from toolbag.config import Config
+from toolbag.jobs import AttemptRecord
+from toolbag.providers.base import Adapter, AttemptFailure, ModelRequest, ModelResponse, OutcomeKind
+from toolbag.requests import plain_request, timeouts_for
+from toolbag.store import JobStore
+from workers.leases import LeaseKeeper
+
+log = logging.getLogger("toolbag.worker")
+
+
+class AttemptRunner:
+    def __init__(
+        self,
+        config: Config,
+        store: JobStore,
+        provider: str,
+        adapter: Adapter,
+        keeper: LeaseKeeper,
+        worker_name: str,
+        skills: Any = None,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.provider = provider
+        self.adapter = adapter
+        self.keeper = keeper
+        self.worker_name = worker_name
+        self.skills = skills
+
+    def run(self, job_id: str, token: str, queue: str) -> None:
+        record = self.store.claim(job_id, token, queue, self.config.fleet.lease_ttl_s, self.worker_name)
+        if record is None:
+            metrics.STALE_DELIVERIES.labels(self.provider).inc()
+            log.info(json.dumps({"event": "stale_delivery", "job_id": job_id, "token": token}))
+            return
+        tier = record["tier"]
+        started_s = int(record["started_ms"]) / 1000
+        metrics.QUEUE_WAIT.labels(self.provider, tier).observe(
+            max(0.0, started_s - int(record["enqueued_ms"]) / 1000)
+        )
+        member = f"{job_id}:{token}"
+        self.keeper.add(member)
+        metrics.INFLIGHT.labels(self.provider).inc()
+        try:
+            self._attempt(record, token)
+        finally:
+            metrics.INFLIGHT.labels(self.provider).dec()
+            self.keeper.remove(member)
+
+    def _attempt(self, record: dict[str, str], token: str) -> None:
+        job_id, model_name, tier = record["id"], record["model"], record["tier"]
+        model = self.config.models[model_name]
+        attempt_n = int(record.get("attempt", "1"))
+        t0 = time.monotonic()
+        try:
+            request, skill = self._request(record)
+            response = self.adapter.call(model.model_id, request)
+            output = self._output(response, request, skill)
+        except AttemptFailure as failure:
+            self._failed(record, token, attempt_n, failure, time.monotonic() - t0)
+            return
+        except Exception as err:  # a bug of ours must not crash the worker or lose the job
+            log.exception("attempt crashed", extra={"job_id": job_id})
+            failure = AttemptFailure(OutcomeKind.SERVER_ERROR, f"worker error: {type(err).__name__}: {err}")
+            self._failed(record, token, attempt_n, failure, time.monotonic() - t0)
+            return
+        latency_s = time.monotonic() - t0
+        usage = response.usage
+        cost = model.cost_usd(usage.input_tokens, usage.output_tokens)
+        attempt = AttemptRecord(
+            n=attempt_n, model=model_name, provider=self.provider, outcome=OutcomeKind.OK.value,
+            latency_s=round(latency_s, 4), time_to_first_token_s=response.time_to_first_token_s,
+            input_tokens=usage.input_tokens, output_tokens=usage.output_tokens, cost_usd=cost,
+            worker=self.worker_name, request_id=response.request_id,
+        )
+        result = {
+            "provider": self.provider,
+            "model": model_name,
+            "model_id": response.model,
+            "usage": dataclasses.asdict(usage),
+            "cost_usd": cost,
+            "request_id": response.request_id,
+            "latency_s": round(latency_s, 4),
+            "tool_calls": [dataclasses.asdict(c) for c in response.tool_calls],
+        }
+        done = self.store.complete(job_id, token, output, result, attempt.to_json())
+        self._observe_attempt(model_name, tier, OutcomeKind.OK.value, latency_s, response)
+        if not done.ok:
+            metrics.STALE_DELIVERIES.labels(self.provider).inc()
+            log.info(json.dumps({"event": "late_completion_dropped", "job_id": job_id, "status": done.status}))
+            return
+        metrics.TOKENS.labels(self.provider, model_name, "input").inc(usage.input_tokens)
+        metrics.TOKENS.labels(self.provider, model_name, "output").inc(usage.output_tokens)
+        metrics.TOKENS.labels(self.provider, model_name, "cached").inc(usage.cached_input_tokens)
+        metrics.COST.labels(self.provider, model_name, record["capability"]).inc(cost)
+        metrics.JOBS_FINISHED.labels(record["capability"], tier, "succeeded").inc()
+        metrics.JOB_DURATION.labels(record["capability"], tier).observe((done.finished_ms - done.created_ms) / 1000)
+        log.info(json.dumps({"event": "attempt", "job_id": job_id, "attempt": attempt_n, "provider": self.provider,
+                             "model": model_name, "outcome": "ok", "latency_s": round(latency_s, 4)}))
+
+    def _request(self, record: dict[str, str]) -> tuple[ModelRequest, Any]:
+        model = self.config.models[record["model"]]
+        payload = json.loads(record["input"])
+        skill = None
+        feedback = record.get("feedback") or None
+        if record.get("skill"):
+            from toolbag.skills import render
+
+            skill = self.skills.get(record["skill"])
+            request = render(skill, payload, feedback=feedback)
+        else:
+            request = plain_request(record["capability"], payload, min(1024, model.max_output_tokens))
+            if feedback:
+                request = dataclasses.replace(
+                    request, system=f"{request.system}\n\nYour previous answer was rejected: {feedback}"
+                )
+        tier_cfg = self.config.tiers[record["tier"]]  # type: ignore[index]
+        return dataclasses.replace(
+            request,
+            timeouts=timeouts_for(self.config, record["tier"]),
+            stream=tier_cfg.stream,
+            max_output_tokens=min(request.max_output_tokens, model.max_output_tokens),
+        ), skill
+
+    def _output(self, response: ModelResponse, request: ModelRequest, skill: Any) -> Any:
+        if request.json_schema is None:
+            return response.text
+        if skill is not None:
+            from toolbag.skills import validate_output
+
+            errors = validate_output(skill, response.parsed)
+            if errors:
+                raise AttemptFailure(OutcomeKind.INVALID_OUTPUT, "; ".join(errors)[:1000])
+        return response.parsed
+
+    def _failed(
+        self, record: dict[str, str], token: str, attempt_n: int, failure: AttemptFailure, latency_s: float
+    ) -> None:
+        model_name, tier = record["model"], record["tier"]
+        attempt = AttemptRecord(
+            n=attempt_n, model=model_name, provider=self.provider, outcome=failure.kind.value,
+            reason=failure.reason[:2000], latency_s=round(latency_s, 4), worker=self.worker_name,
+            request_id=failure.request_id, retry_after_s=failure.retry_after_s,
+        )
+        self.store.end_attempt(record["id"], token, failure.kind.value, attempt.to_json())
+        self._observe_attempt(model_name, tier, failure.kind.value, latency_s, None)
+        metrics.SDK_ERRORS.labels(self.provider, failure.kind.value).inc()
+        log.info(json.dumps({"event": "attempt", "job_id": record["id"], "attempt": attempt_n,
+                             "provider": self.provider, "model": model_name, "outcome": failure.kind.value,
+                             "reason": failure.reason[:300], "latency_s": round(latency_s, 4)}))
+
+    def _observe_attempt(
+        self, model: str, tier: str, outcome: str, latency_s: float, response: ModelResponse | None
+    ) -> None:
+        metrics.ATTEMPTS.labels(self.provider, model, tier, outcome).inc()
+        metrics.ATTEMPT_DURATION.labels(self.provider, model, tier).observe(latency_s)
+        if response is not None and response.time_to_first_token_s is not None:
+            metrics.TIME_TO_FIRST_TOKEN.labels(self.provider, model).observe(response.time_to_first_token_s)

@@ -1,0 +1,93 @@
+"""Process-wide state of a worker or supervisor process, built once at start (fail fast on bad config)."""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+from typing import Any
+
+from toolbag.config import Config
+from toolbag.keys import Keys
+from toolbag.store import JobStore
+from workers.leases import LeaseKeeper
+from workers.provider import AttemptRunner
+from workers.supervisor import Supervisor, Sweeper
+
+
+@dataclass
+class Runtime:
+    config: Config
+    store: JobStore
+    attempts_runner: AttemptRunner | None = None
+    supervisor_: Supervisor | None = None
+    sweeper: Sweeper | None = None
+    keeper: LeaseKeeper | None = None
+
+    @property
+    def attempts(self) -> AttemptRunner:
+        if self.attempts_runner is None:
+            raise RuntimeError("this process is not a provider worker (no adapter configured)")
+        return self.attempts_runner
+
+    @property
+    def supervisor(self) -> Supervisor:
+        if self.supervisor_ is None:
+            raise RuntimeError("this process is not a supervisor")
+        return self.supervisor_
+
+    def stop(self) -> None:
+        if self.keeper:
+            self.keeper.stop()
+        if self.sweeper:
+            self.sweeper.stop()
+        if self.attempts_runner:
+            self.attempts_runner.adapter.close()
+
+
+_current: Runtime | None = None
+
+
+def current() -> Runtime:
+    if _current is None:
+        raise RuntimeError("toolbag runtime not initialised: start workers with `toolbag worker`")
+    return _current
+
+
+def _store(config: Config, redis_url: str) -> JobStore:
+    return JobStore.from_url(redis_url, Keys(config.fleet.key_prefix), config.fleet.job_ttl_s)
+
+
+def _skills() -> Any:
+    from toolbag.skills import SkillLibrary, default_skills_root
+
+    return SkillLibrary(default_skills_root())
+
+
+def start_provider(config: Config, redis_url: str, provider: str) -> Runtime:
+    """Build the adapter (raising ConfigError now, never mid-job) and the lease heartbeat."""
+    global _current
+    from toolbag.providers.registry import build_adapter
+
+    if provider not in config.providers:
+        from toolbag.config import ConfigError
+
+        raise ConfigError(f"unknown provider {provider!r}; configured: {', '.join(sorted(config.providers))}")
+    adapter = build_adapter(provider, config)
+    store = _store(config, redis_url)
+    keeper = LeaseKeeper(store, config.fleet.lease_ttl_s)
+    keeper.start()
+    name = f"{provider}@{socket.gethostname()}:{os.getpid()}"
+    runner = AttemptRunner(config, store, provider, adapter, keeper, name, skills=_skills())
+    _current = Runtime(config, store, attempts_runner=runner, keeper=keeper)
+    return _current
+
+
+def start_supervisor(config: Config, redis_url: str, *, sweep: bool = True) -> Runtime:
+    global _current
+    store = _store(config, redis_url)
+    sweeper = Sweeper(config, store) if sweep else None
+    if sweeper:
+        sweeper.start()
+    _current = Runtime(config, store, supervisor_=Supervisor(config, store), sweeper=sweeper)
+    return _current

@@ -1,0 +1,188 @@
+"""The supervisor: decisions after non-ok outcomes, and the sweeps that keep every job moving.
+
+Decisions arrive on the ``toolbag.supervisor`` queue. Sweeps run in a thread of every supervisor
+process; each transition they make is fenced in Lua, so two replicas sweeping at once is safe.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+
+from toolbag import metrics
+from toolbag.config import TIERS, Config
+from toolbag.decisions import Decision, Situation, decide
+from toolbag.jobs import AttemptRecord, DecisionRecord, JobNotFound, JobStatus
+from toolbag.keys import queue_name
+from toolbag.providers.base import OutcomeKind
+from toolbag.store import JobStore
+
+log = logging.getLogger("toolbag.supervisor")
+
+STUCK_DECIDING_S = 30.0
+
+
+class Supervisor:
+    def __init__(
+        self,
+        config: Config,
+        store: JobStore,
+        *,
+        usable: Callable[[Sequence[str]], list[str]] = list,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.usable = usable
+
+    def decide(self, job_id: str, token: str) -> Decision | None:
+        """Decide and apply. Returns None when the message is stale (the job moved on)."""
+        try:
+            job = self.store.get(job_id)
+        except JobNotFound:
+            return None
+        if job.get("status") != JobStatus.DECIDING or job.get("token") != token:
+            metrics.STALE_DELIVERIES.labels("supervisor").inc()
+            return None
+        history = self.store.history(job_id)
+        last = next((h for h in reversed(history) if h.get("type") == "attempt"), {})
+        outcome = OutcomeKind(job.get("outcome") or last.get("outcome") or OutcomeKind.SERVER_ERROR)
+        situation = Situation(
+            outcome=outcome,
+            reason=str(last.get("reason", "")),
+            model=job["model"],
+            tier=job["tier"],
+            plan=json.loads(job["plan"]),
+            history=history,
+            retry_after_s=last.get("retry_after_s"),
+        )
+        policy = self.config.route(job["capability"], job["tier"]).policy
+        decision = decide(situation, self.config, policy, usable=self.usable)
+        self._apply(job, token, decision, outcome)
+        return decision
+
+    def _apply(self, job: dict[str, str], token: str, decision: Decision, outcome: OutcomeKind) -> None:
+        job_id, capability, tier = job["id"], job["capability"], job["tier"]
+        record = DecisionRecord(decision.action, decision.reason, decision.model, round(decision.delay_s, 3))
+        if decision.action in ("retry", "reroute", "wait"):
+            assert decision.model is not None
+            provider = self.config.provider_of(decision.model)
+            done = self.store.dispatch(
+                job_id, token, model=decision.model, provider=provider, queue=queue_name(provider, tier),
+                record_json=record.to_json(), delay_s=decision.delay_s, feedback=decision.feedback,
+            )
+            if done.ok and decision.action == "reroute":
+                metrics.REROUTES.labels(job["provider"], provider, outcome.value).inc()
+        else:
+            status = JobStatus.ESCALATED if decision.action == "escalate" else JobStatus.FAILED
+            done = self.store.finish(
+                job_id, status, decision.reason, record.to_json(), expected_status="deciding", expected_token=token
+            )
+            if done.ok:
+                metrics.JOBS_FINISHED.labels(capability, tier, status.value).inc()
+                metrics.JOB_DURATION.labels(capability, tier).observe((done.finished_ms - done.created_ms) / 1000)
+                if status is JobStatus.ESCALATED:
+                    metrics.ESCALATIONS.labels(capability).inc()
+        if done.ok:
+            metrics.SUPERVISOR_DECISIONS.labels(decision.action, outcome.value).inc()
+            log.info(json.dumps({"event": "decision", "job_id": job_id, "action": decision.action,
+                                 "model": decision.model, "reason": decision.reason, "outcome": outcome.value}))
+        else:
+            metrics.STALE_DELIVERIES.labels("supervisor").inc()
+
+
+class Sweeper:
+    """Periodic, idempotent sweeps: expired leases, due delayed jobs, stuck decisions, deadlines, gauges."""
+
+    def __init__(self, config: Config, store: JobStore, interval_s: float = 0.25, gauges_every_s: float = 5.0):
+        self.config = config
+        self.store = store
+        self.interval_s = interval_s
+        self.gauges_every_s = gauges_every_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="toolbag-sweeper", daemon=True)
+        self._last_gauges = 0.0
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                self.sweep_once()
+            except Exception:
+                log.warning("sweep failed; retrying next tick", exc_info=True)
+
+    def sweep_once(self) -> None:
+        self.expire_leases()
+        self.promote_due()
+        self.resend_stuck()
+        self.expire_deadlines()
+        now = time.monotonic()
+        if now - self._last_gauges >= self.gauges_every_s:
+            self._last_gauges = now
+            self.update_gauges()
+
+    def expire_leases(self) -> int:
+        """A lease past its deadline means the worker died mid-attempt: the attempt ends as ``lost``."""
+        n = 0
+        for job_id, token in self.store.expired_leases():
+            try:
+                job = self.store.get(job_id)
+            except JobNotFound:
+                self.store.redis.zrem(self.store.keys.leases, f"{job_id}:{token}")
+                continue
+            record = AttemptRecord(
+                n=int(job.get("attempt", "1")), model=job.get("model", ""), provider=job.get("provider", ""),
+                outcome=OutcomeKind.LOST.value, reason=f"lease expired (worker {job.get('worker', '?')} gone)",
+            )
+            if self.store.end_attempt(job_id, token, OutcomeKind.LOST.value, record.to_json()).ok:
+                metrics.ATTEMPTS.labels(job.get("provider", ""), job.get("model", ""), job.get("tier", ""),
+                                        OutcomeKind.LOST.value).inc()
+                n += 1
+        return n
+
+    def promote_due(self) -> int:
+        return sum(1 for job_id in self.store.due_delayed() if self.store.promote(job_id).ok)
+
+    def resend_stuck(self) -> int:
+        n = 0
+        for job_id in self.store.stuck_deciding(STUCK_DECIDING_S):
+            try:
+                job = self.store.get(job_id)
+            except JobNotFound:
+                self.store.redis.zrem(self.store.keys.deciding, job_id)
+                continue
+            if job.get("status") == JobStatus.DECIDING:
+                self.store.resend_decision(job_id, job["token"])
+                n += 1
+            else:
+                self.store.redis.zrem(self.store.keys.deciding, job_id)
+        return n
+
+    def expire_deadlines(self) -> int:
+        n = 0
+        for job_id in self.store.overdue():
+            record = DecisionRecord("expire", "job deadline passed").to_json()
+            done = self.store.finish(job_id, JobStatus.EXPIRED, "job deadline passed before completion", record)
+            if done.ok:
+                job = self.store.get(job_id)
+                metrics.JOBS_FINISHED.labels(job["capability"], job["tier"], "expired").inc()
+                n += 1
+            else:
+                self.store.redis.zrem(self.store.keys.deadlines, job_id)
+        return n
+
+    def update_gauges(self) -> None:
+        for provider in self.config.providers:
+            for tier in TIERS:
+                depth, age_s = self.store.queue_stats(queue_name(provider, tier))
+                metrics.QUEUE_DEPTH.labels(provider, tier).set(depth)
+                metrics.QUEUE_OLDEST_AGE.labels(provider, tier).set(age_s)
+        metrics.DELAYED_JOBS.set(self.store.redis.zcard(self.store.keys.delayed))
