@@ -36,11 +36,16 @@ Role = Literal["user", "assistant"]
 
 @dataclass(frozen=True)
 class ToolCall:
-    """A model's request to call a tool. ``id`` is the vendor's call id (synthesized for Gemini)."""
+    """A model's request to call a tool. ``id`` is the vendor's call id (synthesized for Gemini).
+
+    ``signature`` is opaque vendor state that must be sent back unchanged with the call on the next turn
+    (Gemini's base64 ``thoughtSignature``); empty for the other vendors.
+    """
 
     id: str
     name: str
     arguments: dict[str, Any]
+    signature: str = ""
 
 
 @dataclass(frozen=True)
@@ -158,6 +163,11 @@ class Adapter(Protocol):
 
     def call(self, model: str, request: ModelRequest) -> ModelResponse:
         """Run one attempt. Returns a response or raises :class:`AttemptFailure`; never anything else."""
+        ...
+
+    def wire_request(self, model: str, request: ModelRequest) -> dict[str, Any]:
+        """The JSON-serializable SDK call arguments :meth:`call` sends for ``request`` (body fields only:
+        no timeouts, no extra headers). Used by ``toolbag skills render`` and lockfile digests."""
         ...
 
     def close(self) -> None:

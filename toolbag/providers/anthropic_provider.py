@@ -1,0 +1,310 @@
+"""Anthropic Messages API through the official ``anthropic`` SDK (sync client, shared by all threads)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import anthropic
+
+from toolbag.providers.attempt import AttemptClock, http_limits
+from toolbag.providers.base import (
+    AttemptFailure,
+    Message,
+    ModelRequest,
+    ModelResponse,
+    OutcomeKind,
+    ProviderKind,
+    ToolCall,
+    Usage,
+)
+from toolbag.providers.errors import anthropic_stop_failure, classify, ratelimit_headers, redacted
+from toolbag.providers.structured import anthropic_output_schema, parse_json_output
+
+__all__ = ["DEFAULT_BASE_URL", "AnthropicAdapter"]
+
+DEFAULT_BASE_URL = "https://api.anthropic.com"
+_VENDOR = "anthropic"
+
+
+def _content(message: Message) -> str | list[dict[str, Any]]:
+    if message.role == "assistant":
+        blocks: list[dict[str, Any]] = []
+        if message.text:
+            blocks.append({"type": "text", "text": message.text})
+        for call in message.tool_calls:
+            blocks.append({"type": "tool_use", "id": call.id, "name": call.name, "input": call.arguments})
+        return blocks if message.tool_calls else message.text
+    if not message.tool_results:
+        return message.text
+    user_blocks: list[dict[str, Any]] = []
+    for result in message.tool_results:
+        block: dict[str, Any] = {
+            "type": "tool_result",
+            "tool_use_id": result.call_id,
+            "content": result.content,
+        }
+        if result.is_error:
+            block["is_error"] = True
+        user_blocks.append(block)
+    if message.text:
+        user_blocks.append({"type": "text", "text": message.text})
+    return user_blocks
+
+
+def _usage(usage: Any) -> Usage:
+    if usage is None:
+        return Usage()
+    cache_read = getattr(usage, "cache_read_input_tokens", None) or 0
+    cache_write = getattr(usage, "cache_creation_input_tokens", None) or 0
+    return Usage(
+        input_tokens=(getattr(usage, "input_tokens", None) or 0) + cache_read + cache_write,
+        output_tokens=getattr(usage, "output_tokens", None) or 0,
+        cached_input_tokens=cache_read,
+    )
+
+
+@dataclass
+class _StreamState:
+    text_parts: list[str] = field(default_factory=list)
+    tools: dict[int, tuple[str, str, list[str], dict[str, Any]]] = field(default_factory=dict)
+    model: str = ""
+    message_id: str | None = None
+    stop_reason: str | None = None
+    stop_details: Any = None
+    input_usage: Any = None
+    output_tokens: int = 0
+    finished: bool = False
+
+    @property
+    def text(self) -> str:
+        return "".join(self.text_parts)
+
+
+class AnthropicAdapter:
+    """:class:`~toolbag.providers.base.Adapter` for the Anthropic Messages API.
+
+    One ``anthropic.Anthropic`` client (SDK retries off) over one ``httpx2`` pool sized for
+    ``max_connections`` concurrent calls; every per-attempt option is passed per call, so the instance is
+    safe to share between threads.
+    """
+
+    kind: ProviderKind = "anthropic"
+
+    def __init__(self, *, api_key: str, base_url: str = DEFAULT_BASE_URL, max_connections: int = 200) -> None:
+        self.base_url = base_url
+        self._secrets = (api_key,)
+        self._http = anthropic.DefaultHttpxClient(limits=http_limits(max_connections))
+        self._client = anthropic.Anthropic(
+            api_key=api_key, base_url=base_url, max_retries=0, http_client=self._http
+        )
+
+    def __repr__(self) -> str:
+        return f"AnthropicAdapter(base_url={self.base_url!r})"
+
+    def close(self) -> None:
+        self._client.close()
+
+    # ------------------------------------------------------------------------------------ request
+
+    def wire_request(self, model: str, request: ModelRequest) -> dict[str, Any]:
+        """``messages.create`` keyword arguments for ``request`` (JSON-serializable)."""
+        wire: dict[str, Any] = {
+            "model": model,
+            "max_tokens": request.max_output_tokens,
+            "messages": [{"role": m.role, "content": _content(m)} for m in request.messages],
+        }
+        if request.system:
+            wire["system"] = request.system
+        if request.tools:
+            wire["tools"] = [
+                {"name": t.name, "description": t.description, "input_schema": t.parameters}
+                for t in request.tools
+            ]
+        if request.json_schema is not None:
+            wire["output_config"] = {
+                "format": {"type": "json_schema", "schema": anthropic_output_schema(request.json_schema)}
+            }
+        if request.stream:
+            wire["stream"] = True
+        return wire
+
+    # --------------------------------------------------------------------------------------- call
+
+    def call(self, model: str, request: ModelRequest) -> ModelResponse:
+        """One attempt; returns a response or raises :class:`AttemptFailure`, never an SDK exception."""
+        clock = AttemptClock(request.timeouts, vendor=_VENDOR)
+        state = _StreamState()
+        headers: dict[str, str] = {}
+        try:
+            wire = self.wire_request(model, request)
+            options: dict[str, Any] = {"timeout": clock.http_timeout(request.stream)}
+            if request.extra_headers:
+                options["extra_headers"] = dict(request.extra_headers)
+            if request.stream:
+                return self._call_stream(wire, options, request, clock, state, headers)
+            return self._call_once(wire, options, request, clock, headers)
+        except Exception as exc:
+            failure = classify(exc, vendor=_VENDOR, partial_text=state.text, latency_s=clock.elapsed_s())
+            if not failure.ratelimit_headers:
+                failure.ratelimit_headers = ratelimit_headers(headers)
+            failure.request_id = failure.request_id or headers.get("request-id") or state.message_id
+            failure.reason = redacted(failure.reason, self._secrets)
+            raise failure from None
+
+    def _call_once(
+        self,
+        wire: dict[str, Any],
+        options: dict[str, Any],
+        request: ModelRequest,
+        clock: AttemptClock,
+        headers: dict[str, str],
+    ) -> ModelResponse:
+        raw = self._client.messages.with_raw_response.create(**wire, **options)
+        headers.update(raw.headers)
+        message = raw.parse()
+        text = "".join(block.text for block in message.content if block.type == "text")
+        failure = anthropic_stop_failure(message.stop_reason, getattr(message, "stop_details", None))
+        if failure is not None:
+            raise failure
+        calls = tuple(
+            ToolCall(id=block.id, name=block.name, arguments=dict(block.input or {}))
+            for block in message.content
+            if block.type == "tool_use"
+        )
+        return self._response(
+            request,
+            clock,
+            headers,
+            text=text,
+            calls=calls,
+            model=message.model,
+            usage=_usage(message.usage),
+            stop_reason=str(message.stop_reason),
+            request_id=headers.get("request-id") or message.id,
+        )
+
+    def _call_stream(
+        self,
+        wire: dict[str, Any],
+        options: dict[str, Any],
+        request: ModelRequest,
+        clock: AttemptClock,
+        state: _StreamState,
+        headers: dict[str, str],
+    ) -> ModelResponse:
+        stream = self._client.messages.create(**wire, **options)
+        try:
+            headers.update(stream.response.headers)
+            for event in stream:
+                self._on_event(event, state, clock)
+                clock.check(state.text)
+                if state.finished:
+                    break
+        finally:
+            stream.close()
+        if not state.finished:
+            raise AttemptFailure(
+                OutcomeKind.NETWORK,
+                "anthropic stream ended without message_stop (cut stream)",
+                partial_text=state.text,
+            )
+        failure = anthropic_stop_failure(state.stop_reason, state.stop_details, partial_text=state.text)
+        if failure is not None:
+            raise failure
+        calls: list[ToolCall] = []
+        for index in sorted(state.tools):
+            call_id, name, parts, initial = state.tools[index]
+            arguments = initial
+            if parts:
+                try:
+                    arguments = json.loads("".join(parts))
+                except json.JSONDecodeError as err:
+                    raise AttemptFailure(
+                        OutcomeKind.INVALID_OUTPUT,
+                        f"anthropic tool_use {name!r} input is not valid JSON ({err.msg})",
+                        partial_text=state.text,
+                    ) from None
+            if not isinstance(arguments, dict):
+                raise AttemptFailure(
+                    OutcomeKind.INVALID_OUTPUT, f"anthropic tool_use {name!r} input is not an object"
+                )
+            calls.append(ToolCall(id=call_id, name=name, arguments=arguments))
+        usage = _usage(state.input_usage)
+        return self._response(
+            request,
+            clock,
+            headers,
+            text=state.text,
+            calls=tuple(calls),
+            model=state.model,
+            usage=Usage(usage.input_tokens, state.output_tokens, usage.cached_input_tokens),
+            stop_reason=str(state.stop_reason),
+            request_id=headers.get("request-id") or state.message_id,
+        )
+
+    @staticmethod
+    def _on_event(event: Any, state: _StreamState, clock: AttemptClock) -> None:
+        kind = getattr(event, "type", None)
+        if kind == "message_start":
+            message = event.message
+            state.model = message.model
+            state.message_id = message.id
+            state.input_usage = message.usage
+            state.output_tokens = getattr(message.usage, "output_tokens", 0) or 0
+        elif kind == "content_block_start":
+            block = event.content_block
+            if block.type == "tool_use":
+                state.tools[event.index] = (block.id, block.name, [], dict(block.input or {}))
+                clock.mark_token()
+            elif block.type == "text" and block.text:
+                state.text_parts.append(block.text)
+                clock.mark_token()
+        elif kind == "content_block_delta":
+            delta = event.delta
+            if delta.type == "text_delta":
+                state.text_parts.append(delta.text)
+                clock.mark_token()
+            elif delta.type == "input_json_delta" and event.index in state.tools:
+                state.tools[event.index][2].append(delta.partial_json)
+                clock.mark_token()
+        elif kind == "message_delta":
+            state.stop_reason = event.delta.stop_reason
+            state.stop_details = getattr(event.delta, "stop_details", None)
+            usage = getattr(event, "usage", None)
+            if usage is not None:
+                state.output_tokens = getattr(usage, "output_tokens", None) or state.output_tokens
+                if getattr(usage, "input_tokens", None):
+                    state.input_usage = usage
+        elif kind == "message_stop":
+            state.finished = True
+
+    @staticmethod
+    def _response(
+        request: ModelRequest,
+        clock: AttemptClock,
+        headers: dict[str, str],
+        *,
+        text: str,
+        calls: tuple[ToolCall, ...],
+        model: str,
+        usage: Usage,
+        stop_reason: str,
+        request_id: str | None,
+    ) -> ModelResponse:
+        parsed = None
+        if request.json_schema is not None and not calls:
+            parsed = parse_json_output(text, vendor=_VENDOR)
+        return ModelResponse(
+            text=text,
+            model=model,
+            usage=usage,
+            parsed=parsed,
+            tool_calls=calls,
+            stop_reason=stop_reason,
+            request_id=request_id,
+            latency_s=clock.elapsed_s(),
+            time_to_first_token_s=clock.time_to_first_token_s() if request.stream else None,
+            ratelimit_headers=ratelimit_headers(headers),
+        )

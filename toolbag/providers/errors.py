@@ -1,0 +1,568 @@
+"""The one place vendor failures become :class:`~toolbag.providers.base.AttemptFailure`.
+
+Every adapter funnels what can go wrong through here: SDK exceptions, raw ``httpx2`` transport errors
+(the Gemini SDK does not wrap them; streams surface them mid-iteration), malformed stream chunks, and the
+refusal / blocking signals each vendor puts in an otherwise successful (HTTP 200) answer::
+
+    BaseException
+      ├── AttemptFailure                        → unchanged
+      ├── httpx2.TimeoutException               → timeout        (connect, read = first token / stall, pool)
+      ├── httpx2.TransportError                 → network        (reset, refused, peer closed mid-body)
+      ├── anthropic / openai APITimeoutError    → timeout
+      ├── anthropic / openai APIConnectionError → network (or timeout when caused by one)
+      ├── anthropic / openai APIStatusError     → by status, error type / code and message (see _kind_for)
+      ├── openai APIError (mid-stream chunk)    → by error type / code
+      ├── google.genai errors.APIError          → by code, status and google.rpc details
+      ├── JSON / unknown-response errors        → server_error  (a chunk that is not JSON)
+      └── anything else                         → server_error  (never escapes an adapter)
+
+A reason always carries the vendor's own words (error type and message, refusal category, finish reason).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import anthropic
+import httpx2
+import openai
+from google.genai import errors as genai_errors
+
+from toolbag.providers.base import AttemptFailure, OutcomeKind
+
+__all__ = [
+    "anthropic_stop_failure",
+    "classify",
+    "gemini_block_failure",
+    "gemini_finish_failure",
+    "openai_finish_failure",
+    "parse_retry_after",
+    "ratelimit_headers",
+    "redacted",
+]
+
+_MAX_REASON_CHARS = 500
+
+# Substrings (lower-cased) of vendor error types, codes and messages.
+_QUOTA_MARKERS = (
+    "insufficient_quota",
+    "billing",
+    "credit balance",
+    "spend_limit",
+    "spend limit",
+    "spending cap",
+    "exceeded your current quota",
+    "prepayment credits",
+    "payment required",
+)
+_CONTEXT_MARKERS = (
+    "prompt is too long",
+    "context_length_exceeded",
+    "context length",
+    "context window",
+    "context_window",
+    "maximum number of tokens",
+    "too many tokens",
+    "input token count",
+    "request_too_large",
+    "prompt too long",
+)
+_AUTH_MARKERS = ("api_key_invalid", "api key not valid", "invalid api key", "invalid x-api-key")
+
+# Error ``type`` values (Anthropic, OpenAI and compatible servers) carried by errors without a useful HTTP
+# status, e.g. an error event inside a 200 stream.
+_TYPE_KINDS: dict[str, OutcomeKind] = {
+    "overloaded_error": OutcomeKind.OVERLOADED,
+    "overloaded": OutcomeKind.OVERLOADED,
+    "service_unavailable": OutcomeKind.OVERLOADED,
+    "service_unavailable_error": OutcomeKind.OVERLOADED,
+    "unavailable": OutcomeKind.OVERLOADED,
+    "api_error": OutcomeKind.SERVER_ERROR,
+    "server_error": OutcomeKind.SERVER_ERROR,
+    "internal_error": OutcomeKind.SERVER_ERROR,
+    "internal": OutcomeKind.SERVER_ERROR,
+    "timeout_error": OutcomeKind.SERVER_ERROR,
+    "deadline_exceeded": OutcomeKind.SERVER_ERROR,
+    "rate_limit_error": OutcomeKind.RATE_LIMITED,
+    "rate_limit_exceeded": OutcomeKind.RATE_LIMITED,
+    "requests": OutcomeKind.RATE_LIMITED,
+    "tokens": OutcomeKind.RATE_LIMITED,
+    "resource_exhausted": OutcomeKind.RATE_LIMITED,
+    "insufficient_quota": OutcomeKind.QUOTA_EXHAUSTED,
+    "billing_error": OutcomeKind.QUOTA_EXHAUSTED,
+    "authentication_error": OutcomeKind.AUTH,
+    "permission_error": OutcomeKind.AUTH,
+    "invalid_api_key": OutcomeKind.AUTH,
+    "unauthenticated": OutcomeKind.AUTH,
+    "permission_denied": OutcomeKind.AUTH,
+    "invalid_request_error": OutcomeKind.BAD_REQUEST,
+    "invalid_argument": OutcomeKind.BAD_REQUEST,
+    "not_found_error": OutcomeKind.BAD_REQUEST,
+}
+
+# Gemini finish reasons (google-genai 3.3.0 ``FinishReason``). STOP and MAX_TOKENS are normal ends.
+_GEMINI_OK_FINISH = frozenset({"STOP", "MAX_TOKENS"})
+_GEMINI_REFUSED_FINISH = frozenset(
+    {
+        "SAFETY",
+        "RECITATION",
+        "LANGUAGE",
+        "OTHER",
+        "BLOCKLIST",
+        "PROHIBITED_CONTENT",
+        "SPII",
+        "IMAGE_SAFETY",
+        "IMAGE_PROHIBITED_CONTENT",
+        "IMAGE_OTHER",
+        "IMAGE_RECITATION",
+        "ESCALATION",
+        "MODEL_ARMOR",
+    }
+)
+_GEMINI_FINISH_KINDS: dict[str, OutcomeKind] = {
+    "MALFORMED_FUNCTION_CALL": OutcomeKind.INVALID_OUTPUT,
+    "UNEXPECTED_TOOL_CALL": OutcomeKind.INVALID_OUTPUT,
+    "TOO_MANY_TOOL_CALLS": OutcomeKind.INVALID_OUTPUT,
+    "NO_IMAGE": OutcomeKind.INVALID_OUTPUT,
+    "MISSING_THOUGHT_SIGNATURE": OutcomeKind.BAD_REQUEST,
+    "PUP_LIMITED_DISABLED": OutcomeKind.AUTH,  # the account is limited or disabled for policy violations
+}
+
+_RATELIMIT_PREFIXES = ("anthropic-ratelimit-", "x-ratelimit-")
+
+
+# --------------------------------------------------------------------------------------------- helpers
+
+
+def _clip(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= _MAX_REASON_CHARS else text[: _MAX_REASON_CHARS - 1] + "…"
+
+
+def redacted(text: str, secrets: Iterable[str]) -> str:
+    """``text`` with every non-trivial secret replaced by ``***``."""
+    for secret in secrets:
+        if secret and len(secret) >= 4:
+            text = text.replace(secret, "***")
+    return text
+
+
+def ratelimit_headers(headers: Mapping[str, str] | None) -> dict[str, str]:
+    """The vendor rate-limit headers (``anthropic-ratelimit-*``, ``x-ratelimit-*``), names lower-cased."""
+    if not headers:
+        return {}
+    return {
+        name.lower(): value
+        for name, value in headers.items()
+        if name.lower().startswith(_RATELIMIT_PREFIXES)
+    }
+
+
+def parse_retry_after(headers: Mapping[str, str] | None) -> float | None:
+    """Seconds to wait from ``retry-after-ms`` or ``retry-after`` (seconds or an HTTP date); ``None`` if
+    absent or unreadable."""
+    if not headers:
+        return None
+    lowered = {name.lower(): value for name, value in headers.items()}
+    raw_ms = lowered.get("retry-after-ms")
+    if raw_ms is not None:
+        try:
+            value_ms = float(raw_ms)
+        except ValueError:
+            value_ms = -1.0
+        if value_ms >= 0:
+            return value_ms / 1000.0
+    raw = lowered.get("retry-after")
+    if raw is None:
+        return None
+    try:
+        value_s = float(raw)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(raw)
+        except (TypeError, ValueError):
+            return None
+        return max(0.0, when.timestamp() - time.time())
+    return value_s if value_s >= 0 else None
+
+
+def _parse_duration_s(value: Any) -> float | None:
+    """A protobuf JSON duration (``"7s"``, ``"1.5s"``) or a ``{"seconds", "nanos"}`` mapping, in seconds."""
+    if isinstance(value, str) and value.endswith("s"):
+        try:
+            return max(0.0, float(value[:-1]))
+        except ValueError:
+            return None
+    if isinstance(value, Mapping):
+        try:
+            return max(0.0, float(value.get("seconds", 0)) + float(value.get("nanos", 0)) / 1e9)
+        except (TypeError, ValueError):
+            return None
+    return None
+
+
+def _text_of(*parts: object) -> str:
+    return " ".join(str(part) for part in parts if part).lower()
+
+
+def _has(text: str, markers: tuple[str, ...]) -> bool:
+    return any(marker in text for marker in markers)
+
+
+def _kind_for(status: int | None, error_type: str | None, code: str | None, message: str) -> OutcomeKind:
+    """Outcome kind for an Anthropic / OpenAI(-compatible) error from its status, type, code and message."""
+    text = _text_of(error_type, code, message)
+    if status is None or status < 400:  # an error event inside a successful stream: only the body speaks
+        for key in (code, error_type):
+            if key and key.lower() in _TYPE_KINDS:
+                kind = _TYPE_KINDS[key.lower()]
+                if kind is OutcomeKind.RATE_LIMITED and _has(text, _QUOTA_MARKERS):
+                    return OutcomeKind.QUOTA_EXHAUSTED
+                return kind
+        if _has(text, _QUOTA_MARKERS):
+            return OutcomeKind.QUOTA_EXHAUSTED
+        if _has(text, _CONTEXT_MARKERS):
+            return OutcomeKind.CONTEXT_TOO_LONG
+        return OutcomeKind.SERVER_ERROR
+    if status == 401:
+        return OutcomeKind.AUTH
+    if status == 402:
+        return OutcomeKind.QUOTA_EXHAUSTED
+    if status == 403:
+        return OutcomeKind.QUOTA_EXHAUSTED if _has(text, _QUOTA_MARKERS) else OutcomeKind.AUTH
+    if status == 429:
+        return OutcomeKind.QUOTA_EXHAUSTED if _has(text, _QUOTA_MARKERS) else OutcomeKind.RATE_LIMITED
+    if status == 408:
+        return OutcomeKind.TIMEOUT
+    if status == 413 or (status < 500 and _has(text, _CONTEXT_MARKERS)):
+        return OutcomeKind.CONTEXT_TOO_LONG
+    if status < 500 and _has(text, _QUOTA_MARKERS):
+        return OutcomeKind.QUOTA_EXHAUSTED  # Anthropic's 400 "credit balance is too low"
+    if status < 500 and _has(text, _AUTH_MARKERS):
+        return OutcomeKind.AUTH
+    if status in (503, 529):
+        return OutcomeKind.OVERLOADED
+    if status >= 500:
+        return OutcomeKind.OVERLOADED if _has(text, ("overloaded",)) else OutcomeKind.SERVER_ERROR
+    return OutcomeKind.BAD_REQUEST
+
+
+def _headers_of(response: Any) -> Mapping[str, str]:
+    headers = getattr(response, "headers", None)
+    return headers if isinstance(headers, Mapping) else {}
+
+
+# ----------------------------------------------------------------------------------- SDK exceptions
+
+
+def _from_anthropic_status(exc: anthropic.APIStatusError) -> AttemptFailure:
+    error_type = exc.type if isinstance(exc.type, str) else None
+    message = exc.api_message if isinstance(exc.api_message, str) else str(exc.message)
+    code = exc.error_code if isinstance(exc.error_code, str) else None
+    status = exc.status_code
+    kind = _kind_for(status if status >= 400 else None, error_type, code, message)
+    if code in ("enforced_spend_limit_reached", "contract_spend_limit_reached"):
+        kind = OutcomeKind.QUOTA_EXHAUSTED
+    headers = _headers_of(exc.response)
+    where = f"HTTP {status}" if status >= 400 else "mid-stream error event"
+    label = ":".join(part for part in (error_type, code) if part) or "error"
+    return AttemptFailure(
+        kind,
+        _clip(f"anthropic {where} {label}: {message}"),
+        retry_after_s=parse_retry_after(headers) if kind is OutcomeKind.RATE_LIMITED else None,
+        status_code=status if status >= 400 else None,
+        request_id=exc.request_id,
+        ratelimit_headers=ratelimit_headers(headers),
+    )
+
+
+def _openai_error_fields(body: object, fallback_message: str) -> tuple[str | None, str | None, str]:
+    """(type, code, message) from an OpenAI-style error body (inner object, or wrapped in ``error``)."""
+    inner: Any = body
+    if isinstance(inner, Mapping) and isinstance(inner.get("error"), Mapping):
+        inner = inner["error"]
+    if not isinstance(inner, Mapping):
+        return None, None, fallback_message
+    error_type = inner.get("type")
+    code = inner.get("code")
+    message = inner.get("message")
+    return (
+        str(error_type) if error_type else None,
+        str(code) if code is not None else None,
+        str(message) if message else fallback_message,
+    )
+
+
+def _from_openai_error(exc: openai.APIError) -> AttemptFailure:
+    error_type, code, message = _openai_error_fields(exc.body, str(exc.message))
+    status = exc.status_code if isinstance(exc, openai.APIStatusError) else None
+    kind = _kind_for(status, error_type, code, message)
+    response = getattr(exc, "response", None)
+    headers = _headers_of(response)
+    where = f"HTTP {status}" if status is not None else "mid-stream error"
+    label = ":".join(part for part in (error_type, code) if part) or "error"
+    return AttemptFailure(
+        kind,
+        _clip(f"openai {where} {label}: {message}"),
+        retry_after_s=parse_retry_after(headers) if kind is OutcomeKind.RATE_LIMITED else None,
+        status_code=status,
+        request_id=getattr(exc, "request_id", None),
+        ratelimit_headers=ratelimit_headers(headers),
+    )
+
+
+def _gemini_details(exc: genai_errors.APIError) -> list[Mapping[str, Any]]:
+    body: Any = exc.details
+    if isinstance(body, Mapping) and isinstance(body.get("error"), Mapping):
+        body = body["error"]
+    details = body.get("details") if isinstance(body, Mapping) else None
+    return [item for item in details if isinstance(item, Mapping)] if isinstance(details, list) else []
+
+
+def _from_gemini_error(exc: genai_errors.APIError) -> AttemptFailure:
+    code = exc.code if isinstance(exc.code, int) else None
+    status = str(exc.status or "")
+    message = str(exc.message or "")
+    details = _gemini_details(exc)
+    retry_after_s: float | None = None
+    quota_violations: list[Mapping[str, Any]] = []
+    reasons: list[str] = []
+    for item in details:
+        type_url = str(item.get("@type", ""))
+        if type_url.endswith("google.rpc.RetryInfo"):
+            retry_after_s = _parse_duration_s(item.get("retryDelay"))
+        elif type_url.endswith("google.rpc.QuotaFailure"):
+            violations = item.get("violations")
+            if isinstance(violations, list):
+                quota_violations.extend(v for v in violations if isinstance(v, Mapping))
+        elif type_url.endswith("google.rpc.ErrorInfo") and item.get("reason"):
+            reasons.append(str(item["reason"]))
+    text = _text_of(status, message, *reasons)
+    headers = _headers_of(getattr(exc, "response", None))
+
+    kind: OutcomeKind
+    if code == 429 or status == "RESOURCE_EXHAUSTED":
+        # A rate limit says when to come back (RetryInfo). A quota failure without a retry hint, a per-day
+        # quota, or a billing / prepayment problem will not clear by waiting seconds.
+        per_day = any(
+            "perday" in _text_of(v.get("quotaId"), v.get("quotaMetric")).replace("_", "").replace("-", "")
+            for v in quota_violations
+        )
+        billing = _has(text, ("billing", "prepayment", "spending cap", "spend limit", "credit"))
+        if billing or per_day or (quota_violations and retry_after_s is None):
+            kind = OutcomeKind.QUOTA_EXHAUSTED
+        else:
+            kind = OutcomeKind.RATE_LIMITED
+        if retry_after_s is None and kind is OutcomeKind.RATE_LIMITED:
+            retry_after_s = parse_retry_after(headers)
+    elif code in (401, 403) or status in ("UNAUTHENTICATED", "PERMISSION_DENIED"):
+        kind = OutcomeKind.AUTH
+    elif _has(text, _AUTH_MARKERS):
+        kind = OutcomeKind.AUTH  # Gemini answers a bad key with 400 INVALID_ARGUMENT / API_KEY_INVALID
+    elif code == 503 or status == "UNAVAILABLE":
+        kind = OutcomeKind.OVERLOADED
+    elif code == 408:
+        kind = OutcomeKind.TIMEOUT
+    elif code is not None and code >= 500:
+        kind = OutcomeKind.SERVER_ERROR
+    elif code is not None and 400 <= code < 500:
+        if code == 413 or _has(text, _CONTEXT_MARKERS):
+            kind = OutcomeKind.CONTEXT_TOO_LONG
+        elif _has(text, ("billing", "prepayment")):
+            kind = OutcomeKind.QUOTA_EXHAUSTED
+        else:
+            kind = OutcomeKind.BAD_REQUEST
+    else:
+        kind = OutcomeKind.SERVER_ERROR  # e.g. a non-200 success status, which the SDK refuses
+    label = " ".join(part for part in (status, *reasons) if part) or "error"
+    request_id = headers.get("x-request-id") or headers.get("x-goog-request-id")
+    return AttemptFailure(
+        kind,
+        _clip(f"gemini HTTP {code} {label}: {message}"),
+        retry_after_s=retry_after_s if kind is OutcomeKind.RATE_LIMITED else None,
+        status_code=code,
+        request_id=request_id,
+    )
+
+
+def _from_transport(exc: BaseException, vendor: str) -> AttemptFailure | None:
+    """Timeouts and connection failures, whether raw ``httpx2`` or wrapped by an SDK."""
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and len(chain) < 8:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    detail = next((f"{type(e).__name__}: {e}" for e in chain if str(e)), type(exc).__name__)
+    if any(
+        isinstance(e, (httpx2.TimeoutException, anthropic.APITimeoutError, openai.APITimeoutError))
+        for e in chain
+    ):
+        return AttemptFailure(OutcomeKind.TIMEOUT, _clip(f"{vendor} timed out ({detail})"))
+    if any(
+        isinstance(e, (httpx2.TransportError, anthropic.APIConnectionError, openai.APIConnectionError))
+        for e in chain
+    ):
+        return AttemptFailure(OutcomeKind.NETWORK, _clip(f"{vendor} connection failed ({detail})"))
+    return None
+
+
+def classify(
+    exc: BaseException,
+    *,
+    vendor: str,
+    partial_text: str = "",
+    latency_s: float = 0.0,
+) -> AttemptFailure:
+    """Map anything an SDK call or stream raised to an :class:`AttemptFailure` with the vendor's reason.
+
+    ``partial_text`` is the text streamed before the failure (kept on the failure, never as success).
+    """
+    failure: AttemptFailure
+    if isinstance(exc, AttemptFailure):
+        failure = exc
+    elif isinstance(exc, anthropic.APIStatusError):
+        failure = _from_anthropic_status(exc)
+    elif isinstance(exc, openai.APIError) and not isinstance(exc, openai.APIConnectionError):
+        if isinstance(exc, openai.APIResponseValidationError):
+            failure = AttemptFailure(
+                OutcomeKind.SERVER_ERROR, _clip(f"{vendor} sent an unexpected response: {exc.message}")
+            )
+        else:
+            failure = _from_openai_error(exc)
+    elif isinstance(exc, genai_errors.APIError):
+        failure = _from_gemini_error(exc)
+    elif isinstance(exc, anthropic.APIResponseValidationError):
+        failure = AttemptFailure(
+            OutcomeKind.SERVER_ERROR, _clip(f"{vendor} sent an unexpected response: {exc.message}")
+        )
+    elif (transport := _from_transport(exc, vendor)) is not None:
+        failure = transport
+    elif isinstance(exc, (json.JSONDecodeError, genai_errors.UnknownApiResponseError)):
+        failure = AttemptFailure(
+            OutcomeKind.SERVER_ERROR, _clip(f"{vendor} sent a malformed response chunk: {exc}")
+        )
+    elif isinstance(exc, (anthropic.AnthropicError, openai.OpenAIError)):
+        failure = AttemptFailure(
+            OutcomeKind.BAD_REQUEST, _clip(f"{vendor} SDK error {type(exc).__name__}: {exc}")
+        )
+    else:
+        failure = AttemptFailure(
+            OutcomeKind.SERVER_ERROR, _clip(f"{vendor}: unexpected {type(exc).__name__}: {exc}")
+        )
+    if partial_text and not failure.partial_text:
+        failure.partial_text = partial_text
+    if latency_s and not failure.latency_s:
+        failure.latency_s = latency_s
+    return failure
+
+
+# ------------------------------------------------------------------------------- refusal signals
+
+
+def anthropic_stop_failure(
+    stop_reason: str | None, stop_details: Any, *, partial_text: str = ""
+) -> AttemptFailure | None:
+    """The failure an Anthropic ``stop_reason`` means, or ``None`` for a normal end."""
+    if stop_reason in ("end_turn", "max_tokens", "stop_sequence", "tool_use"):
+        return None
+    if stop_reason == "refusal":
+        category = explanation = None
+        if stop_details is not None:
+            category = _field(stop_details, "category")
+            explanation = _field(stop_details, "explanation")
+        said = ": ".join(str(part) for part in (category or "uncategorized", explanation) if part)
+        return AttemptFailure(
+            OutcomeKind.REFUSED, _clip(f"anthropic stop_reason refusal ({said})"), partial_text=partial_text
+        )
+    if stop_reason == "model_context_window_exceeded":
+        return AttemptFailure(
+            OutcomeKind.CONTEXT_TOO_LONG,
+            "anthropic stop_reason model_context_window_exceeded",
+            partial_text=partial_text,
+        )
+    if stop_reason is None:
+        return AttemptFailure(
+            OutcomeKind.NETWORK,
+            "anthropic message ended without a stop_reason (cut stream)",
+            partial_text=partial_text,
+        )
+    return AttemptFailure(
+        OutcomeKind.SERVER_ERROR,
+        _clip(f"anthropic stop_reason {stop_reason!r} is not a finished answer"),
+        partial_text=partial_text,
+    )
+
+
+def openai_finish_failure(
+    finish_reason: str | None, refusal: str | None, *, partial_text: str = ""
+) -> AttemptFailure | None:
+    """The failure an OpenAI ``finish_reason`` / ``message.refusal`` means, or ``None`` for a normal end."""
+    if refusal:
+        return AttemptFailure(
+            OutcomeKind.REFUSED,
+            _clip(f"openai message.refusal (finish_reason {finish_reason}): {refusal}"),
+            partial_text=partial_text,
+        )
+    if finish_reason == "content_filter":
+        return AttemptFailure(
+            OutcomeKind.REFUSED, "openai finish_reason content_filter", partial_text=partial_text
+        )
+    if finish_reason in ("stop", "length", "tool_calls", "function_call"):
+        return None
+    if finish_reason is None:
+        return AttemptFailure(
+            OutcomeKind.NETWORK,
+            "openai answer ended without a finish_reason (cut stream)",
+            partial_text=partial_text,
+        )
+    return AttemptFailure(
+        OutcomeKind.SERVER_ERROR,
+        _clip(f"openai finish_reason {finish_reason!r} is not a finished answer"),
+        partial_text=partial_text,
+    )
+
+
+def gemini_block_failure(
+    block_reason: str | None, block_message: str | None, *, partial_text: str = ""
+) -> AttemptFailure | None:
+    """``promptFeedback.blockReason`` set means the prompt was refused, whatever the reason's value."""
+    if not block_reason:
+        return None
+    said = f": {block_message}" if block_message else ""
+    return AttemptFailure(
+        OutcomeKind.REFUSED,
+        _clip(f"gemini promptFeedback.blockReason {block_reason}{said}"),
+        partial_text=partial_text,
+    )
+
+
+def gemini_finish_failure(
+    finish_reason: str | None, finish_message: str | None, *, partial_text: str = ""
+) -> AttemptFailure | None:
+    """The failure a Gemini candidate ``finishReason`` means, or ``None`` for STOP / MAX_TOKENS."""
+    if finish_reason in _GEMINI_OK_FINISH:
+        return None
+    said = f": {finish_message}" if finish_message else ""
+    if finish_reason is None:
+        return AttemptFailure(
+            OutcomeKind.NETWORK,
+            "gemini answer ended without a finishReason (cut stream)",
+            partial_text=partial_text,
+        )
+    if finish_reason in _GEMINI_REFUSED_FINISH:
+        kind = OutcomeKind.REFUSED
+    else:
+        kind = _GEMINI_FINISH_KINDS.get(finish_reason, OutcomeKind.SERVER_ERROR)
+    return AttemptFailure(
+        kind, _clip(f"gemini finishReason {finish_reason}{said}"), partial_text=partial_text
+    )
+
+
+def _field(obj: Any, name: str) -> Any:
+    if isinstance(obj, Mapping):
+        return obj.get(name)
+    return getattr(obj, name, None)

@@ -1,0 +1,306 @@
+"""Google Gemini through the official ``google-genai`` SDK (``genai.Client``, sync, shared by all threads).
+
+SDK behaviour this adapter relies on (providers.md §0): the client must stay referenced (its finalizer
+closes the HTTP client); retries are off when ``retry_options`` is unset; automatic continuation is on by
+default and is turned off per call; ``HttpOptions.timeout`` is in milliseconds and becomes one ``httpx2``
+timeout for connect and read alike; timeouts and connection errors escape as raw ``httpx2`` exceptions.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import copy
+import threading
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx2
+from google import genai
+from google.genai import types
+
+from toolbag.providers.attempt import AttemptClock, http_limits
+from toolbag.providers.base import (
+    AttemptFailure,
+    Message,
+    ModelRequest,
+    ModelResponse,
+    OutcomeKind,
+    ProviderKind,
+    ToolCall,
+    Usage,
+)
+from toolbag.providers.errors import (
+    classify,
+    gemini_block_failure,
+    gemini_finish_failure,
+    ratelimit_headers,
+    redacted,
+)
+from toolbag.providers.structured import parse_json_output
+
+__all__ = ["API_VERSION", "GeminiAdapter"]
+
+API_VERSION = "v1beta"
+_VENDOR = "gemini"
+# Ids we make up for function calls Gemini sent without one; never sent back to Gemini.
+_SYNTHETIC_ID_PREFIX = "tb-gemini-call-"
+
+
+def _part_for_call(call: ToolCall) -> dict[str, Any]:
+    function_call: dict[str, Any] = {"name": call.name, "args": call.arguments}
+    if not call.id.startswith(_SYNTHETIC_ID_PREFIX):
+        function_call["id"] = call.id
+    part: dict[str, Any] = {"function_call": function_call}
+    if call.signature:
+        part["thought_signature"] = call.signature
+    return part
+
+
+def _content(message: Message) -> dict[str, Any]:
+    parts: list[dict[str, Any]] = []
+    if message.role == "assistant":
+        if message.text:
+            parts.append({"text": message.text})
+        parts.extend(_part_for_call(call) for call in message.tool_calls)
+        return {"role": "model", "parts": parts or [{"text": ""}]}
+    for result in message.tool_results:
+        response: dict[str, Any] = {"name": result.name, "response": {
+            "error" if result.is_error else "result": result.content
+        }}
+        if not result.call_id.startswith(_SYNTHETIC_ID_PREFIX):
+            response["id"] = result.call_id
+        parts.append({"function_response": response})
+    if message.text or not parts:
+        parts.append({"text": message.text})
+    return {"role": "user", "parts": parts}
+
+
+def _sdk_contents(contents: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The wire contents with base64 thought signatures decoded to the ``bytes`` the SDK model expects."""
+    if not any("thought_signature" in part for item in contents for part in item["parts"]):
+        return contents
+    decoded = copy.deepcopy(contents)
+    for item in decoded:
+        for part in item["parts"]:
+            if "thought_signature" in part:
+                try:
+                    part["thought_signature"] = base64.b64decode(part["thought_signature"], validate=True)
+                except (binascii.Error, ValueError):
+                    part.pop("thought_signature")
+    return decoded
+
+
+def _enum_name(value: Any) -> str | None:
+    if value is None:
+        return None
+    return str(getattr(value, "value", value))
+
+
+def _usage(meta: Any) -> Usage:
+    if meta is None:
+        return Usage()
+    return Usage(
+        input_tokens=(meta.prompt_token_count or 0) + (meta.tool_use_prompt_token_count or 0),
+        output_tokens=(meta.candidates_token_count or 0) + (meta.thoughts_token_count or 0),
+        cached_input_tokens=meta.cached_content_token_count or 0,
+    )
+
+
+@dataclass
+class _Answer:
+    """What the chunks of one answer (one chunk when not streaming) add up to."""
+
+    text_parts: list[str] = field(default_factory=list)
+    calls: list[ToolCall] = field(default_factory=list)
+    finish_reason: str | None = None
+    finish_message: str | None = None
+    model: str = ""
+    response_id: str | None = None
+    usage: Usage = field(default_factory=Usage)
+    headers: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def text(self) -> str:
+        return "".join(self.text_parts)
+
+    def add(self, chunk: types.GenerateContentResponse, clock: AttemptClock) -> None:
+        """Fold one response chunk in; raise the failure a block signal in it means."""
+        if chunk.sdk_http_response is not None and chunk.sdk_http_response.headers:
+            self.headers.update({k.lower(): v for k, v in chunk.sdk_http_response.headers.items()})
+        self.model = chunk.model_version or self.model
+        self.response_id = chunk.response_id or self.response_id
+        if chunk.usage_metadata is not None:
+            self.usage = _usage(chunk.usage_metadata)
+        feedback = chunk.prompt_feedback
+        if feedback is not None:
+            failure = gemini_block_failure(
+                _enum_name(feedback.block_reason), feedback.block_reason_message, partial_text=self.text
+            )
+            if failure is not None:
+                raise failure
+        for candidate in (chunk.candidates or [])[:1]:
+            if candidate.index not in (0, None):
+                continue
+            content = candidate.content
+            for part in (content.parts if content is not None else None) or ():
+                if part.thought:
+                    continue
+                if part.text:
+                    self.text_parts.append(part.text)
+                    clock.mark_token()
+                if part.function_call is not None:
+                    fc = part.function_call
+                    signature = (
+                        base64.b64encode(part.thought_signature).decode("ascii")
+                        if part.thought_signature
+                        else ""
+                    )
+                    self.calls.append(
+                        ToolCall(
+                            id=fc.id or f"{_SYNTHETIC_ID_PREFIX}{uuid.uuid4().hex[:12]}",
+                            name=fc.name or "",
+                            arguments=dict(fc.args or {}),
+                            signature=signature,
+                        )
+                    )
+                    clock.mark_token()
+            if candidate.finish_reason is not None:
+                self.finish_reason = _enum_name(candidate.finish_reason)
+                self.finish_message = candidate.finish_message
+
+    def finish(self, *, streamed: bool) -> None:
+        """Raise unless the answer ended normally (STOP / MAX_TOKENS)."""
+        if self.finish_reason is None and not streamed:
+            raise AttemptFailure(
+                OutcomeKind.SERVER_ERROR, "gemini answer has no candidate with a finishReason"
+            )
+        failure = gemini_finish_failure(self.finish_reason, self.finish_message, partial_text=self.text)
+        if failure is not None:
+            raise failure
+
+
+class GeminiAdapter:
+    """:class:`~toolbag.providers.base.Adapter` for the Gemini API (``generateContent``).
+
+    One ``genai.Client`` (kept referenced; no ``retry_options``) over one ``httpx2`` pool sized for
+    ``max_connections`` concurrent calls; per-attempt options go in each call's config, so the instance is
+    thread-safe. Streamed responses are closed explicitly when a stream ends early.
+    """
+
+    kind: ProviderKind = "gemini"
+
+    def __init__(self, *, api_key: str, base_url: str | None = None, max_connections: int = 200) -> None:
+        self.base_url = base_url
+        self._secrets = (api_key,)
+        self._local = threading.local()
+        options = types.HttpOptions(
+            base_url=base_url,
+            api_version=API_VERSION,
+            client_args={
+                "limits": http_limits(max_connections),
+                "event_hooks": {"response": [self._remember_response]},
+            },
+        )
+        self._client = genai.Client(api_key=api_key, http_options=options)
+
+    def __repr__(self) -> str:
+        return f"GeminiAdapter(base_url={self.base_url!r})"
+
+    def close(self) -> None:
+        self._client.close()
+
+    def _remember_response(self, response: httpx2.Response) -> None:
+        self._local.response = response
+
+    # ------------------------------------------------------------------------------------ request
+
+    def wire_request(self, model: str, request: ModelRequest) -> dict[str, Any]:
+        """``models.generate_content`` keyword arguments for ``request`` (JSON-serializable; thought
+        signatures as base64 text). Streaming uses ``generate_content_stream`` with the same arguments."""
+        config: dict[str, Any] = {
+            "max_output_tokens": request.max_output_tokens,
+            "automatic_continuation": False,
+        }
+        if request.system:
+            config["system_instruction"] = request.system
+        if request.tools:
+            config["tools"] = [
+                {
+                    "function_declarations": [
+                        {"name": t.name, "description": t.description, "parameters_json_schema": t.parameters}
+                        for t in request.tools
+                    ]
+                }
+            ]
+            config["automatic_function_calling"] = {"disable": True}
+        if request.json_schema is not None:
+            config["response_mime_type"] = "application/json"
+            config["response_json_schema"] = request.json_schema
+        return {
+            "model": model,
+            "contents": [_content(m) for m in request.messages],
+            "config": config,
+        }
+
+    # --------------------------------------------------------------------------------------- call
+
+    def call(self, model: str, request: ModelRequest) -> ModelResponse:
+        """One attempt; returns a response or raises :class:`AttemptFailure`, never an SDK exception."""
+        clock = AttemptClock(request.timeouts, vendor=_VENDOR)
+        answer = _Answer()
+        try:
+            wire = self.wire_request(model, request)
+            timeout_ms = max(1, round(clock.read_timeout_s(request.stream) * 1000))
+            http_options: dict[str, Any] = {"timeout": timeout_ms}
+            if request.extra_headers:
+                http_options["headers"] = dict(request.extra_headers)
+            kwargs: dict[str, Any] = {
+                "model": wire["model"],
+                "contents": _sdk_contents(wire["contents"]),
+                "config": {**wire["config"], "http_options": http_options},
+            }
+            if request.stream:
+                self._stream(kwargs, answer, clock)
+            else:
+                answer.add(self._client.models.generate_content(**kwargs), clock)
+            answer.finish(streamed=request.stream)
+            parsed = None
+            if request.json_schema is not None and not answer.calls:
+                parsed = parse_json_output(answer.text, vendor=_VENDOR)
+            return ModelResponse(
+                text=answer.text,
+                model=answer.model or model,
+                usage=answer.usage,
+                parsed=parsed,
+                tool_calls=tuple(answer.calls),
+                stop_reason=answer.finish_reason or "",
+                request_id=answer.response_id,
+                latency_s=clock.elapsed_s(),
+                time_to_first_token_s=clock.time_to_first_token_s() if request.stream else None,
+                ratelimit_headers=ratelimit_headers(answer.headers),
+            )
+        except Exception as exc:
+            failure = classify(exc, vendor=_VENDOR, partial_text=answer.text, latency_s=clock.elapsed_s())
+            if not failure.ratelimit_headers:
+                failure.ratelimit_headers = ratelimit_headers(answer.headers)
+            failure.request_id = failure.request_id or answer.response_id
+            failure.reason = redacted(failure.reason, self._secrets)
+            raise failure from None
+
+    def _stream(self, kwargs: dict[str, Any], answer: _Answer, clock: AttemptClock) -> None:
+        self._local.response = None
+        chunks = self._client.models.generate_content_stream(**kwargs)
+        try:
+            for chunk in chunks:
+                answer.add(chunk, clock)
+                clock.check(answer.text)
+        finally:
+            close = getattr(chunks, "close", None)
+            if close is not None:
+                close()
+            response: httpx2.Response | None = getattr(self._local, "response", None)
+            self._local.response = None
+            if response is not None:
+                response.close()

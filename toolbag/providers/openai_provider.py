@@ -1,0 +1,343 @@
+"""OpenAI Chat Completions through the official ``openai`` SDK; also any OpenAI-compatible server.
+
+The ``openai-compatible`` kind (vLLM, Ollama, gateways) uses the same SDK with another base URL and asks
+only for what such servers commonly implement: ``max_tokens`` rather than ``max_completion_tokens``, and
+no strict JSON schema (servers without grammar support reject ``strict``); whatever they omit in answers
+(usage details, request ids, rate-limit headers) is read as absent.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import openai
+
+from toolbag.providers.attempt import AttemptClock, http_limits
+from toolbag.providers.base import (
+    AttemptFailure,
+    Message,
+    ModelRequest,
+    ModelResponse,
+    OutcomeKind,
+    ProviderKind,
+    ToolCall,
+    Usage,
+)
+from toolbag.providers.errors import classify, openai_finish_failure, ratelimit_headers, redacted
+from toolbag.providers.structured import openai_strict_schema, parse_json_output
+
+__all__ = ["DEFAULT_BASE_URL", "OpenAIAdapter"]
+
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+_ERROR_PREFIX = "[tool error] "
+
+
+def _messages(request: ModelRequest) -> list[dict[str, Any]]:
+    wire: list[dict[str, Any]] = []
+    if request.system:
+        wire.append({"role": "system", "content": request.system})
+    for message in request.messages:
+        wire.extend(_message(message))
+    return wire
+
+
+def _message(message: Message) -> list[dict[str, Any]]:
+    if message.role == "assistant":
+        item: dict[str, Any] = {"role": "assistant", "content": message.text or None}
+        if message.tool_calls:
+            item["tool_calls"] = [
+                {
+                    "id": call.id,
+                    "type": "function",
+                    "function": {"name": call.name, "arguments": json.dumps(call.arguments)},
+                }
+                for call in message.tool_calls
+            ]
+        elif not message.text:
+            item["content"] = ""
+        return [item]
+    items: list[dict[str, Any]] = [
+        {
+            "role": "tool",
+            "tool_call_id": result.call_id,
+            "content": (_ERROR_PREFIX + result.content) if result.is_error else result.content,
+        }
+        for result in message.tool_results
+    ]
+    if message.text or not message.tool_results:
+        items.append({"role": "user", "content": message.text})
+    return items
+
+
+def _schema_name(name: str) -> str:
+    """OpenAI requires ``^[a-zA-Z0-9_-]{1,64}$``."""
+    return re.sub(r"[^a-zA-Z0-9_-]", "_", name)[:64] or "output"
+
+
+def _usage(usage: Any) -> Usage:
+    if usage is None:
+        return Usage()
+    details = getattr(usage, "prompt_tokens_details", None)
+    return Usage(
+        input_tokens=getattr(usage, "prompt_tokens", None) or 0,
+        output_tokens=getattr(usage, "completion_tokens", None) or 0,
+        cached_input_tokens=(getattr(details, "cached_tokens", None) or 0) if details is not None else 0,
+    )
+
+
+def _arguments(name: str, raw: str | None, partial_text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(raw or "{}")
+    except json.JSONDecodeError as err:
+        raise AttemptFailure(
+            OutcomeKind.INVALID_OUTPUT,
+            f"openai tool call {name!r} arguments are not valid JSON ({err.msg})",
+            partial_text=partial_text,
+        ) from None
+    if not isinstance(value, dict):
+        raise AttemptFailure(
+            OutcomeKind.INVALID_OUTPUT, f"openai tool call {name!r} arguments are not an object"
+        )
+    return value
+
+
+@dataclass
+class _StreamState:
+    text_parts: list[str] = field(default_factory=list)
+    refusal_parts: list[str] = field(default_factory=list)
+    tools: dict[int, list[str]] = field(default_factory=dict)  # index -> [id, name, arguments...]
+    model: str = ""
+    completion_id: str | None = None
+    finish_reason: str | None = None
+    usage: Any = None
+
+    @property
+    def text(self) -> str:
+        return "".join(self.text_parts)
+
+
+class OpenAIAdapter:
+    """:class:`~toolbag.providers.base.Adapter` for OpenAI Chat Completions (and compatible servers).
+
+    One ``openai.OpenAI`` client (SDK retries off) over one ``httpx2`` pool sized for ``max_connections``
+    concurrent calls; every per-attempt option is passed per call, so the instance is thread-safe.
+    """
+
+    def __init__(
+        self,
+        *,
+        api_key: str,
+        base_url: str = DEFAULT_BASE_URL,
+        max_connections: int = 200,
+        kind: ProviderKind = "openai",
+    ) -> None:
+        if kind not in ("openai", "openai-compatible"):
+            raise ValueError(f"OpenAIAdapter serves kinds openai and openai-compatible, not {kind!r}")
+        self.kind: ProviderKind = kind
+        self.base_url = base_url
+        self._vendor = kind
+        self._compatible = kind == "openai-compatible"
+        self._secrets = (api_key,)
+        self._http = openai.DefaultHttpxClient(limits=http_limits(max_connections))
+        self._client = openai.OpenAI(
+            api_key=api_key, base_url=base_url, max_retries=0, http_client=self._http
+        )
+
+    def __repr__(self) -> str:
+        return f"OpenAIAdapter(kind={self.kind!r}, base_url={self.base_url!r})"
+
+    def close(self) -> None:
+        self._client.close()
+
+    # ------------------------------------------------------------------------------------ request
+
+    def wire_request(self, model: str, request: ModelRequest) -> dict[str, Any]:
+        """``chat.completions.create`` keyword arguments for ``request`` (JSON-serializable)."""
+        wire: dict[str, Any] = {"model": model, "messages": _messages(request)}
+        wire["max_tokens" if self._compatible else "max_completion_tokens"] = request.max_output_tokens
+        if request.tools:
+            wire["tools"] = [
+                {
+                    "type": "function",
+                    "function": {"name": t.name, "description": t.description, "parameters": t.parameters},
+                }
+                for t in request.tools
+            ]
+        if request.json_schema is not None:
+            strict = None if self._compatible else openai_strict_schema(request.json_schema)
+            wire["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {
+                    "name": _schema_name(request.json_schema_name),
+                    "schema": strict if strict is not None else request.json_schema,
+                    "strict": strict is not None,
+                },
+            }
+        if request.stream:
+            wire["stream"] = True
+            wire["stream_options"] = {"include_usage": True}
+        return wire
+
+    # --------------------------------------------------------------------------------------- call
+
+    def call(self, model: str, request: ModelRequest) -> ModelResponse:
+        """One attempt; returns a response or raises :class:`AttemptFailure`, never an SDK exception."""
+        clock = AttemptClock(request.timeouts, vendor=self._vendor)
+        state = _StreamState()
+        headers: dict[str, str] = {}
+        try:
+            wire = self.wire_request(model, request)
+            options: dict[str, Any] = {"timeout": clock.http_timeout(request.stream)}
+            if request.extra_headers:
+                options["extra_headers"] = dict(request.extra_headers)
+            if request.stream:
+                return self._call_stream(wire, options, request, clock, state, headers)
+            return self._call_once(wire, options, request, clock, headers)
+        except Exception as exc:
+            failure = classify(exc, vendor=self._vendor, partial_text=state.text, latency_s=clock.elapsed_s())
+            if not failure.ratelimit_headers:
+                failure.ratelimit_headers = ratelimit_headers(headers)
+            failure.request_id = failure.request_id or headers.get("x-request-id") or state.completion_id
+            failure.reason = redacted(failure.reason, self._secrets)
+            raise failure from None
+
+    def _call_once(
+        self,
+        wire: dict[str, Any],
+        options: dict[str, Any],
+        request: ModelRequest,
+        clock: AttemptClock,
+        headers: dict[str, str],
+    ) -> ModelResponse:
+        raw = self._client.chat.completions.with_raw_response.create(**wire, **options)
+        headers.update(raw.headers)
+        completion = raw.parse()
+        if not completion.choices:
+            raise AttemptFailure(OutcomeKind.SERVER_ERROR, f"{self._vendor} answer has no choices")
+        choice = completion.choices[0]
+        text = choice.message.content or ""
+        failure = openai_finish_failure(choice.finish_reason, getattr(choice.message, "refusal", None))
+        if failure is not None:
+            raise failure
+        calls = tuple(
+            ToolCall(
+                id=call.id,
+                name=call.function.name,
+                arguments=_arguments(call.function.name, call.function.arguments, ""),
+            )
+            for call in (choice.message.tool_calls or ())
+            if getattr(call, "function", None) is not None
+        )
+        return self._response(
+            request,
+            clock,
+            headers,
+            text=text,
+            calls=calls,
+            model=completion.model or str(wire["model"]),
+            usage=_usage(completion.usage),
+            stop_reason=str(choice.finish_reason),
+            request_id=headers.get("x-request-id") or completion.id,
+        )
+
+    def _call_stream(
+        self,
+        wire: dict[str, Any],
+        options: dict[str, Any],
+        request: ModelRequest,
+        clock: AttemptClock,
+        state: _StreamState,
+        headers: dict[str, str],
+    ) -> ModelResponse:
+        stream = self._client.chat.completions.create(**wire, **options)
+        try:
+            headers.update(stream.response.headers)
+            for chunk in stream:
+                self._on_chunk(chunk, state, clock)
+                clock.check(state.text)
+        finally:
+            stream.close()
+        refusal = "".join(state.refusal_parts)
+        failure = openai_finish_failure(state.finish_reason, refusal, partial_text=state.text)
+        if failure is not None:
+            raise failure
+        calls = tuple(
+            ToolCall(
+                id=parts[0], name=parts[1], arguments=_arguments(parts[1], "".join(parts[2:]), state.text)
+            )
+            for _, parts in sorted(state.tools.items())
+        )
+        return self._response(
+            request,
+            clock,
+            headers,
+            text=state.text,
+            calls=calls,
+            model=state.model or str(wire["model"]),
+            usage=_usage(state.usage),
+            stop_reason=str(state.finish_reason),
+            request_id=headers.get("x-request-id") or state.completion_id,
+        )
+
+    @staticmethod
+    def _on_chunk(chunk: Any, state: _StreamState, clock: AttemptClock) -> None:
+        state.model = getattr(chunk, "model", None) or state.model
+        state.completion_id = getattr(chunk, "id", None) or state.completion_id
+        if getattr(chunk, "usage", None) is not None:
+            state.usage = chunk.usage
+        for choice in chunk.choices or ():
+            if choice.index not in (0, None):
+                continue
+            delta = choice.delta
+            if delta is not None:
+                if delta.content:
+                    state.text_parts.append(delta.content)
+                    clock.mark_token()
+                if getattr(delta, "refusal", None):
+                    state.refusal_parts.append(delta.refusal)
+                    clock.mark_token()
+                for call in delta.tool_calls or ():
+                    slot = state.tools.setdefault(call.index, ["", ""])
+                    if call.id:
+                        slot[0] = call.id
+                    function = call.function
+                    if function is not None:
+                        if function.name:
+                            slot[1] = function.name
+                        if function.arguments:
+                            slot.append(function.arguments)
+                    clock.mark_token()
+            if choice.finish_reason:
+                state.finish_reason = choice.finish_reason
+
+    def _response(
+        self,
+        request: ModelRequest,
+        clock: AttemptClock,
+        headers: dict[str, str],
+        *,
+        text: str,
+        calls: tuple[ToolCall, ...],
+        model: str,
+        usage: Usage,
+        stop_reason: str,
+        request_id: str | None,
+    ) -> ModelResponse:
+        parsed = None
+        if request.json_schema is not None and not calls:
+            parsed = parse_json_output(text, vendor=self._vendor)
+        return ModelResponse(
+            text=text,
+            model=model,
+            usage=usage,
+            parsed=parsed,
+            tool_calls=calls,
+            stop_reason=stop_reason,
+            request_id=request_id,
+            latency_s=clock.elapsed_s(),
+            time_to_first_token_s=clock.time_to_first_token_s() if request.stream else None,
+            ratelimit_headers=ratelimit_headers(headers),
+        )
