@@ -1,0 +1,411 @@
+"""Fault plan: which fault a simulated request gets, how slow the answer is, and what limits it reports.
+
+A :class:`FaultPlan` holds ordered rules (per model glob, optional vendor and text match), a latency model,
+static rate-limit header values and optional context windows. It loads from YAML (``FaultPlan.from_file``) or
+a dict with the same shape (``FaultPlan.from_dict``, used by ``POST /_sim/faults``)::
+
+    seed: 7
+    rules:
+      - {model: "claude-*", fault: refusal, probability: 0.1}
+      - {model: "gpt-*", sequence: [rate_limit, rate_limit, ok], match: "invoice"}
+    latency:
+      "claude-*": {ttft_ms: 200, tokens_per_s: 100}
+    ratelimit:
+      "claude-*": {requests_remaining: 3}
+    context_windows:
+      "tiny-*": 1000
+
+Selection order for one request (first match wins) is header ``x-sim-fault``, then a ``[[sim:NAME]]``
+directive in the request text (:func:`directive_fault`), then the plan's rules (:meth:`FaultPlan.select`).
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import threading
+from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+# Faults answered with a vendor-native HTTP error status.
+ERROR_FAULTS = frozenset(
+    {
+        "rate_limit",
+        "rate_limit_bare",
+        "overloaded",
+        "server_error",
+        "unavailable",
+        "context_length",
+        "quota",
+        "auth",
+        "permission",
+        "bad_request",
+    }
+)
+# Faults answered with HTTP 200 and a vendor-native refusal.
+REFUSAL_FAULTS = frozenset({"refusal", "refusal_filter", "refusal_finish"})
+# Faults about the stream body (non-streaming requests get the nearest non-streaming equivalent).
+STREAM_FAULTS = frozenset({"stall", "cut", "malformed", "midstream_error", "midstream_refusal"})
+# Faults about the connection or timing.
+CONNECTION_FAULTS = frozenset({"reset", "hang", "slow_first_token"})
+
+FAULT_NAMES = ERROR_FAULTS | REFUSAL_FAULTS | STREAM_FAULTS | CONNECTION_FAULTS | {"ok"}
+
+DEFAULT_RETRY_AFTER_S = 1.0
+DEFAULT_HANG_S = 3600.0
+
+_SECONDS_PARAM = frozenset({"rate_limit", "hang", "stall"})
+_QUOTA_VARIANTS = frozenset({"spend_limit"})
+
+_DIRECTIVE = re.compile(r"\[\[sim:([^\]]*)\]\]")
+
+
+class FaultPlanError(ValueError):
+    """A fault plan (file, dict, header or directive) that cannot be used; the message says where and why."""
+
+
+@dataclass(frozen=True)
+class Fault:
+    """One fault to inject: a name from :data:`FAULT_NAMES` and an optional parameter."""
+
+    name: str
+    param: str | None = None
+
+    def __str__(self) -> str:
+        return self.name if self.param is None else f"{self.name}:{self.param}"
+
+    @property
+    def seconds(self) -> float | None:
+        """The parameter as seconds (``rate_limit``, ``hang``, ``stall``), or None when not given."""
+        return None if self.param is None else float(self.param)
+
+    @property
+    def milliseconds(self) -> float:
+        """The parameter as milliseconds (``slow_first_token``)."""
+        return float(self.param or 0)
+
+
+OK = Fault("ok")
+
+
+def parse_fault(spec: str) -> Fault:
+    """Parse ``NAME[:PARAM]``; raise :class:`FaultPlanError` naming the problem when it is not a known fault."""
+    text = spec.strip()
+    name, sep, param = text.partition(":")
+    name = name.strip()
+    param = param.strip()
+    if name not in FAULT_NAMES:
+        known = ", ".join(sorted(FAULT_NAMES))
+        raise FaultPlanError(f"unknown fault {name!r} (known faults: {known})")
+    if not sep:
+        if name == "slow_first_token":
+            raise FaultPlanError("fault 'slow_first_token' needs a delay in milliseconds: slow_first_token:MS")
+        return Fault(name)
+    if name in _SECONDS_PARAM or name == "slow_first_token":
+        try:
+            value = float(param)
+        except ValueError:
+            unit = "milliseconds" if name == "slow_first_token" else "seconds"
+            raise FaultPlanError(f"fault {name!r}: parameter {param!r} is not a number of {unit}") from None
+        if value < 0:
+            raise FaultPlanError(f"fault {name!r}: parameter {param!r} must not be negative")
+        return Fault(name, param)
+    if name == "quota" and param in _QUOTA_VARIANTS:
+        return Fault(name, param)
+    raise FaultPlanError(f"fault {name!r} takes no parameter (got {param!r})")
+
+
+def directive_fault(text: str, model: str) -> Fault | None:
+    """The first ``[[sim:NAME[:PARAM][@MODEL_GLOB]]]`` directive in ``text`` that applies to ``model``.
+
+    ``[[sim:tool=...]]`` directives are tool-call directives, not faults, and are skipped.
+    """
+    if "[[sim:" not in text:
+        return None
+    for match in _DIRECTIVE.finditer(text):
+        body = match.group(1).strip()
+        if body.startswith("tool="):
+            continue
+        spec, _, glob = body.partition("@")
+        if glob and not fnmatchcase(model, glob.strip()):
+            continue
+        try:
+            return parse_fault(spec)
+        except FaultPlanError as exc:
+            raise FaultPlanError(f"directive [[sim:{body}]]: {exc}") from None
+    return None
+
+
+@dataclass(frozen=True)
+class Latency:
+    """Simulated speed: time to first token, then ``tokens_per_s`` (``None`` = the rest comes at once)."""
+
+    ttft_ms: float = 0.0
+    tokens_per_s: float | None = None
+
+    def total_s(self, output_tokens: int) -> float:
+        """Delay of a whole non-streaming answer with ``output_tokens`` tokens."""
+        pace = 0.0 if not self.tokens_per_s else output_tokens / self.tokens_per_s
+        return self.ttft_ms / 1000.0 + pace
+
+
+@dataclass(frozen=True)
+class RateLimitInfo:
+    """Values reported in the vendors' rate-limit response headers."""
+
+    requests_limit: int = 10_000
+    requests_remaining: int = 9_999
+    tokens_limit: int = 10_000_000
+    tokens_remaining: int = 9_999_000
+    reset_s: float = 1.0
+
+
+DEFAULT_RATELIMIT = RateLimitInfo()
+
+
+@dataclass
+class Rule:
+    """One plan rule. Either ``fault`` (with ``probability``) or ``sequence`` (one entry per matching request)."""
+
+    model: str = "*"
+    fault: Fault | None = None
+    probability: float = 1.0
+    sequence: tuple[Fault, ...] | None = None
+    match: str | None = None
+    vendor: str | None = None
+    position: int = 0  # next index into ``sequence``
+
+    def matches(self, vendor: str, model: str, text: str) -> bool:
+        if self.vendor is not None and self.vendor != vendor:
+            return False
+        if not fnmatchcase(model, self.model):
+            return False
+        if self.match is not None and self.match not in text:
+            return False
+        return self.sequence is None or self.position < len(self.sequence)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"model": self.model}
+        if self.vendor is not None:
+            out["vendor"] = self.vendor
+        if self.match is not None:
+            out["match"] = self.match
+        if self.sequence is not None:
+            out["sequence"] = [str(f) for f in self.sequence]
+            out["position"] = self.position
+        else:
+            out["fault"] = str(self.fault)
+            out["probability"] = self.probability
+        return out
+
+
+_RULE_KEYS = frozenset({"model", "fault", "probability", "sequence", "match", "vendor"})
+_PLAN_KEYS = frozenset({"seed", "rules", "latency", "ratelimit", "context_windows"})
+_LATENCY_KEYS = frozenset({"ttft_ms", "tokens_per_s"})
+_RATELIMIT_KEYS = frozenset({"requests_limit", "requests_remaining", "tokens_limit", "tokens_remaining", "reset_s"})
+_VENDORS = frozenset({"anthropic", "openai", "gemini"})
+
+
+@dataclass
+class FaultPlan:
+    """Rules + latency model + rate-limit header values. Selection is thread-safe and seeded."""
+
+    rules: list[Rule] = field(default_factory=list)
+    latency: dict[str, Latency] = field(default_factory=dict)
+    ratelimit: dict[str, RateLimitInfo] = field(default_factory=dict)
+    context_windows: dict[str, int] = field(default_factory=dict)
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        self._rng = random.Random(self.seed)
+        self._lock = threading.Lock()
+
+    @property
+    def empty(self) -> bool:
+        return not (self.rules or self.latency or self.ratelimit or self.context_windows)
+
+    # ----------------------------------------------------------------- selection
+
+    def select(self, vendor: str, model: str, text: str) -> Fault | None:
+        """The fault the first applicable rule gives this request (advancing sequences), or None."""
+        if not self.rules:
+            return None
+        with self._lock:
+            for rule in self.rules:
+                if not rule.matches(vendor, model, text):
+                    continue
+                if rule.sequence is not None:
+                    fault = rule.sequence[rule.position]
+                    rule.position += 1
+                    return fault
+                if rule.probability >= 1.0 or self._rng.random() < rule.probability:
+                    return rule.fault
+        return None
+
+    def latency_for(self, model: str) -> Latency | None:
+        for glob, latency in self.latency.items():
+            if fnmatchcase(model, glob):
+                return latency
+        return None
+
+    def ratelimit_for(self, model: str) -> RateLimitInfo | None:
+        for glob, info in self.ratelimit.items():
+            if fnmatchcase(model, glob):
+                return info
+        return None
+
+    def context_window_for(self, model: str) -> int | None:
+        for glob, tokens in self.context_windows.items():
+            if fnmatchcase(model, glob):
+                return tokens
+        return None
+
+    # ----------------------------------------------------------------- loading
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> FaultPlan:
+        """Load a YAML (or JSON) faults file; errors name the file and the problem."""
+        file = Path(path)
+        try:
+            raw = yaml.safe_load(file.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise FaultPlanError(f"faults file {file}: cannot read: {exc.strerror or exc}") from None
+        except yaml.YAMLError as exc:
+            raise FaultPlanError(f"faults file {file}: not valid YAML: {exc}") from None
+        if raw is None:
+            raw = {}
+        try:
+            return cls.from_dict(raw)
+        except FaultPlanError as exc:
+            raise FaultPlanError(f"faults file {file}: {exc}") from None
+
+    @classmethod
+    def from_dict(cls, data: Any) -> FaultPlan:
+        """Build a plan from the YAML/JSON shape; raise :class:`FaultPlanError` naming the bad key."""
+        if not isinstance(data, dict):
+            raise FaultPlanError(f"the plan must be a mapping, got {type(data).__name__}")
+        _no_unknown_keys(data, _PLAN_KEYS, "plan")
+        seed = data.get("seed")
+        if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
+            raise FaultPlanError(f"seed: must be an integer, got {seed!r}")
+        rules_raw = data.get("rules") or []
+        if not isinstance(rules_raw, list):
+            raise FaultPlanError("rules: must be a list")
+        rules = [_rule_from_dict(item, f"rules[{i}]") for i, item in enumerate(rules_raw)]
+        latency = {
+            glob: _latency_from_dict(value, f"latency[{glob!r}]")
+            for glob, value in _mapping(data.get("latency"), "latency").items()
+        }
+        ratelimit = {
+            glob: _ratelimit_from_dict(value, f"ratelimit[{glob!r}]")
+            for glob, value in _mapping(data.get("ratelimit"), "ratelimit").items()
+        }
+        windows: dict[str, int] = {}
+        for glob, value in _mapping(data.get("context_windows"), "context_windows").items():
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise FaultPlanError(f"context_windows[{glob!r}]: must be a positive integer, got {value!r}")
+            windows[glob] = value
+        return cls(rules=rules, latency=latency, ratelimit=ratelimit, context_windows=windows, seed=seed)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The plan in the file's shape (sequence rules also show their position)."""
+        return {
+            "seed": self.seed,
+            "rules": [rule.to_dict() for rule in self.rules],
+            "latency": {g: {"ttft_ms": v.ttft_ms, "tokens_per_s": v.tokens_per_s} for g, v in self.latency.items()},
+            "ratelimit": {g: vars(v).copy() for g, v in self.ratelimit.items()},
+            "context_windows": dict(self.context_windows),
+        }
+
+
+def _no_unknown_keys(data: dict[str, Any], allowed: frozenset[str], where: str) -> None:
+    unknown = sorted(str(k) for k in data if k not in allowed)
+    if unknown:
+        raise FaultPlanError(f"{where}: unknown key(s) {', '.join(unknown)} (allowed: {', '.join(sorted(allowed))})")
+
+
+def _mapping(value: Any, where: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise FaultPlanError(f"{where}: must be a mapping of model glob -> settings")
+    return {str(k): v for k, v in value.items()}
+
+
+def _fault_at(spec: Any, where: str) -> Fault:
+    if not isinstance(spec, str):
+        raise FaultPlanError(f"{where}: a fault must be a string like 'rate_limit:2', got {spec!r}")
+    try:
+        return parse_fault(spec)
+    except FaultPlanError as exc:
+        raise FaultPlanError(f"{where}: {exc}") from None
+
+
+def _rule_from_dict(item: Any, where: str) -> Rule:
+    if not isinstance(item, dict):
+        raise FaultPlanError(f"{where}: a rule must be a mapping, got {item!r}")
+    _no_unknown_keys(item, _RULE_KEYS, where)
+    model = item.get("model", "*")
+    if not isinstance(model, str):
+        raise FaultPlanError(f"{where}.model: must be a glob string, got {model!r}")
+    has_fault, has_sequence = "fault" in item, "sequence" in item
+    if has_fault == has_sequence:
+        raise FaultPlanError(f"{where}: give exactly one of 'fault' or 'sequence'")
+    vendor = item.get("vendor")
+    if vendor is not None and vendor not in _VENDORS:
+        raise FaultPlanError(f"{where}.vendor: must be one of {', '.join(sorted(_VENDORS))}, got {vendor!r}")
+    match = item.get("match")
+    if match is not None and not isinstance(match, str):
+        raise FaultPlanError(f"{where}.match: must be a string, got {match!r}")
+    if has_sequence:
+        seq = item["sequence"]
+        if not isinstance(seq, list) or not seq:
+            raise FaultPlanError(f"{where}.sequence: must be a non-empty list of faults")
+        if "probability" in item:
+            raise FaultPlanError(f"{where}: 'probability' cannot be combined with 'sequence'")
+        faults = tuple(_fault_at(s, f"{where}.sequence[{i}]") for i, s in enumerate(seq))
+        return Rule(model=model, sequence=faults, match=match, vendor=vendor)
+    probability = item.get("probability", 1.0)
+    if (
+        isinstance(probability, bool)
+        or not isinstance(probability, int | float)
+        or not 0.0 <= float(probability) <= 1.0
+    ):
+        raise FaultPlanError(f"{where}.probability: must be a number between 0 and 1, got {probability!r}")
+    fault = _fault_at(item["fault"], f"{where}.fault")
+    return Rule(model=model, fault=fault, probability=float(probability), match=match, vendor=vendor)
+
+
+def _number(value: Any, where: str, *, allow_none: bool = False) -> float | None:
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise FaultPlanError(f"{where}: must be a non-negative number, got {value!r}")
+    return float(value)
+
+
+def _latency_from_dict(value: Any, where: str) -> Latency:
+    if not isinstance(value, dict):
+        raise FaultPlanError(f"{where}: must be a mapping with ttft_ms / tokens_per_s")
+    _no_unknown_keys(value, _LATENCY_KEYS, where)
+    ttft = _number(value.get("ttft_ms", 0), f"{where}.ttft_ms") or 0.0
+    tps = _number(value.get("tokens_per_s"), f"{where}.tokens_per_s", allow_none=True)
+    return Latency(ttft_ms=ttft, tokens_per_s=tps or None)
+
+
+def _ratelimit_from_dict(value: Any, where: str) -> RateLimitInfo:
+    if not isinstance(value, dict):
+        raise FaultPlanError(f"{where}: must be a mapping")
+    _no_unknown_keys(value, _RATELIMIT_KEYS, where)
+    base = DEFAULT_RATELIMIT
+    values: dict[str, Any] = {}
+    for key in _RATELIMIT_KEYS:
+        if key in value:
+            number = _number(value[key], f"{where}.{key}")
+            values[key] = number if key == "reset_s" else int(number or 0)
+    info = RateLimitInfo(**{**vars(base), **values})
+    return info
