@@ -197,8 +197,6 @@ def worker(
         _fail(str(err))
         return
     port = metrics.serve(_metrics_port(metrics_port, 9100), role=f"worker:{provider}")
-    for tier in TIERS:
-        metrics.WORKERS_UP.labels(provider, tier).set(1)
     n = concurrency or config.providers[provider].concurrency
     err_console.print(f"worker {provider}: {n} slots, metrics on :{port}/metrics", highlight=False)
     celery_app = make_app(config, redis_url())

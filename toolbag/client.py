@@ -161,7 +161,7 @@ class Client:
             or not 0 < len(req.idempotency_key) <= _MAX_IDEMPOTENCY_KEY_CHARS
         ):
             raise SubmitError("idempotency_key", f"a non-empty string of at most {_MAX_IDEMPOTENCY_KEY_CHARS} chars")
-        tier_cfg = cfg.tiers[tier]  # type: ignore[index]
+        tier_cfg = cfg.tiers[tier]
         deadline_s = tier_cfg.default_deadline_s if req.deadline_s is None else req.deadline_s
         if isinstance(deadline_s, bool) or not isinstance(deadline_s, int | float) or deadline_s <= 0:
             raise SubmitError("deadline_s", "must be a positive number of seconds")
@@ -218,9 +218,9 @@ class Client:
 
     def _skill(self, name: str) -> Skill:
         if self._skills is None:
-            from toolbag.skills import SkillLibrary, default_skills_root
+            from toolbag.skills import SkillLibrary, default_skills_dir
 
-            self._skills = SkillLibrary(self._skills_root or default_skills_root())
+            self._skills = SkillLibrary(self._skills_root or default_skills_dir())
         try:
             skill: Skill = self._skills.get(name)
         except KeyError:

@@ -134,10 +134,8 @@ class Config(_Strict):
     fleet: FleetConfig = Field(default_factory=FleetConfig)
     providers: dict[str, ProviderConfig]
     models: dict[str, ModelConfig]
-    tiers: dict[Tier, TierConfig] = Field(
-        default_factory=lambda: {t: TierConfig() for t in TIERS}  # type: ignore[misc]
-    )
-    routes: dict[str, dict[Tier, Route]]
+    tiers: dict[str, TierConfig] = Field(default_factory=lambda: {t: TierConfig() for t in TIERS})
+    routes: dict[str, dict[str, Route]]
 
     @model_validator(mode="after")
     def _references(self) -> Config:
@@ -147,8 +145,13 @@ class Config(_Strict):
                     f"models.{name}.provider: unknown provider {model.provider!r} "
                     f"(known: {', '.join(sorted(self.providers))})"
                 )
+        for tier in self.tiers:
+            if tier not in TIERS:
+                raise ValueError(f"tiers.{tier}: unknown tier (use {', '.join(TIERS)})")
         for capability, per_tier in self.routes.items():
             for tier, route in per_tier.items():
+                if tier not in TIERS:
+                    raise ValueError(f"routes.{capability}.{tier}: unknown tier (use {', '.join(TIERS)})")
                 for candidate in route.candidates:
                     if candidate not in self.models:
                         raise ValueError(
@@ -168,10 +171,10 @@ class Config(_Strict):
         """The route for (capability, tier); the nearest tier is used when one is not configured."""
         per_tier = self.routes[capability]
         if tier in per_tier:
-            return per_tier[tier]  # type: ignore[index]
+            return per_tier[tier]
         for fallback in ("standard", "interactive", "batch"):
             if fallback in per_tier:
-                return per_tier[fallback]  # type: ignore[index]
+                return per_tier[fallback]
         raise KeyError(f"no route for {capability}/{tier}")
 
     def provider_of(self, model_name: str) -> str:

@@ -11,6 +11,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import redis
 from rich.console import Console
@@ -190,7 +191,7 @@ def _run_demo(url: str, sim_url: str) -> bool:
     for (capability, tier, _), job in zip(DEMO, jobs, strict=True):
         result = job.result(timeout_s=60)
         all_ok &= result.ok
-        last = next((a for a in reversed(result.attempts) if a.get("type") == "attempt"), {})
+        last: dict[str, Any] = next((a for a in reversed(result.attempts) if a.get("type") == "attempt"), {})
         output = result.output if isinstance(result.output, str) else str(result.output)
         table.add_row(capability, tier, result.status.value, f"{result.provider}/{result.model}",
                       f"{last.get('latency_s', 0):.3f}s", (output or result.error or "")[:60])

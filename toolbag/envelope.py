@@ -23,7 +23,7 @@ def task_envelope(queue: str, task_name: str, args: list[Any]) -> str:
     """The JSON string kombu's Redis transport LPUSHes for ``task_name(*args)`` on ``queue``."""
     task_id = uuid.uuid4().hex
     body = json.dumps([args, {}, {"callbacks": None, "errbacks": None, "chain": None, "chord": None}])
-    headers = {
+    headers: dict[str, Any] = {
         "lang": "py",
         "task": task_name,
         "id": task_id,

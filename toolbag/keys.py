@@ -15,6 +15,7 @@ key                                type     meaning
 ``<p>deadlines``                   zset     job id -> job deadline (ms), for non-terminal jobs
 ``<p>waiting:<queue>``             zset     job id -> enqueue time (ms): queued or reserved, not started
 ``<p>escalations``                 zset     job id -> escalation time (ms): the human inbox
+``<p>workers``                     zset     ``<provider>|<name>`` -> last heartbeat (ms), once consuming
 ``<p>audit``                       stream   decisions and tool calls, capped
 ``<p>health:<model>``              hash     circuit state and EWMAs per model
 ``<p>rl:<model>:<kind>``           string   rate-limit state per model
@@ -79,6 +80,10 @@ class Keys:
     @property
     def escalations(self) -> str:
         return f"{self.prefix}escalations"
+
+    @property
+    def workers(self) -> str:
+        return f"{self.prefix}workers"
 
     @property
     def audit(self) -> str:

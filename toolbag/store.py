@@ -244,7 +244,7 @@ class JobStore:
         waiter without consuming the token, so every waiter wakes.
         """
         key = self.keys.notify(job_id)
-        got = self.redis.blmove(key, key, timeout=max(timeout_s, 0.001), src="RIGHT", dest="LEFT")
+        got = self.redis.blmove(key, key, timeout=max(timeout_s, 0.001), src="RIGHT", dest="LEFT")  # type: ignore[arg-type]
         return got is not None
 
     def due_delayed(self, limit: int = 500) -> list[str]:
@@ -273,6 +273,18 @@ class JobStore:
         supervisor). Duplicates are harmless: decisions are fenced by token."""
         self.redis.lpush(SUPERVISOR_QUEUE, task_envelope(SUPERVISOR_QUEUE, DECIDE_TASK, [job_id, token]))
         self.redis.zadd(self.keys.deciding, {job_id: int(time.time() * 1000)}, xx=True)
+
+    def worker_heartbeat(self, member: str) -> None:
+        self.redis.zadd(self.keys.workers, {member: int(time.time() * 1000)})
+
+    def worker_gone(self, member: str) -> None:
+        self.redis.zrem(self.keys.workers, member)
+
+    def live_workers(self, max_age_s: float) -> list[str]:
+        """``<provider>|<name>`` of every worker process heard from within ``max_age_s``."""
+        cutoff = int((time.time() - max_age_s) * 1000)
+        self.redis.zremrangebyscore(self.keys.workers, "-inf", cutoff - 3_600_000)
+        return [_s(x) for x in self.redis.zrangebyscore(self.keys.workers, cutoff, "+inf")]
 
     def queue_stats(self, queue: str) -> tuple[int, float]:
         """(jobs waiting, age in seconds of the oldest) for a queue: queued or reserved but not started."""

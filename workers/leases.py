@@ -25,12 +25,23 @@ class LeaseKeeper:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="toolbag-lease-keeper", daemon=True)
+        self._presence: str | None = None
+
+    def announce(self, presence: str) -> None:
+        """Start advertising this process as consuming (``<provider>|<name>``) on every beat."""
+        self._presence = presence
+        self.store.worker_heartbeat(presence)
 
     def start(self) -> None:
         self._thread.start()
 
     def stop(self) -> None:
         self._stop.set()
+        if self._presence:
+            try:
+                self.store.worker_gone(self._presence)
+            except Exception:
+                log.warning("could not withdraw worker presence", exc_info=True)
 
     def add(self, member: str) -> None:
         with self._lock:
@@ -50,6 +61,8 @@ class LeaseKeeper:
             with self._lock:
                 members = list(self._members)
             try:
+                if self._presence:
+                    self.store.worker_heartbeat(self._presence)
                 gone = self.store.renew_leases(members, self.lease_ttl_s)
             except Exception:  # Redis blip: the next beat retries; leases outlive one missed beat
                 log.warning("lease renewal failed", exc_info=True)

@@ -76,8 +76,8 @@ class AttemptRunner:
             return
         except Exception as err:  # a bug of ours must not crash the worker or lose the job
             log.exception("attempt crashed", extra={"job_id": job_id})
-            failure = AttemptFailure(OutcomeKind.SERVER_ERROR, f"worker error: {type(err).__name__}: {err}")
-            self._failed(record, token, attempt_n, failure, time.monotonic() - t0)
+            crash = AttemptFailure(OutcomeKind.SERVER_ERROR, f"worker error: {type(err).__name__}: {err}")
+            self._failed(record, token, attempt_n, crash, time.monotonic() - t0)
             return
         latency_s = time.monotonic() - t0
         usage = response.usage
@@ -129,7 +129,7 @@ class AttemptRunner:
                 request = dataclasses.replace(
                     request, system=f"{request.system}\n\nYour previous answer was rejected: {feedback}"
                 )
-        tier_cfg = self.config.tiers[record["tier"]]  # type: ignore[index]
+        tier_cfg = self.config.tiers[record["tier"]]
         return dataclasses.replace(
             request,
             timeouts=timeouts_for(self.config, record["tier"]),

@@ -59,9 +59,9 @@ def _store(config: Config, redis_url: str) -> JobStore:
 
 
 def _skills() -> Any:
-    from toolbag.skills import SkillLibrary, default_skills_root
+    from toolbag.skills import SkillLibrary, default_skills_dir
 
-    return SkillLibrary(default_skills_root())
+    return SkillLibrary(default_skills_dir())
 
 
 def start_provider(config: Config, redis_url: str, provider: str) -> Runtime:
@@ -79,6 +79,12 @@ def start_provider(config: Config, redis_url: str, provider: str) -> Runtime:
     keeper.start()
     name = f"{provider}@{socket.gethostname()}:{os.getpid()}"
     runner = AttemptRunner(config, store, provider, adapter, keeper, name, skills=_skills())
+    from celery.signals import worker_ready
+
+    def _announce(**_: Any) -> None:
+        keeper.announce(f"{provider}|{name}")
+
+    worker_ready.connect(_announce, weak=False)
     _current = Runtime(config, store, attempts_runner=runner, keeper=keeper)
     return _current
 

@@ -11,6 +11,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from toolbag import metrics
 from toolbag.config import TIERS, Config
@@ -47,7 +48,7 @@ class Supervisor:
             metrics.STALE_DELIVERIES.labels("supervisor").inc()
             return None
         history = self.store.history(job_id)
-        last = next((h for h in reversed(history) if h.get("type") == "attempt"), {})
+        last: dict[str, Any] = next((h for h in reversed(history) if h.get("type") == "attempt"), {})
         outcome = OutcomeKind(job.get("outcome") or last.get("outcome") or OutcomeKind.SERVER_ERROR)
         situation = Situation(
             outcome=outcome,
@@ -186,3 +187,8 @@ class Sweeper:
                 metrics.QUEUE_DEPTH.labels(provider, tier).set(depth)
                 metrics.QUEUE_OLDEST_AGE.labels(provider, tier).set(age_s)
         metrics.DELAYED_JOBS.set(self.store.redis.zcard(self.store.keys.delayed))
+        live = self.store.live_workers(max_age_s=3 * self.config.fleet.lease_ttl_s)
+        for provider in self.config.providers:
+            count = sum(1 for member in live if member.split("|", 1)[0] == provider)
+            for tier in TIERS:
+                metrics.WORKERS_UP.labels(provider, tier).set(count)

@@ -1,0 +1,135 @@
+"""A real fleet for integration tests: simulator, worker and supervisor processes, one Redis database.
+
+Workers are separate OS processes started with the real CLI (``python -m toolbag.cli worker``), so a test
+can SIGKILL one mid-attempt exactly as production would lose it.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import redis
+import yaml
+
+from toolbag.client import Client
+from toolbag.config import DEFAULT_CONFIG_PATH, Config, parse_config
+from toolbag.simulator.server import SimulatorServer
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def fleet_config_dict(simulator_url: str, **fleet_overrides: Any) -> dict[str, Any]:
+    """The embedded defaults, pointed at a test simulator, with short leases and timeouts."""
+    data: dict[str, Any] = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())
+    data = copy.deepcopy(data)
+    data["simulator_url"] = simulator_url
+    data["fleet"].update({"lease_ttl_s": 2, "key_prefix": f"t{uuid.uuid4().hex[:6]}:"})
+    data["fleet"].update(fleet_overrides)
+    for tier in data["tiers"].values():
+        tier.update({"connect_timeout_s": 2, "first_token_timeout_s": 3, "total_timeout_s": 10})
+    return data
+
+
+class Fleet:
+    """Processes of one test fleet. Use :func:`running_fleet`."""
+
+    def __init__(self, redis_url: str, tmp: Path, config: dict[str, Any], simulator: SimulatorServer) -> None:
+        self.redis_url = redis_url
+        self.tmp = tmp
+        self.simulator = simulator
+        self.config_path = tmp / "toolbag.yaml"
+        self.config_path.write_text(yaml.safe_dump(config))
+        self.config: Config = parse_config(config)
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.env = {
+            **os.environ,
+            "TOOLBAG_CONFIG": str(self.config_path),
+            "TOOLBAG_REDIS_URL": redis_url,
+            "TOOLBAG_SKILLS_DIR": str(REPO / "skills"),
+            "TOOLBAG_METRICS_PORT": "0",
+            "PYTHONUNBUFFERED": "1",
+        }
+        self.env.pop("TOOLBAG_SIMULATOR_URL", None)
+        self.client = Client(self.config, redis_url)
+
+    def start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
+        log = open(self.tmp / f"{name}.log", "ab")  # noqa: SIM115 - closed when the process is reaped
+        proc = subprocess.Popen([sys.executable, "-m", "toolbag.cli", *args], env=self.env, stdout=log,
+                                stderr=subprocess.STDOUT, cwd=REPO)
+        self.procs[name] = proc
+        return proc
+
+    def worker(self, provider: str, concurrency: int = 20, name: str | None = None) -> subprocess.Popen[bytes]:
+        return self.start(name or f"worker-{provider}", "worker", "--provider", provider,
+                          "--concurrency", str(concurrency))
+
+    def supervisor(self, name: str = "supervisor") -> subprocess.Popen[bytes]:
+        return self.start(name, "supervisor")
+
+    def wait_workers(self, count: int, timeout_s: float = 30.0) -> None:
+        """Until ``count`` worker processes announce that they consume their queues."""
+        deadline = time.monotonic() + timeout_s
+        while len(self.client.store.live_workers(60)) < count:
+            for name, proc in self.procs.items():
+                if proc.poll() is not None and name.startswith("worker"):
+                    raise AssertionError(f"{name} exited early:\n{self.log(name)}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"only {self.client.store.live_workers(60)} workers came up")
+            time.sleep(0.05)
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        proc = self.procs[name]
+        proc.send_signal(sig)
+        proc.wait(timeout=30)
+
+    def log(self, name: str) -> str:
+        path = self.tmp / f"{name}.log"
+        return path.read_text(errors="replace")[-4000:] if path.exists() else ""
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=5)
+
+
+@contextmanager
+def running_fleet(
+    redis_url: str,
+    tmp: Path,
+    *,
+    providers: tuple[str, ...] = ("anthropic", "openai", "gemini", "local"),
+    concurrency: int = 20,
+    supervisor: bool = True,
+    config_overrides: dict[str, Any] | None = None,
+) -> Iterator[Fleet]:
+    with SimulatorServer() as sim:
+        config = fleet_config_dict(sim.url)
+        for key, value in (config_overrides or {}).items():
+            config[key] = value
+        fleet = Fleet(redis_url, tmp, config, sim)
+        try:
+            for provider in providers:
+                fleet.worker(provider, concurrency)
+            if supervisor:
+                fleet.supervisor()
+            fleet.wait_workers(len(providers))
+            yield fleet
+        finally:
+            fleet.stop()
+            redis.Redis.from_url(redis_url).flushdb()

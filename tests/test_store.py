@@ -1,0 +1,133 @@
+"""The job store's transitions against a real Redis: fencing, idempotency, leases, notification."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import pytest
+import redis
+
+from toolbag.jobs import AttemptRecord, DecisionRecord, JobStatus
+from toolbag.keys import SUPERVISOR_QUEUE, Keys
+from toolbag.store import JobStore, NewJob
+
+
+@pytest.fixture
+def store(redis_url: str) -> JobStore:
+    return JobStore(redis.Redis.from_url(redis_url), Keys("t:"), job_ttl_s=60)
+
+
+def new_job(job_id: str = "j1", key: str | None = None) -> NewJob:
+    return NewJob(job_id=job_id, queue="openai.standard", deadline_s=60, idempotency_key=key, caller="c",
+                  fields={"capability": "summarize", "tier": "standard", "input": "{}", "model": "gpt-luna",
+                          "provider": "openai", "queue": "openai.standard", "plan": '["gpt-luna"]'})
+
+
+def record(outcome: str = "ok") -> str:
+    return AttemptRecord(n=1, model="gpt-luna", provider="openai", outcome=outcome).to_json()
+
+
+def test_submit_writes_job_and_exactly_one_message(store: JobStore) -> None:
+    created, job_id = store.submit(new_job())
+    assert created and job_id == "j1"
+    job = store.get("j1")
+    assert job["status"] == "queued" and job["token"] == "1"
+    messages = store.redis.lrange("openai.standard", 0, -1)
+    assert len(messages) == 1
+    envelope = json.loads(messages[0])
+    assert envelope["headers"]["task"] == "toolbag.attempt"
+    assert store.queue_stats("openai.standard")[0] == 1
+
+
+def test_idempotency_key_returns_the_same_job_without_a_second_message(store: JobStore) -> None:
+    assert store.submit(new_job("a", key="k")) == (True, "a")
+    assert store.submit(new_job("b", key="k")) == (False, "a")
+    assert store.redis.llen("openai.standard") == 1
+    assert not store.redis.exists(store.keys.job("b"))
+
+
+def test_claim_is_fenced_by_token_and_status(store: JobStore) -> None:
+    store.submit(new_job())
+    assert store.claim("j1", "2", "openai.standard", 5, "w") is None  # wrong token
+    claimed = store.claim("j1", "1", "openai.standard", 5, "w")
+    assert claimed is not None and claimed["status"] == "running"
+    assert store.claim("j1", "1", "openai.standard", 5, "w2") is None  # duplicate delivery
+    assert store.queue_stats("openai.standard")[0] == 0
+
+
+def test_complete_once_and_wake_waiter(store: JobStore) -> None:
+    store.submit(new_job())
+    store.claim("j1", "1", "openai.standard", 5, "w")
+    woke: list[bool] = []
+    waiter = threading.Thread(target=lambda: woke.append(store.wait("j1", 5)))
+    waiter.start()
+    time.sleep(0.1)
+    assert store.complete("j1", "1", "out", {"model": "gpt-luna"}, record()).ok
+    waiter.join(5)
+    assert woke == [True]
+    second = store.complete("j1", "1", "again", {}, record())
+    assert not second.ok and second.status == "succeeded"
+    assert store.get("j1")["output"] == json.dumps("out")
+    assert store.wait("j1", 0.1)  # a later waiter wakes at once: the token is kept
+    assert store.redis.zcard(store.keys.leases) == 0
+
+
+def test_end_attempt_pushes_decision_and_dispatch_requeues_with_new_token(store: JobStore) -> None:
+    store.submit(new_job())
+    store.redis.delete("openai.standard")
+    store.claim("j1", "1", "openai.standard", 5, "w")
+    assert store.end_attempt("j1", "1", "refused", record("refused")).ok
+    assert store.get("j1")["status"] == "deciding"
+    assert store.redis.llen(SUPERVISOR_QUEUE) == 1
+    assert not store.end_attempt("j1", "1", "refused", record("refused")).ok  # fenced
+    done = store.dispatch("j1", "1", model="claude-haiku", provider="anthropic", queue="anthropic.standard",
+                          record_json=DecisionRecord("reroute", "refused", "claude-haiku").to_json())
+    assert done.ok
+    job = store.get("j1")
+    assert (job["status"], job["token"], job["model"]) == ("queued", "2", "claude-haiku")
+    assert store.redis.llen("anthropic.standard") == 1
+    assert store.claim("j1", "1", "anthropic.standard", 5, "w") is None  # old token is stale
+    assert store.claim("j1", "2", "anthropic.standard", 5, "w") is not None
+    kinds = [h["type"] for h in store.history("j1")]
+    assert kinds == ["attempt", "decision"]
+
+
+def test_delayed_dispatch_then_promote_once(store: JobStore) -> None:
+    store.submit(new_job())
+    store.claim("j1", "1", "openai.standard", 5, "w")
+    store.end_attempt("j1", "1", "rate_limited", record("rate_limited"))
+    store.redis.delete("openai.standard")
+    assert store.dispatch("j1", "1", model="gpt-luna", provider="openai", queue="openai.standard",
+                          record_json="{}", delay_s=0.2).ok
+    assert store.get("j1")["status"] == "waiting"
+    assert store.due_delayed() == []
+    time.sleep(0.25)
+    assert store.due_delayed() == ["j1"]
+    assert store.promote("j1").ok
+    assert not store.promote("j1").ok  # a second supervisor finds nothing to do
+    assert store.redis.llen("openai.standard") == 1
+    assert store.get("j1")["status"] == "queued"
+
+
+def test_expired_lease_is_found_and_renewal_is_fenced(store: JobStore) -> None:
+    store.submit(new_job())
+    store.claim("j1", "1", "openai.standard", 0.1, "w")
+    time.sleep(0.15)
+    assert store.expired_leases() == [("j1", "1")]
+    assert store.renew_leases(["j1:1"], 5) == []  # still there: renewed
+    assert store.expired_leases() == []
+    store.end_attempt("j1", "1", "lost", record("lost"))
+    assert store.renew_leases(["j1:1"], 5) == ["j1:1"]  # gone: reported, not resurrected
+    assert store.redis.zcard(store.keys.leases) == 0
+
+
+def test_finish_cancels_any_non_terminal_job_and_is_final(store: JobStore) -> None:
+    store.submit(new_job())
+    done = store.finish("j1", JobStatus.CANCELLED, "by caller", "{}")
+    assert done.ok
+    assert store.claim("j1", "1", "openai.standard", 5, "w") is None
+    assert not store.finish("j1", JobStatus.EXPIRED, "late", "{}").ok
+    assert store.get("j1")["status"] == "cancelled"
+    assert store.queue_stats("openai.standard")[0] == 0

@@ -1,0 +1,97 @@
+"""Every bad submission is refused at the edge with the field and the reason; nothing is enqueued."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import redis
+
+from toolbag.client import Client, JobRequest
+from toolbag.config import load_config
+from toolbag.jobs import JobStatus, SubmitError
+
+
+@pytest.fixture
+def client(redis_url: str) -> Client:
+    return Client(load_config(), redis_url)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field", "phrase"),
+    [
+        ({"capability": "teleport", "input": {"text": "x"}}, "capability", "unknown capability 'teleport'"),
+        ({"capability": None, "input": {"text": "x"}}, "capability", "give a capability or a skill"),
+        ({"capability": "summarize", "input": {"text": "x"}, "tier": "urgent"}, "tier", "unknown tier 'urgent'"),
+        ({"capability": "summarize", "input": None}, "input", "is required"),
+        ({"capability": "summarize", "input": {"x": {1, 2}}}, "input", "JSON-serializable"),
+        ({"capability": "summarize", "input": {"x": float("nan")}}, "input", "JSON-serializable"),
+        ({"capability": "summarize", "input": {"text": "x" * 1_100_000}}, "input", "exceeds the limit"),
+        ({"capability": "summarize", "input": {"text": "x"}, "deadline_s": -1}, "deadline_s", "positive"),
+        ({"capability": "summarize", "input": {"text": "x"}, "tier": "interactive", "deadline_s": 10_000},
+         "deadline_s", "exceeds the interactive tier's maximum"),
+        ({"capability": "summarize", "input": {"text": "x"}, "caller": "bad caller!"}, "caller", "characters"),
+        ({"capability": "summarize", "input": {"text": "x"}, "idempotency_key": ""}, "idempotency_key", "non-empty"),
+        ({"skill": "no-such-skill", "input": {"text": "x"}}, "skill", "unknown skill 'no-such-skill'"),
+    ],
+)
+def test_bad_submission_names_field_and_reason(client: Client, kwargs: dict[str, Any], field: str, phrase: str) -> None:
+    capability = kwargs.pop("capability", None)
+    with pytest.raises(SubmitError) as caught:
+        client.submit(capability, **kwargs)
+    assert caught.value.field == field
+    assert phrase in str(caught.value)
+    assert client.store.redis.dbsize() == 0, "a refused job must leave nothing behind"
+
+
+def test_submit_many_refuses_the_whole_chunk_before_enqueueing(client: Client) -> None:
+    with pytest.raises(SubmitError):
+        client.submit_many([
+            JobRequest("summarize", {"text": "fine"}),
+            JobRequest("summarize", {"text": "bad"}, tier="nope"),
+        ])
+    assert client.store.redis.dbsize() == 0
+
+
+def test_good_submission_is_queued_on_the_first_candidates_provider(client: Client, redis_url: str) -> None:
+    job = client.submit("summarize", input={"text": "hello"}, tier="interactive")
+    assert job.status() is JobStatus.QUEUED
+    record = client.store.get(job.id)
+    assert (record["model"], record["provider"], record["queue"]) == ("claude-haiku", "anthropic",
+                                                                      "anthropic.interactive")
+    assert redis.Redis.from_url(redis_url).llen("anthropic.interactive") == 1
+
+
+def test_cli_reports_bad_input_without_traceback(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from toolbag.cli import app
+
+    monkeypatch.setenv("TOOLBAG_REDIS_URL", redis_url)
+    runner = CliRunner()
+    res = runner.invoke(app, ["submit", "summarize", "--input", "{not json"])
+    assert res.exit_code == 2
+    assert "--input: not valid JSON" in res.output
+    res = runner.invoke(app, ["submit", "teleport", "--input", "{}"])
+    assert res.exit_code == 2 and "capability: unknown capability 'teleport'" in res.output
+    assert "Traceback" not in res.output
+
+
+def test_bad_config_file_names_file_field_and_reason(tmp_path: Any) -> None:
+    from toolbag.config import ConfigError
+
+    path = tmp_path / "toolbag.yaml"
+    path.write_text(
+        "providers: {a: {kind: anthropic, base_url: 'not a url'}}\n"
+        "models: {m: {provider: a, model_id: x, context_window: -5}}\n"
+        "routes: {}\n"
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    message = str(caught.value)
+    assert str(path) in message
+    assert "providers.a.base_url" in message and "http(s) URL" in message
+    assert "models.m.context_window" in message
+    path.write_text("providers: {a: {kind: anthropic}}\nmodels: {m: {provider: zz, model_id: x}}\nroutes: {}\n")
+    with pytest.raises(ConfigError, match="models.m.provider: unknown provider 'zz'"):
+        load_config(path)
