@@ -203,7 +203,7 @@ class Rule:
         return out
 
 
-_RULE_KEYS = frozenset({"model", "fault", "probability", "sequence", "match", "vendor"})
+_RULE_KEYS = frozenset({"model", "fault", "probability", "sequence", "match", "vendor", "position"})
 _PLAN_KEYS = frozenset({"seed", "rules", "latency", "ratelimit", "context_windows"})
 _LATENCY_KEYS = frozenset({"ttft_ms", "tokens_per_s"})
 _RATELIMIT_KEYS = frozenset({"requests_limit", "requests_remaining", "tokens_limit", "tokens_remaining", "reset_s"})
@@ -368,7 +368,10 @@ def _rule_from_dict(item: Any, where: str) -> Rule:
         if "probability" in item:
             raise FaultPlanError(f"{where}: 'probability' cannot be combined with 'sequence'")
         faults = tuple(_fault_at(s, f"{where}.sequence[{i}]") for i, s in enumerate(seq))
-        return Rule(model=model, sequence=faults, match=match, vendor=vendor)
+        position = item.get("position", 0)
+        if not isinstance(position, int) or isinstance(position, bool) or position < 0:
+            raise FaultPlanError(f"{where}.position: must be a non-negative integer, got {position!r}")
+        return Rule(model=model, sequence=faults, match=match, vendor=vendor, position=position)
     probability = item.get("probability", 1.0)
     if (
         isinstance(probability, bool)
@@ -376,6 +379,8 @@ def _rule_from_dict(item: Any, where: str) -> Rule:
         or not 0.0 <= float(probability) <= 1.0
     ):
         raise FaultPlanError(f"{where}.probability: must be a number between 0 and 1, got {probability!r}")
+    if "position" in item:
+        raise FaultPlanError(f"{where}: 'position' only applies to 'sequence' rules")
     fault = _fault_at(item["fault"], f"{where}.fault")
     return Rule(model=model, fault=fault, probability=float(probability), match=match, vendor=vendor)
 
