@@ -19,7 +19,7 @@ from toolbag.config import TIERS, Config, load_config, redis_url
 from toolbag.jobs import JobNotFound, JobResult, JobStatus, ResultTimeout, SubmitError
 from toolbag.keys import Keys, queue_name
 from toolbag.routing import NoCandidate, Router
-from toolbag.store import JobStore, NewJob
+from toolbag.store import WAIT_CHUNK_S, JobStore, NewJob
 
 if TYPE_CHECKING:
     from toolbag.skills.model import Skill
@@ -239,10 +239,10 @@ class Client:
             record = self.store.get(job_id)
             if JobStatus(record["status"]).terminal:
                 return self._to_result(record)
-            remaining = 5.0 if deadline is None else deadline - time.monotonic()
+            remaining = WAIT_CHUNK_S if deadline is None else deadline - time.monotonic()
             if remaining <= 0:
                 raise ResultTimeout(f"job {job_id} is still {record['status']} after {timeout_s}s")
-            self.store.wait(job_id, min(remaining, 5.0))
+            self.store.wait(job_id, remaining)
 
     def results(self, jobs: Iterable[Job], timeout_s: float | None = None) -> Iterator[JobResult]:
         """Results in submission order."""

@@ -30,6 +30,8 @@ DEMO = [
     ("code-review", "batch", {"text": "def add(a, b): return a - b"}),
     ("chat", "batch", {"text": "Hello from the batch tier."}),
     ("summarize", "batch", {"text": "A long report about queues, leases and fencing tokens."}),
+    # The simulator's Claude refuses this one: watch the supervisor reroute it to another vendor.
+    ("summarize", "interactive", {"text": "[[sim:refusal@claude-*]] A text one model will not touch."}),
 ]
 
 
@@ -184,16 +186,27 @@ def _run_demo(url: str, sim_url: str) -> bool:
     from toolbag.client import Client, JobRequest
 
     os.environ["TOOLBAG_SIMULATOR_URL"] = sim_url
-    client = Client(load_config(), url)
+    config = load_config()
+    client = Client(config, url)
+    deadline = time.monotonic() + 60
+    while len({m.split("|")[0] for m in client.store.live_workers(30)}) < len(config.providers):
+        if time.monotonic() > deadline:
+            console.print("[red]workers did not come up within 60s; see the logs[/]")
+            return False
+        time.sleep(0.2)
     jobs = client.submit_many([JobRequest(capability=c, tier=t, input=i, caller="demo") for c, t, i in DEMO])
-    table = Table("capability", "tier", "status", "served by", "latency", "output", title="demo workload")
+    table = Table(title="demo workload")
+    for name in ("capability", "tier", "status", "served by", "attempts", "latency"):
+        table.add_column(name, no_wrap=True)
+    table.add_column("output", no_wrap=True, overflow="ellipsis", max_width=40)
     all_ok = True
     for (capability, tier, _), job in zip(DEMO, jobs, strict=True):
         result = job.result(timeout_s=60)
         all_ok &= result.ok
         last: dict[str, Any] = next((a for a in reversed(result.attempts) if a.get("type") == "attempt"), {})
         output = result.output if isinstance(result.output, str) else str(result.output)
-        table.add_row(capability, tier, result.status.value, f"{result.provider}/{result.model}",
-                      f"{last.get('latency_s', 0):.3f}s", (output or result.error or "")[:60])
+        tries = " → ".join(f"{a['model']}:{a['outcome']}" for a in result.attempts if a.get("type") == "attempt")
+        table.add_row(capability, tier, result.status.value, str(result.model), tries,
+                      f"{last.get('latency_s', 0):.3f}s", (output or result.error or "").strip()[:60])
     console.print(table)
     return all_ok

@@ -20,6 +20,7 @@ from toolbag.jobs import JobNotFound, JobStatus
 from toolbag.keys import SUPERVISOR_QUEUE, Keys
 
 ATTEMPT_TASK = "toolbag.attempt"
+WAIT_CHUNK_S = 5.0  # longest single blocking wait; must stay below the client's socket timeout
 DECIDE_TASK = "toolbag.decide"
 
 
@@ -71,8 +72,8 @@ class JobStore:
     @classmethod
     def from_url(cls, url: str, keys: Keys | None = None, job_ttl_s: int = 7 * 86_400) -> JobStore:
         client = redis.Redis.from_url(
-            url, socket_connect_timeout=5, socket_keepalive=True, health_check_interval=25,
-            max_connections=512,
+            url, socket_connect_timeout=5, socket_timeout=WAIT_CHUNK_S + 25, socket_keepalive=True,
+            health_check_interval=25, max_connections=512,
         )
         return cls(client, keys, job_ttl_s)
 
@@ -238,13 +239,14 @@ class JobStore:
         return [json.loads(_s(x)) for x in self.redis.lrange(self.keys.attempts(job_id), 0, -1)]
 
     def wait(self, job_id: str, timeout_s: float) -> bool:
-        """Block until the job is terminal (True) or ``timeout_s`` passes (False); no polling.
+        """Block until the job is terminal (True) or ``timeout_s`` (at most ``WAIT_CHUNK_S``) passes.
 
         The notify list holds one token once the job is terminal; BLMOVE onto the same list wakes this
         waiter without consuming the token, so every waiter wakes.
         """
         key = self.keys.notify(job_id)
-        got = self.redis.blmove(key, key, timeout=max(timeout_s, 0.001), src="RIGHT", dest="LEFT")  # type: ignore[arg-type]
+        timeout_s = min(max(timeout_s, 0.001), WAIT_CHUNK_S)
+        got = self.redis.blmove(key, key, timeout=timeout_s, src="RIGHT", dest="LEFT")  # type: ignore[arg-type]
         return got is not None
 
     def due_delayed(self, limit: int = 500) -> list[str]:
