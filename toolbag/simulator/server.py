@@ -78,7 +78,9 @@ class SimulatorServer:
         """Bind, start serving in a daemon thread and wait until connections are accepted."""
         if self._thread is not None:
             raise RuntimeError("simulator already started")
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        # proto=IPPROTO_TCP so asyncio sets TCP_NODELAY on accepted connections (it checks sock.proto);
+        # with proto 0, Nagle + delayed ACK add ~40 ms to every response.
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((self.host, self.port))
         sock.set_inheritable(True)
