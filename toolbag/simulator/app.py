@@ -151,22 +151,29 @@ class _Conn:
     def why(self) -> End:
         return "disconnected" if self.disconnected else "stopped"
 
-    async def abort(self) -> bool:
-        """Close the TCP connection at once (RST). False when not running under uvicorn."""
+    async def abort(self, *, reset: bool = False) -> bool:
+        """Close the TCP connection now: after flushing what was sent (FIN), or with ``reset`` at once (RST).
+
+        False when not running under uvicorn (no transport to close).
+        """
         transport = getattr(self.cycle, "transport", None)
         if transport is None:
             return False
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            try:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            except OSError:
-                pass
-        transport.abort()
-        for _ in range(100):  # let uvicorn see connection_lost, so it doesn't answer 500 on our behalf
+        if reset:
+            sock = transport.get_extra_info("socket")
+            if sock is not None:
+                try:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                except OSError:
+                    pass
+            transport.abort()
+        else:
+            transport.close()
+        # Let uvicorn see connection_lost before we return, so it doesn't answer 500 on our behalf.
+        for attempt in range(300):
             if getattr(self.cycle, "disconnected", True):
                 break
-            await asyncio.sleep(0)
+            await asyncio.sleep(0 if attempt < 100 else 0.005)
         return True
 
     def close(self) -> None:
@@ -380,7 +387,7 @@ def create_app(plan: FaultPlan | None = None) -> Starlette:
     async def reset(call: _Call, scope: Scope, receive: Receive, send: Send) -> None:
         conn = _Conn(state, scope, receive)
         try:
-            if not await conn.abort():
+            if not await conn.abort(reset=True):
                 raise RuntimeError("simulator: 'reset' needs uvicorn (no transport to abort)")
             call.finish(None, "reset")
         finally:
