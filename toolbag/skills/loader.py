@@ -1,0 +1,133 @@
+"""Loading skills: one folder (``load_skill``) or a library of folders (``SkillLibrary``), validated.
+
+The library is lazy and cached: a skill is read on first use and read again only when one of its files
+changes (size or modification time), so a long-running worker picks up an edited skill, and its new
+content hash, without a restart.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+from toolbag.config import Tier
+from toolbag.skills.errors import SkillLoadError, SkillNotFound
+from toolbag.skills.hashing import HASHED_FILES
+from toolbag.skills.model import Skill
+from toolbag.skills.parse import SKILL_FILE, ParsedSkill
+from toolbag.skills.validation import inspect_skill_dir
+
+SKILLS_DIR_ENV = "TOOLBAG_SKILLS_DIR"
+
+
+def default_skills_dir() -> Path:
+    """``$TOOLBAG_SKILLS_DIR``, else ``./skills``."""
+    env = os.environ.get(SKILLS_DIR_ENV)
+    return Path(env) if env else Path("skills")
+
+
+default_skills_root = default_skills_dir
+
+
+def load_skill(path: str | Path) -> Skill:
+    """Load and validate the skill folder at ``path``; raise :class:`SkillLoadError` listing every problem."""
+    parsed, problems = inspect_skill_dir(path)
+    if problems:
+        raise SkillLoadError(str(path), problems)
+    return _build(parsed)
+
+
+def _build(p: ParsedSkill) -> Skill:
+    # inspect_skill_dir reported a problem for every part that is missing, so all are present here.
+    assert p.name and p.description and p.version and p.capability and p.body is not None
+    assert p.system_template is not None and p.input_schema is not None and p.output_schema is not None
+    assert p.cases is not None and p.examples is not None
+    tier: Tier = p.tier  # type: ignore[assignment]  # checked against TIERS by the parser
+    return Skill(
+        name=p.name,
+        description=p.description,
+        version=p.version,
+        capability=p.capability,
+        default_tier=tier,
+        input_schema=p.input_schema,
+        output_schema=p.output_schema,
+        body=p.body,
+        system_template=p.system_template,
+        user_template=p.user_template,
+        allowed_tools=p.allowed_tools,
+        route_hints=p.route_hints,
+        max_output_tokens=p.max_output_tokens,
+        examples=tuple(p.examples),
+        evals=tuple(p.cases),
+        content_hash=p.content_hash,
+        license=p.license,
+        metadata=dict(p.metadata),
+        path=p.path,
+    )
+
+
+_Stamp = tuple[tuple[int, int] | None, ...]
+
+
+def _stamp(folder: Path) -> _Stamp:
+    stamps: list[tuple[int, int] | None] = []
+    for name in HASHED_FILES:
+        try:
+            st = (folder / name).stat()
+        except OSError:
+            stamps.append(None)
+            continue
+        stamps.append((st.st_mtime_ns, st.st_size))
+    return tuple(stamps)
+
+
+class SkillLibrary:
+    """The skills under one folder (each a ``<name>/SKILL.md``). Thread-safe; loads lazily, caches."""
+
+    def __init__(self, root: str | Path | None = None) -> None:
+        self.root = Path(root) if root is not None else default_skills_dir()
+        self._lock = threading.Lock()
+        self._cache: dict[str, tuple[_Stamp, Skill]] = {}
+
+    def names(self) -> list[str]:
+        """Sorted names of the folders under the root that hold a ``SKILL.md``."""
+        if not self.root.is_dir():
+            return []
+        return sorted(
+            entry.name
+            for entry in self.root.iterdir()
+            if entry.is_dir() and not entry.name.startswith(".") and (entry / SKILL_FILE).is_file()
+        )
+
+    def path(self, name: str) -> Path:
+        """The folder of skill ``name`` (raises :class:`SkillNotFound` when there is none)."""
+        folder = self.root / name
+        if "/" in name or "\\" in name or name in ("", ".", "..") or not (folder / SKILL_FILE).is_file():
+            raise SkillNotFound(name, str(self.root), self.names())
+        return folder
+
+    def get(self, name: str) -> Skill:
+        """The skill ``name``, validated; raises :class:`SkillNotFound` or :class:`SkillLoadError`."""
+        folder = self.path(name)
+        stamp = _stamp(folder)
+        with self._lock:
+            cached = self._cache.get(name)
+            if cached is not None and cached[0] == stamp:
+                return cached[1]
+        skill = load_skill(folder)
+        with self._lock:
+            self._cache[name] = (stamp, skill)
+        return skill
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name in self.names()
+
+    def all(self) -> list[Skill]:
+        """Every skill in the library (raises on the first broken one; use validation to list them all)."""
+        return [self.get(name) for name in self.names()]
+
+    def clear(self) -> None:
+        """Forget every cached skill."""
+        with self._lock:
+            self._cache.clear()

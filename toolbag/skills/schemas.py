@@ -1,0 +1,121 @@
+"""Is a skill's JSON Schema a correct Draft 2020-12 schema, free of the typos JSON Schema silently accepts?
+
+JSON Schema ignores keywords it does not know, so ``"requried": [...]`` or ``"maxLenght": 5`` would quietly
+check nothing. These checks name each such place in plain words.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from jsonschema import Draft202012Validator
+
+from toolbag.skills.errors import did_you_mean
+
+#: Every keyword of JSON Schema Draft 2020-12 (core, applicator, validation, annotations, format, content).
+KNOWN_KEYWORDS: frozenset[str] = frozenset(
+    {
+        "$schema", "$id", "$ref", "$anchor", "$dynamicRef", "$dynamicAnchor", "$vocabulary", "$comment",
+        "$defs", "prefixItems", "items", "contains", "additionalProperties", "properties",
+        "patternProperties", "dependentSchemas", "propertyNames", "if", "then", "else", "allOf", "anyOf",
+        "oneOf", "not", "unevaluatedItems", "unevaluatedProperties", "type", "const", "enum", "multipleOf",
+        "maximum", "exclusiveMaximum", "minimum", "exclusiveMinimum", "maxLength", "minLength", "pattern",
+        "maxItems", "minItems", "uniqueItems", "maxContains", "minContains", "maxProperties",
+        "minProperties", "required", "dependentRequired", "title", "description", "default", "deprecated",
+        "readOnly", "writeOnly", "examples", "format", "contentEncoding", "contentMediaType",
+        "contentSchema",
+    }
+)  # fmt: skip
+_SCHEMA_MAPS = ("properties", "patternProperties", "$defs", "dependentSchemas")
+_SCHEMA_ONE = (
+    "items", "contains", "additionalProperties", "propertyNames", "if", "then", "else", "not",
+    "unevaluatedItems", "unevaluatedProperties", "contentSchema",
+)  # fmt: skip
+_SCHEMA_LISTS = ("prefixItems", "allOf", "anyOf", "oneOf")
+JSON_TYPES = ("string", "number", "integer", "boolean", "array", "object", "null")
+
+SchemaPath = tuple[str | int, ...]
+
+
+def dotted(root: str, path: SchemaPath) -> str:
+    """``input.properties.total`` style location of a place in ``schema.json``."""
+    text = root
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return text
+
+
+def subschemas(schema: Any, path: SchemaPath = ()) -> Iterator[tuple[SchemaPath, dict[str, Any]]]:
+    """Every object (sub)schema with its path, the schema itself first."""
+    if not isinstance(schema, dict):
+        return
+    yield path, schema
+    for key in _SCHEMA_MAPS:
+        children = schema.get(key)
+        if isinstance(children, dict):
+            for name, child in children.items():
+                yield from subschemas(child, path + (key, name))
+    for key in _SCHEMA_ONE:
+        if key in schema:
+            yield from subschemas(schema[key], path + (key,))
+    for key in _SCHEMA_LISTS:
+        children = schema.get(key)
+        if isinstance(children, list):
+            for i, child in enumerate(children):
+                yield from subschemas(child, path + (key, i))
+
+
+def meta_problems(schema: Any, root: str) -> list[tuple[str, str, str]]:
+    """``(location, message, fix)`` for every place ``schema`` breaks the Draft 2020-12 meta-schema."""
+    found: list[tuple[str, str, str]] = []
+    meta = Draft202012Validator(Draft202012Validator.META_SCHEMA)
+    for error in sorted(meta.iter_errors(schema), key=lambda e: [str(p) for p in e.absolute_path]):
+        where = dotted(root, tuple(error.absolute_path))
+        if error.validator in ("anyOf", "type") and error.absolute_path and error.absolute_path[-1] == "type":
+            found.append(
+                (
+                    where,
+                    f"{error.instance!r} is not a JSON Schema type",
+                    "Use one of: " + ", ".join(JSON_TYPES) + '; or a list such as ["string", "null"].',
+                )
+            )
+        else:
+            found.append((where, f"not a valid JSON Schema here: {error.message}", ""))
+    return found
+
+
+def keyword_problems(schema: Any, root: str) -> list[tuple[str, str, str]]:
+    """``(location, message, fix)`` for unknown keywords (likely typos) and ``required`` names that are
+    not properties: mistakes JSON Schema itself accepts silently."""
+    found: list[tuple[str, str, str]] = []
+    for path, node in subschemas(schema):
+        for key in node:
+            if key in KNOWN_KEYWORDS:
+                continue
+            if key == "nullable":
+                fix = 'JSON Schema has no "nullable"; write "type": ["string", "null"] instead.'
+            elif key == "definitions":
+                fix = 'Draft 2020-12 calls this "$defs".'
+            else:
+                fix = "Remove it, or correct the spelling; JSON Schema ignores keywords it does not know."
+            found.append(
+                (
+                    dotted(root, path + (key,)),
+                    f"{key!r} is not a JSON Schema keyword{did_you_mean(key, sorted(KNOWN_KEYWORDS))}",
+                    fix,
+                )
+            )
+        required, properties = node.get("required"), node.get("properties")
+        if isinstance(required, list) and isinstance(properties, dict):
+            for name in required:
+                if isinstance(name, str) and name not in properties:
+                    found.append(
+                        (
+                            dotted(root, path + ("required",)),
+                            f"{name!r} is required but is not one of the properties"
+                            f"{did_you_mean(name, list(properties))}",
+                            'List only names that appear under "properties".',
+                        )
+                    )
+    return found
