@@ -236,9 +236,9 @@ class Client:
     def result(self, job_id: str, timeout_s: float | None = 60.0) -> JobResult:
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         while True:
-            record = self.store.get(job_id)
+            record, history = self.store.snapshot(job_id)
             if JobStatus(record["status"]).terminal:
-                return self._to_result(record)
+                return self._to_result(record, history)
             remaining = WAIT_CHUNK_S if deadline is None else deadline - time.monotonic()
             if remaining <= 0:
                 raise ResultTimeout(f"job {job_id} is still {record['status']} after {timeout_s}s")
@@ -249,7 +249,7 @@ class Client:
         for job in jobs:
             yield self.result(job.id, timeout_s)
 
-    def _to_result(self, record: dict[str, str]) -> JobResult:
+    def _to_result(self, record: dict[str, str], history: list[dict[str, Any]]) -> JobResult:
         result = json.loads(record["result"]) if record.get("result") else {}
         return JobResult(
             job_id=record["id"],
@@ -260,7 +260,7 @@ class Client:
             error=record.get("error") or None,
             usage=result.get("usage", {}),
             cost_usd=float(result.get("cost_usd", 0.0)),
-            attempts=self.store.history(record["id"]),
+            attempts=history,
             skill=record.get("skill"),
             skill_hash=record.get("skill_hash"),
             capability=record.get("capability", ""),

@@ -235,6 +235,16 @@ class JobStore:
             raise JobNotFound(job_id)
         return {_s(k): _s(v) for k, v in raw.items()}
 
+    def snapshot(self, job_id: str) -> tuple[dict[str, str], list[dict[str, Any]]]:
+        """The job record and its history in one round trip."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hgetall(self.keys.job(job_id))
+        pipe.lrange(self.keys.attempts(job_id), 0, -1)
+        raw, history = pipe.execute()
+        if not raw:
+            raise JobNotFound(job_id)
+        return {_s(k): _s(v) for k, v in raw.items()}, [json.loads(_s(x)) for x in history]
+
     def history(self, job_id: str) -> list[dict[str, Any]]:
         return [json.loads(_s(x)) for x in self.redis.lrange(self.keys.attempts(job_id), 0, -1)]
 
