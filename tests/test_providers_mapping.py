@@ -4,6 +4,7 @@ refusal classification (on real SDK exception objects), retry-after parsing."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import anthropic
@@ -60,8 +61,8 @@ URL = "http://127.0.0.1:9"
 
 
 @pytest.fixture(scope="module")
-def adapters() -> dict[str, Any]:
-    made = {
+def adapters() -> Iterator[dict[str, Any]]:
+    made: dict[str, Any] = {
         "anthropic": AnthropicAdapter(api_key="sk-unit", base_url=URL),
         "openai": OpenAIAdapter(api_key="sk-unit", base_url=URL + "/v1"),
         "openai-compatible": OpenAIAdapter(api_key="sk-unit", base_url=URL + "/v1", kind="openai-compatible"),
