@@ -406,5 +406,6 @@ def test_anthropic_accepts_x_api_key(sim: SimulatorServer) -> None:
 
 def test_invalid_body_is_native_400(claude: anthropic.Anthropic) -> None:
     with pytest.raises(anthropic.BadRequestError) as info:
-        claude.messages.create(model="m", max_tokens=5, messages=[{"role": "robot", "content": "hi"}])  # type: ignore[typeddict-item]
+        bad: Any = [{"role": "robot", "content": "hi"}]
+        claude.messages.create(model="m", max_tokens=5, messages=bad)
     assert info.value.type == "invalid_request_error"

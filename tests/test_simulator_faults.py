@@ -148,7 +148,8 @@ ERRORS: dict[str, dict[str, tuple[type[Exception], int]]] = {
 
 
 def _status(exc: Exception) -> int:
-    return int(getattr(exc, "status_code", None) or getattr(exc, "code", 0))
+    status: Any = getattr(exc, "status_code", None) or getattr(exc, "code", 0)
+    return int(status)
 
 
 @pytest.mark.parametrize("stream", STREAMS, ids=["plain", "stream"])

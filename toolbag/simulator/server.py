@@ -152,8 +152,15 @@ class SimulatorServer:
 
 
 def serve_forever(host: str, port: int, plan: FaultPlan | None) -> None:
-    """Serve the simulator in the foreground until interrupted (Ctrl-C / SIGTERM stop it promptly)."""
+    """Serve the simulator in the foreground until interrupted.
+
+    Ctrl-C (SIGINT) stops it promptly, aborting hung requests, and returns normally; SIGTERM stops it the same
+    way and then ends the process with the signal's default action, as uvicorn does.
+    """
     app = create_app(plan)
     server = _Uvicorn(_config(app, host, port, "info"), app_state(app))
     logging.getLogger("toolbag.simulator").info("simulator on http://%s:%d", host, port)
-    server.run()
+    try:
+        server.run()
+    except KeyboardInterrupt:  # uvicorn re-raises the captured Ctrl-C after its (prompt) shutdown
+        pass
