@@ -15,12 +15,14 @@ from google.genai import errors as genai_errors
 from google.genai import types as genai_types
 
 from toolbag.providers.anthropic_provider import AnthropicAdapter
+from toolbag.providers.attempt import AttemptClock
 from toolbag.providers.base import (
     Adapter,
     AttemptFailure,
     Message,
     ModelRequest,
     OutcomeKind,
+    Timeouts,
     ToolCall,
     ToolResult,
     ToolSpec,
@@ -33,8 +35,9 @@ from toolbag.providers.errors import (
     openai_finish_failure,
     parse_retry_after,
     ratelimit_headers,
+    redact_failure,
 )
-from toolbag.providers.gemini_provider import GeminiAdapter
+from toolbag.providers.gemini_provider import GeminiAdapter, _Answer, _sdk_contents
 from toolbag.providers.openai_provider import OpenAIAdapter
 from toolbag.providers.structured import openai_strict_schema, parse_json_output
 
@@ -453,3 +456,60 @@ def test_every_gemini_block_reason_refuses(reason: str) -> None:
     failure = gemini_block_failure(reason, None)
     assert failure is not None and failure.kind is OutcomeKind.REFUSED
     assert gemini_block_failure(None, None) is None
+
+
+# ----------------------------------------------------------------------------- gemini specifics
+
+
+def test_gemini_thought_signatures_round_trip() -> None:
+    raw = b"\x00\x01opaque-signature"
+    chunk = genai_types.GenerateContentResponse.model_validate(
+        {
+            "candidates": [
+                {
+                    "content": {
+                        "role": "model",
+                        "parts": [
+                            {"text": "thinking", "thought": True},
+                            {"functionCall": {"name": "get_weather", "args": {"city": "Rome"}},
+                             "thoughtSignature": raw},
+                        ],
+                    },
+                    "finishReason": "STOP",
+                }
+            ],
+            "usageMetadata": {"promptTokenCount": 5, "candidatesTokenCount": 2, "thoughtsTokenCount": 3,
+                              "cachedContentTokenCount": 1},
+        }
+    )
+    answer = _Answer()
+    answer.add(chunk, AttemptClock(Timeouts(), vendor="gemini"))
+    answer.finish(streamed=False)
+    assert answer.text == ""  # thought parts are not answer text
+    (call,) = answer.calls
+    assert call.name == "get_weather" and call.arguments == {"city": "Rome"}
+    assert call.id.startswith("tb-gemini-call-")  # synthesized: Gemini sent no id
+    assert answer.usage.output_tokens == 5 and answer.usage.cached_input_tokens == 1
+
+    wire = GeminiAdapter(api_key="k", base_url=URL).wire_request(
+        "g", ModelRequest(messages=(Message("assistant", "", tool_calls=(call,)),))
+    )
+    sdk_content = genai_types.Content.model_validate(_sdk_contents(wire["contents"])[0])
+    assert sdk_content.parts is not None and sdk_content.parts[0].thought_signature == raw
+    assert sdk_content.parts[0].function_call is not None and sdk_content.parts[0].function_call.id is None
+
+
+def test_gemini_prompt_block_is_a_refusal() -> None:
+    chunk = genai_types.GenerateContentResponse.model_validate(
+        {"promptFeedback": {"blockReason": "PROHIBITED_CONTENT", "blockReasonMessage": "nope"}}
+    )
+    with pytest.raises(AttemptFailure) as info:
+        _Answer().add(chunk, AttemptClock(Timeouts(), vendor="gemini"))
+    assert info.value.kind is OutcomeKind.REFUSED and "PROHIBITED_CONTENT" in info.value.reason
+
+
+def test_redact_failure_cleans_reason_and_message() -> None:
+    failure = AttemptFailure(OutcomeKind.AUTH, "bad key sk-secret-123 rejected")
+    redact_failure(failure, ["sk-secret-123"])
+    assert "sk-secret-123" not in failure.reason and "sk-secret-123" not in str(failure)
+    assert "***" in str(failure)

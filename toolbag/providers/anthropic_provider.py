@@ -19,7 +19,7 @@ from toolbag.providers.base import (
     ToolCall,
     Usage,
 )
-from toolbag.providers.errors import anthropic_stop_failure, classify, ratelimit_headers, redacted
+from toolbag.providers.errors import anthropic_stop_failure, classify, ratelimit_headers, redact_failure
 from toolbag.providers.structured import anthropic_output_schema, parse_json_output
 
 __all__ = ["DEFAULT_BASE_URL", "AnthropicAdapter"]
@@ -150,8 +150,7 @@ class AnthropicAdapter:
             if not failure.ratelimit_headers:
                 failure.ratelimit_headers = ratelimit_headers(headers)
             failure.request_id = failure.request_id or headers.get("request-id") or state.message_id
-            failure.reason = redacted(failure.reason, self._secrets)
-            raise failure from None
+            raise redact_failure(failure, self._secrets) from None
 
     def _call_once(
         self,
@@ -199,9 +198,9 @@ class AnthropicAdapter:
             headers.update(stream.response.headers)
             for event in stream:
                 self._on_event(event, state, clock)
-                clock.check(state.text)
                 if state.finished:
                     break
+                clock.check(state.text)
         finally:
             stream.close()
         if not state.finished:

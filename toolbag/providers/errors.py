@@ -42,6 +42,7 @@ __all__ = [
     "openai_finish_failure",
     "parse_retry_after",
     "ratelimit_headers",
+    "redact_failure",
     "redacted",
 ]
 
@@ -149,6 +150,15 @@ def redacted(text: str, secrets: Iterable[str]) -> str:
         if secret and len(secret) >= 4:
             text = text.replace(secret, "***")
     return text
+
+
+def redact_failure(failure: AttemptFailure, secrets: Iterable[str]) -> AttemptFailure:
+    """``failure`` with every secret removed from its reason (and its message)."""
+    reason = redacted(failure.reason, secrets)
+    if reason != failure.reason:
+        failure.reason = reason
+        failure.args = (f"{failure.kind.value}: {reason}",)
+    return failure
 
 
 def ratelimit_headers(headers: Mapping[str, str] | None) -> dict[str, str]:

@@ -36,7 +36,7 @@ from toolbag.providers.errors import (
     gemini_block_failure,
     gemini_finish_failure,
     ratelimit_headers,
-    redacted,
+    redact_failure,
 )
 from toolbag.providers.structured import parse_json_output
 
@@ -286,8 +286,9 @@ class GeminiAdapter:
             if not failure.ratelimit_headers:
                 failure.ratelimit_headers = ratelimit_headers(answer.headers)
             failure.request_id = failure.request_id or answer.response_id
-            failure.reason = redacted(failure.reason, self._secrets)
-            raise failure from None
+            raise redact_failure(failure, self._secrets) from None
+        finally:
+            self._local.response = None  # the hook keeps each thread's last response; do not retain it
 
     def _stream(self, kwargs: dict[str, Any], answer: _Answer, clock: AttemptClock) -> None:
         self._local.response = None
@@ -295,7 +296,8 @@ class GeminiAdapter:
         try:
             for chunk in chunks:
                 answer.add(chunk, clock)
-                clock.check(answer.text)
+                if answer.finish_reason is None:
+                    clock.check(answer.text)
         finally:
             close = getattr(chunks, "close", None)
             if close is not None:

@@ -26,7 +26,7 @@ from toolbag.providers.base import (
     ToolCall,
     Usage,
 )
-from toolbag.providers.errors import classify, openai_finish_failure, ratelimit_headers, redacted
+from toolbag.providers.errors import classify, openai_finish_failure, ratelimit_headers, redact_failure
 from toolbag.providers.structured import openai_strict_schema, parse_json_output
 
 __all__ = ["DEFAULT_BASE_URL", "OpenAIAdapter"]
@@ -201,8 +201,7 @@ class OpenAIAdapter:
             if not failure.ratelimit_headers:
                 failure.ratelimit_headers = ratelimit_headers(headers)
             failure.request_id = failure.request_id or headers.get("x-request-id") or state.completion_id
-            failure.reason = redacted(failure.reason, self._secrets)
-            raise failure from None
+            raise redact_failure(failure, self._secrets) from None
 
     def _call_once(
         self,
@@ -257,7 +256,8 @@ class OpenAIAdapter:
             headers.update(stream.response.headers)
             for chunk in stream:
                 self._on_chunk(chunk, state, clock)
-                clock.check(state.text)
+                if state.finish_reason is None:  # after the finish, only usage and [DONE] remain
+                    clock.check(state.text)
         finally:
             stream.close()
         refusal = "".join(state.refusal_parts)
