@@ -107,7 +107,7 @@ def call(c: Clients, surface: str, *, stream: bool, fault: str | None = None, te
 
 
 def last_log(c: Clients) -> dict[str, Any]:
-    return c.sim.log()[-1]
+    return c.sim.log(last=1)[0]
 
 
 def wait_for_log(c: Clients, predicate: Callable[[dict[str, Any]], bool], timeout_s: float = 10.0) -> dict[str, Any]:

@@ -44,13 +44,13 @@ from .openai_wire import ChatWire, ResponsesWire
 from .request import RequestError, SimRequest
 from .wire import AnswerMode, Headers, HttpError, StreamEvent, Wire, dumps
 
-LOG_LIMIT = 100_000
+LOG_LIMIT = 20_000  # entries kept (oldest dropped first); about 1 KB each
 FAULT_HEADER = "x-sim-fault"
 LATENCY_HEADER = "x-sim-latency-ms"
 _CYCLE_KEY = "toolbag.sim.cycle"
 
 _JSON = (b"content-type", b"application/json")
-_SSE = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache")]
+_SSE = (b"content-type", b"text/event-stream; charset=utf-8")
 
 End = Literal["complete", "timeout", "disconnected", "stopped"]
 
@@ -380,9 +380,9 @@ def create_app(plan: FaultPlan | None = None) -> Starlette:
                                                              hang_s + first_delay_s, cut))
 
         events = wire.stream(req, reply, mode, call.rid)
-        return _Run(lambda scope, receive, send: play(call, scope, receive, send, _headers(base, _SSE[0], None,
-                                                      {"cache-control": "no-cache"}), events, fault, hang_s,
-                                                      first_delay_s, tokens_per_s))
+        sse_headers = _headers(base, _SSE, None, {"cache-control": "no-cache"})
+        return _Run(lambda scope, receive, send: play(call, scope, receive, send, sse_headers, events, fault,
+                                                      hang_s, first_delay_s, tokens_per_s))
 
     async def reset(call: _Call, scope: Scope, receive: Receive, send: Send) -> None:
         conn = _Conn(state, scope, receive)
@@ -502,7 +502,12 @@ def create_app(plan: FaultPlan | None = None) -> Starlette:
         return JSONResponse({"status": "ok"})
 
     async def get_log(request: Request) -> Response:
-        return _Bytes(200, [_JSON], dumps(list(state.log)))
+        entries = list(state.log)
+        last = request.query_params.get("last")
+        if last is not None and last.isdigit():
+            entries = entries[-int(last):] if int(last) else []
+        payload = dumps(entries)
+        return _Bytes(200, _headers([], _JSON, payload), payload)
 
     async def clear_log(request: Request) -> Response:
         state.log.clear()

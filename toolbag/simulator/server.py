@@ -135,9 +135,10 @@ class SimulatorServer:
         with urllib.request.urlopen(request, timeout=10) as response:
             return json.loads(response.read() or b"null")
 
-    def log(self) -> list[dict[str, Any]]:
-        """Every request seen so far (``GET /_sim/log``)."""
-        entries: list[dict[str, Any]] = self._admin("GET", "/_sim/log")
+    def log(self, last: int | None = None) -> list[dict[str, Any]]:
+        """Every request seen so far, oldest first (``GET /_sim/log``); ``last`` keeps only the newest N."""
+        path = "/_sim/log" if last is None else f"/_sim/log?last={int(last)}"
+        entries: list[dict[str, Any]] = self._admin("GET", path)
         return entries
 
     def clear_log(self) -> None:
