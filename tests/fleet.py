@@ -76,7 +76,7 @@ class Fleet:
     def supervisor(self, name: str = "supervisor") -> subprocess.Popen[bytes]:
         return self.start(name, "supervisor")
 
-    def wait_workers(self, count: int, timeout_s: float = 30.0) -> None:
+    def wait_workers(self, count: int, timeout_s: float = 120.0) -> None:
         """Until ``count`` worker processes announce that they consume their queues."""
         deadline = time.monotonic() + timeout_s
         while len(self.client.store.live_workers(60)) < count:

@@ -18,6 +18,7 @@ from toolbag.jobs import AttemptRecord
 from toolbag.providers.base import Adapter, AttemptFailure, ModelRequest, ModelResponse, OutcomeKind
 from toolbag.requests import plain_request, timeouts_for
 from toolbag.store import JobStore
+from workers.hooks import Admission, AttemptContext, Caller, Forgetful, OutcomeSink, PlainCall, Unlimited
 from workers.leases import LeaseKeeper
 
 log = logging.getLogger("toolbag.worker")
@@ -33,6 +34,10 @@ class AttemptRunner:
         keeper: LeaseKeeper,
         worker_name: str,
         skills: Any = None,
+        *,
+        admission: Admission | None = None,
+        caller: Caller | None = None,
+        health: OutcomeSink | None = None,
     ) -> None:
         self.config = config
         self.store = store
@@ -41,6 +46,9 @@ class AttemptRunner:
         self.keeper = keeper
         self.worker_name = worker_name
         self.skills = skills
+        self.admission: Admission = admission or Unlimited()
+        self.caller: Caller = caller or PlainCall()
+        self.health: OutcomeSink = health or Forgetful()
 
     def run(self, job_id: str, token: str, queue: str) -> None:
         record = self.store.claim(job_id, token, queue, self.config.fleet.lease_ttl_s, self.worker_name)
@@ -69,7 +77,19 @@ class AttemptRunner:
         t0 = time.monotonic()
         try:
             request, skill = self._request(record)
-            response = self.adapter.call(model.model_id, request)
+            ctx = AttemptContext(
+                job_id=job_id, capability=record["capability"], tier=tier, caller=record.get("caller", ""),
+                model=model_name, model_id=model.model_id, provider=self.provider, skill=record.get("skill"),
+                deadline_ms=int(record.get("deadline_ms", "0")),
+                allowed_tools=tuple(getattr(skill, "allowed_tools", ()) or ()),
+            )
+            with self.admission.admit(ctx, request) as ticket:
+                try:
+                    response = self.caller.call(self.adapter, ctx, request)
+                except AttemptFailure as failure:
+                    ticket.settle(None, failure.ratelimit_headers)
+                    raise
+                ticket.settle(response, response.ratelimit_headers)
             output = self._output(response, request, skill)
         except AttemptFailure as failure:
             self._failed(record, token, attempt_n, failure, time.monotonic() - t0)
@@ -80,6 +100,7 @@ class AttemptRunner:
             self._failed(record, token, attempt_n, crash, time.monotonic() - t0)
             return
         latency_s = time.monotonic() - t0
+        self.health.record(model_name, OutcomeKind.OK, latency_s, None)
         usage = response.usage
         cost = model.cost_usd(usage.input_tokens, usage.output_tokens)
         attempt = AttemptRecord(
@@ -157,6 +178,7 @@ class AttemptRunner:
             reason=failure.reason[:2000], latency_s=round(latency_s, 4), worker=self.worker_name,
             request_id=failure.request_id, retry_after_s=failure.retry_after_s,
         )
+        self.health.record(model_name, failure.kind, latency_s, failure.retry_after_s)
         self.store.end_attempt(record["id"], token, failure.kind.value, attempt.to_json())
         self._observe_attempt(model_name, tier, failure.kind.value, latency_s, None)
         metrics.SDK_ERRORS.labels(self.provider, failure.kind.value).inc()
