@@ -17,6 +17,25 @@ a dict with the same shape (``FaultPlan.from_dict``, used by ``POST /_sim/faults
 
 Selection order for one request (first match wins) is header ``x-sim-fault``, then a ``[[sim:NAME]]``
 directive in the request text (:func:`directive_fault`), then the plan's rules (:meth:`FaultPlan.select`).
+An unknown fault name in a header or directive is answered with the vendor's native 400 naming it.
+
+Choices the contract left open:
+
+- ``quota`` is Anthropic 402 ``billing_error`` ("credit balance is too low"); ``quota:spend_limit`` is Anthropic
+  429 ``rate_limit_error`` with ``details.error_code: enforced_spend_limit_reached`` and no ``retry-after``.
+  Other vendors ignore the parameter. Gemini quota = 429 with a ``QuotaFailure`` (per-day quota id) and
+  *no* ``RetryInfo``; Gemini rate limits carry ``RetryInfo`` (``rate_limit_bare``: no details at all).
+- ``refusal_filter`` and ``refusal_finish`` are the same "output filter" variant everywhere: OpenAI chat
+  ``finish_reason: content_filter``, Responses ``status: incomplete`` / ``content_filter``, Gemini candidate
+  ``finishReason: SAFETY``, Anthropic ``stop_reason: refusal``.
+- ``hang[:S]`` and ``stall[:S]`` answer normally once S seconds pass (default 3600 s); they end early when the
+  client disconnects or the server stops (the connection is then closed).
+- ``slow_first_token:MS`` on a stream sends the headers at once and delays the first event.
+- Stream faults on a non-streaming request: ``stall`` = ``hang``; ``cut`` = half the body then the connection
+  closes; ``malformed`` = a truncated JSON body; ``midstream_error`` = ``overloaded``;
+  ``midstream_refusal`` = ``refusal``.
+- OpenAI Responses ``midstream_error``: an ``error`` event then ``response.failed``; ``midstream_refusal``:
+  ``response.incomplete`` with reason ``content_filter``.
 """
 
 from __future__ import annotations
