@@ -149,10 +149,15 @@ def schema_error_items(
     for error in ordered:
         for item in describe_error(error, root):
             items.setdefault(item[1], item)
-    unique = list(items.values())
+    unique = sorted(items.values(), key=_item_order)
     if len(unique) > _MAX_ERRORS:
         unique = unique[:_MAX_ERRORS] + [((), f"... and {len(unique) - _MAX_ERRORS} more")]
     return unique
+
+
+def _item_order(item: ErrorItem) -> tuple[list[tuple[int, int, str]], str]:
+    path, line = item
+    return [(0, p, "") if isinstance(p, int) else (1, 0, p) for p in path], line
 
 
 def schema_errors(
