@@ -93,7 +93,7 @@ def test_validate_output(invoice: Skill) -> None:
         "line_items, subtotal, tax, total, vendor_name, vendor_tax_id)",
         "output.total: should be a number or null, got the string '3,50'",
     ]
-    assert validate_output(invoice, None) == ["output: should be an object, got the null null"]
+    assert validate_output(invoice, None) == ["output: should be an object, got null"]
 
 
 def response(text: str, parsed: object = None) -> ModelResponse:

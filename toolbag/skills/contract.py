@@ -22,6 +22,7 @@ from toolbag.skills.model import Skill
 
 _MAX_SHOWN_CHARS = 60
 _MAX_ERRORS = 20
+_MAX_CACHED_VALIDATORS = 512
 _TYPE_WORDS = {
     "string": "a string",
     "number": "a number",
@@ -42,6 +43,8 @@ def _validator(schema: Mapping[str, Any], key: tuple[str, str] | None) -> Draft2
     with _cache_lock:
         found = _validators.get(key)
         if found is None:
+            if len(_validators) >= _MAX_CACHED_VALIDATORS:
+                _validators.clear()  # edited skills leave old hashes behind; start over rather than grow
             found = Draft202012Validator(schema, format_checker=FormatChecker())
             _validators[key] = found
         return found
@@ -113,7 +116,8 @@ def describe_error(error: ValidationError, root: str) -> list[ErrorItem]:
     if rule == "type":
         wanted = [value] if isinstance(value, str) else list(value)
         words = " or ".join(_TYPE_WORDS.get(w, w) for w in wanted)
-        return [at(f"should be {words}, got the {_kind_of(inst)} {shown(inst)}")]
+        got = "null" if inst is None else f"the {_kind_of(inst)} {shown(inst)}"
+        return [at(f"should be {words}, got {got}")]
     if rule == "enum":
         return [at(f"{shown(inst)} is not one of the allowed values: {', '.join(shown(v) for v in value)}")]
     if rule == "const":
