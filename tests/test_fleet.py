@@ -20,9 +20,9 @@ PROBE_MODELS = {"anthropic": "claude-haiku", "openai": "gpt-luna", "gemini": "ge
 
 def probe_routes() -> dict[str, Any]:
     """One capability per provider, every tier, so each (provider, tier) queue is exercised."""
-    from toolbag.config import DEFAULT_CONFIG_PATH
-
     import yaml
+
+    from toolbag.config import DEFAULT_CONFIG_PATH
 
     routes: dict[str, Any] = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())["routes"]
     for provider, model in PROBE_MODELS.items():

@@ -81,7 +81,11 @@ class Client:
         self.store = store or JobStore.from_url(
             redis_url_ or redis_url(), Keys(self.config.fleet.key_prefix), self.config.fleet.job_ttl_s
         )
-        self.router = Router(self.config)
+        from toolbag.health import HealthTracker
+
+        self.health = HealthTracker(self.store.redis, self.store.keys, self.config)
+        self.router = Router(self.config, usable=self.health.usable, by_latency=self.health.by_latency)
+        self._choice_cache: dict[tuple[str, str, Any], tuple[list[str], str]] | None = None
         self._skills_root = skills_root
         self._skills: Any = None
 
@@ -109,14 +113,19 @@ class Client:
         """Validate and enqueue many jobs, pipelined in chunks; all-or-nothing validation per chunk."""
         jobs: list[Job] = []
         chunk: list[NewJob] = []
-        for item in requests:
-            request = item if isinstance(item, JobRequest) else JobRequest(**item)
-            chunk.append(self._prepare(request))
-            if len(chunk) >= chunk_size:
+        self._choice_cache = {}  # one routing choice per (capability, tier, needs) per chunk
+        try:
+            for item in requests:
+                request = item if isinstance(item, JobRequest) else JobRequest(**item)
+                chunk.append(self._prepare(request))
+                if len(chunk) >= chunk_size:
+                    jobs += self._flush(chunk)
+                    chunk = []
+                    self._choice_cache = {}
+            if chunk:
                 jobs += self._flush(chunk)
-                chunk = []
-        if chunk:
-            jobs += self._flush(chunk)
+        finally:
+            self._choice_cache = None
         return jobs
 
     def _flush(self, chunk: list[NewJob]) -> list[Job]:
@@ -188,7 +197,7 @@ class Client:
                 raise SubmitError(getattr(err, "path", "input"), str(err)) from None
         needs = _needs_for(skill, input_json)
         try:
-            plan, model = self.router.first(capability, tier, needs)
+            plan, model = self._route(capability, tier, needs)
         except NoCandidate as err:
             raise SubmitError("capability", str(err)) from None
         provider = cfg.provider_of(model)
@@ -215,6 +224,14 @@ class Client:
             idempotency_key=req.idempotency_key,
             caller=req.caller,
         )
+
+    def _route(self, capability: str, tier: str, needs: Any) -> tuple[list[str], str]:
+        if self._choice_cache is None:
+            return self.router.first(capability, tier, needs)
+        key = (capability, tier, needs)
+        if key not in self._choice_cache:
+            self._choice_cache[key] = self.router.first(capability, tier, needs)
+        return self._choice_cache[key]
 
     def _skill(self, name: str) -> Skill:
         if self._skills is None:

@@ -111,6 +111,7 @@ class RoutePolicy(_Strict):
     same_model_retries: int = Field(default=1, ge=0, le=10)
     backoff_base_s: float = Field(default=0.2, ge=0)
     backoff_max_s: float = Field(default=30.0, ge=0)
+    prefer_faster: bool = False  # reorder candidates by observed latency instead of keeping route order
 
 
 class Route(_Strict):
@@ -126,12 +127,24 @@ class FleetConfig(_Strict):
     key_prefix: str = "tb:"
 
 
+class HealthConfig(_Strict):
+    """Circuit breaker and EWMA settings, shared by every model."""
+
+    failures_to_open: int = Field(default=3, ge=1)
+    open_s: float = Field(default=5.0, gt=0)
+    max_open_s: float = Field(default=300.0, gt=0)
+    auth_open_s: float = Field(default=600.0, gt=0)
+    probe_lease_s: float = Field(default=30.0, gt=0)
+    ewma_alpha: float = Field(default=0.2, gt=0, le=1)
+
+
 class Config(_Strict):
     """The whole of ``toolbag.yaml``."""
 
     dev: bool = True
     simulator_url: str = DEFAULT_SIMULATOR_URL
     fleet: FleetConfig = Field(default_factory=FleetConfig)
+    health: HealthConfig = Field(default_factory=HealthConfig)
     providers: dict[str, ProviderConfig]
     models: dict[str, ModelConfig]
     tiers: dict[str, TierConfig] = Field(default_factory=lambda: {t: TierConfig() for t in TIERS})

@@ -21,7 +21,7 @@ class Needs:
     min_context_tokens: int = 0
 
 
-ModelFilter = Callable[[str], bool]
+Usable = Callable[[Sequence[str]], list[str]]
 
 
 class NoCandidate(Exception):
@@ -30,9 +30,10 @@ class NoCandidate(Exception):
 
 
 class Router:
-    def __init__(self, config: Config, *, is_available: ModelFilter | None = None) -> None:
+    def __init__(self, config: Config, *, usable: Usable | None = None, by_latency: Usable | None = None) -> None:
         self.config = config
-        self._is_available = is_available
+        self._usable = usable
+        self._by_latency = by_latency
 
     def plan(self, capability: str, tier: str, needs: Needs = Needs()) -> list[str]:
         """The candidates of the route that meet ``needs``, in route order (health not considered)."""
@@ -48,10 +49,10 @@ class Router:
         return model.context_window >= needs.min_context_tokens
 
     def usable(self, candidates: Sequence[str]) -> list[str]:
-        """``candidates`` minus those that health or limits rule out right now (order kept)."""
-        if self._is_available is None:
+        """``candidates`` that health or limits allow right now, best first."""
+        if self._usable is None:
             return list(candidates)
-        return [m for m in candidates if self._is_available(m)]
+        return self._usable(candidates)
 
     def first(self, capability: str, tier: str, needs: Needs = Needs()) -> tuple[list[str], str]:
         """(plan, the model for the first attempt). Falls back to the head of the plan when every
@@ -59,5 +60,8 @@ class Router:
         plan = self.plan(capability, tier, needs)
         if not plan:
             raise NoCandidate(capability, tier, "no candidate in the route has the features this job needs")
-        live = self.usable(plan)
+        ordered = plan
+        if self._by_latency is not None and self.config.route(capability, tier).policy.prefer_faster:
+            ordered = self._by_latency(plan)
+        live = self.usable(ordered)
         return plan, (live[0] if live else plan[0])

@@ -78,7 +78,10 @@ def start_provider(config: Config, redis_url: str, provider: str) -> Runtime:
     keeper = LeaseKeeper(store, config.fleet.lease_ttl_s)
     keeper.start()
     name = f"{provider}@{socket.gethostname()}:{os.getpid()}"
-    runner = AttemptRunner(config, store, provider, adapter, keeper, name, skills=_skills())
+    from toolbag.health import HealthTracker
+
+    health = HealthTracker(store.redis, store.keys, config)
+    runner = AttemptRunner(config, store, provider, adapter, keeper, name, skills=_skills(), health=health)
     from celery.signals import worker_ready
 
     def _announce(**_: Any) -> None:
@@ -91,9 +94,12 @@ def start_provider(config: Config, redis_url: str, provider: str) -> Runtime:
 
 def start_supervisor(config: Config, redis_url: str, *, sweep: bool = True) -> Runtime:
     global _current
+    from toolbag.health import HealthTracker
+
     store = _store(config, redis_url)
-    sweeper = Sweeper(config, store) if sweep else None
+    health = HealthTracker(store.redis, store.keys, config)
+    sweeper = Sweeper(config, store, health=health) if sweep else None
     if sweeper:
         sweeper.start()
-    _current = Runtime(config, store, supervisor_=Supervisor(config, store), sweeper=sweeper)
+    _current = Runtime(config, store, supervisor_=Supervisor(config, store, health=health), sweeper=sweeper)
     return _current

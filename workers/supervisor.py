@@ -16,6 +16,7 @@ from typing import Any
 from toolbag import metrics
 from toolbag.config import TIERS, Config
 from toolbag.decisions import Decision, Situation, decide
+from toolbag.health import HealthTracker
 from toolbag.jobs import AttemptRecord, DecisionRecord, JobNotFound, JobStatus
 from toolbag.keys import queue_name
 from toolbag.providers.base import OutcomeKind
@@ -27,16 +28,10 @@ STUCK_DECIDING_S = 30.0
 
 
 class Supervisor:
-    def __init__(
-        self,
-        config: Config,
-        store: JobStore,
-        *,
-        usable: Callable[[Sequence[str]], list[str]] = list,
-    ) -> None:
+    def __init__(self, config: Config, store: JobStore, *, health: HealthTracker | None = None) -> None:
         self.config = config
         self.store = store
-        self.usable = usable
+        self.health = health
 
     def decide(self, job_id: str, token: str) -> Decision | None:
         """Decide and apply. Returns None when the message is stale (the job moved on)."""
@@ -60,9 +55,17 @@ class Supervisor:
             retry_after_s=last.get("retry_after_s"),
         )
         policy = self.config.route(job["capability"], job["tier"]).policy
-        decision = decide(situation, self.config, policy, usable=self.usable)
+        decision = decide(situation, self.config, policy, usable=self._usable_for(policy.prefer_faster))
         self._apply(job, token, decision, outcome)
         return decision
+
+    def _usable_for(self, prefer_faster: bool) -> Callable[[Sequence[str]], list[str]]:
+        health = self.health
+        if health is None:
+            return list
+        if prefer_faster:
+            return lambda candidates: health.usable(health.by_latency(candidates))
+        return health.usable
 
     def _apply(self, job: dict[str, str], token: str, decision: Decision, outcome: OutcomeKind) -> None:
         job_id, capability, tier = job["id"], job["capability"], job["tier"]
@@ -97,9 +100,11 @@ class Supervisor:
 class Sweeper:
     """Periodic, idempotent sweeps: expired leases, due delayed jobs, stuck decisions, deadlines, gauges."""
 
-    def __init__(self, config: Config, store: JobStore, interval_s: float = 0.25, gauges_every_s: float = 5.0):
+    def __init__(self, config: Config, store: JobStore, *, health: HealthTracker | None = None,
+                 interval_s: float = 0.25, gauges_every_s: float = 5.0) -> None:
         self.config = config
         self.store = store
+        self.health = health
         self.interval_s = interval_s
         self.gauges_every_s = gauges_every_s
         self._stop = threading.Event()
@@ -187,6 +192,8 @@ class Sweeper:
                 metrics.QUEUE_DEPTH.labels(provider, tier).set(depth)
                 metrics.QUEUE_OLDEST_AGE.labels(provider, tier).set(age_s)
         metrics.DELAYED_JOBS.set(self.store.redis.zcard(self.store.keys.delayed))
+        if self.health is not None:
+            self.health.publish_all()
         live = self.store.live_workers(max_age_s=3 * self.config.fleet.lease_ttl_s)
         for provider in self.config.providers:
             count = sum(1 for member in live if member.split("|", 1)[0] == provider)

@@ -1,0 +1,111 @@
+"""Per-model health in Redis: circuit breaker (closed / open / half-open with one probe at a time),
+cooldown from retry-after, and EWMAs of latency and refusal rate.
+
+Workers ``record`` every outcome; routing asks ``choose`` / ``usable``. Both are single Lua scripts, so every
+worker and supervisor on every host sees, and changes, the same state.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib import resources
+
+import redis
+
+from toolbag import metrics
+from toolbag.config import Config
+from toolbag.keys import Keys
+from toolbag.providers.base import OutcomeKind
+
+STATES = ("closed", "open", "half_open")
+
+
+def _script(name: str) -> str:
+    return resources.files("toolbag").joinpath("lua", f"{name}.lua").read_text(encoding="utf-8")
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+@dataclass(frozen=True)
+class ModelHealth:
+    model: str
+    state: str
+    open_for_s: float
+    cooling_for_s: float
+    ewma_latency_s: float | None
+    ewma_refusal: float
+    opens: int
+
+
+class HealthTracker:
+    def __init__(self, client: redis.Redis, keys: Keys, config: Config) -> None:
+        self.redis = client
+        self.keys = keys
+        self.config = config
+        self._record = client.register_script(_script("health_record"))
+        self._choose = client.register_script(_script("health_choose"))
+
+    def record(self, model: str, outcome: OutcomeKind, latency_s: float, retry_after_s: float | None) -> None:
+        h = self.config.health
+        state = self._record(
+            keys=[self.keys.health(model)],
+            args=[outcome.value, f"{latency_s:.6f}", "" if retry_after_s is None else f"{retry_after_s:.3f}",
+                  h.failures_to_open, h.open_s, h.max_open_s, h.auth_open_s, h.ewma_alpha],
+        )
+        self._publish(model, _text(state))
+
+    def choose(self, candidates: Sequence[str]) -> str | None:
+        """The first candidate that may take a job now (granting the half-open probe if that is it)."""
+        if not candidates:
+            return None
+        index = int(self._choose(keys=[self.keys.health(m) for m in candidates],
+                                 args=[int(self.config.health.probe_lease_s * 1000)]))
+        return candidates[index - 1] if index else None
+
+    def usable(self, candidates: Sequence[str]) -> list[str]:
+        """Candidates that may take work now, best first: the chosen one, then the other closed ones.
+
+        A route policy with ``prefer_faster`` is applied by the caller through :meth:`by_latency`.
+        """
+        chosen = self.choose(candidates)
+        if chosen is None:
+            return []
+        rest = [m for m in candidates if m != chosen and self.snapshot(m).state == "closed"
+                and self.snapshot(m).cooling_for_s == 0]
+        return [chosen, *rest]
+
+    def by_latency(self, candidates: Sequence[str]) -> list[str]:
+        """Candidates ordered by observed latency; unmeasured ones keep their place after measured ones."""
+        latency = {m: self.snapshot(m).ewma_latency_s for m in candidates}
+        measured = sorted((m for m in candidates if latency[m] is not None), key=lambda m: latency[m] or 0.0)
+        return measured + [m for m in candidates if latency[m] is None]
+
+    def snapshot(self, model: str) -> ModelHealth:
+        raw = self.redis.hgetall(self.keys.health(model))
+        f = {_text(k): _text(v) for k, v in raw.items()} if raw else {}
+        now_ms = time.time() * 1000
+        latency = f.get("ewma_latency_s")
+        return ModelHealth(
+            model=model,
+            state=f.get("state", "closed"),
+            open_for_s=max(0.0, (float(f.get("open_until_ms", 0)) - now_ms) / 1000) if f.get("state") == "open"
+            else 0.0,
+            cooling_for_s=max(0.0, (float(f.get("cooldown_until_ms", 0)) - now_ms) / 1000),
+            ewma_latency_s=float(latency) if latency else None,
+            ewma_refusal=float(f.get("ewma_refusal", 0.0)),
+            opens=int(f.get("opens", 0)),
+        )
+
+    def publish_all(self) -> None:
+        for model in self.config.models:
+            self._publish(model, self.snapshot(model).state)
+
+    def _publish(self, model: str, state: str) -> None:
+        provider = self.config.provider_of(model)
+        metrics.CIRCUIT_OPEN.labels(provider, model).set(1 if state == "open" else 0)
+        for s in STATES:
+            metrics.CIRCUIT_STATE.labels(provider, model, s).set(1 if s == state else 0)
