@@ -307,7 +307,7 @@ def _openai_error_fields(body: object, fallback_message: str) -> tuple[str | Non
     )
 
 
-def _from_openai_error(exc: openai.APIError) -> AttemptFailure:
+def _from_openai_error(exc: openai.APIError, vendor: str) -> AttemptFailure:
     error_type, code, message = _openai_error_fields(exc.body, str(exc.message))
     status = exc.status_code if isinstance(exc, openai.APIStatusError) else None
     kind = _kind_for(status, error_type, code, message)
@@ -317,7 +317,7 @@ def _from_openai_error(exc: openai.APIError) -> AttemptFailure:
     label = ":".join(part for part in (error_type, code) if part) or "error"
     return AttemptFailure(
         kind,
-        _clip(f"openai {where} {label}: {message}"),
+        _clip(f"{vendor} {where} {label}: {message}"),
         retry_after_s=parse_retry_after(headers) if kind is OutcomeKind.RATE_LIMITED else None,
         status_code=status,
         request_id=getattr(exc, "request_id", None),
@@ -442,7 +442,7 @@ def classify(
                 OutcomeKind.SERVER_ERROR, _clip(f"{vendor} sent an unexpected response: {exc.message}")
             )
         else:
-            failure = _from_openai_error(exc)
+            failure = _from_openai_error(exc, vendor)
     elif isinstance(exc, genai_errors.APIError):
         failure = _from_gemini_error(exc)
     elif isinstance(exc, anthropic.APIResponseValidationError):
@@ -508,30 +508,30 @@ def anthropic_stop_failure(
 
 
 def openai_finish_failure(
-    finish_reason: str | None, refusal: str | None, *, partial_text: str = ""
+    finish_reason: str | None, refusal: str | None, *, partial_text: str = "", vendor: str = "openai"
 ) -> AttemptFailure | None:
     """The failure an OpenAI ``finish_reason`` / ``message.refusal`` means, or ``None`` for a normal end."""
     if refusal:
         return AttemptFailure(
             OutcomeKind.REFUSED,
-            _clip(f"openai message.refusal (finish_reason {finish_reason}): {refusal}"),
+            _clip(f"{vendor} message.refusal (finish_reason {finish_reason}): {refusal}"),
             partial_text=partial_text,
         )
     if finish_reason == "content_filter":
         return AttemptFailure(
-            OutcomeKind.REFUSED, "openai finish_reason content_filter", partial_text=partial_text
+            OutcomeKind.REFUSED, f"{vendor} finish_reason content_filter", partial_text=partial_text
         )
     if finish_reason in ("stop", "length", "tool_calls", "function_call"):
         return None
     if finish_reason is None:
         return AttemptFailure(
             OutcomeKind.NETWORK,
-            "openai answer ended without a finish_reason (cut stream)",
+            f"{vendor} answer ended without a finish_reason (cut stream)",
             partial_text=partial_text,
         )
     return AttemptFailure(
         OutcomeKind.SERVER_ERROR,
-        _clip(f"openai finish_reason {finish_reason!r} is not a finished answer"),
+        _clip(f"{vendor} finish_reason {finish_reason!r} is not a finished answer"),
         partial_text=partial_text,
     )
 

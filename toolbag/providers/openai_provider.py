@@ -218,7 +218,9 @@ class OpenAIAdapter:
             raise AttemptFailure(OutcomeKind.SERVER_ERROR, f"{self._vendor} answer has no choices")
         choice = completion.choices[0]
         text = choice.message.content or ""
-        failure = openai_finish_failure(choice.finish_reason, getattr(choice.message, "refusal", None))
+        failure = openai_finish_failure(
+            choice.finish_reason, getattr(choice.message, "refusal", None), vendor=self._vendor
+        )
         if failure is not None:
             raise failure
         calls = tuple(
@@ -261,7 +263,9 @@ class OpenAIAdapter:
         finally:
             stream.close()
         refusal = "".join(state.refusal_parts)
-        failure = openai_finish_failure(state.finish_reason, refusal, partial_text=state.text)
+        failure = openai_finish_failure(
+            state.finish_reason, refusal, partial_text=state.text, vendor=self._vendor
+        )
         if failure is not None:
             raise failure
         calls = tuple(
