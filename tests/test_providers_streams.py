@@ -1,4 +1,5 @@
-"""Streams that end cleanly (EOF, valid HTTP framing) but without the vendor's terminal event.
+"""Loopback servers of our own for what the simulator does not do: streams that end cleanly (EOF, valid
+HTTP framing) but without the vendor's terminal event, and a port nobody listens on.
 
 The simulator's ``cut`` resets the connection; here a loopback server closes it politely, which the SDKs
 do not treat as an error (the OpenAI SDK simply stops iterating). Only the adapters' own terminal-event
@@ -8,6 +9,7 @@ checks stand between such a stream and a false success.
 from __future__ import annotations
 
 import json
+import socket
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -93,3 +95,26 @@ def test_clean_eof_without_terminal_event_is_not_ok(eof_server: str, kind: str) 
     assert info.value.kind is OutcomeKind.NETWORK
     assert "cut stream" in info.value.reason
     assert info.value.partial_text == "Hello"
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+@pytest.mark.parametrize("kind", ["anthropic", "openai", "gemini"])
+def test_connection_refused_is_network(kind: str, stream: bool) -> None:
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    adapter: Adapter
+    if kind == "anthropic":
+        adapter = AnthropicAdapter(api_key="k", base_url=url)
+    elif kind == "openai":
+        adapter = OpenAIAdapter(api_key="k", base_url=url + "/v1")
+    else:
+        adapter = GeminiAdapter(api_key="k", base_url=url)
+    request = ModelRequest(messages=(Message("user", "hi"),), stream=stream, timeouts=Timeouts(2, 5, 10))
+    try:
+        with pytest.raises(AttemptFailure) as info:
+            adapter.call("m", request)
+    finally:
+        adapter.close()
+    assert info.value.kind is OutcomeKind.NETWORK
+    assert "refused" in info.value.reason.lower() or "connect" in info.value.reason.lower()
