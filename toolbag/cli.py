@@ -281,6 +281,9 @@ def dev(
 
 
 def _mount_optional() -> None:
+    from toolbag.escalations_cli import app as escalations_app
+
+    app.add_typer(escalations_app, name="escalations", help="The human escalation inbox.")
     try:
         from toolbag.skills.cli import app as skills_app
     except ImportError:

@@ -10,8 +10,8 @@ import json
 import re
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from toolbag import metrics
@@ -22,10 +22,12 @@ from toolbag.routing import NoCandidate, Router
 from toolbag.store import WAIT_CHUNK_S, JobStore, NewJob
 
 if TYPE_CHECKING:
+    from toolbag.bulk.pipeline import MapResult
     from toolbag.skills.model import Skill
 
 _CALLER_RE = re.compile(r"^[A-Za-z0-9._@/+-]{1,128}$")
 _MAX_IDEMPOTENCY_KEY_CHARS = 256
+_INBOX_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,9 @@ class JobRequest:
     caller: str = "anonymous"
     idempotency_key: str | None = None
     deadline_s: float | None = None
+    inbox: str | None = None
+    """A completion inbox name: when the job ends (any terminal status) its id is pushed onto
+    ``Keys.inbox(inbox)``, so one consumer follows many jobs (``JobStore.pop_inbox``)."""
 
 
 class Job:
@@ -55,12 +60,13 @@ class Job:
     def status(self) -> JobStatus:
         return JobStatus(self.client.store.get(self.id)["status"])
 
-    def result(self, timeout_s: float | None = 60.0) -> JobResult:
+    def result(self, timeout_s: float | None = 60.0, *, until_resolved: bool = False) -> JobResult:
         """Wait for a terminal status (woken by Redis, no polling) and return the result.
 
-        Raises :class:`ResultTimeout` if the job is still running after ``timeout_s``.
+        An escalated job is returned as such, unless ``until_resolved``: then the wait goes on until a
+        person resolves, rejects or retries it. Raises :class:`ResultTimeout` after ``timeout_s``.
         """
-        return self.client.result(self.id, timeout_s)
+        return self.client.result(self.id, timeout_s, until_resolved=until_resolved)
 
     def cancel(self) -> bool:
         return self.client.cancel(self.id)
@@ -109,14 +115,21 @@ class Client:
         self._count_submitted(new_job, created)
         return Job(self, job_id, created)
 
-    def submit_many(self, requests: Iterable[JobRequest | Mapping[str, Any]], chunk_size: int = 500) -> list[Job]:
-        """Validate and enqueue many jobs, pipelined in chunks; all-or-nothing validation per chunk."""
+    def submit_many(
+        self, requests: Iterable[JobRequest | Mapping[str, Any]], chunk_size: int = 500, *, inbox: str | None = None
+    ) -> list[Job]:
+        """Validate and enqueue many jobs, pipelined in chunks; all-or-nothing validation per chunk.
+
+        ``inbox`` names a completion inbox for every request that does not name its own.
+        """
         jobs: list[Job] = []
         chunk: list[NewJob] = []
         self._choice_cache = {}  # one routing choice per (capability, tier, needs) per chunk
         try:
             for item in requests:
                 request = item if isinstance(item, JobRequest) else JobRequest(**item)
+                if inbox is not None and request.inbox is None:
+                    request = replace(request, inbox=inbox)
                 chunk.append(self._prepare(request))
                 if len(chunk) >= chunk_size:
                     jobs += self._flush(chunk)
@@ -127,6 +140,53 @@ class Client:
         finally:
             self._choice_cache = None
         return jobs
+
+    def prepare_each(self, requests: Sequence[JobRequest]) -> list[NewJob | SubmitError]:
+        """Validate each request on its own, without submitting: a :class:`NewJob` for
+        :meth:`submit_prepared`, or the :class:`SubmitError` that names the field. One routing choice
+        per (capability, tier, needs) for the whole list, as in ``submit_many``."""
+        out: list[NewJob | SubmitError] = []
+        self._choice_cache = {}
+        try:
+            for request in requests:
+                try:
+                    out.append(self._prepare(request))
+                except SubmitError as err:
+                    out.append(err)
+        finally:
+            self._choice_cache = None
+        return out
+
+    def submit_prepared(self, jobs: Sequence[NewJob]) -> list[Job]:
+        """Enqueue jobs from :meth:`prepare_each` in one pipelined round trip (each job still atomic)."""
+        return self._flush(list(jobs)) if jobs else []
+
+    def map(
+        self,
+        skill: str | None,
+        inputs: Iterable[Any],
+        *,
+        capability: str | None = None,
+        tier: str | None = None,
+        caller: str = "anonymous",
+        max_in_flight: int = 256,
+        ordered: bool = False,
+        idempotency_key: Callable[[int, Any], str] | None = None,
+    ) -> Iterator[MapResult]:
+        """Run ``skill`` (or ``capability``) on every input; yield a :class:`~toolbag.bulk.MapResult` per
+        input as its job finishes (in input order with ``ordered=True``).
+
+        At most ``max_in_flight`` jobs are queued or running at once and ``inputs`` is read lazily, so it
+        may be a generator over a file of any size. An input that fails validation is yielded with
+        ``error`` set and no job. ``idempotency_key(index, input)`` makes a rerun reuse the jobs (and
+        results) of an earlier run instead of paying again.
+        """
+        from toolbag.bulk.pipeline import map_inputs
+
+        return map_inputs(
+            self, skill, inputs, capability=capability, tier=tier, caller=caller, max_in_flight=max_in_flight,
+            ordered=ordered, idempotency_key=idempotency_key,
+        )
 
     def _flush(self, chunk: list[NewJob]) -> list[Job]:
         out = []
@@ -170,6 +230,8 @@ class Client:
             or not 0 < len(req.idempotency_key) <= _MAX_IDEMPOTENCY_KEY_CHARS
         ):
             raise SubmitError("idempotency_key", f"a non-empty string of at most {_MAX_IDEMPOTENCY_KEY_CHARS} chars")
+        if req.inbox is not None and (not isinstance(req.inbox, str) or not _INBOX_RE.match(req.inbox)):
+            raise SubmitError("inbox", "1-128 characters from letters, digits and . _ : -")
         tier_cfg = cfg.tiers[tier]
         deadline_s = tier_cfg.default_deadline_s if req.deadline_s is None else req.deadline_s
         if isinstance(deadline_s, bool) or not isinstance(deadline_s, int | float) or deadline_s <= 0:
@@ -216,6 +278,8 @@ class Client:
             fields["skill"] = skill.name
             fields["skill_hash"] = skill.content_hash
             fields["skill_version"] = skill.version
+        if req.inbox is not None:
+            fields["inbox"] = self.store.keys.inbox(req.inbox)
         return NewJob(
             job_id=uuid.uuid4().hex,
             queue=queue,
@@ -250,21 +314,30 @@ class Client:
         self.store.get(job_id)
         return Job(self, job_id, created=False)
 
-    def result(self, job_id: str, timeout_s: float | None = 60.0) -> JobResult:
+    def result(self, job_id: str, timeout_s: float | None = 60.0, *, until_resolved: bool = False) -> JobResult:
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         while True:
             record, history = self.store.snapshot(job_id)
-            if JobStatus(record["status"]).terminal:
+            status = JobStatus(record["status"])
+            escalated = status is JobStatus.ESCALATED
+            if status.terminal and not (escalated and until_resolved):
                 return self._to_result(record, history)
             remaining = WAIT_CHUNK_S if deadline is None else deadline - time.monotonic()
             if remaining <= 0:
                 raise ResultTimeout(f"job {job_id} is still {record['status']} after {timeout_s}s")
-            self.store.wait(job_id, remaining)
+            if escalated:
+                self.store.wait_resolved(job_id, remaining)
+            else:
+                self.store.wait(job_id, remaining)
 
     def results(self, jobs: Iterable[Job], timeout_s: float | None = None) -> Iterator[JobResult]:
         """Results in submission order."""
         for job in jobs:
             yield self.result(job.id, timeout_s)
+
+    def result_of(self, record: dict[str, str], history: list[dict[str, Any]]) -> JobResult:
+        """The :class:`JobResult` of a terminal job from its record and history (``JobStore.snapshot``)."""
+        return self._to_result(record, history)
 
     def _to_result(self, record: dict[str, str], history: list[dict[str, Any]]) -> JobResult:
         result = json.loads(record["result"]) if record.get("result") else {}

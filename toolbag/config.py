@@ -125,6 +125,7 @@ class FleetConfig(_Strict):
     lease_ttl_s: float = Field(default=10.0, gt=0)
     visibility_timeout_s: int = Field(default=3600, ge=60)
     key_prefix: str = "tb:"
+    escalation_webhook_url: str | None = None  # POSTed a JSON summary of every escalation
 
 
 class HealthConfig(_Strict):

@@ -9,6 +9,8 @@ key                                type     meaning
 ``<p>attempts:<id>``               list     attempt and decision history, JSON entries, append-only
 ``<p>idem:<caller>:<key>``         string   idempotency key -> job id
 ``<p>notify:<id>``                 list     one ``done`` token once terminal; waiters BLMOVE it in place
+``<p>resolved:<id>``               list     one ``done`` token once a human settled an escalated job
+``<p>inbox:<name>``                list     ids of finished jobs that named this inbox (bulk completion feed)
 ``<p>leases``                      zset     ``<id>:<token>`` -> lease deadline (ms); renewed by heartbeat
 ``<p>deciding``                    zset     job id -> when its outcome went to the supervisor (ms)
 ``<p>delayed``                     zset     job id -> when to re-enqueue (ms)
@@ -17,6 +19,7 @@ key                                type     meaning
 ``<p>escalations``                 zset     job id -> escalation time (ms): the human inbox
 ``<p>workers``                     zset     ``<provider>|<name>`` -> last heartbeat (ms), once consuming
 ``<p>audit``                       stream   decisions and tool calls, capped
+``<p>policy``                      hash     the live tool policy: version, digest, text (toolbag.gateway)
 ``<p>health:<model>``              hash     circuit state and EWMAs per model
 ``<p>rl:<model>:<kind>``           string   rate-limit state per model
 =================================  =======  ==========================================================
@@ -51,6 +54,13 @@ class Keys:
 
     def notify(self, job_id: str) -> str:
         return f"{self.prefix}notify:{job_id}"
+
+    def inbox(self, name: str) -> str:
+        return f"{self.prefix}inbox:{name}"
+
+    def resolved(self, job_id: str) -> str:
+        """Wakes callers who keep waiting through an escalation until a human settles it."""
+        return f"{self.prefix}resolved:{job_id}"
 
     def waiting(self, queue: str) -> str:
         return f"{self.prefix}waiting:{queue}"
@@ -88,6 +98,11 @@ class Keys:
     @property
     def audit(self) -> str:
         return f"{self.prefix}audit"
+
+    @property
+    def policy(self) -> str:
+        """The fleet's live tool-permission policy (``version``, ``digest``, ``text``, ``published_ms``)."""
+        return f"{self.prefix}policy"
 
     @property
     def dummy(self) -> str:

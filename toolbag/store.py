@@ -68,6 +68,7 @@ class JobStore:
         self._dispatch = client.register_script(_script_source("dispatch"))
         self._promote = client.register_script(_script_source("promote"))
         self._finish = client.register_script(_script_source("finish"))
+        self._resolve = client.register_script(_script_source("resolve"))
 
     @classmethod
     def from_url(cls, url: str, keys: Keys | None = None, job_ttl_s: int = 7 * 86_400) -> JobStore:
@@ -177,16 +178,21 @@ class JobStore:
         record_json: str,
         delay_s: float = 0.0,
         feedback: str = "",
+        expected_status: str = "deciding",
+        new_deadline_s: float = 0.0,
     ) -> Transition:
-        """Deciding → queued on ``queue`` (or waiting in the delayed set for ``delay_s``)."""
+        """Deciding (or escalated) → queued on ``queue``, or waiting in the delayed set for ``delay_s``."""
         new_token = str(int(expected_token) + 1)
         delay_ms = int(delay_s * 1000)
         target = self.keys.delayed if delay_ms > 0 else queue
         envelope = task_envelope(queue, ATTEMPT_TASK, [job_id, new_token]) if delay_ms <= 0 else ""
+        leaving = self.keys.escalations if expected_status == "escalated" else self.keys.deciding
         reply = self._dispatch(
-            keys=[self.keys.job(job_id), self.keys.deciding, self.keys.attempts(job_id), target,
-                  self.keys.waiting(queue)],
-            args=[expected_token, new_token, model, provider, queue, envelope, record_json, delay_ms, feedback],
+            keys=[self.keys.job(job_id), leaving, self.keys.attempts(job_id), target,
+                  self.keys.waiting(queue), self.keys.audit, self.keys.deadlines, self.keys.notify(job_id),
+                  self.keys.resolved(job_id)],
+            args=[expected_token, new_token, model, provider, queue, envelope, record_json, delay_ms, feedback,
+                  expected_status, int(new_deadline_s * 1000)],
         )
         return Transition(int(reply[0]) == 1, _s(reply[1]) if len(reply) > 1 else "")
 
@@ -220,12 +226,41 @@ class JobStore:
                 self.keys.job(job_id), self.keys.leases, self.keys.deciding, self.keys.delayed,
                 self.keys.deadlines, self.keys.notify(job_id), self.keys.attempts(job_id),
                 self.keys.escalations, self.keys.waiting(_s(queue)) if queue else self.keys.dummy,
+                self.keys.audit, self.keys.resolved(job_id),
             ],
             args=[expected_status, expected_token, status.value, reason, record_json, self.job_ttl_s],
         )
         if int(reply[0]) != 1:
             return Transition(False, _s(reply[1]))
         return Transition(True, status.value, int(reply[1]), int(reply[2]))
+
+    def resolve(
+        self, job_id: str, status: JobStatus, record_json: str, *, output: Any = None,
+        result: dict[str, Any] | None = None, error: str = "",
+    ) -> Transition:
+        """Escalated → succeeded (a human's output) or failed (rejected); wakes every waiter."""
+        reply = self._resolve(
+            keys=[self.keys.job(job_id), self.keys.escalations, self.keys.attempts(job_id),
+                  self.keys.notify(job_id), self.keys.resolved(job_id), self.keys.audit],
+            args=[status.value, "" if output is None else json.dumps(output),
+                  "" if result is None else json.dumps(result), error, record_json, self.job_ttl_s],
+        )
+        return Transition(int(reply[0]) == 1, _s(reply[1]) if len(reply) > 1 else status.value)
+
+    def escalated(self, limit: int = 100) -> list[tuple[str, float]]:
+        """The human inbox, oldest first: (job id, escalated at, unix seconds)."""
+        rows: list[Any] = self.redis.zrange(self.keys.escalations, 0, limit - 1, withscores=True)  # type: ignore[assignment]
+        return [(_s(row[0]), float(row[1]) / 1000) for row in rows]
+
+    def wait_resolved(self, job_id: str, timeout_s: float) -> bool:
+        key = self.keys.resolved(job_id)
+        timeout_s = min(max(timeout_s, 0.001), WAIT_CHUNK_S)
+        return self.redis.blmove(key, key, timeout=timeout_s, src="RIGHT", dest="LEFT") is not None  # type: ignore[arg-type]
+
+    def audit_tail(self, count: int = 50) -> list[dict[str, str]]:
+        entries: list[Any] = self.redis.xrevrange(self.keys.audit, count=count) or []  # type: ignore[assignment]
+        return [{"id": _s(entry_id), **{_s(k): _s(v) for k, v in (fields or {}).items()}}
+                for entry_id, fields in entries]
 
     # -- reads --------------------------------------------------------------------------------------
 
@@ -244,6 +279,39 @@ class JobStore:
         if not raw:
             raise JobNotFound(job_id)
         return {_s(k): _s(v) for k, v in raw.items()}, [json.loads(_s(x)) for x in history]
+
+    def snapshot_many(self, job_ids: Sequence[str]) -> list[tuple[dict[str, str], list[dict[str, Any]]] | None]:
+        """``snapshot`` of many jobs in one round trip; ``None`` where a record is gone."""
+        pipe = self.redis.pipeline(transaction=False)
+        for job_id in job_ids:
+            pipe.hgetall(self.keys.job(job_id))
+            pipe.lrange(self.keys.attempts(job_id), 0, -1)
+        replies = pipe.execute()
+        out: list[tuple[dict[str, str], list[dict[str, Any]]] | None] = []
+        for raw, history in zip(replies[0::2], replies[1::2], strict=True):
+            if not raw:
+                out.append(None)
+                continue
+            out.append(({_s(k): _s(v) for k, v in raw.items()}, [json.loads(_s(x)) for x in history]))
+        return out
+
+    def statuses(self, job_ids: Sequence[str]) -> list[str | None]:
+        """The status of each job in one round trip; ``None`` where a record is gone."""
+        pipe = self.redis.pipeline(transaction=False)
+        for job_id in job_ids:
+            pipe.hget(self.keys.job(job_id), "status")
+        return [None if v is None else _s(v) for v in pipe.execute()]
+
+    def pop_inbox(self, inbox: str, max_count: int, timeout_s: float) -> list[str]:
+        """Up to ``max_count`` job ids from a completion inbox (oldest first), blocking up to ``timeout_s``
+        (at most ``WAIT_CHUNK_S``) for the first. A job names its inbox in its ``inbox`` field; the
+        terminal transitions push its id there."""
+        timeout_s = min(max(timeout_s, 0.0), WAIT_CHUNK_S)
+        if timeout_s <= 0:
+            items = self.redis.rpop(inbox, max_count)
+            return [_s(x) for x in items or []]
+        got = self.redis.blmpop(timeout_s, 1, inbox, direction="RIGHT", count=max_count)
+        return [_s(x) for x in got[1]] if got else []
 
     def history(self, job_id: str) -> list[dict[str, Any]]:
         return [json.loads(_s(x)) for x in self.redis.lrange(self.keys.attempts(job_id), 0, -1)]

@@ -159,14 +159,12 @@ class AttemptRunner:
         ), skill
 
     def _output(self, response: ModelResponse, request: ModelRequest, skill: Any) -> Any:
+        if skill is not None:
+            from toolbag.skills import accept_output
+
+            return accept_output(skill, response)  # raises AttemptFailure(INVALID_OUTPUT, reason)
         if request.json_schema is None:
             return response.text
-        if skill is not None:
-            from toolbag.skills import validate_output
-
-            errors = validate_output(skill, response.parsed)
-            if errors:
-                raise AttemptFailure(OutcomeKind.INVALID_OUTPUT, "; ".join(errors)[:1000])
         return response.parsed
 
     def _failed(

@@ -16,6 +16,7 @@ from typing import Any
 from toolbag import metrics
 from toolbag.config import TIERS, Config
 from toolbag.decisions import Decision, Situation, decide
+from toolbag.escalations import notify_webhook
 from toolbag.health import HealthTracker
 from toolbag.jobs import AttemptRecord, DecisionRecord, JobNotFound, JobStatus
 from toolbag.keys import queue_name
@@ -89,6 +90,10 @@ class Supervisor:
                 metrics.JOB_DURATION.labels(capability, tier).observe((done.finished_ms - done.created_ms) / 1000)
                 if status is JobStatus.ESCALATED:
                     metrics.ESCALATIONS.labels(capability).inc()
+                    if self.config.fleet.escalation_webhook_url:
+                        notify_webhook(self.config.fleet.escalation_webhook_url, {
+                            "event": "escalated", "job_id": job_id, "capability": capability, "tier": tier,
+                            "reason": decision.reason})
         if done.ok:
             metrics.SUPERVISOR_DECISIONS.labels(decision.action, outcome.value).inc()
             log.info(json.dumps({"event": "decision", "job_id": job_id, "action": decision.action,

@@ -1,9 +1,10 @@
 -- finish: end a job without success (failed, escalated, expired, cancelled) and wake waiters.
 -- KEYS[1] job hash   KEYS[2] leases zset   KEYS[3] deciding zset   KEYS[4] delayed zset
 -- KEYS[5] deadlines zset   KEYS[6] notify list   KEYS[7] attempts list   KEYS[8] escalations zset
--- KEYS[9] waiting zset of the job's current queue
+-- KEYS[9] waiting zset of the job's current queue   KEYS[10] audit stream   KEYS[11] resolved list
 -- ARGV[1] expected status ('*' = any non-terminal)   ARGV[2] expected token ('*' = any)
 -- ARGV[3] new status   ARGV[4] error reason   ARGV[5] record (json)   ARGV[6] ttl (s)
+-- when the job names an inbox (field 'inbox', a list key), its id is also pushed there (completion feed)
 -- returns {1, created_ms, finished_ms} or {0, status}
 local status = redis.call('HGET', KEYS[1], 'status')
 local token = redis.call('HGET', KEYS[1], 'token')
@@ -22,14 +23,21 @@ redis.call('ZREM', KEYS[4], id)
 redis.call('ZREM', KEYS[5], id)
 redis.call('ZREM', KEYS[9], id)
 redis.call('RPUSH', KEYS[7], ARGV[5])
+redis.call('XADD', KEYS[10], 'MAXLEN', '~', 100000, '*', 'kind', ARGV[3], 'job', id, 'record', ARGV[5])
 redis.call('DEL', KEYS[6])
 redis.call('LPUSH', KEYS[6], 'done')
 if ARGV[3] == 'escalated' then
   redis.call('ZADD', KEYS[8], now, id)
+  redis.call('DEL', KEYS[11])
 else
   local ttl = tonumber(ARGV[6])
   redis.call('EXPIRE', KEYS[1], ttl)
   redis.call('EXPIRE', KEYS[7], ttl)
   redis.call('EXPIRE', KEYS[6], ttl)
+end
+local inbox = redis.call('HGET', KEYS[1], 'inbox')
+if inbox then
+  redis.call('LPUSH', inbox, id)
+  redis.call('EXPIRE', inbox, tonumber(ARGV[6]))
 end
 return {1, redis.call('HGET', KEYS[1], 'created_ms'), now}

@@ -1,0 +1,113 @@
+"""The human escalation inbox: jobs every candidate balked at, waiting for a person.
+
+A person can ``resolve`` (give the output), ``reject`` (fail with a reason) or ``retry`` (on a model of
+their choice, or the route's first). Every action is recorded in the job's history and the audit stream, and
+wakes callers who chose to wait through the escalation.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import urllib.request
+from dataclasses import dataclass
+from typing import Any
+
+from toolbag import metrics
+from toolbag.config import Config
+from toolbag.jobs import DecisionRecord, JobNotFound, JobStatus
+from toolbag.keys import queue_name
+from toolbag.store import JobStore
+
+log = logging.getLogger("toolbag.escalations")
+
+
+class InboxError(Exception):
+    """An inbox action that cannot be taken, phrased for the person at the CLI."""
+
+
+@dataclass(frozen=True)
+class Escalation:
+    job_id: str
+    escalated_at: float
+    capability: str
+    tier: str
+    caller: str
+    reason: str
+    attempts: list[dict[str, Any]]
+    input: Any
+
+
+class Inbox:
+    def __init__(self, config: Config, store: JobStore) -> None:
+        self.config = config
+        self.store = store
+
+    def list(self, limit: int = 100) -> list[Escalation]:
+        return [self.show(job_id, at) for job_id, at in self.store.escalated(limit)]
+
+    def show(self, job_id: str, escalated_at: float = 0.0) -> Escalation:
+        record, history = self.store.snapshot(job_id)
+        return Escalation(
+            job_id=job_id, escalated_at=escalated_at or int(record.get("finished_ms", 0)) / 1000,
+            capability=record.get("capability", ""), tier=record.get("tier", ""), caller=record.get("caller", ""),
+            reason=record.get("error", ""), attempts=history, input=json.loads(record.get("input", "null")),
+        )
+
+    def _escalated(self, job_id: str) -> dict[str, str]:
+        try:
+            record = self.store.get(job_id)
+        except JobNotFound:
+            raise InboxError(f"no job {job_id!r}") from None
+        if record["status"] != JobStatus.ESCALATED:
+            raise InboxError(f"job {job_id} is {record['status']}, not escalated")
+        return record
+
+    def resolve(self, job_id: str, output: Any, by: str = "human") -> None:
+        record = self._escalated(job_id)
+        note = DecisionRecord("resolve", f"resolved by {by}").to_json()
+        result = {"provider": "human", "model": by, "usage": {}, "cost_usd": 0.0}
+        if not self.store.resolve(job_id, JobStatus.SUCCEEDED, note, output=output, result=result).ok:
+            raise InboxError(f"job {job_id} changed while resolving; look again")
+        metrics.JOBS_FINISHED.labels(record["capability"], record["tier"], "succeeded").inc()
+
+    def reject(self, job_id: str, reason: str, by: str = "human") -> None:
+        record = self._escalated(job_id)
+        note = DecisionRecord("reject", f"rejected by {by}: {reason}").to_json()
+        if not self.store.resolve(job_id, JobStatus.FAILED, note, error=f"rejected: {reason}").ok:
+            raise InboxError(f"job {job_id} changed while rejecting; look again")
+        metrics.JOBS_FINISHED.labels(record["capability"], record["tier"], "failed").inc()
+
+    def retry(self, job_id: str, model: str | None = None, by: str = "human") -> str:
+        """Send the job back to the fleet, on ``model`` or the first candidate of its plan."""
+        record = self._escalated(job_id)
+        plan = json.loads(record.get("plan", "[]"))
+        target = model or (plan[0] if plan else record["model"])
+        if target not in self.config.models:
+            raise InboxError(f"unknown model {target!r}; known: {', '.join(sorted(self.config.models))}")
+        provider = self.config.provider_of(target)
+        tier = record["tier"]
+        note = DecisionRecord("retry", f"retried by {by}", target).to_json()
+        done = self.store.dispatch(
+            job_id, record["token"], model=target, provider=provider, queue=queue_name(provider, tier),
+            record_json=note, expected_status="escalated",
+            new_deadline_s=self.config.tiers[tier].default_deadline_s,
+        )
+        if not done.ok:
+            raise InboxError(f"job {job_id} changed while retrying; look again")
+        return target
+
+
+def notify_webhook(url: str, payload: dict[str, Any], timeout_s: float = 5.0) -> None:
+    """POST an escalation to a webhook in the background; a failing hook is logged, never blocks."""
+
+    def post() -> None:
+        request = urllib.request.Request(url, data=json.dumps(payload).encode(), method="POST",
+                                         headers={"content-type": "application/json"})
+        try:
+            urllib.request.urlopen(request, timeout=timeout_s).close()
+        except OSError as err:
+            log.warning("escalation webhook failed: %s", err)
+
+    threading.Thread(target=post, name="toolbag-escalation-webhook", daemon=True).start()
