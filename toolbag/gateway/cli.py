@@ -1,0 +1,407 @@
+"""``toolbag permissions …``, ``toolbag audit …`` and ``toolbag tools …`` (mounted by :mod:`toolbag.cli`).
+
+Exit codes: 0 ok (``explain``: allowed), 1 denied (``explain``) or refused (``publish``), 2 bad usage/config.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import redis
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from toolbag.config import Config, ConfigError, load_config, redis_url
+from toolbag.gateway.audit import AuditFilter, RedisAuditReader, read_jsonl
+from toolbag.gateway.live import PolicyStore
+from toolbag.gateway.policy import Policy, PolicyError, Subject, default_policy_path, load_policy_file
+from toolbag.gateway.settings import load_gateway_settings
+from toolbag.keys import Keys
+
+__all__ = ["audit_app", "permissions_app", "tools_app"]
+
+permissions_app = typer.Typer(no_args_is_help=True, add_completion=False,
+                              help="The tool policy: explain a decision, list grants, publish, show the live version.")
+audit_app = typer.Typer(no_args_is_help=True, add_completion=False,
+                        help="The gateway's audit trail: tail it or query it.")
+tools_app = typer.Typer(no_args_is_help=True, add_completion=False, help="The tools the gateway can reach.")
+console = Console(soft_wrap=True)
+err_console = Console(stderr=True)
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    return typer.Exit(code)
+
+
+def _row(*values: object) -> list[str]:
+    """Table cells, with rich markup characters escaped (patterns like ``[a-z]`` are data)."""
+    return [escape(str(v)) for v in values]
+
+
+def _config() -> Config:
+    try:
+        return load_config()
+    except ConfigError as err:
+        raise _fail(str(err)) from None
+
+
+def _redis_and_keys(config: Config) -> tuple[redis.Redis, Keys]:
+    client = redis.Redis.from_url(redis_url(), socket_connect_timeout=3, socket_timeout=10)
+    return client, Keys(config.fleet.key_prefix)
+
+
+def _policy(config: Config, file: Path | None) -> tuple[Policy, str]:
+    """``--file``, else the live policy in Redis, else the local policy file; and a line saying which."""
+    if file is not None:
+        try:
+            return load_policy_file(file), f"file {file}"
+        except PolicyError as err:
+            raise _fail(str(err)) from None
+    try:
+        client, keys = _redis_and_keys(config)
+        live = PolicyStore(client, keys).load()
+        if live is not None:
+            return live, f"live policy in redis ({keys.policy})"
+    except redis.RedisError as err:
+        err_console.print(f"[yellow]redis unreachable ({type(err).__name__}); using the local file[/]")
+    except PolicyError as err:
+        raise _fail(str(err)) from None
+    path = default_policy_path()
+    if path is None:
+        return Policy.empty(), "no policy anywhere (everything denied)"
+    try:
+        return load_policy_file(path), f"local file {path} (not published)"
+    except PolicyError as err:
+        raise _fail(str(err)) from None
+
+
+def _subject(config: Config, agent: str, model: str, provider: str | None) -> Subject:
+    """``model`` is a config model name, or ``provider/model-id``."""
+    if model in config.models:
+        m = config.models[model]
+        return Subject(agent, provider or m.provider, model, m.model_id)
+    if "/" in model:
+        prov, model_id = model.split("/", 1)
+        return Subject(agent, provider or prov, model_id, model_id)
+    return Subject(agent, provider or "", model, model)
+
+
+# ------------------------------------------------------------------------------------ permissions
+
+
+@permissions_app.command("explain")
+def explain(
+    agent: str = typer.Option(..., "--agent", "-a", help="The caller (agent) name"),
+    model: str = typer.Option(..., "--model", "-m", help="A model from toolbag.yaml, or provider/model-id"),
+    tool: str = typer.Option(..., "--tool", "-t", help="Gateway tool name, e.g. clock.now or notes.read"),
+    args: str = typer.Option(None, "--args", help="JSON arguments (without: may the tool be offered?)"),
+    provider: str = typer.Option(None, "--provider", help="Override the provider"),
+    file: Path = typer.Option(None, "--file", "-f", help="Explain with this policy file instead of the live one"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Which rule decides whether AGENT on MODEL may call TOOL, and why. Exit 0 allowed, 1 denied."""
+    config = _config()
+    policy, source = _policy(config, file)
+    subject = _subject(config, agent, model, provider)
+    arguments: dict[str, Any] | None = None
+    if args is not None:
+        try:
+            parsed = json.loads(args)
+        except json.JSONDecodeError as err:
+            raise _fail(f"--args: not valid JSON ({err.msg})") from None
+        if not isinstance(parsed, dict):
+            raise _fail("--args must be a JSON object")
+        arguments = parsed
+    decision = policy.decide(subject, tool, arguments)
+    if as_json:
+        typer.echo(json.dumps({
+            "allowed": decision.allowed, "decision": decision.word, "rule": decision.rule_id,
+            "reason": decision.reason, "policy_version": decision.policy_version,
+            "policy_digest": decision.policy_digest, "policy_source": source,
+            "subject": {"agent": subject.agent, "provider": subject.provider, "model": subject.model,
+                        "model_id": subject.model_id},
+            "tool": tool, "arguments_checked": arguments is not None,
+            "rules": [{"id": t.rule_id, "effect": t.effect, "matched": t.matched, "applies": t.applies,
+                       "why": t.why} for t in decision.trace],
+        }, indent=2))
+    else:
+        verdict = "[bold green]ALLOW[/]" if decision.allowed else "[bold red]DENY[/]"
+        what = "call" if arguments is not None else "be offered"
+        who = f"{agent} on {subject.provider}/{subject.model}" + (
+            f" ({subject.model_id})" if subject.model_id != subject.model else ""
+        )
+        console.print(f"{verdict}  {escape(who)} may {'' if decision.allowed else 'not '}{what} {escape(tool)}",
+                      highlight=False)
+        decider = f"rule {decision.rule_id!r}" if decision.rule_id else "default deny"
+        console.print(f"  decided by: {decider} — {decision.reason}", highlight=False, markup=False)
+        console.print(f"  policy: version {decision.policy_version} {decision.policy_digest[:19]} ({source})",
+                      highlight=False, markup=False)
+        if arguments is None and any(r.args for r in policy.rules):
+            console.print("  (arguments not given: rules with argument constraints are checked at call time)")
+        for t in decision.trace:
+            mark = "[green]applies[/]" if t.applies else ("[yellow]matches[/]" if t.matched else "[dim]no[/]")
+            console.print(f"  {escape(t.rule_id):<28} {t.effect:<5} {mark}  {escape(t.why)}", highlight=False)
+    raise typer.Exit(0 if decision.allowed else 1)
+
+
+@permissions_app.command("list")
+def list_rules(
+    agent: str = typer.Option(None, "--agent", "-a", help="With --model: the tools this agent is offered"),
+    model: str = typer.Option(None, "--model", "-m"),
+    file: Path = typer.Option(None, "--file", "-f"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """The policy's rules; with --agent and --model, every known tool and whether it is granted."""
+    config = _config()
+    policy, source = _policy(config, file)
+    if agent is None or model is None:
+        if as_json:
+            typer.echo(json.dumps({"version": policy.version, "digest": policy.digest, "source": source,
+                                   "rules": [r.model_dump(mode="json") for r in policy.rules]}, indent=2))
+            return
+        console.print(f"policy version {policy.version} {policy.digest[:19]} ({source})", highlight=False)
+        table = Table("id", "effect", "agents", "models", "tools", "args", "expires")
+        for r in policy.rules:
+            table.add_row(*_row(r.id, r.effect, " ".join(r.agents), " ".join(r.models), " ".join(r.tools),
+                                ", ".join(r.args) or "-", r.expires.isoformat() if r.expires else "-"))
+        console.print(table)
+        return
+    from toolbag.gateway.registry import ToolRegistry
+
+    subject = _subject(config, agent, model, None)
+    registry = ToolRegistry(load_gateway_settings())
+    try:
+        catalog = registry.catalog()
+    finally:
+        registry.close()
+    rows = [(name, policy.decide(subject, name, None)) for name in catalog]
+    if as_json:
+        typer.echo(json.dumps([{"tool": n, "offered": d.allowed, "rule": d.rule_id, "reason": d.reason}
+                               for n, d in rows], indent=2))
+        return
+    table = Table("tool", "offered", "rule", "reason")
+    for name, d in rows:
+        table.add_row(*_row(name, "yes" if d.allowed else "no", d.rule_id or "-", d.reason))
+    console.print(table)
+
+
+@permissions_app.command("publish")
+def publish(
+    file: Path = typer.Option(None, "--file", "-f", help="Default: $TOOLBAG_POLICY or ./policy.yaml"),
+    force: bool = typer.Option(False, "--force", help="Publish even an older version (a deliberate rollback)"),
+) -> None:
+    """Make a policy file the fleet's live policy (applies on the next tool call of every worker)."""
+    config = _config()
+    path = file or default_policy_path()
+    if path is None:
+        raise _fail("no policy file: pass --file or create ./policy.yaml")
+    try:
+        policy = load_policy_file(path)
+        client, keys = _redis_and_keys(config)
+        result = PolicyStore(client, keys, load_gateway_settings().audit.stream_maxlen).publish(policy, force=force)
+    except (PolicyError, ConfigError) as err:
+        raise _fail(str(err)) from None
+    except redis.RedisError as err:
+        raise _fail(f"redis: {err}") from None
+    if result.status == "published":
+        console.print(f"published {path}: version {policy.version} {policy.digest[:19]}", highlight=False)
+    elif result.status == "unchanged":
+        console.print(f"unchanged: version {result.live_version} is already live", highlight=False)
+    elif result.status == "older":
+        raise _fail(f"refused: version {policy.version} is older than the live version {result.live_version} "
+                    "(use --force to roll back on purpose)", 1)
+    else:
+        raise _fail(f"refused: version {policy.version} is live with other text — bump `version` in {path}", 1)
+
+
+@permissions_app.command("show")
+def show(as_json: bool = typer.Option(False, "--json")) -> None:
+    """The live policy's version, digest and when it was published; and whether the local file matches."""
+    config = _config()
+    try:
+        client, keys = _redis_and_keys(config)
+        info = PolicyStore(client, keys).info()
+    except redis.RedisError as err:
+        raise _fail(f"redis: {err}") from None
+    path = default_policy_path()
+    local: dict[str, Any] = {}
+    if path is not None:
+        try:
+            lp = load_policy_file(path)
+            local = {"path": str(path), "version": lp.version, "digest": lp.digest,
+                     "matches_live": lp.digest == info.get("digest")}
+        except PolicyError as err:
+            local = {"path": str(path), "error": str(err)}
+    if as_json:
+        typer.echo(json.dumps({"live": info, "local": local}, indent=2))
+        return
+    if not info:
+        console.print("no policy published: every tool call is denied")
+    else:
+        when = datetime.fromtimestamp(int(info.get("published_ms", "0")) / 1000, UTC).isoformat(timespec="seconds")
+        console.print(f"live: version {info.get('version')} {info.get('digest', '')[:19]} from {info.get('source')}"
+                      f", published {when} by {info.get('published_by')}", highlight=False)
+    if local:
+        console.print(f"local: {json.dumps(local)}", highlight=False)
+
+
+@permissions_app.command("validate")
+def validate(file: Path = typer.Option(None, "--file", "-f")) -> None:
+    """Check a policy file (for CI); exit 2 with every problem listed when it is invalid."""
+    path = file or default_policy_path()
+    if path is None:
+        raise _fail("no policy file: pass --file or create ./policy.yaml")
+    try:
+        policy = load_policy_file(path)
+    except PolicyError as err:
+        raise _fail(str(err)) from None
+    console.print(f"{path}: valid, version {policy.version}, {len(policy.rules)} rules", highlight=False)
+
+
+# -------------------------------------------------------------------------------------------- audit
+
+_RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
+
+
+def _time_ms(value: str | None) -> int:
+    if not value:
+        return 0
+    match = _RELATIVE.match(value)
+    if match:
+        seconds = float(match.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
+        return int((time.time() - seconds) * 1000)
+    if value.isdigit():
+        return int(value)
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise _fail(f"time {value!r}: use 15m, 2h, 1d, an ISO time or epoch milliseconds") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp() * 1000)
+
+
+def _print_entries(entries: list[dict[str, str]], as_json: bool) -> None:
+    if as_json:
+        for entry in entries:
+            typer.echo(json.dumps(entry, sort_keys=True))
+        return
+    table = Table("time", "kind", "event", "job", "decision", "agent", "model", "tool", "rule", "outcome", "ms",
+                  "policy", "reason")
+    for e in entries:
+        ts = datetime.fromtimestamp(int(e.get("ts_ms", "0")) / 1000, UTC).strftime("%m-%d %H:%M:%S.%f")[:-3]
+        model = f"{e.get('provider', '')}/{e.get('model', '')}" if e.get("model") else ""
+        job = (e.get("job_id") or e.get("job") or "")[:12]
+        table.add_row(*_row(ts, e.get("kind", ""), e.get("event", ""), job, e.get("decision", ""), e.get("agent", ""),
+                            model,
+                            e.get("tool", ""), e.get("grant", ""), e.get("outcome", ""), e.get("duration_ms", ""),
+                            e.get("policy_version", ""), (e.get("reason") or e.get("detail", ""))[:80]))
+    console.print(table)
+
+
+GATEWAY_KINDS = ("tool", "policy")
+
+
+def _filter(agent: str | None, tool: str | None, decision: str | None, job: str | None, event: str | None,
+            kind: str | None, since: str | None, until: str | None, everything: bool = False) -> AuditFilter:
+    kinds: tuple[str, ...] = () if everything else ((kind,) if kind else GATEWAY_KINDS)
+    return AuditFilter(agent=agent or "", tool=tool or "", decision=decision or "", job_id=job or "",
+                       event=event or "", kinds=kinds, since_ms=_time_ms(since), until_ms=_time_ms(until))
+
+
+@audit_app.command("tail")
+def tail(
+    count: int = typer.Option(20, "-n", "--count", help="How many of the newest records"),
+    follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing new records (Ctrl-C stops)"),
+    agent: str = typer.Option(None, "--agent"),
+    tool: str = typer.Option(None, "--tool"),
+    decision: str = typer.Option(None, "--decision", help="allow | deny"),
+    everything: bool = typer.Option(False, "--all", help="Also the fleet's job records (decisions, completions)"),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per line"),
+) -> None:
+    """The newest gateway audit records (oldest first)."""
+    config = _config()
+    client, keys = _redis_and_keys(config)
+    reader = RedisAuditReader(client, keys)
+    flt = _filter(agent, tool, decision, None, None, None, None, None, everything)
+    try:
+        last = reader.last_id()
+        _print_entries([e for _, e in reader.tail(count, flt)], as_json)
+        while follow:
+            batch = reader.follow(last, block_ms=1000)
+            if batch:
+                last = batch[-1][0]
+                shown = [e for _, e in batch if flt.accepts(e)]
+                if shown:
+                    _print_entries(shown, as_json)
+    except redis.RedisError as err:
+        raise _fail(f"redis: {err}") from None
+    except KeyboardInterrupt:
+        return
+
+
+@audit_app.command("query")
+def query(
+    agent: str = typer.Option(None, "--agent", help="glob"),
+    tool: str = typer.Option(None, "--tool", help="glob"),
+    decision: str = typer.Option(None, "--decision", help="allow | deny"),
+    job: str = typer.Option(None, "--job", help="job id"),
+    event: str = typer.Option(None, "--event", help="offer | decision | call | publish"),
+    kind: str = typer.Option(None, "--kind", help="tool | policy (default both), or a fleet kind"),
+    everything: bool = typer.Option(False, "--all", help="Every kind, the fleet's job records too"),
+    since: str = typer.Option(None, "--since", help="15m, 2h, 1d, ISO time or epoch ms"),
+    until: str = typer.Option(None, "--until"),
+    limit: int = typer.Option(100, "--limit"),
+    file: Path = typer.Option(None, "--file", help="Query a JSONL audit file instead of the Redis stream"),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per line"),
+) -> None:
+    """Audit records matching every filter given, newest first."""
+    flt = _filter(agent, tool, decision, job, event, kind, since, until, everything)
+    if file is not None:
+        try:
+            entries = read_jsonl(file, flt, limit)
+        except OSError as err:
+            raise _fail(f"{file}: {err.strerror}") from None
+        _print_entries(entries, as_json)
+        return
+    config = _config()
+    client, keys = _redis_and_keys(config)
+    try:
+        entries = [e for _, e in RedisAuditReader(client, keys).query(flt, limit=limit)]
+    except redis.RedisError as err:
+        raise _fail(f"redis: {err}") from None
+    _print_entries(entries, as_json)
+
+
+# -------------------------------------------------------------------------------------------- tools
+
+
+@tools_app.command("list")
+def list_tools(as_json: bool = typer.Option(False, "--json")) -> None:
+    """Every tool from tools.yaml (local tools and MCP servers), whether or not anyone is granted it."""
+    from toolbag.gateway.registry import ToolRegistry
+
+    try:
+        registry = ToolRegistry(load_gateway_settings())
+    except ConfigError as err:
+        raise _fail(str(err)) from None
+    try:
+        catalog = registry.catalog()
+    finally:
+        registry.close()
+    if as_json:
+        typer.echo(json.dumps([{"name": t.name, "source": t.source, "description": t.description,
+                                "parameters": t.parameters} for t in catalog.values()], indent=2))
+        return
+    table = Table("tool", "source", "arguments", "description")
+    for t in catalog.values():
+        table.add_row(*_row(t.name, t.source, ", ".join(t.parameters.get("properties", {})), t.description[:70]))
+    console.print(table)

@@ -1,0 +1,184 @@
+"""Every tool the gateway can reach, under one name each: local Python tools by their own names, MCP tools as
+``<server>.<tool>``. Lists them (the catalog) and runs one call with a timeout. Permission is not checked
+here: only :class:`toolbag.gateway.gateway.Gateway` calls :meth:`ToolRegistry.call`, after the policy."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
+from typing import Any
+
+from toolbag.config import ConfigError
+from toolbag.gateway.local import LocalTool, ToolArgumentError, load_entry_point, load_module
+from toolbag.gateway.mcp_client import EventLoopThread, McpConnection
+from toolbag.gateway.settings import GatewaySettings
+
+__all__ = ["ToolInfo", "ToolOutput", "ToolRegistry"]
+
+log = logging.getLogger("toolbag.gateway")
+CATALOG_TTL_S = 60.0
+FAILED_SERVER_RETRY_S = 10.0
+LIST_TIMEOUT_S = 30.0
+
+
+@dataclass(frozen=True)
+class ToolInfo:
+    """A tool in the catalog. ``source`` is ``local:<module or entry point>`` or ``mcp:<server>``."""
+
+    name: str
+    description: str
+    parameters: dict[str, Any]
+    source: str
+
+
+@dataclass(frozen=True)
+class ToolOutput:
+    """The result of one call: ``outcome`` is ``ok``, ``error`` (the tool failed or rejected its arguments),
+    ``timeout`` or ``not_found``."""
+
+    text: str
+    outcome: str
+
+    @property
+    def is_error(self) -> bool:
+        return self.outcome != "ok"
+
+
+def _as_text(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False, default=str, sort_keys=True)
+
+
+class ToolRegistry:
+    """Local tools (loaded now: a bad module is a :class:`ConfigError` at start) and MCP servers (connected
+    lazily, listed into the catalog every ``CATALOG_TTL_S``). Thread-safe."""
+
+    def __init__(self, settings: GatewaySettings, *, local_workers: int = 32) -> None:
+        self.settings = settings
+        self._local: dict[str, tuple[LocalTool, str]] = {}
+        for src in settings.local:
+            where = f"local:{src.module or src.entry_point}"
+            try:
+                tools = load_module(src.module) if src.module else load_entry_point(src.entry_point or "")
+            except (ImportError, ValueError) as err:
+                raise ConfigError(f"{settings.source}: {where}: {err}") from None
+            for t in tools:
+                if t.name in self._local:
+                    raise ConfigError(f"{settings.source}: tool {t.name!r} is defined twice "
+                                      f"({self._local[t.name][1]} and {where})")
+                self._local[t.name] = (t, where)
+        self._loop: EventLoopThread | None = None
+        self._servers: dict[str, McpConnection] = {}
+        self._remote: dict[str, tuple[str, str, ToolInfo]] = {}  # gateway name -> (server, remote name, info)
+        self._listed_at: dict[str, float] = {}
+        self._lock = threading.Lock()
+        self._executor = ThreadPoolExecutor(max_workers=local_workers, thread_name_prefix="toolbag-tool")
+
+    # ------------------------------------------------------------------------------------ catalog
+
+    def _connections(self) -> dict[str, McpConnection]:
+        if self.settings.mcp and self._loop is None:
+            self._loop = EventLoopThread()
+            self._servers = {n: McpConnection(n, s, self._loop) for n, s in self.settings.mcp.items()}
+        return self._servers
+
+    def _refresh(self, force: bool) -> None:
+        servers = self._connections()
+        now = time.monotonic()
+        due = [n for n in servers if force or now - self._listed_at.get(n, -1e9) >= CATALOG_TTL_S]
+        if not due or self._loop is None:
+            return
+
+        async def list_all() -> list[Any]:
+            async def one(name: str) -> Any:
+                return await asyncio.wait_for(servers[name]._list(), LIST_TIMEOUT_S)
+
+            return await asyncio.gather(*(one(n) for n in due), return_exceptions=True)
+
+        try:
+            results = self._loop.run(list_all(), LIST_TIMEOUT_S + 5)
+        except TimeoutError as err:
+            results = [err] * len(due)
+        for name, result in zip(due, results, strict=True):
+            for key in [k for k, v in self._remote.items() if v[0] == name]:
+                del self._remote[key]
+            if isinstance(result, BaseException):
+                log.warning("MCP server %s: cannot list tools: %s: %s", name, type(result).__name__, result)
+                self._listed_at[name] = now - CATALOG_TTL_S + FAILED_SERVER_RETRY_S
+                continue
+            self._listed_at[name] = now
+            for remote in result:
+                full = f"{name}.{remote.name}"
+                if full in self._local:
+                    log.error("MCP tool %s hidden: a local tool has the same name", full)
+                    continue
+                info = ToolInfo(full, remote.description, remote.input_schema, f"mcp:{name}")
+                self._remote[full] = (name, remote.name, info)
+
+    def catalog(self, *, refresh: bool = False) -> dict[str, ToolInfo]:
+        """Every reachable tool by gateway name (MCP servers that cannot be reached are left out)."""
+        with self._lock:
+            self._refresh(refresh)
+            tools = {
+                name: ToolInfo(name, t.description, t.parameters, where) for name, (t, where) in self._local.items()
+            }
+            tools.update({name: info for name, (_, _, info) in self._remote.items()})
+        return dict(sorted(tools.items()))
+
+    # --------------------------------------------------------------------------------------- call
+
+    def _call_local(self, tool: LocalTool, arguments: dict[str, Any], timeout_s: float) -> ToolOutput:
+        try:
+            values = tool.validate(arguments)
+        except ToolArgumentError as err:
+            return ToolOutput(str(err), "error")
+        if inspect.iscoroutinefunction(tool.fn):
+            if self._loop is None:
+                self._loop = EventLoopThread()
+            try:
+                return ToolOutput(_as_text(self._loop.run(tool.fn(**values), timeout_s)), "ok")
+            except TimeoutError:
+                return ToolOutput(f"{tool.name} timed out after {timeout_s:g} s", "timeout")
+            except Exception as err:  # a tool's failure is the model's information, not our crash
+                return ToolOutput(f"{tool.name} failed: {type(err).__name__}: {err}", "error")
+        future = self._executor.submit(tool.fn, **values)
+        try:
+            return ToolOutput(_as_text(future.result(timeout=timeout_s)), "ok")
+        except FutureTimeout:
+            future.cancel()
+            return ToolOutput(f"{tool.name} timed out after {timeout_s:g} s", "timeout")
+        except Exception as err:
+            return ToolOutput(f"{tool.name} failed: {type(err).__name__}: {err}", "error")
+
+    def call(self, name: str, arguments: dict[str, Any], timeout_s: float) -> ToolOutput:
+        """Run tool ``name``. Never raises for a tool's own problems: they come back as the output."""
+        local = self._local.get(name)
+        if local is not None:
+            return self._call_local(local[0], arguments, timeout_s)
+        with self._lock:
+            remote = self._remote.get(name)
+        if remote is None:
+            return ToolOutput(f"no tool named {name!r}", "not_found")
+        server, remote_name, _ = remote
+        try:
+            out = self._servers[server].call(remote_name, arguments, timeout_s)
+        except TimeoutError:
+            return ToolOutput(f"{name} timed out after {timeout_s:g} s", "timeout")
+        except Exception as err:
+            return ToolOutput(f"{name} failed: {type(err).__name__}: {err}", "error")
+        return ToolOutput(out.text, "error" if out.is_error else "ok")
+
+    def close(self) -> None:
+        for conn in self._servers.values():
+            conn.close()
+        if self._loop is not None:
+            self._loop.stop()
+        self._executor.shutdown(wait=False, cancel_futures=True)
