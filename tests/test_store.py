@@ -131,3 +131,23 @@ def test_finish_cancels_any_non_terminal_job_and_is_final(store: JobStore) -> No
     assert not store.finish("j1", JobStatus.EXPIRED, "late", "{}").ok
     assert store.get("j1")["status"] == "cancelled"
     assert store.queue_stats("openai.standard")[0] == 0
+
+
+def test_orphaned_delivery_is_reclaimed_with_a_new_token(store: JobStore) -> None:
+    """A worker died after kombu delivered the message but before the claim: the job is re-enqueued."""
+    import time as _time
+
+    from toolbag.keys import KOMBU_UNACKED, KOMBU_UNACKED_INDEX
+
+    store.submit(new_job())
+    message = store.redis.rpop("openai.standard")  # what the dead worker's BRPOP took
+    store.redis.hset(KOMBU_UNACKED, "tag-1", json.dumps([json.loads(message), "", "openai.standard"]))
+    store.redis.zadd(KOMBU_UNACKED_INDEX, {"tag-1": _time.time() - 60})
+    assert store.orphaned_deliveries(older_than_s=120) == []
+    orphans = store.orphaned_deliveries(older_than_s=10)
+    assert orphans == [("tag-1", "openai.standard", "j1", "1")]
+    assert store.reclaim(*orphans[0], record_json="{}").ok
+    assert store.get("j1")["token"] == "2" and store.redis.llen("openai.standard") == 1
+    assert not store.redis.exists(KOMBU_UNACKED_INDEX) and not store.redis.exists(KOMBU_UNACKED)
+    assert store.claim("j1", "1", "openai.standard", 5, "w") is None
+    assert store.claim("j1", "2", "openai.standard", 5, "w") is not None

@@ -35,6 +35,7 @@ class ProviderConfig(_Strict):
     base_url: str | None = None
     api_key_env: str | None = None
     concurrency: int = Field(default=200, ge=1, le=10_000)
+    limits: Limits | None = None  # account-wide limits across this provider's models (toolbag.ratelimit)
 
     @field_validator("base_url")
     @classmethod
@@ -62,12 +63,33 @@ class Features(_Strict):
 
 
 class Limits(_Strict):
-    """Vendor limits for one model, shared by the whole fleet. ``None`` means unlimited."""
+    """Vendor limits for one model, shared by the whole fleet. ``None`` means unlimited.
+
+    ``rpm`` and ``tpm`` count per ``window_s`` (a minute unless said otherwise). ``margin_s`` spaces requests
+    as if the window were that much longer, so jitter between admission and the vendor's clock cannot push
+    a window over the limit (default: 2% of the window, at most 0.5 s). See docs/ratelimits.md.
+    """
 
     rpm: int | None = Field(default=None, ge=1)
     tpm: int | None = Field(default=None, ge=1)
     concurrency: int | None = Field(default=None, ge=1)
     interactive_reserve: float = Field(default=0.2, ge=0.0, lt=1.0)
+    window_s: float = Field(default=60.0, gt=0)
+    margin_s: float | None = Field(default=None, ge=0)
+
+    @model_validator(mode="after")
+    def _margin(self) -> Limits:
+        if self.margin_s is not None and self.margin_s >= self.window_s / 2:
+            raise ValueError("margin_s must be below half of window_s")
+        return self
+
+    @property
+    def effective_margin_s(self) -> float:
+        return self.margin_s if self.margin_s is not None else min(0.5, 0.02 * self.window_s)
+
+    @property
+    def limited(self) -> bool:
+        return self.rpm is not None or self.tpm is not None or self.concurrency is not None
 
 
 class ModelConfig(_Strict):
@@ -93,6 +115,7 @@ class TierConfig(_Strict):
     default_deadline_s: float = Field(default=600.0, gt=0)
     max_deadline_s: float = Field(default=86_400.0, gt=0)
     stream: bool = True  # stream vendor calls: makes first-token and stall timeouts enforceable
+    ratelimit_wait_s: float = Field(default=1.0, ge=0)  # longest in-process wait for rate-limit capacity
 
     @model_validator(mode="after")
     def _ordered(self) -> TierConfig:
@@ -125,6 +148,8 @@ class FleetConfig(_Strict):
     lease_ttl_s: float = Field(default=10.0, gt=0)
     visibility_timeout_s: int = Field(default=3600, ge=60)
     key_prefix: str = "tb:"
+    unclaimed_delivery_s: float = Field(default=10.0, gt=0)  # a delivery not claimed by then is reclaimed
+    stuck_deciding_s: float = Field(default=30.0, gt=0)  # re-send a decision not taken within this
     escalation_webhook_url: str | None = None  # POSTed a JSON summary of every escalation
 
 
@@ -150,6 +175,8 @@ class Config(_Strict):
     models: dict[str, ModelConfig]
     tiers: dict[str, TierConfig] = Field(default_factory=lambda: {t: TierConfig() for t in TIERS})
     routes: dict[str, dict[str, Route]]
+    # Limits per caller across every model; the key "*" applies to each caller without its own entry.
+    caller_limits: dict[str, Limits] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _references(self) -> Config:

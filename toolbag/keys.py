@@ -19,12 +19,16 @@ key                                type     meaning
 ``<p>escalations``                 zset     job id -> escalation time (ms): the human inbox
 ``<p>workers``                     zset     ``<provider>|<name>`` -> last heartbeat (ms), once consuming
 ``<p>audit``                       stream   decisions and tool calls, capped
+``<p>stats``                       hash     fleet-wide job counters (submitted, finished) by tier, status, capability
 ``<p>policy``                      hash     the live tool policy: version, digest, text (toolbag.gateway)
 ``<p>health:<model>``              hash     circuit state and EWMAs per model
-``<p>rl:<model>:<kind>``           string   rate-limit state per model
+``<p>rl:<model>:<kind>``           hash     rate-limit state per model: ``state`` hash, ``cc-i``/``cc-b`` zsets
+``<p>rl:acct:<provider>:<kind>``   hash     the same for a provider account's limits (toolbag.ratelimit)
+``<p>rl:caller:<caller>:<kind>``   hash     the same for one caller's limits
 =================================  =======  ==========================================================
 
-Celery queues are the kombu Redis lists named ``<provider>.<tier>`` and ``toolbag.supervisor``.
+Celery queues are the kombu Redis lists named ``<provider>.<tier>`` and ``toolbag.supervisor``; kombu keeps
+delivered-but-unacked messages in ``unacked`` (hash) and ``unacked_index`` (zset of delivery times).
 """
 
 from __future__ import annotations
@@ -32,6 +36,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 SUPERVISOR_QUEUE = "toolbag.supervisor"
+# kombu's Redis transport keeps delivered-but-unacked messages here (fixed names, no prefix).
+KOMBU_UNACKED = "unacked"
+KOMBU_UNACKED_INDEX = "unacked_index"
 
 
 def queue_name(provider: str, tier: str) -> str:
@@ -71,6 +78,12 @@ class Keys:
     def ratelimit(self, model: str, kind: str) -> str:
         return f"{self.prefix}rl:{model}:{kind}"
 
+    def ratelimit_account(self, provider: str, kind: str) -> str:
+        return f"{self.prefix}rl:acct:{provider}:{kind}"
+
+    def ratelimit_caller(self, caller: str, kind: str) -> str:
+        return f"{self.prefix}rl:caller:{caller}:{kind}"
+
     @property
     def leases(self) -> str:
         return f"{self.prefix}leases"
@@ -98,6 +111,11 @@ class Keys:
     @property
     def audit(self) -> str:
         return f"{self.prefix}audit"
+
+    @property
+    def stats(self) -> str:
+        """Fleet-wide counters, incremented inside the submit and terminal scripts (see metrics.FleetCounters)."""
+        return f"{self.prefix}stats"
 
     @property
     def policy(self) -> str:

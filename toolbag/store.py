@@ -6,6 +6,7 @@ a stale or duplicate delivery fails the token compare-and-set and is dropped by 
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 from collections.abc import Iterable, Sequence
@@ -17,7 +18,7 @@ import redis
 
 from toolbag.envelope import task_envelope
 from toolbag.jobs import JobNotFound, JobStatus
-from toolbag.keys import SUPERVISOR_QUEUE, Keys
+from toolbag.keys import KOMBU_UNACKED, KOMBU_UNACKED_INDEX, SUPERVISOR_QUEUE, Keys
 
 ATTEMPT_TASK = "toolbag.attempt"
 WAIT_CHUNK_S = 5.0  # longest single blocking wait; must stay below the client's socket timeout
@@ -69,6 +70,8 @@ class JobStore:
         self._promote = client.register_script(_script_source("promote"))
         self._finish = client.register_script(_script_source("finish"))
         self._resolve = client.register_script(_script_source("resolve"))
+        self._reclaim = client.register_script(_script_source("reclaim"))
+        self._hand_back = client.register_script(_script_source("hand_back"))
 
     @classmethod
     def from_url(cls, url: str, keys: Keys | None = None, job_ttl_s: int = 7 * 86_400) -> JobStore:
@@ -88,6 +91,7 @@ class JobStore:
             job.queue,
             self.keys.waiting(job.queue),
             self.keys.deadlines,
+            self.keys.stats,
         ]
         argv: list[Any] = [
             job.job_id,
@@ -145,7 +149,7 @@ class JobStore:
         reply = self._complete(
             keys=[
                 self.keys.job(job_id), self.keys.leases, self.keys.attempts(job_id),
-                self.keys.notify(job_id), self.keys.deadlines,
+                self.keys.notify(job_id), self.keys.deadlines, self.keys.audit, self.keys.stats,
             ],
             args=[token, json.dumps(output), json.dumps(result), record_json, self.job_ttl_s],
         )
@@ -164,6 +168,31 @@ class JobStore:
             args=[token, outcome, record_json, envelope],
         )
         return Transition(int(reply[0]) == 1, _s(reply[1]) if len(reply) > 1 else "deciding")
+
+    def hand_back(
+        self,
+        job_id: str,
+        token: str,
+        *,
+        model: str,
+        provider: str,
+        queue: str,
+        record_json: str,
+        delay_s: float = 0.0,
+        audit: bool = False,
+    ) -> Transition:
+        """Running → waiting for ``delay_s`` (throttled), or → queued on ``queue`` now (spilled), without an
+        attempt: the attempt number stays, the token moves on. Used when rate-limit admission says no."""
+        new_token = str(int(token) + 1)
+        delay_ms = max(0, int(delay_s * 1000))
+        target = self.keys.delayed if delay_ms > 0 else queue
+        envelope = task_envelope(queue, ATTEMPT_TASK, [job_id, new_token]) if delay_ms <= 0 else ""
+        reply = self._hand_back(
+            keys=[self.keys.job(job_id), self.keys.leases, self.keys.attempts(job_id), target,
+                  self.keys.waiting(queue), self.keys.audit],
+            args=[token, new_token, model, provider, queue, envelope, record_json, delay_ms, "1" if audit else "0"],
+        )
+        return Transition(int(reply[0]) == 1, _s(reply[1]) if len(reply) > 1 else "")
 
     # -- supervisor side ----------------------------------------------------------------------------
 
@@ -226,7 +255,7 @@ class JobStore:
                 self.keys.job(job_id), self.keys.leases, self.keys.deciding, self.keys.delayed,
                 self.keys.deadlines, self.keys.notify(job_id), self.keys.attempts(job_id),
                 self.keys.escalations, self.keys.waiting(_s(queue)) if queue else self.keys.dummy,
-                self.keys.audit, self.keys.resolved(job_id),
+                self.keys.audit, self.keys.resolved(job_id), self.keys.stats,
             ],
             args=[expected_status, expected_token, status.value, reason, record_json, self.job_ttl_s],
         )
@@ -347,6 +376,38 @@ class JobStore:
     def overdue(self, limit: int = 500) -> list[str]:
         now_ms = int(time.time() * 1000)
         return [_s(x) for x in self.redis.zrangebyscore(self.keys.deadlines, "-inf", now_ms, start=0, num=limit)]
+
+    def orphaned_deliveries(self, older_than_s: float, limit: int = 200) -> list[tuple[str, str, str, str]]:
+        """Attempt messages delivered to a consumer more than ``older_than_s`` ago and still unacked:
+        (delivery tag, queue, job id, token). A live worker claims within milliseconds of delivery."""
+        cutoff = time.time() - older_than_s
+        tags: list[Any] = list(self.redis.zrangebyscore(KOMBU_UNACKED_INDEX, "-inf", cutoff, start=0, num=limit))
+        if not tags:
+            return []
+        raws = self.redis.hmget(KOMBU_UNACKED, tags)
+        out = []
+        for tag, raw in zip(tags, raws, strict=True):
+            if raw is None:
+                continue
+            try:
+                payload, _exchange, routing_key = json.loads(raw)
+                if payload.get("headers", {}).get("task") != ATTEMPT_TASK:
+                    continue
+                args = json.loads(base64.b64decode(payload["body"]))[0]
+            except (ValueError, KeyError, TypeError, IndexError):
+                continue
+            out.append((_s(tag), str(routing_key), str(args[0]), str(args[1])))
+        return out
+
+    def reclaim(self, tag: str, queue: str, job_id: str, token: str, record_json: str) -> Transition:
+        """Re-enqueue a job whose message was delivered to a worker that died before claiming it."""
+        new_token = str(int(token) + 1)
+        reply = self._reclaim(
+            keys=[self.keys.job(job_id), queue, self.keys.waiting(queue), self.keys.attempts(job_id),
+                  KOMBU_UNACKED_INDEX, KOMBU_UNACKED],
+            args=[token, new_token, task_envelope(queue, ATTEMPT_TASK, [job_id, new_token]), tag, record_json],
+        )
+        return Transition(int(reply[0]) == 1, _s(reply[1]) if len(reply) > 1 else "queued")
 
     def resend_decision(self, job_id: str, token: str) -> None:
         """Re-push a decision message for a job stuck in ``deciding`` (its message was lost with a

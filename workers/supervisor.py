@@ -21,11 +21,10 @@ from toolbag.health import HealthTracker
 from toolbag.jobs import AttemptRecord, DecisionRecord, JobNotFound, JobStatus
 from toolbag.keys import queue_name
 from toolbag.providers.base import OutcomeKind
+from toolbag.queues import queue_stats
 from toolbag.store import JobStore
 
 log = logging.getLogger("toolbag.supervisor")
-
-STUCK_DECIDING_S = 30.0
 
 
 class Supervisor:
@@ -86,7 +85,6 @@ class Supervisor:
                 job_id, status, decision.reason, record.to_json(), expected_status="deciding", expected_token=token
             )
             if done.ok:
-                metrics.JOBS_FINISHED.labels(capability, tier, status.value).inc()
                 metrics.JOB_DURATION.labels(capability, tier).observe((done.finished_ms - done.created_ms) / 1000)
                 if status is JobStatus.ESCALATED:
                     metrics.ESCALATIONS.labels(capability).inc()
@@ -132,6 +130,7 @@ class Sweeper:
 
     def sweep_once(self) -> None:
         self.expire_leases()
+        self.reclaim_orphans()
         self.promote_due()
         self.resend_stuck()
         self.expire_deadlines()
@@ -159,12 +158,21 @@ class Sweeper:
                 n += 1
         return n
 
+    def reclaim_orphans(self) -> int:
+        """Jobs whose message went to a worker that died before claiming it: back on their queue."""
+        n = 0
+        for tag, queue, job_id, token in self.store.orphaned_deliveries(self.config.fleet.unclaimed_delivery_s):
+            record = DecisionRecord("requeue", "delivered to a worker that died before starting it").to_json()
+            if self.store.reclaim(tag, queue, job_id, token, record).ok:
+                n += 1
+        return n
+
     def promote_due(self) -> int:
         return sum(1 for job_id in self.store.due_delayed() if self.store.promote(job_id).ok)
 
     def resend_stuck(self) -> int:
         n = 0
-        for job_id in self.store.stuck_deciding(STUCK_DECIDING_S):
+        for job_id in self.store.stuck_deciding(self.config.fleet.stuck_deciding_s):
             try:
                 job = self.store.get(job_id)
             except JobNotFound:
@@ -183,20 +191,20 @@ class Sweeper:
             record = DecisionRecord("expire", "job deadline passed").to_json()
             done = self.store.finish(job_id, JobStatus.EXPIRED, "job deadline passed before completion", record)
             if done.ok:
-                job = self.store.get(job_id)
-                metrics.JOBS_FINISHED.labels(job["capability"], job["tier"], "expired").inc()
+                job = self.store.get(job_id)  # jobs finished are counted in Redis by finish.lua
+                metrics.JOB_DURATION.labels(job["capability"], job["tier"]).observe(
+                    (done.finished_ms - done.created_ms) / 1000
+                )
                 n += 1
             else:
                 self.store.redis.zrem(self.store.keys.deadlines, job_id)
         return n
 
     def update_gauges(self) -> None:
-        for provider in self.config.providers:
-            for tier in TIERS:
-                depth, age_s = self.store.queue_stats(queue_name(provider, tier))
-                metrics.QUEUE_DEPTH.labels(provider, tier).set(depth)
-                metrics.QUEUE_OLDEST_AGE.labels(provider, tier).set(age_s)
-        metrics.DELAYED_JOBS.set(self.store.redis.zcard(self.store.keys.delayed))
+        for q in queue_stats(self.store, self.config.providers):  # queued + reserved-not-started + delayed
+            metrics.QUEUE_DEPTH.labels(q.provider, q.tier).set(q.depth)
+            metrics.QUEUE_OLDEST_AGE.labels(q.provider, q.tier).set(q.oldest_age_s)
+            metrics.DELAYED_JOBS.labels(q.provider, q.tier).set(q.delayed)
         if self.health is not None:
             self.health.publish_all()
         live = self.store.live_workers(max_age_s=3 * self.config.fleet.lease_ttl_s)
