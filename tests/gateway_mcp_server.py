@@ -7,6 +7,7 @@ prints it on the first line of stdout, and serves streamable HTTP at ``/mcp``.
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import sys
 
@@ -38,6 +39,12 @@ async def slow(seconds: float) -> str:
     """Sleep, then answer."""
     await asyncio.sleep(seconds)
     return "finally"
+
+
+@server.tool()
+def crash() -> str:
+    """End the server process abruptly (tests that the gateway reconnects)."""
+    os._exit(3)
 
 
 def main() -> None:
