@@ -155,7 +155,7 @@ def fleet(redis_url: str, simulator_url: str, *, workers: dict[str, int], superv
             n += 1
         if supervisor:
             procs.start("supervisor", "supervisor")
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 180
         while len(store.live_workers(60)) < n:
             if time.monotonic() > deadline:
                 raise SystemExit(f"workers did not start; logs in {tmp}")

@@ -60,6 +60,8 @@ class AttemptRecord:
     worker: str = ""
     request_id: str | None = None
     retry_after_s: float | None = None
+    started_ms: int = 0
+    ended_ms: int = 0
 
     def to_json(self) -> str:
         return json.dumps({"type": "attempt", **self.__dict__}, sort_keys=True)

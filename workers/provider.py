@@ -14,8 +14,10 @@ from typing import Any
 
 from toolbag import metrics
 from toolbag.config import Config
-from toolbag.jobs import AttemptRecord
+from toolbag.jobs import AttemptRecord, DecisionRecord
+from toolbag.keys import queue_name
 from toolbag.providers.base import Adapter, AttemptFailure, ModelRequest, ModelResponse, OutcomeKind
+from toolbag.ratelimit import HandBack
 from toolbag.requests import plain_request, timeouts_for
 from toolbag.store import JobStore
 from workers.hooks import Admission, AttemptContext, Caller, Forgetful, OutcomeSink, PlainCall, Unlimited
@@ -91,6 +93,9 @@ class AttemptRunner:
                     raise
                 ticket.settle(response, response.ratelimit_headers)
             output = self._output(response, request, skill)
+        except HandBack as back:  # no capacity: back to the delayed set or to another candidate, no attempt
+            self._hand_back(record, token, back)
+            return
         except AttemptFailure as failure:
             self._failed(record, token, attempt_n, failure, time.monotonic() - t0)
             return
@@ -108,6 +113,7 @@ class AttemptRunner:
             latency_s=round(latency_s, 4), time_to_first_token_s=response.time_to_first_token_s,
             input_tokens=usage.input_tokens, output_tokens=usage.output_tokens, cost_usd=cost,
             worker=self.worker_name, request_id=response.request_id,
+            started_ms=int(record["started_ms"]), ended_ms=int(time.time() * 1000),
         )
         result = {
             "provider": self.provider,
@@ -129,7 +135,6 @@ class AttemptRunner:
         metrics.TOKENS.labels(self.provider, model_name, "output").inc(usage.output_tokens)
         metrics.TOKENS.labels(self.provider, model_name, "cached").inc(usage.cached_input_tokens)
         metrics.COST.labels(self.provider, model_name, record["capability"]).inc(cost)
-        metrics.JOBS_FINISHED.labels(record["capability"], tier, "succeeded").inc()
         metrics.JOB_DURATION.labels(record["capability"], tier).observe((done.finished_ms - done.created_ms) / 1000)
         log.info(json.dumps({"event": "attempt", "job_id": job_id, "attempt": attempt_n, "provider": self.provider,
                              "model": model_name, "outcome": "ok", "latency_s": round(latency_s, 4)}))
@@ -167,6 +172,21 @@ class AttemptRunner:
             return response.text
         return response.parsed
 
+    def _hand_back(self, record: dict[str, str], token: str, back: HandBack) -> None:
+        provider = self.config.provider_of(back.model)
+        entry = DecisionRecord(back.action, back.reason, back.model, round(back.delay_s, 3))
+        done = self.store.hand_back(
+            record["id"], token, model=back.model, provider=provider, queue=queue_name(provider, record["tier"]),
+            record_json=entry.to_json(), delay_s=back.delay_s, audit=back.action == "spill",
+        )
+        if not done.ok:
+            metrics.STALE_DELIVERIES.labels(self.provider).inc()
+            return
+        counter = metrics.RATELIMIT_SPILLOVERS if back.action == "spill" else metrics.RATELIMIT_DEFERRALS
+        counter.labels(self.provider, record["model"]).inc()
+        log.info(json.dumps({"event": back.action, "job_id": record["id"], "model": record["model"],
+                             "to": back.model, "delay_s": round(back.delay_s, 3), "reason": back.reason}))
+
     def _failed(
         self, record: dict[str, str], token: str, attempt_n: int, failure: AttemptFailure, latency_s: float
     ) -> None:
@@ -175,6 +195,7 @@ class AttemptRunner:
             n=attempt_n, model=model_name, provider=self.provider, outcome=failure.kind.value,
             reason=failure.reason[:2000], latency_s=round(latency_s, 4), worker=self.worker_name,
             request_id=failure.request_id, retry_after_s=failure.retry_after_s,
+            started_ms=int(record["started_ms"]), ended_ms=int(time.time() * 1000),
         )
         self.health.record(model_name, failure.kind, latency_s, failure.retry_after_s)
         self.store.end_attempt(record["id"], token, failure.kind.value, attempt.to_json())

@@ -151,6 +151,7 @@ class Sweeper:
             record = AttemptRecord(
                 n=int(job.get("attempt", "1")), model=job.get("model", ""), provider=job.get("provider", ""),
                 outcome=OutcomeKind.LOST.value, reason=f"lease expired (worker {job.get('worker', '?')} gone)",
+                started_ms=int(job.get("started_ms", 0)), ended_ms=int(time.time() * 1000),
             )
             if self.store.end_attempt(job_id, token, OutcomeKind.LOST.value, record.to_json()).ok:
                 metrics.ATTEMPTS.labels(job.get("provider", ""), job.get("model", ""), job.get("tier", ""),
