@@ -90,11 +90,11 @@ class AuditRecord:
     ts_ms: int = 0
 
     def fields(self) -> dict[str, str]:
-        """Flat string fields (empty ones dropped), stamped with the current time if unset."""
+        """Flat string fields (empty strings dropped), stamped with the current time if unset."""
         data = asdict(self)
         if not data["ts_ms"]:
             data["ts_ms"] = int(time.time() * 1000)
-        return {k: str(v) for k, v in data.items() if v not in ("", 0, 0.0) or k in ("kind", "event", "ts_ms")}
+        return {k: str(v) for k, v in data.items() if v != ""}
 
 
 class AuditSink(Protocol):
