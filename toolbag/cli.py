@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from toolbag.config import TIERS, Config, ConfigError, load_config, redis_url
+from toolbag.config import Config, ConfigError, load_config, redis_url
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="toolbag: an open multi-model job fleet.")
 console = Console()
@@ -150,26 +150,25 @@ def cancel(job_id: str) -> None:
 
 @app.command()
 def queues(as_json: bool = typer.Option(False, "--json")) -> None:
-    """Jobs waiting per provider × tier (queued or reserved, not started) and the oldest wait."""
-    from toolbag.keys import queue_name
+    """Jobs waiting per provider × tier (queued, reserved but not started, or delayed) and the oldest wait."""
+    from toolbag.queues import queue_stats
 
     client = _client()
     rows = []
-    for provider in client.config.providers:
-        for tier in TIERS:
-            q = queue_name(provider, tier)
-            depth, age_s = client.store.queue_stats(q)
-            rows.append({"queue": q, "provider": provider, "tier": tier, "waiting": depth,
-                         "oldest_age_s": round(age_s, 3), "messages": client.store.redis.llen(q)})
+    for q in queue_stats(client.store, client.config.providers):
+        rows.append({"queue": q.queue, "provider": q.provider, "tier": q.tier, "depth": q.depth,
+                     "waiting": q.waiting, "delayed": q.delayed, "oldest_age_s": q.oldest_age_s,
+                     "messages": client.store.redis.llen(q.queue)})
     delayed = client.store.redis.zcard(client.store.keys.delayed)
     if as_json:
         print(json.dumps({"queues": rows, "delayed": delayed}))
         return
-    table = Table("queue", "waiting", "oldest wait", "messages")
+    table = Table("queue", "depth", "waiting", "delayed", "oldest wait", "messages")
     for r in rows:
-        table.add_row(r["queue"], str(r["waiting"]), f"{r['oldest_age_s']:.1f}s", str(r["messages"]))
+        table.add_row(r["queue"], str(r["depth"]), str(r["waiting"]), str(r["delayed"]),
+                      f"{r['oldest_age_s']:.1f}s", str(r["messages"]))
     console.print(table)
-    console.print(f"delayed: {delayed}")
+    console.print(f"delayed (all queues): {delayed}")
 
 
 def _metrics_port(explicit: int | None, default: int) -> int:
@@ -178,27 +177,46 @@ def _metrics_port(explicit: int | None, default: int) -> int:
     return int(os.environ.get("TOOLBAG_METRICS_PORT", default))
 
 
+_LOGLEVEL_HELP = "Level of toolbag's JSON logs (libraries log at WARNING unless DEBUG)"
+
+
+def _logs(role: str, loglevel: str, config: Config | None) -> None:
+    from toolbag import logs
+
+    try:
+        logs.configure(role, loglevel, config=config)
+    except ValueError as err:
+        _fail(f"--loglevel: {err}")
+
+
 @app.command()
 def worker(
     provider: str = typer.Option(..., "--provider", "-p", help="Provider name from toolbag.yaml"),
     concurrency: int = typer.Option(None, "--concurrency", "-c", help="Attempts in flight (threads)"),
-    metrics_port: int = typer.Option(None, "--metrics-port"),
-    loglevel: str = typer.Option("WARNING", "--loglevel"),
+    metrics_port: int = typer.Option(None, "--metrics-port", help="/metrics port (default 9100; 0 = any free)"),
+    loglevel: str = typer.Option("INFO", "--loglevel", envvar="TOOLBAG_LOG_LEVEL", help=_LOGLEVEL_HELP),
 ) -> None:
     """Run a provider worker: consumes <provider>.interactive, .standard, .batch in that order."""
+    import logging
+
     from toolbag import metrics
     from workers.app import make_app, worker_queues
     from workers.runtime import start_provider
 
     config = _config()
+    _logs(f"worker:{provider}", loglevel, config)
     try:
         runtime = start_provider(config, redis_url(), provider)
     except ConfigError as err:
         _fail(str(err))
         return
+    metrics.track_child_processes()
     port = metrics.serve(_metrics_port(metrics_port, 9100), role=f"worker:{provider}")
     n = concurrency or config.providers[provider].concurrency
     err_console.print(f"worker {provider}: {n} slots, metrics on :{port}/metrics", highlight=False)
+    logging.getLogger("toolbag.worker").info(
+        "worker started", extra={"event": "started", "provider": provider, "slots": n, "metrics_port": port}
+    )
     celery_app = make_app(config, redis_url())
     try:
         celery_app.worker_main([
@@ -213,19 +231,27 @@ def worker(
 @app.command()
 def supervisor(
     concurrency: int = typer.Option(16, "--concurrency", "-c"),
-    metrics_port: int = typer.Option(None, "--metrics-port"),
-    loglevel: str = typer.Option("WARNING", "--loglevel"),
+    metrics_port: int = typer.Option(None, "--metrics-port", help="/metrics port (default 9101; 0 = any free)"),
+    loglevel: str = typer.Option("INFO", "--loglevel", envvar="TOOLBAG_LOG_LEVEL", help=_LOGLEVEL_HELP),
 ) -> None:
     """Run the supervisor: decisions after failures, and the sweeps (safe to run two)."""
+    import logging
+
     from toolbag import metrics
     from toolbag.keys import SUPERVISOR_QUEUE
     from workers.app import make_app
     from workers.runtime import start_supervisor
 
     config = _config()
+    _logs("supervisor", loglevel, config)
     runtime = start_supervisor(config, redis_url())
-    port = metrics.serve(_metrics_port(metrics_port, 9101), role="supervisor")
+    metrics.track_child_processes()
+    fleet_counters = metrics.FleetCounters(runtime.store.redis, runtime.store.keys.stats)
+    port = metrics.serve(_metrics_port(metrics_port, 9101), role="supervisor", collectors=[fleet_counters])
     err_console.print(f"supervisor: metrics on :{port}/metrics", highlight=False)
+    logging.getLogger("toolbag.supervisor").info(
+        "supervisor started", extra={"event": "started", "metrics_port": port}
+    )
     celery_app = make_app(config, redis_url())
     try:
         celery_app.worker_main([
@@ -241,19 +267,71 @@ def simulator(
     host: str = typer.Option("127.0.0.1", "--host"),
     port: int = typer.Option(8900, "--port"),
     faults: Path = typer.Option(None, "--faults", help="YAML fault plan"),
+    metrics_port: int = typer.Option(
+        None, "--metrics-port", help="/metrics port: requests by vendor, fault and status (default 9102; 0 = any)"
+    ),
+    loglevel: str = typer.Option("INFO", "--loglevel", envvar="TOOLBAG_LOG_LEVEL", help=_LOGLEVEL_HELP),
 ) -> None:
     """Serve the Anthropic, OpenAI and Gemini wire protocols on one port, with fault injection."""
+    from toolbag import metrics
     from toolbag.simulator.faults import FaultPlan
     from toolbag.simulator.server import serve_forever
 
+    _logs("simulator", loglevel, None)
     plan = None
     if faults is not None:
         try:
             plan = FaultPlan.from_file(faults)
         except Exception as err:  # the plan loader phrases its own errors
             _fail(str(err))
-    err_console.print(f"simulator on http://{host}:{port}", highlight=False)
+    bound = metrics.serve(_metrics_port(metrics_port, 9102), role="simulator", addr=host)
+    err_console.print(f"simulator on http://{host}:{port}, metrics on :{bound}/metrics", highlight=False)
     serve_forever(host, port, plan)
+
+
+@app.command("eval")
+def eval_(
+    name: str = typer.Argument(None, help="One skill (default: all)"),
+    provider: str = typer.Option("all", "--provider", "-p", help="A provider name, or all"),
+    semantic: bool = typer.Option(None, "--semantic/--no-semantic",
+                                  help="Judge content checks too (default: only for providers with real keys)"),
+    timeout_s: float = typer.Option(300.0, "--timeout-s"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Run skills' eval cases through the fleet and print a pass table of skill × provider."""
+    from toolbag.client import Client
+    from toolbag.evals import run_evals
+    from toolbag.providers.registry import resolve_provider
+    from toolbag.skills import SkillLibrary, default_skills_dir
+
+    config = _config()
+    providers = list(config.providers) if provider == "all" else [provider]
+    unknown = [p for p in providers if p not in config.providers]
+    if unknown:
+        _fail(f"--provider: unknown provider {unknown[0]!r}; configured: {', '.join(config.providers)}")
+    library = SkillLibrary(default_skills_dir())
+    names = [name] if name else list(library.names())
+    if name and name not in library.names():
+        _fail(f"unknown skill {name!r}; known: {', '.join(library.names())}")
+    if semantic is None:
+        semantic = all(resolve_provider(p, config).source != "simulator" for p in providers)
+    results = run_evals(Client(config), names, providers, semantic=semantic, timeout_s=timeout_s)
+    if as_json:
+        print(json.dumps([r.__dict__ for r in results]))
+    else:
+        table = Table("skill", *providers, title=f"evals ({'with' if semantic else 'without'} semantic checks)")
+        for skill_name in names:
+            cells = []
+            for p in providers:
+                mine = [r for r in results if r.skill == skill_name and r.provider == p]
+                passed = sum(r.passed for r in mine)
+                cells.append(f"{passed}/{len(mine)}" if mine else "-")
+            table.add_row(skill_name, *cells)
+        console.print(table)
+        for r in results:
+            if not r.passed:
+                console.print(f"[red]FAIL[/] {r.skill}/{r.case} on {r.model}: {'; '.join(r.problems)}", highlight=False)
+    raise typer.Exit(0 if all(r.passed for r in results) else 1)
 
 
 @app.command()
@@ -284,11 +362,19 @@ def _mount_optional() -> None:
     from toolbag.escalations_cli import app as escalations_app
 
     app.add_typer(escalations_app, name="escalations", help="The human escalation inbox.")
+    from toolbag.bulk.cli import app as bulk_app
+
+    app.add_typer(bulk_app, name="batch", help="Run a JSONL or CSV file through the fleet (resumable).")
     try:
         from toolbag.skills.cli import app as skills_app
     except ImportError:
         return
     app.add_typer(skills_app, name="skills", help="List, show, validate and render skills.")
+    from toolbag.gateway.cli import audit_app, permissions_app, tools_app
+
+    app.add_typer(permissions_app, name="permissions", help="Tool policy: explain, list, publish, show.")
+    app.add_typer(audit_app, name="audit", help="The tool gateway's audit trail: tail, query.")
+    app.add_typer(tools_app, name="tools", help="The tools the gateway can reach.")
 
 
 _mount_optional()

@@ -44,6 +44,8 @@ class JobRequest:
     inbox: str | None = None
     """A completion inbox name: when the job ends (any terminal status) its id is pushed onto
     ``Keys.inbox(inbox)``, so one consumer follows many jobs (``JobStore.pop_inbox``)."""
+    candidates: tuple[str, ...] | None = None
+    """Pin the job to these configured models instead of the route (evals, canaries); not for call sites."""
 
 
 class Job:
@@ -107,12 +109,16 @@ class Client:
         caller: str = "anonymous",
         idempotency_key: str | None = None,
         deadline_s: float | None = None,
+        candidates: tuple[str, ...] | None = None,
     ) -> Job:
-        """Submit one job. ``capability`` or ``skill`` (or both) must be given."""
-        request = JobRequest(capability, input, skill, tier, caller, idempotency_key, deadline_s)
+        """Submit one job. ``capability`` or ``skill`` (or both) must be given.
+
+        ``candidates`` pins the job to these configured models instead of the route (evals, canaries).
+        """
+        request = JobRequest(capability, input, skill, tier, caller, idempotency_key, deadline_s,
+                             candidates=tuple(candidates) if candidates else None)
         new_job = self._prepare(request)
-        created, job_id = self.store.submit(new_job)
-        self._count_submitted(new_job, created)
+        created, job_id = self.store.submit(new_job)  # counted fleet-wide in Redis (toolbag_jobs_submitted_total)
         return Job(self, job_id, created)
 
     def submit_many(
@@ -189,15 +195,7 @@ class Client:
         )
 
     def _flush(self, chunk: list[NewJob]) -> list[Job]:
-        out = []
-        for new_job, (created, job_id) in zip(chunk, self.store.submit_many(chunk), strict=True):
-            self._count_submitted(new_job, created)
-            out.append(Job(self, job_id, created))
-        return out
-
-    def _count_submitted(self, job: NewJob, created: bool) -> None:
-        if created:
-            metrics.JOBS_SUBMITTED.labels(job.fields["capability"], job.fields["tier"]).inc()
+        return [Job(self, job_id, created) for created, job_id in self.store.submit_many(chunk)]
 
     def _prepare(self, req: JobRequest) -> NewJob:
         try:
@@ -259,7 +257,10 @@ class Client:
                 raise SubmitError(getattr(err, "path", "input"), str(err)) from None
         needs = _needs_for(skill, input_json)
         try:
-            plan, model = self._route(capability, tier, needs)
+            if req.candidates:
+                plan, model = self._pinned(req.candidates, needs)
+            else:
+                plan, model = self._route(capability, tier, needs)
         except NoCandidate as err:
             raise SubmitError("capability", str(err)) from None
         provider = cfg.provider_of(model)
@@ -288,6 +289,15 @@ class Client:
             idempotency_key=req.idempotency_key,
             caller=req.caller,
         )
+
+    def _pinned(self, candidates: tuple[str, ...], needs: Any) -> tuple[list[str], str]:
+        unknown = [m for m in candidates if m not in self.config.models]
+        if unknown:
+            raise SubmitError("candidates", f"unknown model(s) {', '.join(unknown)}")
+        plan = [m for m in candidates if self.router.meets(m, needs)]
+        if not plan:
+            raise SubmitError("candidates", "none of these models has the features this job needs")
+        return plan, plan[0]
 
     def _route(self, capability: str, tier: str, needs: Any) -> tuple[list[str], str]:
         if self._choice_cache is None:
@@ -365,10 +375,7 @@ class Client:
         done = self.store.finish(job_id, JobStatus.CANCELLED, "cancelled by caller", record)
         if not done.ok and done.status == "missing":
             raise JobNotFound(job_id)
-        if done.ok:
-            info = self.store.get(job_id)
-            metrics.JOBS_FINISHED.labels(info["capability"], info["tier"], "cancelled").inc()
-        return done.ok
+        return done.ok  # counted fleet-wide in Redis by finish.lua (toolbag_jobs_finished_total)
 
 
 def _needs_for(skill: Skill | None, input_json: str) -> Any:
@@ -377,8 +384,9 @@ def _needs_for(skill: Skill | None, input_json: str) -> Any:
     approx_tokens = len(input_json) // 4
     if skill is None:
         return Needs(min_context_tokens=approx_tokens)
+    features = set(skill.required_features)
     return Needs(
-        json_schema=skill.output_schema is not None,
-        tools=bool(skill.allowed_tools),
-        min_context_tokens=approx_tokens,
+        json_schema="json_schema" in features,
+        tools="tools" in features,
+        min_context_tokens=max(approx_tokens, skill.route_hints.min_context_tokens or 0),
     )

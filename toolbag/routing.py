@@ -38,9 +38,9 @@ class Router:
     def plan(self, capability: str, tier: str, needs: Needs = Needs()) -> list[str]:
         """The candidates of the route that meet ``needs``, in route order (health not considered)."""
         route = self.config.route(capability, tier)
-        return [m for m in route.candidates if self._meets(m, needs)]
+        return [m for m in route.candidates if self.meets(m, needs)]
 
-    def _meets(self, model_name: str, needs: Needs) -> bool:
+    def meets(self, model_name: str, needs: Needs) -> bool:
         model = self.config.models[model_name]
         if needs.json_schema and not model.features.json_schema:
             return False
