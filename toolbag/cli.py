@@ -90,7 +90,9 @@ def submit(
         _fail(str(err), code=3)
         return
     if as_json:
-        print(json.dumps(result.to_dict()))
+        data = result.to_dict()
+        data["result"] = {k: data[k] for k in ("provider", "model", "output", "usage", "cost_usd", "error")}
+        print(json.dumps(data))
     else:
         _print_result(result.to_dict())
     raise typer.Exit(0 if result.ok else 1)

@@ -1,0 +1,59 @@
+"""The CLI against a real fleet: submit --wait --json, status, queues, escalations."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.fleet import REPO, Fleet, running_fleet
+
+
+@pytest.fixture(scope="module")
+def fleet(redis_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
+    with running_fleet(f"{redis_server}/25", tmp_path_factory.mktemp("cli"),
+                       providers=("anthropic", "openai", "gemini")) as f:
+        yield f
+
+
+def toolbag(fleet: Fleet, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "toolbag.cli", *args], env=fleet.env, cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_submit_wait_json_prints_one_object_with_the_serving_model(fleet: Fleet, tmp_path: Path) -> None:
+    payload = tmp_path / "in.json"
+    payload.write_text(json.dumps({"text": "hello from a file"}))
+    done = toolbag(fleet, "submit", "summarize", "--input", f"@{payload}", "--tier", "interactive", "--wait", "--json")
+    assert done.returncode == 0, done.stderr
+    data = json.loads(done.stdout)
+    assert data["status"] == "succeeded" and data["job_id"]
+    assert data["result"]["provider"] == "anthropic" and data["result"]["model"] == "claude-haiku"
+    assert "hello from a file" in data["result"]["output"]
+
+    status = toolbag(fleet, "status", data["job_id"], "--json")
+    assert json.loads(status.stdout)["status"] == "succeeded"
+    human = toolbag(fleet, "status", data["job_id"])
+    assert "claude-haiku" in human.stdout and "attempt 1" in human.stdout
+
+
+def test_queues_and_escalation_inbox_commands(fleet: Fleet) -> None:
+    queues = json.loads(toolbag(fleet, "queues", "--json").stdout)
+    assert {q["queue"] for q in queues["queues"]} >= {"anthropic.interactive", "gemini.batch"}
+    done = toolbag(fleet, "submit", "summarize", "--input", '{"text": "[[sim:refusal]] no"}', "--wait", "--json")
+    assert done.returncode == 1
+    job_id = json.loads(done.stdout)["job_id"]
+    listed = json.loads(toolbag(fleet, "escalations", "list", "--json").stdout)
+    assert job_id in [e["job_id"] for e in listed]
+    shown = toolbag(fleet, "escalations", "show", job_id)
+    assert "refused" in shown.stdout
+    resolved = toolbag(fleet, "escalations", "resolve", job_id, "--output", '{"answer": 42}')
+    assert resolved.returncode == 0
+    final = json.loads(toolbag(fleet, "status", job_id, "--json").stdout)
+    assert final["status"] == "succeeded" and final["output"] == {"answer": 42}
+    again = toolbag(fleet, "escalations", "reject", job_id, "--reason", "late")
+    assert again.returncode == 2 and "not escalated" in again.stderr
