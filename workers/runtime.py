@@ -43,6 +43,9 @@ class Runtime:
             self.sweeper.stop()
         if self.attempts_runner:
             self.attempts_runner.adapter.close()
+            close_caller = getattr(self.attempts_runner.caller, "close", None)
+            if close_caller is not None:
+                close_caller()
 
 
 _current: Runtime | None = None
@@ -75,13 +78,17 @@ def start_provider(config: Config, redis_url: str, provider: str) -> Runtime:
         raise ConfigError(f"unknown provider {provider!r}; configured: {', '.join(sorted(config.providers))}")
     adapter = build_adapter(provider, config)
     store = _store(config, redis_url)
+    from toolbag.gateway import worker_caller
+
+    caller = worker_caller(config, store)  # tools.yaml and policy.yaml checked now (ConfigError)
     keeper = LeaseKeeper(store, config.fleet.lease_ttl_s)
     keeper.start()
     name = f"{provider}@{socket.gethostname()}:{os.getpid()}"
     from toolbag.health import HealthTracker
 
     health = HealthTracker(store.redis, store.keys, config)
-    runner = AttemptRunner(config, store, provider, adapter, keeper, name, skills=_skills(), health=health)
+    runner = AttemptRunner(config, store, provider, adapter, keeper, name, skills=_skills(), health=health,
+                           caller=caller)
     from celery.signals import worker_ready
 
     def _announce(**_: Any) -> None:

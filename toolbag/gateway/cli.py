@@ -289,22 +289,32 @@ def _time_ms(value: str | None) -> int:
     return int(moment.timestamp() * 1000)
 
 
+def _line(e: dict[str, str]) -> str:
+    """One audit record as one log-style line (``key=value`` for the optional parts)."""
+    ts = datetime.fromtimestamp(int(e.get("ts_ms", "0") or 0) / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+    parts = [ts, f"{e.get('kind', '')}/{e.get('event', '')}"]
+    if e.get("decision"):
+        parts.append(e["decision"].upper())
+    if e.get("agent"):
+        parts.append(e["agent"])
+    if e.get("model"):
+        parts.append(f"{e.get('provider', '')}/{e['model']}")
+    if e.get("tool"):
+        parts.append(e["tool"])
+    for label, key in (("rule", "grant"), ("outcome", "outcome"), ("ms", "duration_ms"), ("step", "step"),
+                       ("policy", "policy_version"), ("job", "job_id"), ("job", "job")):
+        value = e.get(key, "")
+        if value and value not in ("0", "0.0"):
+            parts.append(f"{label}={value}")
+    note = e.get("reason") or e.get("detail") or ""
+    if note:
+        parts.append(json.dumps(note[:300], ensure_ascii=False))
+    return " ".join(parts)
+
+
 def _print_entries(entries: list[dict[str, str]], as_json: bool) -> None:
-    if as_json:
-        for entry in entries:
-            typer.echo(json.dumps(entry, sort_keys=True))
-        return
-    table = Table("time", "kind", "event", "job", "decision", "agent", "model", "tool", "rule", "outcome", "ms",
-                  "policy", "reason")
-    for e in entries:
-        ts = datetime.fromtimestamp(int(e.get("ts_ms", "0")) / 1000, UTC).strftime("%m-%d %H:%M:%S.%f")[:-3]
-        model = f"{e.get('provider', '')}/{e.get('model', '')}" if e.get("model") else ""
-        job = (e.get("job_id") or e.get("job") or "")[:12]
-        table.add_row(*_row(ts, e.get("kind", ""), e.get("event", ""), job, e.get("decision", ""), e.get("agent", ""),
-                            model,
-                            e.get("tool", ""), e.get("grant", ""), e.get("outcome", ""), e.get("duration_ms", ""),
-                            e.get("policy_version", ""), (e.get("reason") or e.get("detail", ""))[:80]))
-    console.print(table)
+    for entry in entries:
+        typer.echo(json.dumps(entry, sort_keys=True) if as_json else _line(entry))
 
 
 GATEWAY_KINDS = ("tool", "policy")

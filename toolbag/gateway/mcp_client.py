@@ -1,9 +1,10 @@
 """MCP servers as tool sources, through the ``mcp`` SDK 2.x ``Client`` (stdio child process or streamable HTTP).
 
 Workers are threads; the SDK is async. One event loop runs in a daemon thread per process
-(:class:`EventLoopThread`); each server has one long-lived session opened in that loop by an owner task,
-and worker threads submit ``list_tools`` / ``call_tool`` coroutines to it and wait with a timeout. A session
-that breaks (the child exited, the HTTP server went away) is dropped and reopened on the next use.
+(:class:`~toolbag.gateway.aio.EventLoopThread`); each server has one long-lived session opened in that loop by
+an owner task, and worker threads submit ``list_tools`` / ``call_tool`` coroutines to it and wait with a
+timeout. A session that breaks (the child exited, the HTTP server went away) is dropped and reopened on the
+next use.
 """
 
 from __future__ import annotations
@@ -11,12 +12,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import threading
-from collections.abc import Coroutine
-from concurrent.futures import Future
-from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx2
 from mcp import Client, StdioServerParameters
@@ -24,47 +21,12 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 from mcp_types import CONNECTION_CLOSED, REQUEST_TIMEOUT
 
+from toolbag.gateway.aio import EventLoopThread
 from toolbag.gateway.settings import McpServer
 
-__all__ = ["EventLoopThread", "McpConnection", "McpToolOutput", "RemoteTool"]
+__all__ = ["McpConnection", "McpToolOutput", "RemoteTool"]
 
 log = logging.getLogger("toolbag.gateway")
-T = TypeVar("T")
-
-
-class EventLoopThread:
-    """An asyncio loop in a daemon thread; :meth:`run` executes a coroutine there from any thread."""
-
-    def __init__(self, name: str = "toolbag-gateway-loop") -> None:
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
-        self._thread.start()
-
-    def _serve(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        self.loop.run_forever()
-
-    def submit(self, coro: Coroutine[Any, Any, T]) -> Future[T]:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop)
-
-    def run(self, coro: Coroutine[Any, Any, T], timeout_s: float) -> T:
-        """The coroutine's result; on timeout it is cancelled and :class:`TimeoutError` raised."""
-        future = self.submit(coro)
-        try:
-            return future.result(timeout=timeout_s)
-        except FutureTimeout:
-            future.cancel()
-            raise TimeoutError(f"no answer within {timeout_s:g} s") from None
-
-    def stop(self) -> None:
-        if self.loop.is_closed():
-            return
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(timeout=5)
-        if not self._thread.is_alive():
-            self.loop.close()
-
-
 @dataclass(frozen=True)
 class RemoteTool:
     """A tool as an MCP server lists it."""

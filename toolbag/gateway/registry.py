@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from toolbag.config import ConfigError
+from toolbag.gateway.aio import EventLoopThread
 from toolbag.gateway.local import LocalTool, ToolArgumentError, load_entry_point, load_module
-from toolbag.gateway.mcp_client import EventLoopThread, McpConnection
 from toolbag.gateway.settings import GatewaySettings
 
 __all__ = ["ToolInfo", "ToolOutput", "ToolRegistry"]
@@ -76,7 +76,7 @@ class ToolRegistry:
                                       f"({self._local[t.name][1]} and {where})")
                 self._local[t.name] = (t, where)
         self._loop: EventLoopThread | None = None
-        self._servers: dict[str, McpConnection] = {}
+        self._servers: dict[str, Any] = {}  # name -> McpConnection (the mcp SDK is imported only when used)
         self._remote: dict[str, tuple[str, str, ToolInfo]] = {}  # gateway name -> (server, remote name, info)
         self._listed_at: dict[str, float] = {}
         self._lock = threading.Lock()
@@ -84,9 +84,12 @@ class ToolRegistry:
 
     # ------------------------------------------------------------------------------------ catalog
 
-    def _connections(self) -> dict[str, McpConnection]:
-        if self.settings.mcp and self._loop is None:
-            self._loop = EventLoopThread()
+    def _connections(self) -> dict[str, Any]:
+        if self.settings.mcp and not self._servers:
+            from toolbag.gateway.mcp_client import McpConnection
+
+            if self._loop is None:
+                self._loop = EventLoopThread()
             self._servers = {n: McpConnection(n, s, self._loop) for n, s in self.settings.mcp.items()}
         return self._servers
 
