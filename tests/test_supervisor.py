@@ -186,3 +186,18 @@ def test_worker_killed_mid_attempt_is_recovered_within_two_lease_ttls(redis_serv
         assert result.ok, result
         outcomes = [o for _, o in attempts(result)]
         assert outcomes[0] == "lost" and outcomes[-1] == "ok"
+
+
+def test_sigterm_is_a_warm_shutdown_that_finishes_in_flight_attempts(redis_server: str, tmp_path: Path) -> None:
+    with running_fleet(f"{redis_server}/28", tmp_path, providers=("gemini",)) as fleet:
+        job = fleet.client.submit("classify", input={"text": "[[sim:slow_first_token:1500@gemini-3.5*]] x"},
+                                  tier="standard")
+        deadline = time.monotonic() + 10
+        while job.status() is not JobStatus.RUNNING and time.monotonic() < deadline:
+            time.sleep(0.02)
+        worker = fleet.procs["worker-gemini"]
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(timeout=30) == 0, fleet.log("worker-gemini")
+        result = job.result(5)
+        assert result.ok and [(m, o) for m, o in attempts(result)] == [("gemini-lite", "ok")]
+        assert not fleet.client.store.live_workers(60), "a stopped worker withdraws its presence"
