@@ -2,12 +2,24 @@
 
 Label values are bounded sets (capability, tier, provider, model, outcome, status, reason): never a job
 id, a caller or a user id.
+
+Each process serves its own metrics (:func:`serve`). Two families are fleet-wide instead: jobs submitted and
+jobs finished are counted in Redis by the store's Lua scripts, whoever made the transition (an application's
+``Client`` is not scraped), and every supervisor exports them (:class:`FleetCounters`); aggregate them with
+``max by (...)`` across supervisor replicas, never ``sum``.
+
+Multiprocess mode: when ``PROMETHEUS_MULTIPROC_DIR`` is set (by the start-up shell, to an emptied directory)
+before the process starts, :func:`serve` exposes the sum over every process writing into that directory, and
+:func:`track_child_processes` removes a dead prefork child's live gauges.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 from prometheus_client import (
     REGISTRY,
@@ -15,24 +27,39 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
-    Info,
+    disable_created_metrics,
     start_http_server,
 )
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from toolbag import __version__
 
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+disable_created_metrics()  # no *_created series: they double the series count and no rule or panel reads them
+
 _LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 
-BUILD_INFO = Info("toolbag_build", "toolbag version and role of this process")
+BUILD_INFO = Gauge(
+    "toolbag_build_info", "toolbag version and role of this process (always 1)", ["version", "role"],
+    multiprocess_mode="max",
+)
 
+# Fleet-wide, counted in Redis (``<prefix>stats``) and exported by FleetCounters from the supervisors. These two
+# objects only describe the series (name, help, labels): they are in no registry and nobody increments them.
 JOBS_SUBMITTED = Counter(
-    "toolbag_jobs_submitted_total", "Jobs accepted at submit", ["capability", "tier"]
+    "toolbag_jobs_submitted_total", "Jobs accepted at submit (fleet-wide, from Redis)", ["capability", "tier"],
+    registry=None,
+)
+JOBS_FINISHED = Counter(
+    "toolbag_jobs_finished_total",
+    "Terminal transitions by status (fleet-wide, from Redis; a re-opened escalation can finish again)",
+    ["capability", "tier", "status"],
+    registry=None,
 )
 JOBS_REJECTED = Counter(
     "toolbag_jobs_rejected_total", "Submissions refused at the edge, by reason", ["reason"]
-)
-JOBS_FINISHED = Counter(
-    "toolbag_jobs_finished_total", "Jobs reaching a terminal status", ["capability", "tier", "status"]
 )
 JOB_DURATION = Histogram(
     "toolbag_job_duration_seconds",
@@ -47,12 +74,23 @@ QUEUE_WAIT = Histogram(
     buckets=_LATENCY_BUCKETS_S,
 )
 QUEUE_DEPTH = Gauge(
-    "toolbag_queue_depth", "Jobs waiting per provider queue (queued + reserved-not-started)", ["provider", "tier"]
+    "toolbag_queue_depth",
+    "Jobs waiting for a provider queue: queued, reserved but not started, or delayed (set by the supervisor)",
+    ["provider", "tier"],
+    multiprocess_mode="mostrecent",
 )
 QUEUE_OLDEST_AGE = Gauge(
-    "toolbag_queue_oldest_age_seconds", "Age of the oldest waiting job per provider queue", ["provider", "tier"]
+    "toolbag_queue_oldest_age_seconds",
+    "How long the longest-waiting job of a provider queue has waited for its next attempt",
+    ["provider", "tier"],
+    multiprocess_mode="mostrecent",
 )
-DELAYED_JOBS = Gauge("toolbag_delayed_jobs", "Jobs parked in the delayed set")
+DELAYED_JOBS = Gauge(
+    "toolbag_delayed_jobs",
+    "The part of toolbag_queue_depth parked in the delayed set (backoff, retry-after, rate-limit deferral)",
+    ["provider", "tier"],
+    multiprocess_mode="mostrecent",
+)
 ATTEMPTS = Counter(
     "toolbag_attempts_total", "Attempts by outcome", ["provider", "model", "tier", "outcome"]
 )
@@ -95,13 +133,19 @@ RATELIMIT_HEADROOM = Gauge(
     "toolbag_ratelimit_headroom_ratio",
     "Unused share of a model's limit (1 = idle, 0 = saturated)",
     ["provider", "model", "kind"],
+    multiprocess_mode="mostrecent",
 )
-CIRCUIT_OPEN = Gauge("toolbag_circuit_open", "1 while a model's circuit is open", ["provider", "model"])
+CIRCUIT_OPEN = Gauge(
+    "toolbag_circuit_open", "1 while a model's circuit is open", ["provider", "model"], multiprocess_mode="mostrecent"
+)
 CIRCUIT_STATE = Gauge(
     "toolbag_circuit_state", "Circuit state per model (one series per state, value 1 for the current one)",
     ["provider", "model", "state"],
+    multiprocess_mode="mostrecent",
 )
-INFLIGHT = Gauge("toolbag_inflight_attempts", "Attempts currently calling a vendor", ["provider"])
+INFLIGHT = Gauge(
+    "toolbag_inflight_attempts", "Attempts currently calling a vendor", ["provider"], multiprocess_mode="livesum"
+)
 STALE_DELIVERIES = Counter(
     "toolbag_stale_deliveries_total", "Duplicate or stale deliveries acked and dropped", ["provider"]
 )
@@ -109,19 +153,121 @@ SDK_ERRORS = Counter(
     "toolbag_sdk_errors_total", "Vendor errors by normalized class", ["provider", "error_class"]
 )
 TOOL_CALLS = Counter("toolbag_tool_calls_total", "Tool calls through the gateway", ["tool", "decision"])
-WORKERS_UP = Gauge("toolbag_workers_up", "Worker processes consuming each queue", ["provider", "tier"])
+WORKERS_UP = Gauge(
+    "toolbag_workers_up", "Worker processes consuming each queue (heartbeats seen by the supervisor)",
+    ["provider", "tier"],
+    multiprocess_mode="mostrecent",
+)
 
-_served: dict[int, bool] = {}
+SIM_REQUESTS = Counter(
+    "toolbag_simulator_requests_total",
+    "Vendor requests the simulator answered, by vendor, injected fault (ok = none) and HTTP status",
+    ["vendor", "fault", "status"],
+)
+
+log = logging.getLogger("toolbag.metrics")
+
+# Fields of the ``<prefix>stats`` hash, written by submit.lua, complete.lua and finish.lua.
+SUBMITTED_FIELD = "submitted|{tier}|{capability}"
+FINISHED_FIELD = "finished|{tier}|{status}|{capability}"
+
+
+class FleetCounters(Collector):
+    """Exports the fleet-wide job counters kept in the ``stats`` hash of Redis (one HGETALL per scrape)."""
+
+    def __init__(self, client: Any, stats_key: str) -> None:
+        self.client = client
+        self.stats_key = stats_key
+
+    def describe(self) -> Iterable[Metric]:
+        return [self._submitted(), self._finished()]
+
+    def collect(self) -> Iterator[Metric]:
+        submitted, finished = self._submitted(), self._finished()
+        try:
+            raw = self.client.hgetall(self.stats_key)
+        except Exception as err:  # a scrape must not fail because Redis blinked; the series pause instead
+            log.warning("fleet counters unavailable: %s", err)
+            raw = {}
+        for field_raw, value_raw in sorted(raw.items()):
+            field = field_raw.decode() if isinstance(field_raw, bytes) else str(field_raw)
+            value = float(value_raw)
+            kind, _, rest = field.partition("|")
+            if kind == "submitted":
+                tier, _, capability = rest.partition("|")
+                submitted.add_metric([capability, tier], value)
+            elif kind == "finished":
+                tier, _, rest = rest.partition("|")
+                status, _, capability = rest.partition("|")
+                finished.add_metric([capability, tier, status], value)
+        yield submitted
+        yield finished
+
+    @staticmethod
+    def _submitted() -> CounterMetricFamily:
+        return CounterMetricFamily(JOBS_SUBMITTED._name, JOBS_SUBMITTED._documentation, labels=["capability", "tier"])
+
+    @staticmethod
+    def _finished() -> CounterMetricFamily:
+        return CounterMetricFamily(
+            JOBS_FINISHED._name, JOBS_FINISHED._documentation, labels=["capability", "tier", "status"]
+        )
+
+
+def multiprocess() -> bool:
+    """True when this process writes its metrics to ``$PROMETHEUS_MULTIPROC_DIR`` (prefork-safe mode)."""
+    return bool(os.environ.get(MULTIPROC_ENV))
+
+
+def serving_registry() -> CollectorRegistry:
+    """What ``/metrics`` exposes: this process's registry, or the sum over every process in multiprocess mode."""
+    if not multiprocess():
+        return REGISTRY
+    from prometheus_client import multiprocess as mp
+
+    registry = CollectorRegistry()
+    mp.MultiProcessCollector(registry)
+    return registry
+
+
+def mark_dead(pid: int) -> None:
+    """Forget a dead process's live gauges (multiprocess mode; its counters keep counting, as they must)."""
+    if multiprocess():
+        from prometheus_client import multiprocess as mp
+
+        mp.mark_process_dead(pid)
+
+
+def track_child_processes() -> None:
+    """In multiprocess mode, call :func:`mark_dead` as each Celery prefork child exits."""
+    if not multiprocess():
+        return
+    from celery.signals import worker_process_shutdown
+
+    def _child_exit(pid: int | None = None, **_: Any) -> None:
+        mark_dead(pid or os.getpid())
+
+    worker_process_shutdown.connect(_child_exit, weak=False)
+
+
+_served: dict[int, CollectorRegistry] = {}
 _serve_lock = threading.Lock()
 
 
-def serve(port: int, role: str, registry: CollectorRegistry = REGISTRY) -> int:
-    """Expose ``/metrics`` on ``port`` (0 picks a free port). Returns the bound port. Idempotent per port."""
-    BUILD_INFO.info({"version": __version__, "role": role, "pid": str(os.getpid())})
+def serve(port: int, role: str, *, collectors: Iterable[Collector] = (), addr: str = "0.0.0.0") -> int:
+    """Expose ``/metrics`` on ``port`` (0 picks a free port), plus ``collectors``. Returns the bound port.
+
+    Idempotent per port. ``role`` (``worker:<provider>``, ``supervisor``, ``simulator``) labels
+    ``toolbag_build_info``.
+    """
+    BUILD_INFO.labels(__version__, role).set(1)
     with _serve_lock:
         if port and port in _served:
             return port
-        server, _thread = start_http_server(port, registry=registry)
+        registry = serving_registry()
+        for collector in collectors:
+            registry.register(collector)
+        server, _thread = start_http_server(port, addr=addr, registry=registry)
         bound = int(server.server_address[1])
-        _served[bound] = True
+        _served[bound] = registry
         return bound

@@ -2,6 +2,7 @@
 -- KEYS[1] job hash   KEYS[2] leases zset   KEYS[3] deciding zset   KEYS[4] delayed zset
 -- KEYS[5] deadlines zset   KEYS[6] notify list   KEYS[7] attempts list   KEYS[8] escalations zset
 -- KEYS[9] waiting zset of the job's current queue   KEYS[10] audit stream   KEYS[11] resolved list
+-- KEYS[12] stats hash (fleet-wide counters: field 'finished|<tier>|<status>|<capability>')
 -- ARGV[1] expected status ('*' = any non-terminal)   ARGV[2] expected token ('*' = any)
 -- ARGV[3] new status   ARGV[4] error reason   ARGV[5] record (json)   ARGV[6] ttl (s)
 -- when the job names an inbox (field 'inbox', a list key), its id is also pushed there (completion feed)
@@ -24,6 +25,8 @@ redis.call('ZREM', KEYS[5], id)
 redis.call('ZREM', KEYS[9], id)
 redis.call('RPUSH', KEYS[7], ARGV[5])
 redis.call('XADD', KEYS[10], 'MAXLEN', '~', 100000, '*', 'kind', ARGV[3], 'job', id, 'record', ARGV[5])
+local counted = redis.call('HMGET', KEYS[1], 'tier', 'capability')
+redis.call('HINCRBY', KEYS[12], 'finished|' .. (counted[1] or '') .. '|' .. ARGV[3] .. '|' .. (counted[2] or ''), 1)
 redis.call('DEL', KEYS[6])
 redis.call('LPUSH', KEYS[6], 'done')
 if ARGV[3] == 'escalated' then

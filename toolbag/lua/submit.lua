@@ -1,6 +1,7 @@
 -- submit: create a job and enqueue its first attempt, atomically; honour the idempotency key.
 -- KEYS[1] job hash          KEYS[2] idempotency key (or the dummy key when none)
 -- KEYS[3] queue list        KEYS[4] waiting zset of that queue      KEYS[5] deadlines zset
+-- KEYS[6] stats hash (fleet-wide counters: field 'submitted|<tier>|<capability>')
 -- ARGV[1] job id   ARGV[2] use idempotency (1/0)   ARGV[3] idempotency ttl (s)   ARGV[4] envelope
 -- ARGV[5] deadline, relative (ms)   ARGV[6..] field, value pairs for the job hash
 -- returns {1, id} when created, {0, existing id} when the idempotency key already names a job
@@ -13,9 +14,11 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local deadline = now + tonumber(ARGV[5])
 local fields = {'id', ARGV[1], 'status', 'queued', 'token', '1', 'attempt', '1',
                 'created_ms', now, 'enqueued_ms', now, 'deadline_ms', deadline}
+local given = {}
 for i = 6, #ARGV, 2 do
   fields[#fields + 1] = ARGV[i]
   fields[#fields + 1] = ARGV[i + 1]
+  given[ARGV[i]] = ARGV[i + 1]
 end
 redis.call('HSET', KEYS[1], unpack(fields))
 if ARGV[2] == '1' then
@@ -24,4 +27,5 @@ end
 redis.call('LPUSH', KEYS[3], ARGV[4])
 redis.call('ZADD', KEYS[4], now, ARGV[1])
 redis.call('ZADD', KEYS[5], deadline, ARGV[1])
+redis.call('HINCRBY', KEYS[6], 'submitted|' .. (given['tier'] or '') .. '|' .. (given['capability'] or ''), 1)
 return {1, ARGV[1]}

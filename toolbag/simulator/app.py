@@ -24,6 +24,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from toolbag import metrics
+
 from .anthropic_wire import AnthropicWire
 from .faults import (
     DEFAULT_HANG_S,
@@ -249,6 +251,8 @@ class _Call:
         self.entry["status"] = status
         self.entry["end"] = end
         self.entry["duration_ms"] = self.elapsed_ms()
+        fault = str(self.entry["fault"] or "ok").partition(":")[0]
+        metrics.SIM_REQUESTS.labels(self.wire.vendor, fault, end if status is None else str(status)).inc()
 
     def error(self, err: HttpError, base: Headers | None = None) -> Response:
         body = dumps(err.body)
