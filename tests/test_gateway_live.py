@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from toolbag.gateway.audit import (
     AuditError,
@@ -102,9 +104,6 @@ def test_an_invalid_local_file_fails_at_start_without_redis(tmp_path: Path) -> N
 
 
 def test_unreachable_redis_is_a_policy_error(tmp_path: Path) -> None:
-    from redis.backoff import NoBackoff
-    from redis.retry import Retry
-
     dead = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2, retry=Retry(NoBackoff(), 0))
     with pytest.raises(PolicyError, match="unavailable"):
         LivePolicy(PolicyStore(dead, Keys()), None).current()
@@ -160,6 +159,6 @@ def test_jsonl_sink_fanout_and_failures(store: PolicyStore, tmp_path: Path) -> N
     broken = FanoutAudit([RedisAuditSink(store.client, store.keys), JsonlAuditSink(tmp_path / "no" / "dir.jsonl")])
     with pytest.raises(AuditError, match="dir.jsonl"):
         broken.write(record(agent="c"))
-    dead = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2)
+    dead = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2, retry=Retry(NoBackoff(), 0))
     with pytest.raises(AuditError, match="audit stream"):
         RedisAuditSink(dead, store.keys).write(record(agent="d"))

@@ -15,7 +15,6 @@ from toolbag.gateway.loop import ToolLoop, tools_from_input
 from toolbag.gateway.policy import PolicyError, default_policy_path
 from toolbag.gateway.registry import ToolRegistry
 from toolbag.gateway.settings import GatewaySettings, load_gateway_settings
-from toolbag.jobs import JobNotFound
 from toolbag.keys import Keys
 from toolbag.store import JobStore
 
@@ -57,10 +56,10 @@ def worker_caller(config: Config, store: JobStore) -> ToolLoop:
     gateway = build_gateway(store.redis, store.keys)
 
     def job_tools(job_id: str) -> list[str]:
-        try:
-            record = store.get(job_id)
-        except JobNotFound:  # the job vanished: no tools (the attempt itself will notice)
+        # one field of the job record (not the whole hash): this runs on the attempt's hot path
+        raw = store.redis.hget(store.keys.job(job_id), "input")
+        if raw is None:  # the job vanished: no tools (the attempt itself will notice)
             return []
-        return tools_from_input(record.get("input", ""))
+        return tools_from_input(raw.decode() if isinstance(raw, bytes) else str(raw))
 
     return ToolLoop(gateway, config=config, job_tools=job_tools)

@@ -147,7 +147,7 @@ def explain(
         if arguments is None and any(r.args for r in policy.rules):
             console.print("  (arguments not given: rules with argument constraints are checked at call time)")
         for t in decision.trace:
-            mark = "[green]applies[/]" if t.applies else ("[yellow]matches[/]" if t.matched else "[dim]no[/]")
+            mark = ("[green]applies[/]" if t.applies else "[yellow]matches[/]" if t.matched else "[dim]no     [/]")
             console.print(f"  {escape(t.rule_id):<28} {t.effect:<5} {mark}  {escape(t.why)}", highlight=False)
     raise typer.Exit(0 if decision.allowed else 1)
 
