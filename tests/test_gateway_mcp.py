@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -120,13 +121,19 @@ def test_unreachable_server_is_left_out_of_the_catalog() -> None:
         reg.close()
 
 
-def test_a_stdio_server_that_died_is_restarted_on_the_next_call() -> None:
+def test_first_listing_is_shared_and_a_dead_stdio_server_is_restarted() -> None:
     settings = parse_gateway_settings({"local": [], "mcp": {
         "notes": {"transport": "stdio", "command": sys.executable, "args": [str(SERVER), "stdio"]},
     }})
     reg = ToolRegistry(settings)
     try:
-        assert "notes.crash" in reg.catalog()
+        seen: list[set[str]] = []
+        threads = [threading.Thread(target=lambda: seen.append(set(reg.catalog()))) for _ in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len(seen) == 3 and all("notes.crash" in s for s in seen)  # all wait for the first listing
         died = reg.call("notes.crash", {}, timeout_s=10)
         assert died.outcome in ("error", "timeout")
         after = reg.call("notes.add", {"a": 1, "b": 1}, timeout_s=10)

@@ -79,6 +79,8 @@ class ToolRegistry:
         self._servers: dict[str, Any] = {}  # name -> McpConnection (the mcp SDK is imported only when used)
         self._remote: dict[str, tuple[str, str, ToolInfo]] = {}  # gateway name -> (server, remote name, info)
         self._listed_at: dict[str, float] = {}
+        self._listed_ok: set[str] = set()  # servers listed successfully at least once
+        self._listing: dict[str, threading.Event] = {}  # listings in progress
         self._lock = threading.Lock()
         self._executor = ThreadPoolExecutor(max_workers=local_workers, thread_name_prefix="toolbag-tool")
 
@@ -93,12 +95,27 @@ class ToolRegistry:
             self._servers = {n: McpConnection(n, s, self._loop) for n, s in self.settings.mcp.items()}
         return self._servers
 
-    def _refresh(self, force: bool) -> None:
+    def _claim_due(self, force: bool) -> tuple[list[str], list[threading.Event]]:
+        """Under the lock: the servers this thread should list now (marked as in progress), and the first
+        listings already in progress elsewhere, which are worth waiting for."""
         servers = self._connections()
         now = time.monotonic()
-        due = [n for n in servers if force or now - self._listed_at.get(n, -1e9) >= CATALOG_TTL_S]
-        if not due or self._loop is None:
-            return
+        due: list[str] = []
+        waits: list[threading.Event] = []
+        for name in servers:
+            running = self._listing.get(name)
+            if running is not None:
+                if name not in self._listed_ok:
+                    waits.append(running)
+                continue
+            if force or now - self._listed_at.get(name, -1e9) >= CATALOG_TTL_S:
+                self._listing[name] = threading.Event()
+                due.append(name)
+        return due, waits
+
+    def _list(self, due: list[str]) -> list[Any]:
+        servers, loop = self._servers, self._loop
+        assert loop is not None
 
         async def list_all() -> list[Any]:
             async def one(name: str) -> Any:
@@ -107,29 +124,50 @@ class ToolRegistry:
             return await asyncio.gather(*(one(n) for n in due), return_exceptions=True)
 
         try:
-            results = self._loop.run(list_all(), LIST_TIMEOUT_S + 5)
+            return loop.run(list_all(), LIST_TIMEOUT_S + 5)
         except TimeoutError as err:
-            results = [err] * len(due)
+            return [err] * len(due)
+
+    def _store(self, due: list[str], results: list[Any]) -> None:
+        now = time.monotonic()
         for name, result in zip(due, results, strict=True):
-            for key in [k for k, v in self._remote.items() if v[0] == name]:
-                del self._remote[key]
             if isinstance(result, BaseException):
                 log.warning("MCP server %s: cannot list tools: %s: %s", name, type(result).__name__, result)
                 self._listed_at[name] = now - CATALOG_TTL_S + FAILED_SERVER_RETRY_S
-                continue
-            self._listed_at[name] = now
-            for remote in result:
+                if name in self._listed_ok:
+                    continue  # keep serving the last good listing; calls will tell if the server is gone
+            else:
+                self._listed_at[name] = now
+                self._listed_ok.add(name)
+            for key in [k for k, v in self._remote.items() if v[0] == name]:
+                del self._remote[key]
+            for remote in result if not isinstance(result, BaseException) else []:
                 full = f"{name}.{remote.name}"
                 if full in self._local:
                     log.error("MCP tool %s hidden: a local tool has the same name", full)
                     continue
-                info = ToolInfo(full, remote.description, remote.input_schema, f"mcp:{name}")
-                self._remote[full] = (name, remote.name, info)
+                self._remote[full] = (name, remote.name,
+                                      ToolInfo(full, remote.description, remote.input_schema, f"mcp:{name}"))
 
     def catalog(self, *, refresh: bool = False) -> dict[str, ToolInfo]:
-        """Every reachable tool by gateway name (MCP servers that cannot be reached are left out)."""
+        """Every reachable tool by gateway name (MCP servers that cannot be reached are left out).
+
+        Listing happens outside the lock: while one thread refreshes a server, others use its last listing
+        (and wait only for a server's very first listing)."""
         with self._lock:
-            self._refresh(refresh)
+            due, waits = self._claim_due(refresh)
+        if due:
+            results: list[Any] = [RuntimeError("listing did not finish")] * len(due)
+            try:
+                results = self._list(due)
+            finally:
+                with self._lock:
+                    self._store(due, results)
+                    for name in due:
+                        self._listing.pop(name).set()
+        for event in waits:
+            event.wait(LIST_TIMEOUT_S + 5)
+        with self._lock:
             tools = {
                 name: ToolInfo(name, t.description, t.parameters, where) for name, (t, where) in self._local.items()
             }
