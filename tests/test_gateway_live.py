@@ -93,11 +93,21 @@ def test_a_newer_local_file_is_published_and_an_older_one_is_not(store: PolicySt
     assert live.current().version == 9  # a stale file cannot roll the fleet back
 
 
-def test_an_invalid_local_file_fails_at_start_without_redis(tmp_path: Path) -> None:
+def test_an_invalid_local_file_fails_at_start_and_is_ignored_later(store: PolicyStore, tmp_path: Path) -> None:
     path = tmp_path / "policy.yaml"
     path.write_text("version: 1\nrules:\n  - {id: x, tools: [a]}\n")
     with pytest.raises(PolicyError, match="agents"):
         LivePolicy(None, path).sync_file()
+    with pytest.raises(PolicyError, match="agents"):
+        LivePolicy(store, path).sync_file()
+    with pytest.raises(PolicyError, match="no such"):
+        LivePolicy(store, tmp_path / "missing.yaml").sync_file()
+    path.write_text(policy_text(3))
+    running = LivePolicy(store, path)
+    running.sync_file()
+    path.write_text("version: [broken")  # a bad edit on a running worker: the live policy keeps applying
+    os.utime(path, ns=(time.time_ns(), time.time_ns() + 1_000_000))
+    assert running.current().version == 3
     path.write_text(policy_text(1))
     live = LivePolicy(None, path)
     assert live.current().decide(WHO, "math.eval", {}).allowed

@@ -127,14 +127,14 @@ class LivePolicy:
         self._file_stamp = stamp
         return True
 
-    def _reload_file(self) -> None:
+    def _reload_file(self, strict: bool = False) -> None:
         assert self.path is not None
         try:
             self._file_policy = load_policy_file(self.path)
         except PolicyError as err:
-            if self._file_policy is None and self.store is None:
+            if strict or (self._file_policy is None and self.store is None):
                 raise
-            log.error("policy file not used: %s", err)
+            log.error("policy file not used (the live policy still applies): %s", err)
             return
         if self.store is None:
             return
@@ -149,14 +149,16 @@ class LivePolicy:
             )
 
     def sync_file(self) -> None:
-        """Read the local file now (and publish it if newer). Raises :class:`PolicyError` if it is invalid
-        and nothing else can stand in for it."""
+        """Read the local file now (and publish it if newer). Raises :class:`PolicyError` if it is missing
+        or invalid (a process refuses to start on a bad policy file)."""
         with self._lock:
             if self.path is not None:
                 self._file_stamp = None
                 self._file_changed()
                 if self._file_stamp != (0, 0, 0):
-                    self._reload_file()
+                    self._reload_file(strict=True)
+                else:
+                    raise PolicyError(f"{self.path}: no such policy file")
 
     def current(self, max_age_s: float = 0.0) -> Policy:
         """The live policy; ``max_age_s > 0`` accepts a copy checked that recently. Raises
