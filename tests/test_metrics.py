@@ -177,7 +177,8 @@ def test_queue_depth_counts_queued_reserved_and_delayed(redis_url: str, sim: Sim
     # (enqueued 80 s ago: its wait for the next attempt began when the last one ended, not then).
     now_ms = int(time.time() * 1000)
     store.redis.zadd(store.keys.waiting(queue), {jobs[0].id: now_ms - 30_000}, xx=True)
-    store.redis.hset(store.keys.job(running.id), mapping={"enqueued_ms": now_ms - 80_000, "decide_ms": now_ms - 50_000})
+    store.redis.hset(store.keys.job(running.id), mapping={"enqueued_ms": now_ms - 80_000, "started_ms": now_ms - 60_000,
+                                                          "decide_ms": now_ms - 50_000})
 
     stats = {(q.provider, q.tier): q for q in queue_stats(store, config.providers)}
     openai, gemini = stats[("openai", "standard")], stats[("gemini", "standard")]

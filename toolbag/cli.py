@@ -286,8 +286,12 @@ def simulator(
             plan = FaultPlan.from_file(faults)
         except Exception as err:  # the plan loader phrases its own errors
             _fail(str(err))
-    bound = metrics.serve(_metrics_port(metrics_port, 9102), role="simulator", addr=host)
-    err_console.print(f"simulator on http://{host}:{port}, metrics on :{bound}/metrics", highlight=False)
+    try:
+        bound = metrics.serve(_metrics_port(metrics_port, 9102), role="simulator", addr=host)
+        where = f"metrics on :{bound}/metrics"
+    except OSError as err:  # a dev tool: a busy metrics port must not stop it
+        where = f"no /metrics ({err.strerror}; choose another with --metrics-port)"
+    err_console.print(f"simulator on http://{host}:{port}, {where}", highlight=False)
     serve_forever(host, port, plan)
 
 

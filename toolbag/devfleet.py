@@ -134,10 +134,13 @@ def run_dev(*, demo: bool = True, exit_after_demo: bool = False) -> int:
     fleet = Fleet()
     endpoints: list[tuple[str, str]] = []
     try:
-        fleet.spawn("simulator", ["simulator", "--port", str(sim_port)], env, workdir)
+        sim_metrics_port = _next_free(9102)
+        fleet.spawn("simulator", ["simulator", "--port", str(sim_port), "--metrics-port", str(sim_metrics_port)],
+                    env, workdir)
         if not _wait_http(f"{sim_url}/_sim/health", 20):
             raise SystemExit(f"the simulator did not start; see {workdir / 'simulator.log'}")
         endpoints.append(("simulator", sim_url))
+        endpoints.append(("simulator metrics", f"http://127.0.0.1:{sim_metrics_port}/metrics"))
         port = 9100
         for provider in config.providers:
             port = _next_free(port)

@@ -49,8 +49,9 @@ def _int(value: bytes | str | None) -> int:
 def delayed_by_queue(store: JobStore) -> dict[str, tuple[int, int]]:
     """``queue -> (delayed jobs, earliest ms their current wait began)`` over the whole delayed set.
 
-    A delayed job's wait began when its last attempt ended (``decide_ms``) or when it was last enqueued
-    (``enqueued_ms``), whichever is later.
+    A delayed job's wait began when it last left a queue or an attempt: the latest of its last enqueue
+    (``enqueued_ms``), its last claim (``started_ms``: a rate-limit hand-back happens right after it) and the
+    end of its last attempt (``decide_ms``).
     """
     out: dict[str, tuple[int, int]] = {}
     members = store.redis.zrange(store.keys.delayed, 0, -1)
@@ -59,12 +60,12 @@ def delayed_by_queue(store: JobStore) -> dict[str, tuple[int, int]]:
         pipe = store.redis.pipeline(transaction=False)
         for member in chunk:
             job_id = member.decode() if isinstance(member, bytes) else str(member)
-            pipe.hmget(store.keys.job(job_id), ["queue", "decide_ms", "enqueued_ms", "created_ms"])
-        for queue_raw, decide_ms, enqueued_ms, created_ms in pipe.execute():
+            pipe.hmget(store.keys.job(job_id), ["queue", "decide_ms", "enqueued_ms", "started_ms", "created_ms"])
+        for queue_raw, decide_ms, enqueued_ms, started_ms, created_ms in pipe.execute():
             if queue_raw is None:
                 continue  # the record expired; the sweeper drops the member
             queue = queue_raw.decode() if isinstance(queue_raw, bytes) else str(queue_raw)
-            since_ms = max(_int(decide_ms), _int(enqueued_ms)) or _int(created_ms)
+            since_ms = max(_int(decide_ms), _int(enqueued_ms), _int(started_ms)) or _int(created_ms)
             count, oldest_ms = out.get(queue, (0, since_ms))
             out[queue] = (count + 1, min(oldest_ms, since_ms))
     return out
