@@ -14,7 +14,6 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
-from toolbag import metrics
 from toolbag.config import Config
 from toolbag.jobs import DecisionRecord, JobNotFound, JobStatus
 from toolbag.keys import queue_name
@@ -65,19 +64,17 @@ class Inbox:
         return record
 
     def resolve(self, job_id: str, output: Any, by: str = "human") -> None:
-        record = self._escalated(job_id)
+        self._escalated(job_id)
         note = DecisionRecord("resolve", f"resolved by {by}").to_json()
         result = {"provider": "human", "model": by, "usage": {}, "cost_usd": 0.0}
         if not self.store.resolve(job_id, JobStatus.SUCCEEDED, note, output=output, result=result).ok:
             raise InboxError(f"job {job_id} changed while resolving; look again")
-        metrics.JOBS_FINISHED.labels(record["capability"], record["tier"], "succeeded").inc()
 
     def reject(self, job_id: str, reason: str, by: str = "human") -> None:
-        record = self._escalated(job_id)
+        self._escalated(job_id)
         note = DecisionRecord("reject", f"rejected by {by}: {reason}").to_json()
         if not self.store.resolve(job_id, JobStatus.FAILED, note, error=f"rejected: {reason}").ok:
             raise InboxError(f"job {job_id} changed while rejecting; look again")
-        metrics.JOBS_FINISHED.labels(record["capability"], record["tier"], "failed").inc()
 
     def retry(self, job_id: str, model: str | None = None, by: str = "human") -> str:
         """Send the job back to the fleet, on ``model`` or the first candidate of its plan."""
