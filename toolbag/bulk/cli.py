@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import signal
 import sys
+import threading
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -14,7 +15,7 @@ from rich.console import Console
 
 app = typer.Typer(no_args_is_help=True, add_completion=False,
                   help="Run a JSONL or CSV file through the fleet: one job per line or row.")
-out_console = Console(highlight=False)
+out_console = Console(highlight=False, soft_wrap=True)
 err_console = Console(stderr=True, highlight=False)
 
 
@@ -95,7 +96,7 @@ def run(
 
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
+    raise KeyboardInterrupt  # SIGTERM stops a run like Ctrl-C: what is written stays, a rerun continues
 
 
 def _run_with_progress(batch: Any, quiet: bool) -> Any:
@@ -106,21 +107,26 @@ def _run_with_progress(batch: Any, quiet: bool) -> Any:
         def render(self, task: Any) -> Text:
             return Text(f"{task.speed:,.0f}/s" if task.speed else "-/s")
 
-    signal.signal(signal.SIGTERM, _on_sigterm)
     progress = Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), Rate(),
         TextColumn("ETA"), TimeRemainingColumn(),
         TextColumn("[green]ok {task.fields[ok]}[/] [red]failed {task.fields[failed]}[/] ${task.fields[cost]}"),
         console=err_console, disable=quiet or not err_console.is_terminal, transient=False,
     )
-    with progress:
-        task = progress.add_task(batch.spec.input.path.name, total=None, ok=0, failed=0, cost="0.0000")
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if main_thread else None
+    try:
+        with progress:
+            task = progress.add_task(batch.spec.input.path.name, total=None, ok=0, failed=0, cost="0.0000")
 
-        def on_step(counts: Any) -> None:
-            progress.update(task, total=counts.total, completed=counts.finished, ok=counts.ok,
-                            failed=counts.errors, cost=f"{counts.cost_usd:.4f}")
+            def on_step(counts: Any) -> None:
+                progress.update(task, total=counts.total, completed=counts.finished, ok=counts.ok,
+                                failed=counts.errors, cost=f"{counts.cost_usd:.4f}")
 
-        return batch.run(on_step)
+            return batch.run(on_step)
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _print_dry_run(batch: Any, as_json: bool) -> None:
@@ -147,7 +153,8 @@ def _print_dry_run(batch: Any, as_json: bool) -> None:
         + ("  (output at each job's cap; --output-tokens N for a typical size)" if est.output_is_cap else "")
     )
     for line, field_name, reason in plan.invalid[:10]:
-        out_console.print(f"  invalid record {line.number} (id {line.id!r}): {field_name}: {reason}")
+        where = "" if field_name in reason else f"{field_name}: "
+        out_console.print(f"  invalid record {line.number} (id {line.id!r}): {where}{reason}")
     if len(plan.invalid) > 10:
         out_console.print(f"  … and {len(plan.invalid) - 10} more invalid records")
 

@@ -254,6 +254,17 @@ class OutputFile:
             self._write_bytes(self._csv_bytes([self.columns], bom=True))
         return self
 
+    def peek(self) -> set[str]:
+        """The ids already written, without locking, repairing or creating the file (for a dry run)."""
+        if not self.path.exists():
+            return set()
+        self._fd = os.open(self.path, os.O_RDONLY)
+        try:
+            self._read_done()
+        finally:
+            self.close()
+        return self.done
+
     def _read_done(self) -> int:
         """Collect the ids of complete records; return the offset just past the last complete one."""
         with open(self._fd, "rb", closefd=False) as f:

@@ -272,10 +272,12 @@ class BatchRun:
     def dry_run(self) -> DryRun:
         """Count and price the jobs a run would submit now, without submitting anything."""
         total = self._scan()
-        out, err = self._open_outputs()
-        done = out.done | err.done
-        out.close()
-        err.close()
+        fmt = self.spec.input.format
+        try:
+            done = OutputFile(self.spec.output, fmt, self.out_columns, self.id_column).peek()
+            done |= OutputFile(self.spec.errors_path, fmt, self.err_columns, self.id_column).peek()
+        except (BulkFileError, OSError) as e:
+            raise BatchError(str(e)) from None
         invalid: list[tuple[InputLine, str, str]] = []
         estimate = Estimate(output_is_cap=self.spec.output_tokens is None)
         done_before = 0
