@@ -381,6 +381,9 @@ def _mount_optional() -> None:
     app.add_typer(permissions_app, name="permissions", help="Tool policy: explain, list, publish, show.")
     app.add_typer(audit_app, name="audit", help="The tool gateway's audit trail: tail, query.")
     app.add_typer(tools_app, name="tools", help="The tools the gateway can reach.")
+    from toolbag.governance.cli import register as register_governance
+
+    register_governance(app)
 
 
 _mount_optional()
