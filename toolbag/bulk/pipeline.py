@@ -62,8 +62,10 @@ class Pipeline(Generic[T]):
     """Feed ``(tag, JobRequest)`` items to the fleet, at most ``max_in_flight`` jobs at a time.
 
     :meth:`run` yields one list of events per step (a submitted chunk, a chunk of finished jobs), so a
-    caller can write each step's results in one go. ``backlog`` counts items a caller holds back (e.g.
-    to restore input order) against ``max_in_flight`` too, so memory stays bounded either way.
+    caller can write each step's results in one go. When only a few jobs have finished, a step waits
+    ``linger_s`` for more, so there are at most a few dozen steps a second whatever the rate. ``backlog``
+    counts items a caller holds back (e.g. to restore input order) against ``max_in_flight`` too, so
+    memory stays bounded either way.
     """
 
     def __init__(
@@ -75,6 +77,7 @@ class Pipeline(Generic[T]):
         chunk_size: int = 200,
         wait_s: float = 1.0,
         sweep_s: float = 5.0,
+        linger_s: float = 0.05,
         backlog: Callable[[], int] | None = None,
     ) -> None:
         if max_in_flight < 1:
@@ -87,6 +90,7 @@ class Pipeline(Generic[T]):
         self.chunk_size = max(1, min(chunk_size, max_in_flight))
         self.wait_s = wait_s
         self.sweep_s = sweep_s
+        self.linger_s = linger_s
         self._backlog = backlog or (lambda: 0)
         self._refill_at = max(1, min(self.chunk_size, max_in_flight // 4))
         self.pending: dict[str, list[T]] = {}
@@ -116,6 +120,9 @@ class Pipeline(Generic[T]):
                     return
                 continue
             ready = self.store.pop_inbox(self.inbox_key, self.chunk_size, self.wait_s)
+            if ready and len(ready) < self.chunk_size and self.linger_s > 0:
+                time.sleep(self.linger_s)  # let a few more finish: fewer, larger steps cost less per job
+                ready += self.store.pop_inbox(self.inbox_key, self.chunk_size - len(ready), 0)
             if time.monotonic() - last_sweep >= self.sweep_s:
                 ready += self._sweep()
                 last_sweep = time.monotonic()
