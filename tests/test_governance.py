@@ -21,7 +21,7 @@ from toolbag.cli import app
 from toolbag.config import DEFAULT_CONFIG_PATH
 
 ROOT = Path(__file__).resolve().parents[1]
-SKILLS = ("summarize", "extract-entities", "sql-from-question")
+SKILLS = ("summarize", "sql-from-question")
 ENV = ("TOOLBAG_CONFIG", "TOOLBAG_POLICY", "TOOLBAG_TOOLS", "TOOLBAG_SKILLS_DIR", "TOOLBAG_SIMULATOR_URL",
        "ANTHROPIC_API_KEY", "OPENAI_API_KEY", "GEMINI_API_KEY", "LOCAL_LLM_API_KEY")
 
@@ -50,7 +50,7 @@ runner = CliRunner()
 
 @pytest.fixture
 def tree(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """A working copy: the embedded config, three skills, the repository's tools.yaml, a small policy."""
+    """A working copy: the embedded config, two skills, the repository's tools.yaml, a small policy."""
     for name in ENV:
         monkeypatch.delenv(name, raising=False)
     shutil.copy(DEFAULT_CONFIG_PATH, tmp_path / "toolbag.yaml")
@@ -339,7 +339,7 @@ def test_check_catches_candidates_without_the_features_a_skill_needs(tree: Path)
     edit_config(tree, change)
     code, out = toolbag("check")
     assert code == 1
-    assert ("gpt-luna cannot run skill 'extract-entities' (capability extract): "
+    assert ("gpt-luna cannot run skill 'summarize' (capability summarize): "
             "it has no structured output (features.json_schema: false)") in out
     assert ("gpt-sol cannot run skill 'sql-from-question' (capability answer): "
             "its context window (8000 tokens) is below the skill's min-context (16000)") in out
@@ -348,7 +348,7 @@ def test_check_catches_candidates_without_the_features_a_skill_needs(tree: Path)
 
 def test_check_runs_both_skill_validators(tree: Path) -> None:
     edit_skill(tree, "summarize", "license: Apache-2.0", "license: Apache-2.0\nauthor: someone")
-    edit_skill(tree, "extract-entities", "{{ text }}", "{{ txet }}")
+    edit_skill(tree, "summarize", "{{ text }}", "{{ txet }}")
     code, out = toolbag("check")
     assert code == 1
     # the Agent Skills reference validator
