@@ -10,20 +10,17 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from importlib import resources
 
 import redis
 
 from toolbag import metrics
 from toolbag.config import Config
 from toolbag.keys import Keys
+from toolbag.lua import source as lua_source
 from toolbag.providers.base import OutcomeKind
 
 STATES = ("closed", "open", "half_open")
 
-
-def _script(name: str) -> str:
-    return resources.files("toolbag").joinpath("lua", f"{name}.lua").read_text(encoding="utf-8")
 
 
 def _text(value: bytes | str) -> str:
@@ -46,8 +43,8 @@ class HealthTracker:
         self.redis = client
         self.keys = keys
         self.config = config
-        self._record = client.register_script(_script("health_record"))
-        self._choose = client.register_script(_script("health_choose"))
+        self._record = client.register_script(lua_source("health_record"))
+        self._choose = client.register_script(lua_source("health_choose"))
 
     def record(self, model: str, outcome: OutcomeKind, latency_s: float, retry_after_s: float | None) -> None:
         h = self.config.health

@@ -11,7 +11,6 @@ import json
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from importlib import resources
 from typing import Any
 
 import redis
@@ -19,14 +18,12 @@ import redis
 from toolbag.envelope import task_envelope
 from toolbag.jobs import JobNotFound, JobStatus
 from toolbag.keys import KOMBU_UNACKED, KOMBU_UNACKED_INDEX, SUPERVISOR_QUEUE, Keys
+from toolbag.lua import source as lua_source
 
 ATTEMPT_TASK = "toolbag.attempt"
 WAIT_CHUNK_S = 5.0  # longest single blocking wait; must stay below the client's socket timeout
 DECIDE_TASK = "toolbag.decide"
 
-
-def _script_source(name: str) -> str:
-    return resources.files("toolbag").joinpath("lua", f"{name}.lua").read_text(encoding="utf-8")
 
 
 def _s(value: Any) -> str:
@@ -62,16 +59,16 @@ class JobStore:
         self.redis = client
         self.keys = keys or Keys()
         self.job_ttl_s = job_ttl_s
-        self._submit = client.register_script(_script_source("submit"))
-        self._claim = client.register_script(_script_source("claim"))
-        self._complete = client.register_script(_script_source("complete"))
-        self._end_attempt = client.register_script(_script_source("end_attempt"))
-        self._dispatch = client.register_script(_script_source("dispatch"))
-        self._promote = client.register_script(_script_source("promote"))
-        self._finish = client.register_script(_script_source("finish"))
-        self._resolve = client.register_script(_script_source("resolve"))
-        self._reclaim = client.register_script(_script_source("reclaim"))
-        self._hand_back = client.register_script(_script_source("hand_back"))
+        self._submit = client.register_script(lua_source("submit"))
+        self._claim = client.register_script(lua_source("claim"))
+        self._complete = client.register_script(lua_source("complete"))
+        self._end_attempt = client.register_script(lua_source("end_attempt"))
+        self._dispatch = client.register_script(lua_source("dispatch"))
+        self._promote = client.register_script(lua_source("promote"))
+        self._finish = client.register_script(lua_source("finish"))
+        self._resolve = client.register_script(lua_source("resolve"))
+        self._reclaim = client.register_script(lua_source("reclaim"))
+        self._hand_back = client.register_script(lua_source("hand_back"))
 
     @classmethod
     def from_url(cls, url: str, keys: Keys | None = None, job_ttl_s: int = 7 * 86_400) -> JobStore:
