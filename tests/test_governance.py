@@ -176,7 +176,7 @@ def test_a_new_vendor_model_id_is_caught_in_the_skill_and_the_model(tree: Path) 
     edit_config(tree, lambda d: d["models"]["claude-haiku"].update(model_id="claude-haiku-6-0"))
     out = drift(tree)
     assert "model claude-haiku: model_id claude-haiku-5-5 → claude-haiku-6-0" in out
-    assert "what anthropic (model claude-haiku-5-5 → claude-haiku-6-0) receive changed" in out
+    assert "what anthropic (model claude-haiku-5-5 → claude-haiku-6-0) receives changed" in out
 
 
 def test_adding_and_removing_skills_is_reported(tree: Path) -> None:

@@ -96,7 +96,8 @@ def _wire(name: str, o: Mapping[str, Any], n: Mapping[str, Any]) -> list[Change]
             moved.append(kind)
     if not moved and o.get("request_sha256") == n.get("request_sha256"):
         return []
-    what = f"what {', '.join(moved)} receive changed" if moved else "the rendered request changed"
+    verb = "receives" if len(moved) == 1 else "receive"
+    what = f"what {', '.join(moved)} {verb} changed" if moved else "the rendered request changed"
     return [Change("skills", "changed",
                    f"skill {name} loads differently although its files did not change: {what} "
                    "(the renderer, an adapter, an SDK, the model or the tier's settings changed)")]
