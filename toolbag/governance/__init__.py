@@ -13,7 +13,15 @@
 
 from toolbag.governance.check import CheckReport, Loaded, Sources, check_tree
 from toolbag.governance.drift import Change, diff_locks
-from toolbag.governance.lockfile import LOCK_FILE, build_lock, dump_lock, load_lock, lock_at_revision
+from toolbag.governance.lockfile import (
+    LOCK_FILE,
+    LockError,
+    build_lock,
+    dump_lock,
+    load_lock,
+    lock_at_revision,
+    read_lock,
+)
 from toolbag.governance.matrix import Level, permission_matrix
 
 __all__ = [
@@ -22,6 +30,7 @@ __all__ = [
     "CheckReport",
     "Level",
     "Loaded",
+    "LockError",
     "Sources",
     "build_lock",
     "check_tree",
@@ -30,4 +39,5 @@ __all__ = [
     "load_lock",
     "lock_at_revision",
     "permission_matrix",
+    "read_lock",
 ]

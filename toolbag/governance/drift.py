@@ -152,6 +152,14 @@ def _sentence(agent: str, tool: str, before: Level, after: Level, where: str) ->
     return "narrowed", f"permission narrowed: {who} may no longer call tool {tool} on {where}"
 
 
+def _level(value: object) -> Level:
+    """A cell's level; a missing cell (a new model, tool or agent) or an unknown word counts as deny."""
+    try:
+        return Level(str(value))
+    except ValueError:
+        return Level.DENY
+
+
 def _permissions(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[Change]:
     o_matrix: Mapping[str, Any] = old.get("permissions", {})
     n_matrix: Mapping[str, Any] = new.get("permissions", {})
@@ -163,7 +171,7 @@ def _permissions(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[Change]
         for model in sorted({*o_row, *n_row}):
             o_cells, n_cells = o_row.get(model, {}), n_row.get(model, {})
             for tool in sorted({*o_cells, *n_cells}):
-                before, after = Level(o_cells.get(tool, "deny")), Level(n_cells.get(tool, "deny"))
+                before, after = _level(o_cells.get(tool)), _level(n_cells.get(tool))
                 if before is not after:
                     groups.setdefault((agent, tool, before, after), []).append(model)
     out = []

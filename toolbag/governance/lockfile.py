@@ -28,7 +28,9 @@ from toolbag.governance.matrix import permission_matrix
 from toolbag.governance.wire import adapters_by_kind, skill_digest
 from toolbag.skills.canonical import canonical_json
 
-__all__ = ["LOCK_FILE", "LOCK_FORMAT", "LockError", "build_lock", "dump_lock", "load_lock", "lock_at_revision"]
+__all__ = [
+    "LOCK_FILE", "LOCK_FORMAT", "LockError", "build_lock", "dump_lock", "load_lock", "lock_at_revision", "read_lock",
+]
 
 LOCK_FILE = "toolbag.lock"
 LOCK_FORMAT = 1
