@@ -129,6 +129,11 @@ RATELIMIT_DEFERRALS = Counter(
 RATELIMIT_SPILLOVERS = Counter(
     "toolbag_ratelimit_spillovers_total", "Interactive jobs spilled to another candidate", ["provider", "model"]
 )
+RATELIMIT_VENDOR_SIGNALS = Counter(
+    "toolbag_ratelimit_vendor_signals_total",
+    "Times a vendor's 429 or rate-limit headers cooled a model down or slowed its pace",
+    ["provider", "model", "signal"],
+)
 RATELIMIT_HEADROOM = Gauge(
     "toolbag_ratelimit_headroom_ratio",
     "Unused share of a model's limit (1 = idle, 0 = saturated)",

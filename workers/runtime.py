@@ -87,8 +87,11 @@ def start_provider(config: Config, redis_url: str, provider: str) -> Runtime:
     from toolbag.health import HealthTracker
 
     health = HealthTracker(store.redis, store.keys, config)
+    from toolbag.ratelimit import RateLimiter
+
+    admission = RateLimiter(config, store.redis, store.keys, is_usable=lambda m: health.snapshot(m).state != "open")
     runner = AttemptRunner(config, store, provider, adapter, keeper, name, skills=_skills(), health=health,
-                           caller=caller)
+                           caller=caller, admission=admission)
     from celery.signals import worker_ready
 
     def _announce(**_: Any) -> None:

@@ -1,0 +1,475 @@
+"""Fleet-wide rate limits in Redis: requests and tokens per window, concurrent attempts, per model (and
+optionally per provider account and per caller), shared by every worker on every host.
+
+Celery's ``rate_limit`` is per worker process; vendors' limits are per account. Here every admission is one
+Lua script (``lua/rl_acquire.lua``: GCRA frontiers, all limits at once, nothing taken on a refusal) and every
+settlement another (``lua/rl_settle.lua``: release, reconcile tokens, learn from the vendor). Python never
+reads state to write it back.
+
+A worker asks :meth:`RateLimiter.admit` before calling the vendor. A slot within the tier's
+``ratelimit_wait_s`` is waited for in-process; a longer wait raises :class:`HandBack`: the job goes back
+through the delayed set (never a Celery countdown), or, for interactive work, spills to the next candidate
+in its plan that has capacity now. How to set limits: ``docs/ratelimits.md``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Literal
+
+import redis
+
+from toolbag import metrics
+from toolbag.config import Config, Limits
+from toolbag.keys import Keys
+from toolbag.lua import source as lua_source
+from toolbag.providers.base import AttemptFailure, ModelRequest, ModelResponse, OutcomeKind
+
+if TYPE_CHECKING:
+    from workers.hooks import AttemptContext
+
+log = logging.getLogger("toolbag.ratelimit")
+
+DEFAULT_COOLDOWN_S = 1.0  # a 429 without retry-after cools the model down this long
+CONCURRENCY_POLL_S = 0.05  # how often a worker looks for a free in-flight slot while it may wait
+CONCURRENCY_DEFER_S = 1.0  # hand-back delay when the in-flight limit stayed full for the whole wait
+HOLD_SLACK_S = 30.0  # an in-flight entry outlives the tier's total timeout by this much (then it is dropped)
+MIN_DEFER_S = 0.01
+COMMIT_TRIES = 50
+
+# Outcomes the vendor refused before generating anything: the reserved tokens are all given back.
+_NOTHING_USED = frozenset({
+    OutcomeKind.RATE_LIMITED, OutcomeKind.AUTH, OutcomeKind.QUOTA_EXHAUSTED, OutcomeKind.BAD_REQUEST,
+    OutcomeKind.CONTEXT_TOO_LONG, OutcomeKind.OVERLOADED,
+})
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class HandBack(Exception):
+    """Admission found no capacity within the short wait: the job goes back without a vendor attempt.
+
+    ``action`` is ``throttle`` (same model, after ``delay_s``, through the delayed set) or ``spill``
+    (now, to ``model``, another candidate with capacity).
+    """
+
+    def __init__(self, action: Literal["throttle", "spill"], model: str, delay_s: float, reason: str) -> None:
+        super().__init__(f"{action} to {model} in {delay_s:.3f}s: {reason}")
+        self.action = action
+        self.model = model
+        self.delay_s = delay_s
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Scope:
+    """One set of limits an attempt is counted against, and its keys (state, in-flight i/b, call log)."""
+
+    name: str
+    keys: tuple[str, str, str, str]
+    limits: Limits
+    learn: bool = False  # vendor signals (429, rate-limit headers) apply to this scope
+
+    def argv(self) -> list[str]:
+        lim = self.limits
+        return [
+            f"{lim.window_s * 1000:.3f}", f"{lim.effective_margin_s * 1000:.3f}", str(lim.rpm or 0),
+            str(lim.tpm or 0), str(lim.concurrency or 0), f"{lim.interactive_reserve:.6f}",
+        ]
+
+
+@dataclass(frozen=True)
+class Grant:
+    """The answer of one admission try.
+
+    Admitted: call the vendor ``wait_s`` from now (the slot). Refused: ``why`` is ``rate`` (come back in
+    ``wait_s``) or ``concurrency`` (``wait_s`` is -1: unknown, poll).
+    """
+
+    admitted: bool
+    wait_s: float
+    why: str = ""
+    lanes: str = ""
+    used_requests: float = 0.0
+    used_tokens: float = 0.0
+    committed: bool = False  # recorded in the call logs already (a slot due now)
+    slot_s: float = 0.0  # admitted: the slot, unix seconds on the Redis clock
+
+
+@dataclass(frozen=True)
+class Commit:
+    """A call recorded in the call logs (``ok``, at ``at_s`` on the Redis clock) or not yet (``wait_s``)."""
+
+    ok: bool
+    wait_s: float = 0.0
+    at_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class VendorSignals:
+    """What a vendor's rate-limit headers say; ``None`` where a header was absent or unreadable."""
+
+    requests_remaining: int | None = None
+    requests_limit: int | None = None
+    requests_reset_s: float | None = None
+    tokens_remaining: int | None = None
+    tokens_limit: int | None = None
+    tokens_reset_s: float | None = None
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
+_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def _reset_s(value: str | None, now_s: float) -> float | None:
+    """OpenAI's Go durations (``1s``, ``6m0s``, ``20ms``), Anthropic's RFC 3339 instants, or plain seconds."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    parts = _DURATION.findall(value)
+    if parts and "".join(n + u for n, u in parts) == value:
+        return sum(float(n) * _UNIT_S[u] for n, u in parts)
+    try:
+        return max(0.0, datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp() - now_s)
+    except ValueError:
+        return None
+
+
+def _int(value: str | None) -> int | None:
+    if value is None:
+        return None
+    try:
+        return int(float(value))
+    except ValueError:
+        return None
+
+
+def vendor_signals(headers: Mapping[str, str], now_s: float | None = None) -> VendorSignals:
+    """Read ``anthropic-ratelimit-*`` and ``x-ratelimit-*`` headers (names lower-cased)."""
+    h = {k.lower(): v for k, v in headers.items()}
+    now_s = time.time() if now_s is None else now_s
+    if any(k.startswith("anthropic-ratelimit-") for k in h):
+        tokens = "tokens" if "anthropic-ratelimit-tokens-remaining" in h else "input-tokens"
+        return VendorSignals(
+            _int(h.get("anthropic-ratelimit-requests-remaining")), _int(h.get("anthropic-ratelimit-requests-limit")),
+            _reset_s(h.get("anthropic-ratelimit-requests-reset"), now_s),
+            _int(h.get(f"anthropic-ratelimit-{tokens}-remaining")), _int(h.get(f"anthropic-ratelimit-{tokens}-limit")),
+            _reset_s(h.get(f"anthropic-ratelimit-{tokens}-reset"), now_s),
+        )
+    return VendorSignals(
+        _int(h.get("x-ratelimit-remaining-requests")), _int(h.get("x-ratelimit-limit-requests")),
+        _reset_s(h.get("x-ratelimit-reset-requests"), now_s),
+        _int(h.get("x-ratelimit-remaining-tokens")), _int(h.get("x-ratelimit-limit-tokens")),
+        _reset_s(h.get("x-ratelimit-reset-tokens"), now_s),
+    )
+
+
+def estimate_input_tokens(request: ModelRequest) -> int:
+    """A deliberately high estimate of the input tokens: UTF-8 bytes / 3, plus framing per message."""
+    size = len(request.system.encode())
+    for message in request.messages:
+        size += len(message.text.encode())
+        for call in message.tool_calls:
+            size += len(call.name) + len(json.dumps(call.arguments))
+        for result in message.tool_results:
+            size += len(result.content.encode())
+    if request.json_schema is not None:
+        size += len(json.dumps(request.json_schema))
+    for tool in request.tools:
+        size += len(tool.name) + len(tool.description.encode()) + len(json.dumps(tool.parameters))
+    return size // 3 + 8 * len(request.messages) + 16
+
+
+def reservation(request: ModelRequest, max_output_tokens: int | None = None) -> int:
+    """Tokens reserved before a call: the input estimate plus the most the model may write (as vendors
+    themselves count ``max_tokens`` against TPM until the answer is done)."""
+    out = request.max_output_tokens if max_output_tokens is None else max_output_tokens
+    return estimate_input_tokens(request) + out
+
+
+class RateLimiter:
+    """The ``Admission`` of ``workers/hooks.py``: shared limits for every worker process."""
+
+    def __init__(
+        self,
+        config: Config,
+        client: redis.Redis,
+        keys: Keys,
+        *,
+        is_usable: Callable[[str], bool] | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config
+        self.redis = client
+        self.keys = keys
+        self.is_usable = is_usable
+        self.sleep = sleep
+        self.clock = clock
+        self._acquire = client.register_script(lua_source("rl_acquire"))
+        self._settle = client.register_script(lua_source("rl_settle"))
+        self._commit = client.register_script(lua_source("rl_commit"))
+
+    # -- scopes -------------------------------------------------------------------------------------
+
+    def scopes(self, model: str, caller: str = "") -> list[Scope]:
+        """The limits an attempt on ``model`` by ``caller`` counts against, the model's own first."""
+        k = self.keys
+        cfg = self.config.models[model]
+        kinds = ("state", "cc-i", "cc-b", "log")
+        out = [Scope(f"model:{model}", tuple(k.ratelimit(model, x) for x in kinds),  # type: ignore[arg-type]
+                     cfg.limits, learn=True)]
+        account = self.config.providers[cfg.provider].limits
+        if account is not None and account.limited:
+            p = cfg.provider
+            out.append(Scope(f"account:{p}", tuple(k.ratelimit_account(p, x) for x in kinds),  # type: ignore[arg-type]
+                             account))
+        per_caller = self.config.caller_limits.get(caller) or self.config.caller_limits.get("*")
+        if caller and per_caller is not None and per_caller.limited:
+            out.append(Scope(f"caller:{caller}", tuple(k.ratelimit_caller(caller, x) for x in kinds),  # type: ignore[arg-type]
+                             per_caller))
+        return out
+
+    # -- the two scripts ----------------------------------------------------------------------------
+
+    def acquire(
+        self,
+        model: str,
+        tier: str,
+        caller: str,
+        cost_tokens: int,
+        *,
+        horizon_s: float,
+        ticket_id: str = "",
+        hold_s: float = 600.0,
+        check: bool = False,
+        expected_tokens: int | None = None,
+    ) -> Grant:
+        """One admission try. ``check`` only asks (nothing is taken or recorded). ``expected_tokens`` (what
+        the call will likely use; default the reservation) paces the hand-back line until calls were
+        measured."""
+        scopes = self.scopes(model, caller)
+        keys = [key for scope in scopes for key in scope.keys]
+        argv = ["check" if check else "take", "i" if tier == "interactive" else "b", f"{horizon_s * 1000:.3f}",
+                ticket_id or uuid.uuid4().hex, f"{hold_s * 1000:.0f}", str(int(cost_tokens)), str(len(scopes)),
+                str(int(cost_tokens if expected_tokens is None else expected_tokens))]
+        for scope in scopes:
+            argv += scope.argv()
+        reply = self._acquire(keys=keys, args=argv)
+        if int(reply[0]) == 1:
+            return Grant(True, max(0.0, float(_text(reply[1])) / 1000), lanes=_text(reply[2]),
+                         used_requests=float(_text(reply[3])), used_tokens=float(_text(reply[4])),
+                         committed=_text(reply[5]) == "1",
+                         slot_s=(float(_text(reply[6])) + float(_text(reply[1]))) / 1000)
+        wait_ms = float(_text(reply[1]))
+        return Grant(False, wait_ms / 1000 if wait_ms >= 0 else -1.0, why=_text(reply[2]))
+
+    def commit(self, model: str, caller: str, ticket_id: str) -> Commit:
+        """Record a booked call in the call logs as it starts; if that would crowd a window (another
+        worker's late call), nothing is recorded and ``wait_s`` says when to try again."""
+        scopes = [s for s in self.scopes(model, caller) if s.limits.rpm]
+        if not scopes:
+            return Commit(True)
+        argv: list[str] = [ticket_id]
+        for scope in scopes:
+            lim = scope.limits
+            argv += [f"{(lim.window_s + lim.effective_margin_s) * 1000:.3f}", str(lim.rpm)]
+        reply = self._commit(keys=[s.keys[3] for s in scopes], args=argv)
+        if int(reply[0]) == 1:
+            return Commit(True, at_s=float(_text(reply[1])) / 1000)
+        return Commit(False, wait_s=max(0.001, float(_text(reply[1])) / 1000))
+
+    def has_capacity(self, model: str, tier: str, caller: str, cost_tokens: int) -> bool:
+        """Whether ``model`` could admit this now (within the tier's short wait), without taking anything."""
+        horizon_s = self.config.tiers[tier].ratelimit_wait_s
+        return self.acquire(model, tier, caller, cost_tokens, horizon_s=horizon_s, check=True).admitted
+
+    def settle(
+        self,
+        model: str,
+        caller: str,
+        ticket_id: str,
+        lanes: str,
+        refund_tokens: int,
+        *,
+        cooldown_s: float = 0.0,
+        signals: VendorSignals | None = None,
+        used_tokens: int | None = None,
+    ) -> tuple[bool, bool, bool]:
+        """Release, reconcile (``refund_tokens`` = reserved - used; negative is a debt) and learn.
+        Returns which vendor signals changed the pace: (cooled down, requests slowed, tokens slowed)."""
+        s = signals or VendorSignals()
+
+        def ms(value: float | None) -> str:
+            return "-1" if value is None else f"{value * 1000:.3f}"
+
+        def count(value: int | None) -> str:
+            return "-1" if value is None else str(max(0, value))
+
+        scopes = self.scopes(model, caller)
+        argv = [ticket_id, str(int(refund_tokens)), str(len(scopes)), f"{max(0.0, cooldown_s) * 1000:.3f}",
+                count(s.requests_remaining), ms(s.requests_reset_s), count(s.requests_limit),
+                count(s.tokens_remaining), ms(s.tokens_reset_s), count(s.tokens_limit),
+                "-1" if used_tokens is None else str(max(0, used_tokens))]
+        for i, scope in enumerate(scopes):
+            lane = lanes[i] if i < len(lanes) else ""
+            lim = scope.limits
+            argv += [lane, "1" if scope.learn else "0", f"{lim.window_s * 1000:.3f}",
+                     f"{lim.effective_margin_s * 1000:.3f}", str(lim.rpm or 0), str(lim.tpm or 0),
+                     f"{lim.interactive_reserve:.6f}"]
+        reply = self._settle(keys=[key for scope in scopes for key in scope.keys], args=argv)
+        cooled, slow_r, slow_t = (bool(int(x)) for x in reply)
+        return cooled, slow_r, slow_t
+
+    # -- the Admission seam -------------------------------------------------------------------------
+
+    def admit(self, ctx: AttemptContext, request: ModelRequest) -> _Ticket:
+        """Hold capacity for this attempt, waiting up to the tier's ``ratelimit_wait_s``; else raise
+        :class:`HandBack` (spill for interactive work when another candidate has capacity now)."""
+        tier = self.config.tiers[ctx.tier]
+        provider = self.config.provider_of(ctx.model)
+        cost = reservation(request)
+        expected = estimate_input_tokens(request)  # optimistic: the output is unknown until measured
+        ticket_id = uuid.uuid4().hex
+        hold_s = tier.total_timeout_s + HOLD_SLACK_S
+        t0 = self.clock()
+        while True:
+            left_s = max(0.0, tier.ratelimit_wait_s - (self.clock() - t0))
+            grant = self.acquire(ctx.model, ctx.tier, ctx.caller, cost, horizon_s=left_s, ticket_id=ticket_id,
+                                 hold_s=hold_s, expected_tokens=expected)
+            if grant.admitted:
+                if not self._start(ctx, ticket_id, grant):
+                    self.settle(ctx.model, ctx.caller, ticket_id, grant.lanes, cost)
+                    raise HandBack("throttle", ctx.model, CONCURRENCY_DEFER_S, f"{ctx.model}: call log stayed full")
+                metrics.RATELIMIT_WAIT.labels(provider, ctx.model).observe(self.clock() - t0)
+                self._headroom(provider, ctx.model, grant)
+                return _Ticket(self, ctx, ticket_id, grant.lanes, cost)
+            if grant.why == "concurrency" and left_s > 0:
+                self.sleep(min(CONCURRENCY_POLL_S, left_s))
+                continue
+            break
+        metrics.RATELIMIT_WAIT.labels(provider, ctx.model).observe(self.clock() - t0)
+        if grant.why == "concurrency":
+            delay_s, what = CONCURRENCY_DEFER_S, "in-flight limit reached"
+        else:
+            delay_s, what = grant.wait_s, f"next slot in {grant.wait_s:.3f}s"
+        if ctx.tier == "interactive":
+            target = self._spill_target(ctx, request)
+            if target is not None:
+                raise HandBack("spill", target, 0.0, f"{ctx.model}: {what}; spilling to {target}")
+        raise HandBack("throttle", ctx.model, max(MIN_DEFER_S, delay_s), f"{ctx.model}: {what}")
+
+    def _start(self, ctx: AttemptContext, ticket_id: str, grant: Grant) -> bool:
+        """Sleep until the booked slot, then commit the call to the call logs (bounded retries: a commit
+        waits only for calls already made to leave the window). False if it never could."""
+        if grant.committed:
+            return True
+        wait_s = grant.wait_s
+        for _ in range(COMMIT_TRIES):
+            if wait_s > 0:
+                self.sleep(wait_s)
+            done = self.commit(ctx.model, ctx.caller, ticket_id)
+            if done.ok:
+                return True
+            wait_s = done.wait_s
+        return False
+
+    def _spill_target(self, ctx: AttemptContext, request: ModelRequest) -> str | None:
+        """The next candidate after the current model in the job's plan that has capacity now."""
+        raw = self.redis.hget(self.keys.job(ctx.job_id), "plan")
+        plan: list[str] = json.loads(_text(raw)) if raw else []
+        later = plan[plan.index(ctx.model) + 1:] if ctx.model in plan else [m for m in plan if m != ctx.model]
+        for model in later:
+            cfg = self.config.models.get(model)
+            if cfg is None or (self.is_usable is not None and not self.is_usable(model)):
+                continue
+            cost = reservation(request, min(request.max_output_tokens, cfg.max_output_tokens))
+            if self.has_capacity(model, ctx.tier, ctx.caller, cost):
+                return model
+        return None
+
+    def _headroom(self, provider: str, model: str, grant: Grant) -> None:
+        limits = self.config.models[model].limits
+        if limits.rpm:
+            metrics.RATELIMIT_HEADROOM.labels(provider, model, "rpm").set(
+                max(0.0, 1.0 - grant.used_requests / limits.rpm))
+        if limits.tpm:
+            metrics.RATELIMIT_HEADROOM.labels(provider, model, "tpm").set(
+                max(0.0, 1.0 - grant.used_tokens / limits.tpm))
+
+    # -- reads --------------------------------------------------------------------------------------
+
+    def snapshot(self, model: str) -> dict[str, float]:
+        """The model scope's raw state (ms timestamps relative to now, in seconds) and in-flight counts."""
+        state_key, cci, ccb, _log = self.scopes(model)[0].keys
+        now_ms = time.time() * 1000
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hgetall(state_key)
+        pipe.zcount(cci, now_ms, "+inf")
+        pipe.zcount(ccb, now_ms, "+inf")
+        raw, in_i, in_b = pipe.execute()
+        out = {_text(k): float(_text(v)) for k, v in raw.items()}
+        out["inflight_interactive"] = float(in_i)
+        out["inflight_other"] = float(in_b)
+        return out
+
+
+class _Ticket:
+    """Capacity held for one attempt; settled once, when the ``with`` block ends."""
+
+    def __init__(self, limiter: RateLimiter, ctx: AttemptContext, ticket_id: str, lanes: str, reserved: int) -> None:
+        self.limiter = limiter
+        self.ctx = ctx
+        self.ticket_id = ticket_id
+        self.lanes = lanes
+        self.reserved = reserved
+        self.response: ModelResponse | None = None
+        self.headers: dict[str, str] = {}
+
+    def __enter__(self) -> _Ticket:
+        return self
+
+    def settle(self, response: ModelResponse | None, ratelimit_headers: dict[str, str]) -> None:
+        self.response = response
+        self.headers = dict(ratelimit_headers or {})
+
+    def __exit__(self, *exc: object) -> None:
+        failure = exc[1] if len(exc) > 1 and isinstance(exc[1], AttemptFailure) else None
+        used: int | None = None
+        if self.response is not None:
+            usage = self.response.usage
+            used = usage.input_tokens + usage.output_tokens
+            refund = self.reserved - used
+        elif failure is not None and failure.kind in _NOTHING_USED:
+            refund = self.reserved
+        else:
+            refund = 0  # unknown (timeout, cut stream, crash): keep the reservation
+        cooldown_s = 0.0
+        if failure is not None and failure.kind is OutcomeKind.RATE_LIMITED:
+            cooldown_s = failure.retry_after_s if failure.retry_after_s is not None else DEFAULT_COOLDOWN_S
+        signals = vendor_signals(self.headers) if self.headers else None
+        model, provider = self.ctx.model, self.ctx.provider
+        try:
+            cooled, slow_r, slow_t = self.limiter.settle(
+                model, self.ctx.caller, self.ticket_id, self.lanes, refund, cooldown_s=cooldown_s, signals=signals,
+                used_tokens=used,
+            )
+        except redis.RedisError:
+            log.warning("could not settle a rate-limit ticket (its in-flight entry will expire)", exc_info=True)
+            return
+        for signal, on in (("cooldown", cooled), ("slow_requests", slow_r), ("slow_tokens", slow_t)):
+            if on:
+                metrics.RATELIMIT_VENDOR_SIGNALS.labels(provider, model, signal).inc()
