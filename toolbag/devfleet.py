@@ -124,7 +124,12 @@ def _wait_http(url: str, timeout_s: float) -> bool:
     return False
 
 
+def _interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def run_dev(*, demo: bool = True, exit_after_demo: bool = False) -> int:
+    signal.signal(signal.SIGTERM, _interrupt)  # stop the children on SIGTERM as on Ctrl-C
     config = load_config()
     workdir = Path(tempfile.mkdtemp(prefix="toolbag-dev-"))
     url, redis_proc = ensure_redis(redis_url(), workdir)
