@@ -466,3 +466,19 @@ def test_throttles_do_not_use_up_max_attempts() -> None:
     history.append({"type": "attempt", "model": "gpt-luna", "outcome": "overloaded"})
     s = Situation(OutcomeKind.OVERLOADED, "529", "gpt-luna", "batch", ["gpt-luna", "gpt-sol"], history)
     assert decide(s, config, policy).action == "retry"
+
+
+def test_every_rate_limit_key_expires_on_its_own(client: redis.Redis) -> None:
+    config = make_config({"gpt-luna": {"rpm": 2, "tpm": 1000, "concurrency": 2, "window_s": 5}},
+                         caller_limits={"*": {"rpm": 1, "window_s": 5}})
+    rl = limiter(client, config)
+    ticket = rl.admit(ctx(tier="interactive", caller="shop"), REQUEST)
+    with ticket:
+        ticket.settle(ModelResponse("hi", "m", Usage(5, 5)), {"x-ratelimit-remaining-requests": "0",
+                                                              "x-ratelimit-reset-requests": "1s"})
+    take(rl, tier="interactive", horizon_s=0, caller="shop")  # refused by the caller's limit
+    take(rl, tier="batch", horizon_s=0, caller="other")
+    keys = client.keys(f"{rl.keys.prefix}rl:*")
+    assert {k.decode().removeprefix(rl.keys.prefix) for k in keys} >= {
+        "rl:gpt-luna:state", "rl:gpt-luna:log", "rl:caller:shop:state", "rl:caller:shop:log"}
+    assert all(0 < client.pttl(k) <= 60_000 for k in keys), {k: client.pttl(k) for k in keys}

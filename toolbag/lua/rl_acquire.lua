@@ -196,7 +196,7 @@ if wait > horizon then
   due = math.min(due, now + wait + 10 * sc.span)
   sc.h[qf] = due + served
   redis.call('HSET', sc.state, qf, fmt(due + served))
-  expire(sc)
+  for i = 1, n do expire(scopes[i]) end
   return {0, fmt(due - now), 'rate', tostring(binding)}
 end
 
