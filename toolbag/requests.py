@@ -15,7 +15,7 @@ from toolbag.providers.base import Message, ModelRequest, Timeouts
 
 
 def timeouts_for(config: Config, tier: str) -> Timeouts:
-    t = config.tiers[tier]  # type: ignore[index]
+    t = config.tiers[tier]
     return Timeouts(connect_s=t.connect_timeout_s, first_token_s=t.first_token_timeout_s, total_s=t.total_timeout_s)
 
 
