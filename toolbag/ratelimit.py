@@ -228,22 +228,22 @@ class RateLimiter:
     def scopes(self, model: str, caller: str = "") -> list[Scope]:
         """The limits an attempt on ``model`` by ``caller`` counts against, the model's own first."""
         k = self.keys
+
+        def four(key: Callable[[str], str]) -> tuple[str, str, str, str]:
+            return key("state"), key("cc-i"), key("cc-b"), key("log")
+
         cfg = self.config.models[model]
-        kinds = ("state", "cc-i", "cc-b", "log")
-        out = [Scope(f"model:{model}", tuple(k.ratelimit(model, x) for x in kinds),  # type: ignore[arg-type]
-                     cfg.limits, learn=True)]
+        out = [Scope(f"model:{model}", four(lambda kind: k.ratelimit(model, kind)), cfg.limits, learn=True)]
         account = self.config.providers[cfg.provider].limits
         if account is not None and account.limited:
             p = cfg.provider
-            out.append(Scope(f"account:{p}", tuple(k.ratelimit_account(p, x) for x in kinds),  # type: ignore[arg-type]
-                             account))
+            out.append(Scope(f"account:{p}", four(lambda kind: k.ratelimit_account(p, kind)), account))
         per_caller = self.config.caller_limits.get(caller) or self.config.caller_limits.get("*")
         if caller and per_caller is not None and per_caller.limited:
-            out.append(Scope(f"caller:{caller}", tuple(k.ratelimit_caller(caller, x) for x in kinds),  # type: ignore[arg-type]
-                             per_caller))
+            out.append(Scope(f"caller:{caller}", four(lambda kind: k.ratelimit_caller(caller, kind)), per_caller))
         return out
 
-    # -- the two scripts ----------------------------------------------------------------------------
+    # -- the scripts --------------------------------------------------------------------------------
 
     def acquire(
         self,
@@ -413,7 +413,7 @@ class RateLimiter:
     # -- reads --------------------------------------------------------------------------------------
 
     def snapshot(self, model: str) -> dict[str, float]:
-        """The model scope's raw state (ms timestamps relative to now, in seconds) and in-flight counts."""
+        """The model scope's raw state (timestamps in ms on the Redis clock) and its in-flight counts."""
         state_key, cci, ccb, _log = self.scopes(model)[0].keys
         now_ms = time.time() * 1000
         pipe = self.redis.pipeline(transaction=False)
