@@ -25,7 +25,8 @@ class AttemptContext:
     provider: str
     skill: str | None
     deadline_ms: int
-    allowed_tools: tuple[str, ...] = ()
+    allowed_tools: tuple[str, ...] = ()  # what the job's skill asks for
+    requested_tools: tuple[str, ...] = ()  # what the job's input asks for ("tools": [...])
 
 
 class Admission(Protocol):

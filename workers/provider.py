@@ -14,6 +14,7 @@ from typing import Any
 
 from toolbag import metrics
 from toolbag.config import Config
+from toolbag.gateway.loop import tools_from_input
 from toolbag.jobs import AttemptRecord, DecisionRecord
 from toolbag.keys import queue_name
 from toolbag.providers.base import Adapter, AttemptFailure, ModelRequest, ModelResponse, OutcomeKind
@@ -84,6 +85,7 @@ class AttemptRunner:
                 model=model_name, model_id=model.model_id, provider=self.provider, skill=record.get("skill"),
                 deadline_ms=int(record.get("deadline_ms", "0")),
                 allowed_tools=tuple(getattr(skill, "allowed_tools", ()) or ()),
+                requested_tools=tuple(tools_from_input(record["input"])),
             )
             with self.admission.admit(ctx, request) as ticket:
                 try:

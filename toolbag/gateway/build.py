@@ -11,7 +11,7 @@ from toolbag.config import Config, ConfigError
 from toolbag.gateway.audit import AuditSink, FanoutAudit, JsonlAuditSink, RedisAuditSink
 from toolbag.gateway.gateway import Gateway
 from toolbag.gateway.live import LivePolicy, PolicyStore
-from toolbag.gateway.loop import ToolLoop, tools_from_input
+from toolbag.gateway.loop import ToolLoop
 from toolbag.gateway.policy import PolicyError, default_policy_path
 from toolbag.gateway.registry import ToolRegistry
 from toolbag.gateway.settings import GatewaySettings, load_gateway_settings
@@ -54,12 +54,5 @@ def build_gateway(
 def worker_caller(config: Config, store: JobStore) -> ToolLoop:
     """The provider worker's caller: the tool loop over a gateway on the job store's Redis."""
     gateway = build_gateway(store.redis, store.keys)
-
-    def job_tools(job_id: str) -> list[str]:
-        # one field of the job record (not the whole hash): this runs on the attempt's hot path
-        raw = store.redis.hget(store.keys.job(job_id), "input")
-        if raw is None:  # the job vanished: no tools (the attempt itself will notice)
-            return []
-        return tools_from_input(raw.decode() if isinstance(raw, bytes) else str(raw))
-
-    return ToolLoop(gateway, config=config, job_tools=job_tools)
+    # the worker passes the job input's "tools" in AttemptContext.requested_tools: no extra Redis read
+    return ToolLoop(gateway, config=config)

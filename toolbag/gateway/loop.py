@@ -70,6 +70,8 @@ class AttemptInfo(Protocol):
     def deadline_ms(self) -> int: ...
     @property
     def allowed_tools(self) -> tuple[str, ...]: ...
+    @property
+    def requested_tools(self) -> tuple[str, ...]: ...
 
 
 class ToolLoop:
@@ -101,8 +103,9 @@ class ToolLoop:
         if not self._model_has_tools(ctx.model):
             return adapter.call(ctx.model_id, request)
         requested = list(ctx.allowed_tools or ())
-        if self.job_tools is not None and self.gateway.wants(subject):
-            requested += [t for t in self.job_tools(ctx.job_id) if t not in requested]
+        if (ctx.requested_tools or self.job_tools is not None) and self.gateway.wants(subject):
+            asked = ctx.requested_tools or (self.job_tools(ctx.job_id) if self.job_tools is not None else ())
+            requested += [t for t in asked if t not in requested]
         if not requested:
             return adapter.call(ctx.model_id, request)
         try:
