@@ -110,6 +110,9 @@ def bench_config(simulator_url: str, tmp: Path, *, stream: bool = False) -> Path
     for tier in data["tiers"].values():
         tier["stream"] = stream
     data["routes"]["bench"] = {t: {"candidates": ["gpt-luna"]} for t in TIERS}
+    # Limits far above what any benchmark here reaches: the limiter still runs on every attempt (its cost is
+    # part of what is measured), but it never decides the result. bench.ratelimit measures the limiter itself.
+    data["models"]["gpt-luna"]["limits"] = {"rpm": 10_000_000, "tpm": 10_000_000_000, "concurrency": 100_000}
     path = tmp / "toolbag.yaml"
     path.write_text(yaml.safe_dump(data))
     return path
@@ -135,7 +138,7 @@ class Processes:
 
 
 @contextmanager
-def fleet(redis_url: str, simulator_url: str, *, workers: dict[str, int], supervisor: bool = False,
+def fleet(redis_url: str, simulator_url: str, *, workers: dict[str, int], supervisor: bool = True,
           stream: bool = False) -> Iterator[tuple[Path, dict[str, str]]]:
     tmp = Path(tempfile.mkdtemp(prefix="tb-bench-"))
     config_path = bench_config(simulator_url, tmp, stream=stream)

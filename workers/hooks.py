@@ -31,8 +31,9 @@ class AttemptContext:
 
 class Admission(Protocol):
     """Fleet-wide limits. ``admit`` returns a context manager that holds the capacity for the call and
-    settles it after (actual tokens from ``settle``); it raises ``AttemptFailure`` with an outcome the
-    supervisor understands when the model has no capacity for longer than a short wait."""
+    settles it after (actual tokens from ``settle``). When the model has no capacity for longer than a short
+    wait it raises ``toolbag.ratelimit.HandBack``: the job goes back to the delayed set (or, interactive, to
+    another candidate) without counting as an attempt."""
 
     def admit(self, ctx: AttemptContext, request: ModelRequest) -> Ticket: ...
 
