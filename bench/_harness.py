@@ -112,7 +112,8 @@ def bench_config(simulator_url: str, tmp: Path, *, stream: bool = False) -> Path
     data["routes"]["bench"] = {t: {"candidates": ["gpt-luna"]} for t in TIERS}
     # Limits far above what any benchmark here reaches: the limiter still runs on every attempt (its cost is
     # part of what is measured), but it never decides the result. bench.ratelimit measures the limiter itself.
-    data["models"]["gpt-luna"]["limits"] = {"rpm": 10_000_000, "tpm": 10_000_000_000, "concurrency": 100_000}
+    for model in data["models"].values():
+        model["limits"] = {"rpm": 10_000_000, "tpm": 10_000_000_000, "concurrency": 100_000}
     path = tmp / "toolbag.yaml"
     path.write_text(yaml.safe_dump(data))
     return path
