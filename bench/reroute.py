@@ -25,16 +25,17 @@ from pathlib import Path
 import redis
 
 from bench._harness import REPO, fleet, percentile, private_redis, simulator_process
-from toolbag.client import Client, JobRequest
+from toolbag.client import Client
 from toolbag.config import load_config
 from toolbag.jobs import JobStatus
 
 
 def reroute_latencies(client: Client, jobs_n: int) -> list[float]:
-    jobs = client.submit_many([JobRequest("summarize", {"text": f"[[sim:refusal@claude-*]] doc {i}"},
-                                          tier="interactive") for i in range(jobs_n)])
+    """One job at a time, so the figure is the reroute path itself, not a queue of simultaneous refusals."""
     gaps = []
-    for result in client.results(jobs, timeout_s=120):
+    for i in range(jobs_n):
+        result = client.submit("summarize", input={"text": f"[[sim:refusal@claude-*]] doc {i}"},
+                               tier="interactive").result(30)
         tries = [a for a in result.attempts if a["type"] == "attempt"]
         assert result.ok and tries[0]["outcome"] == "refused" and tries[1]["outcome"] == "ok", result
         gaps.append((tries[1]["started_ms"] - tries[0]["ended_ms"]) / 1000)
@@ -102,7 +103,7 @@ def main() -> None:
     parser.add_argument("--celery-vt", type=int, default=30, help="visibility timeout for plain Celery (s)")
     args = parser.parse_args()
     with private_redis() as redis_url, simulator_process() as sim:
-        with fleet(redis_url, sim, workers={"anthropic": 32, "openai": 32, "gemini": 8},
+        with fleet(redis_url, sim, workers={"anthropic": 32, "openai": 32},
                    supervisor=True) as (config_path, env):
             config = load_config(config_path)
             client = Client(config, redis_url)
@@ -113,7 +114,8 @@ def main() -> None:
             gemini = subprocess.Popen([sys.executable, "-m", "toolbag.cli", "worker", "--provider", "gemini"],
                                       env={**env, "TOOLBAG_METRICS_PORT": "0"}, cwd=REPO,
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            time.sleep(5)
+            while not any(m.startswith("gemini|") for m in client.store.live_workers(60)):
+                time.sleep(0.1)
 
             def kill_gemini() -> None:
                 gemini.send_signal(signal.SIGKILL)

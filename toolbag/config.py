@@ -145,7 +145,7 @@ class Route(_Strict):
 class FleetConfig(_Strict):
     max_input_bytes: int = Field(default=1_000_000, ge=1)
     job_ttl_s: int = Field(default=7 * 86_400, ge=60)
-    lease_ttl_s: float = Field(default=10.0, gt=0)
+    lease_ttl_s: float = Field(default=5.0, gt=0)
     visibility_timeout_s: int = Field(default=3600, ge=60)
     key_prefix: str = "tb:"
     unclaimed_delivery_s: float = Field(default=10.0, gt=0)  # a delivery not claimed by then is reclaimed
