@@ -28,11 +28,11 @@ import redis
 
 from toolbag.gateway.policy import Policy, PolicyError, load_policy_file, parse_policy
 from toolbag.keys import Keys
+from toolbag.lua import source as lua_source
 
 __all__ = ["LivePolicy", "PolicyStore", "PublishResult"]
 
 log = logging.getLogger("toolbag.gateway")
-_SCRIPT = (Path(__file__).parent / "policy_publish.lua").read_text(encoding="utf-8")
 
 
 def _s(value: object) -> str:
@@ -59,7 +59,7 @@ class PolicyStore:
         self.client = client
         self.keys = keys
         self.audit_maxlen = audit_maxlen
-        self._publish = client.register_script(_SCRIPT)
+        self._publish = client.register_script(lua_source("policy_publish"))
 
     def publish(self, policy: Policy, *, force: bool = False, who: str | None = None) -> PublishResult:
         """Make ``policy`` live (see the module docstring for the version rules)."""
