@@ -33,6 +33,22 @@ from toolbag.simulator.server import SimulatorServer
 REPO = Path(__file__).resolve().parent.parent
 
 
+def reap(proc: subprocess.Popen[bytes], grace_s: float = 15.0) -> None:
+    """Wait for a process already asked to stop; kill it if it has not within ``grace_s``."""
+    try:
+        proc.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=5)
+
+
+def terminate(proc: subprocess.Popen[bytes], grace_s: float = 15.0) -> None:
+    """SIGTERM (a warm shutdown for our processes), then :func:`reap`."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    reap(proc, grace_s)
+
+
 def free_port() -> int:
     """A TCP port nobody listens on right now (for a child process to bind)."""
     with socket.socket() as sock:
@@ -79,12 +95,7 @@ def cli_simulator(tmp: Path, faults: Path | None = None) -> Iterator[CliSimulato
         wait_http(f"{sim.url}/_sim/health")
         yield sim
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
+        terminate(proc)
         log.close()
 
 
@@ -170,11 +181,7 @@ class Fleet:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
         for proc in self.procs.values():
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
+            reap(proc)
 
 
 @contextmanager

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import signal
 import subprocess
 import time
 import urllib.parse
@@ -25,7 +24,7 @@ import pytest
 import redis
 import yaml
 
-from tests.fleet import REPO, CliSimulator, Fleet, cli_simulator, free_port, running_fleet, wait_http
+from tests.fleet import REPO, CliSimulator, Fleet, cli_simulator, free_port, running_fleet, terminate, wait_http
 from tests.test_metrics import promtool_check
 from toolbag.config import TIERS
 from toolbag.providers.registry import resolve_provider
@@ -131,12 +130,7 @@ def prometheus_server(tmp: Path, targets: dict[str, list[int]]) -> Iterator[str]
         wait_http(f"{url}/-/ready", timeout_s=60)
         yield url
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
+        terminate(proc)
         log.close()
 
 
