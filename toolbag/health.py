@@ -18,13 +18,12 @@ from toolbag.config import Config
 from toolbag.keys import Keys
 from toolbag.lua import source as lua_source
 from toolbag.providers.base import OutcomeKind
+from toolbag.store import text as _text
 
 STATES = ("closed", "open", "half_open")
 
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ from toolbag.config import Config, Limits
 from toolbag.keys import Keys
 from toolbag.lua import source as lua_source
 from toolbag.providers.base import AttemptFailure, ModelRequest, ModelResponse, OutcomeKind
+from toolbag.store import text as _text
 
 if TYPE_CHECKING:
     from workers.hooks import AttemptContext
@@ -51,8 +52,6 @@ _NOTHING_USED = frozenset({
 })
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 class HandBack(Exception):

@@ -26,8 +26,11 @@ DECIDE_TASK = "toolbag.decide"
 
 
 
-def _s(value: Any) -> str:
+def text(value: Any) -> str:
+    """A Redis reply value as text (replies are bytes unless the client decodes them)."""
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
 
 
 @dataclass(frozen=True)
@@ -105,7 +108,7 @@ class JobStore:
         """Create and enqueue; returns ``(created, job_id)`` (the existing id on an idempotency hit)."""
         keys, argv = self._submit_args(job)
         created, job_id = self._submit(keys=keys, args=argv)
-        return bool(int(created)), _s(job_id)
+        return bool(int(created)), text(job_id)
 
     def submit_many(self, jobs: Sequence[NewJob]) -> list[tuple[bool, str]]:
         """Pipelined ``submit``: one round trip for the whole batch, each job still atomic."""
@@ -113,7 +116,7 @@ class JobStore:
         for job in jobs:
             keys, argv = self._submit_args(job)
             self._submit(keys=keys, args=argv, client=pipe)
-        return [(bool(int(c)), _s(i)) for c, i in pipe.execute()]
+        return [(bool(int(c)), text(i)) for c, i in pipe.execute()]
 
     # -- worker side --------------------------------------------------------------------------------
 
@@ -125,7 +128,7 @@ class JobStore:
         )
         if int(reply[0]) != 1:
             return None
-        flat = [_s(x) for x in reply[1:]]
+        flat = [text(x) for x in reply[1:]]
         return dict(zip(flat[0::2], flat[1::2], strict=True))
 
     def renew_leases(self, members: Iterable[str], lease_ttl_s: float) -> list[str]:
@@ -151,7 +154,7 @@ class JobStore:
             args=[token, json.dumps(output), json.dumps(result), record_json, self.job_ttl_s],
         )
         if int(reply[0]) != 1:
-            return Transition(False, _s(reply[1]))
+            return Transition(False, text(reply[1]))
         return Transition(True, "succeeded", int(reply[1]), int(reply[2]))
 
     def end_attempt(self, job_id: str, token: str, outcome: str, record_json: str) -> Transition:
@@ -164,7 +167,7 @@ class JobStore:
             ],
             args=[token, outcome, record_json, envelope],
         )
-        return Transition(int(reply[0]) == 1, _s(reply[1]) if len(reply) > 1 else "deciding")
+        return Transition(int(reply[0]) == 1, text(reply[1]) if len(reply) > 1 else "deciding")
 
     def hand_back(
         self,
@@ -189,7 +192,7 @@ class JobStore:
                   self.keys.waiting(queue), self.keys.audit],
             args=[token, new_token, model, provider, queue, envelope, record_json, delay_ms, "1" if audit else "0"],
         )
-        return Transition(int(reply[0]) == 1, _s(reply[1]) if len(reply) > 1 else "")
+        return Transition(int(reply[0]) == 1, text(reply[1]) if len(reply) > 1 else "")
 
     # -- supervisor side ----------------------------------------------------------------------------
 
@@ -220,7 +223,7 @@ class JobStore:
             args=[expected_token, new_token, model, provider, queue, envelope, record_json, delay_ms, feedback,
                   expected_status, int(new_deadline_s * 1000)],
         )
-        return Transition(int(reply[0]) == 1, _s(reply[1]) if len(reply) > 1 else "")
+        return Transition(int(reply[0]) == 1, text(reply[1]) if len(reply) > 1 else "")
 
     def promote(self, job_id: str) -> Transition:
         """Waiting and due → queued. Safe to call twice, from two supervisors."""
@@ -228,12 +231,12 @@ class JobStore:
         if record[0] is None or record[1] is None:
             self.redis.zrem(self.keys.delayed, job_id)
             return Transition(False, "missing")
-        token, queue = _s(record[0]), _s(record[1])
+        token, queue = text(record[0]), text(record[1])
         reply = self._promote(
             keys=[self.keys.job(job_id), self.keys.delayed, queue, self.keys.waiting(queue)],
             args=[token, task_envelope(queue, ATTEMPT_TASK, [job_id, token])],
         )
-        return Transition(int(reply[0]) == 1, _s(reply[1]) if len(reply) > 1 else "queued")
+        return Transition(int(reply[0]) == 1, text(reply[1]) if len(reply) > 1 else "queued")
 
     def finish(
         self,
@@ -251,13 +254,13 @@ class JobStore:
             keys=[
                 self.keys.job(job_id), self.keys.leases, self.keys.deciding, self.keys.delayed,
                 self.keys.deadlines, self.keys.notify(job_id), self.keys.attempts(job_id),
-                self.keys.escalations, self.keys.waiting(_s(queue)) if queue else self.keys.dummy,
+                self.keys.escalations, self.keys.waiting(text(queue)) if queue else self.keys.dummy,
                 self.keys.audit, self.keys.resolved(job_id), self.keys.stats,
             ],
             args=[expected_status, expected_token, status.value, reason, record_json, self.job_ttl_s],
         )
         if int(reply[0]) != 1:
-            return Transition(False, _s(reply[1]))
+            return Transition(False, text(reply[1]))
         return Transition(True, status.value, int(reply[1]), int(reply[2]))
 
     def resolve(
@@ -271,12 +274,12 @@ class JobStore:
             args=[status.value, "" if output is None else json.dumps(output),
                   "" if result is None else json.dumps(result), error, record_json, self.job_ttl_s],
         )
-        return Transition(int(reply[0]) == 1, _s(reply[1]) if len(reply) > 1 else status.value)
+        return Transition(int(reply[0]) == 1, text(reply[1]) if len(reply) > 1 else status.value)
 
     def escalated(self, limit: int = 100) -> list[tuple[str, float]]:
         """The human inbox, oldest first: (job id, escalated at, unix seconds)."""
         rows: list[Any] = self.redis.zrange(self.keys.escalations, 0, limit - 1, withscores=True)  # type: ignore[assignment]
-        return [(_s(row[0]), float(row[1]) / 1000) for row in rows]
+        return [(text(row[0]), float(row[1]) / 1000) for row in rows]
 
     def wait_resolved(self, job_id: str, timeout_s: float) -> bool:
         key = self.keys.resolved(job_id)
@@ -285,7 +288,7 @@ class JobStore:
 
     def audit_tail(self, count: int = 50) -> list[dict[str, str]]:
         entries: list[Any] = self.redis.xrevrange(self.keys.audit, count=count) or []  # type: ignore[assignment]
-        return [{"id": _s(entry_id), **{_s(k): _s(v) for k, v in (fields or {}).items()}}
+        return [{"id": text(entry_id), **{text(k): text(v) for k, v in (fields or {}).items()}}
                 for entry_id, fields in entries]
 
     # -- reads --------------------------------------------------------------------------------------
@@ -294,7 +297,7 @@ class JobStore:
         raw = self.redis.hgetall(self.keys.job(job_id))
         if not raw:
             raise JobNotFound(job_id)
-        return {_s(k): _s(v) for k, v in raw.items()}
+        return {text(k): text(v) for k, v in raw.items()}
 
     def snapshot(self, job_id: str) -> tuple[dict[str, str], list[dict[str, Any]]]:
         """The job record and its history in one round trip."""
@@ -304,7 +307,7 @@ class JobStore:
         raw, history = pipe.execute()
         if not raw:
             raise JobNotFound(job_id)
-        return {_s(k): _s(v) for k, v in raw.items()}, [json.loads(_s(x)) for x in history]
+        return {text(k): text(v) for k, v in raw.items()}, [json.loads(text(x)) for x in history]
 
     def snapshot_many(self, job_ids: Sequence[str]) -> list[tuple[dict[str, str], list[dict[str, Any]]] | None]:
         """``snapshot`` of many jobs in one round trip; ``None`` where a record is gone."""
@@ -318,7 +321,7 @@ class JobStore:
             if not raw:
                 out.append(None)
                 continue
-            out.append(({_s(k): _s(v) for k, v in raw.items()}, [json.loads(_s(x)) for x in history]))
+            out.append(({text(k): text(v) for k, v in raw.items()}, [json.loads(text(x)) for x in history]))
         return out
 
     def statuses(self, job_ids: Sequence[str]) -> list[str | None]:
@@ -326,7 +329,7 @@ class JobStore:
         pipe = self.redis.pipeline(transaction=False)
         for job_id in job_ids:
             pipe.hget(self.keys.job(job_id), "status")
-        return [None if v is None else _s(v) for v in pipe.execute()]
+        return [None if v is None else text(v) for v in pipe.execute()]
 
     def pop_inbox(self, inbox: str, max_count: int, timeout_s: float) -> list[str]:
         """Up to ``max_count`` job ids from a completion inbox (oldest first), blocking up to ``timeout_s``
@@ -335,12 +338,12 @@ class JobStore:
         timeout_s = min(max(timeout_s, 0.0), WAIT_CHUNK_S)
         if timeout_s <= 0:
             items = self.redis.rpop(inbox, max_count)
-            return [_s(x) for x in items or []]
+            return [text(x) for x in items or []]
         got = self.redis.blmpop(timeout_s, 1, inbox, direction="RIGHT", count=max_count)
-        return [_s(x) for x in got[1]] if got else []
+        return [text(x) for x in got[1]] if got else []
 
     def history(self, job_id: str) -> list[dict[str, Any]]:
-        return [json.loads(_s(x)) for x in self.redis.lrange(self.keys.attempts(job_id), 0, -1)]
+        return [json.loads(text(x)) for x in self.redis.lrange(self.keys.attempts(job_id), 0, -1)]
 
     def wait(self, job_id: str, timeout_s: float) -> bool:
         """Block until the job is terminal (True) or ``timeout_s`` (at most ``WAIT_CHUNK_S``) passes.
@@ -355,24 +358,24 @@ class JobStore:
 
     def due_delayed(self, limit: int = 500) -> list[str]:
         now_ms = int(time.time() * 1000)
-        return [_s(x) for x in self.redis.zrangebyscore(self.keys.delayed, "-inf", now_ms, start=0, num=limit)]
+        return [text(x) for x in self.redis.zrangebyscore(self.keys.delayed, "-inf", now_ms, start=0, num=limit)]
 
     def expired_leases(self, limit: int = 500) -> list[tuple[str, str]]:
         now_ms = int(time.time() * 1000)
         members = self.redis.zrangebyscore(self.keys.leases, "-inf", now_ms, start=0, num=limit)
         out = []
         for member in members:
-            job_id, _, token = _s(member).rpartition(":")
+            job_id, _, token = text(member).rpartition(":")
             out.append((job_id, token))
         return out
 
     def stuck_deciding(self, older_than_s: float, limit: int = 500) -> list[str]:
         cutoff = int((time.time() - older_than_s) * 1000)
-        return [_s(x) for x in self.redis.zrangebyscore(self.keys.deciding, "-inf", cutoff, start=0, num=limit)]
+        return [text(x) for x in self.redis.zrangebyscore(self.keys.deciding, "-inf", cutoff, start=0, num=limit)]
 
     def overdue(self, limit: int = 500) -> list[str]:
         now_ms = int(time.time() * 1000)
-        return [_s(x) for x in self.redis.zrangebyscore(self.keys.deadlines, "-inf", now_ms, start=0, num=limit)]
+        return [text(x) for x in self.redis.zrangebyscore(self.keys.deadlines, "-inf", now_ms, start=0, num=limit)]
 
     def orphaned_deliveries(self, older_than_s: float, limit: int = 200) -> list[tuple[str, str, str, str]]:
         """Attempt messages delivered to a consumer more than ``older_than_s`` ago and still unacked:
@@ -393,7 +396,7 @@ class JobStore:
                 args = json.loads(base64.b64decode(payload["body"]))[0]
             except (ValueError, KeyError, TypeError, IndexError):
                 continue
-            out.append((_s(tag), str(routing_key), str(args[0]), str(args[1])))
+            out.append((text(tag), str(routing_key), str(args[0]), str(args[1])))
         return out
 
     def reclaim(self, tag: str, queue: str, job_id: str, token: str, record_json: str) -> Transition:
@@ -404,7 +407,7 @@ class JobStore:
                   KOMBU_UNACKED_INDEX, KOMBU_UNACKED],
             args=[token, new_token, task_envelope(queue, ATTEMPT_TASK, [job_id, new_token]), tag, record_json],
         )
-        return Transition(int(reply[0]) == 1, _s(reply[1]) if len(reply) > 1 else "queued")
+        return Transition(int(reply[0]) == 1, text(reply[1]) if len(reply) > 1 else "queued")
 
     def resend_decision(self, job_id: str, token: str) -> None:
         """Re-push a decision message for a job stuck in ``deciding`` (its message was lost with a
@@ -422,7 +425,7 @@ class JobStore:
         """``<provider>|<name>`` of every worker process heard from within ``max_age_s``."""
         cutoff = int((time.time() - max_age_s) * 1000)
         self.redis.zremrangebyscore(self.keys.workers, "-inf", cutoff - 3_600_000)
-        return [_s(x) for x in self.redis.zrangebyscore(self.keys.workers, cutoff, "+inf")]
+        return [text(x) for x in self.redis.zrangebyscore(self.keys.workers, cutoff, "+inf")]
 
     def queue_stats(self, queue: str) -> tuple[int, float]:
         """(jobs waiting, age in seconds of the oldest) for a queue: queued or reserved but not started."""

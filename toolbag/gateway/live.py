@@ -29,14 +29,13 @@ import redis
 from toolbag.gateway.policy import Policy, PolicyError, load_policy_file, parse_policy
 from toolbag.keys import Keys
 from toolbag.lua import source as lua_source
+from toolbag.store import text as _s
 
 __all__ = ["LivePolicy", "PolicyStore", "PublishResult"]
 
 log = logging.getLogger("toolbag.gateway")
 
 
-def _s(value: object) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 @dataclass(frozen=True)
