@@ -70,8 +70,12 @@ class HealthTracker:
         chosen = self.choose(candidates)
         if chosen is None:
             return []
-        rest = [m for m in candidates if m != chosen and self.snapshot(m).state == "closed"
-                and self.snapshot(m).cooling_for_s == 0]
+        rest = []
+        for m in candidates:
+            if m != chosen:
+                snap = self.snapshot(m)
+                if snap.state == "closed" and snap.cooling_for_s == 0:
+                    rest.append(m)
         return [chosen, *rest]
 
     def by_latency(self, candidates: Sequence[str]) -> list[str]:
