@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.fleet import running_fleet
+from tests.fleet import pointer_report, running_fleet
 from toolbag.client import JobRequest
 from toolbag.config import DEFAULT_CONFIG_PATH, TIERS
-from toolbag.jobs import JobStatus
+from toolbag.jobs import JobStatus, ResultTimeout
 
 JOBS = 540
 CAPABILITIES = ("summarize", "extract", "classify", "translate", "answer", "code-review")
@@ -87,7 +87,11 @@ def test_chaos_nothing_lost_nothing_twice(redis_server: str, tmp_path: Path) -> 
         fleet.supervisor("supervisor-restarted")
         kill_worker_mid_attempt("anthropic", "worker-anthropic-2")
 
-        results = {r.job_id: r for r in fleet.client.results(jobs, timeout_s=240)}
+        try:
+            results = {r.job_id: r for r in fleet.client.results(jobs, timeout_s=240)}
+        except ResultTimeout:
+            stuck = [j.id for j in jobs if not JobStatus(store.get(j.id)["status"]).terminal]
+            pytest.fail(f"{len(stuck)} jobs never finished: {[pointer_report(store, j) for j in stuck[:5]]}")
 
         # 1. Nothing lost: every job is terminal.
         statuses = collections.Counter(r.status for r in results.values())

@@ -151,3 +151,33 @@ def test_orphaned_delivery_is_reclaimed_with_a_new_token(store: JobStore) -> Non
     assert not store.redis.exists(KOMBU_UNACKED_INDEX) and not store.redis.exists(KOMBU_UNACKED)
     assert store.claim("j1", "1", "openai.standard", 5, "w") is None
     assert store.claim("j1", "2", "openai.standard", 5, "w") is not None
+
+
+def test_vanished_message_is_found_only_when_it_is_nowhere(store: JobStore) -> None:
+    """A job popped off its queue by a worker that died before kombu recorded the delivery is found; jobs
+    still on the list, delivered (unacked) or no longer queued are not."""
+    import time as _time
+
+    from toolbag.keys import KOMBU_UNACKED, KOMBU_UNACKED_INDEX
+
+    queue = "openai.standard"
+    for job_id in ("j1", "j2", "j3"):
+        store.submit(new_job(job_id))
+        _time.sleep(0.005)  # distinct push times (ms)
+    assert store.vanished_pointers(queue, older_than_s=0) == []  # all three on the list
+    popped = store.redis.rpop(queue)  # j1: taken by a worker that died at once
+    assert store.vanished_pointers(queue, older_than_s=0) == [("j1", "1")]
+    assert store.vanished_pointers(queue, older_than_s=60) == []  # too young to judge
+    delivered = store.redis.rpop(queue)  # j2: delivered and recorded, not yet claimed
+    store.redis.hset(KOMBU_UNACKED, "tag-2", json.dumps([json.loads(delivered), "", queue]))
+    store.redis.zadd(KOMBU_UNACKED_INDEX, {"tag-2": _time.time()})
+    assert store.vanished_pointers(queue, older_than_s=0) == [("j1", "1")]
+    store.redis.rpush(queue, popped)  # a stale copy of j1's message comes back to the tail ...
+    assert store.reclaim("", queue, "j1", "1", record_json="{}").ok  # ... after j1 was re-pushed (token 2)
+    assert store.vanished_pointers(queue, older_than_s=0) == []  # stale tail: no bound, no guess
+    store.redis.rpop(queue)
+    assert store.vanished_pointers(queue, older_than_s=0) == []  # j1 (token 2) is behind j3 on the list
+    store.redis.delete(queue)  # the list empties: j3 and j1 popped by dying workers
+    assert sorted(store.vanished_pointers(queue, older_than_s=0)) == [("j1", "2"), ("j3", "1")]
+    assert store.claim("j3", "1", queue, 5, "w") is not None  # running jobs are not queued
+    assert store.vanished_pointers(queue, older_than_s=0) == [("j1", "2")]

@@ -201,3 +201,20 @@ def test_sigterm_is_a_warm_shutdown_that_finishes_in_flight_attempts(redis_serve
         result = job.result(5)
         assert result.ok and [(m, o) for m, o in attempts(result)] == [("gemini-lite", "ok")]
         assert not fleet.client.store.live_workers(60), "a stopped worker withdraws its presence"
+
+
+def test_message_popped_by_a_worker_killed_before_kombu_recorded_it_is_requeued(
+        redis_server: str, tmp_path: Path) -> None:
+    """kombu's BRPOP takes the message off the list before it writes ``unacked``: a worker SIGKILLed between
+    the two leaves a queued job with no message anywhere. The supervisor puts it back."""
+    with running_fleet(f"{redis_server}/28", tmp_path, providers=("gemini",)) as fleet:
+        fleet.kill("worker-gemini", signal.SIGKILL)
+        job = fleet.client.submit("classify", input={"text": "lost in the pop"}, tier="standard")
+        queue = fleet.client.store.get(job.id)["queue"]
+        assert fleet.client.store.redis.rpop(queue) is not None  # what the dying worker's BRPOP took
+        fleet.worker("gemini", name="worker-gemini-2")
+        result = job.result(fleet.config.fleet.unclaimed_delivery_s + 20)
+        assert result.ok, result
+        requeues = [a for a in result.attempts if a["type"] == "decision" and a.get("action") == "requeue"]
+        assert len(requeues) == 1 and "lost with a worker" in requeues[0]["reason"], result.attempts
+        assert [o for _, o in attempts(result)] == ["ok"]

@@ -154,6 +154,11 @@ INFLIGHT = Gauge(
 STALE_DELIVERIES = Counter(
     "toolbag_stale_deliveries_total", "Duplicate or stale deliveries acked and dropped", ["provider"]
 )
+REQUEUED = Counter(
+    "toolbag_jobs_requeued_total",
+    "Queued jobs whose message died with a worker, put back on their queue by the supervisor",
+    ["reason"],  # unclaimed_delivery | vanished_message
+)
 SDK_ERRORS = Counter(
     "toolbag_sdk_errors_total", "Vendor errors by normalized class", ["provider", "error_class"]
 )

@@ -31,6 +31,37 @@ def text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def _pointer(payload: Any) -> tuple[str, str] | None:
+    """(job id, token) of a decoded attempt message; None for any other message."""
+    try:
+        if payload.get("headers", {}).get("task") != ATTEMPT_TASK:
+            return None
+        args = json.loads(base64.b64decode(payload["body"]))[0]
+        return str(args[0]), str(args[1])
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError):
+        return None
+
+
+def _envelope_pointer(raw: Any) -> tuple[str, str] | None:
+    """(job id, token) of an attempt message as kombu stores it on a queue; None for anything else."""
+    try:
+        return _pointer(json.loads(raw))
+    except ValueError:
+        return None
+
+
+def _unacked_pointer(raw: Any) -> tuple[str, str, str] | None:
+    """(queue, job id, token) of an attempt message in kombu's ``unacked`` hash; None for anything else."""
+    if raw is None:
+        return None
+    try:
+        payload, _exchange, routing_key = json.loads(raw)
+        pointer = _pointer(payload)
+    except (ValueError, TypeError):
+        return None
+    return None if pointer is None else (str(routing_key), pointer[0], pointer[1])
+
+
 
 
 @dataclass(frozen=True)
@@ -387,20 +418,55 @@ class JobStore:
         raws = self.redis.hmget(KOMBU_UNACKED, tags)
         out = []
         for tag, raw in zip(tags, raws, strict=True):
-            if raw is None:
+            delivered = _unacked_pointer(raw)
+            if delivered is not None:
+                out.append((text(tag), delivered[0], delivered[1], delivered[2]))
+        return out
+
+    def vanished_pointers(self, queue: str, older_than_s: float, limit: int = 200) -> list[tuple[str, str]]:
+        """Queued jobs (id, token) whose pointer message is neither on ``queue`` nor delivered and unacked.
+
+        kombu's BRPOP takes a message off the list before it records the delivery in ``unacked``; a worker
+        killed between the two loses the message, and the job would wait forever. A job is on the list only
+        if it was pushed after the list's tail (the next message out), because pushes go to the head. The
+        reads are ordered (tail, then candidates, then ``unacked``) so a message moving along that path
+        during the check is always seen once; a caller should still confirm a hit on a later check (a
+        stalled worker may sit between the pop and the record) before it re-pushes the job.
+        """
+        waiting = self.keys.waiting(queue)
+        bound_ms = time.time() * 1000 - older_than_s * 1000
+        tail = self.redis.lindex(queue, -1)
+        if tail is not None:
+            pointer = _envelope_pointer(tail)
+            if pointer is None:
+                return []
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.hget(self.keys.job(pointer[0]), "token")
+            pipe.zscore(waiting, pointer[0])
+            tail_token, tail_pushed_ms = pipe.execute()
+            if tail_token is None or text(tail_token) != pointer[1] or tail_pushed_ms is None:
+                return []  # a stale message is next out: no bound this time; workers will drain it
+            bound_ms = min(bound_ms, float(tail_pushed_ms))
+        candidates = [text(x) for x in self.redis.zrangebyscore(waiting, "-inf", f"({bound_ms}", start=0, num=limit)]
+        if not candidates:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        for job_id in candidates:
+            pipe.hmget(self.keys.job(job_id), ["status", "token"])
+        states = pipe.execute()
+        delivered = {(job_id, token) for _q, job_id, token in
+                     filter(None, map(_unacked_pointer, self.redis.hvals(KOMBU_UNACKED)))}
+        out = []
+        for job_id, (status, token) in zip(candidates, states, strict=True):
+            if status is None or text(status) != JobStatus.QUEUED.value:
                 continue
-            try:
-                payload, _exchange, routing_key = json.loads(raw)
-                if payload.get("headers", {}).get("task") != ATTEMPT_TASK:
-                    continue
-                args = json.loads(base64.b64decode(payload["body"]))[0]
-            except (ValueError, KeyError, TypeError, IndexError):
-                continue
-            out.append((text(tag), str(routing_key), str(args[0]), str(args[1])))
+            if (job_id, text(token)) not in delivered:
+                out.append((job_id, text(token)))
         return out
 
     def reclaim(self, tag: str, queue: str, job_id: str, token: str, record_json: str) -> Transition:
-        """Re-enqueue a job whose message was delivered to a worker that died before claiming it."""
+        """Re-enqueue a job whose message was delivered to a worker that died before claiming it (``tag``
+        is kombu's delivery tag, dropped from ``unacked``), or whose message vanished (``tag`` empty)."""
         new_token = str(int(token) + 1)
         reply = self._reclaim(
             keys=[self.keys.job(job_id), queue, self.keys.waiting(queue), self.keys.attempts(job_id),

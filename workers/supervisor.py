@@ -25,6 +25,7 @@ from toolbag.queues import queue_stats
 from toolbag.store import JobStore
 
 log = logging.getLogger("toolbag.supervisor")
+VANISHED_CHECK_S = 1.0  # how often queues are checked for jobs whose message vanished
 
 
 class Supervisor:
@@ -113,6 +114,9 @@ class Sweeper:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="toolbag-sweeper", daemon=True)
         self._last_gauges = 0.0
+        self._last_vanished_check = 0.0
+        self._vanished: set[tuple[str, str, str]] = set()
+        self._queues = [queue_name(provider, tier) for provider in config.providers for tier in TIERS]
 
     def start(self) -> None:
         self._thread.start()
@@ -131,6 +135,7 @@ class Sweeper:
     def sweep_once(self) -> None:
         self.expire_leases()
         self.reclaim_orphans()
+        self.recover_vanished()
         self.promote_due()
         self.resend_stuck()
         self.expire_deadlines()
@@ -165,7 +170,32 @@ class Sweeper:
         for tag, queue, job_id, token in self.store.orphaned_deliveries(self.config.fleet.unclaimed_delivery_s):
             record = DecisionRecord("requeue", "delivered to a worker that died before starting it").to_json()
             if self.store.reclaim(tag, queue, job_id, token, record).ok:
+                metrics.REQUEUED.labels("unclaimed_delivery").inc()
                 n += 1
+        return n
+
+    def recover_vanished(self) -> int:
+        """Queued jobs whose message vanished with a worker killed between kombu's pop and its record of the
+        delivery (:meth:`JobStore.vanished_pointers`): back on their queue once a second check, a second
+        later, finds the same job with the same token still without a message."""
+        now = time.monotonic()
+        if now - self._last_vanished_check < VANISHED_CHECK_S:
+            return 0
+        self._last_vanished_check = now
+        seen: set[tuple[str, str, str]] = set()
+        n = 0
+        for queue in self._queues:
+            for job_id, token in self.store.vanished_pointers(queue, self.config.fleet.unclaimed_delivery_s):
+                suspect = (queue, job_id, token)
+                if suspect not in self._vanished:
+                    seen.add(suspect)
+                    continue
+                record = DecisionRecord("requeue", "its message was lost with a worker before delivery").to_json()
+                if self.store.reclaim("", queue, job_id, token, record).ok:
+                    log.warning("job %s: message lost with a worker; put back on %s", job_id, queue)
+                    metrics.REQUEUED.labels("vanished_message").inc()
+                    n += 1
+        self._vanished = seen
         return n
 
     def promote_due(self) -> int:
