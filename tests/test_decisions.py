@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from toolbag.config import RoutePolicy, load_config
-from toolbag.decisions import Situation, decide
+from toolbag.decisions import Situation, decide, ruled_out
 from toolbag.providers.base import OutcomeKind as O
 
 CONFIG = load_config()
@@ -52,6 +52,15 @@ def test_context_too_long_skips_smaller_windows() -> None:
     assert d.action == "reroute" and d.model == "gemini-flash"
     d = decide(situation(O.CONTEXT_TOO_LONG, model="gemini-flash", plan=plan), CONFIG, POLICY)
     assert d.action == "fail"
+
+
+def test_a_window_once_exceeded_rules_out_smaller_ones_for_every_later_reroute() -> None:
+    plan = ["gpt-luna", "claude-haiku", "gemini-flash", "claude-sonnet"]  # 400k, 200k, 1M, 1M
+    history = [attempt("gpt-luna", O.CONTEXT_TOO_LONG), attempt("gemini-flash", O.TIMEOUT)]
+    d = decide(situation(O.TIMEOUT, model="gemini-flash", history=history, plan=plan), CONFIG, POLICY)
+    assert d.action == "reroute" and d.model == "claude-sonnet", "claude-haiku's 200k window is known too small"
+    assert ruled_out(history, CONFIG) >= {"gpt-luna", "claude-haiku"}
+    assert not ruled_out(history, CONFIG) & {"gemini-flash", "claude-sonnet"}
 
 
 def test_rate_limited_waits_on_batch_and_spills_on_interactive() -> None:

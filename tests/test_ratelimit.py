@@ -19,7 +19,7 @@ import yaml
 
 from toolbag.config import DEFAULT_CONFIG_PATH, Config, parse_config
 from toolbag.decisions import Situation, decide
-from toolbag.jobs import DecisionRecord
+from toolbag.jobs import AttemptRecord, DecisionRecord
 from toolbag.keys import Keys
 from toolbag.providers.base import AttemptFailure, Message, ModelRequest, ModelResponse, OutcomeKind, Usage
 from toolbag.ratelimit import HandBack, RateLimiter, estimate_input_tokens, reservation, vendor_signals
@@ -413,6 +413,21 @@ def test_interactive_spills_to_the_next_candidate_with_capacity(client: redis.Re
     with pytest.raises(HandBack) as caught:
         rl.admit(ctx(model="gpt-sol", tier="interactive"), REQUEST)
     assert (caught.value.action, caught.value.model) == ("spill", "claude-haiku")
+
+
+def test_spill_never_goes_back_to_a_model_that_refused_the_job(client: redis.Redis) -> None:
+    """The chaos run found it: gpt-luna full, the next candidate with capacity had already refused this job."""
+    config = make_config({"gpt-luna": {"rpm": 2, "window_s": 10}})
+    rl = limiter(client, config)
+    _submit(client, rl.keys, "j1", ["claude-haiku", "gpt-luna", "gemini-lite", "gpt-sol"], "interactive")
+    client.rpush(rl.keys.attempts("j1"), AttemptRecord(n=1, model="gemini-lite", provider="gemini",
+                                                       outcome="refused").to_json())
+    for _ in range(2):
+        with rl.admit(ctx(tier="interactive"), REQUEST):
+            pass
+    with pytest.raises(HandBack) as caught:
+        rl.admit(ctx(tier="interactive"), REQUEST)
+    assert (caught.value.action, caught.value.model) == ("spill", "gpt-sol")
 
 
 def test_interactive_without_a_candidate_with_capacity_is_throttled(client: redis.Redis) -> None:

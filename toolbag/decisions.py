@@ -48,6 +48,18 @@ def _attempts(history: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return [h for h in history if h.get("type") == "attempt"]
 
 
+def ruled_out(history: Sequence[dict[str, Any]], config: Config) -> set[str]:
+    """Models a job must not go to again, whoever routes it: every model that refused it, and every model
+    whose context window is no larger than one its input already exceeded."""
+    attempts = _attempts(history)
+    out = {a["model"] for a in attempts if a["outcome"] == OutcomeKind.REFUSED}
+    too_small = [config.models[a["model"]].context_window for a in attempts
+                 if a["outcome"] == OutcomeKind.CONTEXT_TOO_LONG and a["model"] in config.models]
+    if too_small:
+        out |= {name for name, m in config.models.items() if m.context_window <= max(too_small)}
+    return out
+
+
 def backoff_s(policy: RoutePolicy, n: int, rng: random.Random | None = None) -> float:
     """Jittered exponential backoff for the n-th retry (n ≥ 1)."""
     r = (rng or random).uniform(0.5, 1.5)
@@ -66,6 +78,7 @@ def decide(
     attempts = _attempts(s.history)
     reroutes = sum(1 for h in s.history if h.get("type") == "decision" and h.get("action") == "reroute")
     refused_by = {a["model"] for a in attempts if a["outcome"] == OutcomeKind.REFUSED}
+    banned = ruled_out(s.history, config)
     tried = {a["model"] for a in attempts}
     on_current = [a for a in attempts if a["model"] == s.model]
     provider_of = config.provider_of
@@ -98,21 +111,21 @@ def decide(
     what = f"{outcome}: {s.reason}" if s.reason else str(outcome)
 
     if outcome is OutcomeKind.REFUSED:
-        decision = reroute(f"{s.model} refused", others(exclude=refused_by, prefer_other_vendor=True))
+        decision = reroute(f"{s.model} refused", others(exclude=banned, prefer_other_vendor=True))
         return decision or Decision("escalate", f"every candidate refused ({', '.join(sorted(refused_by))})")
 
     if outcome is OutcomeKind.CONTEXT_TOO_LONG:
         window = config.models[s.model].context_window
         decision = reroute(
             f"input exceeds {s.model}'s {window}-token window",
-            others(exclude=refused_by, min_window=window),
+            others(exclude=banned, min_window=window),
         )
         return decision or Decision("fail", f"input exceeds the context window of every candidate ({what})")
 
     if outcome is OutcomeKind.RATE_LIMITED:
         wait_s = s.retry_after_s if s.retry_after_s is not None else DEFAULT_RETRY_AFTER_S
         if s.tier == "interactive":
-            decision = reroute(f"{s.model} rate limited; spilling over", others(exclude=refused_by | tried))
+            decision = reroute(f"{s.model} rate limited; spilling over", others(exclude=banned | tried))
             if decision:
                 return decision
         return Decision("wait", f"{s.model} rate limited; waiting {wait_s:g}s", model=s.model, delay_s=wait_s)
@@ -121,7 +134,7 @@ def decide(
         if sum(1 for a in on_current if a["outcome"] == OutcomeKind.INVALID_OUTPUT) <= 1:
             return Decision("retry", f"output failed validation; retrying with feedback: {s.reason}",
                             model=s.model, feedback=s.reason)
-        decision = reroute(f"{s.model} produced invalid output twice", others(exclude=refused_by))
+        decision = reroute(f"{s.model} produced invalid output twice", others(exclude=banned))
         return decision or Decision("escalate", f"no candidate produced valid output ({what})")
 
     if outcome in TRANSIENT:
@@ -129,14 +142,14 @@ def decide(
         if transient_here <= policy.same_model_retries:
             return Decision("retry", f"{what}; retrying {s.model}", model=s.model,
                             delay_s=backoff_s(policy, transient_here, rng))
-        decision = reroute(f"{s.model} failing ({what})", others(exclude=refused_by))
+        decision = reroute(f"{s.model} failing ({what})", others(exclude=banned))
         if decision:
             return decision
         return Decision("retry", f"{what}; no other candidate, retrying {s.model}", model=s.model,
                         delay_s=backoff_s(policy, transient_here, rng))
 
     if outcome is OutcomeKind.TIMEOUT:
-        decision = reroute(f"{s.model} timed out", others(exclude=refused_by))
+        decision = reroute(f"{s.model} timed out", others(exclude=banned))
         if decision:
             return decision
         if len(on_current) <= policy.same_model_retries:
@@ -145,7 +158,7 @@ def decide(
         return Decision("escalate", f"every candidate timed out ({what})")
 
     if outcome in (OutcomeKind.AUTH, OutcomeKind.QUOTA_EXHAUSTED):
-        decision = reroute(f"{s.model} unusable ({what})", others(exclude=refused_by))
+        decision = reroute(f"{s.model} unusable ({what})", others(exclude=banned))
         return decision or Decision("escalate", f"no usable candidate: {what}")
 
     return Decision("fail", f"unhandled outcome {what}")

@@ -28,6 +28,7 @@ import redis
 
 from toolbag import metrics
 from toolbag.config import Config, Limits
+from toolbag.decisions import ruled_out
 from toolbag.keys import Keys
 from toolbag.lua import source as lua_source
 from toolbag.providers.base import AttemptFailure, ModelRequest, ModelResponse, OutcomeKind
@@ -387,11 +388,18 @@ class RateLimiter:
         return False
 
     def _spill_target(self, ctx: AttemptContext, request: ModelRequest) -> str | None:
-        """The next candidate after the current model in the job's plan that has capacity now."""
-        raw = self.redis.hget(self.keys.job(ctx.job_id), "plan")
+        """The next candidate after the current model in the job's plan that has capacity now and has not
+        been ruled out for this job (a model that refused it, a window its input exceeded)."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hget(self.keys.job(ctx.job_id), "plan")
+        pipe.lrange(self.keys.attempts(ctx.job_id), 0, -1)
+        raw, history = pipe.execute()
         plan: list[str] = json.loads(_text(raw)) if raw else []
+        banned = ruled_out([json.loads(_text(h)) for h in history], self.config)  # never back to a refuser
         later = plan[plan.index(ctx.model) + 1:] if ctx.model in plan else [m for m in plan if m != ctx.model]
         for model in later:
+            if model in banned:
+                continue
             cfg = self.config.models.get(model)
             if cfg is None or (self.is_usable is not None and not self.is_usable(model)):
                 continue
