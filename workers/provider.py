@@ -94,7 +94,30 @@ class AttemptRunner:
                     ticket.settle(None, failure.ratelimit_headers)
                     raise
                 ticket.settle(response, response.ratelimit_headers)
-            output = self._output(response, request, skill)
+                output = self._output(response, request, skill)
+                latency_s = time.monotonic() - t0
+                usage = response.usage
+                cost = model.cost_usd(usage.input_tokens, usage.output_tokens)
+                attempt = AttemptRecord(
+                    n=attempt_n, model=model_name, provider=self.provider, outcome=OutcomeKind.OK.value,
+                    latency_s=round(latency_s, 4), time_to_first_token_s=response.time_to_first_token_s,
+                    input_tokens=usage.input_tokens, output_tokens=usage.output_tokens, cost_usd=cost,
+                    worker=self.worker_name, request_id=response.request_id,
+                    started_ms=int(record["started_ms"]), ended_ms=int(time.time() * 1000),
+                )
+                result = {
+                    "provider": self.provider,
+                    "model": model_name,
+                    "model_id": response.model,
+                    "usage": dataclasses.asdict(usage),
+                    "cost_usd": cost,
+                    "request_id": response.request_id,
+                    "latency_s": round(latency_s, 4),
+                    "tool_calls": [dataclasses.asdict(c) for c in response.tool_calls],
+                }
+                # complete inside the admission: the caller wakes before the limiter settles and the
+                # health tracker learns, which are nobody's critical path
+                done = self.store.complete(job_id, token, output, result, attempt.to_json())
         except HandBack as back:  # no capacity: back to the delayed set or to another candidate, no attempt
             self._hand_back(record, token, back)
             return
@@ -106,28 +129,7 @@ class AttemptRunner:
             crash = AttemptFailure(OutcomeKind.SERVER_ERROR, f"worker error: {type(err).__name__}: {err}")
             self._failed(record, token, attempt_n, crash, time.monotonic() - t0)
             return
-        latency_s = time.monotonic() - t0
         self.health.record(model_name, OutcomeKind.OK, latency_s, None)
-        usage = response.usage
-        cost = model.cost_usd(usage.input_tokens, usage.output_tokens)
-        attempt = AttemptRecord(
-            n=attempt_n, model=model_name, provider=self.provider, outcome=OutcomeKind.OK.value,
-            latency_s=round(latency_s, 4), time_to_first_token_s=response.time_to_first_token_s,
-            input_tokens=usage.input_tokens, output_tokens=usage.output_tokens, cost_usd=cost,
-            worker=self.worker_name, request_id=response.request_id,
-            started_ms=int(record["started_ms"]), ended_ms=int(time.time() * 1000),
-        )
-        result = {
-            "provider": self.provider,
-            "model": model_name,
-            "model_id": response.model,
-            "usage": dataclasses.asdict(usage),
-            "cost_usd": cost,
-            "request_id": response.request_id,
-            "latency_s": round(latency_s, 4),
-            "tool_calls": [dataclasses.asdict(c) for c in response.tool_calls],
-        }
-        done = self.store.complete(job_id, token, output, result, attempt.to_json())
         self._observe_attempt(model_name, tier, OutcomeKind.OK.value, latency_s, response)
         if not done.ok:
             metrics.STALE_DELIVERIES.labels(self.provider).inc()
