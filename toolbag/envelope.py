@@ -3,7 +3,7 @@
 Building the envelope ourselves lets one Lua script change a job's state *and* push its pointer message
 atomically: there is no moment where a job is queued in the store but has no message, or the reverse.
 The layout follows celery's task protocol 2 (``app/amqp.py: as_task_v2``) and kombu's virtual channel
-(``prepare_message`` + ``_inplace_augment_message``, base64 body); ``tests/test_envelope.py`` checks that
+(``prepare_message`` + ``_inplace_augment_message``, base64 body); every fleet test checks that
 a real Celery worker consumes it.
 """
 

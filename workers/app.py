@@ -49,6 +49,7 @@ def make_app(config: Config, broker_url: str) -> Celery:
         task_acks_on_failure_or_timeout=True,
         task_reject_on_worker_lost=False,
         worker_prefetch_multiplier=1,
+        broker_transport="workers.transport:Transport",  # kombu's Redis transport, sharing one client object
         broker_transport_options=transport_options,
         visibility_timeout=vt_s,
         broker_connection_retry_on_startup=True,
