@@ -28,10 +28,13 @@ RUN apt-get update \
  && useradd --system --uid 10001 --gid toolbag --home-dir /home/toolbag --create-home --shell /usr/sbin/nologin toolbag
 COPY --from=build /opt/toolbag /opt/toolbag
 COPY --chown=root:root skills /opt/toolbag-skills
+COPY --chown=root:root policy.yaml tools.yaml /opt/toolbag-governance/
 ENV PATH=/opt/toolbag/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
-    TOOLBAG_SKILLS_DIR=/opt/toolbag-skills
+    TOOLBAG_SKILLS_DIR=/opt/toolbag-skills \
+    TOOLBAG_POLICY=/opt/toolbag-governance/policy.yaml \
+    TOOLBAG_TOOLS=/opt/toolbag-governance/tools.yaml
 WORKDIR /home/toolbag
 USER 10001:10001
 EXPOSE 9100 9101 9102 8900

@@ -725,6 +725,37 @@ def test_config_and_skills_are_mounted_from_configmaps() -> None:
     assert env["TOOLBAG_CONFIG"]["value"] == f"{mounts['config']}/toolbag.yaml"
 
 
+def test_tool_policy_and_tools_are_mounted_and_valid() -> None:
+    """The policy and tools files from values reach every toolbag pod, and the gateway accepts them; without
+    them, the image's own files (baked in, named by the image's environment) apply."""
+    from toolbag.gateway.policy import parse_policy
+    from toolbag.gateway.settings import parse_gateway_settings
+
+    docs = _rendered("full-values.yaml")
+    settings = _values("full-values.yaml")
+    governance = next(doc for doc in _of_kind(docs, "ConfigMap") if doc["metadata"]["name"].endswith("-governance"))
+    policy = yaml.safe_load(governance["data"]["policy.yaml"])
+    assert policy == settings["governance"]["policy"]
+    assert parse_policy(governance["data"]["policy.yaml"], "rendered policy.yaml").version == 3
+    tools = parse_gateway_settings(yaml.safe_load(governance["data"]["tools.yaml"]), "rendered tools.yaml")
+    assert tools.loop.max_steps == 4
+    for doc in _of_kind(docs, "Deployment"):
+        if doc["metadata"]["labels"]["app.kubernetes.io/component"] not in ("worker", "supervisor"):
+            continue
+        pod = doc["spec"]["template"]["spec"]
+        env = _env(pod["containers"][0])
+        mounts = {mount["name"]: mount["mountPath"] for mount in pod["containers"][0]["volumeMounts"]}
+        assert env["TOOLBAG_POLICY"]["value"] == f"{mounts['governance']}/policy.yaml", doc["metadata"]["name"]
+        assert env["TOOLBAG_TOOLS"]["value"] == f"{mounts['governance']}/tools.yaml"
+        assert "checksum/governance" in doc["spec"]["template"]["metadata"]["annotations"]
+    for doc in _of_kind(_rendered("minimal-values.yaml"), "Deployment"):
+        assert "TOOLBAG_POLICY" not in _env(doc["spec"]["template"]["spec"]["containers"][0])
+    image_env = dict(arg.split("=", 1) for name, args in _dockerfile() if name == "ENV"
+                     for arg in args.replace("\\", " ").split() if "=" in arg)
+    assert image_env["TOOLBAG_POLICY"] == "/opt/toolbag-governance/policy.yaml"
+    assert image_env["TOOLBAG_TOOLS"] == "/opt/toolbag-governance/tools.yaml"
+
+
 @pytest.mark.parametrize("values", ["full-values.yaml", "external-redis-values.yaml", "existing-secrets-values.yaml"])
 def test_keda_scales_each_worker_on_its_three_tier_queues(values: str) -> None:
     docs = _rendered(values)

@@ -96,13 +96,21 @@ toolbag.io/provider: {{ . }}
 - name: TOOLBAG_SKILLS_DIR
   value: /etc/toolbag/skills
 {{- end }}
+{{- if .Values.governance.policy }}
+- name: TOOLBAG_POLICY
+  value: /etc/toolbag/governance/policy.yaml
+{{- end }}
+{{- if .Values.governance.tools }}
+- name: TOOLBAG_TOOLS
+  value: /etc/toolbag/governance/tools.yaml
+{{- end }}
 {{- if .Values.simulator.enabled }}
 - name: TOOLBAG_SIMULATOR_URL
   value: {{ printf "http://%s-simulator:%d" (include "toolbag.fullname" .) (.Values.simulator.port | int) | quote }}
 {{- end }}
 {{- end -}}
 
-{{/* Volumes and mounts for config, skills and a writable /tmp (the root filesystem is read-only). */}}
+{{/* Volumes and mounts for config, skills, governance files and a writable /tmp (the root filesystem is read-only). */}}
 {{- define "toolbag.volumes" -}}
 - name: tmp
   emptyDir: {}
@@ -113,6 +121,11 @@ toolbag.io/provider: {{ . }}
     items:
       - key: toolbag.yaml
         path: toolbag.yaml
+{{- end }}
+{{- if or .Values.governance.policy .Values.governance.tools }}
+- name: governance
+  configMap:
+    name: {{ include "toolbag.fullname" . }}-governance
 {{- end }}
 {{- if .Values.skills.files }}
 - name: skills
@@ -139,12 +152,18 @@ toolbag.io/provider: {{ . }}
   mountPath: /etc/toolbag/skills
   readOnly: true
 {{- end }}
+{{- if or .Values.governance.policy .Values.governance.tools }}
+- name: governance
+  mountPath: /etc/toolbag/governance
+  readOnly: true
+{{- end }}
 {{- end -}}
 
 {{/* Pod annotations that roll pods when the config or skills change. */}}
 {{- define "toolbag.checksums" -}}
 checksum/config: {{ toYaml .Values.config.content | sha256sum }}
 checksum/skills: {{ toYaml .Values.skills.files | sha256sum }}
+checksum/governance: {{ toYaml .Values.governance | sha256sum }}
 {{- end -}}
 
 {{/* Preferred anti-affinity over nodes for one component, unless the user gave an affinity. */}}
