@@ -24,7 +24,7 @@ from tests.fleet import REPO, fleet_config_dict
 from toolbag import metrics
 from toolbag.client import Client, JobRequest
 from toolbag.config import TIERS, Config, parse_config
-from toolbag.jobs import AttemptRecord, DecisionRecord, JobStatus
+from toolbag.jobs import AttemptRecord, DecisionRecord, JobStatus, SubmitError
 from toolbag.keys import Keys
 from toolbag.providers.registry import build_adapter
 from toolbag.queues import queue_stats
@@ -127,6 +127,10 @@ def test_fleet_counters_count_each_transition_once(redis_url: str, sim: Simulato
     assert first.id == again.id and not again.created
     assert client.cancel(first.id)
     assert not client.cancel(first.id), "a second cancel is refused and not counted"
+    with pytest.raises(SubmitError):
+        client.submit("no-such-capability", input={"text": "c"})
+    with pytest.raises(SubmitError):
+        Client(config, redis_url).submit("bounded", input={"text": "d"}, tier="urgent")  # another producer
     record = DecisionRecord("fail", "test").to_json()
     assert store.finish(other.id, JobStatus.FAILED, "test", record).ok
 
@@ -139,6 +143,9 @@ def test_fleet_counters_count_each_transition_once(redis_url: str, sim: Simulato
     assert _value(page, "toolbag_jobs_finished_total", capability="bounded", tier="batch", status="cancelled") == 1
     assert _value(page, "toolbag_jobs_finished_total", capability="summarize", status="failed") == 1
     assert _value(page, "toolbag_jobs_finished_total") == 2
+    assert _value(page, "toolbag_jobs_rejected_total", reason="capability") == 1
+    assert _value(page, "toolbag_jobs_rejected_total", reason="tier") == 1
+    assert _value(page, "toolbag_jobs_submitted_total") == 2, "a rejected submission is not a submission"
 
 
 def test_fleet_counters_survive_a_redis_outage_without_failing_the_scrape() -> None:

@@ -14,7 +14,6 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from toolbag import metrics
 from toolbag.config import TIERS, Config, load_config, redis_url
 from toolbag.jobs import JobNotFound, JobResult, JobStatus, ResultTimeout, SubmitError
 from toolbag.keys import Keys, queue_name
@@ -201,7 +200,7 @@ class Client:
         try:
             return self._validate(req)
         except SubmitError as err:
-            metrics.JOBS_REJECTED.labels(err.field.split(".")[0].split("[")[0]).inc()
+            self.store.count_rejected(err.field.split(".")[0].split("[")[0])
             raise
 
     def _validate(self, req: JobRequest) -> NewJob:

@@ -46,7 +46,7 @@ BUILD_INFO = Gauge(
     multiprocess_mode="max",
 )
 
-# Fleet-wide, counted in Redis (``<prefix>stats``) and exported by FleetCounters from the supervisors. These two
+# Fleet-wide, counted in Redis (``<prefix>stats``) and exported by FleetCounters from the supervisors. These
 # objects only describe the series (name, help, labels): they are in no registry and nobody increments them.
 JOBS_SUBMITTED = Counter(
     "toolbag_jobs_submitted_total", "Jobs accepted at submit (fleet-wide, from Redis)", ["capability", "tier"],
@@ -59,7 +59,10 @@ JOBS_FINISHED = Counter(
     registry=None,
 )
 JOBS_REJECTED = Counter(
-    "toolbag_jobs_rejected_total", "Submissions refused at the edge, by reason", ["reason"]
+    "toolbag_jobs_rejected_total",
+    "Submissions refused at the edge, by the field at fault (fleet-wide, from Redis)",
+    ["reason"],
+    registry=None,
 )
 JOB_DURATION = Histogram(
     "toolbag_job_duration_seconds",
@@ -190,10 +193,10 @@ class FleetCounters(Collector):
         self.stats_key = stats_key
 
     def describe(self) -> Iterable[Metric]:
-        return [self._submitted(), self._finished()]
+        return [self._submitted(), self._finished(), self._rejected()]
 
     def collect(self) -> Iterator[Metric]:
-        submitted, finished = self._submitted(), self._finished()
+        submitted, finished, rejected = self._submitted(), self._finished(), self._rejected()
         try:
             raw = self.client.hgetall(self.stats_key)
         except Exception as err:  # a scrape must not fail because Redis blinked; the series pause instead
@@ -210,12 +213,19 @@ class FleetCounters(Collector):
                 tier, _, rest = rest.partition("|")
                 status, _, capability = rest.partition("|")
                 finished.add_metric([capability, tier, status], value)
+            elif kind == "rejected":
+                rejected.add_metric([rest], value)
         yield submitted
         yield finished
+        yield rejected
 
     @staticmethod
     def _submitted() -> CounterMetricFamily:
         return CounterMetricFamily(JOBS_SUBMITTED._name, JOBS_SUBMITTED._documentation, labels=["capability", "tier"])
+
+    @staticmethod
+    def _rejected() -> CounterMetricFamily:
+        return CounterMetricFamily(JOBS_REJECTED._name, JOBS_REJECTED._documentation, labels=["reason"])
 
     @staticmethod
     def _finished() -> CounterMetricFamily:

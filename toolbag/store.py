@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from toolbag.lua import source as lua_source
 ATTEMPT_TASK = "toolbag.attempt"
 WAIT_CHUNK_S = 5.0  # longest single blocking wait; must stay below the client's socket timeout
 DECIDE_TASK = "toolbag.decide"
+log = logging.getLogger("toolbag.store")
 
 
 
@@ -321,6 +323,14 @@ class JobStore:
         entries: list[Any] = self.redis.xrevrange(self.keys.audit, count=count) or []  # type: ignore[assignment]
         return [{"id": text(entry_id), **{text(k): text(v) for k, v in (fields or {}).items()}}
                 for entry_id, fields in entries]
+
+    def count_rejected(self, reason: str) -> None:
+        """Count a submission refused at the edge in the fleet-wide counters (best effort: a refusal is
+        reported to its caller whether or not Redis can count it)."""
+        try:
+            self.redis.hincrby(self.keys.stats, f"rejected|{reason}", 1)
+        except redis.RedisError as err:
+            log.warning("could not count a rejected submission: %s", err)
 
     # -- reads --------------------------------------------------------------------------------------
 
