@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import redis
+import yaml
 from typer.testing import CliRunner
 
 from tests.fleet import Fleet, running_fleet
@@ -22,6 +23,7 @@ from toolbag.config import TIERS
 from toolbag.jobs import JobStatus
 
 MODELS = {"gemini": "gemini-flash"}
+METERED_MODEL_ID = "gemini-3.8-flash-metered"
 POLICY = """
 version: 1
 rules:
@@ -48,16 +50,27 @@ def fleet(redis_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     (tmp / "policy.yaml").write_text(POLICY)
     (tmp / "tools.yaml").write_text(TOOLS)
     routes = {f"tools-{p}": {tier: {"candidates": [m]} for tier in TIERS} for p, m in MODELS.items()}
+    routes["tools-metered"] = {tier: {"candidates": ["gemini-metered"]} for tier in TIERS}
+    metered = {"provider": "gemini", "model_id": METERED_MODEL_ID, "context_window": 1000000,
+               "limits": {"rpm": 1000}}
     patch = pytest.MonkeyPatch()
     patch.setenv("TOOLBAG_POLICY", str(tmp / "policy.yaml"))
     patch.setenv("TOOLBAG_TOOLS", str(tmp / "tools.yaml"))
     patch.setenv("TOOLBAG_AUDIT_JSONL", str(tmp / "audit.jsonl"))
     try:
         with running_fleet(f"{redis_server}/28", tmp, providers=tuple(MODELS), supervisor=False,
-                           config_overrides={"routes": routes}) as f:
+                           config_overrides={"routes": routes, "models": {**_default_models(),
+                                                                          "gemini-metered": metered}}) as f:
             yield f
     finally:
         patch.undo()
+
+
+def _default_models() -> dict[str, Any]:
+    from toolbag.config import DEFAULT_CONFIG_PATH
+
+    models: dict[str, Any] = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())["models"]
+    return models
 
 
 def cli(fleet: Fleet, *args: str) -> Any:
@@ -169,3 +182,17 @@ def test_parallel_jobs_share_one_gateway(fleet: Fleet) -> None:
         t.join()
     for n, r in enumerate(results):
         assert r.status is JobStatus.SUCCEEDED and r.output.endswith(f"tool said: {n // len(MODELS) + 1}"), r
+
+
+def test_every_vendor_call_of_a_loop_takes_a_rate_limit_slot(fleet: Fleet) -> None:
+    """The vendor counts each call of a tool loop against the model's limits; so does the fleet."""
+    text = 'What is 6*7? [[sim:tool=math_eval {"expression": "6*7"}]]'
+    job = fleet.client.submit("tools-metered", input={"text": text, "tools": ["math.eval"]}, caller="analyst",
+                              tier="interactive")
+    result = job.result(timeout_s=60)
+    assert result.status is JobStatus.SUCCEEDED, (result, fleet.log("worker-gemini"))
+    vendor_calls = [e for e in fleet.simulator.log() if e.get("model") == METERED_MODEL_ID]
+    assert len(vendor_calls) == 2, "one call that asks for the tool, one that answers"
+    store = fleet.client.store
+    assert store.redis.zcard(store.keys.ratelimit("gemini-metered", "log")) == len(vendor_calls)
+    assert [a["type"] for a in result.attempts] == ["attempt"], "still one attempt"

@@ -432,6 +432,20 @@ def test_spill_never_goes_back_to_a_model_that_refused_the_job(client: redis.Red
     assert (caught.value.action, caught.value.model) == ("spill", "gpt-sol")
 
 
+def test_a_tool_loops_later_calls_take_slots_of_their_own_but_no_second_inflight_entry(
+        client: redis.Redis) -> None:
+    config = make_config({"gpt-luna": {"rpm": 2, "window_s": 10, "concurrency": 1}})
+    rl = limiter(client, config)
+    with rl.admit(ctx(), REQUEST) as first:  # the attempt: its in-flight entry and the first call's slot
+        with rl.admit_step(ctx(), REQUEST, wait_s=0.5):  # step 2: a slot, though concurrency 1 is taken
+            pass
+        with pytest.raises(AttemptFailure) as caught:  # step 3: rpm 2 is spent; no hand-back mid-loop
+            rl.admit_step(ctx(), REQUEST, wait_s=0.2)
+        assert caught.value.kind is OutcomeKind.RATE_LIMITED and caught.value.retry_after_s
+        first.settle(None, {})
+    assert client.zcard(rl.keys.ratelimit("gpt-luna", "log")) == 2, "the vendor saw two calls; so did the log"
+
+
 def test_interactive_without_a_candidate_with_capacity_is_throttled(client: redis.Redis) -> None:
     config = make_config({"gpt-luna": {"rpm": 2, "window_s": 10}})
     rl = limiter(client, config)

@@ -79,11 +79,12 @@ class Scope:
     limits: Limits
     learn: bool = False  # vendor signals (429, rate-limit headers) apply to this scope
 
-    def argv(self) -> list[str]:
+    def argv(self, count_inflight: bool = True) -> list[str]:
         lim = self.limits
+        concurrency = (lim.concurrency or 0) if count_inflight else 0
         return [
             f"{lim.window_s * 1000:.3f}", f"{lim.effective_margin_s * 1000:.3f}", str(lim.rpm or 0),
-            str(lim.tpm or 0), str(lim.concurrency or 0), f"{lim.interactive_reserve:.6f}",
+            str(lim.tpm or 0), str(concurrency), f"{lim.interactive_reserve:.6f}",
         ]
 
 
@@ -257,17 +258,19 @@ class RateLimiter:
         hold_s: float = 600.0,
         check: bool = False,
         expected_tokens: int | None = None,
+        count_inflight: bool = True,
     ) -> Grant:
         """One admission try. ``check`` only asks (nothing is taken or recorded). ``expected_tokens`` (what
         the call will likely use; default the reservation) paces the hand-back line until calls were
-        measured."""
+        measured. ``count_inflight`` false: a further call of an attempt that already holds its in-flight
+        entry (a tool loop's later steps), so the concurrency limit is neither checked nor taken again."""
         scopes = self.scopes(model, caller)
         keys = [key for scope in scopes for key in scope.keys]
         argv = ["check" if check else "take", "i" if tier == "interactive" else "b", f"{horizon_s * 1000:.3f}",
                 ticket_id or uuid.uuid4().hex, f"{hold_s * 1000:.0f}", str(int(cost_tokens)), str(len(scopes)),
                 str(int(cost_tokens if expected_tokens is None else expected_tokens))]
         for scope in scopes:
-            argv += scope.argv()
+            argv += scope.argv(count_inflight)
         reply = self._acquire(keys=keys, args=argv)
         if int(reply[0]) == 1:
             return Grant(True, max(0.0, float(_text(reply[1])) / 1000), lanes=_text(reply[2]),
@@ -339,29 +342,9 @@ class RateLimiter:
     def admit(self, ctx: AttemptContext, request: ModelRequest) -> _Ticket:
         """Hold capacity for this attempt, waiting up to the tier's ``ratelimit_wait_s``; else raise
         :class:`HandBack` (spill for interactive work when another candidate has capacity now)."""
-        tier = self.config.tiers[ctx.tier]
-        provider = self.config.provider_of(ctx.model)
-        cost = reservation(request)
-        expected = estimate_input_tokens(request)  # optimistic: the output is unknown until measured
-        ticket_id = uuid.uuid4().hex
-        hold_s = tier.total_timeout_s + HOLD_SLACK_S
-        t0 = self.clock()
-        while True:
-            left_s = max(0.0, tier.ratelimit_wait_s - (self.clock() - t0))
-            grant = self.acquire(ctx.model, ctx.tier, ctx.caller, cost, horizon_s=left_s, ticket_id=ticket_id,
-                                 hold_s=hold_s, expected_tokens=expected)
-            if grant.admitted:
-                if not self._start(ctx, ticket_id, grant):
-                    self.settle(ctx.model, ctx.caller, ticket_id, grant.lanes, cost)
-                    raise HandBack("throttle", ctx.model, CONCURRENCY_DEFER_S, f"{ctx.model}: call log stayed full")
-                metrics.RATELIMIT_WAIT.labels(provider, ctx.model).observe(self.clock() - t0)
-                self._headroom(provider, ctx.model, grant)
-                return _Ticket(self, ctx, ticket_id, grant.lanes, cost)
-            if grant.why == "concurrency" and left_s > 0:
-                self.sleep(min(CONCURRENCY_POLL_S, left_s))
-                continue
-            break
-        metrics.RATELIMIT_WAIT.labels(provider, ctx.model).observe(self.clock() - t0)
+        ticket, grant = self._admit_within(ctx, request, self.config.tiers[ctx.tier].ratelimit_wait_s)
+        if ticket is not None:
+            return ticket
         if grant.why == "concurrency":
             delay_s, what = CONCURRENCY_DEFER_S, "in-flight limit reached"
         else:
@@ -371,6 +354,51 @@ class RateLimiter:
             if target is not None:
                 raise HandBack("spill", target, 0.0, f"{ctx.model}: {what}; spilling to {target}")
         raise HandBack("throttle", ctx.model, max(MIN_DEFER_S, delay_s), f"{ctx.model}: {what}")
+
+    def admit_step(self, ctx: AttemptContext, request: ModelRequest, wait_s: float) -> _Ticket:
+        """Capacity for one more vendor call inside a running attempt (a tool loop's later steps: the vendor
+        counts every call). Waits up to ``wait_s`` in-process and never hands the job back, since the loop's
+        work so far would be lost; without a slot by then the attempt ends ``rate_limited``."""
+        try:
+            ticket, grant = self._admit_within(ctx, request, wait_s, count_inflight=False)
+        except HandBack as back:
+            raise AttemptFailure(OutcomeKind.RATE_LIMITED, f"tool loop: {back.reason}") from None
+        if ticket is not None:
+            return ticket
+        raise AttemptFailure(
+            OutcomeKind.RATE_LIMITED, f"{ctx.model}: no rate-limit slot for the tool loop's next call within "
+            f"{wait_s:.1f}s", retry_after_s=grant.wait_s if grant.wait_s > 0 else None,
+        )
+
+    def _admit_within(
+        self, ctx: AttemptContext, request: ModelRequest, wait_s: float, *, count_inflight: bool = True
+    ) -> tuple[_Ticket | None, Grant]:
+        """Take capacity for one call, waiting up to ``wait_s``: (the ticket, its grant), or (None, the last
+        refusal) when none came in time."""
+        tier = self.config.tiers[ctx.tier]
+        provider = self.config.provider_of(ctx.model)
+        cost = reservation(request)
+        expected = estimate_input_tokens(request)  # optimistic: the output is unknown until measured
+        ticket_id = uuid.uuid4().hex
+        hold_s = tier.total_timeout_s + HOLD_SLACK_S
+        t0 = self.clock()
+        while True:
+            left_s = max(0.0, wait_s - (self.clock() - t0))
+            grant = self.acquire(ctx.model, ctx.tier, ctx.caller, cost, horizon_s=left_s, ticket_id=ticket_id,
+                                 hold_s=hold_s, expected_tokens=expected, count_inflight=count_inflight)
+            if grant.admitted:
+                if not self._start(ctx, ticket_id, grant):
+                    self.settle(ctx.model, ctx.caller, ticket_id, grant.lanes, cost)
+                    raise HandBack("throttle", ctx.model, CONCURRENCY_DEFER_S, f"{ctx.model}: call log stayed full")
+                metrics.RATELIMIT_WAIT.labels(provider, ctx.model).observe(self.clock() - t0)
+                self._headroom(provider, ctx.model, grant)
+                return _Ticket(self, ctx, ticket_id, grant.lanes, cost), grant
+            if grant.why == "concurrency" and left_s > 0:
+                self.sleep(min(CONCURRENCY_POLL_S, left_s))
+                continue
+            break
+        metrics.RATELIMIT_WAIT.labels(provider, ctx.model).observe(self.clock() - t0)
+        return None, grant
 
     def _start(self, ctx: AttemptContext, ticket_id: str, grant: Grant) -> bool:
         """Sleep until the booked slot, then commit the call to the call logs (bounded retries: a commit

@@ -7,9 +7,9 @@ call, or a tool-use loop through the gateway), and what is learned from the outc
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
-from toolbag.providers.base import Adapter, ModelRequest, ModelResponse, OutcomeKind
+from toolbag.providers.base import Adapter, AttemptFailure, ModelRequest, ModelResponse, OutcomeKind
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,11 @@ class Admission(Protocol):
     another candidate) without counting as an attempt."""
 
     def admit(self, ctx: AttemptContext, request: ModelRequest) -> Ticket: ...
+
+    def admit_step(self, ctx: AttemptContext, request: ModelRequest, wait_s: float) -> Ticket:
+        """Capacity for a further vendor call of an admitted attempt (a tool loop's later steps): waits up to
+        ``wait_s``, never hands back; raises ``AttemptFailure(RATE_LIMITED)`` when no slot comes."""
+        ...
 
 
 class Ticket(Protocol):
@@ -72,6 +77,44 @@ class _NoTicket:
 class Unlimited:
     def admit(self, ctx: AttemptContext, request: ModelRequest) -> Ticket:
         return _NoTicket()
+
+    def admit_step(self, ctx: AttemptContext, request: ModelRequest, wait_s: float) -> Ticket:
+        return _NoTicket()
+
+
+class MeteredAdapter:
+    """The attempt's adapter, with every vendor call after the first admitted on its own: the attempt's
+    ticket covers the first call, and a tool loop's later steps each take a rate-limit slot and settle their
+    own tokens, because the vendor counts every call."""
+
+    def __init__(self, adapter: Adapter, admission: Admission, ctx: AttemptContext, wait_s: float) -> None:
+        self.adapter = adapter
+        self.kind = adapter.kind
+        self.admission = admission
+        self.ctx = ctx
+        self.wait_s = wait_s
+        self.first: ModelResponse | None = None  # what the attempt's own ticket settles
+        self.calls = 0
+
+    def call(self, model: str, request: ModelRequest) -> ModelResponse:
+        self.calls += 1
+        if self.calls == 1:
+            self.first = self.adapter.call(model, request)
+            return self.first
+        with self.admission.admit_step(self.ctx, request, self.wait_s) as ticket:
+            try:
+                response = self.adapter.call(model, request)
+            except AttemptFailure as failure:
+                ticket.settle(None, failure.ratelimit_headers)
+                raise
+            ticket.settle(response, response.ratelimit_headers)
+            return response
+
+    def wire_request(self, model: str, request: ModelRequest) -> dict[str, Any]:
+        return self.adapter.wire_request(model, request)
+
+    def close(self) -> None:
+        self.adapter.close()
 
 
 class PlainCall:

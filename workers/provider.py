@@ -21,7 +21,16 @@ from toolbag.providers.base import Adapter, AttemptFailure, ModelRequest, ModelR
 from toolbag.ratelimit import HandBack
 from toolbag.requests import plain_request, timeouts_for
 from toolbag.store import JobStore
-from workers.hooks import Admission, AttemptContext, Caller, Forgetful, OutcomeSink, PlainCall, Unlimited
+from workers.hooks import (
+    Admission,
+    AttemptContext,
+    Caller,
+    Forgetful,
+    MeteredAdapter,
+    OutcomeSink,
+    PlainCall,
+    Unlimited,
+)
 from workers.leases import LeaseKeeper
 
 log = logging.getLogger("toolbag.worker")
@@ -88,12 +97,16 @@ class AttemptRunner:
                 requested_tools=tuple(tools_from_input(record["input"])),
             )
             with self.admission.admit(ctx, request) as ticket:
+                metered = MeteredAdapter(self.adapter, self.admission, ctx, self.config.tiers[tier].total_timeout_s)
                 try:
-                    response = self.caller.call(self.adapter, ctx, request)
+                    response = self.caller.call(metered, ctx, request)
                 except AttemptFailure as failure:
-                    ticket.settle(None, failure.ratelimit_headers)
+                    # the first call's usage when it was made (a later step failed), else what the failure says
+                    first = metered.first
+                    ticket.settle(first, first.ratelimit_headers if first else failure.ratelimit_headers)
                     raise
-                ticket.settle(response, response.ratelimit_headers)
+                first = metered.first or response
+                ticket.settle(first, first.ratelimit_headers)
                 output = self._output(response, request, skill)
                 latency_s = time.monotonic() - t0
                 usage = response.usage
