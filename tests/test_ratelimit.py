@@ -514,3 +514,24 @@ def test_every_rate_limit_key_expires_on_its_own(client: redis.Redis) -> None:
     assert names >= {
         "rl:gpt-luna:state", "rl:gpt-luna:log", "rl:caller:shop:state", "rl:caller:shop:log"}
     assert all(0 < client.pttl(k) <= 60_000 for k in keys), {k: client.pttl(k) for k in keys}
+
+
+def test_headroom_is_read_fleet_wide_and_exported_by_the_supervisor(client: redis.Redis) -> None:
+    """Headroom comes from Redis, not from the last admission some worker happened to make: an idle model
+    shows its room again, whichever process last used it."""
+    from prometheus_client import REGISTRY
+
+    from toolbag.store import JobStore
+    from workers.supervisor import Sweeper
+
+    config = make_config({"gpt-luna": {"rpm": 10, "tpm": 1000, "window_s": 600}})
+    rl = limiter(client, config)
+    assert rl.headroom()[("gpt-luna", "rpm")] == 1.0
+    for _ in range(4):
+        assert take(rl, cost=50, horizon_s=10_000)[0]
+    room = rl.headroom()
+    assert room[("gpt-luna", "rpm")] == pytest.approx(0.6, abs=0.01)
+    assert room[("gpt-luna", "tpm")] == pytest.approx(0.8, abs=0.01)
+    Sweeper(config, JobStore(client, rl.keys), limiter=rl).update_gauges()
+    labels = {"provider": "openai", "model": "gpt-luna", "kind": "rpm"}
+    assert REGISTRY.get_sample_value("toolbag_ratelimit_headroom_ratio", labels) == pytest.approx(0.6, abs=0.01)

@@ -391,7 +391,6 @@ class RateLimiter:
                     self.settle(ctx.model, ctx.caller, ticket_id, grant.lanes, cost)
                     raise HandBack("throttle", ctx.model, CONCURRENCY_DEFER_S, f"{ctx.model}: call log stayed full")
                 metrics.RATELIMIT_WAIT.labels(provider, ctx.model).observe(self.clock() - t0)
-                self._headroom(provider, ctx.model, grant)
                 return _Ticket(self, ctx, ticket_id, grant.lanes, cost), grant
             if grant.why == "concurrency" and left_s > 0:
                 self.sleep(min(CONCURRENCY_POLL_S, left_s))
@@ -436,16 +435,35 @@ class RateLimiter:
                 return model
         return None
 
-    def _headroom(self, provider: str, model: str, grant: Grant) -> None:
-        limits = self.config.models[model].limits
-        if limits.rpm:
-            metrics.RATELIMIT_HEADROOM.labels(provider, model, "rpm").set(
-                max(0.0, 1.0 - grant.used_requests / limits.rpm))
-        if limits.tpm:
-            metrics.RATELIMIT_HEADROOM.labels(provider, model, "tpm").set(
-                max(0.0, 1.0 - grant.used_tokens / limits.tpm))
-
     # -- reads --------------------------------------------------------------------------------------
+
+    def headroom(self) -> dict[tuple[str, str], float]:
+        """(model, kind) -> unused share of each model's own rpm and tpm over the last window, fleet-wide:
+        the usage of the current window plus the previous one weighted by how much of it still overlaps, as
+        ``rl_acquire`` counts it. One pipelined read for every limited model."""
+        limited = [(name, m.limits) for name, m in self.config.models.items() if m.limits.rpm or m.limits.tpm]
+        pipe = self.redis.pipeline(transaction=False)
+        for name, _limits in limited:
+            pipe.hmget(self.keys.ratelimit(name, "state"), ["ws", "cr", "ct", "pr", "pt"])
+        now_ms = time.time() * 1000
+        out: dict[tuple[str, str], float] = {}
+        for (name, limits), raw in zip(limited, pipe.execute(), strict=True):
+            ws, cr, ct, pr, pt = (float(_text(v)) if v is not None else 0.0 for v in raw)
+            window_ms = limits.window_s * 1000
+            current = (now_ms // window_ms) * window_ms
+            weight = 1 - (now_ms - current) / window_ms
+            if ws == current:
+                used_r, used_t = pr * weight + cr, pt * weight + ct
+            elif ws == current - window_ms:  # nothing yet this window: the last one is the previous
+                used_r, used_t = cr * weight, ct * weight
+            else:
+                used_r = used_t = 0.0
+            if limits.rpm:
+                out[(name, "rpm")] = max(0.0, 1.0 - used_r / limits.rpm)
+            if limits.tpm:
+                out[(name, "tpm")] = max(0.0, 1.0 - used_t / limits.tpm)
+        return out
+
 
     def snapshot(self, model: str) -> dict[str, float]:
         """The model scope's raw state (timestamps in ms on the Redis clock) and its in-flight counts."""

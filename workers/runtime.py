@@ -105,10 +105,12 @@ def start_provider(config: Config, redis_url: str, provider: str) -> Runtime:
 def start_supervisor(config: Config, redis_url: str, *, sweep: bool = True) -> Runtime:
     global _current
     from toolbag.health import HealthTracker
+    from toolbag.ratelimit import RateLimiter
 
     store = _store(config, redis_url)
     health = HealthTracker(store.redis, store.keys, config)
-    sweeper = Sweeper(config, store, health=health) if sweep else None
+    limiter = RateLimiter(config, store.redis, store.keys)  # read only: the headroom gauges
+    sweeper = Sweeper(config, store, health=health, limiter=limiter) if sweep else None
     if sweeper:
         sweeper.start()
     _current = Runtime(config, store, supervisor_=Supervisor(config, store, health=health), sweeper=sweeper)

@@ -22,6 +22,7 @@ from toolbag.jobs import AttemptRecord, DecisionRecord, JobNotFound, JobStatus
 from toolbag.keys import queue_name
 from toolbag.providers.base import OutcomeKind
 from toolbag.queues import queue_stats
+from toolbag.ratelimit import RateLimiter
 from toolbag.store import JobStore
 
 log = logging.getLogger("toolbag.supervisor")
@@ -105,10 +106,11 @@ class Sweeper:
     """Periodic, idempotent sweeps: expired leases, due delayed jobs, stuck decisions, deadlines, gauges."""
 
     def __init__(self, config: Config, store: JobStore, *, health: HealthTracker | None = None,
-                 interval_s: float = 0.25, gauges_every_s: float = 5.0) -> None:
+                 limiter: RateLimiter | None = None, interval_s: float = 0.25, gauges_every_s: float = 5.0) -> None:
         self.config = config
         self.store = store
         self.health = health
+        self.limiter = limiter
         self.interval_s = interval_s
         self.gauges_every_s = gauges_every_s
         self._stop = threading.Event()
@@ -238,6 +240,9 @@ class Sweeper:
             metrics.DELAYED_JOBS.labels(q.provider, q.tier).set(q.delayed)
         if self.health is not None:
             self.health.publish_all()
+        if self.limiter is not None:
+            for (model, kind), ratio in self.limiter.headroom().items():
+                metrics.RATELIMIT_HEADROOM.labels(self.config.provider_of(model), model, kind).set(ratio)
         live = self.store.live_workers(max_age_s=3 * self.config.fleet.lease_ttl_s)
         for provider in self.config.providers:
             count = sum(1 for member in live if member.split("|", 1)[0] == provider)
