@@ -167,3 +167,22 @@ def test_dev_adapters_answer_from_the_simulator(
         assert response.text == "[model-a] ping the fleet"
     finally:
         adapter.close()
+
+
+@pytest.mark.parametrize(("provider", "sdk"), [("anthropic", "anthropic"), ("openai", "openai"),
+                                               ("gemini", "google.genai")])
+def test_a_worker_loads_only_its_own_vendors_sdk(provider: str, sdk: str) -> None:
+    """A worker process imports its vendor's SDK only (start-up time: the anthropic SDK alone takes over a
+    second); the error map recognises SDK exceptions without importing the SDKs it does not need."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, toolbag.cli, workers.runtime, workers.provider, workers.supervisor\n"
+        "from toolbag.config import load_config\n"
+        "from toolbag.providers.registry import build_adapter\n"
+        f"build_adapter({provider!r}, load_config())\n"
+        "print(','.join(m for m in ('anthropic', 'openai', 'google.genai') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.strip() == sdk, out.stdout + out.stderr

@@ -10,6 +10,7 @@ import anthropic
 
 from toolbag.providers.attempt import AttemptClock, http_limits
 from toolbag.providers.base import (
+    ANTHROPIC_BASE_URL,
     AttemptFailure,
     Message,
     ModelRequest,
@@ -24,7 +25,7 @@ from toolbag.providers.structured import anthropic_output_schema, parse_json_out
 
 __all__ = ["DEFAULT_BASE_URL", "AnthropicAdapter"]
 
-DEFAULT_BASE_URL = "https://api.anthropic.com"
+DEFAULT_BASE_URL = ANTHROPIC_BASE_URL
 _VENDOR = "anthropic"
 
 

@@ -12,6 +12,11 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Literal, Protocol, runtime_checkable
 
+# The vendors' public endpoints, used when a provider has a key and no base_url (kept here so that resolving a
+# provider does not import its SDK).
+ANTHROPIC_BASE_URL = "https://api.anthropic.com"
+OPENAI_BASE_URL = "https://api.openai.com/v1"
+
 
 class OutcomeKind(StrEnum):
     """How one attempt ended (DESIGN.md §5)."""

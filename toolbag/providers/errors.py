@@ -23,16 +23,19 @@ from __future__ import annotations
 
 import email.utils
 import json
+import sys
 import time
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
-import anthropic
 import httpx2
-import openai
-from google.genai import errors as genai_errors
 
 from toolbag.providers.base import AttemptFailure, OutcomeKind
+
+if TYPE_CHECKING:
+    import anthropic
+    import openai
+    from google.genai import errors as genai_errors
 
 __all__ = [
     "anthropic_stop_failure",
@@ -269,6 +272,14 @@ def _headers_of(response: Any) -> Mapping[str, str]:
 # ----------------------------------------------------------------------------------- SDK exceptions
 
 
+def _sdk_types(module: str, *names: str) -> tuple[type[BaseException], ...]:
+    """Exception classes of an SDK this process has already imported; none otherwise. An exception of an
+    SDK's type cannot exist before that SDK is imported, so a worker never loads the other vendors' SDKs
+    (the anthropic SDK alone takes over a second to import) just to rule them out."""
+    loaded = sys.modules.get(module)
+    return tuple(getattr(loaded, name) for name in names) if loaded is not None else ()
+
+
 def _from_anthropic_status(exc: anthropic.APIStatusError) -> AttemptFailure:
     error_type = exc.type if isinstance(exc.type, str) else None
     message = exc.api_message if isinstance(exc.api_message, str) else str(exc.message)
@@ -309,7 +320,8 @@ def _openai_error_fields(body: object, fallback_message: str) -> tuple[str | Non
 
 def _from_openai_error(exc: openai.APIError, vendor: str) -> AttemptFailure:
     error_type, code, message = _openai_error_fields(exc.body, str(exc.message))
-    status = exc.status_code if isinstance(exc, openai.APIStatusError) else None
+    has_status = isinstance(exc, _sdk_types("openai", "APIStatusError"))
+    status = cast("openai.APIStatusError", exc).status_code if has_status else None
     kind = _kind_for(status, error_type, code, message)
     response = getattr(exc, "response", None)
     headers = _headers_of(response)
@@ -407,15 +419,16 @@ def _from_transport(exc: BaseException, vendor: str) -> AttemptFailure | None:
         chain.append(current)
         current = current.__cause__ or current.__context__
     detail = next((f"{type(e).__name__}: {e}" for e in chain if str(e)), type(exc).__name__)
-    if any(
-        isinstance(e, (httpx2.TimeoutException, anthropic.APITimeoutError, openai.APITimeoutError))
-        for e in chain
-    ):
+    timeouts: tuple[type[BaseException], ...] = (
+        httpx2.TimeoutException, *_sdk_types("anthropic", "APITimeoutError"), *_sdk_types("openai", "APITimeoutError")
+    )
+    if any(isinstance(e, timeouts) for e in chain):
         return AttemptFailure(OutcomeKind.TIMEOUT, _clip(f"{vendor} timed out ({detail})"))
-    if any(
-        isinstance(e, (httpx2.TransportError, anthropic.APIConnectionError, openai.APIConnectionError))
-        for e in chain
-    ):
+    unreachable: tuple[type[BaseException], ...] = (
+        httpx2.TransportError, *_sdk_types("anthropic", "APIConnectionError"),
+        *_sdk_types("openai", "APIConnectionError"),
+    )
+    if any(isinstance(e, unreachable) for e in chain):
         return AttemptFailure(OutcomeKind.NETWORK, _clip(f"{vendor} connection failed ({detail})"))
     return None
 
@@ -434,28 +447,32 @@ def classify(
     failure: AttemptFailure
     if isinstance(exc, AttemptFailure):
         failure = exc
-    elif isinstance(exc, anthropic.APIStatusError):
-        failure = _from_anthropic_status(exc)
-    elif isinstance(exc, openai.APIError) and not isinstance(exc, openai.APIConnectionError):
-        if isinstance(exc, openai.APIResponseValidationError):
+    elif isinstance(exc, _sdk_types("anthropic", "APIStatusError")):
+        failure = _from_anthropic_status(cast("anthropic.APIStatusError", exc))
+    elif isinstance(exc, _sdk_types("openai", "APIError")) and not isinstance(
+        exc, _sdk_types("openai", "APIConnectionError")
+    ):
+        if isinstance(exc, _sdk_types("openai", "APIResponseValidationError")):
             failure = AttemptFailure(
-                OutcomeKind.SERVER_ERROR, _clip(f"{vendor} sent an unexpected response: {exc.message}")
+                OutcomeKind.SERVER_ERROR,
+                _clip(f"{vendor} sent an unexpected response: {cast('openai.APIError', exc).message}"),
             )
         else:
-            failure = _from_openai_error(exc, vendor)
-    elif isinstance(exc, genai_errors.APIError):
-        failure = _from_gemini_error(exc)
-    elif isinstance(exc, anthropic.APIResponseValidationError):
+            failure = _from_openai_error(cast("openai.APIError", exc), vendor)
+    elif isinstance(exc, _sdk_types("google.genai.errors", "APIError")):
+        failure = _from_gemini_error(cast("genai_errors.APIError", exc))
+    elif isinstance(exc, _sdk_types("anthropic", "APIResponseValidationError")):
         failure = AttemptFailure(
-            OutcomeKind.SERVER_ERROR, _clip(f"{vendor} sent an unexpected response: {exc.message}")
+            OutcomeKind.SERVER_ERROR,
+            _clip(f"{vendor} sent an unexpected response: {cast('anthropic.APIError', exc).message}"),
         )
     elif (transport := _from_transport(exc, vendor)) is not None:
         failure = transport
-    elif isinstance(exc, (json.JSONDecodeError, genai_errors.UnknownApiResponseError)):
+    elif isinstance(exc, (json.JSONDecodeError, *_sdk_types("google.genai.errors", "UnknownApiResponseError"))):
         failure = AttemptFailure(
             OutcomeKind.SERVER_ERROR, _clip(f"{vendor} sent a malformed response chunk: {exc}")
         )
-    elif isinstance(exc, (anthropic.AnthropicError, openai.OpenAIError)):
+    elif isinstance(exc, (*_sdk_types("anthropic", "AnthropicError"), *_sdk_types("openai", "OpenAIError"))):
         failure = AttemptFailure(
             OutcomeKind.BAD_REQUEST, _clip(f"{vendor} SDK error {type(exc).__name__}: {exc}")
         )

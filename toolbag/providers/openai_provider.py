@@ -17,6 +17,7 @@ import openai
 
 from toolbag.providers.attempt import AttemptClock, http_limits
 from toolbag.providers.base import (
+    OPENAI_BASE_URL,
     AttemptFailure,
     Message,
     ModelRequest,
@@ -31,7 +32,7 @@ from toolbag.providers.structured import openai_strict_schema, parse_json_output
 
 __all__ = ["DEFAULT_BASE_URL", "OpenAIAdapter"]
 
-DEFAULT_BASE_URL = "https://api.openai.com/v1"
+DEFAULT_BASE_URL = OPENAI_BASE_URL
 _ERROR_PREFIX = "[tool error] "
 
 

@@ -22,11 +22,7 @@ from typing import Literal
 from urllib.parse import urlparse
 
 from toolbag.config import PROVIDER_KINDS, Config, ConfigError, ProviderConfig
-from toolbag.providers import anthropic_provider, openai_provider
-from toolbag.providers.anthropic_provider import AnthropicAdapter
-from toolbag.providers.base import Adapter
-from toolbag.providers.gemini_provider import GeminiAdapter
-from toolbag.providers.openai_provider import OpenAIAdapter
+from toolbag.providers.base import ANTHROPIC_BASE_URL, OPENAI_BASE_URL, Adapter
 
 __all__ = ["SIMULATOR_API_KEY", "ResolvedProvider", "build_adapter", "resolve_provider", "validate_providers"]
 
@@ -77,9 +73,9 @@ def resolve_provider(
         if provider.base_url is not None:
             base_url = _check_url(name, f"providers.{name}.base_url", provider.base_url)
         elif kind == "anthropic":
-            base_url = anthropic_provider.DEFAULT_BASE_URL
+            base_url = ANTHROPIC_BASE_URL
         elif kind == "openai":
-            base_url = openai_provider.DEFAULT_BASE_URL
+            base_url = OPENAI_BASE_URL
         elif kind == "gemini":
             base_url = None
         else:
@@ -109,14 +105,19 @@ def resolve_provider(
 
 
 def build_adapter(name: str, config: Config, environ: Mapping[str, str] | None = None) -> Adapter:
-    """The adapter for provider ``name`` (one per worker process; thread-safe)."""
+    """The adapter for provider ``name`` (one per worker process; thread-safe). Only that vendor's SDK is
+    imported: a worker starts without loading the others."""
     resolved = resolve_provider(name, config, environ)
     if resolved.kind == "anthropic":
+        from toolbag.providers.anthropic_provider import AnthropicAdapter
+
         assert resolved.base_url is not None
         return AnthropicAdapter(
             api_key=resolved.api_key, base_url=resolved.base_url, max_connections=resolved.concurrency
         )
     if resolved.kind in ("openai", "openai-compatible"):
+        from toolbag.providers.openai_provider import OpenAIAdapter
+
         assert resolved.base_url is not None
         return OpenAIAdapter(
             api_key=resolved.api_key,
@@ -124,6 +125,8 @@ def build_adapter(name: str, config: Config, environ: Mapping[str, str] | None =
             max_connections=resolved.concurrency,
             kind="openai" if resolved.kind == "openai" else "openai-compatible",
         )
+    from toolbag.providers.gemini_provider import GeminiAdapter
+
     return GeminiAdapter(
         api_key=resolved.api_key, base_url=resolved.base_url, max_connections=resolved.concurrency
     )

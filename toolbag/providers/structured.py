@@ -16,8 +16,6 @@ import copy
 import json
 from typing import Any
 
-from anthropic.lib._parse._transform import transform_schema as _anthropic_transform
-
 from toolbag.providers.base import AttemptFailure, OutcomeKind
 
 __all__ = ["anthropic_output_schema", "openai_strict_schema", "parse_json_output"]
@@ -100,9 +98,12 @@ def openai_strict_schema(schema: dict[str, Any]) -> dict[str, Any] | None:
 
 def anthropic_output_schema(schema: dict[str, Any]) -> dict[str, Any]:
     """``schema`` as Anthropic structured outputs expect it (closed objects, unsupported constraints moved
-    into descriptions), via the SDK's own transform; unchanged if the transform cannot handle it."""
+    into descriptions), via the SDK's own transform; unchanged if the transform cannot handle it. (Imported
+    here: only an Anthropic worker, or a lockfile digest, needs the Anthropic SDK.)"""
+    from anthropic.lib._parse._transform import transform_schema
+
     try:
-        return _anthropic_transform(copy.deepcopy(schema))
+        return transform_schema(copy.deepcopy(schema))
     except (ValueError, TypeError, KeyError, AssertionError):
         return schema
 
