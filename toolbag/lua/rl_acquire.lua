@@ -46,7 +46,6 @@ local expected = tonumber(ARGV[8])
 local FIELDS = {'ri', 'rb', 'ti', 'tb', 'ia', 'cd', 'gr', 'gri', 'gru', 'gt', 'gti', 'gtu', 'qi', 'qb',
                 'ws', 'cr', 'ct', 'pr', 'pt', 'ta'}
 
-local LINE_PACE = 0.6
 local function num(v) return tonumber(v) or 0 end
 local function fmt(v) return string.format('%.3f', v) end
 
@@ -181,10 +180,7 @@ end
 
 if wait > horizon then
   -- Refused: give the job a place in this class's hand-back line, so that jobs handed back together
-  -- come back spread out, a little early (they then wait in-process). The line runs faster than the
-  -- model serves (LINE_PACE of a served interval per job): a slot freed by a refund must find a job
-  -- waiting, or it is gone; the surplus is simply handed back again. Paced at exactly the served rate,
-  -- the benchmark used 0.86-0.93 of tpm; at 0.5-0.65, 0.95.
+  -- come back spread out at the pace they can be served, a little early (they then wait in-process).
   local sc = scopes[binding]
   local qf = 'q' .. class
   local served = 0
@@ -198,7 +194,6 @@ if wait > horizon then
   end
   local due = math.max(num(sc.h[qf]), now + wait - horizon / 2)
   due = math.min(due, now + wait + 10 * sc.span)
-  served = served * LINE_PACE
   sc.h[qf] = due + served
   redis.call('HSET', sc.state, qf, fmt(due + served))
   for i = 1, n do expire(scopes[i]) end
