@@ -53,8 +53,6 @@ _NOTHING_USED = frozenset({
 })
 
 
-
-
 class HandBack(Exception):
     """Admission found no capacity within the short wait: the job goes back without a vendor attempt.
 
@@ -100,8 +98,6 @@ class Grant:
     wait_s: float
     why: str = ""
     lanes: str = ""
-    used_requests: float = 0.0
-    used_tokens: float = 0.0
     committed: bool = False  # recorded in the call logs already (a slot due now)
     slot_s: float = 0.0  # admitted: the slot, unix seconds on the Redis clock
 
@@ -274,9 +270,8 @@ class RateLimiter:
         reply = self._acquire(keys=keys, args=argv)
         if int(reply[0]) == 1:
             return Grant(True, max(0.0, float(_text(reply[1])) / 1000), lanes=_text(reply[2]),
-                         used_requests=float(_text(reply[3])), used_tokens=float(_text(reply[4])),
-                         committed=_text(reply[5]) == "1",
-                         slot_s=(float(_text(reply[6])) + float(_text(reply[1]))) / 1000)
+                         committed=_text(reply[3]) == "1",
+                         slot_s=(float(_text(reply[4])) + float(_text(reply[1]))) / 1000)
         wait_ms = float(_text(reply[1]))
         return Grant(False, wait_ms / 1000 if wait_ms >= 0 else -1.0, why=_text(reply[2]))
 
@@ -463,7 +458,6 @@ class RateLimiter:
             if limits.tpm:
                 out[(name, "tpm")] = max(0.0, 1.0 - used_t / limits.tpm)
         return out
-
 
     def snapshot(self, model: str) -> dict[str, float]:
         """The model scope's raw state (timestamps in ms on the Redis clock) and its in-flight counts."""

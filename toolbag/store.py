@@ -27,7 +27,6 @@ DECIDE_TASK = "toolbag.decide"
 log = logging.getLogger("toolbag.store")
 
 
-
 def text(value: Any) -> str:
     """A Redis reply value as text (replies are bytes unless the client decodes them)."""
     return value.decode() if isinstance(value, bytes) else str(value)
@@ -62,8 +61,6 @@ def _unacked_pointer(raw: Any) -> tuple[str, str, str] | None:
     except (ValueError, TypeError):
         return None
     return None if pointer is None else (str(routing_key), pointer[0], pointer[1])
-
-
 
 
 @dataclass(frozen=True)

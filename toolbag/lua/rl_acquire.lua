@@ -29,9 +29,8 @@
 -- call is committed only while fewer than rpm calls were committed in the last (window + margin), so a
 -- worker that wakes late for its slot cannot crowd a window. A slot due now is committed here at once;
 -- a later one is committed by rl_commit when the worker wakes.
--- returns {1, wait_ms, lanes, used_requests, used_tokens, committed, now_ms} when admitted: call at now + wait_ms
---         (after rl_commit unless committed is 1); lanes has one letter per scope (the lane charged);
---         usage is the first scope's, this window
+-- returns {1, wait_ms, lanes, committed, now_ms} when admitted: call at now + wait_ms
+--         (after rl_commit unless committed is 1); lanes has one letter per scope (the lane charged)
 --         {0, wait_ms, why, scope} when refused: why 'rate' (wait_ms = when to come back) or
 --         'concurrency' (wait_ms = -1: unknown, poll)
 local t = redis.call('TIME')
@@ -163,7 +162,7 @@ end
 if mode == 'check' then
   if blocked > 0 then return {0, '-1', 'concurrency', tostring(blocked)} end
   if wait > horizon then return {0, fmt(wait), 'rate', tostring(binding)} end
-  return {1, fmt(wait), '', '0', '0', '0', fmt(now)}
+  return {1, fmt(wait), '', '0', fmt(now)}
 end
 
 if class == 'i' then
@@ -201,7 +200,6 @@ if wait > horizon then
 end
 
 local lanes = ''
-local used_r, used_t = 0, 0
 for i = 1, n do
   local sc = scopes[i]
   local h = sc.h
@@ -224,7 +222,7 @@ for i = 1, n do
     h.gt = math.max(num(h.gt), slot) + cost * num(h.gti)
     set[#set + 1] = 'gt'
   end
-  -- usage of this window and the previous one (for the headroom gauge)
+  -- usage of this window and the previous one (read by RateLimiter.headroom for the gauge)
   local ws = math.floor(now / sc.window) * sc.window
   if num(h.ws) ~= ws then
     if num(h.ws) == ws - sc.window then
@@ -250,11 +248,6 @@ for i = 1, n do
     redis.call('PEXPIRE', zset, math.ceil(hold + sc.span))
   end
   lanes = lanes .. sc.lane
-  if i == 1 then
-    local weight = 1 - (now - ws) / sc.window
-    used_r = num(h.pr) * weight + num(h.cr)
-    used_t = num(h.pt) * weight + num(h.ct)
-  end
 end
 local committed = 0
 if wait <= 0 then
@@ -282,4 +275,4 @@ if wait <= 0 then
     committed = 1
   end
 end
-return {1, fmt(wait), lanes, fmt(used_r), fmt(used_t), tostring(committed), fmt(now)}
+return {1, fmt(wait), lanes, tostring(committed), fmt(now)}
