@@ -221,31 +221,20 @@ def running_fleet(
 def pointer_report(store: Any, job_id: str) -> dict[str, Any]:
     """Where a job's Celery pointer messages are (queue lists, kombu's unacked hash), with its record and
     history: what a test prints when a job never finishes."""
-    import base64
-    import json
-
-    from toolbag.keys import KOMBU_UNACKED
-
-    def pointer(raw: bytes) -> tuple[str, str] | None:
-        try:
-            message = json.loads(raw)
-            payload = message[0] if isinstance(message, list) else message
-            args = json.loads(base64.b64decode(payload["body"]))[0]
-            return str(args[0]), str(args[1])
-        except (ValueError, KeyError, TypeError, IndexError):
-            return None
+    from toolbag.keys import KOMBU_UNACKED, KOMBU_UNACKED_INDEX
+    from toolbag.store import envelope_pointer, unacked_pointer
 
     found: list[str] = []
     for key in store.redis.scan_iter(match="*", count=1000):
         if store.redis.type(key) == b"list":
             for raw in store.redis.lrange(key, 0, -1):
-                ptr = pointer(raw)
+                ptr = envelope_pointer(raw)
                 if ptr and ptr[0] == job_id:
                     found.append(f"list {key.decode()} token {ptr[1]}")
     for tag, raw in store.redis.hgetall(KOMBU_UNACKED).items():
-        ptr = pointer(raw)
-        if ptr and ptr[0] == job_id:
-            score = store.redis.zscore("unacked_index", tag)
-            found.append(f"unacked {tag.decode()} token {ptr[1]} delivered {score}")
+        delivered = unacked_pointer(raw)
+        if delivered and delivered[1] == job_id:
+            score = store.redis.zscore(KOMBU_UNACKED_INDEX, tag)
+            found.append(f"unacked {tag.decode()} token {delivered[2]} delivered {score}")
     record, history = store.snapshot(job_id)
     return {"record": record, "history": history, "pointers": found, "now": time.time()}

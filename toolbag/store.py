@@ -43,7 +43,7 @@ def _pointer(payload: Any) -> tuple[str, str] | None:
         return None
 
 
-def _envelope_pointer(raw: Any) -> tuple[str, str] | None:
+def envelope_pointer(raw: Any) -> tuple[str, str] | None:
     """(job id, token) of an attempt message as kombu stores it on a queue; None for anything else."""
     try:
         return _pointer(json.loads(raw))
@@ -51,7 +51,7 @@ def _envelope_pointer(raw: Any) -> tuple[str, str] | None:
         return None
 
 
-def _unacked_pointer(raw: Any) -> tuple[str, str, str] | None:
+def unacked_pointer(raw: Any) -> tuple[str, str, str] | None:
     """(queue, job id, token) of an attempt message in kombu's ``unacked`` hash; None for anything else."""
     if raw is None:
         return None
@@ -425,7 +425,7 @@ class JobStore:
         raws = self.redis.hmget(KOMBU_UNACKED, tags)
         out = []
         for tag, raw in zip(tags, raws, strict=True):
-            delivered = _unacked_pointer(raw)
+            delivered = unacked_pointer(raw)
             if delivered is not None:
                 out.append((text(tag), delivered[0], delivered[1], delivered[2]))
         return out
@@ -444,7 +444,7 @@ class JobStore:
         bound_ms = time.time() * 1000 - older_than_s * 1000
         tail = self.redis.lindex(queue, -1)
         if tail is not None:
-            pointer = _envelope_pointer(tail)
+            pointer = envelope_pointer(tail)
             if pointer is None:
                 return []
             pipe = self.redis.pipeline(transaction=False)
@@ -462,7 +462,7 @@ class JobStore:
             pipe.hmget(self.keys.job(job_id), ["status", "token"])
         states = pipe.execute()
         delivered = {(job_id, token) for _q, job_id, token in
-                     filter(None, map(_unacked_pointer, self.redis.hvals(KOMBU_UNACKED)))}
+                     filter(None, map(unacked_pointer, self.redis.hvals(KOMBU_UNACKED)))}
         out = []
         for job_id, (status, token) in zip(candidates, states, strict=True):
             if status is None or text(status) != JobStatus.QUEUED.value:
