@@ -147,8 +147,8 @@ def fleet(redis_url: str, simulator_url: str, *, workers: dict[str, int], superv
            "TOOLBAG_METRICS_PORT": "0"}
     procs = Processes(env, tmp)
     from toolbag.config import load_config
-    from toolbag.keys import Keys
     from toolbag.store import JobStore
+    from toolbag.store.keys import Keys
 
     config = load_config(config_path)
     store = JobStore.from_url(redis_url, Keys(config.fleet.key_prefix))

@@ -221,8 +221,7 @@ def running_fleet(
 def pointer_report(store: Any, job_id: str) -> dict[str, Any]:
     """Where a job's Celery pointer messages are (queue lists, kombu's unacked hash), with its record and
     history: what a test prints when a job never finishes."""
-    from toolbag.keys import KOMBU_UNACKED, KOMBU_UNACKED_INDEX
-    from toolbag.store import envelope_pointer, unacked_pointer
+    from toolbag.store.messages import envelope_pointer, unacked_pointer
 
     found: list[str] = []
     for key in store.redis.scan_iter(match="*", count=1000):
@@ -231,10 +230,10 @@ def pointer_report(store: Any, job_id: str) -> dict[str, Any]:
                 ptr = envelope_pointer(raw)
                 if ptr and ptr[0] == job_id:
                     found.append(f"list {key.decode()} token {ptr[1]}")
-    for tag, raw in store.redis.hgetall(KOMBU_UNACKED).items():
+    for tag, raw in store.redis.hgetall(store.keys.kombu_unacked).items():
         delivered = unacked_pointer(raw)
         if delivered and delivered[1] == job_id:
-            score = store.redis.zscore(KOMBU_UNACKED_INDEX, tag)
+            score = store.redis.zscore(store.keys.kombu_unacked_index, tag)
             found.append(f"unacked {tag.decode()} token {delivered[2]} delivered {score}")
     record, history = store.snapshot(job_id)
     return {"record": record, "history": history, "pointers": found, "now": time.time()}

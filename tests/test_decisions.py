@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from toolbag.config import RoutePolicy, load_config
-from toolbag.decisions import Situation, decide, ruled_out
 from toolbag.providers.base import OutcomeKind as O
+from toolbag.supervisor.decisions import Situation, decide, ruled_out
 
 CONFIG = load_config()
 POLICY = RoutePolicy()

@@ -24,8 +24,8 @@ import pytest
 import yaml
 from prometheus_client.metrics import MetricWrapperBase
 
-from toolbag import metrics
 from toolbag.config import DEFAULT_CONFIG_PATH, Config, load_config, parse_config
+from toolbag.telemetry import metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 PROM_DIR = ROOT / "deploy" / "prometheus"

@@ -79,9 +79,9 @@ def test_duplicate_delivery_is_dropped_and_counted(fleet: Fleet) -> None:
     text = f"duplicate me {time.time_ns()}"
     job = fleet.client.submit("probe-gemini", input={"text": text}, tier="batch")
     # Make kombu see the same pointer twice, as its visibility-timeout restore does.
-    raw = store.redis.lindex("gemini.batch", 0)
+    raw = store.redis.lindex(store.keys.queue("gemini.batch"), 0)
     if raw is not None:
-        store.redis.lpush("gemini.batch", raw)
+        store.redis.lpush(store.keys.queue("gemini.batch"), raw)
     result = job.result(30)
     assert result.ok
     time.sleep(0.5)  # let the duplicate be delivered and dropped

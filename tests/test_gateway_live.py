@@ -28,7 +28,7 @@ from toolbag.gateway.audit import (
 )
 from toolbag.gateway.live import LivePolicy, PolicyStore
 from toolbag.gateway.policy import PolicyError, Subject, parse_policy
-from toolbag.keys import Keys
+from toolbag.store.keys import Keys
 
 WHO = Subject("analyst", "anthropic", "claude-haiku", "claude-haiku-5-5")
 

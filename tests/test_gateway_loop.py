@@ -18,6 +18,7 @@ from prometheus_client import REGISTRY
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from toolbag.attempt.context import AttemptContext
 from toolbag.gateway import builtin_tools
 from toolbag.gateway.audit import AuditError, AuditFilter, AuditRecord, FanoutAudit, RedisAuditReader, RedisAuditSink
 from toolbag.gateway.build import build_gateway
@@ -26,13 +27,12 @@ from toolbag.gateway.live import PolicyStore
 from toolbag.gateway.loop import ToolLoop, tools_from_input
 from toolbag.gateway.policy import Subject, parse_policy
 from toolbag.gateway.settings import parse_gateway_settings
-from toolbag.keys import Keys
 from toolbag.providers.anthropic_provider import AnthropicAdapter
 from toolbag.providers.base import Adapter, AttemptFailure, Message, ModelRequest, OutcomeKind, Timeouts, ToolCall
 from toolbag.providers.gemini_provider import GeminiAdapter
 from toolbag.providers.openai_provider import OpenAIAdapter
 from toolbag.simulator.server import SimulatorServer
-from workers.hooks import AttemptContext
+from toolbag.store.keys import Keys
 
 VENDORS = {"anthropic": "claude-t", "openai": "gpt-t", "gemini": "gemini-t"}
 POLICY_V1 = """

@@ -15,18 +15,18 @@ from pathlib import Path
 import pytest
 import redis
 
+from toolbag.attempt.context import AttemptContext
 from toolbag.gateway.audit import AuditFilter, RedisAuditReader, RedisAuditSink
 from toolbag.gateway.gateway import Gateway
 from toolbag.gateway.live import LivePolicy, PolicyStore
 from toolbag.gateway.loop import ToolLoop
 from toolbag.gateway.registry import ToolRegistry
 from toolbag.gateway.settings import parse_gateway_settings
-from toolbag.keys import Keys
 from toolbag.providers.anthropic_provider import AnthropicAdapter
 from toolbag.providers.base import Message, ModelRequest, Timeouts
 from toolbag.providers.openai_provider import OpenAIAdapter
 from toolbag.simulator.server import SimulatorServer
-from workers.hooks import AttemptContext
+from toolbag.store.keys import Keys
 
 SERVER = Path(__file__).resolve().parent / "gateway_mcp_server.py"
 POLICY = """

@@ -8,9 +8,9 @@ import pytest
 import redis
 
 from toolbag.config import HealthConfig, load_config
-from toolbag.health import HealthTracker
-from toolbag.keys import Keys
 from toolbag.providers.base import OutcomeKind as O
+from toolbag.routing.health import HealthTracker
+from toolbag.store.keys import Keys
 
 
 @pytest.fixture

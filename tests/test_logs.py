@@ -14,13 +14,13 @@ from typing import Any
 
 import pytest
 
-from toolbag import logs
+from toolbag.attempt.leases import LeaseKeeper
+from toolbag.attempt.runner import AttemptRunner
 from toolbag.config import TIERS, parse_config
 from toolbag.providers.registry import build_adapter
 from toolbag.simulator.server import SimulatorServer
 from toolbag.store import JobStore
-from workers.leases import LeaseKeeper
-from workers.provider import AttemptRunner
+from toolbag.telemetry import logs
 
 CANARY = "sk-canary-5f1d9c0b7e2a4d6f8a1b3c5d7e9f0a2b"
 
@@ -96,7 +96,7 @@ def test_secret_values_come_from_the_config_and_secret_looking_variables() -> No
 def test_the_attempt_runner_logs_job_attempt_provider_model_outcome(captured: io.StringIO, redis_url: str) -> None:
     from tests.fleet import fleet_config_dict
     from toolbag.client import Client
-    from toolbag.keys import Keys
+    from toolbag.store.keys import Keys
 
     with SimulatorServer() as sim:
         data = fleet_config_dict(sim.url)

@@ -21,18 +21,18 @@ import pytest
 from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 
 from tests.fleet import REPO, fleet_config_dict
-from toolbag import metrics
+from toolbag.attempt.leases import LeaseKeeper
+from toolbag.attempt.runner import AttemptRunner
 from toolbag.client import Client, JobRequest
 from toolbag.config import TIERS, Config, parse_config
 from toolbag.jobs import AttemptRecord, DecisionRecord, JobStatus, SubmitError
-from toolbag.keys import Keys
 from toolbag.providers.registry import build_adapter
-from toolbag.queues import queue_stats
 from toolbag.simulator.server import SimulatorServer
 from toolbag.store import JobStore
-from workers.leases import LeaseKeeper
-from workers.provider import AttemptRunner
-from workers.supervisor import Sweeper
+from toolbag.store.keys import Keys
+from toolbag.store.queues import queue_stats
+from toolbag.supervisor.service import Sweeper
+from toolbag.telemetry import metrics
 
 _SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s")
 
@@ -172,7 +172,8 @@ def test_queue_depth_counts_queued_reserved_and_delayed(redis_url: str, sim: Sim
     queue = "openai.standard"
     # A worker reserved one message (kombu moved it off the list) but has not started it: still waiting.
     # Another worker took the next one and started it.
-    assert store.redis.rpop(queue) is not None and store.redis.rpop(queue) is not None
+    queue_key = store.keys.queue(queue)
+    assert store.redis.rpop(queue_key) is not None and store.redis.rpop(queue_key) is not None
     # One attempt started and ended; the supervisor parks the job for a minute, bound for gemini.standard.
     running = jobs[3]
     assert store.claim(running.id, "1", queue, 30, "w") is not None
@@ -194,7 +195,7 @@ def test_queue_depth_counts_queued_reserved_and_delayed(redis_url: str, sim: Sim
     assert (gemini.waiting, gemini.delayed, gemini.depth) == (0, 1, 1)
     assert gemini.oldest_age_s == pytest.approx(50, abs=3)
     assert sum(q.depth for q in stats.values()) == 4
-    assert store.redis.llen(queue) == 2, "the Celery list alone undercounts (reserved and delayed jobs)"
+    assert store.redis.llen(store.keys.queue(queue)) == 2, "the Celery list alone undercounts"
 
     Sweeper(config, store).update_gauges()
     sample = REGISTRY.get_sample_value
@@ -211,7 +212,7 @@ def test_queue_depth_counts_queued_reserved_and_delayed(redis_url: str, sim: Sim
 
 _CHILD = """
 import os, sys
-from toolbag import metrics
+from toolbag.telemetry import metrics
 metrics.ATTEMPTS.labels("openai", "gpt-luna", "batch", "ok").inc(int(sys.argv[1]))
 metrics.INFLIGHT.labels("openai").inc()
 print(os.getpid())
@@ -220,8 +221,9 @@ print(os.getpid())
 _PARENT = """
 import json, sys, urllib.request
 from celery.signals import worker_process_shutdown
-from toolbag import metrics
-metrics.track_child_processes()
+from toolbag.telemetry import metrics
+import workers.signals
+workers.signals.connect()
 port = metrics.serve(0, "worker:openai", addr="127.0.0.1")
 def page():
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics") as resp:

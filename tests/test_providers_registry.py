@@ -178,7 +178,7 @@ def test_a_worker_loads_only_its_own_vendors_sdk(provider: str, sdk: str) -> Non
     import sys
 
     script = (
-        "import sys, toolbag.cli, workers.runtime, workers.provider, workers.supervisor\n"
+        "import sys, toolbag.cli, workers.runtime, toolbag.attempt.runner, toolbag.supervisor.service\n"
         "from toolbag.config import load_config\n"
         "from toolbag.providers.registry import build_adapter\n"
         f"build_adapter({provider!r}, load_config())\n"

@@ -17,14 +17,14 @@ import pytest
 import redis
 import yaml
 
+from toolbag.attempt.context import AttemptContext
 from toolbag.config import DEFAULT_CONFIG_PATH, Config, parse_config
-from toolbag.decisions import Situation, decide
 from toolbag.jobs import AttemptRecord, DecisionRecord
-from toolbag.keys import Keys
 from toolbag.providers.base import AttemptFailure, Message, ModelRequest, ModelResponse, OutcomeKind, Usage
 from toolbag.ratelimit import HandBack, RateLimiter, estimate_input_tokens, reservation, vendor_signals
 from toolbag.store import JobStore, NewJob
-from workers.hooks import AttemptContext
+from toolbag.store.keys import Keys
+from toolbag.supervisor.decisions import Situation, decide
 
 DEFAULTS: dict[str, Any] = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())
 
@@ -485,7 +485,7 @@ def test_hand_back_is_fenced_and_not_an_attempt(client: redis.Redis) -> None:
     job = store.get("j1")
     assert (job["status"], job["model"], job["queue"], job["token"]) == ("queued", "claude-haiku",
                                                                           "anthropic.batch", "3")
-    assert client.llen("anthropic.batch") == 1
+    assert client.llen(store.keys.queue("anthropic.batch")) == 1
 
 
 def test_throttles_do_not_use_up_max_attempts() -> None:
@@ -520,7 +520,7 @@ def test_headroom_is_read_fleet_wide_and_exported_by_the_supervisor(client: redi
     from prometheus_client import REGISTRY
 
     from toolbag.store import JobStore
-    from workers.supervisor import Sweeper
+    from toolbag.supervisor.service import Sweeper
 
     config = make_config({"gpt-luna": {"rpm": 10, "tpm": 1000, "window_s": 600}})
     rl = limiter(client, config)

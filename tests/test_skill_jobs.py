@@ -8,9 +8,9 @@ import jsonschema
 import pytest
 
 from tests.fleet import Fleet, running_fleet
-from toolbag.evals import run_evals
 from toolbag.jobs import SubmitError
 from toolbag.skills import SkillLibrary
+from toolbag.skills.fleet_evals import run_evals
 
 PROVIDERS = ("anthropic", "openai", "gemini")
 

@@ -10,8 +10,8 @@ import pytest
 import redis
 
 from toolbag.jobs import AttemptRecord, DecisionRecord, JobStatus
-from toolbag.keys import SUPERVISOR_QUEUE, Keys
 from toolbag.store import JobStore, NewJob
+from toolbag.store.keys import Keys
 
 
 @pytest.fixture
@@ -34,7 +34,7 @@ def test_submit_writes_job_and_exactly_one_message(store: JobStore) -> None:
     assert created and job_id == "j1"
     job = store.get("j1")
     assert job["status"] == "queued" and job["token"] == "1"
-    messages = store.redis.lrange("openai.standard", 0, -1)
+    messages = store.redis.lrange(store.keys.queue("openai.standard"), 0, -1)
     assert len(messages) == 1
     envelope = json.loads(messages[0])
     assert envelope["headers"]["task"] == "toolbag.attempt"
@@ -44,7 +44,7 @@ def test_submit_writes_job_and_exactly_one_message(store: JobStore) -> None:
 def test_idempotency_key_returns_the_same_job_without_a_second_message(store: JobStore) -> None:
     assert store.submit(new_job("a", key="k")) == (True, "a")
     assert store.submit(new_job("b", key="k")) == (False, "a")
-    assert store.redis.llen("openai.standard") == 1
+    assert store.redis.llen(store.keys.queue("openai.standard")) == 1
     assert not store.redis.exists(store.keys.job("b"))
 
 
@@ -76,18 +76,18 @@ def test_complete_once_and_wake_waiter(store: JobStore) -> None:
 
 def test_end_attempt_pushes_decision_and_dispatch_requeues_with_new_token(store: JobStore) -> None:
     store.submit(new_job())
-    store.redis.delete("openai.standard")
+    store.redis.delete(store.keys.queue("openai.standard"))
     store.claim("j1", "1", "openai.standard", 5, "w")
     assert store.end_attempt("j1", "1", "refused", record("refused")).ok
     assert store.get("j1")["status"] == "deciding"
-    assert store.redis.llen(SUPERVISOR_QUEUE) == 1
+    assert store.redis.llen(store.keys.supervisor_queue) == 1
     assert not store.end_attempt("j1", "1", "refused", record("refused")).ok  # fenced
     done = store.dispatch("j1", "1", model="claude-haiku", provider="anthropic", queue="anthropic.standard",
                           record_json=DecisionRecord("reroute", "refused", "claude-haiku").to_json())
     assert done.ok
     job = store.get("j1")
     assert (job["status"], job["token"], job["model"]) == ("queued", "2", "claude-haiku")
-    assert store.redis.llen("anthropic.standard") == 1
+    assert store.redis.llen(store.keys.queue("anthropic.standard")) == 1
     assert store.claim("j1", "1", "anthropic.standard", 5, "w") is None  # old token is stale
     assert store.claim("j1", "2", "anthropic.standard", 5, "w") is not None
     kinds = [h["type"] for h in store.history("j1")]
@@ -98,7 +98,7 @@ def test_delayed_dispatch_then_promote_once(store: JobStore) -> None:
     store.submit(new_job())
     store.claim("j1", "1", "openai.standard", 5, "w")
     store.end_attempt("j1", "1", "rate_limited", record("rate_limited"))
-    store.redis.delete("openai.standard")
+    store.redis.delete(store.keys.queue("openai.standard"))
     assert store.dispatch("j1", "1", model="gpt-luna", provider="openai", queue="openai.standard",
                           record_json="{}", delay_s=0.2).ok
     assert store.get("j1")["status"] == "waiting"
@@ -107,7 +107,7 @@ def test_delayed_dispatch_then_promote_once(store: JobStore) -> None:
     assert store.due_delayed() == ["j1"]
     assert store.promote("j1").ok
     assert not store.promote("j1").ok  # a second supervisor finds nothing to do
-    assert store.redis.llen("openai.standard") == 1
+    assert store.redis.llen(store.keys.queue("openai.standard")) == 1
     assert store.get("j1")["status"] == "queued"
 
 
@@ -137,18 +137,16 @@ def test_orphaned_delivery_is_reclaimed_with_a_new_token(store: JobStore) -> Non
     """A worker died after kombu delivered the message but before the claim: the job is re-enqueued."""
     import time as _time
 
-    from toolbag.keys import KOMBU_UNACKED, KOMBU_UNACKED_INDEX
-
     store.submit(new_job())
-    message = store.redis.rpop("openai.standard")  # what the dead worker's BRPOP took
-    store.redis.hset(KOMBU_UNACKED, "tag-1", json.dumps([json.loads(message), "", "openai.standard"]))
-    store.redis.zadd(KOMBU_UNACKED_INDEX, {"tag-1": _time.time() - 60})
+    message = store.redis.rpop(store.keys.queue("openai.standard"))  # what the dead worker's BRPOP took
+    store.redis.hset(store.keys.kombu_unacked, "tag-1", json.dumps([json.loads(message), "", "openai.standard"]))
+    store.redis.zadd(store.keys.kombu_unacked_index, {"tag-1": _time.time() - 60})
     assert store.orphaned_deliveries(older_than_s=120) == []
     orphans = store.orphaned_deliveries(older_than_s=10)
     assert orphans == [("tag-1", "openai.standard", "j1", "1")]
     assert store.reclaim(*orphans[0], record_json="{}").ok
-    assert store.get("j1")["token"] == "2" and store.redis.llen("openai.standard") == 1
-    assert not store.redis.exists(KOMBU_UNACKED_INDEX) and not store.redis.exists(KOMBU_UNACKED)
+    assert store.get("j1")["token"] == "2" and store.redis.llen(store.keys.queue("openai.standard")) == 1
+    assert not store.redis.exists(store.keys.kombu_unacked_index, store.keys.kombu_unacked)
     assert store.claim("j1", "1", "openai.standard", 5, "w") is None
     assert store.claim("j1", "2", "openai.standard", 5, "w") is not None
 
@@ -158,26 +156,24 @@ def test_vanished_message_is_found_only_when_it_is_nowhere(store: JobStore) -> N
     still on the list, delivered (unacked) or no longer queued are not."""
     import time as _time
 
-    from toolbag.keys import KOMBU_UNACKED, KOMBU_UNACKED_INDEX
-
     queue = "openai.standard"
     for job_id in ("j1", "j2", "j3"):
         store.submit(new_job(job_id))
         _time.sleep(0.005)  # distinct push times (ms)
     assert store.vanished_pointers(queue, older_than_s=0) == []  # all three on the list
-    popped = store.redis.rpop(queue)  # j1: taken by a worker that died at once
+    popped = store.redis.rpop(store.keys.queue(queue))  # j1: taken by a worker that died at once
     assert store.vanished_pointers(queue, older_than_s=0) == [("j1", "1")]
     assert store.vanished_pointers(queue, older_than_s=60) == []  # too young to judge
-    delivered = store.redis.rpop(queue)  # j2: delivered and recorded, not yet claimed
-    store.redis.hset(KOMBU_UNACKED, "tag-2", json.dumps([json.loads(delivered), "", queue]))
-    store.redis.zadd(KOMBU_UNACKED_INDEX, {"tag-2": _time.time()})
+    delivered = store.redis.rpop(store.keys.queue(queue))  # j2: delivered and recorded, not yet claimed
+    store.redis.hset(store.keys.kombu_unacked, "tag-2", json.dumps([json.loads(delivered), "", queue]))
+    store.redis.zadd(store.keys.kombu_unacked_index, {"tag-2": _time.time()})
     assert store.vanished_pointers(queue, older_than_s=0) == [("j1", "1")]
-    store.redis.rpush(queue, popped)  # a stale copy of j1's message comes back to the tail ...
+    store.redis.rpush(store.keys.queue(queue), popped)  # a stale copy of j1's message comes back to the tail ...
     assert store.reclaim("", queue, "j1", "1", record_json="{}").ok  # ... after j1 was re-pushed (token 2)
     assert store.vanished_pointers(queue, older_than_s=0) == []  # stale tail: no bound, no guess
-    store.redis.rpop(queue)
+    store.redis.rpop(store.keys.queue(queue))
     assert store.vanished_pointers(queue, older_than_s=0) == []  # j1 (token 2) is behind j3 on the list
-    store.redis.delete(queue)  # the list empties: j3 and j1 popped by dying workers
+    store.redis.delete(store.keys.queue(queue))  # the list empties: j3 and j1 popped by dying workers
     assert sorted(store.vanished_pointers(queue, older_than_s=0)) == [("j1", "2"), ("j3", "1")]
     assert store.claim("j3", "1", queue, 5, "w") is not None  # running jobs are not queued
     assert store.vanished_pointers(queue, older_than_s=0) == [("j1", "2")]

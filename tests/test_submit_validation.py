@@ -67,7 +67,7 @@ def test_good_submission_is_queued_on_the_first_candidates_provider(client: Clie
     record = client.store.get(job.id)
     assert (record["model"], record["provider"], record["queue"]) == ("claude-haiku", "anthropic",
                                                                       "anthropic.interactive")
-    assert redis.Redis.from_url(redis_url).llen("anthropic.interactive") == 1
+    assert redis.Redis.from_url(redis_url).llen(client.store.keys.queue("anthropic.interactive")) == 1
 
 
 def test_cli_reports_bad_input_without_traceback(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:

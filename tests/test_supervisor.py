@@ -211,7 +211,8 @@ def test_message_popped_by_a_worker_killed_before_kombu_recorded_it_is_requeued(
         fleet.kill("worker-gemini", signal.SIGKILL)
         job = fleet.client.submit("classify", input={"text": "lost in the pop"}, tier="standard")
         queue = fleet.client.store.get(job.id)["queue"]
-        assert fleet.client.store.redis.rpop(queue) is not None  # what the dying worker's BRPOP took
+        store = fleet.client.store
+        assert store.redis.rpop(store.keys.queue(queue)) is not None  # what the dying worker's BRPOP took
         fleet.worker("gemini", name="worker-gemini-2")
         result = job.result(fleet.config.fleet.unclaimed_delivery_s + 20)
         assert result.ok, result

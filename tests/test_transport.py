@@ -10,7 +10,9 @@ from workers.transport import Transport
 
 
 def test_workers_use_the_transport_and_acks_still_clear_unacked(redis_url: str) -> None:
-    app = make_app(load_config(), redis_url)
+    config = load_config()
+    app = make_app(config, redis_url)
+    unacked = config.fleet.key_prefix + "unacked"
     with app.connection_for_read() as conn:
         assert isinstance(conn.transport, Transport)
         channel = conn.default_channel
@@ -21,9 +23,9 @@ def test_workers_use_the_transport_and_acks_still_clear_unacked(redis_url: str) 
         queue.put({"n": 1})
         message = queue.get(timeout=5)
         raw = redis.Redis.from_url(redis_url)
-        assert raw.hlen("unacked") == 1, "the delivery is recorded through the shared client"
+        assert raw.hlen(unacked) == 1, "the delivery is recorded through the shared client"
         message.ack()
-        assert raw.hlen("unacked") == 0 and raw.zcard("unacked_index") == 0
+        assert raw.hlen(unacked) == 0 and raw.zcard(unacked + "_index") == 0
         queue.close()
         channel._pool = None  # what kombu does when it reconnects: a new pool, so a new client on it
         assert channel._create_client() is not first

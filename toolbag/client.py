@@ -16,9 +16,10 @@ from typing import TYPE_CHECKING, Any
 
 from toolbag.config import TIERS, Config, load_config, redis_url
 from toolbag.jobs import JobNotFound, JobResult, JobStatus, ResultTimeout, SubmitError
-from toolbag.keys import Keys, queue_name
 from toolbag.routing import NoCandidate, Router
 from toolbag.store import WAIT_CHUNK_S, JobStore, NewJob
+from toolbag.store.keys import Keys
+from toolbag.store.messages import queue_name
 
 if TYPE_CHECKING:
     from toolbag.bulk.pipeline import MapResult
@@ -88,7 +89,7 @@ class Client:
         self.store = store or JobStore.from_url(
             redis_url_ or redis_url(), Keys(self.config.fleet.key_prefix), self.config.fleet.job_ttl_s
         )
-        from toolbag.health import HealthTracker
+        from toolbag.routing.health import HealthTracker
 
         self.health = HealthTracker(self.store.redis, self.store.keys, self.config)
         self.router = Router(self.config, usable=self.health.usable, by_latency=self.health.by_latency)

@@ -26,16 +26,16 @@ from typing import TYPE_CHECKING, Literal
 
 import redis
 
-from toolbag import metrics
 from toolbag.config import Config, Limits
-from toolbag.decisions import ruled_out
-from toolbag.keys import Keys
 from toolbag.lua import source as lua_source
 from toolbag.providers.base import AttemptFailure, ModelRequest, ModelResponse, OutcomeKind
 from toolbag.store import text as _text
+from toolbag.store.keys import Keys
+from toolbag.supervisor.decisions import ruled_out
+from toolbag.telemetry import metrics
 
 if TYPE_CHECKING:
-    from workers.hooks import AttemptContext
+    from toolbag.attempt.context import AttemptContext
 
 log = logging.getLogger("toolbag.ratelimit")
 

@@ -1,4 +1,4 @@
-"""The Celery application: queues, and the settings DESIGN.md §4 requires.
+"""The Celery application: queues, and the settings the fleet's correctness needs.
 
 JSON only (never pickle), late acks, prefetch 1, strict tier order when consuming, a visibility timeout
 above the longest attempt, fast restore of unacked messages (kombu 5.7), no ETA/countdown anywhere (delays
@@ -11,7 +11,7 @@ from celery import Celery
 from kombu import Queue
 
 from toolbag.config import TIERS, Config
-from toolbag.keys import SUPERVISOR_QUEUE, queue_name
+from toolbag.store.messages import SUPERVISOR_QUEUE, queue_name
 
 
 def worker_queues(provider: str) -> list[str]:
@@ -37,6 +37,7 @@ def make_app(config: Config, broker_url: str) -> Celery:
         "socket_keepalive": True,
         "health_check_interval": 25,
         "max_connections": 1024,
+        "global_keyprefix": config.fleet.key_prefix,  # queues and kombu's bookkeeping live under the fleet's prefix
     }
     queues = [Queue(queue_name(p, t)) for p in config.providers for t in TIERS] + [Queue(SUPERVISOR_QUEUE)]
     app.conf.update(
@@ -65,5 +66,8 @@ def make_app(config: Config, broker_url: str) -> Celery:
         broker_pool_limit=64,
     )
     import workers.tasks  # noqa: F401  registers the task names on this app
+    from workers import signals
+
+    signals.connect()
 
     return app

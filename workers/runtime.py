@@ -7,12 +7,12 @@ import socket
 from dataclasses import dataclass
 from typing import Any
 
+from toolbag.attempt.leases import LeaseKeeper
+from toolbag.attempt.runner import AttemptRunner
 from toolbag.config import Config
-from toolbag.keys import Keys
 from toolbag.store import JobStore
-from workers.leases import LeaseKeeper
-from workers.provider import AttemptRunner
-from workers.supervisor import Supervisor, Sweeper
+from toolbag.store.keys import Keys
+from toolbag.supervisor.service import Supervisor, Sweeper
 
 
 @dataclass
@@ -84,7 +84,7 @@ def start_provider(config: Config, redis_url: str, provider: str) -> Runtime:
     keeper = LeaseKeeper(store, config.fleet.lease_ttl_s)
     keeper.start()
     name = f"{provider}@{socket.gethostname()}:{os.getpid()}"
-    from toolbag.health import HealthTracker
+    from toolbag.routing.health import HealthTracker
 
     health = HealthTracker(store.redis, store.keys, config)
     from toolbag.ratelimit import RateLimiter
@@ -104,8 +104,8 @@ def start_provider(config: Config, redis_url: str, provider: str) -> Runtime:
 
 def start_supervisor(config: Config, redis_url: str, *, sweep: bool = True) -> Runtime:
     global _current
-    from toolbag.health import HealthTracker
     from toolbag.ratelimit import RateLimiter
+    from toolbag.routing.health import HealthTracker
 
     store = _store(config, redis_url)
     health = HealthTracker(store.redis, store.keys, config)

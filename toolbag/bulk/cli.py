@@ -56,7 +56,7 @@ def run(
     """
     from toolbag.bulk.files import FORMATS, InputSpec, guess_format
     from toolbag.bulk.runner import BatchError, BatchRun, BatchSpec
-    from toolbag.cli import _client
+    from toolbag.cli.app import _client
 
     fmt = input_format or guess_format(input_path)
     if fmt not in FORMATS:

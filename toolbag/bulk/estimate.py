@@ -11,9 +11,9 @@ import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from toolbag.attempt.request import plain_request
 from toolbag.config import Config
 from toolbag.providers.base import ModelRequest
-from toolbag.requests import plain_request
 
 if TYPE_CHECKING:
     from toolbag.skills.model import Skill

@@ -5,7 +5,7 @@
 - :mod:`~toolbag.gateway.registry` — local Python tools and MCP servers (stdio, streamable HTTP);
 - :mod:`~toolbag.gateway.audit` — every offer, decision and call, to the Redis stream and a JSONL file;
 - :mod:`~toolbag.gateway.gateway` — offer, then check → audit → call → audit;
-- :mod:`~toolbag.gateway.loop` — the worker's tool-use loop (a ``workers.hooks.Caller``);
+- :mod:`~toolbag.gateway.loop` — the worker's tool-use loop (a ``toolbag.attempt.context.Caller``);
 - :mod:`~toolbag.gateway.cli` — ``toolbag permissions``, ``toolbag audit``, ``toolbag tools``.
 """
 

@@ -25,7 +25,7 @@ from typing import Any, Protocol
 
 import redis
 
-from toolbag.keys import Keys
+from toolbag.store.keys import Keys
 
 __all__ = [
     "AUDIT_FILE_ENV",

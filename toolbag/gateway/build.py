@@ -15,8 +15,8 @@ from toolbag.gateway.loop import ToolLoop
 from toolbag.gateway.policy import PolicyError, default_policy_path
 from toolbag.gateway.registry import ToolRegistry
 from toolbag.gateway.settings import GatewaySettings, load_gateway_settings
-from toolbag.keys import Keys
 from toolbag.store import JobStore
+from toolbag.store.keys import Keys
 
 __all__ = ["audit_sink", "build_gateway", "worker_caller"]
 

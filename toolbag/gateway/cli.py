@@ -23,7 +23,7 @@ from toolbag.gateway.audit import AuditFilter, RedisAuditReader, read_jsonl
 from toolbag.gateway.live import PolicyStore
 from toolbag.gateway.policy import Policy, PolicyError, Subject, default_policy_path, load_policy_file
 from toolbag.gateway.settings import load_gateway_settings
-from toolbag.keys import Keys
+from toolbag.store.keys import Keys
 
 __all__ = ["audit_app", "permissions_app", "tools_app"]
 

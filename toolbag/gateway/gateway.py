@@ -14,7 +14,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 
-from toolbag import metrics
 from toolbag.gateway.audit import AuditRecord, AuditSink, args_digest, new_decision_id
 from toolbag.gateway.live import LivePolicy
 from toolbag.gateway.policy import Decision, PolicyError, Subject
@@ -22,6 +21,7 @@ from toolbag.gateway.registry import ToolInfo, ToolRegistry
 from toolbag.gateway.settings import LoopSettings
 from toolbag.gateway.wire_names import sanitize, wire_names
 from toolbag.providers.base import ToolCall, ToolResult, ToolSpec
+from toolbag.telemetry import metrics
 
 __all__ = ["OFFER_POLICY_MAX_AGE_S", "Gateway", "Offer"]
 

@@ -27,9 +27,9 @@ from pathlib import Path
 import redis
 
 from toolbag.gateway.policy import Policy, PolicyError, load_policy_file, parse_policy
-from toolbag.keys import Keys
 from toolbag.lua import source as lua_source
 from toolbag.store import text as _s
+from toolbag.store.keys import Keys
 
 __all__ = ["LivePolicy", "PolicyStore", "PublishResult"]
 

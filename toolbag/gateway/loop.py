@@ -1,4 +1,4 @@
-"""The tool-use loop of one attempt: a :class:`workers.hooks.Caller` that offers a model the tools the policy
+"""The tool-use loop of one attempt: a :class:`toolbag.attempt.context.Caller` that offers a model the tools the policy
 grants and runs its tool calls through the gateway until it answers.
 
 Which tools an attempt asks for: the skill's ``allowed-tools`` (``AttemptContext.allowed_tools``) plus, for
@@ -17,8 +17,8 @@ import dataclasses
 import json
 import time
 from collections.abc import Callable, Sequence
-from typing import Protocol
 
+from toolbag.attempt.context import AttemptContext
 from toolbag.config import Config
 from toolbag.gateway.audit import AuditError
 from toolbag.gateway.gateway import Gateway, Offer
@@ -34,7 +34,7 @@ from toolbag.providers.base import (
     Usage,
 )
 
-__all__ = ["JOB_TOOLS_FIELD", "AttemptInfo", "ToolLoop", "tools_from_input"]
+__all__ = ["JOB_TOOLS_FIELD", "ToolLoop", "tools_from_input"]
 
 JOB_TOOLS_FIELD = "tools"
 
@@ -53,29 +53,8 @@ def tools_from_input(raw_input: str) -> list[str]:
     return [t for t in tools if isinstance(t, str) and t]
 
 
-class AttemptInfo(Protocol):
-    """What the loop reads of ``workers.hooks.AttemptContext`` (structurally; toolbag never imports workers)."""
-
-    @property
-    def job_id(self) -> str: ...
-    @property
-    def caller(self) -> str: ...
-    @property
-    def provider(self) -> str: ...
-    @property
-    def model(self) -> str: ...
-    @property
-    def model_id(self) -> str: ...
-    @property
-    def deadline_ms(self) -> int: ...
-    @property
-    def allowed_tools(self) -> tuple[str, ...]: ...
-    @property
-    def requested_tools(self) -> tuple[str, ...]: ...
-
-
 class ToolLoop:
-    """:class:`workers.hooks.Caller` with tools. ``job_tools(job_id)`` returns the tools a job's input asks
+    """:class:`toolbag.attempt.context.Caller` with tools. ``job_tools(job_id)`` returns the tools a job's input asks
     for (read only when the policy grants the agent anything on that model); ``config`` lets the loop skip
     models without the ``tools`` feature."""
 
@@ -96,7 +75,7 @@ class ToolLoop:
 
     # ------------------------------------------------------------------------------------ Caller
 
-    def call(self, adapter: Adapter, ctx: AttemptInfo, request: ModelRequest) -> ModelResponse:
+    def call(self, adapter: Adapter, ctx: AttemptContext, request: ModelRequest) -> ModelResponse:
         """One attempt: a plain call when no tool is requested or offered, else the bounded loop."""
         subject = Subject(agent=ctx.caller, provider=ctx.provider, model=ctx.model, model_id=ctx.model_id,
                           job_id=ctx.job_id)

@@ -79,7 +79,7 @@ def _representative_input(skill: Skill) -> tuple[str, Mapping[str, Any]] | None:
 
 
 def _as_worker_sends(request: ModelRequest, config: Config, tier: str, model: str) -> ModelRequest:
-    """The worker's shaping of a rendered request (``workers.provider``): timeouts and headers are not
+    """The worker's shaping of a rendered request (``toolbag.attempt.runner``): timeouts and headers are not
     part of the wire body, streaming and the output cap are."""
     return dataclasses.replace(
         request,
@@ -90,7 +90,7 @@ def _as_worker_sends(request: ModelRequest, config: Config, tier: str, model: st
 
 def skill_digest(skill: Skill, config: Config, adapters: Mapping[str, tuple[str, Adapter]]) -> SkillDigest | None:
     """The digests of ``skill``; None when it has neither an eval case nor an example to render."""
-    from toolbag.evals import model_for  # the model `toolbag eval` would use on each provider
+    from toolbag.skills.fleet_evals import model_for  # the model `toolbag eval` would use on each provider
 
     chosen = _representative_input(skill)
     if chosen is None:

@@ -24,7 +24,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from toolbag import metrics
+from toolbag.telemetry import metrics
 
 from .anthropic_wire import AnthropicWire
 from .faults import (

@@ -12,16 +12,7 @@ import logging
 import time
 from typing import Any
 
-from toolbag import metrics
-from toolbag.config import Config
-from toolbag.gateway.loop import tools_from_input
-from toolbag.jobs import AttemptRecord, DecisionRecord
-from toolbag.keys import queue_name
-from toolbag.providers.base import Adapter, AttemptFailure, ModelRequest, ModelResponse, OutcomeKind
-from toolbag.ratelimit import HandBack
-from toolbag.requests import plain_request, timeouts_for
-from toolbag.store import JobStore
-from workers.hooks import (
+from toolbag.attempt.context import (
     Admission,
     AttemptContext,
     Caller,
@@ -31,7 +22,16 @@ from workers.hooks import (
     PlainCall,
     Unlimited,
 )
-from workers.leases import LeaseKeeper
+from toolbag.attempt.leases import LeaseKeeper
+from toolbag.attempt.request import plain_request, timeouts_for
+from toolbag.config import Config
+from toolbag.gateway.loop import tools_from_input
+from toolbag.jobs import AttemptRecord, DecisionRecord
+from toolbag.providers.base import Adapter, AttemptFailure, ModelRequest, ModelResponse, OutcomeKind
+from toolbag.ratelimit import HandBack
+from toolbag.store import JobStore
+from toolbag.store.messages import queue_name
+from toolbag.telemetry import metrics
 
 log = logging.getLogger("toolbag.worker")
 

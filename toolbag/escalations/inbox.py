@@ -16,8 +16,8 @@ from typing import Any
 
 from toolbag.config import Config
 from toolbag.jobs import DecisionRecord, JobNotFound, JobStatus
-from toolbag.keys import queue_name
 from toolbag.store import JobStore
+from toolbag.store.messages import queue_name
 
 log = logging.getLogger("toolbag.escalations")
 

@@ -13,12 +13,12 @@ from dataclasses import dataclass
 
 import redis
 
-from toolbag import metrics
 from toolbag.config import Config
-from toolbag.keys import Keys
 from toolbag.lua import source as lua_source
 from toolbag.providers.base import OutcomeKind
 from toolbag.store import text as _text
+from toolbag.store.keys import Keys
+from toolbag.telemetry import metrics
 
 STATES = ("closed", "open", "half_open")
 

@@ -19,10 +19,10 @@ console = Console()
 
 @contextmanager
 def _inbox() -> Iterator[Inbox]:
-    from toolbag.cli import _config, _fail
+    from toolbag.cli.app import _config, _fail
     from toolbag.config import redis_url
-    from toolbag.keys import Keys
     from toolbag.store import JobStore
+    from toolbag.store.keys import Keys
 
     config = _config()
     store = JobStore.from_url(redis_url(), Keys(config.fleet.key_prefix), config.fleet.job_ttl_s)

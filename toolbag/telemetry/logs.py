@@ -174,18 +174,4 @@ def configure(
     for name in NOISY_LOGGERS:
         logging.getLogger(name).setLevel(numeric if numeric <= logging.DEBUG else logging.WARNING)
     logging.captureWarnings(True)
-    _quiet_celery_setup()
     return handler
-
-
-def _quiet_celery_setup() -> None:
-    """With a receiver on ``setup_logging``, Celery leaves logging as configured here (no second handler)."""
-    try:
-        from celery.signals import setup_logging
-    except ImportError:  # pragma: no cover - celery is a dependency, but logs.py does not need it
-        return
-    setup_logging.connect(_keep_logging, weak=False)
-
-
-def _keep_logging(**_: Any) -> None:
-    return None

@@ -10,7 +10,7 @@ jobs finished are counted in Redis by the store's Lua scripts, whoever made the 
 
 Multiprocess mode: when ``PROMETHEUS_MULTIPROC_DIR`` is set (by the start-up shell, to an emptied directory)
 before the process starts, :func:`serve` exposes the sum over every process writing into that directory, and
-:func:`track_child_processes` removes a dead prefork child's live gauges.
+:func:`mark_dead` removes a dead prefork child's live gauges (the Celery side calls it).
 """
 
 from __future__ import annotations
@@ -178,7 +178,7 @@ SIM_REQUESTS = Counter(
     ["vendor", "fault", "status"],
 )
 
-log = logging.getLogger("toolbag.metrics")
+log = logging.getLogger("toolbag.telemetry.metrics")
 
 # Fields of the ``<prefix>stats`` hash, written by submit.lua, complete.lua and finish.lua.
 SUBMITTED_FIELD = "submitted|{tier}|{capability}"
@@ -256,18 +256,6 @@ def mark_dead(pid: int) -> None:
         from prometheus_client import multiprocess as mp
 
         mp.mark_process_dead(pid)
-
-
-def track_child_processes() -> None:
-    """In multiprocess mode, call :func:`mark_dead` as each Celery prefork child exits."""
-    if not multiprocess():
-        return
-    from celery.signals import worker_process_shutdown
-
-    def _child_exit(pid: int | None = None, **_: Any) -> None:
-        mark_dead(pid or os.getpid())
-
-    worker_process_shutdown.connect(_child_exit, weak=False)
 
 
 _served: dict[int, CollectorRegistry] = {}

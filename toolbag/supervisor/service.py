@@ -13,17 +13,17 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from toolbag import metrics
 from toolbag.config import TIERS, Config
-from toolbag.decisions import Decision, Situation, decide
 from toolbag.escalations import notify_webhook
-from toolbag.health import HealthTracker
 from toolbag.jobs import AttemptRecord, DecisionRecord, JobNotFound, JobStatus
-from toolbag.keys import queue_name
 from toolbag.providers.base import OutcomeKind
-from toolbag.queues import queue_stats
 from toolbag.ratelimit import RateLimiter
+from toolbag.routing.health import HealthTracker
 from toolbag.store import JobStore
+from toolbag.store.messages import queue_name
+from toolbag.store.queues import queue_stats
+from toolbag.supervisor.decisions import Decision, Situation, decide
+from toolbag.telemetry import metrics
 
 log = logging.getLogger("toolbag.supervisor")
 VANISHED_CHECK_S = 1.0  # how often queues are checked for jobs whose message vanished

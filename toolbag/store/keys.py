@@ -27,28 +27,38 @@ key                                type     meaning
 ``<p>rl:caller:<caller>:<kind>``   hash     the same for one caller's limits
 =================================  =======  ==========================================================
 
-Celery queues are the kombu Redis lists named ``<provider>.<tier>`` and ``toolbag.supervisor``; kombu keeps
-delivered-but-unacked messages in ``unacked`` (hash) and ``unacked_index`` (zset of delivery times).
+Celery's queues live under the same prefix: kombu's Redis transport runs with ``global_keyprefix`` set to
+it, so the queue ``<provider>.<tier>`` is the list ``<p><provider>.<tier>``, the supervisor's queue is
+``<p>toolbag.supervisor``, and kombu keeps delivered-but-unacked messages in ``<p>unacked`` (hash) and
+``<p>unacked_index`` (zset of delivery times). Two fleets with different prefixes share nothing.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-SUPERVISOR_QUEUE = "toolbag.supervisor"
-# kombu's Redis transport keeps delivered-but-unacked messages here (fixed names, no prefix).
-KOMBU_UNACKED = "unacked"
-KOMBU_UNACKED_INDEX = "unacked_index"
-
-
-def queue_name(provider: str, tier: str) -> str:
-    """The Celery queue (a Redis list) a provider's workers consume for a tier."""
-    return f"{provider}.{tier}"
+from toolbag.store.messages import KOMBU_UNACKED, KOMBU_UNACKED_INDEX, SUPERVISOR_QUEUE
 
 
 @dataclass(frozen=True)
 class Keys:
     prefix: str = "tb:"
+
+    def queue(self, name: str) -> str:
+        """The Redis list kombu keeps the Celery queue ``name`` in."""
+        return f"{self.prefix}{name}"
+
+    @property
+    def supervisor_queue(self) -> str:
+        return self.queue(SUPERVISOR_QUEUE)
+
+    @property
+    def kombu_unacked(self) -> str:
+        return f"{self.prefix}{KOMBU_UNACKED}"
+
+    @property
+    def kombu_unacked_index(self) -> str:
+        return f"{self.prefix}{KOMBU_UNACKED_INDEX}"
 
     def job(self, job_id: str) -> str:
         return f"{self.prefix}job:{job_id}"

@@ -13,8 +13,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from toolbag.config import TIERS
-from toolbag.keys import queue_name
 from toolbag.store import JobStore
+from toolbag.store.messages import queue_name
 
 DELAYED_CHUNK = 1000  # job records read per round trip while grouping the delayed set by queue
 

@@ -153,14 +153,14 @@ def cancel(job_id: str) -> None:
 @app.command()
 def queues(as_json: bool = typer.Option(False, "--json")) -> None:
     """Jobs waiting per provider × tier (queued, reserved but not started, or delayed) and the oldest wait."""
-    from toolbag.queues import queue_stats
+    from toolbag.store.queues import queue_stats
 
     client = _client()
     rows = []
     for q in queue_stats(client.store, client.config.providers):
         rows.append({"queue": q.queue, "provider": q.provider, "tier": q.tier, "depth": q.depth,
                      "waiting": q.waiting, "delayed": q.delayed, "oldest_age_s": q.oldest_age_s,
-                     "messages": client.store.redis.llen(q.queue)})
+                     "messages": client.store.redis.llen(client.store.keys.queue(q.queue))})
     delayed = client.store.redis.zcard(client.store.keys.delayed)
     if as_json:
         print(json.dumps({"queues": rows, "delayed": delayed}))
@@ -183,7 +183,7 @@ _LOGLEVEL_HELP = "Level of toolbag's JSON logs (libraries log at WARNING unless 
 
 
 def _logs(role: str, loglevel: str, config: Config | None) -> None:
-    from toolbag import logs
+    from toolbag.telemetry import logs
 
     try:
         logs.configure(role, loglevel, config=config)
@@ -201,7 +201,7 @@ def worker(
     """Run a provider worker: consumes <provider>.interactive, .standard, .batch in that order."""
     import logging
 
-    from toolbag import metrics
+    from toolbag.telemetry import metrics
     from workers.app import make_app, worker_queues
     from workers.runtime import start_provider
 
@@ -212,7 +212,6 @@ def worker(
     except ConfigError as err:
         _fail(str(err))
         return
-    metrics.track_child_processes()
     port = metrics.serve(_metrics_port(metrics_port, 9100), role=f"worker:{provider}")
     n = concurrency or config.providers[provider].concurrency
     err_console.print(f"worker {provider}: {n} slots, metrics on :{port}/metrics", highlight=False)
@@ -239,15 +238,14 @@ def supervisor(
     """Run the supervisor: decisions after failures, and the sweeps (safe to run two)."""
     import logging
 
-    from toolbag import metrics
-    from toolbag.keys import SUPERVISOR_QUEUE
+    from toolbag.store.messages import SUPERVISOR_QUEUE
+    from toolbag.telemetry import metrics
     from workers.app import make_app
     from workers.runtime import start_supervisor
 
     config = _config()
     _logs("supervisor", loglevel, config)
     runtime = start_supervisor(config, redis_url())
-    metrics.track_child_processes()
     fleet_counters = metrics.FleetCounters(runtime.store.redis, runtime.store.keys.stats)
     port = metrics.serve(_metrics_port(metrics_port, 9101), role="supervisor", collectors=[fleet_counters])
     err_console.print(f"supervisor: metrics on :{port}/metrics", highlight=False)
@@ -275,9 +273,9 @@ def simulator(
     loglevel: str = typer.Option("INFO", "--loglevel", envvar="TOOLBAG_LOG_LEVEL", help=_LOGLEVEL_HELP),
 ) -> None:
     """Serve the Anthropic, OpenAI and Gemini wire protocols on one port, with fault injection."""
-    from toolbag import metrics
     from toolbag.simulator.faults import FaultPlan
     from toolbag.simulator.server import serve_forever
+    from toolbag.telemetry import metrics
 
     _logs("simulator", loglevel, None)
     plan = None
@@ -306,9 +304,9 @@ def eval_(
 ) -> None:
     """Run skills' eval cases through the fleet and print a pass table of skill × provider."""
     from toolbag.client import Client
-    from toolbag.evals import run_evals
     from toolbag.providers.registry import resolve_provider
     from toolbag.skills import SkillLibrary, default_skills_dir
+    from toolbag.skills.fleet_evals import run_evals
 
     config = _config()
     providers = list(config.providers) if provider == "all" else [provider]
@@ -359,13 +357,13 @@ def dev(
     exit_after_demo: bool = typer.Option(False, "--exit-after-demo", help="Stop once the demo has finished"),
 ) -> None:
     """Run everything locally: Redis (reused or started), simulator, one worker per provider, supervisor."""
-    from toolbag.devfleet import run_dev
+    from toolbag.devfleet.dev import run_dev
 
     sys.exit(run_dev(demo=demo, exit_after_demo=exit_after_demo))
 
 
 def _mount_optional() -> None:
-    from toolbag.escalations_cli import app as escalations_app
+    from toolbag.escalations.cli import app as escalations_app
 
     app.add_typer(escalations_app, name="escalations", help="The human escalation inbox.")
     from toolbag.bulk.cli import app as bulk_app

@@ -6,7 +6,6 @@ a stale or duplicate delivery fails the token compare-and-set and is dropped by 
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import time
@@ -16,51 +15,18 @@ from typing import Any
 
 import redis
 
-from toolbag.envelope import task_envelope
 from toolbag.jobs import JobNotFound, JobStatus
-from toolbag.keys import KOMBU_UNACKED, KOMBU_UNACKED_INDEX, SUPERVISOR_QUEUE, Keys
 from toolbag.lua import source as lua_source
+from toolbag.store.keys import Keys
+from toolbag.store.messages import attempt_message, decide_message, envelope_pointer, unacked_pointer
 
-ATTEMPT_TASK = "toolbag.attempt"
 WAIT_CHUNK_S = 5.0  # longest single blocking wait; must stay below the client's socket timeout
-DECIDE_TASK = "toolbag.decide"
 log = logging.getLogger("toolbag.store")
 
 
 def text(value: Any) -> str:
     """A Redis reply value as text (replies are bytes unless the client decodes them)."""
     return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _pointer(payload: Any) -> tuple[str, str] | None:
-    """(job id, token) of a decoded attempt message; None for any other message."""
-    try:
-        if payload.get("headers", {}).get("task") != ATTEMPT_TASK:
-            return None
-        args = json.loads(base64.b64decode(payload["body"]))[0]
-        return str(args[0]), str(args[1])
-    except (ValueError, KeyError, TypeError, IndexError, AttributeError):
-        return None
-
-
-def envelope_pointer(raw: Any) -> tuple[str, str] | None:
-    """(job id, token) of an attempt message as kombu stores it on a queue; None for anything else."""
-    try:
-        return _pointer(json.loads(raw))
-    except ValueError:
-        return None
-
-
-def unacked_pointer(raw: Any) -> tuple[str, str, str] | None:
-    """(queue, job id, token) of an attempt message in kombu's ``unacked`` hash; None for anything else."""
-    if raw is None:
-        return None
-    try:
-        payload, _exchange, routing_key = json.loads(raw)
-        pointer = _pointer(payload)
-    except (ValueError, TypeError):
-        return None
-    return None if pointer is None else (str(routing_key), pointer[0], pointer[1])
 
 
 @dataclass(frozen=True)
@@ -118,7 +84,7 @@ class JobStore:
         keys = [
             self.keys.job(job.job_id),
             self.keys.idem(job.caller, job.idempotency_key) if use_idem else self.keys.dummy,  # type: ignore[arg-type]
-            job.queue,
+            self.keys.queue(job.queue),
             self.keys.waiting(job.queue),
             self.keys.deadlines,
             self.keys.stats,
@@ -127,7 +93,7 @@ class JobStore:
             job.job_id,
             "1" if use_idem else "0",
             self.job_ttl_s,
-            task_envelope(job.queue, ATTEMPT_TASK, [job.job_id, "1"]),
+            attempt_message(job.queue, job.job_id, "1"),
             int(job.deadline_s * 1000),
         ]
         for name, value in job.fields.items():
@@ -189,11 +155,11 @@ class JobStore:
 
     def end_attempt(self, job_id: str, token: str, outcome: str, record_json: str) -> Transition:
         """Running → deciding, pushing a decision message to the supervisor queue in the same step."""
-        envelope = task_envelope(SUPERVISOR_QUEUE, DECIDE_TASK, [job_id, token])
+        envelope = decide_message(job_id, token)
         reply = self._end_attempt(
             keys=[
                 self.keys.job(job_id), self.keys.leases, self.keys.attempts(job_id),
-                self.keys.deciding, SUPERVISOR_QUEUE,
+                self.keys.deciding, self.keys.supervisor_queue,
             ],
             args=[token, outcome, record_json, envelope],
         )
@@ -215,8 +181,8 @@ class JobStore:
         attempt: the attempt number stays, the token moves on. Used when rate-limit admission says no."""
         new_token = str(int(token) + 1)
         delay_ms = max(0, int(delay_s * 1000))
-        target = self.keys.delayed if delay_ms > 0 else queue
-        envelope = task_envelope(queue, ATTEMPT_TASK, [job_id, new_token]) if delay_ms <= 0 else ""
+        target = self.keys.delayed if delay_ms > 0 else self.keys.queue(queue)
+        envelope = attempt_message(queue, job_id, new_token) if delay_ms <= 0 else ""
         reply = self._hand_back(
             keys=[self.keys.job(job_id), self.keys.leases, self.keys.attempts(job_id), target,
                   self.keys.waiting(queue), self.keys.audit],
@@ -243,8 +209,8 @@ class JobStore:
         """Deciding (or escalated) → queued on ``queue``, or waiting in the delayed set for ``delay_s``."""
         new_token = str(int(expected_token) + 1)
         delay_ms = int(delay_s * 1000)
-        target = self.keys.delayed if delay_ms > 0 else queue
-        envelope = task_envelope(queue, ATTEMPT_TASK, [job_id, new_token]) if delay_ms <= 0 else ""
+        target = self.keys.delayed if delay_ms > 0 else self.keys.queue(queue)
+        envelope = attempt_message(queue, job_id, new_token) if delay_ms <= 0 else ""
         leaving = self.keys.escalations if expected_status == "escalated" else self.keys.deciding
         reply = self._dispatch(
             keys=[self.keys.job(job_id), leaving, self.keys.attempts(job_id), target,
@@ -263,8 +229,8 @@ class JobStore:
             return Transition(False, "missing")
         token, queue = text(record[0]), text(record[1])
         reply = self._promote(
-            keys=[self.keys.job(job_id), self.keys.delayed, queue, self.keys.waiting(queue)],
-            args=[token, task_envelope(queue, ATTEMPT_TASK, [job_id, token])],
+            keys=[self.keys.job(job_id), self.keys.delayed, self.keys.queue(queue), self.keys.waiting(queue)],
+            args=[token, attempt_message(queue, job_id, token)],
         )
         return Transition(int(reply[0]) == 1, text(reply[1]) if len(reply) > 1 else "queued")
 
@@ -419,10 +385,12 @@ class JobStore:
         """Attempt messages delivered to a consumer more than ``older_than_s`` ago and still unacked:
         (delivery tag, queue, job id, token). A live worker claims within milliseconds of delivery."""
         cutoff = time.time() - older_than_s
-        tags: list[Any] = list(self.redis.zrangebyscore(KOMBU_UNACKED_INDEX, "-inf", cutoff, start=0, num=limit))
+        tags: list[Any] = list(
+            self.redis.zrangebyscore(self.keys.kombu_unacked_index, "-inf", cutoff, start=0, num=limit)
+        )
         if not tags:
             return []
-        raws = self.redis.hmget(KOMBU_UNACKED, tags)
+        raws = self.redis.hmget(self.keys.kombu_unacked, tags)
         out = []
         for tag, raw in zip(tags, raws, strict=True):
             delivered = unacked_pointer(raw)
@@ -442,7 +410,7 @@ class JobStore:
         """
         waiting = self.keys.waiting(queue)
         bound_ms = time.time() * 1000 - older_than_s * 1000
-        tail = self.redis.lindex(queue, -1)
+        tail = self.redis.lindex(self.keys.queue(queue), -1)
         if tail is not None:
             pointer = envelope_pointer(tail)
             if pointer is None:
@@ -462,7 +430,7 @@ class JobStore:
             pipe.hmget(self.keys.job(job_id), ["status", "token"])
         states = pipe.execute()
         delivered = {(job_id, token) for _q, job_id, token in
-                     filter(None, map(unacked_pointer, self.redis.hvals(KOMBU_UNACKED)))}
+                     filter(None, map(unacked_pointer, self.redis.hvals(self.keys.kombu_unacked)))}
         out = []
         for job_id, (status, token) in zip(candidates, states, strict=True):
             if status is None or text(status) != JobStatus.QUEUED.value:
@@ -476,16 +444,16 @@ class JobStore:
         is kombu's delivery tag, dropped from ``unacked``), or whose message vanished (``tag`` empty)."""
         new_token = str(int(token) + 1)
         reply = self._reclaim(
-            keys=[self.keys.job(job_id), queue, self.keys.waiting(queue), self.keys.attempts(job_id),
-                  KOMBU_UNACKED_INDEX, KOMBU_UNACKED],
-            args=[token, new_token, task_envelope(queue, ATTEMPT_TASK, [job_id, new_token]), tag, record_json],
+            keys=[self.keys.job(job_id), self.keys.queue(queue), self.keys.waiting(queue), self.keys.attempts(job_id),
+                  self.keys.kombu_unacked_index, self.keys.kombu_unacked],
+            args=[token, new_token, attempt_message(queue, job_id, new_token), tag, record_json],
         )
         return Transition(int(reply[0]) == 1, text(reply[1]) if len(reply) > 1 else "queued")
 
     def resend_decision(self, job_id: str, token: str) -> None:
         """Re-push a decision message for a job stuck in ``deciding`` (its message was lost with a
         supervisor). Duplicates are harmless: decisions are fenced by token."""
-        self.redis.lpush(SUPERVISOR_QUEUE, task_envelope(SUPERVISOR_QUEUE, DECIDE_TASK, [job_id, token]))
+        self.redis.lpush(self.keys.supervisor_queue, decide_message(job_id, token))
         self.redis.zadd(self.keys.deciding, {job_id: int(time.time() * 1000)}, xx=True)
 
     def worker_heartbeat(self, member: str) -> None:

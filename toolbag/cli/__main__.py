@@ -1,0 +1,3 @@
+from toolbag.cli.app import main
+
+main()

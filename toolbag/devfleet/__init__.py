@@ -1,0 +1,1 @@
+"""A whole fleet on one machine: ``toolbag dev``, and the harness tests and benchmarks start fleets with."""

@@ -1,0 +1,1 @@
+"""What the fleet tells SREs: Prometheus metrics and structured logs."""
