@@ -19,12 +19,13 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from toolbag.attempt.context import AttemptContext
+from toolbag.attempt.request import requested_tools as tools_from_input
 from toolbag.gateway import builtin_tools
 from toolbag.gateway.audit import AuditError, AuditFilter, AuditRecord, FanoutAudit, RedisAuditReader, RedisAuditSink
 from toolbag.gateway.build import build_gateway
 from toolbag.gateway.gateway import Gateway
 from toolbag.gateway.live import PolicyStore
-from toolbag.gateway.loop import ToolLoop, tools_from_input
+from toolbag.gateway.loop import ToolLoop
 from toolbag.gateway.policy import Subject, parse_policy
 from toolbag.gateway.settings import parse_gateway_settings
 from toolbag.providers.anthropic_provider import AnthropicAdapter

@@ -18,10 +18,11 @@ import redis
 import yaml
 
 from toolbag.attempt.context import AttemptContext
+from toolbag.attempt.tokens import estimate_input_tokens
 from toolbag.config import DEFAULT_CONFIG_PATH, Config, parse_config
 from toolbag.jobs import AttemptRecord, DecisionRecord
 from toolbag.providers.base import AttemptFailure, Message, ModelRequest, ModelResponse, OutcomeKind, Usage
-from toolbag.ratelimit import HandBack, RateLimiter, estimate_input_tokens, reservation, vendor_signals
+from toolbag.ratelimit import HandBack, RateLimiter, reservation, vendor_signals
 from toolbag.store import JobStore, NewJob
 from toolbag.store.keys import Keys
 from toolbag.supervisor.decisions import Situation, decide

@@ -379,9 +379,10 @@ class Client:
 
 
 def _needs_for(skill: Skill | None, input_json: str) -> Any:
+    from toolbag.attempt.tokens import estimate_text_tokens
     from toolbag.routing import Needs
 
-    approx_tokens = len(input_json) // 4
+    approx_tokens = estimate_text_tokens(input_json)
     if skill is None:
         return Needs(min_context_tokens=approx_tokens)
     features = set(skill.required_features)

@@ -11,6 +11,8 @@ from urllib.parse import urlparse
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from toolbag.errors import ToolbagError
+
 TIERS: tuple[str, ...] = ("interactive", "standard", "batch")
 Tier = Literal["interactive", "standard", "batch"]
 PROVIDER_KINDS: tuple[str, ...] = ("anthropic", "openai", "gemini", "openai-compatible")
@@ -20,7 +22,7 @@ DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_SIMULATOR_URL = "http://127.0.0.1:8900"
 
 
-class ConfigError(Exception):
+class ConfigError(ToolbagError):
     """A configuration problem, phrased for the person who must fix it."""
 
 

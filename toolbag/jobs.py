@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from toolbag.errors import ToolbagError
+
 
 class JobStatus(StrEnum):
     QUEUED = "queued"
@@ -120,7 +122,7 @@ class JobResult:
         }
 
 
-class JobError(Exception):
+class JobError(ToolbagError):
     """Base of the errors a producer sees."""
 
 

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Literal
 
 import redis
 
+from toolbag.attempt.tokens import estimate_input_tokens
 from toolbag.config import Config, Limits
 from toolbag.lua import source as lua_source
 from toolbag.providers.base import AttemptFailure, ModelRequest, ModelResponse, OutcomeKind
@@ -172,22 +173,6 @@ def vendor_signals(headers: Mapping[str, str], now_s: float | None = None) -> Ve
         _int(h.get("x-ratelimit-remaining-tokens")), _int(h.get("x-ratelimit-limit-tokens")),
         _reset_s(h.get("x-ratelimit-reset-tokens"), now_s),
     )
-
-
-def estimate_input_tokens(request: ModelRequest) -> int:
-    """A deliberately high estimate of the input tokens: UTF-8 bytes / 3, plus framing per message."""
-    size = len(request.system.encode())
-    for message in request.messages:
-        size += len(message.text.encode())
-        for call in message.tool_calls:
-            size += len(call.name) + len(json.dumps(call.arguments))
-        for result in message.tool_results:
-            size += len(result.content.encode())
-    if request.json_schema is not None:
-        size += len(json.dumps(request.json_schema))
-    for tool in request.tools:
-        size += len(tool.name) + len(tool.description.encode()) + len(json.dumps(tool.parameters))
-    return size // 3 + 8 * len(request.messages) + 16
 
 
 def reservation(request: ModelRequest, max_output_tokens: int | None = None) -> int:

@@ -1,17 +1,24 @@
-"""Turn a job record into the normalized :class:`ModelRequest` for one attempt.
+"""The request an attempt sends: built here once, for the worker, cost estimates and the lockfile alike.
 
 A job's input is either rendered by its skill, or taken as a plain request: ``{"text": ...}``,
 ``{"messages": [{"role", "content"}], "system": ...}``, or any JSON value, which is sent as JSON with the
-capability as the instruction.
+capability as the instruction. The tier sets timeouts and streaming; the model caps the output tokens.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from toolbag.config import Config
 from toolbag.providers.base import Message, ModelRequest, Timeouts
+
+if TYPE_CHECKING:
+    from toolbag.skills.model import Skill
+
+PLAIN_MAX_OUTPUT_TOKENS = 1024  # a job without a skill may ask for more in its input (``max_output_tokens``)
+JOB_TOOLS_FIELD = "tools"  # a job's input may ask for tools by name or glob; the policy decides
 
 
 def timeouts_for(config: Config, tier: str) -> Timeouts:
@@ -19,8 +26,40 @@ def timeouts_for(config: Config, tier: str) -> Timeouts:
     return Timeouts(connect_s=t.connect_timeout_s, first_token_s=t.first_token_timeout_s, total_s=t.total_timeout_s)
 
 
+def build_request(
+    config: Config,
+    *,
+    capability: str,
+    tier: str,
+    model: str,
+    job_input: Any,
+    skill: Skill | None = None,
+    feedback: str | None = None,
+) -> ModelRequest:
+    """The request one attempt of a job sends to ``model``. ``feedback`` is the validation error of the
+    previous answer, when the supervisor retries after ``invalid_output``. Raises ``SkillInputError`` when
+    the input does not fit the skill."""
+    cap = config.models[model].max_output_tokens
+    if skill is not None:
+        from toolbag.skills.render import render
+
+        request = render(skill, job_input, feedback=feedback)
+    else:
+        request = plain_request(capability, job_input, min(PLAIN_MAX_OUTPUT_TOKENS, cap))
+        if feedback:
+            request = dataclasses.replace(
+                request, system=f"{request.system}\n\nYour previous answer was rejected: {feedback}"
+            )
+    return dataclasses.replace(
+        request,
+        timeouts=timeouts_for(config, tier),
+        stream=config.tiers[tier].stream,
+        max_output_tokens=min(request.max_output_tokens, cap),
+    )
+
+
 def plain_request(capability: str, payload: Any, max_output_tokens: int) -> ModelRequest:
-    """The request for a job without a skill."""
+    """The request for a job without a skill (before the tier and the model shape it)."""
     if isinstance(payload, dict) and isinstance(payload.get("messages"), list):
         messages = tuple(
             Message(role="assistant" if m.get("role") == "assistant" else "user", text=str(m.get("content", "")))
@@ -44,3 +83,17 @@ def plain_request(capability: str, payload: Any, max_output_tokens: int) -> Mode
     return ModelRequest(
         messages=(Message("user", text),), system=f"Task: {capability}.", max_output_tokens=max_output_tokens
     )
+
+
+def requested_tools(raw_input: str) -> list[str]:
+    """The ``"tools"`` list of a job's JSON input (non-empty strings only), else empty."""
+    try:
+        payload = json.loads(raw_input)
+    except (TypeError, ValueError):
+        return []
+    if not isinstance(payload, dict):
+        return []
+    tools = payload.get(JOB_TOOLS_FIELD)
+    if not isinstance(tools, list):
+        return []
+    return [t for t in tools if isinstance(t, str) and t]

@@ -23,9 +23,8 @@ from toolbag.attempt.context import (
     Unlimited,
 )
 from toolbag.attempt.leases import LeaseKeeper
-from toolbag.attempt.request import plain_request, timeouts_for
+from toolbag.attempt.request import build_request, requested_tools
 from toolbag.config import Config
-from toolbag.gateway.loop import tools_from_input
 from toolbag.jobs import AttemptRecord, DecisionRecord
 from toolbag.providers.base import Adapter, AttemptFailure, ModelRequest, ModelResponse, OutcomeKind
 from toolbag.ratelimit import HandBack
@@ -94,7 +93,7 @@ class AttemptRunner:
                 model=model_name, model_id=model.model_id, provider=self.provider, skill=record.get("skill"),
                 deadline_ms=int(record.get("deadline_ms", "0")),
                 allowed_tools=tuple(getattr(skill, "allowed_tools", ()) or ()),
-                requested_tools=tuple(tools_from_input(record["input"])),
+                requested_tools=tuple(requested_tools(record["input"])),
             )
             with self.admission.admit(ctx, request) as ticket:
                 metered = MeteredAdapter(self.adapter, self.admission, ctx, self.config.tiers[tier].total_timeout_s)
@@ -157,28 +156,12 @@ class AttemptRunner:
                              "model": model_name, "outcome": "ok", "latency_s": round(latency_s, 4)}))
 
     def _request(self, record: dict[str, str]) -> tuple[ModelRequest, Any]:
-        model = self.config.models[record["model"]]
-        payload = json.loads(record["input"])
-        skill = None
-        feedback = record.get("feedback") or None
-        if record.get("skill"):
-            from toolbag.skills import render
-
-            skill = self.skills.get(record["skill"])
-            request = render(skill, payload, feedback=feedback)
-        else:
-            request = plain_request(record["capability"], payload, min(1024, model.max_output_tokens))
-            if feedback:
-                request = dataclasses.replace(
-                    request, system=f"{request.system}\n\nYour previous answer was rejected: {feedback}"
-                )
-        tier_cfg = self.config.tiers[record["tier"]]
-        return dataclasses.replace(
-            request,
-            timeouts=timeouts_for(self.config, record["tier"]),
-            stream=tier_cfg.stream,
-            max_output_tokens=min(request.max_output_tokens, model.max_output_tokens),
-        ), skill
+        skill = self.skills.get(record["skill"]) if record.get("skill") else None
+        request = build_request(
+            self.config, capability=record["capability"], tier=record["tier"], model=record["model"],
+            job_input=json.loads(record["input"]), skill=skill, feedback=record.get("feedback") or None,
+        )
+        return request, skill
 
     def _output(self, response: ModelResponse, request: ModelRequest, skill: Any) -> Any:
         if skill is not None:

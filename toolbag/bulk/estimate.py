@@ -1,40 +1,26 @@
 """A cost estimate for a batch before it runs: tokens from text length, prices of the chosen model.
 
-Input tokens are estimated as characters / 4 of the text a model would be sent (the rendered skill, or
-the plain request, plus the output schema); output tokens as the job's output cap (the skill's
-``max-output-tokens``) unless the caller gives a typical size. It is an estimate, labelled as one.
+Input tokens are the fleet's one estimate (``toolbag.attempt.tokens``, deliberately high) of the request a
+worker would send; output tokens are the job's output cap (the skill's ``max-output-tokens``) unless the
+caller gives a typical size. It is an estimate, labelled as one.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from toolbag.attempt.request import plain_request
+from toolbag.attempt.request import build_request
+from toolbag.attempt.tokens import estimate_input_tokens
 from toolbag.config import Config
 from toolbag.providers.base import ModelRequest
 
 if TYPE_CHECKING:
     from toolbag.skills.model import Skill
 
-CHARS_PER_TOKEN = 4
-
-
 def request_for(config: Config, skill: Skill | None, capability: str, model: str, job_input: Any) -> ModelRequest:
-    """The request the first attempt would send (as the worker builds it)."""
-    if skill is not None:
-        from toolbag.skills import render
-
-        return render(skill, job_input)
-    return plain_request(capability, job_input, min(1024, config.models[model].max_output_tokens))
-
-
-def approx_tokens(request: ModelRequest) -> int:
-    chars = len(request.system) + sum(len(m.text) for m in request.messages)
-    if request.json_schema is not None:
-        chars += len(json.dumps(request.json_schema))
-    return max(1, chars // CHARS_PER_TOKEN)
+    """The request the first attempt would send (built as the worker builds it)."""
+    return build_request(config, capability=capability, tier="batch", model=model, job_input=job_input, skill=skill)
 
 
 @dataclass
@@ -59,7 +45,7 @@ class Estimate:
     def add(self, config: Config, model: str, request: ModelRequest, output_tokens: int | None) -> None:
         share = self.by_model.setdefault(model, ModelShare())
         prices = config.models[model]
-        in_tok = approx_tokens(request)
+        in_tok = estimate_input_tokens(request)
         out_tok = output_tokens if output_tokens is not None else min(request.max_output_tokens,
                                                                       prices.max_output_tokens)
         share.jobs += 1

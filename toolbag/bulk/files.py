@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from toolbag.errors import ToolbagError
+
 Format = Literal["jsonl", "csv"]
 FORMATS: tuple[str, ...] = ("jsonl", "csv")
 DEFAULT_ID_FIELD = "id"
@@ -26,7 +28,7 @@ ROW_COLUMN = "row"
 _BOM = "\ufeff"
 
 
-class BulkFileError(Exception):
+class BulkFileError(ToolbagError):
     """A problem with an input or output file, phrased for the person running the batch."""
 
 

@@ -32,6 +32,7 @@ from toolbag.bulk.files import (
 from toolbag.bulk.pipeline import Finished, Pipeline, Rejected, Submitted
 from toolbag.client import Client, JobRequest
 from toolbag.config import TIERS
+from toolbag.errors import ToolbagError
 from toolbag.jobs import JobResult, SubmitError
 
 if TYPE_CHECKING:
@@ -40,7 +41,7 @@ if TYPE_CHECKING:
 _KEY_VERSION = "toolbag-bulk-v1"
 
 
-class BatchError(Exception):
+class BatchError(ToolbagError):
     """The run cannot start (bad arguments, unreadable files); phrased for the person running it."""
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from toolbag.config import Config
+from toolbag.errors import ToolbagError
 from toolbag.jobs import DecisionRecord, JobNotFound, JobStatus
 from toolbag.store import JobStore
 from toolbag.store.messages import queue_name
@@ -22,7 +23,7 @@ from toolbag.store.messages import queue_name
 log = logging.getLogger("toolbag.escalations")
 
 
-class InboxError(Exception):
+class InboxError(ToolbagError):
     """An inbox action that cannot be taken, phrased for the person at the CLI."""
 
 

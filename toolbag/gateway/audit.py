@@ -25,6 +25,7 @@ from typing import Any, Protocol
 
 import redis
 
+from toolbag.errors import ToolbagError
 from toolbag.store.keys import Keys
 
 __all__ = [
@@ -46,7 +47,7 @@ AUDIT_FILE_ENV = "TOOLBAG_AUDIT_JSONL"
 _HOST = f"{socket.gethostname()}:{os.getpid()}"
 
 
-class AuditError(Exception):
+class AuditError(ToolbagError):
     """An audit record could not be written. The action it describes must not proceed."""
 
 

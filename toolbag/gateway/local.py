@@ -27,13 +27,15 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
+from toolbag.errors import ToolbagError
+
 __all__ = ["ENTRY_POINT_GROUP", "LocalTool", "ToolArgumentError", "load_entry_point", "load_module", "tool"]
 
 ENTRY_POINT_GROUP = "toolbag.tools"
 TOOL_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*$")
 
 
-class ToolArgumentError(ValueError):
+class ToolArgumentError(ToolbagError, ValueError):
     """The arguments do not fit the tool's schema (the message is meant for the model)."""
 
 

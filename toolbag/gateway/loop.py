@@ -14,7 +14,6 @@ adapter), and call again. Bounded by ``max_steps`` model calls and the job's dea
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from collections.abc import Callable, Sequence
 
@@ -34,24 +33,7 @@ from toolbag.providers.base import (
     Usage,
 )
 
-__all__ = ["JOB_TOOLS_FIELD", "ToolLoop", "tools_from_input"]
-
-JOB_TOOLS_FIELD = "tools"
-
-
-def tools_from_input(raw_input: str) -> list[str]:
-    """The ``"tools"`` list of a job's JSON input (strings only), else empty."""
-    try:
-        payload = json.loads(raw_input)
-    except (TypeError, ValueError):
-        return []
-    if not isinstance(payload, dict):
-        return []
-    tools = payload.get(JOB_TOOLS_FIELD)
-    if not isinstance(tools, list):
-        return []
-    return [t for t in tools if isinstance(t, str) and t]
-
+__all__ = ["ToolLoop"]
 
 class ToolLoop:
     """:class:`toolbag.attempt.context.Caller` with tools. ``job_tools(job_id)`` returns the tools a job's input asks

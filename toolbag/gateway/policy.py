@@ -39,6 +39,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from toolbag.errors import ToolbagError
+
 __all__ = [
     "Constraint",
     "Decision",
@@ -56,7 +58,7 @@ __all__ = [
 _RULE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 
 
-class PolicyError(Exception):
+class PolicyError(ToolbagError):
     """The policy cannot be read or is invalid. Callers treat it as a denial (fail closed)."""
 
 

@@ -23,6 +23,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from toolbag.errors import ToolbagError
 from toolbag.governance.check import Loaded
 from toolbag.governance.matrix import permission_matrix
 from toolbag.governance.wire import adapters_by_kind, skill_digest
@@ -38,7 +39,7 @@ _NOTE = ("Written by `toolbag lock`; do not edit. `toolbag check --locked` fails
          "`toolbag diff [REV]` explains how.")
 
 
-class LockError(Exception):
+class LockError(ToolbagError):
     """A lock that cannot be read (missing, not JSON, another format)."""
 
 

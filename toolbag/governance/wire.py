@@ -11,7 +11,6 @@ against the simulator URL with a dummy key: nothing is sent anywhere.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 from collections.abc import Iterator, Mapping, Sequence
@@ -19,8 +18,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from toolbag.attempt.request import build_request
 from toolbag.config import Config
-from toolbag.providers.base import Adapter, ModelRequest
+from toolbag.providers.base import Adapter
 from toolbag.skills.canonical import canonical_json
 from toolbag.skills.model import Skill
 from toolbag.skills.render import render, request_bytes
@@ -78,16 +78,6 @@ def _representative_input(skill: Skill) -> tuple[str, Mapping[str, Any]] | None:
     return None
 
 
-def _as_worker_sends(request: ModelRequest, config: Config, tier: str, model: str) -> ModelRequest:
-    """The worker's shaping of a rendered request (``toolbag.attempt.runner``): timeouts and headers are not
-    part of the wire body, streaming and the output cap are."""
-    return dataclasses.replace(
-        request,
-        stream=config.tiers[tier].stream,
-        max_output_tokens=min(request.max_output_tokens, config.models[model].max_output_tokens),
-    )
-
-
 def skill_digest(skill: Skill, config: Config, adapters: Mapping[str, tuple[str, Adapter]]) -> SkillDigest | None:
     """The digests of ``skill``; None when it has neither an eval case nor an example to render."""
     from toolbag.skills.fleet_evals import model_for  # the model `toolbag eval` would use on each provider
@@ -96,7 +86,7 @@ def skill_digest(skill: Skill, config: Config, adapters: Mapping[str, tuple[str,
     if chosen is None:
         return None
     label, value = chosen
-    request = render(skill, dict(value))
+    request = render(skill, dict(value))  # the vendor-neutral request, before a tier or model shapes it
     route: Sequence[str] = ()
     if skill.capability in config.routes:
         route = config.route(skill.capability, skill.default_tier).candidates
@@ -105,7 +95,8 @@ def skill_digest(skill: Skill, config: Config, adapters: Mapping[str, tuple[str,
         model = model_for(config, provider, route)
         if model is None:
             continue
-        shaped = _as_worker_sends(request, config, skill.default_tier, model)
+        shaped = build_request(config, capability=skill.capability, tier=skill.default_tier, model=model,
+                               job_input=dict(value), skill=skill)
         model_id = config.models[model].model_id
         body = json.loads(json.dumps(adapter.wire_request(model_id, shaped), default=str))
         # Gemini streams through another method with the same body: the digest covers the choice too.

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Literal, Protocol, runtime_checkable
 
+from toolbag.errors import ToolbagError
+
 # The vendors' public endpoints, used when a provider has a key and no base_url (kept here so that resolving a
 # provider does not import its SDK).
 ANTHROPIC_BASE_URL = "https://api.anthropic.com"
@@ -131,7 +133,7 @@ class ModelResponse:
     ratelimit_headers: dict[str, str] = field(default_factory=dict)
 
 
-class AttemptFailure(Exception):
+class AttemptFailure(ToolbagError):
     """An attempt that did not succeed, normalized. Raised by adapters; never carries an SDK type."""
 
     def __init__(

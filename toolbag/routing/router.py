@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from toolbag.config import Config
+from toolbag.errors import ToolbagError
 
 
 @dataclass(frozen=True)
@@ -24,7 +25,7 @@ class Needs:
 Usable = Callable[[Sequence[str]], list[str]]
 
 
-class NoCandidate(Exception):
+class NoCandidate(ToolbagError):
     def __init__(self, capability: str, tier: str, why: str) -> None:
         super().__init__(f"no usable model for {capability}/{tier}: {why}")
 

@@ -14,6 +14,8 @@ import difflib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from toolbag.errors import ToolbagError
+
 
 @dataclass(frozen=True, order=True)
 class Problem:
@@ -30,7 +32,7 @@ class Problem:
         return f"{text}\n    fix: {self.fix}" if self.fix else text
 
 
-class SkillError(Exception):
+class SkillError(ToolbagError):
     """Base class for every skill error."""
 
 

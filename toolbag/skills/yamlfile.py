@@ -9,6 +9,8 @@ from typing import Any
 
 import yaml
 
+from toolbag.errors import ToolbagError
+
 JsonPath = tuple[str | int, ...]
 
 
@@ -46,7 +48,7 @@ class YamlDocument:
         return None
 
 
-class YamlSyntaxError(Exception):
+class YamlSyntaxError(ToolbagError):
     """The text is not YAML. ``line`` is 1-based when known."""
 
     def __init__(self, message: str, line: int | None) -> None:
