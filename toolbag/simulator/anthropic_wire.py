@@ -1,4 +1,4 @@
-"""Anthropic Messages API wire format: ``POST /v1/messages``, streaming and not (providers.md §2.1, §3, §4, §8)."""
+"""Anthropic Messages API wire format (``POST /v1/messages``): bodies, ``event:``-framed streams, errors, headers."""
 
 from __future__ import annotations
 

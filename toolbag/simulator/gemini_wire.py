@@ -1,6 +1,6 @@
 """Gemini (Developer API) wire format: ``generateContent`` / ``streamGenerateContent?alt=sse`` on v1 and v1beta.
 
-Request keys are read in both spellings (the SDK mixes camelCase and snake_case, providers.md §0.5); user
+Request keys are read in both spellings (the SDK mixes camelCase and snake_case); user
 schemas and function arguments are left untouched. Streams are ``data:``-only (an ``event:`` line breaks the
 SDK), success is exactly HTTP 200, errors are ``google.rpc.Status`` bodies.
 """

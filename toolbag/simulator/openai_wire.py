@@ -1,4 +1,4 @@
-"""OpenAI wire formats: Chat Completions and Responses, streaming and not (providers.md §2.2-2.3, §3-6, §8)."""
+"""OpenAI wire formats, Chat Completions and Responses: bodies, streams, errors, rate-limit headers."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from .request import RequestError, SimRequest, ToolDef, ToolResultIn, Turn
 from .wire import AnswerMode, Headers, HttpError, StreamEvent, Wire, go_duration, retry_after_headers, sse
 
 REFUSAL_TEXT = "I'm sorry, but I can't help with that request."
-_REFUSALS = ("refusal", "refusal_filter", "refusal_finish")
 
 
 def _text_of(content: Any) -> str:
