@@ -27,18 +27,17 @@ from toolbag.providers.base import (
     ToolResult,
     ToolSpec,
 )
-from toolbag.providers.errors import (
+from toolbag.providers.errors import classify
+from toolbag.providers.gemini_provider import GeminiAdapter, _Answer, _sdk_contents
+from toolbag.providers.headers import parse_retry_after, ratelimit_headers
+from toolbag.providers.openai_provider import OpenAIAdapter
+from toolbag.providers.reasons import redact_failure
+from toolbag.providers.stop_reasons import (
     anthropic_stop_failure,
-    classify,
     gemini_block_failure,
     gemini_finish_failure,
     openai_finish_failure,
-    parse_retry_after,
-    ratelimit_headers,
-    redact_failure,
 )
-from toolbag.providers.gemini_provider import GeminiAdapter, _Answer, _sdk_contents
-from toolbag.providers.openai_provider import OpenAIAdapter
 from toolbag.providers.structured import openai_strict_schema, parse_json_output
 
 WEATHER = ToolSpec(

@@ -20,7 +20,10 @@ from toolbag.providers.base import (
     ToolCall,
     Usage,
 )
-from toolbag.providers.errors import anthropic_stop_failure, classify, ratelimit_headers, redact_failure
+from toolbag.providers.errors import classify
+from toolbag.providers.headers import ratelimit_headers
+from toolbag.providers.reasons import redact_failure
+from toolbag.providers.stop_reasons import anthropic_stop_failure
 from toolbag.providers.structured import anthropic_output_schema, parse_json_output
 
 __all__ = ["DEFAULT_BASE_URL", "AnthropicAdapter"]

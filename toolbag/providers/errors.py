@@ -1,8 +1,9 @@
-"""The one place vendor failures become :class:`~toolbag.providers.base.AttemptFailure`.
+"""The one place a vendor exception becomes an :class:`~toolbag.providers.base.AttemptFailure`.
 
-Every adapter funnels what can go wrong through here: SDK exceptions, raw ``httpx2`` transport errors
-(the Gemini SDK does not wrap them; streams surface them mid-iteration), malformed stream chunks, and the
-refusal / blocking signals each vendor puts in an otherwise successful (HTTP 200) answer::
+Every adapter funnels what its SDK call or stream raised through :func:`classify`: SDK exceptions, raw
+``httpx2`` transport errors (the Gemini SDK does not wrap them; streams surface them mid-iteration) and
+malformed stream chunks. (A refusal or block inside an HTTP 200 answer is not an exception: see
+:mod:`toolbag.providers.stop_reasons`.)::
 
     BaseException
       ├── AttemptFailure                        → unchanged
@@ -16,40 +17,28 @@ refusal / blocking signals each vendor puts in an otherwise successful (HTTP 200
       ├── JSON / unknown-response errors        → server_error  (a chunk that is not JSON)
       └── anything else                         → server_error  (never escapes an adapter)
 
-A reason always carries the vendor's own words (error type and message, refusal category, finish reason).
+A reason always carries the vendor's own words (error type, code and message).
 """
 
 from __future__ import annotations
 
-import email.utils
 import json
 import sys
-import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, cast
 
 import httpx2
 
 from toolbag.providers.base import AttemptFailure, OutcomeKind
+from toolbag.providers.headers import parse_retry_after, ratelimit_headers
+from toolbag.providers.reasons import clip_reason
 
 if TYPE_CHECKING:
     import anthropic
     import openai
     from google.genai import errors as genai_errors
 
-__all__ = [
-    "anthropic_stop_failure",
-    "classify",
-    "gemini_block_failure",
-    "gemini_finish_failure",
-    "openai_finish_failure",
-    "parse_retry_after",
-    "ratelimit_headers",
-    "redact_failure",
-    "redacted",
-]
-
-_MAX_REASON_CHARS = 500
+__all__ = ["classify"]
 
 # Substrings (lower-cased) of vendor error types, codes and messages.
 _QUOTA_MARKERS = (
@@ -108,99 +97,8 @@ _TYPE_KINDS: dict[str, OutcomeKind] = {
     "not_found_error": OutcomeKind.BAD_REQUEST,
 }
 
-# Gemini finish reasons (google-genai 3.3.0 ``FinishReason``). STOP and MAX_TOKENS are normal ends.
-_GEMINI_OK_FINISH = frozenset({"STOP", "MAX_TOKENS"})
-_GEMINI_REFUSED_FINISH = frozenset(
-    {
-        "SAFETY",
-        "RECITATION",
-        "LANGUAGE",
-        "OTHER",
-        "BLOCKLIST",
-        "PROHIBITED_CONTENT",
-        "SPII",
-        "IMAGE_SAFETY",
-        "IMAGE_PROHIBITED_CONTENT",
-        "IMAGE_OTHER",
-        "IMAGE_RECITATION",
-        "ESCALATION",
-        "MODEL_ARMOR",
-    }
-)
-_GEMINI_FINISH_KINDS: dict[str, OutcomeKind] = {
-    "MALFORMED_FUNCTION_CALL": OutcomeKind.INVALID_OUTPUT,
-    "UNEXPECTED_TOOL_CALL": OutcomeKind.INVALID_OUTPUT,
-    "TOO_MANY_TOOL_CALLS": OutcomeKind.INVALID_OUTPUT,
-    "NO_IMAGE": OutcomeKind.INVALID_OUTPUT,
-    "MISSING_THOUGHT_SIGNATURE": OutcomeKind.BAD_REQUEST,
-    "PUP_LIMITED_DISABLED": OutcomeKind.AUTH,  # the account is limited or disabled for policy violations
-}
-
-_RATELIMIT_PREFIXES = ("anthropic-ratelimit-", "x-ratelimit-")
-
 
 # --------------------------------------------------------------------------------------------- helpers
-
-
-def _clip(text: str) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= _MAX_REASON_CHARS else text[: _MAX_REASON_CHARS - 1] + "…"
-
-
-def redacted(text: str, secrets: Iterable[str]) -> str:
-    """``text`` with every non-trivial secret replaced by ``***``."""
-    for secret in secrets:
-        if secret and len(secret) >= 4:
-            text = text.replace(secret, "***")
-    return text
-
-
-def redact_failure(failure: AttemptFailure, secrets: Iterable[str]) -> AttemptFailure:
-    """``failure`` with every secret removed from its reason (and its message)."""
-    reason = redacted(failure.reason, secrets)
-    if reason != failure.reason:
-        failure.reason = reason
-        failure.args = (f"{failure.kind.value}: {reason}",)
-    return failure
-
-
-def ratelimit_headers(headers: Mapping[str, str] | None) -> dict[str, str]:
-    """The vendor rate-limit headers (``anthropic-ratelimit-*``, ``x-ratelimit-*``), names lower-cased."""
-    if not headers:
-        return {}
-    return {
-        name.lower(): value
-        for name, value in headers.items()
-        if name.lower().startswith(_RATELIMIT_PREFIXES)
-    }
-
-
-def parse_retry_after(headers: Mapping[str, str] | None) -> float | None:
-    """Seconds to wait from ``retry-after-ms`` or ``retry-after`` (seconds or an HTTP date); ``None`` if
-    absent or unreadable."""
-    if not headers:
-        return None
-    lowered = {name.lower(): value for name, value in headers.items()}
-    raw_ms = lowered.get("retry-after-ms")
-    if raw_ms is not None:
-        try:
-            value_ms = float(raw_ms)
-        except ValueError:
-            value_ms = -1.0
-        if value_ms >= 0:
-            return value_ms / 1000.0
-    raw = lowered.get("retry-after")
-    if raw is None:
-        return None
-    try:
-        value_s = float(raw)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(raw)
-        except (TypeError, ValueError):
-            return None
-        return max(0.0, when.timestamp() - time.time())
-    return value_s if value_s >= 0 else None
 
 
 def _parse_duration_s(value: Any) -> float | None:
@@ -293,7 +191,7 @@ def _from_anthropic_status(exc: anthropic.APIStatusError) -> AttemptFailure:
     label = ":".join(part for part in (error_type, code) if part) or "error"
     return AttemptFailure(
         kind,
-        _clip(f"anthropic {where} {label}: {message}"),
+        clip_reason(f"anthropic {where} {label}: {message}"),
         retry_after_s=parse_retry_after(headers) if kind is OutcomeKind.RATE_LIMITED else None,
         status_code=status if status >= 400 else None,
         request_id=exc.request_id,
@@ -329,7 +227,7 @@ def _from_openai_error(exc: openai.APIError, vendor: str) -> AttemptFailure:
     label = ":".join(part for part in (error_type, code) if part) or "error"
     return AttemptFailure(
         kind,
-        _clip(f"{vendor} {where} {label}: {message}"),
+        clip_reason(f"{vendor} {where} {label}: {message}"),
         retry_after_s=parse_retry_after(headers) if kind is OutcomeKind.RATE_LIMITED else None,
         status_code=status,
         request_id=getattr(exc, "request_id", None),
@@ -404,7 +302,7 @@ def _from_gemini_error(exc: genai_errors.APIError) -> AttemptFailure:
     request_id = headers.get("x-request-id") or headers.get("x-goog-request-id")
     return AttemptFailure(
         kind,
-        _clip(f"gemini HTTP {code} {label}: {message}"),
+        clip_reason(f"gemini HTTP {code} {label}: {message}"),
         retry_after_s=retry_after_s if kind is OutcomeKind.RATE_LIMITED else None,
         status_code=code,
         request_id=request_id,
@@ -423,13 +321,13 @@ def _from_transport(exc: BaseException, vendor: str) -> AttemptFailure | None:
         httpx2.TimeoutException, *_sdk_types("anthropic", "APITimeoutError"), *_sdk_types("openai", "APITimeoutError")
     )
     if any(isinstance(e, timeouts) for e in chain):
-        return AttemptFailure(OutcomeKind.TIMEOUT, _clip(f"{vendor} timed out ({detail})"))
+        return AttemptFailure(OutcomeKind.TIMEOUT, clip_reason(f"{vendor} timed out ({detail})"))
     unreachable: tuple[type[BaseException], ...] = (
         httpx2.TransportError, *_sdk_types("anthropic", "APIConnectionError"),
         *_sdk_types("openai", "APIConnectionError"),
     )
     if any(isinstance(e, unreachable) for e in chain):
-        return AttemptFailure(OutcomeKind.NETWORK, _clip(f"{vendor} connection failed ({detail})"))
+        return AttemptFailure(OutcomeKind.NETWORK, clip_reason(f"{vendor} connection failed ({detail})"))
     return None
 
 
@@ -455,7 +353,7 @@ def classify(
         if isinstance(exc, _sdk_types("openai", "APIResponseValidationError")):
             failure = AttemptFailure(
                 OutcomeKind.SERVER_ERROR,
-                _clip(f"{vendor} sent an unexpected response: {cast('openai.APIError', exc).message}"),
+                clip_reason(f"{vendor} sent an unexpected response: {cast('openai.APIError', exc).message}"),
             )
         else:
             failure = _from_openai_error(cast("openai.APIError", exc), vendor)
@@ -464,132 +362,24 @@ def classify(
     elif isinstance(exc, _sdk_types("anthropic", "APIResponseValidationError")):
         failure = AttemptFailure(
             OutcomeKind.SERVER_ERROR,
-            _clip(f"{vendor} sent an unexpected response: {cast('anthropic.APIError', exc).message}"),
+            clip_reason(f"{vendor} sent an unexpected response: {cast('anthropic.APIError', exc).message}"),
         )
     elif (transport := _from_transport(exc, vendor)) is not None:
         failure = transport
     elif isinstance(exc, (json.JSONDecodeError, *_sdk_types("google.genai.errors", "UnknownApiResponseError"))):
         failure = AttemptFailure(
-            OutcomeKind.SERVER_ERROR, _clip(f"{vendor} sent a malformed response chunk: {exc}")
+            OutcomeKind.SERVER_ERROR, clip_reason(f"{vendor} sent a malformed response chunk: {exc}")
         )
     elif isinstance(exc, (*_sdk_types("anthropic", "AnthropicError"), *_sdk_types("openai", "OpenAIError"))):
         failure = AttemptFailure(
-            OutcomeKind.BAD_REQUEST, _clip(f"{vendor} SDK error {type(exc).__name__}: {exc}")
+            OutcomeKind.BAD_REQUEST, clip_reason(f"{vendor} SDK error {type(exc).__name__}: {exc}")
         )
     else:
         failure = AttemptFailure(
-            OutcomeKind.SERVER_ERROR, _clip(f"{vendor}: unexpected {type(exc).__name__}: {exc}")
+            OutcomeKind.SERVER_ERROR, clip_reason(f"{vendor}: unexpected {type(exc).__name__}: {exc}")
         )
     if partial_text and not failure.partial_text:
         failure.partial_text = partial_text
     if latency_s and not failure.latency_s:
         failure.latency_s = latency_s
     return failure
-
-
-# ------------------------------------------------------------------------------- refusal signals
-
-
-def anthropic_stop_failure(
-    stop_reason: str | None, stop_details: Any, *, partial_text: str = ""
-) -> AttemptFailure | None:
-    """The failure an Anthropic ``stop_reason`` means, or ``None`` for a normal end."""
-    if stop_reason in ("end_turn", "max_tokens", "stop_sequence", "tool_use"):
-        return None
-    if stop_reason == "refusal":
-        category = explanation = None
-        if stop_details is not None:
-            category = _field(stop_details, "category")
-            explanation = _field(stop_details, "explanation")
-        said = ": ".join(str(part) for part in (category or "uncategorized", explanation) if part)
-        return AttemptFailure(
-            OutcomeKind.REFUSED, _clip(f"anthropic stop_reason refusal ({said})"), partial_text=partial_text
-        )
-    if stop_reason == "model_context_window_exceeded":
-        return AttemptFailure(
-            OutcomeKind.CONTEXT_TOO_LONG,
-            "anthropic stop_reason model_context_window_exceeded",
-            partial_text=partial_text,
-        )
-    if stop_reason is None:
-        return AttemptFailure(
-            OutcomeKind.NETWORK,
-            "anthropic message ended without a stop_reason (cut stream)",
-            partial_text=partial_text,
-        )
-    return AttemptFailure(
-        OutcomeKind.SERVER_ERROR,
-        _clip(f"anthropic stop_reason {stop_reason!r} is not a finished answer"),
-        partial_text=partial_text,
-    )
-
-
-def openai_finish_failure(
-    finish_reason: str | None, refusal: str | None, *, partial_text: str = "", vendor: str = "openai"
-) -> AttemptFailure | None:
-    """The failure an OpenAI ``finish_reason`` / ``message.refusal`` means, or ``None`` for a normal end."""
-    if refusal:
-        return AttemptFailure(
-            OutcomeKind.REFUSED,
-            _clip(f"{vendor} message.refusal (finish_reason {finish_reason}): {refusal}"),
-            partial_text=partial_text,
-        )
-    if finish_reason == "content_filter":
-        return AttemptFailure(
-            OutcomeKind.REFUSED, f"{vendor} finish_reason content_filter", partial_text=partial_text
-        )
-    if finish_reason in ("stop", "length", "tool_calls", "function_call"):
-        return None
-    if finish_reason is None:
-        return AttemptFailure(
-            OutcomeKind.NETWORK,
-            f"{vendor} answer ended without a finish_reason (cut stream)",
-            partial_text=partial_text,
-        )
-    return AttemptFailure(
-        OutcomeKind.SERVER_ERROR,
-        _clip(f"{vendor} finish_reason {finish_reason!r} is not a finished answer"),
-        partial_text=partial_text,
-    )
-
-
-def gemini_block_failure(
-    block_reason: str | None, block_message: str | None, *, partial_text: str = ""
-) -> AttemptFailure | None:
-    """``promptFeedback.blockReason`` set means the prompt was refused, whatever the reason's value."""
-    if not block_reason:
-        return None
-    said = f": {block_message}" if block_message else ""
-    return AttemptFailure(
-        OutcomeKind.REFUSED,
-        _clip(f"gemini promptFeedback.blockReason {block_reason}{said}"),
-        partial_text=partial_text,
-    )
-
-
-def gemini_finish_failure(
-    finish_reason: str | None, finish_message: str | None, *, partial_text: str = ""
-) -> AttemptFailure | None:
-    """The failure a Gemini candidate ``finishReason`` means, or ``None`` for STOP / MAX_TOKENS."""
-    if finish_reason in _GEMINI_OK_FINISH:
-        return None
-    said = f": {finish_message}" if finish_message else ""
-    if finish_reason is None:
-        return AttemptFailure(
-            OutcomeKind.NETWORK,
-            "gemini answer ended without a finishReason (cut stream)",
-            partial_text=partial_text,
-        )
-    if finish_reason in _GEMINI_REFUSED_FINISH:
-        kind = OutcomeKind.REFUSED
-    else:
-        kind = _GEMINI_FINISH_KINDS.get(finish_reason, OutcomeKind.SERVER_ERROR)
-    return AttemptFailure(
-        kind, _clip(f"gemini finishReason {finish_reason}{said}"), partial_text=partial_text
-    )
-
-
-def _field(obj: Any, name: str) -> Any:
-    if isinstance(obj, Mapping):
-        return obj.get(name)
-    return getattr(obj, name, None)

@@ -31,13 +31,10 @@ from toolbag.providers.base import (
     ToolCall,
     Usage,
 )
-from toolbag.providers.errors import (
-    classify,
-    gemini_block_failure,
-    gemini_finish_failure,
-    ratelimit_headers,
-    redact_failure,
-)
+from toolbag.providers.errors import classify
+from toolbag.providers.headers import ratelimit_headers
+from toolbag.providers.reasons import redact_failure
+from toolbag.providers.stop_reasons import gemini_block_failure, gemini_finish_failure
 from toolbag.providers.structured import parse_json_output
 
 __all__ = ["API_VERSION", "GeminiAdapter"]

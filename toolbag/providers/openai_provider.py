@@ -27,7 +27,10 @@ from toolbag.providers.base import (
     ToolCall,
     Usage,
 )
-from toolbag.providers.errors import classify, openai_finish_failure, ratelimit_headers, redact_failure
+from toolbag.providers.errors import classify
+from toolbag.providers.headers import ratelimit_headers
+from toolbag.providers.reasons import redact_failure
+from toolbag.providers.stop_reasons import openai_finish_failure
 from toolbag.providers.structured import openai_strict_schema, parse_json_output
 
 __all__ = ["DEFAULT_BASE_URL", "OpenAIAdapter"]
