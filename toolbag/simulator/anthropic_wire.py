@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from .faults import DEFAULT_RETRY_AFTER_S, Fault, RateLimitInfo
@@ -36,7 +37,7 @@ class AnthropicWire(Wire):
 
     vendor = "anthropic"
 
-    def authorized(self, headers: Any, query: Any) -> bool:
+    def authorized(self, headers: Mapping[str, str], query: Mapping[str, str]) -> bool:
         if headers.get("x-api-key"):
             return True
         auth = headers.get("authorization", "")

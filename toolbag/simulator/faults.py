@@ -107,6 +107,12 @@ class Fault:
         """The parameter as milliseconds (``slow_first_token``)."""
         return float(self.param or 0)
 
+    @property
+    def hold_s(self) -> float:
+        """How long ``hang`` and ``stall`` hold the request: the parameter, else :data:`DEFAULT_HANG_S`."""
+        seconds = self.seconds
+        return DEFAULT_HANG_S if seconds is None else seconds
+
 
 OK = Fault("ok")
 

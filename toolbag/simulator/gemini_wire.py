@@ -8,6 +8,7 @@ SDK), success is exactly HTTP 200, errors are ``google.rpc.Status`` bodies.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from .faults import DEFAULT_RETRY_AFTER_S, Fault, RateLimitInfo
@@ -52,7 +53,7 @@ class GeminiWire(Wire):
 
     vendor = "gemini"
 
-    def authorized(self, headers: Any, query: Any) -> bool:
+    def authorized(self, headers: Mapping[str, str], query: Mapping[str, str]) -> bool:
         return bool(headers.get("x-goog-api-key") or query.get("key"))
 
     def parse(self, body: Any, *, model: str | None, stream: bool | None) -> SimRequest:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from .faults import DEFAULT_RETRY_AFTER_S, Fault, RateLimitInfo
@@ -41,7 +42,7 @@ class _OpenAIBase(Wire):
     )
     context_param = "messages"
 
-    def authorized(self, headers: Any, query: Any) -> bool:
+    def authorized(self, headers: Mapping[str, str], query: Mapping[str, str]) -> bool:
         auth = headers.get("authorization", "")
         return auth.startswith("Bearer ") and len(auth) > 7
 

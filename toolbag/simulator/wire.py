@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, TypeGuard, get_args
 
 from .faults import Fault, RateLimitInfo
 from .generate import Reply
@@ -18,7 +19,20 @@ AnswerMode = Literal[
     "normal", "refusal", "refusal_filter", "refusal_finish", "midstream_error", "midstream_refusal"
 ]
 
+_ANSWER_MODES = frozenset(get_args(AnswerMode))
+
 Headers = list[tuple[bytes, bytes]]
+
+
+def _is_answer_mode(name: str) -> TypeGuard[AnswerMode]:
+    return name in _ANSWER_MODES
+
+
+def answer_mode(fault_name: str, stream: bool) -> AnswerMode:
+    """How a 200 answer is shaped under a fault; ``midstream_refusal`` without a stream is a plain refusal."""
+    if fault_name == "midstream_refusal" and not stream:
+        return "refusal"
+    return fault_name if _is_answer_mode(fault_name) else "normal"
 
 
 def dumps(value: Any) -> bytes:
@@ -89,7 +103,7 @@ class Wire(ABC):
     vendor: str
 
     @abstractmethod
-    def authorized(self, headers: Any, query: Any) -> bool:
+    def authorized(self, headers: Mapping[str, str], query: Mapping[str, str]) -> bool:
         """Whether the request carries this vendor's credential header."""
 
     @abstractmethod
