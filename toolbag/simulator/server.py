@@ -15,8 +15,9 @@ from typing import Any
 
 import uvicorn
 
-from .app import SimState, app_state, create_app
+from .app import SimulatorApp
 from .faults import FaultPlan
+from .state import LogEntry, SimState
 
 START_TIMEOUT_S = 10.0
 STOP_TIMEOUT_S = 10.0
@@ -64,8 +65,9 @@ class SimulatorServer:
     def __init__(self, port: int = 0, plan: FaultPlan | None = None, host: str = "127.0.0.1") -> None:
         self.host = host
         self.port = port
-        self.app = create_app(plan)
-        self.state = app_state(self.app)
+        simulator = SimulatorApp(plan)
+        self.app = simulator.starlette_app()
+        self.state = simulator.state
         self._server: _Uvicorn | None = None
         self._thread: threading.Thread | None = None
         self._socket: socket.socket | None = None
@@ -135,10 +137,10 @@ class SimulatorServer:
         with urllib.request.urlopen(request, timeout=10) as response:
             return json.loads(response.read() or b"null")
 
-    def log(self, last: int | None = None) -> list[dict[str, Any]]:
+    def log(self, last: int | None = None) -> list[LogEntry]:
         """Every request seen so far, oldest first (``GET /_sim/log``); ``last`` keeps only the newest N."""
         path = "/_sim/log" if last is None else f"/_sim/log?last={int(last)}"
-        entries: list[dict[str, Any]] = self._admin("GET", path)
+        entries: list[LogEntry] = self._admin("GET", path)
         return entries
 
     def clear_log(self) -> None:
@@ -158,8 +160,8 @@ def serve_forever(host: str, port: int, plan: FaultPlan | None) -> None:
     Ctrl-C (SIGINT) stops it promptly, aborting hung requests, and returns normally; SIGTERM stops it the same
     way and then ends the process with the signal's default action, as uvicorn does.
     """
-    app = create_app(plan)
-    server = _Uvicorn(_config(app, host, port, "info"), app_state(app))
+    simulator = SimulatorApp(plan)
+    server = _Uvicorn(_config(simulator.starlette_app(), host, port, "info"), simulator.state)
     logging.getLogger("toolbag.simulator").info("simulator on http://%s:%d", host, port)
     try:
         server.run()

@@ -1,0 +1,89 @@
+"""The simulator's mutable state: the fault plans, the request log and the waits the server must wake to stop."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import TypedDict
+
+from .faults import DEFAULT_RATELIMIT, Fault, FaultPlan, Latency, RateLimitInfo
+
+LOG_LIMIT = 20_000  # entries kept (oldest dropped first); about 1 KB each
+
+
+class LogEntry(TypedDict):
+    """One vendor request as ``GET /_sim/log`` reports it (filled in while the request is answered)."""
+
+    time: float
+    vendor: str
+    path: str
+    model: str | None
+    stream: bool
+    fault: str | None
+    fault_source: str | None  # "header", "directive", "plan" or "context_window"
+    status: int | None  # None when no HTTP status went out (reset, disconnect, server stop)
+    end: str | None  # "complete", "cut", "reset", "disconnected" or "stopped"
+    duration_ms: float | None
+    ttft_ms: float | None
+    request_id: str
+    retry_count: int | None  # the SDK's x-stainless-retry-count header
+
+
+class SimState:
+    """Mutable simulator state: the file plan, the runtime plan (admin API), the log, in-flight waits."""
+
+    def __init__(self, plan: FaultPlan | None) -> None:
+        self.base_plan = plan or FaultPlan()
+        self.runtime_plan: FaultPlan | None = None
+        self.log: deque[LogEntry] = deque(maxlen=LOG_LIMIT)
+        self.closing = False
+        self._waits: set[asyncio.Event] = set()
+
+    def plans(self) -> list[FaultPlan]:
+        """The runtime plan first (when set), then the file plan."""
+        return [self.runtime_plan, self.base_plan] if self.runtime_plan is not None else [self.base_plan]
+
+    def select(self, vendor: str, model: str, text: str) -> Fault | None:
+        for plan in self.plans():
+            fault = plan.select(vendor, model, text)
+            if fault is not None:
+                return fault
+        return None
+
+    def latency_for(self, model: str) -> Latency | None:
+        for plan in self.plans():
+            if plan.latency:
+                found = plan.latency_for(model)
+                if found is not None:
+                    return found
+        return None
+
+    def ratelimit_for(self, model: str) -> RateLimitInfo:
+        for plan in self.plans():
+            if plan.ratelimit:
+                found = plan.ratelimit_for(model)
+                if found is not None:
+                    return found
+        return DEFAULT_RATELIMIT
+
+    def context_window_for(self, model: str) -> int | None:
+        for plan in self.plans():
+            if plan.context_windows:
+                found = plan.context_window_for(model)
+                if found is not None:
+                    return found
+        return None
+
+    def shutdown(self) -> None:
+        """Wake every hung or stalled request so the server can stop promptly. Call in the server's loop."""
+        self.closing = True
+        for event in list(self._waits):
+            event.set()
+
+    def register(self, event: asyncio.Event) -> None:
+        self._waits.add(event)
+        if self.closing:
+            event.set()
+
+    def unregister(self, event: asyncio.Event) -> None:
+        self._waits.discard(event)
