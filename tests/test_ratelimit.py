@@ -23,6 +23,7 @@ from toolbag.config import DEFAULT_CONFIG_PATH, Config, parse_config
 from toolbag.jobs import AttemptRecord, DecisionRecord
 from toolbag.providers.base import AttemptFailure, Message, ModelRequest, ModelResponse, OutcomeKind, Usage
 from toolbag.ratelimit import HandBack, RateLimiter, reservation, vendor_signals
+from toolbag.routing import Router
 from toolbag.store import JobStore, NewJob
 from toolbag.store.keys import Keys
 from toolbag.supervisor.decisions import Situation, decide
@@ -372,7 +373,7 @@ def test_admit_hands_a_batch_job_back_when_the_wait_is_long(client: redis.Redis)
         pass
     with pytest.raises(HandBack) as caught:
         rl.admit(ctx(), REQUEST)  # the next slot is 5.1 s away, the tier waits at most 1 s
-    assert caught.value.action == "throttle" and caught.value.model == "gpt-luna"
+    assert caught.value.model == "gpt-luna"
     assert caught.value.delay_s == pytest.approx(5.1 - 0.5, abs=0.1)  # back a little before its slot
 
 
@@ -396,6 +397,17 @@ def _submit(client: redis.Redis, keys: Keys, job_id: str, plan: list[str], tier:
     store.submit(NewJob(job_id, f"openai.{tier}", 60, fields, caller="c"))
 
 
+def _spill_target(client: redis.Redis, rl: RateLimiter, model: str) -> str | None:
+    """Where the attempt runner would spill job j1, rate-limited on ``model``: the router's choice among the
+    candidates the limiter admits now."""
+    store = JobStore(client, rl.keys)
+    job = store.get("j1")
+    return Router(rl.config).spill_target(
+        job.plan, model, store.history("j1"),
+        lambda target: rl.admits_now(target, ctx(model=model, tier="interactive"), REQUEST),
+    )
+
+
 def test_interactive_spills_to_the_next_candidate_with_capacity(client: redis.Redis) -> None:
     config = make_config({"gpt-luna": {"rpm": 2, "window_s": 10, "interactive_reserve": 0.5},
                           "gpt-sol": {"rpm": 2, "window_s": 10, "interactive_reserve": 0.5}})
@@ -404,16 +416,16 @@ def test_interactive_spills_to_the_next_candidate_with_capacity(client: redis.Re
     for _ in range(2):
         with rl.admit(ctx(tier="interactive"), REQUEST):
             pass
-    with pytest.raises(HandBack) as caught:
+    with pytest.raises(HandBack):
         rl.admit(ctx(tier="interactive"), REQUEST)
-    assert (caught.value.action, caught.value.model, caught.value.delay_s) == ("spill", "gpt-sol", 0.0)
+    assert _spill_target(client, rl, "gpt-luna") == "gpt-sol"
     # gpt-sol full too: the next one with capacity is claude-haiku (unlimited)
     for _ in range(2):
         with rl.admit(ctx(model="gpt-sol", tier="interactive"), REQUEST):
             pass
-    with pytest.raises(HandBack) as caught:
+    with pytest.raises(HandBack):
         rl.admit(ctx(model="gpt-sol", tier="interactive"), REQUEST)
-    assert (caught.value.action, caught.value.model) == ("spill", "claude-haiku")
+    assert _spill_target(client, rl, "gpt-sol") == "claude-haiku"
 
 
 def test_spill_never_goes_back_to_a_model_that_refused_the_job(client: redis.Redis) -> None:
@@ -426,9 +438,9 @@ def test_spill_never_goes_back_to_a_model_that_refused_the_job(client: redis.Red
     for _ in range(2):
         with rl.admit(ctx(tier="interactive"), REQUEST):
             pass
-    with pytest.raises(HandBack) as caught:
+    with pytest.raises(HandBack):
         rl.admit(ctx(tier="interactive"), REQUEST)
-    assert (caught.value.action, caught.value.model) == ("spill", "gpt-sol")
+    assert _spill_target(client, rl, "gpt-luna") == "gpt-sol"
 
 
 def test_a_tool_loops_later_calls_take_slots_of_their_own_but_no_second_inflight_entry(
@@ -452,9 +464,9 @@ def test_interactive_without_a_candidate_with_capacity_is_throttled(client: redi
     for _ in range(2):
         with rl.admit(ctx(tier="interactive"), REQUEST):
             pass
-    with pytest.raises(HandBack) as caught:
+    with pytest.raises(HandBack):
         rl.admit(ctx(tier="interactive"), REQUEST)
-    assert caught.value.action == "throttle"
+    assert _spill_target(client, rl, "gpt-luna") is None
 
 
 # -- the hand-back transition ---------------------------------------------------------------------------
@@ -471,20 +483,20 @@ def test_hand_back_is_fenced_and_not_an_attempt(client: redis.Redis) -> None:
                            record_json=entry, delay_s=0.2)
     assert done.ok
     job = store.get("j1")
-    assert (job["status"], job["token"], job["attempt"]) == ("waiting", "2", "1")
+    assert (job.status, job.token, job.attempt) == ("waiting", "2", 1)
     assert client.zscore(store.keys.leases, "j1:1") is None
     assert [h["type"] for h in store.history("j1")] == ["decision"]
     assert not store.promote("j1").ok  # not due yet
     time.sleep(0.25)
     assert store.promote("j1").ok
-    assert store.get("j1")["status"] == "queued"
+    assert store.get("j1").status == "queued"
     assert store.claim("j1", "2", "openai.batch", 5, "w") is not None  # the new token is current
     # spill: queued at once on another queue with a fresh message
     spilled = store.hand_back("j1", "2", model="claude-haiku", provider="anthropic", queue="anthropic.batch",
                               record_json=DecisionRecord("spill", "full", "claude-haiku").to_json(), audit=True)
     assert spilled.ok
     job = store.get("j1")
-    assert (job["status"], job["model"], job["queue"], job["token"]) == ("queued", "claude-haiku",
+    assert (job.status, job.model, job.queue, job.token) == ("queued", "claude-haiku",
                                                                           "anthropic.batch", "3")
     assert client.llen(store.keys.queue("anthropic.batch")) == 1
 

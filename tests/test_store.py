@@ -33,7 +33,7 @@ def test_submit_writes_job_and_exactly_one_message(store: JobStore) -> None:
     created, job_id = store.submit(new_job())
     assert created and job_id == "j1"
     job = store.get("j1")
-    assert job["status"] == "queued" and job["token"] == "1"
+    assert job.status == "queued" and job.token == "1"
     messages = store.redis.lrange(store.keys.queue("openai.standard"), 0, -1)
     assert len(messages) == 1
     envelope = json.loads(messages[0])
@@ -52,7 +52,7 @@ def test_claim_is_fenced_by_token_and_status(store: JobStore) -> None:
     store.submit(new_job())
     assert store.claim("j1", "2", "openai.standard", 5, "w") is None  # wrong token
     claimed = store.claim("j1", "1", "openai.standard", 5, "w")
-    assert claimed is not None and claimed["status"] == "running"
+    assert claimed is not None and claimed.status == "running"
     assert store.claim("j1", "1", "openai.standard", 5, "w2") is None  # duplicate delivery
     assert store.queue_stats("openai.standard")[0] == 0
 
@@ -69,7 +69,7 @@ def test_complete_once_and_wake_waiter(store: JobStore) -> None:
     assert woke == [True]
     second = store.complete("j1", "1", "again", {}, record())
     assert not second.ok and second.status == "succeeded"
-    assert store.get("j1")["output"] == json.dumps("out")
+    assert store.get("j1").output == json.dumps("out")
     assert store.wait("j1", 0.1)  # a later waiter wakes at once: the token is kept
     assert store.redis.zcard(store.keys.leases) == 0
 
@@ -79,14 +79,14 @@ def test_end_attempt_pushes_decision_and_dispatch_requeues_with_new_token(store:
     store.redis.delete(store.keys.queue("openai.standard"))
     store.claim("j1", "1", "openai.standard", 5, "w")
     assert store.end_attempt("j1", "1", "refused", record("refused")).ok
-    assert store.get("j1")["status"] == "deciding"
+    assert store.get("j1").status == "deciding"
     assert store.redis.llen(store.keys.supervisor_queue) == 1
     assert not store.end_attempt("j1", "1", "refused", record("refused")).ok  # fenced
     done = store.dispatch("j1", "1", model="claude-haiku", provider="anthropic", queue="anthropic.standard",
                           record_json=DecisionRecord("reroute", "refused", "claude-haiku").to_json())
     assert done.ok
     job = store.get("j1")
-    assert (job["status"], job["token"], job["model"]) == ("queued", "2", "claude-haiku")
+    assert (job.status, job.token, job.model) == ("queued", "2", "claude-haiku")
     assert store.redis.llen(store.keys.queue("anthropic.standard")) == 1
     assert store.claim("j1", "1", "anthropic.standard", 5, "w") is None  # old token is stale
     assert store.claim("j1", "2", "anthropic.standard", 5, "w") is not None
@@ -101,14 +101,14 @@ def test_delayed_dispatch_then_promote_once(store: JobStore) -> None:
     store.redis.delete(store.keys.queue("openai.standard"))
     assert store.dispatch("j1", "1", model="gpt-luna", provider="openai", queue="openai.standard",
                           record_json="{}", delay_s=0.2).ok
-    assert store.get("j1")["status"] == "waiting"
+    assert store.get("j1").status == "waiting"
     assert store.due_delayed() == []
     time.sleep(0.25)
     assert store.due_delayed() == ["j1"]
     assert store.promote("j1").ok
     assert not store.promote("j1").ok  # a second supervisor finds nothing to do
     assert store.redis.llen(store.keys.queue("openai.standard")) == 1
-    assert store.get("j1")["status"] == "queued"
+    assert store.get("j1").status == "queued"
 
 
 def test_expired_lease_is_found_and_renewal_is_fenced(store: JobStore) -> None:
@@ -129,7 +129,7 @@ def test_finish_cancels_any_non_terminal_job_and_is_final(store: JobStore) -> No
     assert done.ok
     assert store.claim("j1", "1", "openai.standard", 5, "w") is None
     assert not store.finish("j1", JobStatus.EXPIRED, "late", "{}").ok
-    assert store.get("j1")["status"] == "cancelled"
+    assert store.get("j1").status == "cancelled"
     assert store.queue_stats("openai.standard")[0] == 0
 
 
@@ -145,7 +145,7 @@ def test_orphaned_delivery_is_reclaimed_with_a_new_token(store: JobStore) -> Non
     orphans = store.orphaned_deliveries(older_than_s=10)
     assert orphans == [("tag-1", "openai.standard", "j1", "1")]
     assert store.reclaim(*orphans[0], record_json="{}").ok
-    assert store.get("j1")["token"] == "2" and store.redis.llen(store.keys.queue("openai.standard")) == 1
+    assert store.get("j1").token == "2" and store.redis.llen(store.keys.queue("openai.standard")) == 1
     assert not store.redis.exists(store.keys.kombu_unacked_index, store.keys.kombu_unacked)
     assert store.claim("j1", "1", "openai.standard", 5, "w") is None
     assert store.claim("j1", "2", "openai.standard", 5, "w") is not None

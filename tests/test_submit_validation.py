@@ -65,7 +65,7 @@ def test_good_submission_is_queued_on_the_first_candidates_provider(client: Clie
     job = client.submit("summarize", input={"text": "hello"}, tier="interactive")
     assert job.status() is JobStatus.QUEUED
     record = client.store.get(job.id)
-    assert (record["model"], record["provider"], record["queue"]) == ("claude-haiku", "anthropic",
+    assert (record.model, record.provider, record.queue) == ("claude-haiku", "anthropic",
                                                                       "anthropic.interactive")
     assert redis.Redis.from_url(redis_url).llen(client.store.keys.queue("anthropic.interactive")) == 1
 

@@ -15,14 +15,15 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from toolbag.config import TIERS, Config, load_config, redis_url
-from toolbag.jobs import JobNotFound, JobResult, JobStatus, ResultTimeout, SubmitError
-from toolbag.routing import NoCandidate, Router
+from toolbag.jobs import JobNotFound, JobRecord, JobResult, JobStatus, ResultTimeout, SubmitError
+from toolbag.routing import Needs, NoCandidate, Router
 from toolbag.store import WAIT_CHUNK_S, JobStore, NewJob
 from toolbag.store.keys import Keys
 from toolbag.store.messages import queue_name
 
 if TYPE_CHECKING:
     from toolbag.bulk.pipeline import MapResult
+    from toolbag.skills import SkillLibrary
     from toolbag.skills.model import Skill
 
 _CALLER_RE = re.compile(r"^[A-Za-z0-9._@/+-]{1,128}$")
@@ -60,7 +61,7 @@ class Job:
         return f"Job({self.id!r})"
 
     def status(self) -> JobStatus:
-        return JobStatus(self.client.store.get(self.id)["status"])
+        return self.client.store.get(self.id).status
 
     def result(self, timeout_s: float | None = 60.0, *, until_resolved: bool = False) -> JobResult:
         """Wait for a terminal status (woken by Redis, no polling) and return the result.
@@ -92,10 +93,10 @@ class Client:
         from toolbag.routing.health import HealthTracker
 
         self.health = HealthTracker(self.store.redis, self.store.keys, self.config)
-        self.router = Router(self.config, usable=self.health.usable, by_latency=self.health.by_latency)
-        self._choice_cache: dict[tuple[str, str, Any], tuple[list[str], str]] | None = None
+        self.router = Router(self.config, self.health)
+        self._choice_cache: dict[tuple[str, str, Needs], tuple[list[str], str]] | None = None
         self._skills_root = skills_root
-        self._skills: Any = None
+        self._skills: SkillLibrary | None = None
 
     # -- submit -------------------------------------------------------------------------------------
 
@@ -290,7 +291,7 @@ class Client:
             caller=req.caller,
         )
 
-    def _pinned(self, candidates: tuple[str, ...], needs: Any) -> tuple[list[str], str]:
+    def _pinned(self, candidates: tuple[str, ...], needs: Needs) -> tuple[list[str], str]:
         unknown = [m for m in candidates if m not in self.config.models]
         if unknown:
             raise SubmitError("candidates", f"unknown model(s) {', '.join(unknown)}")
@@ -299,7 +300,7 @@ class Client:
             raise SubmitError("candidates", "none of these models has the features this job needs")
         return plan, plan[0]
 
-    def _route(self, capability: str, tier: str, needs: Any) -> tuple[list[str], str]:
+    def _route(self, capability: str, tier: str, needs: Needs) -> tuple[list[str], str]:
         if self._choice_cache is None:
             return self.router.first(capability, tier, needs)
         key = (capability, tier, needs)
@@ -313,10 +314,9 @@ class Client:
 
             self._skills = SkillLibrary(self._skills_root or default_skills_dir())
         try:
-            skill: Skill = self._skills.get(name)
+            return self._skills.get(name)
         except KeyError:
             raise SubmitError("skill", f"unknown skill {name!r}; known: {', '.join(self._skills.names())}") from None
-        return skill
 
     # -- results ------------------------------------------------------------------------------------
 
@@ -328,13 +328,13 @@ class Client:
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         while True:
             record, history = self.store.snapshot(job_id)
-            status = JobStatus(record["status"])
+            status = record.status
             escalated = status is JobStatus.ESCALATED
             if status.terminal and not (escalated and until_resolved):
                 return self._to_result(record, history)
             remaining = WAIT_CHUNK_S if deadline is None else deadline - time.monotonic()
             if remaining <= 0:
-                raise ResultTimeout(f"job {job_id} is still {record['status']} after {timeout_s}s")
+                raise ResultTimeout(f"job {job_id} is still {status.value} after {timeout_s}s")
             if escalated:
                 self.store.wait_resolved(job_id, remaining)
             else:
@@ -345,26 +345,26 @@ class Client:
         for job in jobs:
             yield self.result(job.id, timeout_s)
 
-    def result_of(self, record: dict[str, str], history: list[dict[str, Any]]) -> JobResult:
+    def result_of(self, record: JobRecord, history: list[dict[str, Any]]) -> JobResult:
         """The :class:`JobResult` of a terminal job from its record and history (``JobStore.snapshot``)."""
         return self._to_result(record, history)
 
-    def _to_result(self, record: dict[str, str], history: list[dict[str, Any]]) -> JobResult:
-        result = json.loads(record["result"]) if record.get("result") else {}
+    def _to_result(self, record: JobRecord, history: list[dict[str, Any]]) -> JobResult:
+        result = record.result_value()
         return JobResult(
-            job_id=record["id"],
-            status=JobStatus(record["status"]),
-            output=json.loads(record["output"]) if record.get("output") else None,
+            job_id=record.id,
+            status=record.status,
+            output=record.output_value(),
             provider=result.get("provider"),
             model=result.get("model"),
-            error=record.get("error") or None,
+            error=record.error or None,
             usage=result.get("usage", {}),
             cost_usd=float(result.get("cost_usd", 0.0)),
             attempts=history,
-            skill=record.get("skill"),
-            skill_hash=record.get("skill_hash"),
-            capability=record.get("capability", ""),
-            tier=record.get("tier", ""),
+            skill=record.skill,
+            skill_hash=record.skill_hash,
+            capability=record.capability,
+            tier=record.tier,
         )
 
     def cancel(self, job_id: str) -> bool:
@@ -378,9 +378,8 @@ class Client:
         return done.ok  # counted fleet-wide in Redis by finish.lua (toolbag_jobs_finished_total)
 
 
-def _needs_for(skill: Skill | None, input_json: str) -> Any:
+def _needs_for(skill: Skill | None, input_json: str) -> Needs:
     from toolbag.attempt.tokens import estimate_text_tokens
-    from toolbag.routing import Needs
 
     approx_tokens = estimate_text_tokens(input_json)
     if skill is None:

@@ -1,26 +1,31 @@
 """Jobs, attempts and results: the states of a job and the values that describe it.
 
-State machine (every arrow is one Lua script in ``toolbag/lua``)::
+State machine (every arrow is one Lua script in ``toolbag/lua``; ``docs/architecture.md`` tells why each
+keeps the fleet's two promises)::
 
     submit ──> queued ──claim──> running ──complete──> succeeded
-                 ^                  │
-                 │             end_attempt (not ok, or lease expired)
-                 │                  v
-                 ├──dispatch──── deciding ──finish──> failed | escalated
-                 │                  │
-              promote          dispatch(delay)
-                 │                  v
-                 └────────────── waiting
+               ^  ^  ^             │  │
+               │  │  │             │  └─hand_back──> queued (spill) | waiting (throttle)
+               │  │  reclaim       │
+               │  │  (message lost end_attempt (not ok, or lease expired)
+               │  │   with a worker)  v
+               │  └──dispatch──── deciding ──finish──> failed | escalated
+               │                    │                               │
+            promote            dispatch(delay)         resolve ──> succeeded | failed
+               │                    v                  dispatch (a person retries) ──> queued
+               └────────────── waiting
     any non-terminal ──finish──> cancelled | expired
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
 from enum import StrEnum
-from typing import Any
+from typing import Any, cast
 
+from toolbag.config import TIERS, Tier
 from toolbag.errors import ToolbagError
 
 
@@ -43,6 +48,85 @@ class JobStatus(StrEnum):
 _TERMINAL = frozenset(
     {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.ESCALATED, JobStatus.CANCELLED, JobStatus.EXPIRED}
 )
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    """The job hash ``<prefix>job:<id>``, typed: the one list of its fields. ``submit`` writes the first
+    group; the store's Lua scripts write the rest as the job moves (see :mod:`toolbag.store.jobstore`)."""
+
+    id: str
+    status: JobStatus
+    token: str  # the fencing token of the current attempt message; every transition compares it
+    attempt: int  # attempts started or scheduled so far (1-based)
+    capability: str
+    tier: Tier
+    caller: str
+    input: str  # the job's input as canonical JSON text
+    plan: tuple[str, ...]  # the candidate models, in route order
+    model: str  # the model of the current (or next) attempt
+    provider: str
+    queue: str  # the Celery queue of the current (or next) attempt
+    created_ms: int
+    enqueued_ms: int
+    deadline_ms: int
+    skill: str | None = None
+    skill_hash: str | None = None
+    skill_version: str | None = None
+    inbox: str | None = None  # the completion inbox key, when the caller named one
+    started_ms: int = 0  # when the current attempt was claimed
+    worker: str = ""  # who claimed it
+    outcome: str = ""  # the last attempt's outcome, while the supervisor decides
+    decide_ms: int = 0
+    due_ms: int = 0  # when a waiting job is due
+    feedback: str = ""  # the previous answer's validation error, for the next attempt
+    output: str | None = None  # JSON text, once succeeded
+    result: str | None = None  # JSON text: who served it, usage, cost
+    error: str = ""
+    finished_ms: int = 0
+
+    @classmethod
+    def from_hash(cls, raw: Mapping[str, str]) -> JobRecord:
+        """Parse the hash as Redis returns it (decoded). Unknown fields are ignored."""
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            value = raw.get(f.name)
+            if value is None:
+                continue
+            if f.name == "status":
+                values[f.name] = JobStatus(value)
+            elif f.name == "tier":
+                values[f.name] = _tier(value)
+            elif f.name == "plan":
+                values[f.name] = tuple(json.loads(value))
+            elif f.name == "attempt" or f.name.endswith("_ms"):
+                values[f.name] = int(value or 0)
+            else:
+                values[f.name] = value
+        values.setdefault("attempt", 1)
+        for name in ("created_ms", "enqueued_ms", "deadline_ms"):
+            values.setdefault(name, 0)
+        for name in ("capability", "caller", "input", "model", "provider", "queue", "token"):
+            values.setdefault(name, "")
+        values.setdefault("plan", ())
+        values.setdefault("tier", "standard")
+        return cls(**values)
+
+    def input_value(self) -> Any:
+        """The job's input, decoded."""
+        return json.loads(self.input)
+
+    def output_value(self) -> Any:
+        return json.loads(self.output) if self.output else None
+
+    def result_value(self) -> dict[str, Any]:
+        return cast(dict[str, Any], json.loads(self.result)) if self.result else {}
+
+
+def _tier(value: str) -> Tier:
+    if value not in TIERS:
+        raise ValueError(f"unknown tier {value!r}")
+    return cast(Tier, value)
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,6 @@ in its plan that has capacity now. How to set limits: ``docs/ratelimits.md``.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import time
@@ -22,7 +21,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 import redis
 
@@ -32,7 +31,6 @@ from toolbag.lua import source as lua_source
 from toolbag.providers.base import AttemptFailure, ModelRequest, ModelResponse, OutcomeKind
 from toolbag.store import text as _text
 from toolbag.store.keys import Keys
-from toolbag.supervisor.decisions import ruled_out
 from toolbag.telemetry import metrics
 
 if TYPE_CHECKING:
@@ -55,15 +53,12 @@ _NOTHING_USED = frozenset({
 
 
 class HandBack(Exception):
-    """Admission found no capacity within the short wait: the job goes back without a vendor attempt.
+    """Admission found no capacity on ``model`` within the short wait: the job goes back without a vendor
+    attempt, to the delayed set for ``delay_s`` (or, interactive, to another candidate with capacity now:
+    the attempt runner asks the router)."""
 
-    ``action`` is ``throttle`` (same model, after ``delay_s``, through the delayed set) or ``spill``
-    (now, to ``model``, another candidate with capacity).
-    """
-
-    def __init__(self, action: Literal["throttle", "spill"], model: str, delay_s: float, reason: str) -> None:
-        super().__init__(f"{action} to {model} in {delay_s:.3f}s: {reason}")
-        self.action = action
+    def __init__(self, model: str, delay_s: float, reason: str) -> None:
+        super().__init__(f"no capacity on {model} for {delay_s:.3f}s: {reason}")
         self.model = model
         self.delay_s = delay_s
         self.reason = reason
@@ -183,7 +178,7 @@ def reservation(request: ModelRequest, max_output_tokens: int | None = None) -> 
 
 
 class RateLimiter:
-    """The ``Admission`` of ``workers/hooks.py``: shared limits for every worker process."""
+    """The :class:`toolbag.attempt.context.Admission` of every worker: limits shared fleet-wide."""
 
     def __init__(
         self,
@@ -191,14 +186,12 @@ class RateLimiter:
         client: redis.Redis,
         keys: Keys,
         *,
-        is_usable: Callable[[str], bool] | None = None,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.config = config
         self.redis = client
         self.keys = keys
-        self.is_usable = is_usable
         self.sleep = sleep
         self.clock = clock
         self._acquire = client.register_script(lua_source("rl_acquire"))
@@ -321,7 +314,7 @@ class RateLimiter:
 
     def admit(self, ctx: AttemptContext, request: ModelRequest) -> _Ticket:
         """Hold capacity for this attempt, waiting up to the tier's ``ratelimit_wait_s``; else raise
-        :class:`HandBack` (spill for interactive work when another candidate has capacity now)."""
+        :class:`HandBack`."""
         ticket, grant = self._admit_within(ctx, request, self.config.tiers[ctx.tier].ratelimit_wait_s)
         if ticket is not None:
             return ticket
@@ -329,11 +322,7 @@ class RateLimiter:
             delay_s, what = CONCURRENCY_DEFER_S, "in-flight limit reached"
         else:
             delay_s, what = grant.wait_s, f"next slot in {grant.wait_s:.3f}s"
-        if ctx.tier == "interactive":
-            target = self._spill_target(ctx, request)
-            if target is not None:
-                raise HandBack("spill", target, 0.0, f"{ctx.model}: {what}; spilling to {target}")
-        raise HandBack("throttle", ctx.model, max(MIN_DEFER_S, delay_s), f"{ctx.model}: {what}")
+        raise HandBack(ctx.model, max(MIN_DEFER_S, delay_s), f"{ctx.model}: {what}")
 
     def admit_step(self, ctx: AttemptContext, request: ModelRequest, wait_s: float) -> _Ticket:
         """Capacity for one more vendor call inside a running attempt (a tool loop's later steps: the vendor
@@ -369,7 +358,7 @@ class RateLimiter:
             if grant.admitted:
                 if not self._start(ctx, ticket_id, grant):
                     self.settle(ctx.model, ctx.caller, ticket_id, grant.lanes, cost)
-                    raise HandBack("throttle", ctx.model, CONCURRENCY_DEFER_S, f"{ctx.model}: call log stayed full")
+                    raise HandBack(ctx.model, CONCURRENCY_DEFER_S, f"{ctx.model}: call log stayed full")
                 metrics.RATELIMIT_WAIT.labels(provider, ctx.model).observe(self.clock() - t0)
                 return _Ticket(self, ctx, ticket_id, grant.lanes, cost), grant
             if grant.why == "concurrency" and left_s > 0:
@@ -394,26 +383,10 @@ class RateLimiter:
             wait_s = done.wait_s
         return False
 
-    def _spill_target(self, ctx: AttemptContext, request: ModelRequest) -> str | None:
-        """The next candidate after the current model in the job's plan that has capacity now and has not
-        been ruled out for this job (a model that refused it, a window its input exceeded)."""
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.hget(self.keys.job(ctx.job_id), "plan")
-        pipe.lrange(self.keys.attempts(ctx.job_id), 0, -1)
-        raw, history = pipe.execute()
-        plan: list[str] = json.loads(_text(raw)) if raw else []
-        banned = ruled_out([json.loads(_text(h)) for h in history], self.config)  # never back to a refuser
-        later = plan[plan.index(ctx.model) + 1:] if ctx.model in plan else [m for m in plan if m != ctx.model]
-        for model in later:
-            if model in banned:
-                continue
-            cfg = self.config.models.get(model)
-            if cfg is None or (self.is_usable is not None and not self.is_usable(model)):
-                continue
-            cost = reservation(request, min(request.max_output_tokens, cfg.max_output_tokens))
-            if self.has_capacity(model, ctx.tier, ctx.caller, cost):
-                return model
-        return None
+    def admits_now(self, model: str, ctx: AttemptContext, request: ModelRequest) -> bool:
+        """Whether ``model`` has capacity for this attempt's request right now (for a spill-over)."""
+        cap = self.config.models[model].max_output_tokens
+        return self.has_capacity(model, ctx.tier, ctx.caller, reservation(request, min(request.max_output_tokens, cap)))
 
     # -- reads --------------------------------------------------------------------------------------
 

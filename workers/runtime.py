@@ -88,10 +88,11 @@ def start_provider(config: Config, redis_url: str, provider: str) -> Runtime:
 
     health = HealthTracker(store.redis, store.keys, config)
     from toolbag.ratelimit import RateLimiter
+    from toolbag.routing import Router
 
-    admission = RateLimiter(config, store.redis, store.keys, is_usable=lambda m: health.snapshot(m).state != "open")
+    admission = RateLimiter(config, store.redis, store.keys)
     runner = AttemptRunner(config, store, provider, adapter, keeper, name, skills=_skills(), health=health,
-                           caller=caller, admission=admission)
+                           caller=caller, admission=admission, router=Router(config, health))
     from celery.signals import worker_ready
 
     def _announce(**_: Any) -> None:

@@ -33,9 +33,13 @@ class Admission(Protocol):
     """Fleet-wide limits. ``admit`` returns a context manager that holds the capacity for the call and
     settles it after (actual tokens from ``settle``). When the model has no capacity for longer than a short
     wait it raises ``toolbag.ratelimit.HandBack``: the job goes back to the delayed set (or, interactive, to
-    another candidate) without counting as an attempt."""
+    another candidate that ``admits_now``) without counting as an attempt."""
 
     def admit(self, ctx: AttemptContext, request: ModelRequest) -> Ticket: ...
+
+    def admits_now(self, model: str, ctx: AttemptContext, request: ModelRequest) -> bool:
+        """Whether another model has capacity for this request right now (where to spill over)."""
+        ...
 
     def admit_step(self, ctx: AttemptContext, request: ModelRequest, wait_s: float) -> Ticket:
         """Capacity for a further vendor call of an admitted attempt (a tool loop's later steps): waits up to
@@ -77,6 +81,9 @@ class _NoTicket:
 class Unlimited:
     def admit(self, ctx: AttemptContext, request: ModelRequest) -> Ticket:
         return _NoTicket()
+
+    def admits_now(self, model: str, ctx: AttemptContext, request: ModelRequest) -> bool:
+        return True
 
     def admit_step(self, ctx: AttemptContext, request: ModelRequest, wait_s: float) -> Ticket:
         return _NoTicket()

@@ -10,7 +10,7 @@ import dataclasses
 import json
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from toolbag.attempt.context import (
     Admission,
@@ -25,12 +25,16 @@ from toolbag.attempt.context import (
 from toolbag.attempt.leases import LeaseKeeper
 from toolbag.attempt.request import build_request, requested_tools
 from toolbag.config import Config
-from toolbag.jobs import AttemptRecord, DecisionRecord
+from toolbag.jobs import AttemptRecord, DecisionRecord, JobRecord
 from toolbag.providers.base import Adapter, AttemptFailure, ModelRequest, ModelResponse, OutcomeKind
 from toolbag.ratelimit import HandBack
+from toolbag.routing import Router
 from toolbag.store import JobStore
 from toolbag.store.messages import queue_name
 from toolbag.telemetry import metrics
+
+if TYPE_CHECKING:
+    from toolbag.skills import Skill, SkillLibrary
 
 log = logging.getLogger("toolbag.worker")
 
@@ -44,11 +48,12 @@ class AttemptRunner:
         adapter: Adapter,
         keeper: LeaseKeeper,
         worker_name: str,
-        skills: Any = None,
+        skills: SkillLibrary | None = None,
         *,
         admission: Admission | None = None,
         caller: Caller | None = None,
         health: OutcomeSink | None = None,
+        router: Router | None = None,
     ) -> None:
         self.config = config
         self.store = store
@@ -60,6 +65,7 @@ class AttemptRunner:
         self.admission: Admission = admission or Unlimited()
         self.caller: Caller = caller or PlainCall()
         self.health: OutcomeSink = health or Forgetful()
+        self.router = router  # where a rate-limited interactive attempt spills; None: it waits instead
 
     def run(self, job_id: str, token: str, queue: str) -> None:
         record = self.store.claim(job_id, token, queue, self.config.fleet.lease_ttl_s, self.worker_name)
@@ -67,10 +73,8 @@ class AttemptRunner:
             metrics.STALE_DELIVERIES.labels(self.provider).inc()
             log.info(json.dumps({"event": "stale_delivery", "job_id": job_id, "token": token}))
             return
-        tier = record["tier"]
-        started_s = int(record["started_ms"]) / 1000
-        metrics.QUEUE_WAIT.labels(self.provider, tier).observe(
-            max(0.0, started_s - int(record["enqueued_ms"]) / 1000)
+        metrics.QUEUE_WAIT.labels(self.provider, record.tier).observe(
+            max(0.0, (record.started_ms - record.enqueued_ms) / 1000)
         )
         member = f"{job_id}:{token}"
         self.keeper.add(member)
@@ -81,21 +85,26 @@ class AttemptRunner:
             metrics.INFLIGHT.labels(self.provider).dec()
             self.keeper.remove(member)
 
-    def _attempt(self, record: dict[str, str], token: str) -> None:
-        job_id, model_name, tier = record["id"], record["model"], record["tier"]
+    def _attempt(self, record: JobRecord, token: str) -> None:
+        job_id, model_name, tier = record.id, record.model, record.tier
         model = self.config.models[model_name]
-        attempt_n = int(record.get("attempt", "1"))
+        attempt_n = record.attempt
         t0 = time.monotonic()
         try:
             request, skill = self._request(record)
             ctx = AttemptContext(
-                job_id=job_id, capability=record["capability"], tier=tier, caller=record.get("caller", ""),
-                model=model_name, model_id=model.model_id, provider=self.provider, skill=record.get("skill"),
-                deadline_ms=int(record.get("deadline_ms", "0")),
-                allowed_tools=tuple(getattr(skill, "allowed_tools", ()) or ()),
-                requested_tools=tuple(requested_tools(record["input"])),
+                job_id=job_id, capability=record.capability, tier=tier, caller=record.caller,
+                model=model_name, model_id=model.model_id, provider=self.provider, skill=record.skill,
+                deadline_ms=record.deadline_ms,
+                allowed_tools=tuple(skill.allowed_tools) if skill is not None else (),
+                requested_tools=tuple(requested_tools(record.input)),
             )
-            with self.admission.admit(ctx, request) as ticket:
+            try:
+                admitted = self.admission.admit(ctx, request)
+            except HandBack as back:  # no capacity: to another candidate or the delayed set, no attempt
+                self._hand_back(record, token, back, ctx, request)
+                return
+            with admitted as ticket:
                 metered = MeteredAdapter(self.adapter, self.admission, ctx, self.config.tiers[tier].total_timeout_s)
                 try:
                     response = self.caller.call(metered, ctx, request)
@@ -115,7 +124,7 @@ class AttemptRunner:
                     latency_s=round(latency_s, 4), time_to_first_token_s=response.time_to_first_token_s,
                     input_tokens=usage.input_tokens, output_tokens=usage.output_tokens, cost_usd=cost,
                     worker=self.worker_name, request_id=response.request_id,
-                    started_ms=int(record["started_ms"]), ended_ms=int(time.time() * 1000),
+                    started_ms=record.started_ms, ended_ms=int(time.time() * 1000),
                 )
                 result = {
                     "provider": self.provider,
@@ -130,9 +139,6 @@ class AttemptRunner:
                 # complete inside the admission: the caller wakes before the limiter settles and the
                 # health tracker learns, which are nobody's critical path
                 done = self.store.complete(job_id, token, output, result, attempt.to_json())
-        except HandBack as back:  # no capacity: back to the delayed set or to another candidate, no attempt
-            self._hand_back(record, token, back)
-            return
         except AttemptFailure as failure:
             self._failed(record, token, attempt_n, failure, time.monotonic() - t0)
             return
@@ -150,20 +156,20 @@ class AttemptRunner:
         metrics.TOKENS.labels(self.provider, model_name, "input").inc(usage.input_tokens)
         metrics.TOKENS.labels(self.provider, model_name, "output").inc(usage.output_tokens)
         metrics.TOKENS.labels(self.provider, model_name, "cached").inc(usage.cached_input_tokens)
-        metrics.COST.labels(self.provider, model_name, record["capability"]).inc(cost)
-        metrics.JOB_DURATION.labels(record["capability"], tier).observe((done.finished_ms - done.created_ms) / 1000)
+        metrics.COST.labels(self.provider, model_name, record.capability).inc(cost)
+        metrics.JOB_DURATION.labels(record.capability, tier).observe((done.finished_ms - done.created_ms) / 1000)
         log.info(json.dumps({"event": "attempt", "job_id": job_id, "attempt": attempt_n, "provider": self.provider,
                              "model": model_name, "outcome": "ok", "latency_s": round(latency_s, 4)}))
 
-    def _request(self, record: dict[str, str]) -> tuple[ModelRequest, Any]:
-        skill = self.skills.get(record["skill"]) if record.get("skill") else None
+    def _request(self, record: JobRecord) -> tuple[ModelRequest, Skill | None]:
+        skill = self.skills.get(record.skill) if record.skill and self.skills is not None else None
         request = build_request(
-            self.config, capability=record["capability"], tier=record["tier"], model=record["model"],
-            job_input=json.loads(record["input"]), skill=skill, feedback=record.get("feedback") or None,
+            self.config, capability=record.capability, tier=record.tier, model=record.model,
+            job_input=record.input_value(), skill=skill, feedback=record.feedback or None,
         )
         return request, skill
 
-    def _output(self, response: ModelResponse, request: ModelRequest, skill: Any) -> Any:
+    def _output(self, response: ModelResponse, request: ModelRequest, skill: Skill | None) -> Any:
         if skill is not None:
             from toolbag.skills import accept_output
 
@@ -172,36 +178,50 @@ class AttemptRunner:
             return response.text
         return response.parsed
 
-    def _hand_back(self, record: dict[str, str], token: str, back: HandBack) -> None:
-        provider = self.config.provider_of(back.model)
-        entry = DecisionRecord(back.action, back.reason, back.model, round(back.delay_s, 3))
+    def _hand_back(
+        self, record: JobRecord, token: str, back: HandBack, ctx: AttemptContext, request: ModelRequest
+    ) -> None:
+        """Interactive work spills to the next candidate with capacity now; the rest waits its turn."""
+        target = None
+        if record.tier == "interactive" and self.router is not None:
+            target = self.router.spill_target(
+                record.plan, record.model, self.store.history(record.id),
+                lambda model: self.admission.admits_now(model, ctx, request),
+            )
+        if target is not None:
+            entry = DecisionRecord("spill", f"{back.reason}; spilling to {target}", target, 0.0)
+            model, delay_s = target, 0.0
+        else:
+            entry = DecisionRecord("throttle", back.reason, back.model, round(back.delay_s, 3))
+            model, delay_s = back.model, back.delay_s
+        provider = self.config.provider_of(model)
         done = self.store.hand_back(
-            record["id"], token, model=back.model, provider=provider, queue=queue_name(provider, record["tier"]),
-            record_json=entry.to_json(), delay_s=back.delay_s, audit=back.action == "spill",
+            record.id, token, model=model, provider=provider, queue=queue_name(provider, record.tier),
+            record_json=entry.to_json(), delay_s=delay_s, audit=target is not None,
         )
         if not done.ok:
             metrics.STALE_DELIVERIES.labels(self.provider).inc()
             return
-        counter = metrics.RATELIMIT_SPILLOVERS if back.action == "spill" else metrics.RATELIMIT_DEFERRALS
-        counter.labels(self.provider, record["model"]).inc()
-        log.info(json.dumps({"event": back.action, "job_id": record["id"], "model": record["model"],
-                             "to": back.model, "delay_s": round(back.delay_s, 3), "reason": back.reason}))
+        counter = metrics.RATELIMIT_SPILLOVERS if target is not None else metrics.RATELIMIT_DEFERRALS
+        counter.labels(self.provider, record.model).inc()
+        log.info(json.dumps({"event": entry.action, "job_id": record.id, "model": record.model,
+                             "to": model, "delay_s": round(delay_s, 3), "reason": entry.reason}))
 
     def _failed(
-        self, record: dict[str, str], token: str, attempt_n: int, failure: AttemptFailure, latency_s: float
+        self, record: JobRecord, token: str, attempt_n: int, failure: AttemptFailure, latency_s: float
     ) -> None:
-        model_name, tier = record["model"], record["tier"]
+        model_name, tier = record.model, record.tier
         attempt = AttemptRecord(
             n=attempt_n, model=model_name, provider=self.provider, outcome=failure.kind.value,
             reason=failure.reason[:2000], latency_s=round(latency_s, 4), worker=self.worker_name,
             request_id=failure.request_id, retry_after_s=failure.retry_after_s,
-            started_ms=int(record["started_ms"]), ended_ms=int(time.time() * 1000),
+            started_ms=record.started_ms, ended_ms=int(time.time() * 1000),
         )
         self.health.record(model_name, failure.kind, latency_s, failure.retry_after_s)
-        self.store.end_attempt(record["id"], token, failure.kind.value, attempt.to_json())
+        self.store.end_attempt(record.id, token, failure.kind.value, attempt.to_json())
         self._observe_attempt(model_name, tier, failure.kind.value, latency_s, None)
         metrics.SDK_ERRORS.labels(self.provider, failure.kind.value).inc()
-        log.info(json.dumps({"event": "attempt", "job_id": record["id"], "attempt": attempt_n,
+        log.info(json.dumps({"event": "attempt", "job_id": record.id, "attempt": attempt_n,
                              "provider": self.provider, "model": model_name, "outcome": failure.kind.value,
                              "reason": failure.reason[:300], "latency_s": round(latency_s, 4)}))
 

@@ -5,34 +5,33 @@ from __future__ import annotations
 import json
 import os
 import sys
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from toolbag.cli.fail import fail
 from toolbag.config import Config, ConfigError, load_config, redis_url
+
+if TYPE_CHECKING:
+    from toolbag.client import Client
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="toolbag: an open multi-model job fleet.")
 console = Console()
 err_console = Console(stderr=True)
 
 
-def _fail(message: str, code: int = 2) -> None:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
-    raise typer.Exit(code)
-
-
 def _config() -> Config:
     try:
         return load_config()
     except ConfigError as err:
-        _fail(str(err))
-        raise  # unreachable
+        fail(str(err))
 
 
-def _client() -> Any:
+def _client() -> Client:
     from toolbag.client import Client
 
     return Client(_config())
@@ -44,11 +43,11 @@ def _parse_input(raw: str) -> Any:
         try:
             raw = path.read_text(encoding="utf-8")
         except OSError as err:
-            _fail(f"--input: cannot read {path} ({err.strerror})")
+            fail(f"--input: cannot read {path} ({err.strerror})")
     try:
         return json.loads(raw)
     except json.JSONDecodeError as err:
-        _fail(f"--input: not valid JSON ({err.msg} at line {err.lineno} column {err.colno})")
+        fail(f"--input: not valid JSON ({err.msg} at line {err.lineno} column {err.colno})")
 
 
 @app.command()
@@ -75,7 +74,7 @@ def submit(
             idempotency_key=idempotency_key, deadline_s=deadline_s,
         )
     except SubmitError as err:
-        _fail(str(err))
+        fail(str(err))
         return
     if not wait:
         status = job.status().value
@@ -87,7 +86,7 @@ def submit(
     try:
         result = job.result(timeout_s)
     except ResultTimeout as err:
-        _fail(str(err), code=3)
+        fail(str(err), code=3)
         return
     if as_json:
         data = result.to_dict()
@@ -99,37 +98,39 @@ def submit(
 
 
 def _print_result(r: dict[str, Any]) -> None:
-    console.print(f"[bold]{r['job_id']}[/] {r['status']}  {r.get('provider') or '-'}/{r.get('model') or '-'}"
-                  f"  cost ${r.get('cost_usd', 0):.6f}")
+    """A job for a person. Job text (input, output, reasons) is data: printed without markup."""
+    plain = partial(console.print, markup=False, highlight=False)
+    plain(f"{r['job_id']} {r['status']}  {r.get('provider') or '-'}/{r.get('model') or '-'}"
+          f"  cost ${r.get('cost_usd', 0):.6f}")
     if r.get("error"):
-        console.print(f"  error: {r['error']}")
+        plain(f"  error: {r['error']}")
     out = r.get("output")
     if out is not None:
-        console.print(out if isinstance(out, str) else json.dumps(out, indent=2), highlight=False)
+        plain(out if isinstance(out, str) else json.dumps(out, indent=2))
     for a in r.get("attempts", []):
         if a.get("type") == "attempt":
-            console.print(f"  attempt {a['n']}: {a['model']} {a['outcome']} {a.get('latency_s', 0):.3f}s"
-                          + (f" — {a['reason']}" if a.get("reason") else ""), highlight=False)
+            plain(f"  attempt {a['n']}: {a['model']} {a['outcome']} {a.get('latency_s', 0):.3f}s"
+                  + (f" — {a['reason']}" if a.get("reason") else ""))
         else:
-            console.print(f"  decision: {a['action']} {a.get('model') or ''} — {a['reason']}", highlight=False)
+            plain(f"  decision: {a['action']} {a.get('model') or ''} — {a['reason']}")
 
 
 @app.command()
 def status(job_id: str, as_json: bool = typer.Option(False, "--json")) -> None:
     """Show a job's status, result and attempt history."""
-    from toolbag.jobs import JobNotFound, JobStatus
+    from toolbag.jobs import JobNotFound
 
     client = _client()
     try:
         record = client.store.get(job_id)
     except JobNotFound as err:
-        _fail(str(err))
+        fail(str(err))
         return
-    if JobStatus(record["status"]).terminal:
+    if record.status.terminal:
         data = client.result(job_id, 0).to_dict()
     else:
-        data = {"job_id": job_id, "status": record["status"], "capability": record.get("capability"),
-                "tier": record.get("tier"), "provider": record.get("provider"), "model": record.get("model"),
+        data = {"job_id": job_id, "status": record.status.value, "capability": record.capability,
+                "tier": record.tier, "provider": record.provider, "model": record.model,
                 "attempts": client.store.history(job_id), "output": None, "error": None, "cost_usd": 0}
     if as_json:
         print(json.dumps(data))
@@ -145,7 +146,7 @@ def cancel(job_id: str) -> None:
     try:
         done = _client().cancel(job_id)
     except JobNotFound as err:
-        _fail(str(err))
+        fail(str(err))
         return
     console.print("cancelled" if done else "already finished; nothing to cancel")
 
@@ -156,7 +157,7 @@ def queues(as_json: bool = typer.Option(False, "--json")) -> None:
     from toolbag.store.queues import queue_stats
 
     client = _client()
-    rows = []
+    rows: list[dict[str, Any]] = []
     for q in queue_stats(client.store, client.config.providers):
         rows.append({"queue": q.queue, "provider": q.provider, "tier": q.tier, "depth": q.depth,
                      "waiting": q.waiting, "delayed": q.delayed, "oldest_age_s": q.oldest_age_s,
@@ -188,7 +189,7 @@ def _logs(role: str, loglevel: str, config: Config | None) -> None:
     try:
         logs.configure(role, loglevel, config=config)
     except ValueError as err:
-        _fail(f"--loglevel: {err}")
+        fail(f"--loglevel: {err}")
 
 
 @app.command()
@@ -210,7 +211,7 @@ def worker(
     try:
         runtime = start_provider(config, redis_url(), provider)
     except ConfigError as err:
-        _fail(str(err))
+        fail(str(err))
         return
     port = metrics.serve(_metrics_port(metrics_port, 9100), role=f"worker:{provider}")
     n = concurrency or config.providers[provider].concurrency
@@ -283,7 +284,7 @@ def simulator(
         try:
             plan = FaultPlan.from_file(faults)
         except Exception as err:  # the plan loader phrases its own errors
-            _fail(str(err))
+            fail(str(err))
     try:
         bound = metrics.serve(_metrics_port(metrics_port, 9102), role="simulator", addr=host)
         where = f"metrics on :{bound}/metrics"
@@ -312,11 +313,11 @@ def eval_(
     providers = list(config.providers) if provider == "all" else [provider]
     unknown = [p for p in providers if p not in config.providers]
     if unknown:
-        _fail(f"--provider: unknown provider {unknown[0]!r}; configured: {', '.join(config.providers)}")
+        fail(f"--provider: unknown provider {unknown[0]!r}; configured: {', '.join(config.providers)}")
     library = SkillLibrary(default_skills_dir())
     names = [name] if name else list(library.names())
     if name and name not in library.names():
-        _fail(f"unknown skill {name!r}; known: {', '.join(library.names())}")
+        fail(f"unknown skill {name!r}; known: {', '.join(library.names())}")
     if semantic is None:
         semantic = all(resolve_provider(p, config).source != "simulator" for p in providers)
     results = run_evals(Client(config), names, providers, semantic=semantic, timeout_s=timeout_s)
@@ -347,7 +348,7 @@ def health() -> None:
     try:
         redis_lib.Redis.from_url(redis_url(), socket_connect_timeout=2, socket_timeout=2).ping()
     except redis_lib.RedisError as err:
-        _fail(f"redis at {redis_url()} is unreachable: {err}", code=1)
+        fail(f"redis at {redis_url()} is unreachable: {err}", code=1)
     console.print("ok")
 
 

@@ -19,7 +19,8 @@ console = Console()
 
 @contextmanager
 def _inbox() -> Iterator[Inbox]:
-    from toolbag.cli.app import _config, _fail
+    from toolbag.cli.app import _config
+    from toolbag.cli.fail import fail
     from toolbag.config import redis_url
     from toolbag.store import JobStore
     from toolbag.store.keys import Keys
@@ -29,7 +30,7 @@ def _inbox() -> Iterator[Inbox]:
     try:
         yield Inbox(config, store)
     except InboxError as err:
-        _fail(str(err))
+        fail(str(err))
 
 
 @app.command("list")

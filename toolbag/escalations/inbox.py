@@ -16,7 +16,8 @@ from typing import Any
 
 from toolbag.config import Config
 from toolbag.errors import ToolbagError
-from toolbag.jobs import DecisionRecord, JobNotFound, JobStatus
+from toolbag.jobs import DecisionRecord, JobNotFound, JobRecord, JobStatus
+from toolbag.routing import Router
 from toolbag.store import JobStore
 from toolbag.store.messages import queue_name
 
@@ -40,9 +41,10 @@ class Escalation:
 
 
 class Inbox:
-    def __init__(self, config: Config, store: JobStore) -> None:
+    def __init__(self, config: Config, store: JobStore, router: Router | None = None) -> None:
         self.config = config
         self.store = store
+        self.router = router or Router(config)
 
     def list(self, limit: int = 100) -> list[Escalation]:
         return [self.show(job_id, at) for job_id, at in self.store.escalated(limit)]
@@ -50,18 +52,18 @@ class Inbox:
     def show(self, job_id: str, escalated_at: float = 0.0) -> Escalation:
         record, history = self.store.snapshot(job_id)
         return Escalation(
-            job_id=job_id, escalated_at=escalated_at or int(record.get("finished_ms", 0)) / 1000,
-            capability=record.get("capability", ""), tier=record.get("tier", ""), caller=record.get("caller", ""),
-            reason=record.get("error", ""), attempts=history, input=json.loads(record.get("input", "null")),
+            job_id=job_id, escalated_at=escalated_at or record.finished_ms / 1000,
+            capability=record.capability, tier=record.tier, caller=record.caller,
+            reason=record.error, attempts=history, input=record.input_value() if record.input else None,
         )
 
-    def _escalated(self, job_id: str) -> dict[str, str]:
+    def _escalated(self, job_id: str) -> JobRecord:
         try:
             record = self.store.get(job_id)
         except JobNotFound:
             raise InboxError(f"no job {job_id!r}") from None
-        if record["status"] != JobStatus.ESCALATED:
-            raise InboxError(f"job {job_id} is {record['status']}, not escalated")
+        if record.status is not JobStatus.ESCALATED:
+            raise InboxError(f"job {job_id} is {record.status.value}, not escalated")
         return record
 
     def resolve(self, job_id: str, output: Any, by: str = "human") -> None:
@@ -78,17 +80,16 @@ class Inbox:
             raise InboxError(f"job {job_id} changed while rejecting; look again")
 
     def retry(self, job_id: str, model: str | None = None, by: str = "human") -> str:
-        """Send the job back to the fleet, on ``model`` or the first candidate of its plan."""
+        """Send the job back to the fleet, on ``model`` or the best candidate of its plan now."""
         record = self._escalated(job_id)
-        plan = json.loads(record.get("plan", "[]"))
-        target = model or (plan[0] if plan else record["model"])
+        target = model or self.router.pick(record.plan) or record.model
         if target not in self.config.models:
             raise InboxError(f"unknown model {target!r}; known: {', '.join(sorted(self.config.models))}")
         provider = self.config.provider_of(target)
-        tier = record["tier"]
+        tier = record.tier
         note = DecisionRecord("retry", f"retried by {by}", target).to_json()
         done = self.store.dispatch(
-            job_id, record["token"], model=target, provider=provider, queue=queue_name(provider, tier),
+            job_id, record.token, model=target, provider=provider, queue=queue_name(provider, tier),
             record_json=note, expected_status="escalated",
             new_deadline_s=self.config.tiers[tier].default_deadline_s,
         )

@@ -1,16 +1,23 @@
-"""Candidates for (capability, tier): the route's order, filtered by what the job needs and live health.
+"""The one candidate picker: which models may serve a job, and which of them should take it now.
 
-Router v1 keeps the configured order. ``Router.usable`` is the seam where health (open circuits) and the
-rate limiter plug in: both only ever remove or reorder candidates, never invent new ones.
+Every place that chooses a model asks this module: ``submit`` (the first attempt), the supervisor (the next
+candidate after a failure, through :func:`toolbag.supervisor.decisions.decide`), a rate-limited interactive
+attempt spilling over, and a person retrying an escalated job. Health (open circuits, cooldowns, a half-open
+probe) is the one definition of "usable now"; it only ever removes or reorders candidates, never adds one.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from toolbag.config import Config
 from toolbag.errors import ToolbagError
+from toolbag.providers.base import OutcomeKind
+
+if TYPE_CHECKING:
+    from toolbag.routing.health import HealthTracker
 
 
 @dataclass(frozen=True)
@@ -22,19 +29,29 @@ class Needs:
     min_context_tokens: int = 0
 
 
-Usable = Callable[[Sequence[str]], list[str]]
-
-
 class NoCandidate(ToolbagError):
     def __init__(self, capability: str, tier: str, why: str) -> None:
         super().__init__(f"no usable model for {capability}/{tier}: {why}")
 
 
+def ruled_out(history: Iterable[Mapping[str, Any]], config: Config) -> set[str]:
+    """Models a job must not go to again, whoever routes it: every model that refused it, and every model
+    whose context window is no larger than one its input already exceeded."""
+    attempts = [h for h in history if h.get("type") == "attempt"]
+    out = {str(a["model"]) for a in attempts if a["outcome"] == OutcomeKind.REFUSED}
+    too_small = [config.models[a["model"]].context_window for a in attempts
+                 if a["outcome"] == OutcomeKind.CONTEXT_TOO_LONG and a["model"] in config.models]
+    if too_small:
+        out |= {name for name, m in config.models.items() if m.context_window <= max(too_small)}
+    return out
+
+
 class Router:
-    def __init__(self, config: Config, *, usable: Usable | None = None, by_latency: Usable | None = None) -> None:
+    """Candidates of a route, filtered by what a job needs and ordered by live health."""
+
+    def __init__(self, config: Config, health: HealthTracker | None = None) -> None:
         self.config = config
-        self._usable = usable
-        self._by_latency = by_latency
+        self.health = health
 
     def plan(self, capability: str, tier: str, needs: Needs = Needs()) -> list[str]:
         """The candidates of the route that meet ``needs``, in route order (health not considered)."""
@@ -49,20 +66,34 @@ class Router:
             return False
         return model.context_window >= needs.min_context_tokens
 
-    def usable(self, candidates: Sequence[str]) -> list[str]:
-        """``candidates`` that health or limits allow right now, best first."""
-        if self._usable is None:
+    def usable(self, candidates: Sequence[str], *, prefer_faster: bool = False) -> list[str]:
+        """``candidates`` that may take a job now, best first (fastest first with ``prefer_faster``)."""
+        if self.health is None:
             return list(candidates)
-        return self._usable(candidates)
+        ordered = self.health.by_latency(candidates) if prefer_faster else candidates
+        return self.health.usable(ordered)
+
+    def pick(self, candidates: Sequence[str], *, prefer_faster: bool = False) -> str | None:
+        """The model to try now: the best usable one, else the first candidate (a job waits for a model to
+        recover rather than being refused), else None when there are no candidates."""
+        live = self.usable(candidates, prefer_faster=prefer_faster)
+        return live[0] if live else (candidates[0] if candidates else None)
 
     def first(self, capability: str, tier: str, needs: Needs = Needs()) -> tuple[list[str], str]:
-        """(plan, the model for the first attempt). Falls back to the head of the plan when every
-        candidate is currently unhealthy: a queued job waits rather than being refused at submit."""
+        """(plan, the model for the first attempt) of a new job."""
         plan = self.plan(capability, tier, needs)
-        if not plan:
+        model = self.pick(plan, prefer_faster=self.config.route(capability, tier).policy.prefer_faster)
+        if model is None:
             raise NoCandidate(capability, tier, "no candidate in the route has the features this job needs")
-        ordered = plan
-        if self._by_latency is not None and self.config.route(capability, tier).policy.prefer_faster:
-            ordered = self._by_latency(plan)
-        live = self.usable(ordered)
-        return plan, (live[0] if live else plan[0])
+        return plan, model
+
+    def spill_target(
+        self, plan: Sequence[str], current: str, history: Iterable[Mapping[str, Any]],
+        has_capacity: Callable[[str], bool],
+    ) -> str | None:
+        """Where a rate-limited interactive job goes now: the first candidate after ``current`` in its plan
+        that is usable, not ruled out for this job (:func:`ruled_out`) and has capacity; None if none."""
+        banned = ruled_out(history, self.config)
+        later = plan[plan.index(current) + 1:] if current in plan else [m for m in plan if m != current]
+        allowed = [m for m in later if m not in banned and m in self.config.models]
+        return next((m for m in self.usable(allowed) if has_capacity(m)), None)

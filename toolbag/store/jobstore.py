@@ -15,7 +15,7 @@ from typing import Any
 
 import redis
 
-from toolbag.jobs import JobNotFound, JobStatus
+from toolbag.jobs import JobNotFound, JobRecord, JobStatus
 from toolbag.lua import source as lua_source
 from toolbag.store.keys import Keys
 from toolbag.store.messages import attempt_message, decide_message, envelope_pointer, unacked_pointer
@@ -116,7 +116,7 @@ class JobStore:
 
     # -- worker side --------------------------------------------------------------------------------
 
-    def claim(self, job_id: str, token: str, queue: str, lease_ttl_s: float, worker: str) -> dict[str, str] | None:
+    def claim(self, job_id: str, token: str, queue: str, lease_ttl_s: float, worker: str) -> JobRecord | None:
         """Take the attempt if ``token`` is current; returns the job record, or None when stale."""
         reply = self._claim(
             keys=[self.keys.job(job_id), self.keys.leases, self.keys.waiting(queue)],
@@ -125,7 +125,7 @@ class JobStore:
         if int(reply[0]) != 1:
             return None
         flat = [text(x) for x in reply[1:]]
-        return dict(zip(flat[0::2], flat[1::2], strict=True))
+        return JobRecord.from_hash(dict(zip(flat[0::2], flat[1::2], strict=True)))
 
     def renew_leases(self, members: Iterable[str], lease_ttl_s: float) -> list[str]:
         """Extend live leases (``<id>:<token>``); returns the members whose lease was already gone."""
@@ -297,13 +297,13 @@ class JobStore:
 
     # -- reads --------------------------------------------------------------------------------------
 
-    def get(self, job_id: str) -> dict[str, str]:
+    def get(self, job_id: str) -> JobRecord:
         raw = self.redis.hgetall(self.keys.job(job_id))
         if not raw:
             raise JobNotFound(job_id)
-        return {text(k): text(v) for k, v in raw.items()}
+        return JobRecord.from_hash({text(k): text(v) for k, v in raw.items()})
 
-    def snapshot(self, job_id: str) -> tuple[dict[str, str], list[dict[str, Any]]]:
+    def snapshot(self, job_id: str) -> tuple[JobRecord, list[dict[str, Any]]]:
         """The job record and its history in one round trip."""
         pipe = self.redis.pipeline(transaction=False)
         pipe.hgetall(self.keys.job(job_id))
@@ -311,21 +311,22 @@ class JobStore:
         raw, history = pipe.execute()
         if not raw:
             raise JobNotFound(job_id)
-        return {text(k): text(v) for k, v in raw.items()}, [json.loads(text(x)) for x in history]
+        return JobRecord.from_hash({text(k): text(v) for k, v in raw.items()}), [json.loads(text(x)) for x in history]
 
-    def snapshot_many(self, job_ids: Sequence[str]) -> list[tuple[dict[str, str], list[dict[str, Any]]] | None]:
+    def snapshot_many(self, job_ids: Sequence[str]) -> list[tuple[JobRecord, list[dict[str, Any]]] | None]:
         """``snapshot`` of many jobs in one round trip; ``None`` where a record is gone."""
         pipe = self.redis.pipeline(transaction=False)
         for job_id in job_ids:
             pipe.hgetall(self.keys.job(job_id))
             pipe.lrange(self.keys.attempts(job_id), 0, -1)
         replies = pipe.execute()
-        out: list[tuple[dict[str, str], list[dict[str, Any]]] | None] = []
+        out: list[tuple[JobRecord, list[dict[str, Any]]] | None] = []
         for raw, history in zip(replies[0::2], replies[1::2], strict=True):
             if not raw:
                 out.append(None)
                 continue
-            out.append(({text(k): text(v) for k, v in raw.items()}, [json.loads(text(x)) for x in history]))
+            record = JobRecord.from_hash({text(k): text(v) for k, v in raw.items()})
+            out.append((record, [json.loads(text(x)) for x in history]))
         return out
 
     def statuses(self, job_ids: Sequence[str]) -> list[str | None]:

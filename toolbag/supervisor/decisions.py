@@ -1,4 +1,4 @@
-"""What happens after an attempt that did not succeed (DESIGN.md §5), as a pure function.
+"""What happens after an attempt that did not succeed, as a pure function.
 
 ``decide`` sees the outcome, the job's plan and its whole history, and returns one :class:`Decision`.
 It never touches Redis: the supervisor applies the decision through a fenced transition.
@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from toolbag.config import Config, RoutePolicy
 from toolbag.providers.base import OutcomeKind
+from toolbag.routing.router import ruled_out
 
 Action = Literal["retry", "reroute", "wait", "escalate", "fail"]
 
@@ -48,18 +49,6 @@ def _attempts(history: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return [h for h in history if h.get("type") == "attempt"]
 
 
-def ruled_out(history: Sequence[dict[str, Any]], config: Config) -> set[str]:
-    """Models a job must not go to again, whoever routes it: every model that refused it, and every model
-    whose context window is no larger than one its input already exceeded."""
-    attempts = _attempts(history)
-    out = {a["model"] for a in attempts if a["outcome"] == OutcomeKind.REFUSED}
-    too_small = [config.models[a["model"]].context_window for a in attempts
-                 if a["outcome"] == OutcomeKind.CONTEXT_TOO_LONG and a["model"] in config.models]
-    if too_small:
-        out |= {name for name, m in config.models.items() if m.context_window <= max(too_small)}
-    return out
-
-
 def backoff_s(policy: RoutePolicy, n: int, rng: random.Random | None = None) -> float:
     """Jittered exponential backoff for the n-th retry (n ≥ 1)."""
     r = (rng or random).uniform(0.5, 1.5)
@@ -74,7 +63,8 @@ def decide(
     usable: Callable[[Sequence[str]], list[str]] = list,
     rng: random.Random | None = None,
 ) -> Decision:
-    """The supervisor's decision table. ``usable`` filters out models that health rules out now."""
+    """The supervisor's decision table. ``usable`` is the router's: it orders the next candidates by live
+    health (:meth:`toolbag.routing.Router.usable`)."""
     attempts = _attempts(s.history)
     reroutes = sum(1 for h in s.history if h.get("type") == "decision" and h.get("action") == "reroute")
     refused_by = {a["model"] for a in attempts if a["outcome"] == OutcomeKind.REFUSED}

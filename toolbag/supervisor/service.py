@@ -10,14 +10,15 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 from toolbag.config import TIERS, Config
 from toolbag.escalations import notify_webhook
-from toolbag.jobs import AttemptRecord, DecisionRecord, JobNotFound, JobStatus
+from toolbag.jobs import AttemptRecord, DecisionRecord, JobNotFound, JobRecord, JobStatus
 from toolbag.providers.base import OutcomeKind
 from toolbag.ratelimit import RateLimiter
+from toolbag.routing import Router
 from toolbag.routing.health import HealthTracker
 from toolbag.store import JobStore
 from toolbag.store.messages import queue_name
@@ -33,7 +34,7 @@ class Supervisor:
     def __init__(self, config: Config, store: JobStore, *, health: HealthTracker | None = None) -> None:
         self.config = config
         self.store = store
-        self.health = health
+        self.router = Router(config, health)
 
     def decide(self, job_id: str, token: str) -> Decision | None:
         """Decide and apply. Returns None when the message is stale (the job moved on)."""
@@ -41,36 +42,29 @@ class Supervisor:
             job = self.store.get(job_id)
         except JobNotFound:
             return None
-        if job.get("status") != JobStatus.DECIDING or job.get("token") != token:
+        if job.status is not JobStatus.DECIDING or job.token != token:
             metrics.STALE_DELIVERIES.labels("supervisor").inc()
             return None
         history = self.store.history(job_id)
         last: dict[str, Any] = next((h for h in reversed(history) if h.get("type") == "attempt"), {})
-        outcome = OutcomeKind(job.get("outcome") or last.get("outcome") or OutcomeKind.SERVER_ERROR)
+        outcome = OutcomeKind(job.outcome or last.get("outcome") or OutcomeKind.SERVER_ERROR)
         situation = Situation(
             outcome=outcome,
             reason=str(last.get("reason", "")),
-            model=job["model"],
-            tier=job["tier"],
-            plan=json.loads(job["plan"]),
+            model=job.model,
+            tier=job.tier,
+            plan=job.plan,
             history=history,
             retry_after_s=last.get("retry_after_s"),
         )
-        policy = self.config.route(job["capability"], job["tier"]).policy
-        decision = decide(situation, self.config, policy, usable=self._usable_for(policy.prefer_faster))
+        policy = self.config.route(job.capability, job.tier).policy
+        decision = decide(situation, self.config, policy,
+                          usable=partial(self.router.usable, prefer_faster=policy.prefer_faster))
         self._apply(job, token, decision, outcome)
         return decision
 
-    def _usable_for(self, prefer_faster: bool) -> Callable[[Sequence[str]], list[str]]:
-        health = self.health
-        if health is None:
-            return list
-        if prefer_faster:
-            return lambda candidates: health.usable(health.by_latency(candidates))
-        return health.usable
-
-    def _apply(self, job: dict[str, str], token: str, decision: Decision, outcome: OutcomeKind) -> None:
-        job_id, capability, tier = job["id"], job["capability"], job["tier"]
+    def _apply(self, job: JobRecord, token: str, decision: Decision, outcome: OutcomeKind) -> None:
+        job_id, capability, tier = job.id, job.capability, job.tier
         record = DecisionRecord(decision.action, decision.reason, decision.model, round(decision.delay_s, 3))
         if decision.action in ("retry", "reroute", "wait"):
             assert decision.model is not None
@@ -80,7 +74,7 @@ class Supervisor:
                 record_json=record.to_json(), delay_s=decision.delay_s, feedback=decision.feedback,
             )
             if done.ok and decision.action == "reroute":
-                metrics.REROUTES.labels(job["provider"], provider, outcome.value).inc()
+                metrics.REROUTES.labels(job.provider, provider, outcome.value).inc()
         else:
             status = JobStatus.ESCALATED if decision.action == "escalate" else JobStatus.FAILED
             done = self.store.finish(
@@ -156,13 +150,12 @@ class Sweeper:
                 self.store.redis.zrem(self.store.keys.leases, f"{job_id}:{token}")
                 continue
             record = AttemptRecord(
-                n=int(job.get("attempt", "1")), model=job.get("model", ""), provider=job.get("provider", ""),
-                outcome=OutcomeKind.LOST.value, reason=f"lease expired (worker {job.get('worker', '?')} gone)",
-                started_ms=int(job.get("started_ms", 0)), ended_ms=int(time.time() * 1000),
+                n=job.attempt, model=job.model, provider=job.provider,
+                outcome=OutcomeKind.LOST.value, reason=f"lease expired (worker {job.worker or '?'} gone)",
+                started_ms=job.started_ms, ended_ms=int(time.time() * 1000),
             )
             if self.store.end_attempt(job_id, token, OutcomeKind.LOST.value, record.to_json()).ok:
-                metrics.ATTEMPTS.labels(job.get("provider", ""), job.get("model", ""), job.get("tier", ""),
-                                        OutcomeKind.LOST.value).inc()
+                metrics.ATTEMPTS.labels(job.provider, job.model, job.tier, OutcomeKind.LOST.value).inc()
                 n += 1
         return n
 
@@ -211,8 +204,8 @@ class Sweeper:
             except JobNotFound:
                 self.store.redis.zrem(self.store.keys.deciding, job_id)
                 continue
-            if job.get("status") == JobStatus.DECIDING:
-                self.store.resend_decision(job_id, job["token"])
+            if job.status is JobStatus.DECIDING:
+                self.store.resend_decision(job_id, job.token)
                 n += 1
             else:
                 self.store.redis.zrem(self.store.keys.deciding, job_id)
@@ -225,7 +218,7 @@ class Sweeper:
             done = self.store.finish(job_id, JobStatus.EXPIRED, "job deadline passed before completion", record)
             if done.ok:
                 job = self.store.get(job_id)  # jobs finished are counted in Redis by finish.lua
-                metrics.JOB_DURATION.labels(job["capability"], job["tier"]).observe(
+                metrics.JOB_DURATION.labels(job.capability, job.tier).observe(
                     (done.finished_ms - done.created_ms) / 1000
                 )
                 n += 1
