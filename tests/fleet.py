@@ -1,7 +1,8 @@
-"""A real fleet for integration tests: simulator, worker and supervisor processes, one Redis database.
+"""A real fleet for integration tests, on the library's harness (:mod:`toolbag.devfleet.harness`).
 
 Workers are separate OS processes started with the real CLI (``python -m toolbag.cli worker``), so a test
-can SIGKILL one mid-attempt exactly as production would lose it.
+can SIGKILL one mid-attempt exactly as production would lose it. Every fleet has a key prefix of its own, so
+fleets share one Redis database; on exit a fleet deletes its own keys and nothing else.
 """
 
 from __future__ import annotations
@@ -9,98 +10,44 @@ from __future__ import annotations
 import contextlib
 import copy
 import os
-import signal
-import socket
-import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import redis
 import yaml
 
-from toolbag.client import Client
-from toolbag.config import DEFAULT_CONFIG_PATH, Config, parse_config
+from toolbag.config import DEFAULT_CONFIG_PATH, parse_config
+from toolbag.devfleet.harness import (
+    LocalFleet,
+    SimulatorProcess,
+    delete_keys,
+    free_port,
+    simulator_process,
+    terminate,
+    wait_http,
+)
 from toolbag.simulator.server import SimulatorServer
+
+__all__ = ["REPO", "CliSimulator", "Fleet", "cli_simulator", "fleet_config_dict", "free_port", "pointer_report",
+           "running_fleet", "terminate", "wait_http"]
 
 REPO = Path(__file__).resolve().parent.parent
 
-
-def reap(proc: subprocess.Popen[bytes], grace_s: float = 15.0) -> None:
-    """Wait for a process already asked to stop; kill it if it has not within ``grace_s``."""
-    try:
-        proc.wait(timeout=grace_s)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=5)
-
-
-def terminate(proc: subprocess.Popen[bytes], grace_s: float = 15.0) -> None:
-    """SIGTERM (a warm shutdown for our processes), then :func:`reap`."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-    reap(proc, grace_s)
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now (for a child process to bind)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_http(url: str, timeout_s: float = 30.0) -> None:
-    """Until ``url`` answers (any HTTP status counts), or AssertionError after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            urllib.request.urlopen(url, timeout=2).close()
-            return
-        except urllib.error.HTTPError:
-            return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{url} did not answer within {timeout_s}s") from None
-            time.sleep(0.05)
-
-
-@dataclass
-class CliSimulator:
-    """The simulator as its own process (``toolbag simulator``), as production runs it."""
-
-    url: str
-    metrics_port: int
-    proc: subprocess.Popen[bytes]
+CliSimulator = SimulatorProcess
 
 
 @contextmanager
-def cli_simulator(tmp: Path, faults: Path | None = None) -> Iterator[CliSimulator]:
-    """``toolbag simulator`` on free ports (vendor API and ``/metrics``), stopped on exit."""
-    port, metrics_port = free_port(), free_port()
-    args = [sys.executable, "-m", "toolbag.cli", "simulator", "--port", str(port), "--metrics-port", str(metrics_port)]
-    if faults is not None:
-        args += ["--faults", str(faults)]
-    log = open(tmp / "simulator.log", "ab")  # noqa: SIM115 - closed when the process is reaped
-    proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    sim = CliSimulator(f"http://127.0.0.1:{port}", metrics_port, proc)
-    try:
-        wait_http(f"{sim.url}/_sim/health")
+def cli_simulator(tmp: Path, faults: Path | None = None) -> Iterator[SimulatorProcess]:
+    """``toolbag simulator`` as its own process on free ports (vendor API and ``/metrics``), stopped on exit."""
+    with simulator_process(tmp, faults=faults, cwd=REPO) as sim:
         yield sim
-    finally:
-        terminate(proc)
-        log.close()
 
 
 def fleet_config_dict(simulator_url: str, **fleet_overrides: Any) -> dict[str, Any]:
-    """The embedded defaults, pointed at a test simulator, with short leases and timeouts."""
+    """The embedded defaults, pointed at a test simulator, with short leases and timeouts and a fresh prefix."""
     data: dict[str, Any] = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())
     data = copy.deepcopy(data)
     data["simulator_url"] = simulator_url
@@ -111,77 +58,17 @@ def fleet_config_dict(simulator_url: str, **fleet_overrides: Any) -> dict[str, A
     return data
 
 
-class Fleet:
-    """Processes of one test fleet. Use :func:`running_fleet`."""
+class Fleet(LocalFleet):
+    """Processes of one test fleet, its config file and logs in ``tmp``. Use :func:`running_fleet`."""
 
     def __init__(self, redis_url: str, tmp: Path, config: dict[str, Any], simulator: Any) -> None:
-        self.redis_url = redis_url
         self.tmp = tmp
         self.simulator = simulator
-        self.config_path = tmp / "toolbag.yaml"
-        self.config_path.write_text(yaml.safe_dump(config))
-        self.config: Config = parse_config(config)
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
-        self.metrics_ports: dict[str, int] = {}  # process name -> its /metrics port, when chosen by the test
-        self.env = {
-            **os.environ,
-            "TOOLBAG_CONFIG": str(self.config_path),
-            "TOOLBAG_REDIS_URL": redis_url,
-            "TOOLBAG_SKILLS_DIR": str(REPO / "skills"),
-            "TOOLBAG_METRICS_PORT": "0",
-            "PYTHONUNBUFFERED": "1",
-        }
-        self.env.pop("TOOLBAG_SIMULATOR_URL", None)
-        self.client = Client(self.config, redis_url)
-
-    def start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
-        log = open(self.tmp / f"{name}.log", "ab")  # noqa: SIM115 - closed when the process is reaped
-        proc = subprocess.Popen([sys.executable, "-m", "toolbag.cli", *args], env=self.env, stdout=log,
-                                stderr=subprocess.STDOUT, cwd=REPO)
-        self.procs[name] = proc
-        return proc
-
-    def worker(self, provider: str, concurrency: int = 20, name: str | None = None,
-               metrics_port: int | None = None) -> subprocess.Popen[bytes]:
-        name = name or f"worker-{provider}"
-        return self.start(name, "worker", "--provider", provider, "--concurrency", str(concurrency),
-                          *self._metrics_args(name, metrics_port))
-
-    def supervisor(self, name: str = "supervisor", metrics_port: int | None = None) -> subprocess.Popen[bytes]:
-        return self.start(name, "supervisor", *self._metrics_args(name, metrics_port))
-
-    def _metrics_args(self, name: str, port: int | None) -> list[str]:
-        if port is None:
-            return []
-        self.metrics_ports[name] = port
-        return ["--metrics-port", str(port)]
-
-    def wait_workers(self, count: int, timeout_s: float = 120.0) -> None:
-        """Until ``count`` worker processes announce that they consume their queues."""
-        deadline = time.monotonic() + timeout_s
-        while len(self.client.store.live_workers(60)) < count:
-            for name, proc in self.procs.items():
-                if proc.poll() is not None and name.startswith("worker"):
-                    raise AssertionError(f"{name} exited early:\n{self.log(name)}")
-            if time.monotonic() > deadline:
-                raise AssertionError(f"only {self.client.store.live_workers(60)} workers came up")
-            time.sleep(0.05)
-
-    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
-        proc = self.procs[name]
-        proc.send_signal(sig)
-        proc.wait(timeout=30)
-
-    def log(self, name: str) -> str:
-        path = self.tmp / f"{name}.log"
-        return path.read_text(errors="replace")[-4000:] if path.exists() else ""
-
-    def stop(self) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in self.procs.values():
-            reap(proc)
+        config_path = tmp / "toolbag.yaml"
+        config_path.write_text(yaml.safe_dump(config))
+        env = {k: v for k, v in os.environ.items() if k != "TOOLBAG_SIMULATOR_URL"}
+        env["TOOLBAG_SKILLS_DIR"] = str(REPO / "skills")
+        super().__init__(parse_config(config), redis_url, tmp, config_path=config_path, env=env, cwd=REPO)
 
 
 @contextmanager
@@ -197,7 +84,10 @@ def running_fleet(
     simulator: Any = None,
     env: dict[str, str] | None = None,
 ) -> Iterator[Fleet]:
-    """``metrics_ports``: give every process a free ``/metrics`` port (``fleet.metrics_ports``).
+    """A worker per provider and a supervisor on ``redis_url``, up when this yields; on exit they stop and the
+    fleet's keys (its ``key_prefix``) are deleted.
+
+    ``metrics_ports``: give every process a free ``/metrics`` port (``fleet.metrics_ports``).
     ``simulator``: use this one (anything with ``.url``, e.g. :func:`cli_simulator`) instead of an in-process one.
     ``env``: extra environment variables for every process."""
     with contextlib.nullcontext(simulator) if simulator is not None else SimulatorServer() as sim:
@@ -215,7 +105,7 @@ def running_fleet(
             yield fleet
         finally:
             fleet.stop()
-            redis.Redis.from_url(redis_url).flushdb()
+            delete_keys(fleet.client.store.redis, fleet.config.fleet.key_prefix)
 
 
 def pointer_report(store: Any, job_id: str) -> dict[str, Any]:
@@ -224,7 +114,7 @@ def pointer_report(store: Any, job_id: str) -> dict[str, Any]:
     from toolbag.store.messages import envelope_pointer, unacked_pointer
 
     found: list[str] = []
-    for key in store.redis.scan_iter(match="*", count=1000):
+    for key in store.redis.scan_iter(match=f"{store.keys.prefix}*", count=1000):
         if store.redis.type(key) == b"list":
             for raw in store.redis.lrange(key, 0, -1):
                 ptr = envelope_pointer(raw)
