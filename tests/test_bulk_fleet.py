@@ -36,7 +36,7 @@ def _overrides() -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def fleet(redis_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
-    with running_fleet(f"{redis_server}/29", tmp_path_factory.mktemp("bulk"), providers=(),
+    with running_fleet(redis_server, tmp_path_factory.mktemp("bulk"), providers=(),
                        config_overrides=_overrides()) as f:
         for n in range(2):
             f.worker("openai", concurrency=48, name=f"worker-openai-{n}")

@@ -15,7 +15,7 @@ from tests.fleet import REPO, Fleet, running_fleet
 
 @pytest.fixture(scope="module")
 def fleet(redis_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
-    with running_fleet(f"{redis_server}/25", tmp_path_factory.mktemp("cli"),
+    with running_fleet(redis_server, tmp_path_factory.mktemp("cli"),
                        providers=("anthropic", "openai", "gemini")) as f:
         yield f
 

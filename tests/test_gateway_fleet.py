@@ -58,7 +58,7 @@ def fleet(redis_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     patch.setenv("TOOLBAG_TOOLS", str(tmp / "tools.yaml"))
     patch.setenv("TOOLBAG_AUDIT_JSONL", str(tmp / "audit.jsonl"))
     try:
-        with running_fleet(f"{redis_server}/28", tmp, providers=tuple(MODELS), supervisor=False,
+        with running_fleet(redis_server, tmp, providers=tuple(MODELS), supervisor=False,
                            config_overrides={"routes": routes, "models": {**_default_models(),
                                                                           "gemini-metered": metered}}) as f:
             yield f

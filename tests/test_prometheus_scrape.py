@@ -148,9 +148,9 @@ def _workload(fleet: Fleet) -> None:
 @pytest.fixture(scope="module")
 def observed(redis_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Observed]:
     tmp = tmp_path_factory.mktemp("observed")
-    admin = redis.Redis.from_url(f"{redis_server}/26")
+    admin = redis.Redis.from_url(redis_server)
     admin.execute_command("ACL", "SETUSER", REDIS_USER, "on", f">{REDIS_PASSWORD}", "~*", "&*", "+@all")
-    secured_url = redis_server.replace("redis://", f"redis://{REDIS_USER}:{REDIS_PASSWORD}@") + "/26"
+    secured_url = redis_server.replace("redis://", f"redis://{REDIS_USER}:{REDIS_PASSWORD}@")
     keys = {env: f"{CANARY}-{provider}" for provider, env in KEY_ENVS.items()}
     (tmp / "faults.yaml").write_text(yaml.safe_dump(FAULT_PLAN))
     try:

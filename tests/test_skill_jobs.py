@@ -17,7 +17,7 @@ PROVIDERS = ("anthropic", "openai", "gemini")
 
 @pytest.fixture(scope="module")
 def fleet(redis_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
-    with running_fleet(f"{redis_server}/26", tmp_path_factory.mktemp("skills"), providers=PROVIDERS,
+    with running_fleet(redis_server, tmp_path_factory.mktemp("skills"), providers=PROVIDERS,
                        concurrency=40) as f:
         yield f
 
