@@ -1,5 +1,7 @@
-"""The ``toolbag`` command line: the composition root that starts every process."""
+"""The ``toolbag`` command line: the composition root that starts every process (``toolbag.cli.app``)."""
 
-from toolbag.cli.app import app, main
 
-__all__ = ["app", "main"]
+def main() -> None:
+    from toolbag.cli.app import main as run
+
+    run()
