@@ -57,12 +57,6 @@ ROOMY = Timeouts(connect_s=5.0, first_token_s=15.0, total_s=20.0)
 
 
 @pytest.fixture(scope="module")
-def sim() -> Iterator[SimulatorServer]:
-    with SimulatorServer() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
 def adapters(sim: SimulatorServer) -> Iterator[dict[str, Adapter]]:
     made: dict[str, Adapter] = {
         "anthropic": AnthropicAdapter(api_key="sk-test", base_url=sim.url),

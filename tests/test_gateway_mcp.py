@@ -63,12 +63,6 @@ def registry(http_server: str) -> Iterator[ToolRegistry]:
     reg.close()
 
 
-@pytest.fixture(scope="module")
-def sim() -> Iterator[SimulatorServer]:
-    with SimulatorServer() as server:
-        yield server
-
-
 @pytest.fixture
 def gateway(redis_server: str, registry: ToolRegistry) -> Iterator[tuple[Gateway, redis.Redis, Keys]]:
     client = redis.Redis.from_url(f"{redis_server}/0")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -139,12 +138,6 @@ def test_validate_providers_lists_every_problem() -> None:
 
 def test_embedded_defaults_resolve_in_dev() -> None:
     validate_providers(load_config(), environ={})
-
-
-@pytest.fixture(scope="module")
-def sim() -> Iterator[SimulatorServer]:
-    with SimulatorServer() as server:
-        yield server
 
 
 @pytest.mark.parametrize(

@@ -56,6 +56,7 @@ WEATHER = ToolSpec(
 
 @pytest.fixture(scope="module")
 def sim() -> Iterator[SimulatorServer]:
+    """conftest's ``sim`` with a plan: ``*-slow`` models stream at 20 tokens/s."""
     plan = FaultPlan.from_dict({"latency": {"*-slow": {"ttft_ms": 0, "tokens_per_s": 20}}})
     with SimulatorServer(plan=plan) as server:
         yield server

@@ -5,7 +5,6 @@ and v1beta."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import anthropic
@@ -34,12 +33,6 @@ WEATHER_SCHEMA = {
     "required": ["city", "days"],
     "additionalProperties": False,
 }
-
-
-@pytest.fixture(scope="module")
-def sim() -> Iterator[SimulatorServer]:
-    with SimulatorServer() as server:
-        yield server
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,15 +34,14 @@ class Clients:
 
 
 @pytest.fixture(scope="module")
-def clients() -> Iterator[Clients]:
-    with SimulatorServer() as sim:
-        yield Clients(
-            sim=sim,
-            claude=anthropic.Anthropic(api_key="k", base_url=sim.url, max_retries=0, timeout=20.0),
-            oai=openai.OpenAI(api_key="k", base_url=sim.url + "/v1", max_retries=0, timeout=20.0),
-            gem=genai.Client(api_key="k", http_options=types.HttpOptions(base_url=sim.url, api_version="v1beta",
-                                                                          timeout=20_000)),
-        )
+def clients(sim: SimulatorServer) -> Clients:
+    return Clients(
+        sim=sim,
+        claude=anthropic.Anthropic(api_key="k", base_url=sim.url, max_retries=0, timeout=20.0),
+        oai=openai.OpenAI(api_key="k", base_url=sim.url + "/v1", max_retries=0, timeout=20.0),
+        gem=genai.Client(api_key="k", http_options=types.HttpOptions(base_url=sim.url, api_version="v1beta",
+                                                                      timeout=20_000)),
+    )
 
 
 @dataclass

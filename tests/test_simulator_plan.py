@@ -118,6 +118,7 @@ def test_rules_filter_by_model_vendor_and_text() -> None:
 
 @pytest.fixture
 def sim() -> Iterator[SimulatorServer]:
+    """conftest's ``sim`` with a plan, fresh per test: the plan's sequences advance with every request."""
     plan = FaultPlan.from_dict({
         "rules": [{"model": "gpt-*", "sequence": ["rate_limit", "rate_limit", "ok", "server_error"]},
                   {"model": "seq-*", "match": "only-me", "sequence": ["unavailable"]}],
