@@ -24,11 +24,12 @@ from pathlib import Path
 
 from celery import Celery
 
-from bench._harness import REPO, fleet, private_redis, simulator_process
+from bench._common import REPO, bench_config, fleet
 from toolbag.bulk.files import InputSpec, read_input
 from toolbag.bulk.pipeline import Pipeline, Submitted
 from toolbag.client import Client, JobRequest
 from toolbag.config import load_config
+from toolbag.devfleet.harness import private_redis, simulator_process
 
 
 def write_lines(path: Path, n: int, tag: str) -> Path:
@@ -39,7 +40,8 @@ def write_lines(path: Path, n: int, tag: str) -> Path:
 
 
 def enqueue_rates(n: int, tmp: Path) -> tuple[float, float]:
-    with private_redis() as redis_url:
+    with private_redis() as server:
+        redis_url = server.url
         app = Celery("bench", broker=redis_url)
         app.conf.update(task_serializer="json", accept_content=["json"], task_ignore_result=True)
 
@@ -70,9 +72,9 @@ def enqueue_rates(n: int, tmp: Path) -> tuple[float, float]:
 
 
 def end_to_end(n: int, concurrency: int, tmp: Path) -> tuple[float, float, float]:
-    with private_redis() as redis_url, simulator_process() as sim, \
-            fleet(redis_url, sim, workers={"openai": concurrency}, supervisor=True) as (config_path, env):
-        client = Client(load_config(config_path), redis_url)
+    with private_redis() as server, simulator_process(tmp, cwd=REPO) as sim, \
+            fleet(server.url, bench_config(sim.url, tmp), [("openai", concurrency)]) as procs:
+        client = procs.client
         warm = client.submit_many([JobRequest("bench", {"text": f"warm {i}"}, tier="batch") for i in range(50)])
         list(client.results(warm, timeout_s=120))
 
@@ -87,7 +89,7 @@ def end_to_end(n: int, concurrency: int, tmp: Path) -> tuple[float, float, float
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.perf_counter()
         done = subprocess.run([sys.executable, "-m", "toolbag.cli", "batch", "run", str(src), "--capability",
-                               "bench", "-o", str(tmp / "e2e.out.jsonl"), "--json"], env=env, cwd=REPO,
+                               "bench", "-o", str(tmp / "e2e.out.jsonl"), "--json"], env=procs.env, cwd=REPO,
                               capture_output=True, text=True, timeout=1800)
         bulk_s = time.perf_counter() - t0
         after = resource.getrusage(resource.RUSAGE_CHILDREN)

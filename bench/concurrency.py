@@ -12,14 +12,13 @@ import argparse
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import httpx2
 import openai
 
-from bench._harness import fleet, private_redis, simulator_process
+from bench._common import REPO, bench_config, fleet, scratch_dir, write_faults
 from toolbag.client import Client, JobRequest
-from toolbag.config import load_config
+from toolbag.devfleet.harness import private_redis, simulator_process
 
 
 def main() -> None:
@@ -29,10 +28,12 @@ def main() -> None:
     parser.add_argument("--latency-ms", type=int, default=1000)
     args = parser.parse_args()
     latency = {"*": {"ttft_ms": args.latency_ms, "tokens_per_s": 1_000_000}}
-    with private_redis() as redis_url, simulator_process(latency) as sim:
-        direct_rate = _direct_rate(sim, args.jobs, args.concurrency)
-        with fleet(redis_url, sim, workers={"openai": args.concurrency}) as (config_path, _env):
-            fleet_rate, peak = _fleet_rate(config_path, redis_url, args.jobs)
+    tmp = scratch_dir("concurrency")
+    with private_redis() as server, simulator_process(tmp, faults=write_faults(tmp, {"latency": latency}),
+                                                      cwd=REPO) as sim:
+        direct_rate = _direct_rate(sim.url, args.jobs, args.concurrency)
+        with fleet(server.url, bench_config(sim.url, tmp), [("openai", args.concurrency)]) as procs:
+            fleet_rate, peak = _fleet_rate(procs.client, args.jobs)
     ideal = args.concurrency / (args.latency_ms / 1000)
     print(f"one process, {args.concurrency} threads, {args.latency_ms} ms vendor latency, {args.jobs} jobs")
     print(f"  bare SDK in {args.concurrency} threads: {direct_rate:.0f} calls/s")
@@ -56,8 +57,7 @@ def _direct_rate(sim: str, jobs: int, threads: int) -> float:
     return jobs / (time.perf_counter() - t0)
 
 
-def _fleet_rate(config_path: Path, redis_url: str, jobs_n: int) -> tuple[float, int]:
-    client = Client(load_config(config_path), redis_url)
+def _fleet_rate(client: Client, jobs_n: int) -> tuple[float, int]:
     peak = [0]
     stop = threading.Event()
 

@@ -13,16 +13,17 @@ import time
 
 from celery import Celery
 
-from bench._harness import private_redis
 from toolbag.client import Client, JobRequest
 from toolbag.config import load_config
+from toolbag.devfleet.harness import private_redis
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--jobs", type=int, default=5000)
     args = parser.parse_args()
-    with private_redis() as redis_url:
+    with private_redis() as server:
+        redis_url = server.url
         app = Celery("bench", broker=redis_url)
         app.conf.update(task_serializer="json", accept_content=["json"], task_ignore_result=True)
 

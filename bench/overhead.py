@@ -14,9 +14,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import openai
 
-from bench._harness import fleet, percentile, private_redis, simulator_process, summary_ms
-from toolbag.client import Client
-from toolbag.config import load_config
+from bench._common import REPO, bench_config, fleet, percentile, scratch_dir, summary_ms
+from toolbag.devfleet.harness import private_redis, simulator_process
 
 
 def main() -> None:
@@ -24,8 +23,9 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=300)
     parser.add_argument("--parallel", type=int, default=16)
     args = parser.parse_args()
-    with private_redis() as redis_url, simulator_process() as sim:
-        sdk = openai.OpenAI(api_key="sk-bench", base_url=f"{sim}/v1", max_retries=0, timeout=30)
+    tmp = scratch_dir("overhead")
+    with private_redis() as server, simulator_process(tmp, cwd=REPO) as sim:
+        sdk = openai.OpenAI(api_key="sk-bench", base_url=f"{sim.url}/v1", max_retries=0, timeout=30)
 
         def direct(i: int) -> float:
             t0 = time.perf_counter()
@@ -33,8 +33,8 @@ def main() -> None:
                 {"role": "system", "content": "Task: bench."}, {"role": "user", "content": f"hello {i}"}])
             return time.perf_counter() - t0
 
-        with fleet(redis_url, sim, workers={"openai": 64}) as (config_path, _env):
-            client = Client(load_config(config_path), redis_url)
+        with fleet(server.url, bench_config(sim.url, tmp), [("openai", 64)]) as procs:
+            client = procs.client
 
             def through_fleet(i: int) -> float:
                 t0 = time.perf_counter()

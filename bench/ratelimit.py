@@ -13,8 +13,6 @@ import argparse
 import bisect
 import copy
 import json
-import os
-import tempfile
 import time
 import urllib.request
 import uuid
@@ -23,9 +21,10 @@ from typing import Any
 
 import yaml
 
-from bench._harness import Processes, percentile, private_redis, simulator_process
+from bench._common import REPO, fleet, percentile, scratch_dir, write_faults
 from toolbag.client import Client, Job, JobRequest
-from toolbag.config import DEFAULT_CONFIG_PATH, TIERS, load_config
+from toolbag.config import DEFAULT_CONFIG_PATH, TIERS
+from toolbag.devfleet.harness import private_redis, simulator_process
 from toolbag.jobs import JobResult
 
 MAX_OUTPUT = 64
@@ -106,7 +105,7 @@ def interactive_waits(client: Client, sim_url: str, window_s: float, count: int)
     arrived = {c["request_id"]: c["time"] for c in sim_log(sim_url, "gpt-b-tier")}
     waits = []
     for job, result in zip(jobs, results, strict=True):
-        created_s = int(client.store.get(job.id)["created_ms"]) / 1000
+        created_s = client.store.get(job.id).created_ms / 1000
         waits.append(arrived[result.attempts[-1]["request_id"]] - created_s)
     return waits
 
@@ -127,27 +126,16 @@ def main() -> None:
     counts = [int(x) for x in args.workers.split(",")]
     rows = []
     waits: dict[str, list[float]] = {}
-    with private_redis() as redis_url, simulator_process(
-        latency={"gpt-b-*": {"ttft_ms": 60, "tokens_per_s": 2000}}
-    ) as sim_url:
+    sim_dir = scratch_dir("rl-sim")
+    latency = {"gpt-b-*": {"ttft_ms": 60, "tokens_per_s": 2000}}
+    with private_redis() as server, simulator_process(sim_dir, faults=write_faults(sim_dir, {"latency": latency}),
+                                                      cwd=REPO) as sim:
+        sim_url = sim.url
         for n in counts:
-            tmp = Path(tempfile.mkdtemp(prefix="tb-bench-rl-"))
+            tmp = scratch_dir("rl")
             config_path = write_config(tmp, sim_url, args.window, args.rpm, args.tpm, args.wait)
-            env = {**os.environ, "TOOLBAG_CONFIG": str(config_path), "TOOLBAG_REDIS_URL": redis_url,
-                   "TOOLBAG_METRICS_PORT": "0"}
-            env.pop("TOOLBAG_SIMULATOR_URL", None)
-            procs = Processes(env, tmp)
-            config = load_config(config_path)
-            client = Client(config, redis_url)
-            try:
-                for i in range(n):
-                    procs.start(f"worker-{i}", "worker", "--provider", "openai", "--concurrency", "8")
-                procs.start("supervisor", "supervisor")
-                deadline = time.monotonic() + 300
-                while len(client.store.live_workers(60)) < n:
-                    if time.monotonic() > deadline:
-                        raise SystemExit(f"workers did not start; logs in {tmp}")
-                    time.sleep(0.2)
+            with fleet(server.url, config_path, [("openai", 8)] * n) as procs:
+                client = procs.client
                 run(client, "b-warm", 10 * n)
                 rpm_ratio, rpm_worst = (rpm_phase(client, sim_url, args.window, args.rpm, args.windows)
                                         if "rpm" in phases else (0.0, 0))
@@ -166,8 +154,6 @@ def main() -> None:
                     time.sleep(args.window / 2)
                     waits["saturated"] = interactive_waits(client, sim_url, args.window, args.interactive)
                     list(client.results(backlog, timeout_s=900))
-            finally:
-                procs.stop()
     print()
     print("workers  RPM achieved/limit  busiest window/limit  TPM achieved/limit  TPM overshoot (tokens)")
     for n, rpm_ratio, rpm_worst, tpm_ratio, tpm_over in rows:

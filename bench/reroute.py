@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import signal
 import subprocess
@@ -24,9 +25,9 @@ from pathlib import Path
 
 import redis
 
-from bench._harness import REPO, fleet, percentile, private_redis, simulator_process
+from bench._common import REPO, bench_config, fleet, percentile, scratch_dir
 from toolbag.client import Client
-from toolbag.config import load_config
+from toolbag.devfleet.harness import private_redis, simulator_process
 from toolbag.jobs import JobStatus
 
 
@@ -102,27 +103,18 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=200)
     parser.add_argument("--celery-vt", type=int, default=30, help="visibility timeout for plain Celery (s)")
     args = parser.parse_args()
-    with private_redis() as redis_url, simulator_process() as sim:
-        with fleet(redis_url, sim, workers={"anthropic": 32, "openai": 32},
-                   supervisor=True) as (config_path, env):
-            config = load_config(config_path)
-            client = Client(config, redis_url)
+    tmp = scratch_dir("reroute")
+    with private_redis() as server, simulator_process(tmp, cwd=REPO) as sim:
+        with fleet(server.url, bench_config(sim.url, tmp), [("anthropic", 32), ("openai", 32)]) as procs:
+            config, client = procs.config, procs.client
             reroute_latencies(client, 20)  # warm
             gaps = reroute_latencies(client, args.jobs)
             print(f"reroute after refusal ({args.jobs} jobs): p50 {percentile(gaps, 0.5) * 1000:.1f} ms, "
                   f"p99 {percentile(gaps, 0.99) * 1000:.1f} ms (target p99 ≤ 50 ms)")
-            gemini = subprocess.Popen([sys.executable, "-m", "toolbag.cli", "worker", "--provider", "gemini"],
-                                      env={**env, "TOOLBAG_METRICS_PORT": "0"}, cwd=REPO,
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            while not any(m.startswith("gemini|") for m in client.store.live_workers(60)):
-                time.sleep(0.1)
-
-            def kill_gemini() -> None:
-                gemini.send_signal(signal.SIGKILL)
-                gemini.wait()
-
-            ours = fleet_recovery_s(client, kill_gemini)
-        theirs = celery_recovery_s(redis_url.rsplit("/", 1)[0] + "/5", args.celery_vt)
+            procs.worker("gemini", concurrency=None)
+            procs.wait_workers(3)
+            ours = fleet_recovery_s(client, functools.partial(procs.kill, "worker-gemini"))
+        theirs = celery_recovery_s(f"{server.url}/5", args.celery_vt)
         print(f"recovery of a SIGKILLed worker's attempt: toolbag {ours:.2f} s (lease {config.fleet.lease_ttl_s:g} s); "
               f"plain Celery {theirs:.2f} s with visibility_timeout={args.celery_vt} s "
               f"(toolbag's must exceed the longest attempt: {config.fleet.visibility_timeout_s} s) — "
