@@ -1,4 +1,7 @@
-"""``toolbag batch run``: a JSONL or CSV file through the fleet, resumable, with progress and a cost estimate."""
+"""``toolbag batch run``: a JSONL or CSV file through the fleet, resumable, with progress and a cost estimate.
+
+Everything printed that comes from the input, a skill or a job is data, never Rich markup.
+"""
 
 from __future__ import annotations
 
@@ -8,42 +11,50 @@ import sys
 import threading
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
+from rich.markup import escape
+
+from toolbag.cli.fail import fail
+
+if TYPE_CHECKING:
+    from rich.progress import Task
+
+    from toolbag.bulk.runner import BatchRun, Counts
 
 app = typer.Typer(no_args_is_help=True, add_completion=False,
                   help="Run a JSONL or CSV file through the fleet: one job per line or row.")
-out_console = Console(highlight=False, soft_wrap=True)
-err_console = Console(stderr=True, highlight=False)
+out_console = Console(highlight=False, soft_wrap=True, markup=False)
+err_console = Console(stderr=True, highlight=False, markup=False)
 
-
-def _fail(message: str, code: int = 2) -> None:
-    err_console.print(f"[bold red]error:[/] {message}")
-    raise typer.Exit(code)
+EXIT_RECORD_ERRORS = 1  # the run finished, and the errors file has records
+EXIT_INTERRUPTED = 130  # Ctrl-C or SIGTERM: what is written stays, a rerun continues
 
 
 @app.command()
 def run(
     input_path: Path = typer.Argument(..., metavar="INPUT", help="A .jsonl file (one JSON object a line) or a .csv"),
     output: Path = typer.Option(..., "--output", "-o", help="Results file (appended to; a rerun continues it)"),
-    skill: str = typer.Option(None, "--skill", help="Run this skill on every record"),
-    capability: str = typer.Option(None, "--capability", help="Or send every record to this capability"),
+    skill: str | None = typer.Option(None, "--skill", help="Run this skill on every record"),
+    capability: str | None = typer.Option(None, "--capability", help="Or send every record to this capability"),
     tier: str = typer.Option("batch", "--tier", help="interactive | standard | batch (priced like it can wait)"),
-    errors: Path = typer.Option(None, "--errors", help="Failed and invalid records (default: OUTPUT.errors.EXT)"),
-    input_format: str = typer.Option(None, "--input-format", help="jsonl | csv (default: from the file name)"),
-    id_field: str = typer.Option(None, "--id-field", "--id-column",
-                                 help="The id field/column (default: 'id' if present, else the line or row number)"),
-    input_field: str = typer.Option(None, "--input-field", help="JSONL: take the job input from this field"),
+    errors: Path | None = typer.Option(None, "--errors",
+                                       help="Failed and invalid records (default: OUTPUT.errors.EXT)"),
+    input_format: str | None = typer.Option(None, "--input-format", help="jsonl | csv (default: from the file name)"),
+    id_field: str | None = typer.Option(None, "--id-field", "--id-column",
+                                        help="The id field/column (default: 'id' if present, else the line or "
+                                             "row number)"),
+    input_field: str | None = typer.Option(None, "--input-field", help="JSONL: take the job input from this field"),
     keep_id: bool = typer.Option(False, "--keep-id", help="Leave the id field in the job input"),
     max_in_flight: int = typer.Option(500, "--max-in-flight", help="Jobs queued or running at once"),
     caller: str = typer.Option("bulk", "--caller", help="Caller identity (idempotency keys are per caller)"),
-    deadline_s: float = typer.Option(None, "--deadline-s", help="Per-job deadline (default: the tier's)"),
+    deadline_s: float | None = typer.Option(None, "--deadline-s", help="Per-job deadline (default: the tier's)"),
     salt: str = typer.Option("", "--salt", help="Change it to run records again as new jobs (new keys)"),
     dry_run: bool = typer.Option(False, "--dry-run", help="Count the jobs and estimate the cost; submit nothing"),
-    output_tokens: int = typer.Option(None, "--output-tokens",
-                                      help="Typical output tokens per job, for --dry-run (default: the cap)"),
+    output_tokens: int | None = typer.Option(None, "--output-tokens",
+                                             help="Typical output tokens per job, for --dry-run (default: the cap)"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar"),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as one JSON object"),
 ) -> None:
@@ -54,17 +65,17 @@ def run(
     Exit status: 0 when every record succeeded, 1 when the errors file has any, 2 on bad arguments,
     130 when interrupted.
     """
-    from toolbag.bulk.files import FORMATS, InputSpec, guess_format
+    from toolbag.bulk.files import FORMATS, InputSpec, guess_format, is_format
     from toolbag.bulk.runner import BatchError, BatchRun, BatchSpec
     from toolbag.cli.app import _client
 
     fmt = input_format or guess_format(input_path)
-    if fmt not in FORMATS:
-        _fail(f"--input-format: use one of {', '.join(FORMATS)}")
+    if not is_format(fmt):
+        fail(f"--input-format: use one of {', '.join(FORMATS)}")
     if input_field is not None and fmt == "csv":
-        _fail("--input-field applies to JSONL input only")
+        fail("--input-field applies to JSONL input only")
     spec = BatchSpec(
-        input=InputSpec(input_path, fmt, id_field, input_field, keep_id),  # type: ignore[arg-type]
+        input=InputSpec(input_path, fmt, id_field, input_field, keep_id),
         output=output, errors=errors, skill=skill, capability=capability, tier=tier, caller=caller,
         deadline_s=deadline_s, max_in_flight=max_in_flight, salt=salt, output_tokens=output_tokens,
     )
@@ -75,12 +86,11 @@ def run(
             return
         counts = _run_with_progress(batch, quiet)
     except BatchError as err:
-        _fail(str(err))
-        return
+        fail(str(err))
     except KeyboardInterrupt:
         err_console.print(f"interrupted: results so far are in {spec.output} and {spec.errors_path}; "
                           "rerun the same command to continue")
-        raise typer.Exit(130) from None
+        raise typer.Exit(EXIT_INTERRUPTED) from None
     summary = {**counts.to_dict(), "output": str(spec.output), "errors_file": str(spec.errors_path)}
     if as_json:
         print(json.dumps(summary))
@@ -92,19 +102,19 @@ def run(
             f" {summary['elapsed_s']:.1f}s, {summary['lines_per_s']:,.0f} lines/s\n"
             f"results: {spec.output}" + (f"\nerrors:  {spec.errors_path}" if any_errors else "")
         )
-    raise typer.Exit(1 if counts.errors or counts.errors_before else 0)
+    raise typer.Exit(EXIT_RECORD_ERRORS if counts.errors or counts.errors_before else 0)
 
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt  # SIGTERM stops a run like Ctrl-C: what is written stays, a rerun continues
+    raise KeyboardInterrupt  # SIGTERM stops a run like Ctrl-C
 
 
-def _run_with_progress(batch: Any, quiet: bool) -> Any:
+def _run_with_progress(batch: BatchRun, quiet: bool) -> Counts:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
     from rich.text import Text
 
     class Rate(ProgressColumn):
-        def render(self, task: Any) -> Text:
+        def render(self, task: Task) -> Text:
             return Text(f"{task.speed:,.0f}/s" if task.speed else "-/s")
 
     progress = Progress(
@@ -117,9 +127,9 @@ def _run_with_progress(batch: Any, quiet: bool) -> Any:
     previous = signal.signal(signal.SIGTERM, _on_sigterm) if main_thread else None
     try:
         with progress:
-            task = progress.add_task(batch.spec.input.path.name, total=None, ok=0, failed=0, cost="0.0000")
+            task = progress.add_task(escape(batch.spec.input.path.name), total=None, ok=0, failed=0, cost="0.0000")
 
-            def on_step(counts: Any) -> None:
+            def on_step(counts: Counts) -> None:
                 progress.update(task, total=counts.total, completed=counts.finished, ok=counts.ok,
                                 failed=counts.errors, cost=f"{counts.cost_usd:.4f}")
 
@@ -129,7 +139,9 @@ def _run_with_progress(batch: Any, quiet: bool) -> Any:
             signal.signal(signal.SIGTERM, previous)
 
 
-def _print_dry_run(batch: Any, as_json: bool) -> None:
+def _print_dry_run(batch: BatchRun, as_json: bool) -> None:
+    from toolbag.attempt.tokens import BYTES_PER_TOKEN
+
     plan = batch.dry_run()
     est = plan.estimate
     if as_json:
@@ -147,7 +159,7 @@ def _print_dry_run(batch: Any, as_json: bool) -> None:
                           f"${m.output_usd_per_mtok:g} out per 1M tokens")
     bound = "up to " if est.output_is_cap else "~"
     out_console.print(
-        f"estimate (≈{4} characters a token): ~{est.input_tokens:,} input tokens ${est.input_usd:.4f}"
+        f"estimate (≈{BYTES_PER_TOKEN} bytes a token): ~{est.input_tokens:,} input tokens ${est.input_usd:.4f}"
         f" + {bound}{est.output_tokens:,} output tokens ${est.output_usd:.4f}"
         f" = {bound}${est.total_usd:.4f}"
         + ("  (output at each job's cap; --output-tokens N for a typical size)" if est.output_is_cap else "")

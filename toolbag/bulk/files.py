@@ -17,7 +17,7 @@ import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeGuard
 
 from toolbag.errors import ToolbagError
 
@@ -30,6 +30,10 @@ _BOM = "\ufeff"
 
 class BulkFileError(ToolbagError):
     """A problem with an input or output file, phrased for the person running the batch."""
+
+
+def is_format(name: str) -> TypeGuard[Format]:
+    return name in FORMATS
 
 
 def guess_format(path: Path) -> Format:

@@ -1,6 +1,7 @@
 """``toolbag permissions …``, ``toolbag audit …`` and ``toolbag tools …`` (mounted by :mod:`toolbag.cli`).
 
 Exit codes: 0 ok (``explain``: allowed), 1 denied (``explain``) or refused (``publish``), 2 bad usage/config.
+Everything printed that comes from a policy, a tool or a person is data, never Rich markup.
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ from typing import Any
 import redis
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
+from toolbag.cli.fail import fail
 from toolbag.config import Config, ConfigError, load_config, redis_url
 from toolbag.gateway.audit import AuditFilter, RedisAuditReader, read_jsonl
 from toolbag.gateway.live import PolicyStore
@@ -32,25 +34,21 @@ permissions_app = typer.Typer(no_args_is_help=True, add_completion=False,
 audit_app = typer.Typer(no_args_is_help=True, add_completion=False,
                         help="The gateway's audit trail: tail it or query it.")
 tools_app = typer.Typer(no_args_is_help=True, add_completion=False, help="The tools the gateway can reach.")
-console = Console(soft_wrap=True)
-err_console = Console(stderr=True)
+console = Console(soft_wrap=True, markup=False, highlight=False)
+err_console = Console(stderr=True, soft_wrap=True, markup=False, highlight=False)
+
+EXIT_NO = 1  # ``explain``: denied; ``publish``: refused. An answer, not a usage error.
 
 
-def _fail(message: str, code: int = 2) -> typer.Exit:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
-    return typer.Exit(code)
-
-
-def _row(*values: object) -> list[str]:
-    """Table cells, with rich markup characters escaped (patterns like ``[a-z]`` are data)."""
-    return [escape(str(v)) for v in values]
+def _cells(*values: object) -> list[str]:
+    return [str(v) for v in values]
 
 
 def _config() -> Config:
     try:
         return load_config()
     except ConfigError as err:
-        raise _fail(str(err)) from None
+        fail(str(err))
 
 
 def _redis_and_keys(config: Config) -> tuple[redis.Redis, Keys]:
@@ -64,23 +62,23 @@ def _policy(config: Config, file: Path | None) -> tuple[Policy, str]:
         try:
             return load_policy_file(file), f"file {file}"
         except PolicyError as err:
-            raise _fail(str(err)) from None
+            fail(str(err))
     try:
         client, keys = _redis_and_keys(config)
         live = PolicyStore(client, keys).load()
         if live is not None:
             return live, f"live policy in redis ({keys.policy})"
     except redis.RedisError as err:
-        err_console.print(f"[yellow]redis unreachable ({type(err).__name__}); using the local file[/]")
+        err_console.print(Text(f"redis unreachable ({type(err).__name__}); using the local file", style="yellow"))
     except PolicyError as err:
-        raise _fail(str(err)) from None
+        fail(str(err))
     path = default_policy_path()
     if path is None:
         return Policy.empty(), "no policy anywhere (everything denied)"
     try:
         return load_policy_file(path), f"local file {path} (not published)"
     except PolicyError as err:
-        raise _fail(str(err)) from None
+        fail(str(err))
 
 
 def _subject(config: Config, agent: str, model: str, provider: str | None) -> Subject:
@@ -102,9 +100,10 @@ def explain(
     agent: str = typer.Option(..., "--agent", "-a", help="The caller (agent) name"),
     model: str = typer.Option(..., "--model", "-m", help="A model from toolbag.yaml, or provider/model-id"),
     tool: str = typer.Option(..., "--tool", "-t", help="Gateway tool name, e.g. clock.now or notes.read"),
-    args: str = typer.Option(None, "--args", help="JSON arguments (without: may the tool be offered?)"),
-    provider: str = typer.Option(None, "--provider", help="Override the provider"),
-    file: Path = typer.Option(None, "--file", "-f", help="Explain with this policy file instead of the live one"),
+    args: str | None = typer.Option(None, "--args", help="JSON arguments (without: may the tool be offered?)"),
+    provider: str | None = typer.Option(None, "--provider", help="Override the provider"),
+    file: Path | None = typer.Option(None, "--file", "-f",
+                                     help="Explain with this policy file instead of the live one"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Which rule decides whether AGENT on MODEL may call TOOL, and why. Exit 0 allowed, 1 denied."""
@@ -116,9 +115,9 @@ def explain(
         try:
             parsed = json.loads(args)
         except json.JSONDecodeError as err:
-            raise _fail(f"--args: not valid JSON ({err.msg})") from None
+            fail(f"--args: not valid JSON ({err.msg})")
         if not isinstance(parsed, dict):
-            raise _fail("--args must be a JSON object")
+            fail("--args must be a JSON object")
         arguments = parsed
     decision = policy.decide(subject, tool, arguments)
     if as_json:
@@ -133,30 +132,28 @@ def explain(
                        "why": t.why} for t in decision.trace],
         }, indent=2))
     else:
-        verdict = "[bold green]ALLOW[/]" if decision.allowed else "[bold red]DENY[/]"
+        verdict = ("ALLOW", "bold green") if decision.allowed else ("DENY", "bold red")
         what = "call" if arguments is not None else "be offered"
         who = f"{agent} on {subject.provider}/{subject.model}" + (
             f" ({subject.model_id})" if subject.model_id != subject.model else ""
         )
-        console.print(f"{verdict}  {escape(who)} may {'' if decision.allowed else 'not '}{what} {escape(tool)}",
-                      highlight=False)
+        console.print(Text.assemble(verdict, f"  {who} may {'' if decision.allowed else 'not '}{what} {tool}"))
         decider = f"rule {decision.rule_id!r}" if decision.rule_id else "default deny"
-        console.print(f"  decided by: {decider} — {decision.reason}", highlight=False, markup=False)
-        console.print(f"  policy: version {decision.policy_version} {decision.policy_digest[:19]} ({source})",
-                      highlight=False, markup=False)
+        console.print(f"  decided by: {decider} — {decision.reason}")
+        console.print(f"  policy: version {decision.policy_version} {decision.policy_digest[:19]} ({source})")
         if arguments is None and any(r.args for r in policy.rules):
             console.print("  (arguments not given: rules with argument constraints are checked at call time)")
         for t in decision.trace:
-            mark = ("[green]applies[/]" if t.applies else "[yellow]matches[/]" if t.matched else "[dim]no     [/]")
-            console.print(f"  {escape(t.rule_id):<28} {t.effect:<5} {mark}  {escape(t.why)}", highlight=False)
-    raise typer.Exit(0 if decision.allowed else 1)
+            mark = ("applies", "green") if t.applies else ("matches", "yellow") if t.matched else ("no     ", "dim")
+            console.print(Text.assemble(f"  {t.rule_id:<28} {t.effect:<5} ", mark, f"  {t.why}"))
+    raise typer.Exit(0 if decision.allowed else EXIT_NO)
 
 
 @permissions_app.command("list")
 def list_rules(
-    agent: str = typer.Option(None, "--agent", "-a", help="With --model: the tools this agent is offered"),
-    model: str = typer.Option(None, "--model", "-m"),
-    file: Path = typer.Option(None, "--file", "-f"),
+    agent: str | None = typer.Option(None, "--agent", "-a", help="With --model: the tools this agent is offered"),
+    model: str | None = typer.Option(None, "--model", "-m"),
+    file: Path | None = typer.Option(None, "--file", "-f"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """The policy's rules; with --agent and --model, every known tool and whether it is granted."""
@@ -167,10 +164,10 @@ def list_rules(
             typer.echo(json.dumps({"version": policy.version, "digest": policy.digest, "source": source,
                                    "rules": [r.model_dump(mode="json") for r in policy.rules]}, indent=2))
             return
-        console.print(f"policy version {policy.version} {policy.digest[:19]} ({source})", highlight=False)
+        console.print(f"policy version {policy.version} {policy.digest[:19]} ({source})")
         table = Table("id", "effect", "agents", "models", "tools", "args", "expires")
         for r in policy.rules:
-            table.add_row(*_row(r.id, r.effect, " ".join(r.agents), " ".join(r.models), " ".join(r.tools),
+            table.add_row(*_cells(r.id, r.effect, " ".join(r.agents), " ".join(r.models), " ".join(r.tools),
                                 ", ".join(r.args) or "-", r.expires.isoformat() if r.expires else "-"))
         console.print(table)
         return
@@ -189,37 +186,43 @@ def list_rules(
         return
     table = Table("tool", "offered", "rule", "reason")
     for name, d in rows:
-        table.add_row(*_row(name, "yes" if d.allowed else "no", d.rule_id or "-", d.reason))
+        table.add_row(*_cells(name, "yes" if d.allowed else "no", d.rule_id or "-", d.reason))
     console.print(table)
 
 
 @permissions_app.command("publish")
 def publish(
-    file: Path = typer.Option(None, "--file", "-f", help="Default: $TOOLBAG_POLICY or ./policy.yaml"),
+    file: Path | None = typer.Option(None, "--file", "-f", help="Default: $TOOLBAG_POLICY or ./policy.yaml"),
     force: bool = typer.Option(False, "--force", help="Publish even an older version (a deliberate rollback)"),
 ) -> None:
-    """Make a policy file the fleet's live policy (applies on the next tool call of every worker)."""
+    """Make a policy file the fleet's live policy (applies on the next tool call of every worker).
+
+    Exit 1 when refused: the file is older than the live policy (without --force), or has the live version
+    with other text."""
     config = _config()
     path = file or default_policy_path()
     if path is None:
-        raise _fail("no policy file: pass --file or create ./policy.yaml")
+        fail("no policy file: pass --file or create ./policy.yaml")
     try:
         policy = load_policy_file(path)
         client, keys = _redis_and_keys(config)
         result = PolicyStore(client, keys, load_gateway_settings().audit.stream_maxlen).publish(policy, force=force)
     except (PolicyError, ConfigError) as err:
-        raise _fail(str(err)) from None
+        fail(str(err))
     except redis.RedisError as err:
-        raise _fail(f"redis: {err}") from None
+        fail(f"redis: {err}")
     if result.status == "published":
-        console.print(f"published {path}: version {policy.version} {policy.digest[:19]}", highlight=False)
-    elif result.status == "unchanged":
-        console.print(f"unchanged: version {result.live_version} is already live", highlight=False)
-    elif result.status == "older":
-        raise _fail(f"refused: version {policy.version} is older than the live version {result.live_version} "
-                    "(use --force to roll back on purpose)", 1)
+        console.print(f"published {path}: version {policy.version} {policy.digest[:19]}")
+        return
+    if result.status == "unchanged":
+        console.print(f"unchanged: version {result.live_version} is already live")
+        return
+    if result.status == "older":
+        err_console.print(f"refused: version {policy.version} is older than the live version "
+                          f"{result.live_version} (use --force to roll back on purpose)")
     else:
-        raise _fail(f"refused: version {policy.version} is live with other text — bump `version` in {path}", 1)
+        err_console.print(f"refused: version {policy.version} is live with other text — bump `version` in {path}")
+    raise typer.Exit(EXIT_NO)
 
 
 @permissions_app.command("show")
@@ -230,7 +233,7 @@ def show(as_json: bool = typer.Option(False, "--json")) -> None:
         client, keys = _redis_and_keys(config)
         info = PolicyStore(client, keys).info()
     except redis.RedisError as err:
-        raise _fail(f"redis: {err}") from None
+        fail(f"redis: {err}")
     path = default_policy_path()
     local: dict[str, Any] = {}
     if path is not None:
@@ -248,22 +251,22 @@ def show(as_json: bool = typer.Option(False, "--json")) -> None:
     else:
         when = datetime.fromtimestamp(int(info.get("published_ms", "0")) / 1000, UTC).isoformat(timespec="seconds")
         console.print(f"live: version {info.get('version')} {info.get('digest', '')[:19]} from {info.get('source')}"
-                      f", published {when} by {info.get('published_by')}", highlight=False)
+                      f", published {when} by {info.get('published_by')}")
     if local:
-        console.print(f"local: {json.dumps(local)}", highlight=False)
+        console.print(f"local: {json.dumps(local)}")
 
 
 @permissions_app.command("validate")
-def validate(file: Path = typer.Option(None, "--file", "-f")) -> None:
+def validate(file: Path | None = typer.Option(None, "--file", "-f")) -> None:
     """Check a policy file (for CI); exit 2 with every problem listed when it is invalid."""
     path = file or default_policy_path()
     if path is None:
-        raise _fail("no policy file: pass --file or create ./policy.yaml")
+        fail("no policy file: pass --file or create ./policy.yaml")
     try:
         policy = load_policy_file(path)
     except PolicyError as err:
-        raise _fail(str(err)) from None
-    console.print(f"{path}: valid, version {policy.version}, {len(policy.rules)} rules", highlight=False)
+        fail(str(err))
+    console.print(f"{path}: valid, version {policy.version}, {len(policy.rules)} rules")
 
 
 # -------------------------------------------------------------------------------------------- audit
@@ -283,7 +286,7 @@ def _time_ms(value: str | None) -> int:
     try:
         moment = datetime.fromisoformat(value)
     except ValueError:
-        raise _fail(f"time {value!r}: use 15m, 2h, 1d, an ISO time or epoch milliseconds") from None
+        fail(f"time {value!r}: use 15m, 2h, 1d, an ISO time or epoch milliseconds")
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return int(moment.timestamp() * 1000)
@@ -331,9 +334,9 @@ def _filter(agent: str | None, tool: str | None, decision: str | None, job: str 
 def tail(
     count: int = typer.Option(20, "-n", "--count", help="How many of the newest records"),
     follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing new records (Ctrl-C stops)"),
-    agent: str = typer.Option(None, "--agent"),
-    tool: str = typer.Option(None, "--tool"),
-    decision: str = typer.Option(None, "--decision", help="allow | deny"),
+    agent: str | None = typer.Option(None, "--agent"),
+    tool: str | None = typer.Option(None, "--tool"),
+    decision: str | None = typer.Option(None, "--decision", help="allow | deny"),
     everything: bool = typer.Option(False, "--all", help="Also the fleet's job records (decisions, completions)"),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per line"),
 ) -> None:
@@ -353,24 +356,24 @@ def tail(
                 if shown:
                     _print_entries(shown, as_json)
     except redis.RedisError as err:
-        raise _fail(f"redis: {err}") from None
+        fail(f"redis: {err}")
     except KeyboardInterrupt:
         return
 
 
 @audit_app.command("query")
 def query(
-    agent: str = typer.Option(None, "--agent", help="glob"),
-    tool: str = typer.Option(None, "--tool", help="glob"),
-    decision: str = typer.Option(None, "--decision", help="allow | deny"),
-    job: str = typer.Option(None, "--job", help="job id"),
-    event: str = typer.Option(None, "--event", help="offer | decision | call | publish"),
-    kind: str = typer.Option(None, "--kind", help="tool | policy (default both), or a fleet kind"),
+    agent: str | None = typer.Option(None, "--agent", help="glob"),
+    tool: str | None = typer.Option(None, "--tool", help="glob"),
+    decision: str | None = typer.Option(None, "--decision", help="allow | deny"),
+    job: str | None = typer.Option(None, "--job", help="job id"),
+    event: str | None = typer.Option(None, "--event", help="offer | decision | call | publish"),
+    kind: str | None = typer.Option(None, "--kind", help="tool | policy (default both), or a fleet kind"),
     everything: bool = typer.Option(False, "--all", help="Every kind, the fleet's job records too"),
-    since: str = typer.Option(None, "--since", help="15m, 2h, 1d, ISO time or epoch ms"),
-    until: str = typer.Option(None, "--until"),
+    since: str | None = typer.Option(None, "--since", help="15m, 2h, 1d, ISO time or epoch ms"),
+    until: str | None = typer.Option(None, "--until"),
     limit: int = typer.Option(100, "--limit"),
-    file: Path = typer.Option(None, "--file", help="Query a JSONL audit file instead of the Redis stream"),
+    file: Path | None = typer.Option(None, "--file", help="Query a JSONL audit file instead of the Redis stream"),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per line"),
 ) -> None:
     """Audit records matching every filter given, newest first."""
@@ -379,7 +382,7 @@ def query(
         try:
             entries = read_jsonl(file, flt, limit)
         except OSError as err:
-            raise _fail(f"{file}: {err.strerror}") from None
+            fail(f"{file}: {err.strerror}")
         _print_entries(entries, as_json)
         return
     config = _config()
@@ -387,7 +390,7 @@ def query(
     try:
         entries = [e for _, e in RedisAuditReader(client, keys).query(flt, limit=limit)]
     except redis.RedisError as err:
-        raise _fail(f"redis: {err}") from None
+        fail(f"redis: {err}")
     _print_entries(entries, as_json)
 
 
@@ -402,7 +405,7 @@ def list_tools(as_json: bool = typer.Option(False, "--json")) -> None:
     try:
         registry = ToolRegistry(load_gateway_settings())
     except ConfigError as err:
-        raise _fail(str(err)) from None
+        fail(str(err))
     try:
         catalog = registry.catalog()
     finally:
@@ -413,5 +416,5 @@ def list_tools(as_json: bool = typer.Option(False, "--json")) -> None:
         return
     table = Table("tool", "source", "arguments", "description")
     for t in catalog.values():
-        table.add_row(*_row(t.name, t.source, ", ".join(t.parameters.get("properties", {})), t.description[:70]))
+        table.add_row(*_cells(t.name, t.source, ", ".join(t.parameters.get("properties", {})), t.description[:70]))
     console.print(table)

@@ -15,6 +15,7 @@ from typing import Any
 
 import typer
 
+from toolbag.cli.fail import fail
 from toolbag.governance.check import CheckReport, Sources, check_tree
 from toolbag.governance.drift import Change, diff_locks
 from toolbag.governance.lockfile import LOCK_FILE, LockError, build_lock, dump_lock, lock_at_revision, read_lock
@@ -22,6 +23,7 @@ from toolbag.governance.lockfile import LOCK_FILE, LockError, build_lock, dump_l
 __all__ = ["check", "diff", "lock", "register"]
 
 _LOCK_OPTION = typer.Option(Path(LOCK_FILE), "--lock", help="The lock file (default: ./toolbag.lock)")
+EXIT_PROBLEM = 1  # a problem was found: the tree or the change must be fixed (not a usage error)
 _RELOCK = "if they are intended, run `toolbag lock` and commit toolbag.lock with them (reviewers read its diff)"
 
 
@@ -60,7 +62,9 @@ def check(
     strict: bool = typer.Option(False, "--strict", help="Warnings fail the check too"),
     as_json: bool = typer.Option(False, "--json", help="One JSON object on stdout"),
 ) -> None:
-    """Validate toolbag.yaml, routes, skills, tools and the policy; with --locked, compare with toolbag.lock."""
+    """Validate toolbag.yaml, routes, skills, tools and the policy; with --locked, compare with toolbag.lock.
+
+    Exit 1 when a problem is found (with --strict, a warning too; with --locked, any difference from the lock)."""
     report = _checked(strict, as_json)
     failed = bool(report.errors) or (strict and bool(report.warnings))
     changes: list[Change] = []
@@ -87,7 +91,7 @@ def check(
             "warnings": [dataclasses.asdict(p) for p in report.warnings],
             "lock": {"checked": locked, "problem": lock_problem, "changes": [_change_json(c) for c in changes]},
         }, indent=2))
-        raise typer.Exit(1 if failed else 0)
+        raise typer.Exit(EXIT_PROBLEM if failed else 0)
     if changes:
         typer.echo(f"{lock_file} differs from the tree ({_count(changes)}):")
         _print_changes(changes)
@@ -101,7 +105,7 @@ def check(
         typer.echo(f"ok       {lock_file}: the tree matches it")
     if failed:
         typer.echo("check failed")
-    raise typer.Exit(1 if failed else 0)
+    raise typer.Exit(EXIT_PROBLEM if failed else 0)
 
 
 def lock(
@@ -109,11 +113,14 @@ def lock(
     force: bool = typer.Option(False, "--force", help="Write even a change that must be fixed (a skill or "
                                                       "policy edited without a version bump)"),
 ) -> None:
-    """Write toolbag.lock: skill hashes and wire digests, routes, models, tools, the permission matrix."""
+    """Write toolbag.lock: skill hashes and wire digests, routes, models, tools, the permission matrix.
+
+    Exit 1 when nothing was written: the tree has errors, or a change must be fixed first (see --force);
+    2 when the file cannot be written."""
     report = _checked(False, False)
     if report.loaded is None:
         typer.echo("toolbag.lock not written: fix the errors above first")
-        raise typer.Exit(1)
+        raise typer.Exit(EXIT_PROBLEM)
     current = build_lock(report.loaded)
     text = dump_lock(current)
     changes: list[Change] = []
@@ -127,7 +134,7 @@ def lock(
         typer.echo(f"{lock_file} not written: {len(blocking)} change(s) must be fixed first:")
         _print_changes(blocking)
         typer.echo("fix: bump the version, then run `toolbag lock` again (or --force to record it anyway)")
-        raise typer.Exit(1)
+        raise typer.Exit(EXIT_PROBLEM)
     if lock_file.is_file() and lock_file.read_text(encoding="utf-8") == text:
         typer.echo(f"{lock_file} is up to date")
         return
@@ -136,8 +143,7 @@ def lock(
         partial.write_text(text, encoding="utf-8")
         os.replace(partial, lock_file)
     except OSError as err:
-        typer.echo(f"cannot write {lock_file}: {err.strerror}", err=True)
-        raise typer.Exit(2) from None
+        fail(f"cannot write {lock_file}: {err.strerror}")
     typer.echo(f"wrote {lock_file}" + (f" ({_count(changes)}):" if changes else ""))
     _print_changes(changes)
 
@@ -149,28 +155,28 @@ def diff(
 ) -> None:
     """What changed in the agent configuration since REV, as a review: permissions, skills, routes, models, tools.
 
-    Exit 1 when a change must be fixed (a skill or the policy changed without a version bump)."""
+    Exit 1 when a change must be fixed (a skill or the policy changed without a version bump) or the tree
+    does not pass `toolbag check`; 2 when git cannot show the lock at REV."""
     try:
         baseline = lock_at_revision(revision, lock_file)
     except LockError as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(2) from None
+        fail(str(err))
     report = _checked(False, True)
     if report.loaded is None:
         _print_report(report, strict=False)
         typer.echo("no diff: the tree does not pass `toolbag check`")
-        raise typer.Exit(1)
+        raise typer.Exit(EXIT_PROBLEM)
     changes = diff_locks(baseline, build_lock(report.loaded))
     blocking = any(c.blocking for c in changes)
     if as_json:
         typer.echo(json.dumps({"revision": revision, "changes": [_change_json(c) for c in changes]}, indent=2))
-        raise typer.Exit(1 if blocking else 0)
+        raise typer.Exit(EXIT_PROBLEM if blocking else 0)
     if not changes:
         typer.echo(f"no changes to the agent configuration since {revision}")
         return
     typer.echo(f"agent configuration, {revision} → working tree ({_count(changes)}):")
     _print_changes(changes)
-    raise typer.Exit(1 if blocking else 0)
+    raise typer.Exit(EXIT_PROBLEM if blocking else 0)
 
 
 def register(app: typer.Typer) -> None:
