@@ -70,7 +70,7 @@ class PolicyStore:
             args=[policy.version, policy.digest, policy.text, policy.source, "1" if force else "0",
                   self.audit_maxlen, author],
         )
-        status, version, digest = reply  # type: ignore[misc]
+        status, version, digest = reply
         return PublishResult(_s(status), int(version), _s(digest))
 
     def digest(self) -> str | None:
@@ -81,7 +81,7 @@ class PolicyStore:
     def load(self) -> Policy | None:
         """The live policy, or None when nothing was published."""
         raw = self.client.hmget(self.keys.policy, ["digest", "text", "source"])
-        digest, text, source = raw  # type: ignore[misc]
+        digest, text, source = raw
         if digest is None or text is None:
             return None
         policy = parse_policy(_s(text), f"redis:{self.keys.policy} (from {_s(source) if source else '?'})")
@@ -92,7 +92,7 @@ class PolicyStore:
     def info(self) -> dict[str, str]:
         """The live policy's metadata (no text)."""
         raw = self.client.hgetall(self.keys.policy)
-        return {_s(k): _s(v) for k, v in raw.items() if _s(k) != "text"}  # type: ignore[union-attr]
+        return {_s(k): _s(v) for k, v in raw.items() if _s(k) != "text"}
 
 
 class LivePolicy:

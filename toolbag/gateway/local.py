@@ -67,7 +67,7 @@ class LocalTool:
             annotation = hints.get(param.name, Any)
             default = ... if param.default is param.empty else param.default
             fields[param.name] = (annotation, default)
-        model: type[BaseModel] = create_model(  # type: ignore[call-overload]
+        model: type[BaseModel] = create_model(
             f"{self.name.replace('.', '_')}_arguments",
             __config__=ConfigDict(extra="forbid"),
             **fields,
