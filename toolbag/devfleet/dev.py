@@ -6,13 +6,14 @@ import os
 import signal
 import tempfile
 import time
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
-from toolbag.config import load_config, redis_url
+from toolbag.config import load_config
 from toolbag.devfleet.harness import (
     HarnessError,
     LocalFleet,
@@ -41,49 +42,101 @@ DEMO = [
 ]
 
 
-def ensure_redis(url: str) -> tuple[str, RedisServer | None]:
-    """Reuse a reachable Redis, else start ``redis-server`` on a free port, else explain what to do."""
-    if redis_answers(url):
-        return url, None
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def choose_redis(asked: str | None) -> tuple[str, RedisServer | None]:
+    """The Redis the dev fleet uses, and the redis-server started for it if any.
+
+    ``asked`` (a URL) is used if it answers; if it names a free local port, redis-server is started on exactly
+    that port. With nothing asked, a private redis-server on a free port: never a Redis nobody named.
+    """
+    if asked is None:
+        server = _start_redis(None, "no TOOLBAG_REDIS_URL given")
+        console.print(f"started a private redis-server at {server.url}/0 (no TOOLBAG_REDIS_URL given)")
+        return f"{server.url}/0", server
+    if redis_answers(asked):
+        console.print(f"using the Redis at {asked}")
+        return asked, None
+    port = _startable_port(asked)
+    if port is None:
+        raise SystemExit(
+            f"No Redis answers at {asked}, and it does not name a free local port to start one on.\n"
+            "  Start that Redis, point TOOLBAG_REDIS_URL elsewhere, or unset it for a private redis-server."
+        )
+    server = _start_redis(port, f"no Redis answers at {asked}")
+    console.print(f"started redis-server on port {port} for {asked}")
+    return asked, server
+
+
+def _startable_port(url: str) -> int | None:
+    """The local port ``url`` names, if nothing listens there and the URL carries no credentials."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme != "redis" or parts.hostname not in LOCAL_HOSTS or parts.username or parts.password:
+        return None
+    port = parts.port or 6379
+    return port if port_free(port) else None
+
+
+def _start_redis(port: int | None, why: str) -> RedisServer:
     try:
-        server = start_redis(6379 if port_free(6379) else None)
+        return start_redis(port)
     except HarnessError as err:
         raise SystemExit(
-            f"No Redis at {url}, and {err}.\n"
+            f"{why}, and {err}.\n"
             "  Point TOOLBAG_REDIS_URL at a Redis you have, or run the fleet with `docker compose up`."
         ) from None
-    console.print(f"started redis-server on port {server.port} (nothing was listening at {url})")
-    return f"{server.url}/0", server
+
+
+class _MetricsPorts:
+    """Hands out free ``/metrics`` ports, never the same one twice (a child may not have bound its port yet)."""
+
+    def __init__(self) -> None:
+        self.taken: set[int] = set()
+
+    def next_from(self, port: int) -> int:
+        port = next_free_port(port)
+        while port in self.taken:
+            port = next_free_port(port + 1)
+        self.taken.add(port)
+        return port
 
 
 def _interrupt(_signum: int, _frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def run_dev(*, demo: bool = True, exit_after_demo: bool = False) -> int:
+def run_dev(*, demo: bool = True, exit_after_demo: bool = False, redis_url: str | None = None,
+            simulator_port: int | None = None, metrics_port: int | None = None) -> int:
+    """Run the fleet until Ctrl-C (or the demo's end with ``exit_after_demo``); the exit code.
+
+    ``redis_url``: the Redis to use, default ``$TOOLBAG_REDIS_URL`` (see :func:`choose_redis`).
+    ``simulator_port``: default 8900, else a free port. ``metrics_port``: the first ``/metrics`` port, each
+    process taking the next free one (default: the simulator from 9102, workers and supervisor from 9100).
+    """
     signal.signal(signal.SIGTERM, _interrupt)  # stop the children on SIGTERM as on Ctrl-C
     config = load_config()
     workdir = Path(tempfile.mkdtemp(prefix="toolbag-dev-"))
-    url, redis_server = ensure_redis(redis_url())
-    sim_port = 8900 if port_free(8900) else free_port()
-    sim_url = f"http://127.0.0.1:{sim_port}"
-    env = {**os.environ, "TOOLBAG_REDIS_URL": url, "TOOLBAG_SIMULATOR_URL": sim_url}
-    fleet = LocalFleet(config, url, workdir, env=env, own_session=True)
+    if simulator_port is None:
+        simulator_port = 8900 if port_free(8900) else free_port()
+    sim_url = f"http://127.0.0.1:{simulator_port}"
+    metrics_ports = _MetricsPorts()
+    url, redis_server = choose_redis(redis_url or os.environ.get("TOOLBAG_REDIS_URL"))
+    fleet = LocalFleet(config, url, workdir, env={**os.environ, "TOOLBAG_SIMULATOR_URL": sim_url}, own_session=True)
     endpoints: list[tuple[str, str]] = []
     try:
         try:
-            sim = start_simulator(fleet, port=sim_port, metrics_port=next_free_port(9102), timeout_s=20)
+            sim = start_simulator(fleet, port=simulator_port, timeout_s=20,
+                                  metrics_port=metrics_ports.next_from(metrics_port or 9102))
         except HarnessError:
             raise SystemExit(f"the simulator did not start; see {workdir / 'simulator.log'}") from None
         endpoints.append(("simulator", sim.url))
         endpoints.append(("simulator metrics", f"http://127.0.0.1:{sim.metrics_port}/metrics"))
-        port = 9100
         for provider in config.providers:
-            port = next_free_port(port)
+            port = metrics_ports.next_from(metrics_port or 9100)
             fleet.worker(provider, 50, metrics_port=port)
             endpoints.append((f"worker {provider}", f"http://127.0.0.1:{port}/metrics"))
-            port += 1
-        port = next_free_port(port)
+        port = metrics_ports.next_from(metrics_port or 9100)
         fleet.supervisor(metrics_port=port)
         endpoints.append(("supervisor", f"http://127.0.0.1:{port}/metrics"))
         table = Table("process", "endpoint", title="toolbag dev fleet")
