@@ -13,7 +13,6 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -31,7 +30,7 @@ from toolbag.simulator.server import SimulatorServer
 from toolbag.store import JobStore
 from toolbag.store.keys import Keys
 from toolbag.store.queues import queue_stats
-from toolbag.supervisor.service import Sweeper
+from toolbag.supervisor import Sweeper
 from toolbag.telemetry import metrics
 
 _SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s")
@@ -65,12 +64,6 @@ def _value(text: str, name: str, **labels: str) -> float:
     return total
 
 
-@pytest.fixture
-def sim() -> Iterator[SimulatorServer]:
-    with SimulatorServer() as server:
-        yield server
-
-
 def _store(config: Config, redis_url: str) -> JobStore:
     return JobStore.from_url(redis_url, Keys(config.fleet.key_prefix), config.fleet.job_ttl_s)
 
@@ -96,7 +89,7 @@ def test_a_thousand_callers_add_no_series(redis_url: str, sim: SimulatorServer) 
         )
         assert client.cancel(jobs[-1].id)  # one cancellation per round: a finished status of its own
         with ThreadPoolExecutor(8) as pool:
-            list(pool.map(lambda job: runner.run(job.id, "1", store.get(job.id)["queue"]), jobs[:-1]))
+            list(pool.map(lambda job: runner.run(job.id, "1", store.get(job.id).queue), jobs[:-1]))
         assert all(r.ok for r in client.results(jobs[:-1], timeout_s=10))
         sweeper.update_gauges()
         return _exposition(REGISTRY, fleet)

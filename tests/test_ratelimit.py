@@ -533,7 +533,7 @@ def test_headroom_is_read_fleet_wide_and_exported_by_the_supervisor(client: redi
     from prometheus_client import REGISTRY
 
     from toolbag.store import JobStore
-    from toolbag.supervisor.service import Sweeper
+    from toolbag.supervisor import Sweeper
 
     config = make_config({"gpt-luna": {"rpm": 10, "tpm": 1000, "window_s": 600}})
     rl = limiter(client, config)

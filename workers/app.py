@@ -8,7 +8,7 @@ live in the store's delayed set).
 from __future__ import annotations
 
 from celery import Celery
-from kombu import Queue
+from kombu.entity import Queue
 
 from toolbag.config import TIERS, Config
 from toolbag.store.messages import SUPERVISOR_QUEUE, queue_name

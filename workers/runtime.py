@@ -12,7 +12,7 @@ from toolbag.attempt.runner import AttemptRunner
 from toolbag.config import Config
 from toolbag.store import JobStore
 from toolbag.store.keys import Keys
-from toolbag.supervisor.service import Supervisor, Sweeper
+from toolbag.supervisor import Supervisor, Sweeper
 
 
 @dataclass

@@ -83,7 +83,7 @@ class JobStore:
         use_idem = job.idempotency_key is not None
         keys = [
             self.keys.job(job.job_id),
-            self.keys.idem(job.caller, job.idempotency_key) if use_idem else self.keys.dummy,  # type: ignore[arg-type]
+            self.keys.idem(job.caller, job.idempotency_key) if job.idempotency_key is not None else self.keys.dummy,
             self.keys.queue(job.queue),
             self.keys.waiting(job.queue),
             self.keys.deadlines,
@@ -274,16 +274,16 @@ class JobStore:
 
     def escalated(self, limit: int = 100) -> list[tuple[str, float]]:
         """The human inbox, oldest first: (job id, escalated at, unix seconds)."""
-        rows: list[Any] = self.redis.zrange(self.keys.escalations, 0, limit - 1, withscores=True)  # type: ignore[assignment]
+        rows: list[Any] = self.redis.zrange(self.keys.escalations, 0, limit - 1, withscores=True)
         return [(text(row[0]), float(row[1]) / 1000) for row in rows]
 
     def wait_resolved(self, job_id: str, timeout_s: float) -> bool:
         key = self.keys.resolved(job_id)
         timeout_s = min(max(timeout_s, 0.001), WAIT_CHUNK_S)
-        return self.redis.blmove(key, key, timeout=timeout_s, src="RIGHT", dest="LEFT") is not None  # type: ignore[arg-type]
+        return self.redis.blmove(key, key, timeout=timeout_s, src="RIGHT", dest="LEFT") is not None  # type: ignore[arg-type]  # Redis takes fractional seconds; the stub says int
 
     def audit_tail(self, count: int = 50) -> list[dict[str, str]]:
-        entries: list[Any] = self.redis.xrevrange(self.keys.audit, count=count) or []  # type: ignore[assignment]
+        entries: list[Any] = self.redis.xrevrange(self.keys.audit, count=count) or []
         return [{"id": text(entry_id), **{text(k): text(v) for k, v in (fields or {}).items()}}
                 for entry_id, fields in entries]
 
@@ -358,7 +358,7 @@ class JobStore:
         """
         key = self.keys.notify(job_id)
         timeout_s = min(max(timeout_s, 0.001), WAIT_CHUNK_S)
-        got = self.redis.blmove(key, key, timeout=timeout_s, src="RIGHT", dest="LEFT")  # type: ignore[arg-type]
+        got = self.redis.blmove(key, key, timeout=timeout_s, src="RIGHT", dest="LEFT")  # type: ignore[arg-type]  # fractional seconds
         return got is not None
 
     def due_delayed(self, limit: int = 500) -> list[str]:
