@@ -12,9 +12,9 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
-from toolbag.config import TIERS, Config, load_config, redis_url
+from toolbag.config import TIERS, Config, Tier, load_config, redis_url
 from toolbag.jobs import JobNotFound, JobRecord, JobResult, JobStatus, ResultTimeout, SubmitError
 from toolbag.routing import Needs, NoCandidate, Router
 from toolbag.store import WAIT_CHUNK_S, JobStore, NewJob
@@ -206,56 +206,12 @@ class Client:
             raise
 
     def _validate(self, req: JobRequest) -> NewJob:
-        cfg = self.config
         skill = self._skill(req.skill) if req.skill is not None else None
-        capability = req.capability or (skill.capability if skill else None)
-        if not capability:
-            raise SubmitError("capability", "give a capability or a skill")
-        if capability not in cfg.routes:
-            raise SubmitError(
-                "capability", f"unknown capability {capability!r}; known: {', '.join(cfg.capabilities)}"
-            )
-        if skill is not None and skill.capability != capability:
-            raise SubmitError(
-                "skill", f"skill {skill.name!r} serves capability {skill.capability!r}, not {capability!r}"
-            )
-        tier = req.tier or (skill.default_tier if skill else None) or "standard"
-        if tier not in TIERS:
-            raise SubmitError("tier", f"unknown tier {tier!r}; use one of {', '.join(TIERS)}")
-        if not isinstance(req.caller, str) or not _CALLER_RE.match(req.caller):
-            raise SubmitError("caller", "1-128 characters from letters, digits and . _ @ / + -")
-        if req.idempotency_key is not None and (
-            not isinstance(req.idempotency_key, str)
-            or not 0 < len(req.idempotency_key) <= _MAX_IDEMPOTENCY_KEY_CHARS
-        ):
-            raise SubmitError("idempotency_key", f"a non-empty string of at most {_MAX_IDEMPOTENCY_KEY_CHARS} chars")
-        if req.inbox is not None and (not isinstance(req.inbox, str) or not _INBOX_RE.match(req.inbox)):
-            raise SubmitError("inbox", "1-128 characters from letters, digits and . _ : -")
-        tier_cfg = cfg.tiers[tier]
-        deadline_s = tier_cfg.default_deadline_s if req.deadline_s is None else req.deadline_s
-        if isinstance(deadline_s, bool) or not isinstance(deadline_s, int | float) or deadline_s <= 0:
-            raise SubmitError("deadline_s", "must be a positive number of seconds")
-        if deadline_s > tier_cfg.max_deadline_s:
-            raise SubmitError(
-                "deadline_s", f"{deadline_s:g}s exceeds the {tier} tier's maximum of {tier_cfg.max_deadline_s:g}s"
-            )
-        if req.input is None:
-            raise SubmitError("input", "is required")
-        try:
-            input_json = json.dumps(req.input, sort_keys=True, allow_nan=False)
-        except (TypeError, ValueError) as err:
-            raise SubmitError("input", f"must be JSON-serializable ({err})") from None
-        if len(input_json.encode()) > cfg.fleet.max_input_bytes:
-            raise SubmitError(
-                "input", f"{len(input_json.encode())} bytes exceeds the limit of {cfg.fleet.max_input_bytes} bytes"
-            )
-        if skill is not None:
-            from toolbag.skills import SkillInputError, validate_input
-
-            try:
-                validate_input(skill, req.input)
-            except SkillInputError as err:
-                raise SubmitError(getattr(err, "path", "input"), str(err)) from None
+        capability = self._capability(req, skill)
+        tier = self._tier(req, skill)
+        _check_names(req)
+        deadline_s = self._deadline_s(req, tier)
+        input_json = self._input_json(req, skill)
         needs = _needs_for(skill, input_json)
         try:
             if req.candidates:
@@ -264,7 +220,7 @@ class Client:
                 plan, model = self._route(capability, tier, needs)
         except NoCandidate as err:
             raise SubmitError("capability", str(err)) from None
-        provider = cfg.provider_of(model)
+        provider = self.config.provider_of(model)
         queue = queue_name(provider, tier)
         fields = {
             "capability": capability,
@@ -285,11 +241,62 @@ class Client:
         return NewJob(
             job_id=uuid.uuid4().hex,
             queue=queue,
-            deadline_s=float(deadline_s),
+            deadline_s=deadline_s,
             fields=fields,
             idempotency_key=req.idempotency_key,
             caller=req.caller,
         )
+
+    def _capability(self, req: JobRequest, skill: Skill | None) -> str:
+        capability = req.capability or (skill.capability if skill else None)
+        if not capability:
+            raise SubmitError("capability", "give a capability or a skill")
+        if capability not in self.config.routes:
+            raise SubmitError(
+                "capability", f"unknown capability {capability!r}; known: {', '.join(self.config.capabilities)}"
+            )
+        if skill is not None and skill.capability != capability:
+            raise SubmitError(
+                "skill", f"skill {skill.name!r} serves capability {skill.capability!r}, not {capability!r}"
+            )
+        return capability
+
+    def _tier(self, req: JobRequest, skill: Skill | None) -> Tier:
+        tier = req.tier or (skill.default_tier if skill else None) or "standard"
+        if tier not in TIERS:
+            raise SubmitError("tier", f"unknown tier {tier!r}; use one of {', '.join(TIERS)}")
+        return cast(Tier, tier)
+
+    def _deadline_s(self, req: JobRequest, tier: Tier) -> float:
+        tier_cfg = self.config.tiers[tier]
+        deadline_s = tier_cfg.default_deadline_s if req.deadline_s is None else req.deadline_s
+        if isinstance(deadline_s, bool) or not isinstance(deadline_s, int | float) or not deadline_s > 0:
+            raise SubmitError("deadline_s", "must be a positive number of seconds")
+        if deadline_s > tier_cfg.max_deadline_s:
+            raise SubmitError(
+                "deadline_s", f"{deadline_s:g}s exceeds the {tier} tier's maximum of {tier_cfg.max_deadline_s:g}s"
+            )
+        return float(deadline_s)
+
+    def _input_json(self, req: JobRequest, skill: Skill | None) -> str:
+        """The input as canonical JSON, within the size limit and, with a skill, its input schema."""
+        if req.input is None:
+            raise SubmitError("input", "is required")
+        try:
+            input_json = json.dumps(req.input, sort_keys=True, allow_nan=False)
+        except (TypeError, ValueError) as err:
+            raise SubmitError("input", f"must be JSON-serializable ({err})") from None
+        size = len(input_json.encode())
+        if size > self.config.fleet.max_input_bytes:
+            raise SubmitError("input", f"{size} bytes exceeds the limit of {self.config.fleet.max_input_bytes} bytes")
+        if skill is not None:
+            from toolbag.skills import SkillInputError, validate_input
+
+            try:
+                validate_input(skill, req.input)
+            except SkillInputError as err:
+                raise SubmitError(getattr(err, "path", "input"), str(err)) from None
+        return input_json
 
     def _pinned(self, candidates: tuple[str, ...], needs: Needs) -> tuple[list[str], str]:
         unknown = [m for m in candidates if m not in self.config.models]
@@ -376,6 +383,18 @@ class Client:
         if not done.ok and done.status == "missing":
             raise JobNotFound(job_id)
         return done.ok  # counted fleet-wide in Redis by finish.lua (toolbag_jobs_finished_total)
+
+
+def _check_names(req: JobRequest) -> None:
+    """Caller, idempotency key and inbox: names that end up in Redis keys."""
+    if not isinstance(req.caller, str) or not _CALLER_RE.match(req.caller):
+        raise SubmitError("caller", "1-128 characters from letters, digits and . _ @ / + -")
+    if req.idempotency_key is not None and (
+        not isinstance(req.idempotency_key, str) or not 0 < len(req.idempotency_key) <= _MAX_IDEMPOTENCY_KEY_CHARS
+    ):
+        raise SubmitError("idempotency_key", f"a non-empty string of at most {_MAX_IDEMPOTENCY_KEY_CHARS} chars")
+    if req.inbox is not None and (not isinstance(req.inbox, str) or not _INBOX_RE.match(req.inbox)):
+        raise SubmitError("inbox", "1-128 characters from letters, digits and . _ : -")
 
 
 def _needs_for(skill: Skill | None, input_json: str) -> Needs:

@@ -129,7 +129,7 @@ class TierConfig(_Strict):
 
 
 class RoutePolicy(_Strict):
-    """What the supervisor may do for a route (DESIGN.md §5 defaults)."""
+    """What the supervisor may do for a route (defaults: the table in README.md, Outcomes and rerouting)."""
 
     max_attempts: int = Field(default=6, ge=1, le=50)
     max_reroutes: int = Field(default=4, ge=0, le=50)

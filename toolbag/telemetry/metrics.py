@@ -1,4 +1,4 @@
-"""Every Prometheus metric toolbag exports, defined once (DESIGN.md §8: the names are a contract).
+"""Every Prometheus metric toolbag exports, defined once (the names and labels are a contract).
 
 Label values are bounded sets (capability, tier, provider, model, outcome, status, reason): never a job
 id, a caller or a user id.
