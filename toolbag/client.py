@@ -94,7 +94,7 @@ class Client:
 
         self.health = HealthTracker(self.store.redis, self.store.keys, self.config)
         self.router = Router(self.config, self.health)
-        self._choice_cache: dict[tuple[str, str, Needs], tuple[list[str], str]] | None = None
+        self._choice_cache: dict[tuple[str, Tier, Needs], tuple[list[str], str]] | None = None
         self._skills_root = skills_root
         self._skills: SkillLibrary | None = None
 
@@ -307,7 +307,7 @@ class Client:
             raise SubmitError("candidates", "none of these models has the features this job needs")
         return plan, plan[0]
 
-    def _route(self, capability: str, tier: str, needs: Needs) -> tuple[list[str], str]:
+    def _route(self, capability: str, tier: Tier, needs: Needs) -> tuple[list[str], str]:
         if self._choice_cache is None:
             return self.router.first(capability, tier, needs)
         key = (capability, tier, needs)

@@ -13,8 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from toolbag.errors import ToolbagError
 
-TIERS: tuple[str, ...] = ("interactive", "standard", "batch")
 Tier = Literal["interactive", "standard", "batch"]
+TIERS: tuple[Tier, ...] = ("interactive", "standard", "batch")  # most urgent first
 PROVIDER_KINDS: tuple[str, ...] = ("anthropic", "openai", "gemini", "openai-compatible")
 
 DEFAULT_CONFIG_PATH = Path(__file__).parent / "defaults" / "toolbag.yaml"
@@ -175,7 +175,7 @@ class Config(_Strict):
     health: HealthConfig = Field(default_factory=HealthConfig)
     providers: dict[str, ProviderConfig]
     models: dict[str, ModelConfig]
-    tiers: dict[str, TierConfig] = Field(default_factory=lambda: {t: TierConfig() for t in TIERS})
+    tiers: dict[str, TierConfig] = Field(default_factory=lambda: {str(t): TierConfig() for t in TIERS})
     routes: dict[str, dict[str, Route]]
     # Limits per caller across every model; the key "*" applies to each caller without its own entry.
     caller_limits: dict[str, Limits] = Field(default_factory=dict)
@@ -210,7 +210,7 @@ class Config(_Strict):
     def capabilities(self) -> tuple[str, ...]:
         return tuple(sorted(self.routes))
 
-    def route(self, capability: str, tier: str) -> Route:
+    def route(self, capability: str, tier: Tier) -> Route:
         """The route for (capability, tier); the nearest tier is used when one is not configured."""
         per_tier = self.routes[capability]
         if tier in per_tier:

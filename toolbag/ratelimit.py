@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 import redis
 
 from toolbag.attempt.tokens import estimate_input_tokens
-from toolbag.config import Config, Limits
+from toolbag.config import Config, Limits, Tier
 from toolbag.lua import source as lua_source
 from toolbag.providers.base import AttemptFailure, ModelRequest, ModelResponse, OutcomeKind
 from toolbag.store import text as _text
@@ -223,7 +223,7 @@ class RateLimiter:
     def acquire(
         self,
         model: str,
-        tier: str,
+        tier: Tier,
         caller: str,
         cost_tokens: int,
         *,
@@ -268,7 +268,7 @@ class RateLimiter:
             return Commit(True, at_s=float(_text(reply[1])) / 1000)
         return Commit(False, wait_s=max(0.001, float(_text(reply[1])) / 1000))
 
-    def has_capacity(self, model: str, tier: str, caller: str, cost_tokens: int) -> bool:
+    def has_capacity(self, model: str, tier: Tier, caller: str, cost_tokens: int) -> bool:
         """Whether ``model`` could admit this now (within the tier's short wait), without taking anything."""
         horizon_s = self.config.tiers[tier].ratelimit_wait_s
         return self.acquire(model, tier, caller, cost_tokens, horizon_s=horizon_s, check=True).admitted

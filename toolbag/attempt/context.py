@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from toolbag.config import Tier
 from toolbag.providers.base import Adapter, AttemptFailure, ModelRequest, ModelResponse, OutcomeKind
 
 
@@ -18,7 +19,7 @@ class AttemptContext:
 
     job_id: str
     capability: str
-    tier: str
+    tier: Tier
     caller: str
     model: str  # the config name, e.g. "claude-haiku"
     model_id: str  # the vendor's id, e.g. "claude-haiku-5-5"

@@ -11,7 +11,7 @@ import dataclasses
 import json
 from typing import TYPE_CHECKING, Any
 
-from toolbag.config import Config
+from toolbag.config import Config, Tier
 from toolbag.providers.base import Message, ModelRequest, Timeouts
 
 if TYPE_CHECKING:
@@ -21,7 +21,7 @@ PLAIN_MAX_OUTPUT_TOKENS = 1024  # a job without a skill may ask for more in its 
 JOB_TOOLS_FIELD = "tools"  # a job's input may ask for tools by name or glob; the policy decides
 
 
-def timeouts_for(config: Config, tier: str) -> Timeouts:
+def timeouts_for(config: Config, tier: Tier) -> Timeouts:
     t = config.tiers[tier]
     return Timeouts(connect_s=t.connect_timeout_s, first_token_s=t.first_token_timeout_s, total_s=t.total_timeout_s)
 
@@ -30,7 +30,7 @@ def build_request(
     config: Config,
     *,
     capability: str,
-    tier: str,
+    tier: Tier,
     model: str,
     job_input: Any,
     skill: Skill | None = None,

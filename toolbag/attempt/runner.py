@@ -24,7 +24,7 @@ from toolbag.attempt.context import (
 )
 from toolbag.attempt.leases import LeaseKeeper
 from toolbag.attempt.request import build_request, requested_tools
-from toolbag.config import Config
+from toolbag.config import Config, Tier
 from toolbag.jobs import AttemptRecord, DecisionRecord, JobRecord
 from toolbag.providers.base import Adapter, AttemptFailure, ModelRequest, ModelResponse, OutcomeKind
 from toolbag.ratelimit import HandBack
@@ -226,7 +226,7 @@ class AttemptRunner:
                              "reason": failure.reason[:300], "latency_s": round(latency_s, 4)}))
 
     def _observe_attempt(
-        self, model: str, tier: str, outcome: str, latency_s: float, response: ModelResponse | None
+        self, model: str, tier: Tier, outcome: str, latency_s: float, response: ModelResponse | None
     ) -> None:
         metrics.ATTEMPTS.labels(self.provider, model, tier, outcome).inc()
         metrics.ATTEMPT_DURATION.labels(self.provider, model, tier).observe(latency_s)

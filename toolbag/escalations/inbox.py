@@ -14,7 +14,7 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
-from toolbag.config import Config
+from toolbag.config import Config, Tier
 from toolbag.errors import ToolbagError
 from toolbag.jobs import DecisionRecord, JobNotFound, JobRecord, JobStatus
 from toolbag.routing import Router
@@ -33,7 +33,7 @@ class Escalation:
     job_id: str
     escalated_at: float
     capability: str
-    tier: str
+    tier: Tier
     caller: str
     reason: str
     attempts: list[dict[str, Any]]
@@ -90,7 +90,7 @@ class Inbox:
         note = DecisionRecord("retry", f"retried by {by}", target).to_json()
         done = self.store.dispatch(
             job_id, record.token, model=target, provider=provider, queue=queue_name(provider, tier),
-            record_json=note, expected_status="escalated",
+            record_json=note, expected_status=JobStatus.ESCALATED,
             new_deadline_s=self.config.tiers[tier].default_deadline_s,
         )
         if not done.ok:

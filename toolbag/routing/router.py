@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from toolbag.config import Config
+from toolbag.config import Config, Tier
 from toolbag.errors import ToolbagError
 from toolbag.providers.base import OutcomeKind
 
@@ -30,7 +30,7 @@ class Needs:
 
 
 class NoCandidate(ToolbagError):
-    def __init__(self, capability: str, tier: str, why: str) -> None:
+    def __init__(self, capability: str, tier: Tier, why: str) -> None:
         super().__init__(f"no usable model for {capability}/{tier}: {why}")
 
 
@@ -53,7 +53,7 @@ class Router:
         self.config = config
         self.health = health
 
-    def plan(self, capability: str, tier: str, needs: Needs = Needs()) -> list[str]:
+    def plan(self, capability: str, tier: Tier, needs: Needs = Needs()) -> list[str]:
         """The candidates of the route that meet ``needs``, in route order (health not considered)."""
         route = self.config.route(capability, tier)
         return [m for m in route.candidates if self.meets(m, needs)]
@@ -79,7 +79,7 @@ class Router:
         live = self.usable(candidates, prefer_faster=prefer_faster)
         return live[0] if live else (candidates[0] if candidates else None)
 
-    def first(self, capability: str, tier: str, needs: Needs = Needs()) -> tuple[list[str], str]:
+    def first(self, capability: str, tier: Tier, needs: Needs = Needs()) -> tuple[list[str], str]:
         """(plan, the model for the first attempt) of a new job."""
         plan = self.plan(capability, tier, needs)
         model = self.pick(plan, prefer_faster=self.config.route(capability, tier).policy.prefer_faster)

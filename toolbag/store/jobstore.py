@@ -203,7 +203,7 @@ class JobStore:
         record_json: str,
         delay_s: float = 0.0,
         feedback: str = "",
-        expected_status: str = "deciding",
+        expected_status: JobStatus = JobStatus.DECIDING,
         new_deadline_s: float = 0.0,
     ) -> Transition:
         """Deciding (or escalated) → queued on ``queue``, or waiting in the delayed set for ``delay_s``."""
@@ -211,13 +211,13 @@ class JobStore:
         delay_ms = int(delay_s * 1000)
         target = self.keys.delayed if delay_ms > 0 else self.keys.queue(queue)
         envelope = attempt_message(queue, job_id, new_token) if delay_ms <= 0 else ""
-        leaving = self.keys.escalations if expected_status == "escalated" else self.keys.deciding
+        leaving = self.keys.escalations if expected_status is JobStatus.ESCALATED else self.keys.deciding
         reply = self._dispatch(
             keys=[self.keys.job(job_id), leaving, self.keys.attempts(job_id), target,
                   self.keys.waiting(queue), self.keys.audit, self.keys.deadlines, self.keys.notify(job_id),
                   self.keys.resolved(job_id)],
             args=[expected_token, new_token, model, provider, queue, envelope, record_json, delay_ms, feedback,
-                  expected_status, int(new_deadline_s * 1000)],
+                  expected_status.value, int(new_deadline_s * 1000)],
         )
         return Transition(int(reply[0]) == 1, text(reply[1]) if len(reply) > 1 else "")
 
@@ -241,7 +241,7 @@ class JobStore:
         reason: str,
         record_json: str,
         *,
-        expected_status: str = "*",
+        expected_status: JobStatus | None = None,
         expected_token: str = "*",
     ) -> Transition:
         """End a job without success; fenced by status and token when given."""
@@ -253,7 +253,8 @@ class JobStore:
                 self.keys.escalations, self.keys.waiting(text(queue)) if queue else self.keys.dummy,
                 self.keys.audit, self.keys.resolved(job_id), self.keys.stats,
             ],
-            args=[expected_status, expected_token, status.value, reason, record_json, self.job_ttl_s],
+            args=["*" if expected_status is None else expected_status.value, expected_token, status.value, reason,
+                  record_json, self.job_ttl_s],
         )
         if int(reply[0]) != 1:
             return Transition(False, text(reply[1]))

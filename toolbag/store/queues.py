@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from toolbag.config import TIERS
+from toolbag.config import TIERS, Tier
 from toolbag.store import JobStore
 from toolbag.store.messages import queue_name
 
@@ -24,7 +24,7 @@ class QueueStats:
     """One provider × tier queue."""
 
     provider: str
-    tier: str
+    tier: Tier
     waiting: int  # queued, or reserved by a worker and not started
     delayed: int  # in the delayed set, bound for this queue
     oldest_age_s: float  # how long the longest-waiting of them has waited for its next attempt

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from toolbag.config import Config, RoutePolicy
+from toolbag.config import Config, RoutePolicy, Tier
 from toolbag.providers.base import OutcomeKind
 from toolbag.routing.router import ruled_out
 
@@ -39,7 +39,7 @@ class Situation:
     outcome: OutcomeKind
     reason: str
     model: str
-    tier: str
+    tier: Tier
     plan: Sequence[str]
     history: Sequence[dict[str, Any]]
     retry_after_s: float | None = None

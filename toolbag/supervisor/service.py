@@ -71,7 +71,8 @@ class Supervisor:
         else:
             status = JobStatus.ESCALATED if decision.action == "escalate" else JobStatus.FAILED
             done = self.store.finish(
-                job_id, status, decision.reason, record.to_json(), expected_status="deciding", expected_token=token
+                job_id, status, decision.reason, record.to_json(),
+                expected_status=JobStatus.DECIDING, expected_token=token,
             )
             if done.ok:
                 metrics.JOB_DURATION.labels(capability, tier).observe((done.finished_ms - done.created_ms) / 1000)
