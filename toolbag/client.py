@@ -12,7 +12,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from toolbag.config import TIERS, Config, Tier, load_config, redis_url
 from toolbag.jobs import JobNotFound, JobRecord, JobResult, JobStatus, ResultTimeout, SubmitError
@@ -265,7 +265,7 @@ class Client:
         tier = req.tier or (skill.default_tier if skill else None) or "standard"
         if tier not in TIERS:
             raise SubmitError("tier", f"unknown tier {tier!r}; use one of {', '.join(TIERS)}")
-        return cast(Tier, tier)
+        return tier
 
     def _deadline_s(self, req: JobRequest, tier: Tier) -> float:
         tier_cfg = self.config.tiers[tier]

@@ -126,7 +126,7 @@ class JobRecord:
 def _tier(value: str) -> Tier:
     if value not in TIERS:
         raise ValueError(f"unknown tier {value!r}")
-    return cast(Tier, value)
+    return value
 
 
 @dataclass(frozen=True)
