@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import openai
@@ -57,11 +58,12 @@ def main() -> None:
             print(f"  added per job: p50 {added_p50_ms:.2f} ms, p99 {added_p99_ms:.2f} ms "
                   f"(targets ≤ 5 ms p50, ≤ 20 ms p99)")
 
-            def rate(fn: object) -> float:
+            def rate(fn: Callable[[int], float]) -> float:
+                jobs: int = args.jobs
                 t0 = time.perf_counter()
                 with ThreadPoolExecutor(args.parallel) as pool:
-                    list(pool.map(fn, range(args.jobs)))  # type: ignore[arg-type]
-                return args.jobs / (time.perf_counter() - t0)
+                    list(pool.map(fn, range(jobs)))
+                return jobs / (time.perf_counter() - t0)
 
             direct_rate, fleet_rate = rate(direct), rate(through_fleet)
             print(f"parallel ({args.parallel} callers): direct {direct_rate:.0f}/s, fleet {fleet_rate:.0f}/s, "

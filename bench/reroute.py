@@ -80,7 +80,7 @@ def celery_recovery_s(redis_url: str, vt_s: int) -> float:
         r = redis.Redis.from_url(redis_url)
         first = subprocess.Popen(cmd, env=env, cwd=tmp, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         sys.path.insert(0, tmp)
-        import plainapp  # type: ignore[import-not-found]
+        import plainapp
 
         plainapp.work.delay("m1")
         while r.llen("bench:started") < 1:
