@@ -19,13 +19,15 @@ import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
-from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any, Protocol
 
 import redis
+from redis.typing import EncodableT, FieldT
 
 from toolbag.errors import ToolbagError
+from toolbag.gateway.patterns import matches
+from toolbag.store import text
 from toolbag.store.keys import Keys
 
 __all__ = [
@@ -113,9 +115,9 @@ class RedisAuditSink:
         self.stream_maxlen = stream_maxlen
 
     def write(self, record: AuditRecord) -> None:
+        entry: dict[FieldT, EncodableT] = {name: value for name, value in record.fields().items()}
         try:
-            self.client.xadd(self.keys.audit, record.fields(),  # type: ignore[arg-type]
-                             maxlen=self.stream_maxlen, approximate=True)
+            self.client.xadd(self.keys.audit, entry, maxlen=self.stream_maxlen, approximate=True)
         except redis.RedisError as err:
             raise AuditError(f"audit stream {self.keys.audit}: {type(err).__name__}: {err}") from err
 
@@ -180,9 +182,9 @@ class AuditFilter:
     def accepts(self, entry: Mapping[str, str]) -> bool:
         if self.kinds and entry.get("kind", "") not in self.kinds:
             return False
-        if self.agent and not fnmatchcase(entry.get("agent", ""), self.agent):
+        if self.agent and not matches(entry.get("agent", ""), self.agent):
             return False
-        if self.tool and not fnmatchcase(entry.get("tool", ""), self.tool):
+        if self.tool and not matches(entry.get("tool", ""), self.tool):
             return False
         if self.job_id and self.job_id not in (entry.get("job_id", ""), entry.get("job", "")):
             return False
@@ -197,10 +199,7 @@ class AuditFilter:
 
 
 def _decode(raw: Mapping[Any, Any]) -> dict[str, str]:
-    return {
-        (k.decode() if isinstance(k, bytes) else str(k)): (v.decode() if isinstance(v, bytes) else str(v))
-        for k, v in raw.items()
-    }
+    return {text(k): text(v) for k, v in raw.items()}
 
 
 class RedisAuditReader:
@@ -228,15 +227,14 @@ class RedisAuditReader:
             if not page:
                 return
             for raw_id, raw in page:
-                entry_id = raw_id.decode() if isinstance(raw_id, bytes) else str(raw_id)
+                entry_id = text(raw_id)
                 entry = _decode(raw)
                 if flt.accepts(entry):
                     yield entry_id, entry
                     yielded += 1
                     if yielded >= limit:
                         return
-            last = page[-1][0]
-            last_id = last.decode() if isinstance(last, bytes) else str(last)
+            last_id = text(page[-1][0])
             ms, seq = (int(x) for x in last_id.split("-"))
             if seq > 0:
                 upper = f"{ms}-{seq - 1}"
@@ -254,15 +252,14 @@ class RedisAuditReader:
         streams: Any = reply or []
         for _stream, entries in streams:
             for raw_id, raw in entries:
-                out.append((raw_id.decode() if isinstance(raw_id, bytes) else str(raw_id), _decode(raw)))
+                out.append((text(raw_id), _decode(raw)))
         return out
 
     def last_id(self) -> str:
         newest: Any = self.client.xrevrange(self.keys.audit, count=1)
         if not newest:
             return "0-0"
-        raw_id = newest[0][0]
-        return raw_id.decode() if isinstance(raw_id, bytes) else str(raw_id)
+        return text(newest[0][0])
 
 
 def read_jsonl(path: str | Path, flt: AuditFilter, limit: int = 100) -> list[dict[str, str]]:

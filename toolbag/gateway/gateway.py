@@ -12,10 +12,11 @@ import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from fnmatch import fnmatchcase
+from typing import Any
 
 from toolbag.gateway.audit import AuditRecord, AuditSink, args_digest, new_decision_id
 from toolbag.gateway.live import LivePolicy
+from toolbag.gateway.patterns import matching
 from toolbag.gateway.policy import Decision, PolicyError, Subject
 from toolbag.gateway.registry import ToolInfo, ToolRegistry
 from toolbag.gateway.settings import LoopSettings
@@ -46,10 +47,9 @@ class Offer:
         return tuple(ToolSpec(self.to_wire[t.name], t.description, t.parameters) for t in self.tools)
 
 
-def _record(subject: Subject, event: str, **fields: object) -> AuditRecord:
+def _record(subject: Subject, event: str, **fields: Any) -> AuditRecord:
     return AuditRecord(kind="tool", event=event, job_id=subject.job_id, agent=subject.agent,
-                       provider=subject.provider, model=subject.model, model_id=subject.model_id,
-                       **fields)  # type: ignore[arg-type]
+                       provider=subject.provider, model=subject.model, model_id=subject.model_id, **fields)
 
 
 class Gateway:
@@ -76,7 +76,7 @@ class Gateway:
         if not requested:
             return Offer()
         catalog = self.registry.catalog()
-        matched = [name for name in catalog if any(fnmatchcase(name, p) for p in requested)]
+        matched = matching(catalog, requested)
         reason = ""
         try:
             policy = self.policy.current(OFFER_POLICY_MAX_AGE_S)
@@ -85,7 +85,7 @@ class Gateway:
         except PolicyError as err:
             granted, version, digest, reason = [], 0, "", f"policy unavailable: {err}"
         withheld = [n for n in matched if n not in granted]
-        unknown = [p for p in requested if not any(fnmatchcase(n, p) for n in catalog)]
+        unknown = [p for p in requested if not matching(catalog, [p])]
         detail = {"requested": list(requested), "offered": granted, "withheld": withheld, "unknown": unknown}
         self.audit.write(_record(
             subject, "offer", id=new_decision_id(), tool=",".join(granted),

@@ -32,14 +32,14 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from toolbag.errors import ToolbagError
+from toolbag.gateway.files import StrictModel, file_from_env, invalid_message, parse_yaml, read_text
+from toolbag.gateway.patterns import first_match
 
 __all__ = [
     "Constraint",
@@ -62,11 +62,7 @@ class PolicyError(ToolbagError):
     """The policy cannot be read or is invalid. Callers treat it as a denial (fail closed)."""
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Constraint(_Strict):
+class Constraint(StrictModel):
     """Conditions on one argument. All given conditions must hold; a missing argument fails every one."""
 
     one_of: list[Any] | None = None
@@ -117,7 +113,7 @@ class Constraint(_Strict):
         return None
 
 
-class Rule(_Strict):
+class Rule(StrictModel):
     """One grant (``effect: allow``) or prohibition (``effect: deny``)."""
 
     id: str
@@ -149,7 +145,7 @@ class Rule(_Strict):
         return bool(self.args)
 
 
-class _PolicyDoc(_Strict):
+class _PolicyDoc(StrictModel):
     version: int = Field(ge=1)
     description: str = ""
     rules: list[Rule] = Field(default_factory=list)
@@ -207,14 +203,6 @@ class Decision:
         return "allow" if self.allowed else "deny"
 
 
-def _any_glob(patterns: Sequence[str], values: Sequence[str]) -> str | None:
-    for pattern in patterns:
-        for value in values:
-            if fnmatchcase(value, pattern):
-                return pattern
-    return None
-
-
 def _model_match(patterns: Sequence[str], subject: Subject) -> str | None:
     names = subject.model_names()
     for pattern in patterns:
@@ -222,7 +210,7 @@ def _model_match(patterns: Sequence[str], subject: Subject) -> str | None:
             values: Sequence[str] = [f"{subject.provider}/{n}" for n in names]
         else:
             values = names
-        if _any_glob([pattern], values):
+        if first_match([pattern], values):
             return pattern
     return None
 
@@ -249,13 +237,13 @@ class Policy:
         traces: list[RuleTrace] = []
         for rule in self.rules:
             misses: list[str] = []
-            agent = _any_glob(rule.agents, [subject.agent])
+            agent = first_match(rule.agents, [subject.agent])
             if agent is None:
                 misses.append(f"agent {subject.agent!r} matches none of {rule.agents}")
             model = _model_match(rule.models, subject)
             if model is None:
                 misses.append(f"model {subject.provider}/{subject.model} matches none of {rule.models}")
-            tool_pattern = _any_glob(rule.tools, [tool])
+            tool_pattern = first_match(rule.tools, [tool])
             if tool_pattern is None:
                 misses.append(f"tool {tool!r} matches none of {rule.tools}")
             if rule.expires is not None and rule.expires <= now:
@@ -314,7 +302,7 @@ class Policy:
         return any(
             r.effect == "allow"
             and (r.expires is None or r.expires > when)
-            and _any_glob(r.agents, [subject.agent]) is not None
+            and first_match(r.agents, [subject.agent]) is not None
             and _model_match(r.models, subject) is not None
             for r in self.rules
         )
@@ -324,26 +312,15 @@ def _digest(text: str) -> str:
     return "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def _format(source: str, err: ValidationError) -> str:
-    lines = [f"{source}: invalid policy"]
-    for item in err.errors():
-        where = ".".join(str(p) for p in item["loc"]) or "(top level)"
-        lines.append(f"  - {where}: {item['msg']}")
-    return "\n".join(lines)
-
-
 def parse_policy(text: str, source: str = "<policy>") -> Policy:
     """Parse and validate policy YAML, raising :class:`PolicyError` with every problem listed."""
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        raise PolicyError(f"{source}: not valid YAML: {err}") from None
+    data = parse_yaml(text, source, PolicyError)
     if not isinstance(data, dict):
         raise PolicyError(f"{source}: the top level must be a mapping with `version` and `rules`")
     try:
         doc = _PolicyDoc.model_validate(data)
     except ValidationError as err:
-        raise PolicyError(_format(source, err)) from None
+        raise PolicyError(invalid_message(source, "policy", err)) from None
     return Policy(version=doc.version, rules=tuple(doc.rules), digest=_digest(text), text=text,
                   description=doc.description, source=source)
 
@@ -351,11 +328,7 @@ def parse_policy(text: str, source: str = "<policy>") -> Policy:
 def load_policy_file(path: str | Path) -> Policy:
     """Read and parse a policy file."""
     file = Path(path)
-    try:
-        text = file.read_text(encoding="utf-8")
-    except OSError as err:
-        raise PolicyError(f"{file}: cannot read the policy ({err.strerror})") from None
-    return parse_policy(text, str(file))
+    return parse_policy(read_text(file, "policy", PolicyError), str(file))
 
 
 POLICY_ENV = "TOOLBAG_POLICY"
@@ -363,10 +336,4 @@ POLICY_ENV = "TOOLBAG_POLICY"
 
 def default_policy_path() -> Path | None:
     """``$TOOLBAG_POLICY``, else ``./policy.yaml`` when it exists, else None (no local policy)."""
-    import os
-
-    env = os.environ.get(POLICY_ENV)
-    if env:
-        return Path(env)
-    local = Path("policy.yaml")
-    return local if local.exists() else None
+    return file_from_env(POLICY_ENV, "policy.yaml")

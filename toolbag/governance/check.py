@@ -18,10 +18,8 @@ known), what is wrong and how to fix it.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +27,7 @@ import yaml
 from pydantic import ValidationError
 
 from toolbag.config import TIERS, Config, ConfigError, config_path
+from toolbag.gateway.patterns import is_glob, matching
 from toolbag.gateway.policy import Policy, PolicyError, Rule, Subject, default_policy_path, load_policy_file
 from toolbag.gateway.registry import ToolInfo, ToolRegistry
 from toolbag.gateway.settings import TOOLS_ENV, default_tools_path, load_gateway_settings
@@ -42,7 +41,6 @@ from toolbag.skills.yamlfile import YamlDocument, YamlSyntaxError, load_yaml
 
 __all__ = ["CheckReport", "Loaded", "Sources", "check_tree", "skill_needs"]
 
-_GLOB = re.compile(r"[*?\[]")
 _EXAMPLE_CONFIG = "toolbag/defaults/toolbag.yaml"
 
 
@@ -272,7 +270,7 @@ def _check_skills(
             continue
         if tools is not None:
             for pattern in skill.allowed_tools:
-                if not any(fnmatchcase(name, pattern) for name in tools):
+                if not matching(tools, [pattern]):
                     report.errors.append(Problem(
                         str(folder / SKILL_FILE), "allowed-tools",
                         f"no tool in tools.yaml is called {pattern!r}{did_you_mean(pattern, sorted(tools))}",
@@ -362,7 +360,7 @@ def _check_policy(
         where = (f"line {line}, " if line else "") + f"rule {rule.id!r}"
         if tools is not None and rule.effect == "allow":
             for pattern in rule.tools:
-                if not _GLOB.search(pattern) and pattern not in tools:
+                if not is_glob(pattern) and pattern not in tools:
                     report.warnings.append(Problem(
                         file, where, f"grants tool {pattern!r}, which no source in tools.yaml provides"
                         f"{did_you_mean(pattern, sorted(tools))}",

@@ -16,18 +16,17 @@ that ``toolbag.yaml`` gives limits to, and ``*`` for any other agent. Columns ar
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from enum import StrEnum
 
 from toolbag.config import Config
+from toolbag.gateway.patterns import is_glob
 from toolbag.gateway.policy import Decision, Policy, Subject
 
 __all__ = ["ANY_AGENT", "Level", "Matrix", "matrix_agents", "matrix_tools", "permission_matrix"]
 
 ANY_AGENT = "*"
-_GLOB = re.compile(r"[*?\[]")
 
 #: agent -> "provider/model" -> tool -> level
 Matrix = dict[str, dict[str, dict[str, str]]]
@@ -67,7 +66,7 @@ def matrix_tools(policy: Policy, tools: Iterable[str]) -> list[str]:
     """The tool columns: registered tools and every concrete (glob-free) tool name in the policy."""
     names = set(tools)
     for rule in policy.rules:
-        names.update(t for t in rule.tools if not _GLOB.search(t))
+        names.update(t for t in rule.tools if not is_glob(t))
     return sorted(names)
 
 
