@@ -33,10 +33,11 @@ import re
 from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from toolbag.config import ConfigError
+from toolbag.gateway.audit import AUDIT_FILE_ENV
+from toolbag.gateway.files import StrictModel, file_from_env, invalid_message, parse_yaml, read_text
 
 __all__ = [
     "TOOLS_ENV",
@@ -55,11 +56,7 @@ BUILTIN_MODULE = "toolbag.gateway.builtin_tools"
 _SERVER_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,31}$")
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class LocalSource(_Strict):
+class LocalSource(StrictModel):
     """Python tools: every :func:`toolbag.gateway.local.tool` in a module, or what an entry point gives."""
 
     module: str | None = None
@@ -72,7 +69,7 @@ class LocalSource(_Strict):
         return self
 
 
-class McpServer(_Strict):
+class McpServer(StrictModel):
     """One MCP server, over stdio (a child process) or streamable HTTP."""
 
     transport: Literal["stdio", "http"]
@@ -98,7 +95,7 @@ class McpServer(_Strict):
         return self
 
 
-class LoopSettings(_Strict):
+class LoopSettings(StrictModel):
     """Bounds of one attempt's tool-use loop."""
 
     max_steps: int = Field(default=8, ge=1, le=100, description="model calls per attempt, at most")
@@ -106,13 +103,13 @@ class LoopSettings(_Strict):
     max_result_chars: int = Field(default=20_000, ge=100)
 
 
-class AuditSettings(_Strict):
+class AuditSettings(StrictModel):
     jsonl: str | None = Field(default=None, description="also append records here (env TOOLBAG_AUDIT_JSONL)")
     fsync: bool = True
     stream_maxlen: int = Field(default=100_000, ge=1000, description="the fleet core trims to ~100k too")
 
 
-class GatewaySettings(_Strict):
+class GatewaySettings(StrictModel):
     """The whole of ``tools.yaml``."""
 
     local: list[LocalSource] = Field(default_factory=lambda: [LocalSource(module=BUILTIN_MODULE)])
@@ -131,16 +128,12 @@ class GatewaySettings(_Strict):
 
     def audit_file(self) -> str | None:
         """``$TOOLBAG_AUDIT_JSONL`` if set, else ``audit.jsonl``."""
-        return os.environ.get("TOOLBAG_AUDIT_JSONL") or self.audit.jsonl
+        return os.environ.get(AUDIT_FILE_ENV) or self.audit.jsonl
 
 
 def default_tools_path() -> Path | None:
     """``$TOOLBAG_TOOLS``, else ``./tools.yaml`` when it exists, else None (built-in tools only)."""
-    env = os.environ.get(TOOLS_ENV)
-    if env:
-        return Path(env)
-    local = Path("tools.yaml")
-    return local if local.exists() else None
+    return file_from_env(TOOLS_ENV, "tools.yaml")
 
 
 def parse_gateway_settings(data: object, source: str = "<tools>") -> GatewaySettings:
@@ -151,11 +144,7 @@ def parse_gateway_settings(data: object, source: str = "<tools>") -> GatewaySett
     try:
         settings = GatewaySettings.model_validate({**data, "source": source})
     except ValidationError as err:
-        lines = [f"{source}: invalid tools configuration"]
-        for item in err.errors():
-            where = ".".join(str(p) for p in item["loc"]) or "(top level)"
-            lines.append(f"  - {where}: {item['msg']}")
-        raise ConfigError("\n".join(lines)) from None
+        raise ConfigError(invalid_message(source, "tools configuration", err)) from None
     return settings
 
 
@@ -164,12 +153,5 @@ def load_gateway_settings(path: str | Path | None = None) -> GatewaySettings:
     file = Path(path) if path is not None else default_tools_path()
     if file is None:
         return GatewaySettings()
-    try:
-        text = file.read_text(encoding="utf-8")
-    except OSError as err:
-        raise ConfigError(f"{file}: cannot read the tools file ({err.strerror})") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{file}: not valid YAML: {err}") from None
+    data = parse_yaml(read_text(file, "tools file", ConfigError), str(file), ConfigError)
     return parse_gateway_settings(data, str(file))
