@@ -1,4 +1,4 @@
-"""The tool gateway: one controlled door for every tool call (DESIGN.md §3 ``gateway/``).
+"""The tool gateway: the one controlled door every tool call goes through.
 
 - :mod:`~toolbag.gateway.policy` — ``policy.yaml``: grants and denials, default deny, deny wins;
 - :mod:`~toolbag.gateway.live` — the policy published to Redis with a version; revocation on the next call;
@@ -6,7 +6,9 @@
 - :mod:`~toolbag.gateway.audit` — every offer, decision and call, to the Redis stream and a JSONL file;
 - :mod:`~toolbag.gateway.gateway` — offer, then check → audit → call → audit;
 - :mod:`~toolbag.gateway.loop` — the worker's tool-use loop (a ``toolbag.attempt.context.Caller``);
-- :mod:`~toolbag.gateway.cli` — ``toolbag permissions``, ``toolbag audit``, ``toolbag tools``.
+- :mod:`~toolbag.gateway.cli` — ``toolbag permissions``, ``toolbag audit``, ``toolbag tools``;
+- :mod:`~toolbag.gateway.patterns` — the glob rule every name pattern follows;
+- :mod:`~toolbag.gateway.files` — finding, reading and reporting on ``policy.yaml`` and ``tools.yaml``.
 """
 
 from toolbag.gateway.audit import AuditError, AuditFilter, AuditRecord

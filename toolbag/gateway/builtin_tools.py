@@ -8,8 +8,8 @@ import ast
 import math
 import operator
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from toolbag.gateway.local import tool
@@ -18,7 +18,9 @@ _MAX_EXPRESSION_CHARS = 500
 _MAX_EXPONENT = 1000
 _MAX_MAGNITUDE = 1e300
 
-_BINARY: dict[type[ast.operator], Any] = {
+Number = int | float | complex  # a negative base to a fractional power is complex
+
+_BINARY: dict[type[ast.operator], Callable[[Number, Number], Number]] = {
     ast.Add: operator.add,
     ast.Sub: operator.sub,
     ast.Mult: operator.mul,
@@ -27,12 +29,12 @@ _BINARY: dict[type[ast.operator], Any] = {
     ast.Mod: operator.mod,
     ast.Pow: operator.pow,
 }
-_UNARY: dict[type[ast.unaryop], Any] = {ast.UAdd: operator.pos, ast.USub: operator.neg}
-_FUNCTIONS: dict[str, Any] = {"sqrt": math.sqrt, "abs": abs, "round": round, "min": min, "max": max}
+_UNARY: dict[type[ast.unaryop], Callable[[Number], Number]] = {ast.UAdd: operator.pos, ast.USub: operator.neg}
+_FUNCTIONS: dict[str, Callable[..., Number]] = {"sqrt": math.sqrt, "abs": abs, "round": round, "min": min, "max": max}
 _CONSTANTS = {"pi": math.pi, "e": math.e}
 
 
-def _eval(node: ast.AST) -> float | int:
+def _eval(node: ast.AST) -> Number:
     if isinstance(node, ast.Expression):
         return _eval(node.body)
     if isinstance(node, ast.Constant) and isinstance(node.value, int | float) and not isinstance(node.value, bool):
@@ -40,7 +42,7 @@ def _eval(node: ast.AST) -> float | int:
     if isinstance(node, ast.Name) and node.id in _CONSTANTS:
         return _CONSTANTS[node.id]
     if isinstance(node, ast.UnaryOp) and type(node.op) in _UNARY:
-        return _UNARY[type(node.op)](_eval(node.operand))  # type: ignore[no-any-return]
+        return _UNARY[type(node.op)](_eval(node.operand))
     if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
         left, right = _eval(node.left), _eval(node.right)
         if isinstance(node.op, ast.Pow) and abs(right) > _MAX_EXPONENT:
@@ -48,14 +50,14 @@ def _eval(node: ast.AST) -> float | int:
         value = _BINARY[type(node.op)](left, right)
         if isinstance(value, int | float) and abs(value) > _MAX_MAGNITUDE:
             raise ValueError("result too large")
-        return value  # type: ignore[no-any-return]
+        return value
     if (
         isinstance(node, ast.Call)
         and isinstance(node.func, ast.Name)
         and node.func.id in _FUNCTIONS
         and not node.keywords
     ):
-        return _FUNCTIONS[node.func.id](*(_eval(a) for a in node.args))  # type: ignore[no-any-return]
+        return _FUNCTIONS[node.func.id](*(_eval(a) for a in node.args))
     raise ValueError(f"not allowed in an arithmetic expression: {ast.dump(node)[:60]}")
 
 

@@ -36,8 +36,6 @@ __all__ = ["LivePolicy", "PolicyStore", "PublishResult"]
 log = logging.getLogger("toolbag.gateway")
 
 
-
-
 @dataclass(frozen=True)
 class PublishResult:
     """``status``: ``published``, ``unchanged``, ``older`` (refused) or ``conflict`` (refused)."""

@@ -35,6 +35,7 @@ from toolbag.providers.base import (
 
 __all__ = ["ToolLoop"]
 
+
 class ToolLoop:
     """:class:`toolbag.attempt.context.Caller` with tools. ``job_tools(job_id)`` returns the tools a job's input asks
     for (read only when the policy grants the agent anything on that model); ``config`` lets the loop skip

@@ -10,6 +10,7 @@ next use.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 from dataclasses import dataclass
@@ -27,6 +28,8 @@ from toolbag.gateway.settings import McpServer
 __all__ = ["McpConnection", "McpToolOutput", "RemoteTool"]
 
 log = logging.getLogger("toolbag.gateway")
+
+
 @dataclass(frozen=True)
 class RemoteTool:
     """A tool as an MCP server lists it."""
@@ -55,8 +58,6 @@ def _text_of(result: Any) -> str:
         else:
             parts.append(f"[{kind or 'content'} omitted]")
     if not parts and result.structured_content is not None:
-        import json
-
         parts.append(json.dumps(result.structured_content, ensure_ascii=False, default=str))
     return "\n".join(parts)
 

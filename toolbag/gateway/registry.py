@@ -57,6 +57,15 @@ def _as_text(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, default=str, sort_keys=True)
 
 
+def _timed_out(name: str, timeout_s: float) -> ToolOutput:
+    return ToolOutput(f"{name} timed out after {timeout_s:g} s", "timeout")
+
+
+def _failed(name: str, err: Exception) -> ToolOutput:
+    """A tool's failure is the model's information, not the worker's crash."""
+    return ToolOutput(f"{name} failed: {type(err).__name__}: {err}", "error")
+
+
 class ToolRegistry:
     """Local tools (loaded now: a bad module is a :class:`ConfigError` at start) and MCP servers (connected
     lazily, listed into the catalog every ``CATALOG_TTL_S``). Thread-safe."""
@@ -187,17 +196,17 @@ class ToolRegistry:
             try:
                 return ToolOutput(_as_text(self._loop.run(tool.fn(**values), timeout_s)), "ok")
             except TimeoutError:
-                return ToolOutput(f"{tool.name} timed out after {timeout_s:g} s", "timeout")
-            except Exception as err:  # a tool's failure is the model's information, not our crash
-                return ToolOutput(f"{tool.name} failed: {type(err).__name__}: {err}", "error")
+                return _timed_out(tool.name, timeout_s)
+            except Exception as err:
+                return _failed(tool.name, err)
         future = self._executor.submit(tool.fn, **values)
         try:
             return ToolOutput(_as_text(future.result(timeout=timeout_s)), "ok")
         except FutureTimeout:
             future.cancel()
-            return ToolOutput(f"{tool.name} timed out after {timeout_s:g} s", "timeout")
+            return _timed_out(tool.name, timeout_s)
         except Exception as err:
-            return ToolOutput(f"{tool.name} failed: {type(err).__name__}: {err}", "error")
+            return _failed(tool.name, err)
 
     def call(self, name: str, arguments: dict[str, Any], timeout_s: float) -> ToolOutput:
         """Run tool ``name``. Never raises for a tool's own problems: they come back as the output."""
@@ -212,9 +221,9 @@ class ToolRegistry:
         try:
             out = self._servers[server].call(remote_name, arguments, timeout_s)
         except TimeoutError:
-            return ToolOutput(f"{name} timed out after {timeout_s:g} s", "timeout")
+            return _timed_out(name, timeout_s)
         except Exception as err:
-            return ToolOutput(f"{name} failed: {type(err).__name__}: {err}", "error")
+            return _failed(name, err)
         return ToolOutput(out.text, "error" if out.is_error else "ok")
 
     def close(self) -> None:
