@@ -18,6 +18,7 @@ from toolbag.providers.base import ModelRequest
 if TYPE_CHECKING:
     from toolbag.skills.model import Skill
 
+
 def request_for(config: Config, skill: Skill | None, capability: str, model: str, job_input: Any) -> ModelRequest:
     """The request the first attempt would send (built as the worker builds it)."""
     return build_request(config, capability=capability, tier="batch", model=model, job_input=job_input, skill=skill)

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeGuard
 
 from toolbag.errors import ToolbagError
+from toolbag.skills.canonical import canonical_bytes, canonical_json
 
 Format = Literal["jsonl", "csv"]
 FORMATS: tuple[str, ...] = ("jsonl", "csv")
@@ -70,17 +71,13 @@ class InputLine:
     problem: tuple[str, str] | None = None
 
 
-def canonical(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-
-
 def _digest(value: Any) -> str:
-    return hashlib.sha256(canonical(value).encode()).hexdigest()
+    return hashlib.sha256(canonical_bytes(value)).hexdigest()
 
 
 def id_key(fmt: Format, value: str | int) -> str:
     """The comparable form of an id: JSON for JSONL (``1`` and ``"1"`` differ), the text for CSV."""
-    return canonical(value) if fmt == "jsonl" else str(value)
+    return canonical_json(value) if fmt == "jsonl" else str(value)
 
 
 # -- reading inputs ---------------------------------------------------------------------------------
@@ -96,6 +93,14 @@ def csv_header(path: Path) -> list[str]:
         dupes = sorted({c for c in header if header.count(c) > 1})
         raise BulkFileError(f"{path}: column names must be unique; repeated: {', '.join(dupes)}")
     return header
+
+
+def csv_id_column(path: Path, header: Sequence[str], id_field: str | None) -> str | None:
+    """The id column: ``id_field``, else ``id`` when the header has it, else None (ids are row numbers)."""
+    column = id_field or (DEFAULT_ID_FIELD if DEFAULT_ID_FIELD in header else None)
+    if column is not None and column not in header:
+        raise BulkFileError(f"{path}: no column {column!r} (columns: {', '.join(header)})")
+    return column
 
 
 def read_input(spec: InputSpec, coerce: Callable[[dict[str, str]], Any] | None = None) -> Iterator[InputLine]:
@@ -152,9 +157,7 @@ def _jsonl_line(spec: InputSpec, id_field: str, number: int, value: Any) -> Inpu
 
 def _read_csv(spec: InputSpec, coerce: Callable[[dict[str, str]], Any] | None) -> Iterator[InputLine]:
     header = csv_header(spec.path)
-    id_column = spec.id_field or (DEFAULT_ID_FIELD if DEFAULT_ID_FIELD in header else None)
-    if id_column is not None and id_column not in header:
-        raise BulkFileError(f"{spec.path}: no column {id_column!r} (columns: {', '.join(header)})")
+    id_column = csv_id_column(spec.path, header, spec.id_field)
     with spec.path.open(encoding="utf-8-sig", newline="") as f:
         reader = csv.reader(f)
         next(reader, None)

@@ -26,12 +26,13 @@ from toolbag.bulk.files import (
     OutputFile,
     coerce_for_schema,
     csv_header,
+    csv_id_column,
     read_input,
     scan_ids,
 )
 from toolbag.bulk.pipeline import Finished, Pipeline, Rejected, Submitted
 from toolbag.client import Client, JobRequest
-from toolbag.config import TIERS
+from toolbag.config import TIERS, Tier
 from toolbag.errors import ToolbagError
 from toolbag.jobs import JobResult, SubmitError
 
@@ -137,8 +138,10 @@ class BatchRun:
         self.spec = spec
         if not spec.skill and not spec.capability:
             raise BatchError("give --skill NAME or --capability NAME")
-        if spec.tier not in TIERS:
+        tier = next((t for t in TIERS if t == spec.tier), None)
+        if tier is None:
             raise BatchError(f"--tier: unknown tier {spec.tier!r}; use one of {', '.join(TIERS)}")
+        self.tier: Tier = tier
         if spec.max_in_flight < 1:
             raise BatchError("--max-in-flight must be at least 1")
         self.skill: Skill | None = None
@@ -176,12 +179,12 @@ class BatchRun:
             header = csv_header(spec.input.path)
         except BulkFileError as err:
             raise BatchError(str(err)) from None
+        try:
+            id_column = csv_id_column(spec.input.path, header, spec.input.id_field)
+        except BulkFileError as err:
+            raise BatchError(f"--id-column: {err}") from None
         if self.skill is not None:
             self._coerce = coerce_for_schema(self.skill.input_schema)
-        id_column = spec.input.id_field or ("id" if "id" in header else None)
-        if id_column is not None and id_column not in header:
-            raise BatchError(f"--id-column: {spec.input.path} has no column {id_column!r} "
-                             f"(columns: {', '.join(header)})")
         taken = set(header)
         self.row_column = _unique(ROW_COLUMN, taken)
         self.id_column = id_column or self.row_column
@@ -304,7 +307,7 @@ class BatchRun:
                     price(todo)
                     todo = []
         price(todo)
-        first = self.client.config.route(self.capability, self.spec.tier).candidates[0]
+        first = self.client.config.route(self.capability, self.tier).candidates[0]
         return DryRun(total, done_before, invalid, estimate, first)
 
     # -- run ----------------------------------------------------------------------------------------
