@@ -27,7 +27,7 @@ from toolbag.errors import ToolbagError
 from toolbag.governance.check import Loaded
 from toolbag.governance.matrix import permission_matrix
 from toolbag.governance.wire import adapters_by_kind, skill_digest
-from toolbag.skills.canonical import canonical_json
+from toolbag.skills.canonical import canonical_bytes, canonical_json
 
 __all__ = [
     "LOCK_FILE", "LOCK_FORMAT", "LockError", "build_lock", "dump_lock", "load_lock", "lock_at_revision", "read_lock",
@@ -87,8 +87,8 @@ def _routes(loaded: Loaded) -> dict[str, Any]:
 def _tools(loaded: Loaded) -> dict[str, Any]:
     out = {}
     for name, info in loaded.tools.items():
-        surface = canonical_json({"description": info.description, "parameters": info.parameters})
-        out[name] = {"source": info.source, "sha256": hashlib.sha256(surface.encode("utf-8")).hexdigest()}
+        surface = canonical_bytes({"description": info.description, "parameters": info.parameters})
+        out[name] = {"source": info.source, "sha256": hashlib.sha256(surface).hexdigest()}
     return out
 
 

@@ -21,7 +21,7 @@ from typing import Any
 from toolbag.attempt.request import build_request
 from toolbag.config import Config
 from toolbag.providers.base import Adapter
-from toolbag.skills.canonical import canonical_json
+from toolbag.skills.canonical import canonical_bytes
 from toolbag.skills.model import Skill
 from toolbag.skills.render import render, request_bytes
 
@@ -101,5 +101,5 @@ def skill_digest(skill: Skill, config: Config, adapters: Mapping[str, tuple[str,
         body = json.loads(json.dumps(adapter.wire_request(model_id, shaped), default=str))
         # Gemini streams through another method with the same body: the digest covers the choice too.
         sent = {"body": body, "stream": shaped.stream}
-        wire[kind] = WireDigest(model_id, _sha256(canonical_json(sent).encode("utf-8")))
+        wire[kind] = WireDigest(model_id, _sha256(canonical_bytes(sent)))
     return SkillDigest(label, _sha256(request_bytes(request)), wire)
