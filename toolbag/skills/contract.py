@@ -18,6 +18,7 @@ from jsonschema.exceptions import ValidationError
 
 from toolbag.providers.base import AttemptFailure, ModelResponse, OutcomeKind
 from toolbag.skills.errors import SkillInputError
+from toolbag.skills.jsonpath import JsonPath, path_text
 from toolbag.skills.model import Skill
 
 _MAX_SHOWN_CHARS = 60
@@ -48,14 +49,6 @@ def _validator(schema: Mapping[str, Any], key: tuple[str, str] | None) -> Draft2
             found = Draft202012Validator(schema, format_checker=FormatChecker())
             _validators[key] = found
         return found
-
-
-def path_text(root: str, parts: Any) -> str:
-    """``root`` followed by ``.name`` / ``[index]`` for each part of a JSON path."""
-    text = root
-    for part in parts:
-        text += f"[{part}]" if isinstance(part, int) else f".{part}"
-    return text
 
 
 def shown(value: Any) -> str:
@@ -94,7 +87,7 @@ def _kind_of(value: Any) -> str:
     return type(value).__name__
 
 
-ErrorItem = tuple[tuple[str | int, ...], str]
+ErrorItem = tuple[JsonPath, str]
 
 
 def describe_error(error: ValidationError, root: str) -> list[ErrorItem]:
@@ -102,7 +95,7 @@ def describe_error(error: ValidationError, root: str) -> list[ErrorItem]:
     parts = tuple(error.absolute_path)
     rule, value, inst = error.validator, error.validator_value, error.instance
 
-    def at(text: str, extra: tuple[str | int, ...] = ()) -> ErrorItem:
+    def at(text: str, extra: JsonPath = ()) -> ErrorItem:
         return parts + extra, f"{path_text(root, parts + extra)}: {text}"
 
     if rule == "required" and isinstance(inst, dict):

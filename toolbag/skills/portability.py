@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from toolbag.skills.schemas import SchemaPath, dotted
+from toolbag.skills.jsonpath import JsonPath, path_text
 
 PORTABLE_KEYWORDS: frozenset[str] = frozenset(
     {"type", "properties", "required", "additionalProperties", "items", "enum", "anyOf", "description", "title"}
@@ -52,8 +52,8 @@ def portability_problems(schema: Any, root: str = "output") -> list[tuple[str, s
     return found
 
 
-def _node(schema: Any, path: SchemaPath, root: str, found: list[tuple[str, str, str]], top: bool) -> None:
-    where = dotted(root, path)
+def _node(schema: Any, path: JsonPath, root: str, found: list[tuple[str, str, str]], top: bool) -> None:
+    where = path_text(root, path)
     if not isinstance(schema, dict):
         found.append((where, 'each part of the output schema must be an object with a "type"', ""))
         return
@@ -62,7 +62,7 @@ def _node(schema: Any, path: SchemaPath, root: str, found: list[tuple[str, str, 
             why = _WHY.get(key, "vendors' strict structured output does not accept it")
             found.append(
                 (
-                    dotted(root, path + (key,)),
+                    path_text(root, path + (key,)),
                     f"{key!r} cannot be used in an output schema: {why}",
                     'Remove it and state the rule in "description" instead; the model reads descriptions.',
                 )
@@ -84,7 +84,7 @@ def _node(schema: Any, path: SchemaPath, root: str, found: list[tuple[str, str, 
     if len(real) != 1 or len(kinds) > 2:
         found.append(
             (
-                dotted(root, path + ("type",)),
+                path_text(root, path + ("type",)),
                 f'type {kind!r} is not portable: use one type, or one type and "null"',
                 'e.g. "type": ["string", "null"] for a value that may be missing.',
             )
@@ -96,11 +96,12 @@ def _node(schema: Any, path: SchemaPath, root: str, found: list[tuple[str, str, 
             for value in enum:
                 checks = [_TYPE_CHECK[k](value) for k in kinds if k in _TYPE_CHECK]
                 if checks and not any(checks):
-                    found.append((dotted(root, path + ("enum",)), f"enum value {value!r} is not of type {kind!r}", ""))
+                    where = path_text(root, path + ("enum",))
+                    found.append((where, f"enum value {value!r} is not of type {kind!r}", ""))
             if "null" in kinds and None not in enum:
                 found.append(
                     (
-                        dotted(root, path + ("enum",)),
+                        path_text(root, path + ("enum",)),
                         "the type allows null but the enum does not list null",
                         "Add null to the enum list.",
                     )
@@ -123,7 +124,7 @@ def _node(schema: Any, path: SchemaPath, root: str, found: list[tuple[str, str, 
         if missing:
             found.append(
                 (
-                    dotted(root, path + ("required",)),
+                    path_text(root, path + ("required",)),
                     f'every property must be listed in "required"; missing: {", ".join(missing)}',
                     'For a value that may be absent, list it anyway and give it a type like ["string", "null"].',
                 )

@@ -12,6 +12,7 @@ from typing import Any
 from jsonschema import Draft202012Validator
 
 from toolbag.skills.errors import did_you_mean
+from toolbag.skills.jsonpath import JsonPath, path_text
 
 #: Every keyword of JSON Schema Draft 2020-12 (core, applicator, validation, annotations, format, content).
 KNOWN_KEYWORDS: frozenset[str] = frozenset(
@@ -35,18 +36,7 @@ _SCHEMA_ONE = (
 _SCHEMA_LISTS = ("prefixItems", "allOf", "anyOf", "oneOf")
 JSON_TYPES = ("string", "number", "integer", "boolean", "array", "object", "null")
 
-SchemaPath = tuple[str | int, ...]
-
-
-def dotted(root: str, path: SchemaPath) -> str:
-    """``input.properties.total`` style location of a place in ``schema.json``."""
-    text = root
-    for part in path:
-        text += f"[{part}]" if isinstance(part, int) else f".{part}"
-    return text
-
-
-def subschemas(schema: Any, path: SchemaPath = ()) -> Iterator[tuple[SchemaPath, dict[str, Any]]]:
+def subschemas(schema: Any, path: JsonPath = ()) -> Iterator[tuple[JsonPath, dict[str, Any]]]:
     """Every object (sub)schema with its path, the schema itself first."""
     if not isinstance(schema, dict):
         return
@@ -71,7 +61,7 @@ def meta_problems(schema: Any, root: str) -> list[tuple[str, str, str]]:
     found: list[tuple[str, str, str]] = []
     meta = Draft202012Validator(Draft202012Validator.META_SCHEMA)
     for error in sorted(meta.iter_errors(schema), key=lambda e: [str(p) for p in e.absolute_path]):
-        where = dotted(root, tuple(error.absolute_path))
+        where = path_text(root, tuple(error.absolute_path))
         if error.validator in ("anyOf", "type") and error.absolute_path and error.absolute_path[-1] == "type":
             found.append(
                 (
@@ -101,7 +91,7 @@ def keyword_problems(schema: Any, root: str) -> list[tuple[str, str, str]]:
                 fix = "Remove it, or correct the spelling; JSON Schema ignores keywords it does not know."
             found.append(
                 (
-                    dotted(root, path + (key,)),
+                    path_text(root, path + (key,)),
                     f"{key!r} is not a JSON Schema keyword{did_you_mean(key, sorted(KNOWN_KEYWORDS))}",
                     fix,
                 )
@@ -112,7 +102,7 @@ def keyword_problems(schema: Any, root: str) -> list[tuple[str, str, str]]:
                 if isinstance(name, str) and name not in properties:
                     found.append(
                         (
-                            dotted(root, path + ("required",)),
+                            path_text(root, path + ("required",)),
                             f"{name!r} is required but is not one of the properties"
                             f"{did_you_mean(name, list(properties))}",
                             'List only names that appear under "properties".',

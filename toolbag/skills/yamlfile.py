@@ -10,8 +10,7 @@ from typing import Any
 import yaml
 
 from toolbag.errors import ToolbagError
-
-JsonPath = tuple[str | int, ...]
+from toolbag.skills.jsonpath import JsonPath
 
 
 class _JsonLikeLoader(yaml.SafeLoader):
