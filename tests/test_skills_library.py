@@ -13,7 +13,7 @@ import pytest
 from toolbag.config import DEFAULT_CONFIG_PATH, load_config
 from toolbag.providers.structured import openai_strict_schema
 from toolbag.skills import SkillLibrary, SkillLoadError, SkillNotFound, default_skills_dir, validate_skill_dir
-from toolbag.skills.parse import MIN_EVAL_CASES
+from toolbag.skills.evals_file import MIN_EVAL_CASES
 
 REPO = Path(__file__).resolve().parent.parent
 SKILLS = REPO / "skills"

@@ -7,8 +7,11 @@ from pathlib import Path
 
 from toolbag.skills.canonical import normalize_text
 
+SKILL_FILE = "SKILL.md"
+SCHEMA_FILE = "schema.json"
+EVALS_FILE = "evals.yaml"
 #: The files that make up a skill's identity, in hashing order.
-HASHED_FILES: tuple[str, ...] = ("SKILL.md", "schema.json", "evals.yaml")
+HASHED_FILES: tuple[str, ...] = (SKILL_FILE, SCHEMA_FILE, EVALS_FILE)
 
 
 def content_hash_of_texts(texts: dict[str, str | None]) -> str:

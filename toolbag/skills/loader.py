@@ -11,11 +11,10 @@ import os
 import threading
 from pathlib import Path
 
-from toolbag.config import Tier
 from toolbag.skills.errors import SkillLoadError, SkillNotFound
-from toolbag.skills.hashing import HASHED_FILES
+from toolbag.skills.hashing import HASHED_FILES, SKILL_FILE
 from toolbag.skills.model import Skill
-from toolbag.skills.parse import SKILL_FILE, ParsedSkill
+from toolbag.skills.parse import ParsedSkill
 from toolbag.skills.validation import inspect_skill_dir
 
 SKILLS_DIR_ENV = "TOOLBAG_SKILLS_DIR"
@@ -39,30 +38,31 @@ def load_skill(path: str | Path) -> Skill:
 
 
 def _build(p: ParsedSkill) -> Skill:
+    md, evals, input_schema, output_schema = p.md, p.evals, p.schemas.input, p.schemas.output
     # inspect_skill_dir reported a problem for every part that is missing, so all are present here.
-    assert p.name and p.description and p.version and p.capability and p.body is not None
-    assert p.system_template is not None and p.input_schema is not None and p.output_schema is not None
-    assert p.cases is not None and p.examples is not None
-    tier: Tier = p.tier  # type: ignore[assignment]  # checked against TIERS by the parser
+    assert md is not None and md.header is not None and md.toolbag is not None and md.system is not None
+    assert evals is not None and input_schema is not None and output_schema is not None
+    header, fields = md.header, md.toolbag
+    assert header.name and header.description
     return Skill(
-        name=p.name,
-        description=p.description,
-        version=p.version,
-        capability=p.capability,
-        default_tier=tier,
-        input_schema=p.input_schema,
-        output_schema=p.output_schema,
-        body=p.body,
-        system_template=p.system_template,
-        user_template=p.user_template,
-        allowed_tools=p.allowed_tools,
-        route_hints=p.route_hints,
-        max_output_tokens=p.max_output_tokens,
-        examples=tuple(p.examples),
-        evals=tuple(p.cases),
+        name=header.name,
+        description=header.description,
+        version=fields.version,
+        capability=fields.capability,
+        default_tier=fields.tier,
+        input_schema=input_schema,
+        output_schema=output_schema,
+        body=md.body,
+        system_template=md.system.text,
+        user_template=md.user.text if md.user is not None else None,
+        allowed_tools=header.tools,
+        route_hints=fields.route_hints.route_hints(),
+        max_output_tokens=fields.max_output_tokens,
+        examples=tuple(evals.examples.values()),
+        evals=tuple(evals.cases.values()),
         content_hash=p.content_hash,
-        license=p.license,
-        metadata=dict(p.metadata),
+        license=header.license,
+        metadata=dict(header.metadata),
         path=p.path,
     )
 
