@@ -25,6 +25,7 @@ from typing import Any
 
 import yaml
 from pydantic import ValidationError
+from pydantic_core import ErrorDetails
 
 from toolbag.config import TIERS, Config, ConfigError, config_path
 from toolbag.gateway.patterns import is_glob, matching
@@ -156,9 +157,14 @@ def _check_config(path: Path, report: CheckReport) -> tuple[Config | None, YamlD
     return None, doc
 
 
-def _validation_problem(file: str, doc: YamlDocument, item: Any) -> Problem:
+def _plain(message: str) -> str:
+    """A pydantic message without the ``Value error, `` a validator's ``ValueError`` gets."""
+    return message.removeprefix("Value error, ")
+
+
+def _validation_problem(file: str, doc: YamlDocument, item: ErrorDetails) -> Problem:
     path = tuple(item["loc"])
-    message = str(item["msg"]).removeprefix("Value error, ")
+    message = _plain(str(item["msg"]))
     kind = item.get("type", "")
     if kind == "extra_forbidden":
         fix = f"Remove `{path[-1]}` or correct its spelling; {_EXAMPLE_CONFIG} shows every setting."
@@ -324,7 +330,7 @@ def _policy_problems(file: str, err: PolicyError) -> list[Problem]:
     out = []
     for item in items:
         where, _, message = item.partition(": ")
-        out.append(Problem(file, where, message.removeprefix("Value error, ") or where, fix))
+        out.append(Problem(file, where, _plain(message) or where, fix))
     return out
 
 
