@@ -8,28 +8,24 @@ from typing import Any
 
 import anthropic
 
+from toolbag.providers.adapter import Received, Reply, VendorAdapter, with_sdk_timeout_and_headers
 from toolbag.providers.attempt import AttemptClock, http_limits
 from toolbag.providers.base import (
     ANTHROPIC_BASE_URL,
     AttemptFailure,
     Message,
     ModelRequest,
-    ModelResponse,
     OutcomeKind,
     ProviderKind,
     ToolCall,
     Usage,
 )
-from toolbag.providers.errors import classify
-from toolbag.providers.headers import ratelimit_headers
-from toolbag.providers.reasons import redact_failure
 from toolbag.providers.stop_reasons import anthropic_stop_failure
-from toolbag.providers.structured import anthropic_output_schema, parse_json_output
+from toolbag.providers.structured import anthropic_output_schema
 
 __all__ = ["DEFAULT_BASE_URL", "AnthropicAdapter"]
 
 DEFAULT_BASE_URL = ANTHROPIC_BASE_URL
-_VENDOR = "anthropic"
 
 
 def _content(message: Message) -> str | list[dict[str, Any]]:
@@ -70,23 +66,19 @@ def _usage(usage: Any) -> Usage:
 
 
 @dataclass
-class _StreamState:
-    text_parts: list[str] = field(default_factory=list)
+class _StreamState(Received):
+    """A stream's events folded together; ``response_id`` is the message id."""
+
     tools: dict[int, tuple[str, str, list[str], dict[str, Any]]] = field(default_factory=dict)
     model: str = ""
-    message_id: str | None = None
     stop_reason: str | None = None
     stop_details: Any = None
     input_usage: Any = None
     output_tokens: int = 0
     finished: bool = False
 
-    @property
-    def text(self) -> str:
-        return "".join(self.text_parts)
 
-
-class AnthropicAdapter:
+class AnthropicAdapter(VendorAdapter[_StreamState]):
     """:class:`~toolbag.providers.base.Adapter` for the Anthropic Messages API.
 
     One ``anthropic.Anthropic`` client (SDK retries off) over one ``httpx2`` pool sized for
@@ -95,10 +87,11 @@ class AnthropicAdapter:
     """
 
     kind: ProviderKind = "anthropic"
+    request_id_header = "request-id"
 
     def __init__(self, *, api_key: str, base_url: str = DEFAULT_BASE_URL, max_connections: int = 200) -> None:
+        super().__init__(api_key=api_key)
         self.base_url = base_url
-        self._secrets = (api_key,)
         self._http = anthropic.DefaultHttpxClient(limits=http_limits(max_connections))
         self._client = anthropic.Anthropic(
             api_key=api_key, base_url=base_url, max_retries=0, http_client=self._http
@@ -136,36 +129,15 @@ class AnthropicAdapter:
 
     # --------------------------------------------------------------------------------------- call
 
-    def call(self, model: str, request: ModelRequest) -> ModelResponse:
-        """One attempt; returns a response or raises :class:`AttemptFailure`, never an SDK exception."""
-        clock = AttemptClock(request.timeouts, vendor=_VENDOR)
-        state = _StreamState()
-        headers: dict[str, str] = {}
-        try:
-            wire = self.wire_request(model, request)
-            options: dict[str, Any] = {"timeout": clock.http_timeout(request.stream)}
-            if request.extra_headers:
-                options["extra_headers"] = dict(request.extra_headers)
-            if request.stream:
-                return self._call_stream(wire, options, request, clock, state, headers)
-            return self._call_once(wire, options, request, clock, headers)
-        except Exception as exc:
-            failure = classify(exc, vendor=_VENDOR, partial_text=state.text, latency_s=clock.elapsed_s())
-            if not failure.ratelimit_headers:
-                failure.ratelimit_headers = ratelimit_headers(headers)
-            failure.request_id = failure.request_id or headers.get("request-id") or state.message_id
-            raise redact_failure(failure, self._secrets) from None
+    def _new_received(self) -> _StreamState:
+        return _StreamState()
 
-    def _call_once(
-        self,
-        wire: dict[str, Any],
-        options: dict[str, Any],
-        request: ModelRequest,
-        clock: AttemptClock,
-        headers: dict[str, str],
-    ) -> ModelResponse:
-        raw = self._client.messages.with_raw_response.create(**wire, **options)
-        headers.update(raw.headers)
+    def _call_arguments(self, wire: dict[str, Any], request: ModelRequest, clock: AttemptClock) -> dict[str, Any]:
+        return with_sdk_timeout_and_headers(wire, request, clock)
+
+    def _send(self, arguments: dict[str, Any], clock: AttemptClock, received: _StreamState) -> Reply:
+        raw = self._client.messages.with_raw_response.create(**arguments)
+        received.headers.update(raw.headers)
         message = raw.parse()
         text = "".join(block.text for block in message.content if block.type == "text")
         failure = anthropic_stop_failure(message.stop_reason, getattr(message, "stop_details", None))
@@ -176,30 +148,19 @@ class AnthropicAdapter:
             for block in message.content
             if block.type == "tool_use"
         )
-        return self._response(
-            request,
-            clock,
-            headers,
+        return Reply(
             text=text,
-            calls=calls,
+            tool_calls=calls,
             model=message.model,
             usage=_usage(message.usage),
             stop_reason=str(message.stop_reason),
-            request_id=headers.get("request-id") or message.id,
+            response_id=message.id,
         )
 
-    def _call_stream(
-        self,
-        wire: dict[str, Any],
-        options: dict[str, Any],
-        request: ModelRequest,
-        clock: AttemptClock,
-        state: _StreamState,
-        headers: dict[str, str],
-    ) -> ModelResponse:
-        stream = self._client.messages.create(**wire, **options)
+    def _stream(self, arguments: dict[str, Any], clock: AttemptClock, state: _StreamState) -> Reply:
+        stream = self._client.messages.create(**arguments)
         try:
-            headers.update(stream.response.headers)
+            state.headers.update(stream.response.headers)
             for event in stream:
                 self._on_event(event, state, clock)
                 if state.finished:
@@ -219,32 +180,29 @@ class AnthropicAdapter:
         calls: list[ToolCall] = []
         for index in sorted(state.tools):
             call_id, name, parts, initial = state.tools[index]
-            arguments = initial
+            tool_input = initial
             if parts:
                 try:
-                    arguments = json.loads("".join(parts))
+                    tool_input = json.loads("".join(parts))
                 except json.JSONDecodeError as err:
                     raise AttemptFailure(
                         OutcomeKind.INVALID_OUTPUT,
                         f"anthropic tool_use {name!r} input is not valid JSON ({err.msg})",
                         partial_text=state.text,
                     ) from None
-            if not isinstance(arguments, dict):
+            if not isinstance(tool_input, dict):
                 raise AttemptFailure(
                     OutcomeKind.INVALID_OUTPUT, f"anthropic tool_use {name!r} input is not an object"
                 )
-            calls.append(ToolCall(id=call_id, name=name, arguments=arguments))
+            calls.append(ToolCall(id=call_id, name=name, arguments=tool_input))
         usage = _usage(state.input_usage)
-        return self._response(
-            request,
-            clock,
-            headers,
+        return Reply(
             text=state.text,
-            calls=tuple(calls),
+            tool_calls=tuple(calls),
             model=state.model,
             usage=Usage(usage.input_tokens, state.output_tokens, usage.cached_input_tokens),
             stop_reason=str(state.stop_reason),
-            request_id=headers.get("request-id") or state.message_id,
+            response_id=state.response_id,
         )
 
     @staticmethod
@@ -253,7 +211,7 @@ class AnthropicAdapter:
         if kind == "message_start":
             message = event.message
             state.model = message.model
-            state.message_id = message.id
+            state.response_id = message.id
             state.input_usage = message.usage
             state.output_tokens = getattr(message.usage, "output_tokens", 0) or 0
         elif kind == "content_block_start":
@@ -282,32 +240,3 @@ class AnthropicAdapter:
                     state.input_usage = usage
         elif kind == "message_stop":
             state.finished = True
-
-    @staticmethod
-    def _response(
-        request: ModelRequest,
-        clock: AttemptClock,
-        headers: dict[str, str],
-        *,
-        text: str,
-        calls: tuple[ToolCall, ...],
-        model: str,
-        usage: Usage,
-        stop_reason: str,
-        request_id: str | None,
-    ) -> ModelResponse:
-        parsed = None
-        if request.json_schema is not None and not calls:
-            parsed = parse_json_output(text, vendor=_VENDOR)
-        return ModelResponse(
-            text=text,
-            model=model,
-            usage=usage,
-            parsed=parsed,
-            tool_calls=calls,
-            stop_reason=stop_reason,
-            request_id=request_id,
-            latency_s=clock.elapsed_s(),
-            time_to_first_token_s=clock.time_to_first_token_s() if request.stream else None,
-            ratelimit_headers=ratelimit_headers(headers),
-        )

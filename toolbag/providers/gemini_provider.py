@@ -1,9 +1,9 @@
 """Google Gemini through the official ``google-genai`` SDK (``genai.Client``, sync, shared by all threads).
 
-SDK behaviour this adapter relies on (providers.md §0): the client must stay referenced (its finalizer
-closes the HTTP client); retries are off when ``retry_options`` is unset; automatic continuation is on by
-default and is turned off per call; ``HttpOptions.timeout`` is in milliseconds and becomes one ``httpx2``
-timeout for connect and read alike; timeouts and connection errors escape as raw ``httpx2`` exceptions.
+SDK behaviour this adapter relies on: the client must stay referenced (its finalizer closes the HTTP
+client); retries are off when ``retry_options`` is unset; automatic continuation is on by default and is
+turned off per call; ``HttpOptions.timeout`` is in milliseconds and becomes one ``httpx2`` timeout for
+connect and read alike; timeouts and connection errors escape as raw ``httpx2`` exceptions.
 """
 
 from __future__ import annotations
@@ -20,27 +20,22 @@ import httpx2
 from google import genai
 from google.genai import types
 
+from toolbag.providers.adapter import Received, Reply, VendorAdapter
 from toolbag.providers.attempt import AttemptClock, http_limits
 from toolbag.providers.base import (
     AttemptFailure,
     Message,
     ModelRequest,
-    ModelResponse,
     OutcomeKind,
     ProviderKind,
     ToolCall,
     Usage,
 )
-from toolbag.providers.errors import classify
-from toolbag.providers.headers import ratelimit_headers
-from toolbag.providers.reasons import redact_failure
 from toolbag.providers.stop_reasons import gemini_block_failure, gemini_finish_failure
-from toolbag.providers.structured import parse_json_output
 
 __all__ = ["API_VERSION", "GeminiAdapter"]
 
 API_VERSION = "v1beta"
-_VENDOR = "gemini"
 # Ids we make up for function calls Gemini sent without one; never sent back to Gemini.
 _SYNTHETIC_ID_PREFIX = "tb-gemini-call-"
 
@@ -106,21 +101,14 @@ def _usage(meta: Any) -> Usage:
 
 
 @dataclass
-class _Answer:
+class _Answer(Received):
     """What the chunks of one answer (one chunk when not streaming) add up to."""
 
-    text_parts: list[str] = field(default_factory=list)
     calls: list[ToolCall] = field(default_factory=list)
     finish_reason: str | None = None
     finish_message: str | None = None
     model: str = ""
-    response_id: str | None = None
     usage: Usage = field(default_factory=Usage)
-    headers: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def text(self) -> str:
-        return "".join(self.text_parts)
 
     def add(self, chunk: types.GenerateContentResponse, clock: AttemptClock) -> None:
         """Fold one response chunk in; raise the failure a block signal in it means."""
@@ -177,8 +165,19 @@ class _Answer:
         if failure is not None:
             raise failure
 
+    def reply(self, requested_model: str) -> Reply:
+        """The finished answer; ``requested_model`` when Gemini named no model version."""
+        return Reply(
+            text=self.text,
+            tool_calls=tuple(self.calls),
+            model=self.model or requested_model,
+            usage=self.usage,
+            stop_reason=self.finish_reason or "",
+            response_id=self.response_id,
+        )
 
-class GeminiAdapter:
+
+class GeminiAdapter(VendorAdapter[_Answer]):
     """:class:`~toolbag.providers.base.Adapter` for the Gemini API (``generateContent``).
 
     One ``genai.Client`` (kept referenced; no ``retry_options``) over one ``httpx2`` pool sized for
@@ -189,8 +188,8 @@ class GeminiAdapter:
     kind: ProviderKind = "gemini"
 
     def __init__(self, *, api_key: str, base_url: str | None = None, max_connections: int = 200) -> None:
+        super().__init__(api_key=api_key)
         self.base_url = base_url
-        self._secrets = (api_key,)
         self._local = threading.local()
         options = types.HttpOptions(
             base_url=base_url,
@@ -243,53 +242,31 @@ class GeminiAdapter:
 
     # --------------------------------------------------------------------------------------- call
 
-    def call(self, model: str, request: ModelRequest) -> ModelResponse:
-        """One attempt; returns a response or raises :class:`AttemptFailure`, never an SDK exception."""
-        clock = AttemptClock(request.timeouts, vendor=_VENDOR)
-        answer = _Answer()
+    def _new_received(self) -> _Answer:
+        return _Answer()
+
+    def _call_arguments(self, wire: dict[str, Any], request: ModelRequest, clock: AttemptClock) -> dict[str, Any]:
+        timeout_ms = max(1, round(clock.read_timeout_s(request.stream) * 1000))
+        http_options: dict[str, Any] = {"timeout": timeout_ms}
+        if request.extra_headers:
+            http_options["headers"] = dict(request.extra_headers)
+        return {
+            "model": wire["model"],
+            "contents": _sdk_contents(wire["contents"]),
+            "config": {**wire["config"], "http_options": http_options},
+        }
+
+    def _send(self, arguments: dict[str, Any], clock: AttemptClock, answer: _Answer) -> Reply:
         try:
-            wire = self.wire_request(model, request)
-            timeout_ms = max(1, round(clock.read_timeout_s(request.stream) * 1000))
-            http_options: dict[str, Any] = {"timeout": timeout_ms}
-            if request.extra_headers:
-                http_options["headers"] = dict(request.extra_headers)
-            kwargs: dict[str, Any] = {
-                "model": wire["model"],
-                "contents": _sdk_contents(wire["contents"]),
-                "config": {**wire["config"], "http_options": http_options},
-            }
-            if request.stream:
-                self._stream(kwargs, answer, clock)
-            else:
-                answer.add(self._client.models.generate_content(**kwargs), clock)
-            answer.finish(streamed=request.stream)
-            parsed = None
-            if request.json_schema is not None and not answer.calls:
-                parsed = parse_json_output(answer.text, vendor=_VENDOR)
-            return ModelResponse(
-                text=answer.text,
-                model=answer.model or model,
-                usage=answer.usage,
-                parsed=parsed,
-                tool_calls=tuple(answer.calls),
-                stop_reason=answer.finish_reason or "",
-                request_id=answer.response_id,
-                latency_s=clock.elapsed_s(),
-                time_to_first_token_s=clock.time_to_first_token_s() if request.stream else None,
-                ratelimit_headers=ratelimit_headers(answer.headers),
-            )
-        except Exception as exc:
-            failure = classify(exc, vendor=_VENDOR, partial_text=answer.text, latency_s=clock.elapsed_s())
-            if not failure.ratelimit_headers:
-                failure.ratelimit_headers = ratelimit_headers(answer.headers)
-            failure.request_id = failure.request_id or answer.response_id
-            raise redact_failure(failure, self._secrets) from None
+            answer.add(self._client.models.generate_content(**arguments), clock)
         finally:
             self._local.response = None  # the hook keeps each thread's last response; do not retain it
+        answer.finish(streamed=False)
+        return answer.reply(arguments["model"])
 
-    def _stream(self, kwargs: dict[str, Any], answer: _Answer, clock: AttemptClock) -> None:
+    def _stream(self, arguments: dict[str, Any], clock: AttemptClock, answer: _Answer) -> Reply:
         self._local.response = None
-        chunks = self._client.models.generate_content_stream(**kwargs)
+        chunks = self._client.models.generate_content_stream(**arguments)
         try:
             for chunk in chunks:
                 answer.add(chunk, clock)
@@ -303,3 +280,5 @@ class GeminiAdapter:
             self._local.response = None
             if response is not None:
                 response.close()
+        answer.finish(streamed=True)
+        return answer.reply(arguments["model"])

@@ -15,11 +15,7 @@ def ratelimit_headers(headers: Mapping[str, str] | None) -> dict[str, str]:
     """The vendor rate-limit headers (``anthropic-ratelimit-*``, ``x-ratelimit-*``), names lower-cased."""
     if not headers:
         return {}
-    return {
-        name.lower(): value
-        for name, value in headers.items()
-        if name.lower().startswith(RATELIMIT_PREFIXES)
-    }
+    return {lower: value for name, value in headers.items() if (lower := name.lower()).startswith(RATELIMIT_PREFIXES)}
 
 
 def parse_retry_after(headers: Mapping[str, str] | None) -> float | None:

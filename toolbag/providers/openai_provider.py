@@ -15,23 +15,20 @@ from typing import Any
 
 import openai
 
+from toolbag.providers.adapter import Received, Reply, VendorAdapter, with_sdk_timeout_and_headers
 from toolbag.providers.attempt import AttemptClock, http_limits
 from toolbag.providers.base import (
     OPENAI_BASE_URL,
     AttemptFailure,
     Message,
     ModelRequest,
-    ModelResponse,
     OutcomeKind,
     ProviderKind,
     ToolCall,
     Usage,
 )
-from toolbag.providers.errors import classify
-from toolbag.providers.headers import ratelimit_headers
-from toolbag.providers.reasons import redact_failure
 from toolbag.providers.stop_reasons import openai_finish_failure
-from toolbag.providers.structured import openai_strict_schema, parse_json_output
+from toolbag.providers.structured import openai_strict_schema
 
 __all__ = ["DEFAULT_BASE_URL", "OpenAIAdapter"]
 
@@ -109,26 +106,24 @@ def _arguments(name: str, raw: str | None, partial_text: str) -> dict[str, Any]:
 
 
 @dataclass
-class _StreamState:
-    text_parts: list[str] = field(default_factory=list)
+class _StreamState(Received):
+    """A stream's chunks folded together; ``response_id`` is the completion id."""
+
     refusal_parts: list[str] = field(default_factory=list)
     tools: dict[int, list[str]] = field(default_factory=dict)  # index -> [id, name, arguments...]
     model: str = ""
-    completion_id: str | None = None
     finish_reason: str | None = None
     usage: Any = None
 
-    @property
-    def text(self) -> str:
-        return "".join(self.text_parts)
 
-
-class OpenAIAdapter:
+class OpenAIAdapter(VendorAdapter[_StreamState]):
     """:class:`~toolbag.providers.base.Adapter` for OpenAI Chat Completions (and compatible servers).
 
     One ``openai.OpenAI`` client (SDK retries off) over one ``httpx2`` pool sized for ``max_connections``
     concurrent calls; every per-attempt option is passed per call, so the instance is thread-safe.
     """
+
+    request_id_header = "x-request-id"
 
     def __init__(
         self,
@@ -140,11 +135,10 @@ class OpenAIAdapter:
     ) -> None:
         if kind not in ("openai", "openai-compatible"):
             raise ValueError(f"OpenAIAdapter serves kinds openai and openai-compatible, not {kind!r}")
-        self.kind: ProviderKind = kind
+        super().__init__(api_key=api_key)
+        self.kind = kind
         self.base_url = base_url
-        self._vendor = kind
         self._compatible = kind == "openai-compatible"
-        self._secrets = (api_key,)
         self._http = openai.DefaultHttpxClient(limits=http_limits(max_connections))
         self._client = openai.OpenAI(
             api_key=api_key, base_url=base_url, max_retries=0, http_client=self._http
@@ -187,43 +181,22 @@ class OpenAIAdapter:
 
     # --------------------------------------------------------------------------------------- call
 
-    def call(self, model: str, request: ModelRequest) -> ModelResponse:
-        """One attempt; returns a response or raises :class:`AttemptFailure`, never an SDK exception."""
-        clock = AttemptClock(request.timeouts, vendor=self._vendor)
-        state = _StreamState()
-        headers: dict[str, str] = {}
-        try:
-            wire = self.wire_request(model, request)
-            options: dict[str, Any] = {"timeout": clock.http_timeout(request.stream)}
-            if request.extra_headers:
-                options["extra_headers"] = dict(request.extra_headers)
-            if request.stream:
-                return self._call_stream(wire, options, request, clock, state, headers)
-            return self._call_once(wire, options, request, clock, headers)
-        except Exception as exc:
-            failure = classify(exc, vendor=self._vendor, partial_text=state.text, latency_s=clock.elapsed_s())
-            if not failure.ratelimit_headers:
-                failure.ratelimit_headers = ratelimit_headers(headers)
-            failure.request_id = failure.request_id or headers.get("x-request-id") or state.completion_id
-            raise redact_failure(failure, self._secrets) from None
+    def _new_received(self) -> _StreamState:
+        return _StreamState()
 
-    def _call_once(
-        self,
-        wire: dict[str, Any],
-        options: dict[str, Any],
-        request: ModelRequest,
-        clock: AttemptClock,
-        headers: dict[str, str],
-    ) -> ModelResponse:
-        raw = self._client.chat.completions.with_raw_response.create(**wire, **options)
-        headers.update(raw.headers)
+    def _call_arguments(self, wire: dict[str, Any], request: ModelRequest, clock: AttemptClock) -> dict[str, Any]:
+        return with_sdk_timeout_and_headers(wire, request, clock)
+
+    def _send(self, arguments: dict[str, Any], clock: AttemptClock, received: _StreamState) -> Reply:
+        raw = self._client.chat.completions.with_raw_response.create(**arguments)
+        received.headers.update(raw.headers)
         completion = raw.parse()
         if not completion.choices:
-            raise AttemptFailure(OutcomeKind.SERVER_ERROR, f"{self._vendor} answer has no choices")
+            raise AttemptFailure(OutcomeKind.SERVER_ERROR, f"{self.kind} answer has no choices")
         choice = completion.choices[0]
         text = choice.message.content or ""
         failure = openai_finish_failure(
-            choice.finish_reason, getattr(choice.message, "refusal", None), vendor=self._vendor
+            choice.finish_reason, getattr(choice.message, "refusal", None), vendor=self.kind
         )
         if failure is not None:
             raise failure
@@ -236,30 +209,19 @@ class OpenAIAdapter:
             for call in (choice.message.tool_calls or ())
             if getattr(call, "function", None) is not None
         )
-        return self._response(
-            request,
-            clock,
-            headers,
+        return Reply(
             text=text,
-            calls=calls,
-            model=completion.model or str(wire["model"]),
+            tool_calls=calls,
+            model=completion.model or str(arguments["model"]),
             usage=_usage(completion.usage),
             stop_reason=str(choice.finish_reason),
-            request_id=headers.get("x-request-id") or completion.id,
+            response_id=completion.id,
         )
 
-    def _call_stream(
-        self,
-        wire: dict[str, Any],
-        options: dict[str, Any],
-        request: ModelRequest,
-        clock: AttemptClock,
-        state: _StreamState,
-        headers: dict[str, str],
-    ) -> ModelResponse:
-        stream = self._client.chat.completions.create(**wire, **options)
+    def _stream(self, arguments: dict[str, Any], clock: AttemptClock, state: _StreamState) -> Reply:
+        stream = self._client.chat.completions.create(**arguments)
         try:
-            headers.update(stream.response.headers)
+            state.headers.update(stream.response.headers)
             for chunk in stream:
                 self._on_chunk(chunk, state, clock)
                 if state.finish_reason is None:  # after the finish, only usage and [DONE] remain
@@ -267,9 +229,7 @@ class OpenAIAdapter:
         finally:
             stream.close()
         refusal = "".join(state.refusal_parts)
-        failure = openai_finish_failure(
-            state.finish_reason, refusal, partial_text=state.text, vendor=self._vendor
-        )
+        failure = openai_finish_failure(state.finish_reason, refusal, partial_text=state.text, vendor=self.kind)
         if failure is not None:
             raise failure
         calls = tuple(
@@ -278,22 +238,19 @@ class OpenAIAdapter:
             )
             for _, parts in sorted(state.tools.items())
         )
-        return self._response(
-            request,
-            clock,
-            headers,
+        return Reply(
             text=state.text,
-            calls=calls,
-            model=state.model or str(wire["model"]),
+            tool_calls=calls,
+            model=state.model or str(arguments["model"]),
             usage=_usage(state.usage),
             stop_reason=str(state.finish_reason),
-            request_id=headers.get("x-request-id") or state.completion_id,
+            response_id=state.response_id,
         )
 
     @staticmethod
     def _on_chunk(chunk: Any, state: _StreamState, clock: AttemptClock) -> None:
         state.model = getattr(chunk, "model", None) or state.model
-        state.completion_id = getattr(chunk, "id", None) or state.completion_id
+        state.response_id = getattr(chunk, "id", None) or state.response_id
         if getattr(chunk, "usage", None) is not None:
             state.usage = chunk.usage
         for choice in chunk.choices or ():
@@ -320,32 +277,3 @@ class OpenAIAdapter:
                     clock.mark_token()
             if choice.finish_reason:
                 state.finish_reason = choice.finish_reason
-
-    def _response(
-        self,
-        request: ModelRequest,
-        clock: AttemptClock,
-        headers: dict[str, str],
-        *,
-        text: str,
-        calls: tuple[ToolCall, ...],
-        model: str,
-        usage: Usage,
-        stop_reason: str,
-        request_id: str | None,
-    ) -> ModelResponse:
-        parsed = None
-        if request.json_schema is not None and not calls:
-            parsed = parse_json_output(text, vendor=self._vendor)
-        return ModelResponse(
-            text=text,
-            model=model,
-            usage=usage,
-            parsed=parsed,
-            tool_calls=calls,
-            stop_reason=stop_reason,
-            request_id=request_id,
-            latency_s=clock.elapsed_s(),
-            time_to_first_token_s=clock.time_to_first_token_s() if request.stream else None,
-            ratelimit_headers=ratelimit_headers(headers),
-        )
