@@ -21,7 +21,7 @@ OPENAI_BASE_URL = "https://api.openai.com/v1"
 
 
 class OutcomeKind(StrEnum):
-    """How one attempt ended (DESIGN.md §5)."""
+    """How one attempt ended: ``OK``, or the one failure kind that routing, retries and health act on."""
 
     OK = "ok"
     REFUSED = "refused"
@@ -164,7 +164,10 @@ ProviderKind = Literal["anthropic", "openai", "gemini", "openai-compatible"]
 
 @runtime_checkable
 class Adapter(Protocol):
-    """One vendor, reached through its official SDK. Thread-safe: one instance serves a whole worker."""
+    """One vendor, reached through its official SDK. Thread-safe: one instance serves a whole worker.
+
+    Every adapter in this package implements it by subclassing :class:`toolbag.providers.adapter.VendorAdapter`.
+    """
 
     kind: ProviderKind
 

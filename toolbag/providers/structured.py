@@ -20,7 +20,7 @@ from toolbag.providers.base import AttemptFailure, OutcomeKind
 
 __all__ = ["anthropic_output_schema", "openai_strict_schema", "parse_json_output"]
 
-# Keywords strict mode rejects (OpenAI "Supported schemas"); their presence means "send non-strict".
+# Keywords OpenAI strict mode rejects; a schema using any of them is sent non-strict.
 _STRICT_UNSUPPORTED = frozenset(
     {
         "patternProperties",
