@@ -51,9 +51,40 @@ def test_queues_and_escalation_inbox_commands(fleet: Fleet) -> None:
     assert job_id in [e["job_id"] for e in listed]
     shown = toolbag(fleet, "escalations", "show", job_id)
     assert "refused" in shown.stdout
+    assert "[[sim:refusal]] no" in shown.stdout, "job text is data: brackets are printed, never eaten as markup"
+    wide = toolbag(fleet, "escalations", "list")
+    assert job_id in wide.stdout, "the escalation list never cuts a job id (piped, 80 columns)"
     resolved = toolbag(fleet, "escalations", "resolve", job_id, "--output", '{"answer": 42}')
     assert resolved.returncode == 0
     final = json.loads(toolbag(fleet, "status", job_id, "--json").stdout)
     assert final["status"] == "succeeded" and final["output"] == {"answer": 42}
     again = toolbag(fleet, "escalations", "reject", job_id, "--reason", "late")
     assert again.returncode == 2 and "not escalated" in again.stderr
+
+
+def test_human_output_prints_bracketed_job_text_as_it_is(fleet: Fleet) -> None:
+    text = "[bold]not bold[/bold] [/x] [[double]] [link=x]y[/link]"
+    done = toolbag(fleet, "submit", "summarize", "--input", json.dumps({"text": text}), "--tier", "interactive",
+                   "--wait")
+    assert done.returncode == 0, done.stderr
+    assert "[bold]not bold[/bold]" in done.stdout and "[/x]" in done.stdout, done.stdout
+    assert "[claude-haiku" in done.stdout, "the simulator's [model-id] tag survives"
+
+
+@pytest.mark.parametrize("args", [
+    ("escalations", "show", "no-such-job"),
+    ("status", "no-such-job"),
+    ("submit", "no-such-capability", "--input", "{}"),
+    ("submit", "summarize", "--input", "{not json"),
+])
+def test_documented_errors_are_one_line_and_exit_2(fleet: Fleet, args: tuple[str, ...]) -> None:
+    done = toolbag(fleet, *args)
+    assert done.returncode == 2, (done.returncode, done.stderr)
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
+
+
+def test_show_refuses_a_job_that_never_escalated(fleet: Fleet) -> None:
+    done = json.loads(toolbag(fleet, "submit", "summarize", "--input", '{"text": "fine"}', "--wait", "--json").stdout)
+    shown = toolbag(fleet, "escalations", "show", done["job_id"])
+    assert shown.returncode == 2 and "not escalated" in shown.stderr

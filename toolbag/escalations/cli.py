@@ -6,10 +6,12 @@ import json
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import partial
 
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from toolbag.escalations import Inbox, InboxError
 
@@ -43,8 +45,11 @@ def list_(as_json: bool = typer.Option(False, "--json"), limit: int = typer.Opti
                            "tier": e.tier, "caller": e.caller, "reason": e.reason} for e in items]))
         return
     table = Table("job", "waiting", "capability", "tier", "caller", "reason")
+    table.columns[0].no_wrap = True  # an id must stay whole to be copied
+    table.columns[0].min_width = max((len(e.job_id) for e in items), default=3)
     for e in items:
-        table.add_row(e.job_id, f"{time.time() - e.escalated_at:.0f}s", e.capability, e.tier, e.caller, e.reason)
+        table.add_row(*(Text(v) for v in (e.job_id, f"{time.time() - e.escalated_at:.0f}s", e.capability, e.tier,
+                                          e.caller, e.reason)))
     console.print(table)
 
 
@@ -56,10 +61,11 @@ def show(job_id: str, as_json: bool = typer.Option(False, "--json")) -> None:
     if as_json:
         print(json.dumps(e.__dict__))
         return
-    console.print(f"[bold]{e.job_id}[/] {e.capability}/{e.tier} from {e.caller}: {e.reason}", highlight=False)
-    console.print(json.dumps(e.input, indent=2), highlight=False)
+    plain = partial(console.print, markup=False, highlight=False)  # job text is data, never markup
+    plain(f"{e.job_id} {e.capability}/{e.tier} from {e.caller}: {e.reason}")
+    plain(json.dumps(e.input, indent=2))
     for entry in e.attempts:
-        console.print(f"  {json.dumps(entry, sort_keys=True)}", highlight=False)
+        plain(f"  {json.dumps(entry, sort_keys=True)}")
 
 
 @app.command()

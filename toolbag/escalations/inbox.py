@@ -47,10 +47,22 @@ class Inbox:
         self.router = router or Router(config)
 
     def list(self, limit: int = 100) -> list[Escalation]:
-        return [self.show(job_id, at) for job_id, at in self.store.escalated(limit)]
+        out = []
+        for job_id, at in self.store.escalated(limit):
+            try:
+                out.append(self.show(job_id, at))
+            except InboxError:
+                continue  # settled or expired between the two reads
+        return out
 
     def show(self, job_id: str, escalated_at: float = 0.0) -> Escalation:
-        record, history = self.store.snapshot(job_id)
+        """One escalated job; ``InboxError`` when there is no such job or it is not escalated."""
+        try:
+            record, history = self.store.snapshot(job_id)
+        except JobNotFound:
+            raise InboxError(f"no job {job_id!r} (unknown id, or its record expired)") from None
+        if record.status is not JobStatus.ESCALATED:
+            raise InboxError(f"job {job_id} is {record.status.value}, not escalated")
         return Escalation(
             job_id=job_id, escalated_at=escalated_at or record.finished_ms / 1000,
             capability=record.capability, tier=record.tier, caller=record.caller,
