@@ -14,6 +14,7 @@ import pytest
 from google.genai import errors as genai_errors
 from google.genai import types as genai_types
 
+from toolbag.providers.adapter import Received, Reply, VendorAdapter
 from toolbag.providers.anthropic_provider import AnthropicAdapter
 from toolbag.providers.attempt import AttemptClock
 from toolbag.providers.base import (
@@ -26,6 +27,7 @@ from toolbag.providers.base import (
     ToolCall,
     ToolResult,
     ToolSpec,
+    Usage,
 )
 from toolbag.providers.errors import classify
 from toolbag.providers.gemini_provider import GeminiAdapter, _Answer, _sdk_contents
@@ -512,3 +514,58 @@ def test_redact_failure_cleans_reason_and_message() -> None:
     redact_failure(failure, ["sk-secret-123"])
     assert "sk-secret-123" not in failure.reason and "sk-secret-123" not in str(failure)
     assert "***" in str(failure)
+
+
+class _FakeVendor(VendorAdapter[Received]):
+    """A vendor whose send answers from a script: the skeleton's own behaviour, without an SDK."""
+
+    kind = "openai"
+    request_id_header = "x-request-id"
+
+    def __init__(self, headers: dict[str, str], outcome: Reply | AttemptFailure) -> None:
+        super().__init__(api_key="sk-fake-secret")
+        self.headers = headers
+        self.outcome = outcome
+
+    def wire_request(self, model: str, request: ModelRequest) -> dict[str, Any]:
+        return {"model": model}
+
+    def close(self) -> None:
+        pass
+
+    def _new_received(self) -> Received:
+        return Received()
+
+    def _call_arguments(self, wire: dict[str, Any], request: ModelRequest, clock: AttemptClock) -> dict[str, Any]:
+        return wire
+
+    def _send(self, arguments: dict[str, Any], clock: AttemptClock, received: Received) -> Reply:
+        received.headers.update(self.headers)
+        received.text_parts.append("partial")
+        received.response_id = "resp-from-body"
+        if isinstance(self.outcome, AttemptFailure):
+            raise self.outcome
+        return self.outcome
+
+    def _stream(self, arguments: dict[str, Any], clock: AttemptClock, received: Received) -> Reply:
+        return self._send(arguments, clock, received)
+
+
+def test_vendor_adapter_skeleton_builds_the_response() -> None:
+    reply = Reply(text='{"title": "t"}', tool_calls=(), model="m", usage=Usage(1, 2), stop_reason="stop",
+                  response_id="resp-1")
+    vendor = _FakeVendor({"x-ratelimit-remaining-requests": "3", "other": "x"}, reply)
+    response = vendor.call("m", ModelRequest(messages=(Message("user", "hi"),), json_schema=SCHEMA))
+    assert response.parsed == {"title": "t"} and response.request_id == "resp-1"
+    assert response.ratelimit_headers == {"x-ratelimit-remaining-requests": "3"}
+    assert response.time_to_first_token_s is None and response.latency_s >= 0
+
+
+def test_vendor_adapter_skeleton_completes_and_redacts_the_failure() -> None:
+    failure = AttemptFailure(OutcomeKind.AUTH, "key sk-fake-secret rejected")
+    vendor = _FakeVendor({"x-request-id": "req-9", "x-ratelimit-limit-tokens": "10"}, failure)
+    with pytest.raises(AttemptFailure) as info:
+        vendor.call("m", ModelRequest(messages=(Message("user", "hi"),)))
+    assert info.value.kind is OutcomeKind.AUTH and "sk-fake-secret" not in str(info.value)
+    assert info.value.request_id == "req-9" and info.value.partial_text == "partial"
+    assert info.value.ratelimit_headers == {"x-ratelimit-limit-tokens": "10"}
