@@ -62,8 +62,19 @@ def test_show() -> None:
 
 def test_show_unknown_skill() -> None:
     code, _, err = run("show", "summarise")
-    assert code == 1
-    assert "no skill named 'summarise'" in err and "summarize" in err
+    assert code == 2
+    assert err.startswith("error: no skill named 'summarise'") and "summarize" in err
+    assert len(err.splitlines()) == 1
+
+
+def test_show_broken_skill_is_one_error_line_naming_the_first_problem(tmp_path: Path) -> None:
+    shutil.copytree(SKILLS / "title", tmp_path / "title")
+    (tmp_path / "title" / "schema.json").write_text("{}", encoding="utf-8")
+    result = runner.invoke(app, ["--dir", str(tmp_path), "show", "title"])
+    assert result.exit_code == 2
+    assert result.stderr.startswith(f"error: skill 'title' is not valid: {tmp_path / 'title' / 'schema.json'}")
+    assert "`toolbag skills validate title` lists every problem" in result.stderr
+    assert len(result.stderr.splitlines()) == 1
 
 
 def test_validate_all_ok() -> None:
@@ -102,7 +113,7 @@ def test_validate_one_by_name_or_by_path(tmp_path: Path) -> None:
     assert code == 1
     assert "the name 'title' is not the same as the folder name 'copied'" in out
     code, _, err = run("validate", "no-such-skill")
-    assert code == 1 and "no skill named 'no-such-skill'" in err
+    assert code == 2 and err.startswith("error: no skill named 'no-such-skill'")
 
 
 def test_render_neutral_request_is_canonical_json() -> None:
@@ -142,9 +153,11 @@ def test_render_with_feedback_and_bad_input() -> None:
     code, out, _ = run("render", "title", "--input", '{"text": "x"}', "--feedback", "output.title: is required")
     assert code == 0 and "output.title: is required" in out
     code, _, err = run("render", "title", "--input", '{"text": "x", "max_words": 99}')
-    assert code == 1
-    assert "input.max_words: 99 is greater than the maximum of 30" in err
+    assert code == 2
+    assert err.startswith("error: ") and "input.max_words: 99 is greater than the maximum of 30" in err
     code, _, err = run("render", "title", "--input", "{text: x}")
-    assert code == 1 and "not valid JSON (line 1, column 2)" in err
+    assert code == 2 and "not valid JSON (line 1, column 2)" in err
     code, _, err = run("render", "title", "--provider", "mistral")
-    assert code == 1 and "unknown provider 'mistral'" in err
+    assert code == 2 and "unknown provider 'mistral'" in err
+    code, _, err = run("render", "title", "--provider", "anthropic", "--tier", "fast")
+    assert code == 2 and "--tier: 'fast' is not a tier" in err

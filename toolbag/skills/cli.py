@@ -1,23 +1,38 @@
-"""``toolbag skills ...``: list, show, validate and render skills (mounted by :mod:`toolbag.cli`)."""
+"""``toolbag skills ...``: list, show, validate and render skills (mounted by :mod:`toolbag.cli`).
+
+Exit status: 0 on success; 1 when ``validate`` finds problems in a skill (the report is on stdout);
+2 when the command cannot do what was asked (an unknown skill, bad input, an unreadable config), with
+one ``error:`` line on stderr.
+"""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import typer
 
-from toolbag.config import Config, ConfigError, load_config
+from toolbag.cli.fail import fail
+from toolbag.config import TIERS, Config, ConfigError, Tier, load_config
 from toolbag.skills.canonical import canonical_json
-from toolbag.skills.errors import Problem, SkillError
+from toolbag.skills.errors import Problem, SkillError, SkillLoadError
 from toolbag.skills.loader import SKILLS_DIR_ENV, SkillLibrary, default_skills_dir
 from toolbag.skills.model import Skill
 from toolbag.skills.render import render, request_dict
 from toolbag.skills.validation import validate_skill_dir
 from toolbag.skills.yamlfile import YamlSyntaxError, load_yaml
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help="List, show, validate and render skills.")
+EXIT_PROBLEMS = 1  # `validate` ran and found problems in a skill
+_TIERS: tuple[Tier, ...] = get_args(Tier)
+
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    help="List, show, validate and render skills.\n\n"
+    "Exit status: 0 on success; 1 when validate finds problems in a skill; 2 when the command cannot run "
+    "(an unknown skill, bad input, an unreadable config), with one error: line on stderr.",
+)
 
 
 def _library(ctx: typer.Context) -> SkillLibrary:
@@ -25,15 +40,26 @@ def _library(ctx: typer.Context) -> SkillLibrary:
     return SkillLibrary(root if root is not None else default_skills_dir())
 
 
-def _fail(message: str) -> typer.Exit:
-    typer.echo(message, err=True)
-    return typer.Exit(code=1)
+def _skill(ctx: typer.Context, name: str) -> Skill:
+    """The skill ``name``, or exit 2 saying why it cannot be used."""
+    try:
+        return _library(ctx).get(name)
+    except SkillLoadError as err:
+        first, more = err.problems[0], len(err.problems) - 1
+        where = f"{first.file}, {first.location}" if first.location else first.file
+        others = f" (and {more} more problem(s))" if more else ""
+        fail(
+            f"skill {name!r} is not valid: {where}: {first.message}{others}; "
+            f"`toolbag skills validate {name}` lists every problem with its fix"
+        )
+    except SkillError as err:
+        fail(str(err))
 
 
 @app.callback()
 def _root(
     ctx: typer.Context,
-    skills_dir: Path = typer.Option(
+    skills_dir: Path | None = typer.Option(
         None, "--dir", envvar=SKILLS_DIR_ENV, help="The skills folder (default: ./skills)."
     ),
 ) -> None:
@@ -42,11 +68,14 @@ def _root(
 
 @app.command("list")
 def list_skills(ctx: typer.Context) -> None:
-    """One line per skill: name, version, capability, default tier, description."""
+    """One line per skill: name, version, capability, default tier, description.
+
+    Exit status: 0 (a broken skill is marked INVALID), 2 when the folder holds no skills.
+    """
     library = _library(ctx)
     names = library.names()
     if not names:
-        raise _fail(f"no skills in {library.root} (a skill is a folder holding a SKILL.md)")
+        fail(f"no skills in {library.root} (a skill is a folder holding a SKILL.md)")
     width = max(len(n) for n in names)
     for name in names:
         try:
@@ -78,11 +107,11 @@ def _describe_fields(schema: Any, indent: str = "  ") -> list[str]:
 
 @app.command("show")
 def show(ctx: typer.Context, name: str = typer.Argument(..., help="The skill's name.")) -> None:
-    """Everything about one skill: fields, schemas, hints, evals and content hash."""
-    try:
-        skill = _library(ctx).get(name)
-    except SkillError as err:
-        raise _fail(str(err)) from None
+    """Everything about one skill: fields, schemas, hints, evals and content hash.
+
+    Exit status: 0, or 2 when the skill is unknown or not valid.
+    """
+    skill = _skill(ctx, name)
     hints = skill.route_hints
     hint_parts = [
         *(["prefer=" + ",".join(hints.prefer)] if hints.prefer else []),
@@ -140,16 +169,19 @@ def _config_names() -> tuple[list[str] | None, list[str] | None, str]:
 @app.command("validate")
 def validate(
     ctx: typer.Context,
-    name: str = typer.Argument(None, help="A skill name or a skill folder; all skills when omitted."),
+    name: str | None = typer.Argument(None, help="A skill name or a skill folder; all skills when omitted."),
 ) -> None:
-    """Check skills against the Agent Skills format and toolbag's rules; exit 1 on any problem."""
+    """Check skills against the Agent Skills format and toolbag's rules.
+
+    Exit status: 0 when every skill is valid, 1 when any has problems, 2 when there is no such skill.
+    """
     library = _library(ctx)
     if name is None:
         if not library.root.is_dir():
-            raise _fail(f"the skills folder {library.root} does not exist")
+            fail(f"the skills folder {library.root} does not exist")
         folders = sorted(entry for entry in library.root.iterdir() if entry.is_dir() and not entry.name.startswith("."))
         if not folders:
-            raise _fail(f"no skill folders in {library.root}")
+            fail(f"no skill folders in {library.root}")
     else:
         by_name, by_path = library.root / name, Path(name)
         if by_name.is_dir():
@@ -158,7 +190,7 @@ def validate(
             folders = [by_path]
         else:
             known = ", ".join(library.names()) or "none"
-            raise _fail(f"no skill named {name!r} in {library.root} and no folder {name!r} (known: {known})")
+            fail(f"no skill named {name!r} in {library.root} and no folder {name!r} (known: {known})")
     capabilities, targets, note = _config_names()
     if note:
         typer.echo(note, err=True)
@@ -173,7 +205,7 @@ def validate(
             + ("all valid" if not failed else f"{failed} with problems, {len(folders) - failed} valid")
         )
     if failed:
-        raise typer.Exit(code=1)
+        raise typer.Exit(code=EXIT_PROBLEMS)
 
 
 def _read_input(text: str) -> Any:
@@ -182,25 +214,34 @@ def _read_input(text: str) -> Any:
         try:
             content = file.read_text(encoding="utf-8")
         except OSError as err:
-            raise _fail(f"cannot read the input file {file}: {err.strerror}") from None
+            fail(f"cannot read the input file {file}: {err.strerror}")
         if file.suffix in (".yaml", ".yml"):
             try:
                 return load_yaml(content).data
             except YamlSyntaxError as err:
-                raise _fail(f"{file}: not valid YAML (line {err.line}): {err}") from None
+                fail(f"{file}: not valid YAML (line {err.line}): {err}")
         source = str(file)
     else:
         content, source = text, "--input"
     try:
         return json.loads(content)
     except json.JSONDecodeError as err:
-        raise _fail(f"{source}: not valid JSON (line {err.lineno}, column {err.colno}): {err.msg}") from None
+        fail(f"{source}: not valid JSON (line {err.lineno}, column {err.colno}): {err.msg}")
 
 
-def _pick_model(config: Config, skill: Skill, provider: str, tier: str, model: str | None) -> str:
+def _tier(value: str | None, default: Tier) -> Tier:
+    if value is None:
+        return default
+    for tier in _TIERS:
+        if tier == value:
+            return tier
+    fail(f"--tier: {value!r} is not a tier; use one of: {', '.join(TIERS)}")
+
+
+def _pick_model(config: Config, skill: Skill, provider: str, tier: Tier, model: str | None) -> str:
     if model is not None:
         if model not in config.models:
-            raise _fail(f"unknown model {model!r}; models in the config: {', '.join(sorted(config.models))}")
+            fail(f"unknown model {model!r}; models in the config: {', '.join(sorted(config.models))}")
         return model
     if skill.capability in config.routes:
         for candidate in config.route(skill.capability, tier).candidates:
@@ -209,7 +250,7 @@ def _pick_model(config: Config, skill: Skill, provider: str, tier: str, model: s
     for name, entry in config.models.items():
         if entry.provider == provider:
             return name
-    raise _fail(f"provider {provider!r} has no models in the config")
+    fail(f"provider {provider!r} has no models in the config")
 
 
 def _wire(config: Config, provider: str, model: str, request: Any) -> dict[str, Any]:
@@ -220,62 +261,66 @@ def _wire(config: Config, provider: str, model: str, request: Any) -> dict[str, 
         wire = adapter.wire_request(config.models[model].model_id, request)
     finally:
         adapter.close()
-    return json.loads(json.dumps(wire, default=str))
+    body: dict[str, Any] = json.loads(json.dumps(wire, default=str))
+    return body
 
 
 @app.command("render")
 def render_cmd(
     ctx: typer.Context,
     name: str = typer.Argument(..., help="The skill's name."),
-    input_text: str = typer.Option(
+    input_text: str | None = typer.Option(
         None, "--input", "-i", help="The input as JSON, or @file (.json, .yaml). Default: the first eval case."
     ),
-    case: str = typer.Option(None, "--case", help="Use this eval case's input."),
-    provider: str = typer.Option(
+    case: str | None = typer.Option(None, "--case", help="Use this eval case's input."),
+    provider: str | None = typer.Option(
         None, "--provider", "-p", help="A provider from toolbag.yaml, or 'all'. Omit for the neutral request."
     ),
-    model: str = typer.Option(None, "--model", help="A model from toolbag.yaml (default: the route's first)."),
-    tier: str = typer.Option(None, "--tier", help="The tier whose route picks the model (default: the skill's)."),
-    feedback: str = typer.Option(None, "--feedback", help="Render a retry after this validation error."),
+    model: str | None = typer.Option(None, "--model", help="A model from toolbag.yaml (default: the route's first)."),
+    tier: str | None = typer.Option(
+        None, "--tier", help="The tier whose route picks the model (default: the skill's)."
+    ),
+    feedback: str | None = typer.Option(None, "--feedback", help="Render a retry after this validation error."),
 ) -> None:
-    """Print, as canonical JSON, exactly what a vendor receives for this skill and input."""
-    try:
-        skill = _library(ctx).get(name)
-    except SkillError as err:
-        raise _fail(str(err)) from None
+    """Print, as canonical JSON, exactly what a vendor receives for this skill and input.
+
+    Exit status: 0, or 2 when the skill, the input or a name given is wrong, or the config cannot be read.
+    """
+    skill = _skill(ctx, name)
     if input_text is not None and case is not None:
-        raise _fail("give --input or --case, not both")
+        fail("give --input or --case, not both")
     if input_text is not None:
         value = _read_input(input_text)
     else:
         try:
             chosen = skill.case(case) if case is not None else skill.evals[0]
         except KeyError as err:
-            raise _fail(str(err.args[0])) from None
+            fail(str(err.args[0]))
         typer.echo(f"# input: eval case {chosen.id!r}", err=True)
         value = dict(chosen.input)
     try:
         request = render(skill, value, feedback=feedback)
     except SkillError as err:
-        raise _fail(str(err)) from None
+        fail(str(err))
     if provider is None:
         typer.echo(canonical_json(request_dict(request), pretty=True))
         return
     try:
         config = load_config()
     except ConfigError as err:
-        raise _fail(str(err)) from None
+        fail(str(err))
+    route_tier = _tier(tier, skill.default_tier)
     names = sorted(config.providers) if provider == "all" else [provider]
     for p in names:
         if p not in config.providers:
-            raise _fail(f"unknown provider {p!r}; providers in the config: {', '.join(sorted(config.providers))}")
+            fail(f"unknown provider {p!r}; providers in the config: {', '.join(sorted(config.providers))}")
     out: dict[str, Any] = {}
     for p in names:
-        chosen_model = _pick_model(config, skill, p, tier or skill.default_tier, model if len(names) == 1 else None)
+        chosen_model = _pick_model(config, skill, p, route_tier, model if len(names) == 1 else None)
         try:
             out[p] = _wire(config, p, chosen_model, request)
         except ConfigError as err:
-            raise _fail(str(err)) from None
+            fail(str(err))
         typer.echo(f"# {p}: model {chosen_model} ({config.models[chosen_model].model_id})", err=True)
     typer.echo(canonical_json(out[names[0]] if len(names) == 1 else out, pretty=True))
 
