@@ -28,11 +28,17 @@ def simulator() -> Iterator[SimulatorServer]:
         yield sim
 
 
-@pytest.fixture
-def fleet(redis_url: str, simulator: SimulatorServer) -> Iterator[InProcessFleet]:
-    with InProcessFleet(CONFIG, redis_url, simulator=simulator) as f:
+@pytest.fixture(scope="module")
+def shared_fleet(redis_server: str, simulator: SimulatorServer) -> Iterator[InProcessFleet]:
+    with InProcessFleet(CONFIG, redis_server, simulator=simulator) as f:
         yield f
-    simulator.clear_faults()
+
+
+@pytest.fixture
+def fleet(shared_fleet: InProcessFleet) -> Iterator[InProcessFleet]:
+    shared_fleet.reset()
+    yield shared_fleet
+    shared_fleet.simulator.clear_faults()
 
 
 def attempts(result: JobResult) -> list[tuple[str, str]]:
@@ -82,6 +88,17 @@ def test_run_until_idle_waits_out_a_backoff_in_the_delayed_set(fleet: InProcessF
     assert attempts(result) == [("claude-haiku", "server_error"), ("claude-haiku", "ok")]
     retry = [a for a in result.attempts if a["type"] == "decision"][0]
     assert retry["action"] == "retry" and 0 < retry["delay_s"] <= 0.01
+
+
+def test_reset_forgets_jobs_in_flight_and_what_the_fleet_learned(fleet: InProcessFleet) -> None:
+    for _ in range(fleet.config.health.failures_to_open):
+        fleet.client.submit("summarize", input={"text": "[[sim:server_error@claude-*]] x"}, tier="interactive")
+    fleet.run_until_idle()
+    assert fleet.client.health.snapshot("claude-haiku").state == "open"
+    fleet.client.submit("summarize", input={"text": "x"}, tier="interactive")
+    fleet.reset()
+    assert fleet.in_flight().idle and fleet.client.health.snapshot("claude-haiku").state == "closed"
+    assert fleet.store.redis.exists(fleet.store.keys.policy), "the live tool policy stays"
 
 
 def test_run_until_idle_names_the_queue_no_runner_consumes(redis_url: str, simulator: SimulatorServer) -> None:

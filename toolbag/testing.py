@@ -89,6 +89,10 @@ def short_waits(config: Config, *, backoff_s: float = 0.01) -> Config:
     return config.model_copy(update={"routes": routes})
 
 
+def _glob_escape(text: str) -> str:
+    return "".join(f"\\{c}" if c in "*?[]\\" else c for c in text)
+
+
 def _decision_pointer(raw: Any) -> tuple[str, str] | None:
     """(job id, token) of a decision message as it sits on the supervisor queue; None for anything else."""
     try:
@@ -198,8 +202,15 @@ class InProcessFleet:
             if self._own_simulator:
                 self.simulator.stop()
 
-    def _delete_keys(self) -> None:
-        keys = list(self.store.redis.scan_iter(match=f"{self.store.keys.prefix}*", count=1000))
+    def reset(self) -> None:
+        """Forget every job, finished or not, and all the fleet learned (model health, rate-limit windows,
+        counters): the state of a new fleet without building one, for tests that share a fleet. The live
+        tool policy stays."""
+        self._delete_keys(keep=self.store.keys.policy)
+
+    def _delete_keys(self, keep: str | None = None) -> None:
+        found = self.store.redis.scan_iter(match=_glob_escape(self.store.keys.prefix) + "*", count=1000)
+        keys = [k for k in found if keep is None or k != keep.encode()]
         for start in range(0, len(keys), 1000):
             self.store.redis.unlink(*keys[start:start + 1000])
 
