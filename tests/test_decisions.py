@@ -1,4 +1,4 @@
-"""The supervisor's decision table (DESIGN.md §5) as a pure function."""
+"""The supervisor's decision table (the README's "Outcomes and rerouting") as a pure function."""
 
 from __future__ import annotations
 
