@@ -16,7 +16,6 @@ from google.genai import types as genai_types
 
 from toolbag.providers.adapter import Received, Reply, VendorAdapter
 from toolbag.providers.anthropic_provider import AnthropicAdapter
-from toolbag.providers.attempt import AttemptClock
 from toolbag.providers.base import (
     Adapter,
     AttemptFailure,
@@ -29,6 +28,7 @@ from toolbag.providers.base import (
     ToolSpec,
     Usage,
 )
+from toolbag.providers.clock import AttemptClock
 from toolbag.providers.errors import classify
 from toolbag.providers.gemini_provider import GeminiAdapter, _Answer, _sdk_contents
 from toolbag.providers.headers import parse_retry_after, ratelimit_headers

@@ -4,7 +4,7 @@
 - ``adapter``: the skeleton of one attempt, shared by every vendor (``VendorAdapter``);
 - ``anthropic_provider``, ``openai_provider`` (also OpenAI-compatible servers), ``gemini_provider``: what
   differs per vendor (wire request, plain send, stream consumption, reading the answer);
-- ``attempt``: the attempt's clock (timeouts, time to first token) and HTTP pool sizing;
+- ``clock``: the attempt's clock (timeouts, time to first token) and HTTP pool sizing;
 - ``errors``: vendor exceptions → outcomes; ``stop_reasons``: refusal and finish signals in 200 answers;
 - ``headers``: rate-limit and retry-after headers; ``reasons``: failure wording and secret redaction;
 - ``structured``: JSON Schema per vendor, and parsing structured answers;

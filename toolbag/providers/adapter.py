@@ -22,8 +22,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, NamedTuple, TypeVar
 
-from toolbag.providers.attempt import AttemptClock
 from toolbag.providers.base import AttemptFailure, ModelRequest, ModelResponse, ProviderKind, ToolCall, Usage
+from toolbag.providers.clock import AttemptClock
 from toolbag.providers.errors import classify
 from toolbag.providers.headers import ratelimit_headers
 from toolbag.providers.reasons import redact_failure

@@ -9,7 +9,6 @@ from typing import Any
 import anthropic
 
 from toolbag.providers.adapter import Received, Reply, VendorAdapter, with_sdk_timeout_and_headers
-from toolbag.providers.attempt import AttemptClock, http_limits
 from toolbag.providers.base import (
     ANTHROPIC_BASE_URL,
     AttemptFailure,
@@ -20,6 +19,7 @@ from toolbag.providers.base import (
     ToolCall,
     Usage,
 )
+from toolbag.providers.clock import AttemptClock, http_limits
 from toolbag.providers.stop_reasons import anthropic_stop_failure
 from toolbag.providers.structured import anthropic_output_schema
 

@@ -21,7 +21,6 @@ from google import genai
 from google.genai import types
 
 from toolbag.providers.adapter import Received, Reply, VendorAdapter
-from toolbag.providers.attempt import AttemptClock, http_limits
 from toolbag.providers.base import (
     AttemptFailure,
     Message,
@@ -31,6 +30,7 @@ from toolbag.providers.base import (
     ToolCall,
     Usage,
 )
+from toolbag.providers.clock import AttemptClock, http_limits
 from toolbag.providers.stop_reasons import gemini_block_failure, gemini_finish_failure
 
 __all__ = ["API_VERSION", "GeminiAdapter"]

@@ -16,7 +16,6 @@ from typing import Any
 import openai
 
 from toolbag.providers.adapter import Received, Reply, VendorAdapter, with_sdk_timeout_and_headers
-from toolbag.providers.attempt import AttemptClock, http_limits
 from toolbag.providers.base import (
     OPENAI_BASE_URL,
     AttemptFailure,
@@ -27,6 +26,7 @@ from toolbag.providers.base import (
     ToolCall,
     Usage,
 )
+from toolbag.providers.clock import AttemptClock, http_limits
 from toolbag.providers.stop_reasons import openai_finish_failure
 from toolbag.providers.structured import openai_strict_schema
 
