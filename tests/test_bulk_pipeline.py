@@ -31,13 +31,13 @@ def test_terminal_transitions_push_the_job_id_to_its_inbox(client: Client) -> No
     [done_job, plain] = client.submit_many(
         [JobRequest("summarize", {"text": "b"}), JobRequest("summarize", {"text": "c"}, inbox="other")], inbox="t1"
     )
-    assert store.get(done_job.id)["inbox"] == inbox
-    assert store.get(plain.id)["inbox"] == store.keys.inbox("other"), "a request's own inbox wins"
+    assert store.get(done_job.id).inbox == inbox
+    assert store.get(plain.id).inbox == store.keys.inbox("other"), "a request's own inbox wins"
     assert store.pop_inbox(inbox, 10, 0) == []
     client.cancel(cancelled)  # no inbox named: nothing pushed
     assert store.pop_inbox(inbox, 10, 0) == []
 
-    record = store.claim(done_job.id, "1", store.get(done_job.id)["queue"], 10, "test-worker")
+    record = store.claim(done_job.id, "1", store.get(done_job.id).queue, 10, "test-worker")
     assert record is not None
     assert store.complete(done_job.id, "1", "out", {"cost_usd": 0.0}, json.dumps({"type": "attempt"})).ok
     client.cancel(plain.id)
@@ -66,7 +66,7 @@ def test_pipeline_bounds_jobs_in_flight_and_reports_each_item_once(client: Clien
     for events in pipeline.run(items):
         peak = max(peak, pipeline.in_flight)
         live = sum(1 for job_id in submitted.values()
-                   if not JobStatus(client.store.get(job_id)["status"]).terminal)
+                   if not JobStatus(client.store.get(job_id).status).terminal)
         assert live <= max_in_flight
         for event in events:
             if isinstance(event, Submitted):

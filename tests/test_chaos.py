@@ -37,7 +37,7 @@ FAULTS = {
 def test_chaos_nothing_lost_nothing_twice(redis_server: str, tmp_path: Path) -> None:
     fleet_cfg = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())["fleet"]
     fleet_cfg.update({"lease_ttl_s": 2, "key_prefix": "chaos:", "stuck_deciding_s": 4, "unclaimed_delivery_s": 5})
-    with running_fleet(f"{redis_server}/27", tmp_path, providers=PROVIDERS, concurrency=40,
+    with running_fleet(redis_server, tmp_path, providers=PROVIDERS, concurrency=40,
                        config_overrides={"fleet": fleet_cfg}) as fleet:
         fleet.supervisor("supervisor-2")  # two replicas sweeping and deciding at once
         fleet.simulator.set_faults(FAULTS)
@@ -65,14 +65,14 @@ def test_chaos_nothing_lost_nothing_twice(redis_server: str, tmp_path: Path) -> 
             fleet.kill(name, signal.SIGKILL)
             killed_at = time.monotonic()
             # the attempts this worker really held when it died (others may have ended just before)
-            pending = {j for j in mine if store.get(j)["status"] == "running"
-                       and store.get(j).get("worker", "").endswith(f":{pid}")}
+            pending = {j for j in mine if store.get(j).status == "running"
+                       and store.get(j).worker.endswith(f":{pid}")}
             assert pending, "the kill caught no attempt mid-flight"
             fleet.worker(provider, concurrency=40, name=restart_as)
             while pending:
                 for job_id in list(pending):
                     if any(h.get("outcome") == "lost" for h in store.history(job_id)) or \
-                            JobStatus(store.get(job_id)["status"]).terminal:
+                            JobStatus(store.get(job_id).status).terminal:
                         pending.discard(job_id)
                         recoveries.append(time.monotonic() - killed_at)
                 assert time.monotonic() - killed_at < 2 * lease_ttl_s + 2, (
@@ -90,7 +90,7 @@ def test_chaos_nothing_lost_nothing_twice(redis_server: str, tmp_path: Path) -> 
         try:
             results = {r.job_id: r for r in fleet.client.results(jobs, timeout_s=240)}
         except ResultTimeout:
-            stuck = [j.id for j in jobs if not JobStatus(store.get(j.id)["status"]).terminal]
+            stuck = [j.id for j in jobs if not JobStatus(store.get(j.id).status).terminal]
             pytest.fail(f"{len(stuck)} jobs never finished: {[pointer_report(store, j) for j in stuck[:5]]}")
 
         # 1. Nothing lost: every job is terminal.

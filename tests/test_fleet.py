@@ -32,7 +32,7 @@ def probe_routes() -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def fleet(redis_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
-    with running_fleet(f"{redis_server}/31", tmp_path_factory.mktemp("fleet"),
+    with running_fleet(redis_server, tmp_path_factory.mktemp("fleet"),
                        config_overrides={"routes": probe_routes()}) as f:
         yield f
 
@@ -87,7 +87,7 @@ def test_duplicate_delivery_is_dropped_and_counted(fleet: Fleet) -> None:
     time.sleep(0.5)  # let the duplicate be delivered and dropped
     attempts = [a for a in store.history(job.id) if a["type"] == "attempt"]
     assert len(attempts) == 1, attempts
-    assert store.get(job.id)["status"] == "succeeded"
+    assert store.get(job.id).status == "succeeded"
 
 
 def test_cancel_a_queued_job(fleet: Fleet) -> None:
@@ -114,7 +114,7 @@ def test_submit_many_then_results(fleet: Fleet) -> None:
 
 def test_tier_priority_interactive_overtakes_batch_backlog(redis_server: str, tmp_path: Path) -> None:
     """One worker slot, a batch backlog: interactive jobs submitted later run next, not after the backlog."""
-    with running_fleet(f"{redis_server}/30", tmp_path, providers=("gemini",), concurrency=1,
+    with running_fleet(redis_server, tmp_path, providers=("gemini",), concurrency=1,
                        config_overrides={"routes": probe_routes()}) as fleet:
         body = json.dumps({"latency": {"*": {"ttft_ms": 40, "tokens_per_s": 100000}}}).encode()
         req = urllib.request.Request(f"{fleet.simulator.url}/_sim/faults", data=body, method="POST",
@@ -127,7 +127,7 @@ def test_tier_priority_interactive_overtakes_batch_backlog(redis_server: str, tm
         finished = {}
         for job in batch + interactive:
             assert job.result(60).ok
-            finished[job.id] = int(fleet.client.store.get(job.id)["finished_ms"])
+            finished[job.id] = int(fleet.client.store.get(job.id).finished_ms)
         batch_done = sorted(finished[j.id] for j in batch)
         for job in interactive:
             overtaken = sum(1 for t in batch_done if t > finished[job.id])

@@ -182,7 +182,6 @@ def observed(redis_server: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
                     yield Observed(fleet, sim, prometheus_url, tmp, keys, [*keys.values(), REDIS_PASSWORD])
     finally:
         admin.execute_command("ACL", "DELUSER", REDIS_USER)
-        admin.flushdb()
 
 
 def test_prometheus_sees_the_workload(observed: Observed) -> None:

@@ -50,7 +50,7 @@ def overrides() -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def fleet(redis_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
-    with running_fleet(f"{redis_server}/24", tmp_path_factory.mktemp("rl"), providers=("openai",),
+    with running_fleet(redis_server, tmp_path_factory.mktemp("rl"), providers=("openai",),
                        concurrency=8, config_overrides=overrides()) as f:
         for n in range(2, WORKERS + 1):
             f.worker("openai", 8, name=f"worker-openai-{n}")
@@ -151,7 +151,7 @@ def test_interactive_is_not_queued_behind_a_saturated_batch_backlog(fleet: Fleet
     call_time = {c["request_id"]: c["time"] for c in calls}
     for job, result in zip(urgent, done_urgent, strict=True):
         assert [a["type"] for a in result.attempts] == ["attempt"], "never handed back, never spilled"
-        submitted_s = int(fleet.client.store.get(job.id)["created_ms"]) / 1000
+        submitted_s = int(fleet.client.store.get(job.id).created_ms) / 1000
         started_s = call_time[result.attempts[-1]["request_id"]]
         batch_in_between = bisect.bisect_left(batch_times, started_s) - bisect.bisect_left(batch_times, submitted_s)
         # the batch lane runs one call per 4.12 s / 32; interactive waits at most about one slot of its own

@@ -73,7 +73,7 @@ def test_good_submission_is_queued_on_the_first_candidates_provider(client: Clie
 def test_cli_reports_bad_input_without_traceback(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     from typer.testing import CliRunner
 
-    from toolbag.cli import app
+    from toolbag.cli.app import app
 
     monkeypatch.setenv("TOOLBAG_REDIS_URL", redis_url)
     runner = CliRunner()

@@ -164,7 +164,7 @@ class Pipeline(Generic[T]):
         for job_id, snap in zip(wanted, self.store.snapshot_many(wanted), strict=True):
             if snap is None:
                 result = gone_result(job_id)
-            elif snap[0].get("status") in _TERMINAL:
+            elif snap[0].status.terminal:
                 result = self.client.result_of(*snap)
             else:  # pushed by an earlier life of the job, or swept early: not finished yet
                 continue

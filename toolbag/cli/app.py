@@ -356,11 +356,18 @@ def health() -> None:
 def dev(
     demo: bool = typer.Option(True, "--demo/--no-demo", help="Submit a short demo workload"),
     exit_after_demo: bool = typer.Option(False, "--exit-after-demo", help="Stop once the demo has finished"),
+    redis_url_: str = typer.Option(
+        None, "--redis-url", help="Redis to use (default $TOOLBAG_REDIS_URL); a free local port is started there, "
+        "none given: a private redis-server on a free port"),
+    simulator_port: int = typer.Option(None, "--simulator-port", help="Simulator port (default 8900, else any free)"),
+    metrics_port: int = typer.Option(None, "--metrics-port", help="First /metrics port (default 9100, else free)"),
 ) -> None:
-    """Run everything locally: Redis (reused or started), simulator, one worker per provider, supervisor."""
+    """Run everything locally: Redis (the one asked for, or a private one), simulator, one worker per provider,
+    supervisor."""
     from toolbag.devfleet.dev import run_dev
 
-    sys.exit(run_dev(demo=demo, exit_after_demo=exit_after_demo))
+    sys.exit(run_dev(demo=demo, exit_after_demo=exit_after_demo, redis_url=redis_url_,
+                     simulator_port=simulator_port, metrics_port=metrics_port))
 
 
 def _mount_optional() -> None:
