@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from toolbag.bulk import cli as bulk_cli
 from toolbag.bulk.runner import Counts
-from toolbag.cli import app
+from toolbag.cli.app import app
 
 
 class FakeBatch:

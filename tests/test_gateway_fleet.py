@@ -18,7 +18,7 @@ import yaml
 from typer.testing import CliRunner
 
 from tests.fleet import Fleet, running_fleet
-from toolbag.cli import app
+from toolbag.cli.app import app
 from toolbag.config import TIERS
 from toolbag.jobs import JobStatus
 

@@ -17,7 +17,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from toolbag.cli import app
+from toolbag.cli.app import app
 from toolbag.config import DEFAULT_CONFIG_PATH
 
 ROOT = Path(__file__).resolve().parents[1]
