@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -13,7 +14,7 @@ import pytest
 import redis
 
 from toolbag.client import Client, Job
-from toolbag.config import Config, load_config
+from toolbag.config import Config, ConfigError, load_config
 from toolbag.jobs import JobResult, JobStatus
 from toolbag.simulator.server import SimulatorServer
 from toolbag.testing import FleetNotIdle, InProcessFleet, short_waits
@@ -145,6 +146,14 @@ def test_a_config_and_environment_never_reach_a_real_vendor(redis_url: str, simu
         job = fleet.client.submit("summarize", input={"text": "x"}, tier="interactive")
         fleet.run_until_idle()
         assert job.result(0).provider == "anthropic" and fleet.simulator.log(last=1)[0]["vendor"] == "anthropic"
+
+
+def test_a_fleet_that_cannot_start_leaves_nothing_running(redis_url: str) -> None:
+    before = set(threading.enumerate())
+    with pytest.raises(ConfigError, match="unknown provider 'nope'"):
+        InProcessFleet(CONFIG, redis_url, providers=("gemini", "nope"))
+    assert not [t.name for t in set(threading.enumerate()) - before if t.name.startswith("toolbag-simulator")]
+    assert not redis.Redis.from_url(redis_url).keys("tbtest-*")
 
 
 def test_the_docstring_example_runs_as_written(redis_url: str) -> None:

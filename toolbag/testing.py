@@ -30,7 +30,6 @@ from toolbag.client import Client
 from toolbag.config import TIERS, Config, load_config
 from toolbag.config import redis_url as default_redis_url
 from toolbag.errors import ToolbagError
-from toolbag.providers.base import Adapter
 from toolbag.ratelimit import RateLimiter
 from toolbag.routing import Router
 from toolbag.routing.health import HealthTracker
@@ -140,22 +139,24 @@ class InProcessFleet:
         from toolbag.skills import SkillLibrary, default_skills_dir
 
         base = config or load_config()
-        self._own_simulator = simulator is None
+        self._closers: list[Callable[[], None]] = []  # run in reverse order on close
         self.simulator = simulator or SimulatorServer()
-        if self._own_simulator:
+        if simulator is None:
             self.simulator.start()
-        self._own_prefix = key_prefix is None
+            self._closers.append(self.simulator.stop)
         prefix = key_prefix if key_prefix is not None else f"tbtest-{uuid.uuid4().hex[:12]}:"
         self.config: Config = base.model_copy(update={
             "dev": True,
             "simulator_url": self.simulator.url,
             "fleet": base.fleet.model_copy(update={"key_prefix": prefix}),
         })
-        self.adapters: dict[str, Adapter] = {}
         self.runners: dict[str, AttemptRunner] = {}
-        self._closers: list[Callable[[], None]] = []
-        self.store = JobStore.from_url(redis_url or default_redis_url(), Keys(prefix), self.config.fleet.job_ttl_s)
         try:
+            self.store = JobStore.from_url(redis_url or default_redis_url(), Keys(prefix),
+                                           self.config.fleet.job_ttl_s)
+            self._closers.append(self.store.redis.close)
+            if key_prefix is None:
+                self._closers.append(self._delete_keys)
             skills_root = str(skills_dir) if skills_dir is not None else str(default_skills_dir())
             self.client = Client(self.config, store=self.store, skills_root=skills_root)
             health = HealthTracker(self.store.redis, self.store.keys, self.config)
@@ -169,7 +170,6 @@ class InProcessFleet:
             for provider in self.config.providers if providers is None else providers:
                 adapter = build_adapter(provider, self.config, environ={})  # no key: always the simulator
                 self._closers.append(adapter.close)
-                self.adapters[provider] = adapter
                 self.runners[provider] = AttemptRunner(
                     self.config, self.store, provider, adapter,
                     LeaseKeeper(self.store, self.config.fleet.lease_ttl_s), f"{provider}@in-process",
@@ -188,19 +188,12 @@ class InProcessFleet:
 
     def close(self) -> None:
         """Close the adapters and the tool gateway, delete a fresh prefix's keys, stop an own simulator."""
-        for close in reversed(self._closers):
+        while self._closers:
+            close = self._closers.pop()
             try:
                 close()
             except Exception:
-                log.warning("closing %s failed", close, exc_info=True)
-        self._closers.clear()
-        try:
-            if self._own_prefix:
-                self._delete_keys()
-            self.store.redis.close()
-        finally:
-            if self._own_simulator:
-                self.simulator.stop()
+                log.warning("closing the in-process fleet: %s failed", close, exc_info=True)
 
     def reset(self) -> None:
         """Forget every job, finished or not, and all the fleet learned (model health, rate-limit windows,
