@@ -12,8 +12,6 @@ Use it to test producer code too: hand ``fleet.client`` to the code under test, 
 
 from __future__ import annotations
 
-import base64
-import json
 import logging
 import threading
 import time
@@ -35,7 +33,7 @@ from toolbag.routing import Router
 from toolbag.routing.health import HealthTracker
 from toolbag.simulator.server import SimulatorServer
 from toolbag.store import JobStore, Keys
-from toolbag.store.messages import DECIDE_TASK, SUPERVISOR_QUEUE, envelope_pointer, queue_name
+from toolbag.store.messages import SUPERVISOR_QUEUE, decide_pointer, envelope_pointer, queue_name
 from toolbag.supervisor import Supervisor, Sweeper
 
 __all__ = ["FleetNotIdle", "InFlight", "InProcessFleet", "short_waits"]
@@ -90,18 +88,6 @@ def short_waits(config: Config, *, backoff_s: float = 0.01) -> Config:
 
 def _glob_escape(text: str) -> str:
     return "".join(f"\\{c}" if c in "*?[]\\" else c for c in text)
-
-
-def _decision_pointer(raw: Any) -> tuple[str, str] | None:
-    """(job id, token) of a decision message as it sits on the supervisor queue; None for anything else."""
-    try:
-        payload = json.loads(raw)
-        if payload["headers"]["task"] != DECIDE_TASK:
-            return None
-        args = json.loads(base64.b64decode(payload["body"]))[0]
-        return str(args[0]), str(args[1])
-    except (ValueError, KeyError, TypeError, IndexError):
-        return None
 
 
 class InProcessFleet:
@@ -231,7 +217,7 @@ class InProcessFleet:
         return attempt
 
     def _decide(self, raw: Any) -> None:
-        pointer = _decision_pointer(raw)
+        pointer = decide_pointer(raw)
         if pointer is None:
             log.warning("dropped a message that is not a decision from %s", SUPERVISOR_QUEUE)
             return

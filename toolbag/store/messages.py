@@ -85,10 +85,10 @@ def decide_message(job_id: str, token: str) -> str:
     return task_envelope(SUPERVISOR_QUEUE, DECIDE_TASK, [job_id, token])
 
 
-def _pointer(payload: Any) -> tuple[str, str] | None:
-    """(job id, token) of a decoded attempt message; None for any other message."""
+def _pointer(payload: Any, task: str = ATTEMPT_TASK) -> tuple[str, str] | None:
+    """(job id, token) of a decoded ``task`` message; None for any other message."""
     try:
-        if payload.get("headers", {}).get("task") != ATTEMPT_TASK:
+        if payload.get("headers", {}).get("task") != task:
             return None
         args = json.loads(base64.b64decode(payload["body"]))[0]
         return str(args[0]), str(args[1])
@@ -100,6 +100,14 @@ def envelope_pointer(raw: Any) -> tuple[str, str] | None:
     """(job id, token) of an attempt message as kombu stores it on a queue; None for anything else."""
     try:
         return _pointer(json.loads(raw))
+    except (ValueError, TypeError):
+        return None
+
+
+def decide_pointer(raw: Any) -> tuple[str, str] | None:
+    """(job id, token) of a decision message as kombu stores it on the supervisor queue; None for anything else."""
+    try:
+        return _pointer(json.loads(raw), DECIDE_TASK)
     except (ValueError, TypeError):
         return None
 
