@@ -1,4 +1,4 @@
-"""Attempt leases kept alive by one heartbeat thread per worker process."""
+"""Attempt leases kept alive by one heartbeat thread per worker process, on Redis's clock."""
 
 from __future__ import annotations
 
@@ -61,9 +61,7 @@ class LeaseKeeper:
             with self._lock:
                 members = list(self._members)
             try:
-                if self._presence:
-                    self.store.worker_heartbeat(self._presence)
-                gone = self.store.renew_leases(members, self.lease_ttl_s)
+                gone = self.store.renew_leases(members, self.lease_ttl_s, presence=self._presence)
             except Exception:  # Redis blip: the next beat retries; leases outlive one missed beat
                 log.warning("lease renewal failed", exc_info=True)
                 continue

@@ -2,13 +2,16 @@
 
 A Celery message is only a pointer ``(job_id, token)``. The store decides whether a delivery is current:
 a stale or duplicate delivery fails the token compare-and-set and is dropped by the caller.
+
+One clock decides every lease, delay and deadline: Redis's (``TIME``, read inside the scripts or by
+:meth:`JobStore.now_ms`). No host's clock is compared with a stored time, so a host whose clock is off
+neither loses leases nor promotes, expires or re-sends early or late.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -68,6 +71,7 @@ class JobStore:
         self._resolve = client.register_script(lua_source("resolve"))
         self._reclaim = client.register_script(lua_source("reclaim"))
         self._hand_back = client.register_script(lua_source("hand_back"))
+        self._renew = client.register_script(lua_source("renew"))
 
     @classmethod
     def from_url(cls, url: str, keys: Keys | None = None, job_ttl_s: int = 7 * 86_400) -> JobStore:
@@ -127,17 +131,15 @@ class JobStore:
         flat = [text(x) for x in reply[1:]]
         return JobRecord.from_hash(dict(zip(flat[0::2], flat[1::2], strict=True)))
 
-    def renew_leases(self, members: Iterable[str], lease_ttl_s: float) -> list[str]:
-        """Extend live leases (``<id>:<token>``); returns the members whose lease was already gone."""
+    def renew_leases(self, members: Iterable[str], lease_ttl_s: float, *, presence: str | None = None) -> list[str]:
+        """Extend live leases (``<id>:<token>``) to ``lease_ttl_s`` past Redis's now and, with ``presence``
+        (``<provider>|<name>``), mark that worker heard from; returns the members whose lease was already gone."""
         members = list(members)
-        if not members:
+        if not members and presence is None:
             return []
-        deadline_ms = int((time.time() + lease_ttl_s) * 1000)
-        pipe = self.redis.pipeline(transaction=False)
-        for member in members:
-            pipe.zadd(self.keys.leases, {member: deadline_ms}, xx=True, ch=True)
-        changed = pipe.execute()
-        return [m for m, c in zip(members, changed, strict=True) if not c]
+        gone = self._renew(keys=[self.keys.leases, self.keys.workers],
+                           args=[int(lease_ttl_s * 1000), presence or "", *members])
+        return [text(m) for m in gone]
 
     def complete(
         self, job_id: str, token: str, output: Any, result: dict[str, Any], record_json: str
@@ -362,31 +364,44 @@ class JobStore:
         got = self.redis.blmove(key, key, timeout=timeout_s, src="RIGHT", dest="LEFT")  # type: ignore[arg-type]  # fractional seconds
         return got is not None
 
+    def now_ms(self) -> int:
+        """Redis's clock (``TIME``) in milliseconds: the one clock of leases, delays and deadlines."""
+        reply: Any = self.redis.time()
+        return int(reply[0]) * 1000 + int(reply[1]) // 1000
+
+    def _scored_by(self, key: str, until_ms: float, limit: int) -> list[str]:
+        return [text(x) for x in self.redis.zrangebyscore(key, "-inf", until_ms, start=0, num=limit)]
+
     def due_delayed(self, limit: int = 500) -> list[str]:
-        now_ms = int(time.time() * 1000)
-        return [text(x) for x in self.redis.zrangebyscore(self.keys.delayed, "-inf", now_ms, start=0, num=limit)]
+        """Waiting jobs whose time to queue again has come, by Redis's clock."""
+        return self._scored_by(self.keys.delayed, self.now_ms(), limit)
 
     def expired_leases(self, limit: int = 500) -> list[tuple[str, str]]:
-        now_ms = int(time.time() * 1000)
-        members = self.redis.zrangebyscore(self.keys.leases, "-inf", now_ms, start=0, num=limit)
+        """``(job id, token)`` of every lease past its deadline by Redis's clock: its worker is gone."""
+        members = self._scored_by(self.keys.leases, self.now_ms(), limit)
         out = []
         for member in members:
-            job_id, _, token = text(member).rpartition(":")
+            job_id, _, token = member.rpartition(":")
             out.append((job_id, token))
         return out
 
     def stuck_deciding(self, older_than_s: float, limit: int = 500) -> list[str]:
-        cutoff = int((time.time() - older_than_s) * 1000)
-        return [text(x) for x in self.redis.zrangebyscore(self.keys.deciding, "-inf", cutoff, start=0, num=limit)]
+        """Jobs handed to the supervisor more than ``older_than_s`` ago (Redis's clock) and still deciding."""
+        return self._scored_by(self.keys.deciding, self.now_ms() - older_than_s * 1000, limit)
 
     def overdue(self, limit: int = 500) -> list[str]:
-        now_ms = int(time.time() * 1000)
-        return [text(x) for x in self.redis.zrangebyscore(self.keys.deadlines, "-inf", now_ms, start=0, num=limit)]
+        """Non-terminal jobs past their deadline by Redis's clock."""
+        return self._scored_by(self.keys.deadlines, self.now_ms(), limit)
 
     def orphaned_deliveries(self, older_than_s: float, limit: int = 200) -> list[tuple[str, str, str, str]]:
         """Attempt messages delivered to a consumer more than ``older_than_s`` ago and still unacked:
-        (delivery tag, queue, job id, token). A live worker claims within milliseconds of delivery."""
-        cutoff = time.time() - older_than_s
+        (delivery tag, queue, job id, token). A live worker claims within milliseconds of delivery.
+
+        kombu stamps a delivery (in seconds) with the consuming worker's clock, the one time here not taken
+        from Redis: ``older_than_s`` must stay well above any skew between a worker's clock and Redis's. A
+        reclaim made early by such skew is fenced (the late claim finds its token stale) and costs no call.
+        """
+        cutoff = self.now_ms() / 1000 - older_than_s
         tags: list[Any] = list(
             self.redis.zrangebyscore(self.keys.kombu_unacked_index, "-inf", cutoff, start=0, num=limit)
         )
@@ -411,7 +426,7 @@ class JobStore:
         stalled worker may sit between the pop and the record) before it re-pushes the job.
         """
         waiting = self.keys.waiting(queue)
-        bound_ms = time.time() * 1000 - older_than_s * 1000
+        bound_ms = self.now_ms() - older_than_s * 1000
         tail = self.redis.lindex(self.keys.queue(queue), -1)
         if tail is not None:
             pointer = envelope_pointer(tail)
@@ -455,18 +470,20 @@ class JobStore:
     def resend_decision(self, job_id: str, token: str) -> None:
         """Re-push a decision message for a job stuck in ``deciding`` (its message was lost with a
         supervisor). Duplicates are harmless: decisions are fenced by token."""
+        now_ms = self.now_ms()
         self.redis.lpush(self.keys.supervisor_queue, decide_message(job_id, token))
-        self.redis.zadd(self.keys.deciding, {job_id: int(time.time() * 1000)}, xx=True)
+        self.redis.zadd(self.keys.deciding, {job_id: now_ms}, xx=True)
 
     def worker_heartbeat(self, member: str) -> None:
-        self.redis.zadd(self.keys.workers, {member: int(time.time() * 1000)})
+        """Mark the worker ``<provider>|<name>`` heard from now (Redis's clock)."""
+        self.renew_leases((), 0, presence=member)
 
     def worker_gone(self, member: str) -> None:
         self.redis.zrem(self.keys.workers, member)
 
     def live_workers(self, max_age_s: float) -> list[str]:
         """``<provider>|<name>`` of every worker process heard from within ``max_age_s``."""
-        cutoff = int((time.time() - max_age_s) * 1000)
+        cutoff = self.now_ms() - int(max_age_s * 1000)
         self.redis.zremrangebyscore(self.keys.workers, "-inf", cutoff - 3_600_000)
         return [text(x) for x in self.redis.zrangebyscore(self.keys.workers, cutoff, "+inf")]
 
@@ -477,5 +494,5 @@ class JobStore:
         pipe.zcard(key)
         pipe.zrange(key, 0, 0, withscores=True)
         depth, oldest = pipe.execute()
-        age_s = max(0.0, time.time() - oldest[0][1] / 1000) if oldest else 0.0
+        age_s = max(0.0, (self.now_ms() - oldest[0][1]) / 1000) if oldest else 0.0
         return int(depth), age_s

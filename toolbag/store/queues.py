@@ -8,7 +8,6 @@ the reserved ones.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -82,7 +81,7 @@ def queue_stats(store: JobStore, providers: Iterable[str]) -> list[QueueStats]:
         pipe.zrange(key, 0, 0, withscores=True)
     replies = pipe.execute()
     delayed = delayed_by_queue(store)
-    now_ms = time.time() * 1000
+    now_ms = store.now_ms()
     out = []
     for i, (provider, tier) in enumerate(pairs):
         waiting, oldest = int(replies[2 * i]), replies[2 * i + 1]

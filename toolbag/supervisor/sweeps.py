@@ -46,7 +46,8 @@ class Sweeper:
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=5)
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval_s):
@@ -70,6 +71,7 @@ class Sweeper:
     def expire_leases(self) -> int:
         """A lease past its deadline means the worker died mid-attempt: the attempt ends as ``lost``."""
         n = 0
+        now_ms = self.store.now_ms()
         for job_id, token in self.store.expired_leases():
             try:
                 job = self.store.get(job_id)
@@ -79,7 +81,7 @@ class Sweeper:
             record = AttemptRecord(
                 n=job.attempt, model=job.model, provider=job.provider,
                 outcome=OutcomeKind.LOST.value, reason=f"lease expired (worker {job.worker or '?'} gone)",
-                started_ms=job.started_ms, ended_ms=int(time.time() * 1000),
+                started_ms=job.started_ms, ended_ms=now_ms,
             )
             if self.store.end_attempt(job_id, token, OutcomeKind.LOST.value, record.to_json()).ok:
                 metrics.ATTEMPTS.labels(job.provider, job.model, job.tier, OutcomeKind.LOST.value).inc()
