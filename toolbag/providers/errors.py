@@ -17,12 +17,15 @@ malformed stream chunks. (A refusal or block inside an HTTP 200 answer is not an
       ├── JSON / unknown-response errors        → server_error  (a chunk that is not JSON)
       └── anything else                         → server_error  (never escapes an adapter)
 
-A reason always carries the vendor's own words (error type, code and message).
+A reason always carries the vendor's own words (error type, code and message), whole: the adapter removes
+secrets from it before clipping it (:func:`toolbag.providers.reasons.redact_failure`). A context-length
+reason starts with a :class:`~toolbag.providers.reasons.ContextReport` note of the numbers the vendor gave.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, cast
@@ -31,14 +34,14 @@ import httpx2
 
 from toolbag.providers.base import AttemptFailure, OutcomeKind
 from toolbag.providers.headers import parse_retry_after, ratelimit_headers
-from toolbag.providers.reasons import clip_reason
+from toolbag.providers.reasons import ContextReport
 
 if TYPE_CHECKING:
     import anthropic
     import openai
     from google.genai import errors as genai_errors
 
-__all__ = ["classify"]
+__all__ = ["classify", "context_report"]
 
 # Substrings (lower-cased) of vendor error types, codes and messages.
 _QUOTA_MARKERS = (
@@ -65,6 +68,21 @@ _CONTEXT_MARKERS = (
     "prompt too long",
 )
 _AUTH_MARKERS = ("api_key_invalid", "api key not valid", "invalid api key", "invalid x-api-key")
+
+# The numbers in a context-length message, as each vendor words them (lower-cased; the first match wins).
+# Every quantifier is bounded and the scan is capped at _CONTEXT_SCAN_CHARS characters.
+_CONTEXT_SCAN_CHARS = 2000
+_TOKENS = r"(\d[\d,]{0,15})"
+_CONTEXT_BOTH = (
+    re.compile(rf"{_TOKENS} tokens > {_TOKENS} maximum"),  # anthropic: "prompt is too long: N tokens > L maximum"
+    re.compile(rf"input token count \({_TOKENS}\) exceeds the maximum number of tokens allowed \({_TOKENS}\)"),
+)
+_CONTEXT_SUM = re.compile(rf"context limit: {_TOKENS} \+ {_TOKENS} > {_TOKENS}")  # anthropic: input + max_tokens > L
+_CONTEXT_LIMIT = (
+    re.compile(rf"maximum context length is {_TOKENS} tokens"),  # openai and openai-compatible servers
+    re.compile(rf"maximum number of tokens allowed \(?{_TOKENS}"),  # gemini
+)
+_CONTEXT_REQUESTED = re.compile(rf"(?:you requested|resulted in) {_TOKENS} tokens")  # openai
 
 # Error ``type`` values (Anthropic, OpenAI and compatible servers) carried by errors without a useful HTTP
 # status, e.g. an error event inside a 200 stream.
@@ -162,6 +180,23 @@ def _kind_for(status: int | None, error_type: str | None, code: str | None, mess
     return OutcomeKind.BAD_REQUEST
 
 
+def _tokens(digits: str) -> int:
+    return int(digits.replace(",", ""))
+
+
+def context_report(message: str) -> ContextReport:
+    """The request size and the limit a vendor's context-length message states (either may be missing)."""
+    text = message[:_CONTEXT_SCAN_CHARS].lower()
+    for pattern in _CONTEXT_BOTH:
+        if found := pattern.search(text):
+            return ContextReport.of(_tokens(found[1]), _tokens(found[2]))
+    if found := _CONTEXT_SUM.search(text):
+        return ContextReport.of(_tokens(found[1]) + _tokens(found[2]), _tokens(found[3]))
+    limit = next((_tokens(found[1]) for p in _CONTEXT_LIMIT if (found := p.search(text))), None)
+    requested = _tokens(found[1]) if (found := _CONTEXT_REQUESTED.search(text)) else None
+    return ContextReport.of(requested, limit)
+
+
 def _headers_of(response: Any) -> Mapping[str, str]:
     headers = getattr(response, "headers", None)
     return headers if isinstance(headers, Mapping) else {}
@@ -191,7 +226,7 @@ def _from_anthropic_status(exc: anthropic.APIStatusError) -> AttemptFailure:
     label = ":".join(part for part in (error_type, code) if part) or "error"
     return AttemptFailure(
         kind,
-        clip_reason(f"anthropic {where} {label}: {message}"),
+        f"anthropic {where} {label}: {message}",
         retry_after_s=parse_retry_after(headers) if kind is OutcomeKind.RATE_LIMITED else None,
         status_code=status if status >= 400 else None,
         request_id=exc.request_id,
@@ -227,7 +262,7 @@ def _from_openai_error(exc: openai.APIError, vendor: str) -> AttemptFailure:
     label = ":".join(part for part in (error_type, code) if part) or "error"
     return AttemptFailure(
         kind,
-        clip_reason(f"{vendor} {where} {label}: {message}"),
+        f"{vendor} {where} {label}: {message}",
         retry_after_s=parse_retry_after(headers) if kind is OutcomeKind.RATE_LIMITED else None,
         status_code=status,
         request_id=getattr(exc, "request_id", None),
@@ -302,7 +337,7 @@ def _from_gemini_error(exc: genai_errors.APIError) -> AttemptFailure:
     request_id = headers.get("x-request-id") or headers.get("x-goog-request-id")
     return AttemptFailure(
         kind,
-        clip_reason(f"gemini HTTP {code} {label}: {message}"),
+        f"gemini HTTP {code} {label}: {message}",
         retry_after_s=retry_after_s if kind is OutcomeKind.RATE_LIMITED else None,
         status_code=code,
         request_id=request_id,
@@ -321,13 +356,13 @@ def _from_transport(exc: BaseException, vendor: str) -> AttemptFailure | None:
         httpx2.TimeoutException, *_sdk_types("anthropic", "APITimeoutError"), *_sdk_types("openai", "APITimeoutError")
     )
     if any(isinstance(e, timeouts) for e in chain):
-        return AttemptFailure(OutcomeKind.TIMEOUT, clip_reason(f"{vendor} timed out ({detail})"))
+        return AttemptFailure(OutcomeKind.TIMEOUT, f"{vendor} timed out ({detail})")
     unreachable: tuple[type[BaseException], ...] = (
         httpx2.TransportError, *_sdk_types("anthropic", "APIConnectionError"),
         *_sdk_types("openai", "APIConnectionError"),
     )
     if any(isinstance(e, unreachable) for e in chain):
-        return AttemptFailure(OutcomeKind.NETWORK, clip_reason(f"{vendor} connection failed ({detail})"))
+        return AttemptFailure(OutcomeKind.NETWORK, f"{vendor} connection failed ({detail})")
     return None
 
 
@@ -353,7 +388,7 @@ def classify(
         if isinstance(exc, _sdk_types("openai", "APIResponseValidationError")):
             failure = AttemptFailure(
                 OutcomeKind.SERVER_ERROR,
-                clip_reason(f"{vendor} sent an unexpected response: {cast('openai.APIError', exc).message}"),
+                f"{vendor} sent an unexpected response: {cast('openai.APIError', exc).message}",
             )
         else:
             failure = _from_openai_error(cast("openai.APIError", exc), vendor)
@@ -362,22 +397,27 @@ def classify(
     elif isinstance(exc, _sdk_types("anthropic", "APIResponseValidationError")):
         failure = AttemptFailure(
             OutcomeKind.SERVER_ERROR,
-            clip_reason(f"{vendor} sent an unexpected response: {cast('anthropic.APIError', exc).message}"),
+            f"{vendor} sent an unexpected response: {cast('anthropic.APIError', exc).message}",
         )
     elif (transport := _from_transport(exc, vendor)) is not None:
         failure = transport
     elif isinstance(exc, (json.JSONDecodeError, *_sdk_types("google.genai.errors", "UnknownApiResponseError"))):
         failure = AttemptFailure(
-            OutcomeKind.SERVER_ERROR, clip_reason(f"{vendor} sent a malformed response chunk: {exc}")
+            OutcomeKind.SERVER_ERROR, f"{vendor} sent a malformed response chunk: {exc}"
         )
     elif isinstance(exc, (*_sdk_types("anthropic", "AnthropicError"), *_sdk_types("openai", "OpenAIError"))):
         failure = AttemptFailure(
-            OutcomeKind.BAD_REQUEST, clip_reason(f"{vendor} SDK error {type(exc).__name__}: {exc}")
+            OutcomeKind.BAD_REQUEST, f"{vendor} SDK error {type(exc).__name__}: {exc}"
         )
     else:
         failure = AttemptFailure(
-            OutcomeKind.SERVER_ERROR, clip_reason(f"{vendor}: unexpected {type(exc).__name__}: {exc}")
+            OutcomeKind.SERVER_ERROR, f"{vendor}: unexpected {type(exc).__name__}: {exc}"
         )
+    if failure.kind is OutcomeKind.CONTEXT_TOO_LONG and not ContextReport.read(failure.reason).said_anything:
+        report = context_report(failure.reason)
+        if report.said_anything:
+            failure.reason = f"{report.note()} {failure.reason}"
+            failure.args = (f"{failure.kind.value}: {failure.reason}",)
     if partial_text and not failure.partial_text:
         failure.partial_text = partial_text
     if latency_s and not failure.latency_s:

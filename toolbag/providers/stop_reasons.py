@@ -2,7 +2,8 @@
 
 Each function returns ``None`` for a normal end, else the :class:`~toolbag.providers.base.AttemptFailure`
 the signal means: a refusal, a context window overflow, a cut stream (no reason at all), or an unknown
-reason (server error). The reason always quotes the vendor's own words.
+reason (server error). The reason always quotes the vendor's own words, whole: the adapter removes secrets
+from it before clipping it.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from toolbag.providers.base import AttemptFailure, OutcomeKind
-from toolbag.providers.reasons import clip_reason
 
 __all__ = ["anthropic_stop_failure", "gemini_block_failure", "gemini_finish_failure", "openai_finish_failure"]
 
@@ -57,7 +57,7 @@ def anthropic_stop_failure(
             explanation = _field(stop_details, "explanation")
         said = ": ".join(str(part) for part in (category or "uncategorized", explanation) if part)
         return AttemptFailure(
-            OutcomeKind.REFUSED, clip_reason(f"anthropic stop_reason refusal ({said})"), partial_text=partial_text
+            OutcomeKind.REFUSED, f"anthropic stop_reason refusal ({said})", partial_text=partial_text
         )
     if stop_reason == "model_context_window_exceeded":
         return AttemptFailure(
@@ -73,7 +73,7 @@ def anthropic_stop_failure(
         )
     return AttemptFailure(
         OutcomeKind.SERVER_ERROR,
-        clip_reason(f"anthropic stop_reason {stop_reason!r} is not a finished answer"),
+        f"anthropic stop_reason {stop_reason!r} is not a finished answer",
         partial_text=partial_text,
     )
 
@@ -85,7 +85,7 @@ def openai_finish_failure(
     if refusal:
         return AttemptFailure(
             OutcomeKind.REFUSED,
-            clip_reason(f"{vendor} message.refusal (finish_reason {finish_reason}): {refusal}"),
+            f"{vendor} message.refusal (finish_reason {finish_reason}): {refusal}",
             partial_text=partial_text,
         )
     if finish_reason == "content_filter":
@@ -102,7 +102,7 @@ def openai_finish_failure(
         )
     return AttemptFailure(
         OutcomeKind.SERVER_ERROR,
-        clip_reason(f"{vendor} finish_reason {finish_reason!r} is not a finished answer"),
+        f"{vendor} finish_reason {finish_reason!r} is not a finished answer",
         partial_text=partial_text,
     )
 
@@ -116,7 +116,7 @@ def gemini_block_failure(
     said = f": {block_message}" if block_message else ""
     return AttemptFailure(
         OutcomeKind.REFUSED,
-        clip_reason(f"gemini promptFeedback.blockReason {block_reason}{said}"),
+        f"gemini promptFeedback.blockReason {block_reason}{said}",
         partial_text=partial_text,
     )
 
@@ -139,7 +139,7 @@ def gemini_finish_failure(
     else:
         kind = _GEMINI_FINISH_KINDS.get(finish_reason, OutcomeKind.SERVER_ERROR)
     return AttemptFailure(
-        kind, clip_reason(f"gemini finishReason {finish_reason}{said}"), partial_text=partial_text
+        kind, f"gemini finishReason {finish_reason}{said}", partial_text=partial_text
     )
 
 
