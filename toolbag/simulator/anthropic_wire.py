@@ -230,8 +230,8 @@ class AnthropicWire(Wire):
         if name == "unavailable":
             return HttpError(503, _error_body("api_error", "Service unavailable", rid))
         if name == "context_length":
-            tokens = max(250_000, req and count_tokens(req.text) or 0)
-            message = f"prompt is too long: {tokens} tokens > 200000 maximum"
+            tokens, limit = fault.context_tokens(count_tokens(req.text) if req is not None else 0, 200_000, 250_000)
+            message = f"prompt is too long: {tokens} tokens > {limit} maximum"
             return HttpError(400, _error_body("invalid_request_error", message, rid))
         if name == "quota":
             if fault.param == "spend_limit":

@@ -213,7 +213,7 @@ class SimulatorApp:
             window = self.state.context_window_for(req.model)
             if window is not None and count_tokens(req.text) > window:
                 call.entry["fault_source"] = "context_window"
-                return Fault("context_length")
+                return Fault("context_length", str(window))
             return None
         return fault
 

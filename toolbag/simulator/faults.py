@@ -28,6 +28,12 @@ Choices the contract left open:
 - ``refusal_filter`` and ``refusal_finish`` are the same "output filter" variant everywhere: OpenAI chat
   ``finish_reason: content_filter``, Responses ``status: incomplete`` / ``content_filter``, Gemini candidate
   ``finishReason: SAFETY``, Anthropic ``stop_reason: refusal``.
+- ``context_length[:LIMIT[:REQUESTED]]`` states the numbers the way each vendor does (Anthropic "prompt is too
+  long: REQUESTED tokens > LIMIT maximum", OpenAI Chat Completions "maximum context length is LIMIT tokens.
+  However, your messages resulted in REQUESTED tokens", Gemini "The input token count (REQUESTED) exceeds the
+  maximum number of tokens allowed (LIMIT)"; OpenAI Responses states none). Without LIMIT each vendor's own
+  figures, with the request never below the tokens counted; without REQUESTED the tokens counted, at least
+  LIMIT + 1. A model's ``context_windows`` entry gives LIMIT for a request over it.
 - ``hang[:S]`` and ``stall[:S]`` answer normally once S seconds pass (default 3600 s); they end early when the
   client disconnects or the server stops (the connection is then closed).
 - ``slow_first_token:MS`` on a stream sends the headers at once and delays the first event.
@@ -81,6 +87,7 @@ _SECONDS_PARAM = frozenset({"rate_limit", "hang", "stall"})
 _QUOTA_VARIANTS = frozenset({"spend_limit"})
 
 _DIRECTIVE = re.compile(r"\[\[sim:([^\]]*)\]\]")
+_CONTEXT_PARAM = re.compile(r"([1-9]\d{0,11})(?::([1-9]\d{0,11}))?")
 
 
 class FaultPlanError(ValueError):
@@ -113,6 +120,14 @@ class Fault:
         seconds = self.seconds
         return DEFAULT_HANG_S if seconds is None else seconds
 
+    def context_tokens(self, counted: int, vendor_limit: int, vendor_requested: int) -> tuple[int, int]:
+        """(request size, limit) a ``context_length`` error states, given the tokens ``counted`` in the request
+        and the vendor's own figures (see the module docstring)."""
+        if self.param is None:
+            return max(counted, vendor_requested), vendor_limit
+        limit, _, requested = self.param.partition(":")
+        return (int(requested) if requested else max(counted, int(limit) + 1)), int(limit)
+
 
 OK = Fault("ok")
 
@@ -138,6 +153,11 @@ def parse_fault(spec: str) -> Fault:
             raise FaultPlanError(f"fault {name!r}: parameter {param!r} is not a number of {unit}") from None
         if value < 0:
             raise FaultPlanError(f"fault {name!r}: parameter {param!r} must not be negative")
+        return Fault(name, param)
+    if name == "context_length":
+        if _CONTEXT_PARAM.fullmatch(param) is None:
+            raise FaultPlanError(f"fault 'context_length': parameter {param!r} is not LIMIT or LIMIT:REQUESTED "
+                                 "(positive token counts)")
         return Fault(name, param)
     if name == "quota" and param in _QUOTA_VARIANTS:
         return Fault(name, param)

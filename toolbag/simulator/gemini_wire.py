@@ -243,8 +243,9 @@ class GeminiWire(Wire):
             return HttpError(500, _status(500, "INTERNAL", "An internal error has occurred. Please retry or "
                                           "report in https://developers.generativeai.google/guide/troubleshooting"))
         if name == "context_length":
-            tokens = max(2_000_000, count_tokens(req.text) if req is not None else 0)
-            message = f"The input token count ({tokens}) exceeds the maximum number of tokens allowed (1048576)."
+            tokens, limit = fault.context_tokens(count_tokens(req.text) if req is not None else 0, 1_048_576,
+                                                 2_000_000)
+            message = f"The input token count ({tokens}) exceeds the maximum number of tokens allowed ({limit})."
             return HttpError(400, _status(400, "INVALID_ARGUMENT", message))
         if name == "auth":
             details = [{"@type": _RPC + "ErrorInfo", "reason": "API_KEY_INVALID", "domain": "googleapis.com",

@@ -37,7 +37,7 @@ class _OpenAIBase(Wire):
 
     vendor = "openai"
     context_message = (
-        "This model's maximum context length is 128000 tokens. However, your messages resulted in {tokens} "
+        "This model's maximum context length is {limit} tokens. However, your messages resulted in {tokens} "
         "tokens. Please reduce the length of the messages."
     )
     context_param = "messages"
@@ -70,9 +70,9 @@ class _OpenAIBase(Wire):
         if name == "unavailable":
             return HttpError(503, _error("Service Unavailable", "server_error", None))
         if name == "context_length":
-            tokens = max(250_000, count_tokens(req.text) if req is not None else 0)
-            return HttpError(400, _error(self.context_message.format(tokens=tokens), "invalid_request_error",
-                                         "context_length_exceeded", self.context_param))
+            tokens, limit = fault.context_tokens(count_tokens(req.text) if req is not None else 0, 128_000, 250_000)
+            return HttpError(400, _error(self.context_message.format(tokens=tokens, limit=limit),
+                                         "invalid_request_error", "context_length_exceeded", self.context_param))
         if name == "quota":
             message = ("You exceeded your current quota, please check your plan and billing details. For more "
                        "information on this error, read the docs: "
