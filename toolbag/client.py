@@ -22,6 +22,7 @@ from toolbag.store.keys import Keys
 from toolbag.store.messages import queue_name
 
 if TYPE_CHECKING:
+    from toolbag.attempt.deltas import DeltaEvent
     from toolbag.bulk.pipeline import MapResult
     from toolbag.skills import SkillLibrary
     from toolbag.skills.model import Skill
@@ -73,6 +74,16 @@ class Job:
 
     def cancel(self) -> bool:
         return self.client.cancel(self.id)
+
+    def stream(self, timeout_s: float | None = 60.0) -> Iterator[DeltaEvent]:
+        """The job's text as its attempts stream it (streaming tiers): ``TextDelta`` pieces and an
+        ``AttemptEnd`` after each attempt. A failed attempt's text is not part of the answer: the next
+        attempt starts from the beginning. Ends when an attempt succeeds or the job is terminal (then
+        :meth:`result` has the output and usage)."""
+        from toolbag.attempt.deltas import read_deltas
+
+        store = self.client.store
+        return read_deltas(store.redis, store.keys.deltas(self.id), self.status, timeout_s=timeout_s)
 
 
 class Client:

@@ -22,6 +22,7 @@ from toolbag.attempt.context import (
     PlainCall,
     Unlimited,
 )
+from toolbag.attempt.deltas import RedisDeltaSink, StreamingAdapter
 from toolbag.attempt.leases import LeaseKeeper
 from toolbag.attempt.request import build_request, requested_tools
 from toolbag.config import Config, Tier
@@ -90,8 +91,14 @@ class AttemptRunner:
         model = self.config.models[model_name]
         attempt_n = record.attempt
         t0 = time.monotonic()
+        sink: RedisDeltaSink | None = None
         try:
             request, skill = self._request(record)
+            adapter = self.adapter
+            if request.stream:
+                sink = RedisDeltaSink(self.store.redis, self.store.keys.deltas(job_id), attempt=attempt_n,
+                                      model=model_name, ttl_s=self.config.fleet.job_ttl_s)
+                adapter = StreamingAdapter(adapter, sink)
             ctx = AttemptContext(
                 job_id=job_id, capability=record.capability, tier=tier, caller=record.caller,
                 model=model_name, model_id=model.model_id, provider=self.provider, skill=record.skill,
@@ -105,7 +112,7 @@ class AttemptRunner:
                 self._hand_back(record, token, back, ctx, request)
                 return
             with admitted as ticket:
-                metered = MeteredAdapter(self.adapter, self.admission, ctx, self.config.tiers[tier].total_timeout_s)
+                metered = MeteredAdapter(adapter, self.admission, ctx, self.config.tiers[tier].total_timeout_s)
                 try:
                     response = self.caller.call(metered, ctx, request)
                 except AttemptFailure as failure:
@@ -136,16 +143,18 @@ class AttemptRunner:
                     "latency_s": round(latency_s, 4),
                     "tool_calls": [dataclasses.asdict(c) for c in response.tool_calls],
                 }
+                if sink is not None:
+                    sink.end(OutcomeKind.OK.value)
                 # complete inside the admission: the caller wakes before the limiter settles and the
                 # health tracker learns, which are nobody's critical path
                 done = self.store.complete(job_id, token, output, result, attempt.to_json())
         except AttemptFailure as failure:
-            self._failed(record, token, attempt_n, failure, time.monotonic() - t0)
+            self._failed(record, token, attempt_n, failure, time.monotonic() - t0, sink)
             return
         except Exception as err:  # a bug of ours must not crash the worker or lose the job
             log.exception("attempt crashed", extra={"job_id": job_id})
             crash = AttemptFailure(OutcomeKind.SERVER_ERROR, f"worker error: {type(err).__name__}: {err}")
-            self._failed(record, token, attempt_n, crash, time.monotonic() - t0)
+            self._failed(record, token, attempt_n, crash, time.monotonic() - t0, sink)
             return
         self.health.record(model_name, OutcomeKind.OK, latency_s, None)
         self._observe_attempt(model_name, tier, OutcomeKind.OK.value, latency_s, response)
@@ -208,7 +217,8 @@ class AttemptRunner:
                              "to": model, "delay_s": round(delay_s, 3), "reason": entry.reason}))
 
     def _failed(
-        self, record: JobRecord, token: str, attempt_n: int, failure: AttemptFailure, latency_s: float
+        self, record: JobRecord, token: str, attempt_n: int, failure: AttemptFailure, latency_s: float,
+        sink: RedisDeltaSink | None = None,
     ) -> None:
         model_name, tier = record.model, record.tier
         attempt = AttemptRecord(
@@ -218,6 +228,8 @@ class AttemptRunner:
             started_ms=record.started_ms, ended_ms=self.store.now_ms(),
         )
         self.health.record(model_name, failure.kind, latency_s, failure.retry_after_s)
+        if sink is not None:
+            sink.end(failure.kind.value, failure.reason)
         self.store.end_attempt(record.id, token, failure.kind.value, attempt.to_json())
         self._observe_attempt(model_name, tier, failure.kind.value, latency_s, None)
         metrics.SDK_ERRORS.labels(self.provider, failure.kind.value).inc()

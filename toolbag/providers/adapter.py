@@ -22,7 +22,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, NamedTuple, TypeVar
 
-from toolbag.providers.base import AttemptFailure, ModelRequest, ModelResponse, ProviderKind, ToolCall, Usage
+from toolbag.providers.base import (
+    AttemptFailure,
+    DeltaSink,
+    ModelRequest,
+    ModelResponse,
+    ProviderKind,
+    ToolCall,
+    Usage,
+)
 from toolbag.providers.clock import AttemptClock
 from toolbag.providers.errors import classify
 from toolbag.providers.headers import ratelimit_headers
@@ -43,6 +51,19 @@ class Received:
     @property
     def text(self) -> str:
         return "".join(self.text_parts)
+
+
+class _Forwarding(list[str]):
+    """A text-part list that also hands each appended piece to a :class:`DeltaSink`."""
+
+    def __init__(self, sink: DeltaSink) -> None:
+        super().__init__()
+        self._sink = sink
+
+    def append(self, text: str) -> None:
+        super().append(text)
+        if text:
+            self._sink.write(text)
 
 
 class Reply(NamedTuple):
@@ -107,10 +128,14 @@ class VendorAdapter(ABC, Generic[ReceivedT]):
     def _stream(self, arguments: dict[str, Any], clock: AttemptClock, received: ReceivedT) -> Reply:
         """One streamed call, consumed to its end and closed; ``clock`` is checked between chunks."""
 
-    def call(self, model: str, request: ModelRequest) -> ModelResponse:
-        """One attempt; returns a response or raises :class:`AttemptFailure`, never an SDK exception."""
+    def call(self, model: str, request: ModelRequest, sink: DeltaSink | None = None) -> ModelResponse:
+        """One attempt; returns a response or raises :class:`AttemptFailure`, never an SDK exception.
+
+        A streamed attempt hands each text piece to ``sink`` as it arrives."""
         clock = AttemptClock(request.timeouts, vendor=self.kind)
         received = self._new_received()
+        if sink is not None and request.stream:
+            received.text_parts = _Forwarding(sink)
         try:
             arguments = self._call_arguments(self.wire_request(model, request), request, clock)
             if request.stream:

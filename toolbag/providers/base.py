@@ -162,6 +162,12 @@ class AttemptFailure(ToolbagError):
 ProviderKind = Literal["anthropic", "openai", "gemini", "openai-compatible"]
 
 
+class DeltaSink(Protocol):
+    """Receives a streamed attempt's text pieces as they arrive (the fleet publishes them to Redis)."""
+
+    def write(self, text: str) -> None: ...
+
+
 @runtime_checkable
 class Adapter(Protocol):
     """One vendor, reached through its official SDK. Thread-safe: one instance serves a whole worker.

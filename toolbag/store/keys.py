@@ -19,6 +19,9 @@ key                                type     meaning
 ``<p>escalations``                 zset     job id -> escalation time (ms): the human inbox
 ``<p>workers``                     zset     ``<provider>|<name>`` -> last heartbeat (ms), once consuming
 ``<p>audit``                       stream   decisions and tool calls, capped
+``<p>deltas:<id>``                 stream   streamed text of the job's attempts, batched, capped, expiring
+``<p>apikey:<sha256>``             hash     an HTTP front-door key (by the hash of its secret): caller, tier
+``<p>apikeys``                     hash     key id -> sha256 of every live front-door key (for list/revoke)
 ``<p>stats``                       hash     fleet-wide job counters (submitted, finished) by tier, status, capability
 ``<p>policy``                      hash     the live tool policy: version, digest, text (toolbag.gateway)
 ``<p>health:<model>``              hash     circuit state and EWMAs per model
@@ -71,6 +74,17 @@ class Keys:
 
     def notify(self, job_id: str) -> str:
         return f"{self.prefix}notify:{job_id}"
+
+    def deltas(self, job_id: str) -> str:
+        """The job's text deltas as its attempts stream them (toolbag.attempt.deltas)."""
+        return f"{self.prefix}deltas:{job_id}"
+
+    def api_key(self, digest: str) -> str:
+        return f"{self.prefix}apikey:{digest}"
+
+    @property
+    def api_keys(self) -> str:
+        return f"{self.prefix}apikeys"
 
     def inbox(self, name: str) -> str:
         return f"{self.prefix}inbox:{name}"

@@ -1,0 +1,175 @@
+"""Streamed text through Redis: a worker publishes an attempt's deltas, any reader relays them.
+
+One stream per job (``Keys.deltas``). Each entry names its attempt and model; ``kind`` is ``text`` (a batch of
+deltas) or ``end`` (the attempt is over, with its outcome). Writes are batched: the first piece of an attempt
+goes out at once (time to first token), later ones when :data:`FLUSH_CHARS` characters or :data:`FLUSH_MS`
+milliseconds have gathered; every flush is one pipelined ``XADD`` (capped by ``MAXLEN``) and ``EXPIRE``.
+
+The end entry is written before the attempt's state transition (``complete`` or ``end_attempt``), so a
+reader always sees an attempt's end before the next attempt's text.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from toolbag.jobs import JobStatus
+from toolbag.providers.adapter import VendorAdapter
+from toolbag.providers.base import Adapter, DeltaSink, ModelRequest, ModelResponse
+
+__all__ = ["AttemptEnd", "DeltaEvent", "RedisDeltaSink", "StreamingAdapter", "TextDelta", "read_deltas"]
+
+FLUSH_CHARS = 256
+FLUSH_MS = 25.0
+MAXLEN = 10_000  # entries per job stream, approximate trim
+READ_BLOCK_MS = 500
+
+
+
+class RedisDeltaSink:
+    """A :class:`~toolbag.providers.base.DeltaSink` for one attempt, batching into the job's delta stream."""
+
+    def __init__(self, client: redis.Redis, key: str, *, attempt: int, model: str, ttl_s: int) -> None:
+        self._redis = client
+        self._key = key
+        self._attempt = str(attempt)
+        self._model = model
+        self._ttl_s = ttl_s
+        self._buffer: list[str] = []
+        self._buffered_chars = 0
+        self._last_flush = 0.0
+        self._sent_any = False
+
+    def write(self, text: str) -> None:
+        self._buffer.append(text)
+        self._buffered_chars += len(text)
+        due = (time.monotonic() - self._last_flush) * 1000 >= FLUSH_MS
+        if not self._sent_any or due or self._buffered_chars >= FLUSH_CHARS:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._buffer:
+            self._add(self._take())
+            self._sent_any = True
+        self._last_flush = time.monotonic()
+
+    def end(self, outcome: str, reason: str = "") -> None:
+        """Flush what is left and mark the attempt's end with its outcome (``ok`` or a failure kind)."""
+        entries = [self._take()] if self._buffer else []
+        self._add(*entries, {"kind": "end", "outcome": outcome, "reason": reason[:500]})
+
+    def _take(self) -> dict[str, str]:
+        text = "".join(self._buffer)
+        self._buffer.clear()
+        self._buffered_chars = 0
+        return {"kind": "text", "text": text}
+
+    def _add(self, *entries: dict[str, str]) -> None:
+        pipe = self._redis.pipeline(transaction=False)
+        for entry in entries:
+            fields: dict[Any, Any] = {"attempt": self._attempt, "model": self._model, **entry}
+            pipe.xadd(self._key, fields, maxlen=MAXLEN, approximate=True)
+        pipe.expire(self._key, self._ttl_s)
+        pipe.execute()
+
+
+class StreamingAdapter:
+    """An adapter that hands the wrapped vendor adapter a delta sink on every call."""
+
+    def __init__(self, adapter: Adapter, sink: DeltaSink) -> None:
+        self.adapter = adapter
+        self.kind = adapter.kind
+        self.sink = sink
+
+    def call(self, model: str, request: ModelRequest) -> ModelResponse:
+        if isinstance(self.adapter, VendorAdapter):
+            return self.adapter.call(model, request, self.sink)
+        return self.adapter.call(model, request)
+
+    def wire_request(self, model: str, request: ModelRequest) -> dict[str, Any]:
+        return self.adapter.wire_request(model, request)
+
+    def close(self) -> None:
+        self.adapter.close()
+
+
+@dataclass(frozen=True)
+class TextDelta:
+    """Text streamed by one attempt."""
+
+    text: str
+    attempt: int
+    model: str
+
+
+@dataclass(frozen=True)
+class AttemptEnd:
+    """An attempt is over. ``outcome`` is ``ok`` or its failure kind; ``lost`` when it stopped without a word
+    (its worker died) and a later attempt began. A failed attempt's text is not part of the answer."""
+
+    attempt: int
+    model: str
+    outcome: str
+    reason: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome == "ok"
+
+
+DeltaEvent = TextDelta | AttemptEnd
+
+
+def read_deltas(
+    client: redis.Redis, key: str, status_of: Callable[[], JobStatus], *, timeout_s: float | None = 60.0
+) -> Iterator[DeltaEvent]:
+    """The job's delta stream from its start, as events, until an attempt ends ``ok`` or the job is terminal.
+
+    ``status_of()`` returns the job's :class:`~toolbag.jobs.JobStatus`; it is asked when the stream is quiet.
+    Raises ``TimeoutError`` when ``timeout_s`` passes first."""
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    last_id = "0-0"
+    current: tuple[int, str] | None = None
+    while True:
+        block_ms = READ_BLOCK_MS
+        if deadline is not None:
+            remaining_ms = int((deadline - time.monotonic()) * 1000)
+            if remaining_ms <= 0:
+                raise TimeoutError(f"no end of the stream within {timeout_s} s")
+            block_ms = max(1, min(block_ms, remaining_ms))
+        answer = client.xread({key: last_id}, count=200, block=block_ms)
+        if not answer:
+            if status_of().terminal:
+                if client.xlen(key) and client.xread({key: last_id}, count=1):
+                    continue
+                return
+            continue
+        entries = _entries(answer)
+        last_id = entries[-1][0]
+        for _, fields in entries:
+            attempt, model = int(fields.get("attempt", "0")), fields.get("model", "")
+            if current is not None and current[0] != attempt:
+                yield AttemptEnd(current[0], current[1], "lost", "the attempt stopped without an end")
+            current = (attempt, model)
+            if fields.get("kind") == "end":
+                current = None
+                end = AttemptEnd(attempt, model, fields.get("outcome", ""), fields.get("reason", ""))
+                yield end
+                if end.ok:
+                    return
+            else:
+                yield TextDelta(fields.get("text", ""), attempt, model)
+
+
+def _entries(answer: Any) -> list[tuple[str, dict[str, str]]]:
+    """One stream's entries from an ``XREAD`` answer, decoded."""
+    return [(_text(entry_id), {_text(k): _text(v) for k, v in raw.items()}) for entry_id, raw in answer[0][1]]
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
