@@ -4,6 +4,7 @@ read, and how their problems are worded (one line naming the file, then one line
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import yaml
@@ -29,26 +30,79 @@ def file_from_env(env: str, name: str) -> Path | None:
     return local if local.exists() else None
 
 
-def read_text(path: Path, what: str, error: type[ToolbagError]) -> str:
-    """The file's text; ``error`` names the file when it cannot be read."""
+def read_text(path: Path, what: str, error: type[ToolbagError], *, max_bytes: int | None = None) -> str:
+    """The file's UTF-8 text; ``error`` names the file when it cannot be read, is not UTF-8 or is larger
+    than ``max_bytes``."""
     try:
-        return path.read_text(encoding="utf-8")
+        with path.open("rb") as handle:
+            data = handle.read() if max_bytes is None else handle.read(max_bytes + 1)
     except OSError as err:
         raise error(f"{path}: cannot read the {what} ({err.strerror})") from None
+    if max_bytes is not None and len(data) > max_bytes:
+        raise error(f"{path}: the {what} is larger than {max_bytes} bytes")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise error(f"{path}: the {what} is not UTF-8 text (byte {err.start})") from None
+
+
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: fast, and caps nesting at 1000 levels
+
+
+class _AliasRefused(yaml.YAMLError):
+    def __init__(self, node: yaml.Node) -> None:
+        super().__init__(f"line {node.start_mark.line + 1}: the value anchored here (&name) is used again by an "
+                         "alias (*name); aliases are not allowed, write the values out")
+
+
+def _refuse_aliases(root: yaml.Node) -> None:
+    """Raise at the first node reached twice: an alias (a small file must not expand into a huge value)."""
+    seen: set[int] = set()
+    todo = [root]
+    while todo:
+        node = todo.pop()
+        if id(node) in seen:
+            raise _AliasRefused(node)
+        seen.add(id(node))
+        if isinstance(node, yaml.SequenceNode):
+            todo.extend(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            todo.extend(part for pair in node.value for part in pair)
 
 
 def parse_yaml(text: str, source: str, error: type[ToolbagError]) -> object:
-    """The YAML document in ``text``; ``error`` names ``source`` when it is not valid YAML."""
+    """The YAML document in ``text``, aliases refused; ``error`` names ``source`` when it is not valid YAML,
+    nests too deeply or holds a value YAML cannot build (a 13th month, an integer of 5,000 digits)."""
     try:
-        return yaml.safe_load(text)
+        loader = _LOADER(text)
+    except UnicodeEncodeError:
+        raise error(f"{source}: not valid Unicode text") from None
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _refuse_aliases(node)
+        return loader.construct_document(node)
+    except _AliasRefused as err:
+        raise error(f"{source}: {err}") from None
     except yaml.YAMLError as err:
         raise error(f"{source}: not valid YAML: {err}") from None
+    except RecursionError:
+        raise error(f"{source}: not valid YAML: nested too deeply") from None
+    except ValueError as err:
+        raise error(f"{source}: not valid YAML: {err}") from None
+    finally:
+        loader.dispose()
 
 
-def invalid_message(source: str, what: str, err: ValidationError) -> str:
-    """``<source>: invalid <what>`` and a ``  - <field>: <problem>`` line for every problem."""
+def invalid_message(
+    source: str, what: str, err: ValidationError,
+    where: Callable[[str, tuple[int | str, ...]], str] | None = None,
+) -> str:
+    """``<source>: invalid <what>`` and a ``  - <field>: <problem>`` line for every problem; ``where`` may
+    reword a field's dotted place (given with its path)."""
     lines = [f"{source}: invalid {what}"]
     for item in err.errors():
-        where = ".".join(str(p) for p in item["loc"]) or "(top level)"
-        lines.append(f"  - {where}: {item['msg']}")
+        place = ".".join(str(p) for p in item["loc"]) or "(top level)"
+        lines.append(f"  - {where(place, item['loc']) if where else place}: {item['msg']}")
     return "\n".join(lines)
