@@ -63,7 +63,7 @@ def policy() -> Policy:
 
 
 def test_default_deny_when_no_rule_matches(policy: Policy) -> None:
-    decision = policy.decide(WRITER_CLAUDE, "notes.read", {})
+    decision = policy.decide(WRITER_CLAUDE, "notes.read", {"key": "minutes"})
     assert not decision.allowed and decision.rule_id == ""
     assert "default deny" in decision.reason
     assert Policy.empty().decide(ANALYST_CLAUDE, "clock.now", {}).allowed is False

@@ -5,7 +5,8 @@ Records go to the Redis stream ``<prefix>audit`` (shared with the fleet's own jo
 which is the place for long retention. A sink that cannot be written raises
 :class:`AuditError`; the gateway then fails the tool call closed: nothing happens that is not recorded.
 
-Arguments are never stored: a record carries their SHA-256 digest and their names only.
+Arguments are never stored: a record carries their SHA-256 digest and their names only. Every field is
+bounded (:data:`~toolbag.gateway.limits.AUDIT_FIELD_MAX_CHARS`), so no decision can write a huge record.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import redis
 from redis.typing import EncodableT, FieldT
 
 from toolbag.errors import ToolbagError
+from toolbag.gateway.limits import AUDIT_FIELD_MAX_CHARS, clip
 from toolbag.gateway.patterns import matches
 from toolbag.store import text
 from toolbag.store.keys import Keys
@@ -56,7 +58,7 @@ class AuditError(ToolbagError):
 def args_digest(arguments: Mapping[str, Any]) -> str:
     """``sha256:<hex>`` of the canonical JSON of ``arguments`` (sorted keys, no spaces)."""
     canonical = json.dumps(arguments, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
-    return "sha256:" + hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+    return "sha256:" + hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def new_decision_id() -> str:
@@ -93,11 +95,17 @@ class AuditRecord:
     ts_ms: int = 0
 
     def fields(self) -> dict[str, str]:
-        """Flat string fields (empty strings dropped), stamped with the current time if unset."""
+        """Flat string fields (empty strings dropped), stamped with the current time if unset; each at most
+        ``AUDIT_FIELD_MAX_CHARS`` characters of valid UTF-8 (an unpaired surrogate is written escaped)."""
         data = asdict(self)
         if not data["ts_ms"]:
             data["ts_ms"] = int(time.time() * 1000)
-        return {k: str(v) for k, v in data.items() if v != ""}
+        return {k: _storable(str(v)) for k, v in data.items() if v != ""}
+
+
+def _storable(value: str) -> str:
+    value = clip(value, AUDIT_FIELD_MAX_CHARS)
+    return value.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 class AuditSink(Protocol):

@@ -20,28 +20,49 @@
 
 Evaluation, Cedar-style: **default deny**, an applicable ``deny`` rule wins over any ``allow``. A rule
 *applies* when its agent, model and tool patterns match, it has not expired, and the arguments satisfy its
-``args`` constraints (every constraint of the rule). Patterns are shell globs (``*``, ``?``, ``[...]``),
-case-sensitive. A model pattern with a ``/`` matches ``provider/model`` (config name or vendor id); without
-one it matches the model's config name or vendor id alone.
+``args`` constraints (every constraint of the rule). An argument that cannot be judged (missing, of another
+type, not a finite number, not a path) fails an ``allow`` rule and does not save a call from a ``deny`` rule.
+
+Patterns are shell globs (``*``, ``?``, ``[...]``). Agent and model patterns are case-sensitive; tool
+patterns are not (:func:`~toolbag.gateway.patterns.fold_case`). A model pattern with a ``/`` matches
+``provider/model`` (config name or vendor id); without one it matches the model's config name or vendor id
+alone. Argument ``pattern`` constraints are RE2 expressions (linear time), matched against the whole string.
+Sizes are bounded (:mod:`~toolbag.gateway.limits`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+import re2
+from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from toolbag.errors import ToolbagError
 from toolbag.gateway.files import StrictModel, file_from_env, invalid_message, parse_yaml, read_text
+from toolbag.gateway.limits import (
+    GLOB_MAX_CHARS,
+    ONE_OF_MAX_VALUES,
+    PATTERNS_MAX_PER_RULE,
+    POLICY_MAX_BYTES,
+    REASON_MAX_CHARS,
+    RULE_ARGS_MAX,
+    RULES_MAX,
+    TEXT_MAX_CHARS,
+    TRACE_MAX_CHARS,
+    clip,
+)
+from toolbag.gateway.paths import normal_path
 from toolbag.gateway.patterns import first_match
 
 __all__ = [
+    "ArgumentMiss",
     "Constraint",
     "Decision",
     "Policy",
@@ -62,55 +83,147 @@ class PolicyError(ToolbagError):
     """The policy cannot be read or is invalid. Callers treat it as a denial (fail closed)."""
 
 
+Scalar = str | int | float | bool | None
+Glob = Annotated[str, Field(max_length=GLOB_MAX_CHARS)]
+
+_REGEX_OPTIONS = re2.Options()
+_REGEX_OPTIONS.log_errors = False
+
+
+def _finite_number(value: object) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return True
+    return isinstance(value, float) and math.isfinite(value)
+
+
+def _same(value: object, option: Scalar) -> bool:
+    """Equal, and a boolean only ever equals a boolean."""
+    return isinstance(value, bool) == isinstance(option, bool) and value == option
+
+
+@dataclass(frozen=True)
+class ArgumentMiss:
+    """Why an argument is outside a constraint. ``unjudged`` when the value could not be judged at all
+    (missing, of another type, not a finite number, not a path): an allow rule then does not apply, and a
+    deny rule does."""
+
+    why: str
+    unjudged: bool = False
+
+
 class Constraint(StrictModel):
-    """Conditions on one argument. All given conditions must hold; a missing argument fails every one."""
+    """Conditions on one argument. All given conditions must hold; a missing argument is not judged."""
 
-    one_of: list[Any] | None = None
-    pattern: str | None = Field(default=None, description="regular expression the whole string must match")
-    prefix: str | None = None
+    one_of: list[Scalar] | None = Field(default=None, max_length=ONE_OF_MAX_VALUES)
+    pattern: str | None = Field(default=None, max_length=TEXT_MAX_CHARS,
+                                description="RE2 regular expression the whole string must match")
+    prefix: str | None = Field(default=None, min_length=1, max_length=TEXT_MAX_CHARS,
+                               description="the value, normalised as a path, must start with it")
     max_length: int | None = Field(default=None, ge=0)
-    min: float | None = None
-    max: float | None = None
+    min: float | None = Field(default=None, allow_inf_nan=False)
+    max: float | None = Field(default=None, allow_inf_nan=False)
+    _regex: Any = PrivateAttr(default=None)
 
-    @field_validator("pattern")
+    @field_validator("one_of", mode="before")
     @classmethod
-    def _compiles(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                re.compile(value)
-            except re.error as err:
-                raise ValueError(f"not a valid regular expression: {err}") from None
+    def _scalars(cls, value: object) -> object:
+        for i, option in enumerate(value if isinstance(value, list) else []):
+            if isinstance(option, float) and not math.isfinite(option):
+                raise ValueError(f"one_of value {i} is not a finite number")
+            if isinstance(option, str) and len(option) > TEXT_MAX_CHARS:
+                raise ValueError(f"one_of value {i} is longer than {TEXT_MAX_CHARS} characters")
+            if option is not None and not isinstance(option, str | int | float | bool):
+                raise ValueError(f"one_of value {i} is a {type(option).__name__}: "
+                                 "write strings, numbers, booleans or null")
+        return value
+
+    @field_validator("min", "max", mode="before")
+    @classmethod
+    def _not_a_boolean(cls, value: object) -> object:
+        if isinstance(value, bool):
+            raise ValueError("must be a number, not a boolean")
+        return value
+
+    @field_validator("prefix")
+    @classmethod
+    def _normal_prefix(cls, value: str | None) -> str | None:
+        if value is not None and normal_path(value) != value:
+            normal = normal_path(value)
+            hint = f"write {normal!r}" if normal else "a path has no backslash, % or NUL"
+            raise ValueError(f"a prefix is compared with normalised paths, so it must be one itself: {hint}")
         return value
 
     @model_validator(mode="after")
-    def _not_empty(self) -> Constraint:
+    def _consistent(self) -> Constraint:
         if not self.model_fields_set:
             raise ValueError("a constraint needs at least one of one_of, pattern, prefix, max_length, min, max")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min {self.min:g} is greater than max {self.max:g}: no value could satisfy it")
+        if self.pattern is not None:
+            try:
+                self._regex = re2.compile(self.pattern, _REGEX_OPTIONS)
+            except re2.error as err:
+                problem = err.args[0].decode("utf-8", "replace") if err.args else "invalid"
+                raise ValueError(f"pattern /{self.pattern}/ is not a regular expression RE2 can compile "
+                                 f"(no backreferences or lookaround): {problem}") from None
         return self
 
-    def violation(self, name: str, present: bool, value: Any) -> str | None:
-        """Why ``value`` breaks this constraint, or None when it holds."""
+    def miss(self, name: str, present: bool, value: Any) -> ArgumentMiss | None:
+        """Why ``value`` is outside this constraint, or None when it holds. A condition the value clearly
+        breaks is reported before one that could not judge it."""
         if not present:
-            return f"argument {name!r} is required by the rule"
-        if self.one_of is not None and value not in self.one_of:
-            return f"argument {name!r} must be one of {self.one_of!r}"
-        if self.pattern is not None or self.prefix is not None or self.max_length is not None:
-            if not isinstance(value, str):
-                return f"argument {name!r} must be a string"
-            if self.pattern is not None and re.fullmatch(self.pattern, value) is None:
-                return f"argument {name!r} must match /{self.pattern}/"
-            if self.prefix is not None and not value.startswith(self.prefix):
-                return f"argument {name!r} must start with {self.prefix!r}"
-            if self.max_length is not None and len(value) > self.max_length:
-                return f"argument {name!r} must be at most {self.max_length} characters"
-        if self.min is not None or self.max is not None:
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                return f"argument {name!r} must be a number"
-            if self.min is not None and value < self.min:
-                return f"argument {name!r} must be >= {self.min:g}"
-            if self.max is not None and value > self.max:
-                return f"argument {name!r} must be <= {self.max:g}"
-        return None
+            return ArgumentMiss(f"argument {name!r} is required by the rule", unjudged=True)
+        misses = [m for m in (*self._choice_misses(name, value), *self._text_misses(name, value),
+                              *self._number_misses(name, value)) if m is not None]
+        judged = [m for m in misses if not m.unjudged]
+        return (judged or misses)[0] if misses else None
+
+    def _choice_misses(self, name: str, value: Any) -> list[ArgumentMiss | None]:
+        if self.one_of is None or any(_same(value, option) for option in self.one_of):
+            return []
+        confusable = any(isinstance(value, bool) != isinstance(o, bool) and value == o for o in self.one_of)
+        return [ArgumentMiss(f"argument {name!r} must be one of {self.one_of!r}", unjudged=confusable)]
+
+    def _text_misses(self, name: str, value: Any) -> list[ArgumentMiss | None]:
+        if self.pattern is None and self.prefix is None and self.max_length is None:
+            return []
+        if not isinstance(value, str):
+            return [ArgumentMiss(f"argument {name!r} must be a string", unjudged=True)]
+        misses: list[ArgumentMiss | None] = []
+        if self.max_length is not None and len(value) > self.max_length:
+            misses.append(ArgumentMiss(f"argument {name!r} must be at most {self.max_length} characters"))
+        if self.pattern is not None:
+            misses.append(self._pattern_miss(name, value))
+        if self.prefix is not None:
+            path = normal_path(value)
+            if path is None:
+                misses.append(ArgumentMiss(f"argument {name!r} is not read as a path "
+                                           "(a backslash, %, NUL or invalid character)", unjudged=True))
+            elif not path.startswith(self.prefix):
+                misses.append(ArgumentMiss(f"argument {name!r}, normalised as a path, must start with "
+                                           f"{self.prefix!r}"))
+        return misses
+
+    def _pattern_miss(self, name: str, value: str) -> ArgumentMiss | None:
+        try:
+            found = self._regex.fullmatch(value)
+        except UnicodeEncodeError:
+            return ArgumentMiss(f"argument {name!r} is not valid Unicode text", unjudged=True)
+        return None if found is not None else ArgumentMiss(f"argument {name!r} must match /{self.pattern}/")
+
+    def _number_misses(self, name: str, value: Any) -> list[ArgumentMiss | None]:
+        if self.min is None and self.max is None:
+            return []
+        if not _finite_number(value):
+            return [ArgumentMiss(f"argument {name!r} must be a finite number", unjudged=True)]
+        return [
+            ArgumentMiss(f"argument {name!r} must be >= {self.min:g}") if self.min is not None and value < self.min
+            else None,
+            ArgumentMiss(f"argument {name!r} must be <= {self.max:g}") if self.max is not None and value > self.max
+            else None,
+        ]
 
 
 class Rule(StrictModel):
@@ -118,12 +231,12 @@ class Rule(StrictModel):
 
     id: str
     effect: Literal["allow", "deny"] = "allow"
-    agents: list[str] = Field(min_length=1)
-    models: list[str] = Field(default_factory=lambda: ["*"], min_length=1)
-    tools: list[str] = Field(min_length=1)
-    args: dict[str, Constraint] = Field(default_factory=dict)
+    agents: list[Glob] = Field(min_length=1, max_length=PATTERNS_MAX_PER_RULE)
+    models: list[Glob] = Field(default_factory=lambda: ["*"], min_length=1, max_length=PATTERNS_MAX_PER_RULE)
+    tools: list[Glob] = Field(min_length=1, max_length=PATTERNS_MAX_PER_RULE)
+    args: dict[str, Constraint] = Field(default_factory=dict, max_length=RULE_ARGS_MAX)
     expires: datetime | None = None
-    reason: str = ""
+    reason: str = Field(default="", max_length=TEXT_MAX_CHARS)
 
     @field_validator("id")
     @classmethod
@@ -147,8 +260,8 @@ class Rule(StrictModel):
 
 class _PolicyDoc(StrictModel):
     version: int = Field(ge=1)
-    description: str = ""
-    rules: list[Rule] = Field(default_factory=list)
+    description: str = Field(default="", max_length=TEXT_MAX_CHARS)
+    rules: list[Rule] = Field(default_factory=list, max_length=RULES_MAX)
 
     @model_validator(mode="after")
     def _unique_ids(self) -> _PolicyDoc:
@@ -185,6 +298,9 @@ class RuleTrace:
     applies: bool  # matched, and the arguments satisfy its constraints (or were not checked)
     why: str
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "why", clip(self.why, TRACE_MAX_CHARS))
+
 
 @dataclass(frozen=True)
 class Decision:
@@ -197,6 +313,9 @@ class Decision:
     policy_version: int
     policy_digest: str
     trace: tuple[RuleTrace, ...] = field(default=(), compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "reason", clip(self.reason, REASON_MAX_CHARS))
 
     @property
     def word(self) -> str:
@@ -234,40 +353,43 @@ class Policy:
     # ---------------------------------------------------------------------------------- decisions
 
     def _trace(self, subject: Subject, tool: str, args: Mapping[str, Any] | None, now: datetime) -> list[RuleTrace]:
-        traces: list[RuleTrace] = []
-        for rule in self.rules:
-            misses: list[str] = []
-            agent = first_match(rule.agents, [subject.agent])
-            if agent is None:
-                misses.append(f"agent {subject.agent!r} matches none of {rule.agents}")
-            model = _model_match(rule.models, subject)
-            if model is None:
-                misses.append(f"model {subject.provider}/{subject.model} matches none of {rule.models}")
-            tool_pattern = first_match(rule.tools, [tool])
-            if tool_pattern is None:
-                misses.append(f"tool {tool!r} matches none of {rule.tools}")
-            if rule.expires is not None and rule.expires <= now:
-                misses.append(f"expired at {rule.expires.isoformat()}")
-            if misses:
-                traces.append(RuleTrace(rule.id, rule.effect, False, False, "; ".join(misses)))
-                continue
-            matched = f"agent~{agent} model~{model} tool~{tool_pattern}"
-            if not rule.args:
-                traces.append(RuleTrace(rule.id, rule.effect, True, True, matched))
-                continue
-            if args is None:
-                traces.append(RuleTrace(rule.id, rule.effect, True, rule.effect == "allow",
-                                        f"{matched}; depends on arguments (not checked)"))
-                continue
-            broken = [
-                v for name, c in rule.args.items()
-                if (v := c.violation(name, name in args, args.get(name))) is not None
-            ]
-            if broken:
-                traces.append(RuleTrace(rule.id, rule.effect, True, False, f"{matched}; " + "; ".join(broken)))
-            else:
-                traces.append(RuleTrace(rule.id, rule.effect, True, True, f"{matched}; arguments satisfy the rule"))
-        return traces
+        return [self._trace_rule(rule, subject, tool, args, now) for rule in self.rules]
+
+    @staticmethod
+    def _trace_rule(rule: Rule, subject: Subject, tool: str, args: Mapping[str, Any] | None,
+                    now: datetime) -> RuleTrace:
+        misses: list[str] = []
+        agent = first_match(rule.agents, [subject.agent])
+        if agent is None:
+            misses.append(f"agent {subject.agent!r} matches none of {rule.agents}")
+        model = _model_match(rule.models, subject)
+        if model is None:
+            misses.append(f"model {subject.provider}/{subject.model} matches none of {rule.models}")
+        tool_pattern = first_match(rule.tools, [tool], ignore_case=True)
+        if tool_pattern is None:
+            misses.append(f"tool {tool!r} matches none of {rule.tools}")
+        if rule.expires is not None and rule.expires <= now:
+            misses.append(f"expired at {rule.expires.isoformat()}")
+        if misses:
+            return RuleTrace(rule.id, rule.effect, False, False, "; ".join(misses))
+        matched = f"agent~{agent} model~{model} tool~{tool_pattern}"
+        if not rule.args:
+            return RuleTrace(rule.id, rule.effect, True, True, matched)
+        if args is None:
+            return RuleTrace(rule.id, rule.effect, True, rule.effect == "allow",
+                             f"{matched}; depends on arguments (not checked)")
+        arg_misses = [
+            m for name, c in rule.args.items() if (m := c.miss(name, name in args, args.get(name))) is not None
+        ]
+        if not arg_misses:
+            return RuleTrace(rule.id, rule.effect, True, True, f"{matched}; arguments satisfy the rule")
+        judged = [m.why for m in arg_misses if not m.unjudged]
+        if rule.effect == "allow":
+            return RuleTrace(rule.id, rule.effect, True, False, f"{matched}; " + "; ".join(m.why for m in arg_misses))
+        if judged:
+            return RuleTrace(rule.id, rule.effect, True, False, f"{matched}; " + "; ".join(judged))
+        unjudged = "; ".join(m.why for m in arg_misses)
+        return RuleTrace(rule.id, rule.effect, True, True, f"{matched}; {unjudged} (so the deny cannot be ruled out)")
 
     def decide(
         self, subject: Subject, tool: str, args: Mapping[str, Any] | None, *, now: datetime | None = None
@@ -277,23 +399,22 @@ class Policy:
         arguments do not withhold it (the call is checked again with its arguments)."""
         when = now or datetime.now(UTC)
         traces = self._trace(subject, tool, args, when)
-        for t in traces:
-            if t.applies and t.effect == "deny":
-                rule = next(r for r in self.rules if r.id == t.rule_id)
-                if args is None and rule.conditional:
-                    continue
-                reason = f"denied by rule {rule.id!r}" + (f": {rule.reason}" if rule.reason else "")
-                return Decision(False, rule.id, reason, self.version, self.digest, tuple(traces))
+
+        def decision(allowed: bool, rule_id: str, reason: str) -> Decision:
+            return Decision(allowed, rule_id, reason, self.version, self.digest, tuple(traces))
+
+        for rule, t in zip(self.rules, traces, strict=True):
+            if t.applies and rule.effect == "deny" and not (args is None and rule.conditional):
+                return decision(False, rule.id, f"denied by rule {rule.id!r}" + (f": {rule.reason}" if rule.reason
+                                                                                 else ""))
         for t in traces:
             if t.applies and t.effect == "allow":
-                return Decision(True, t.rule_id, f"granted by rule {t.rule_id!r}", self.version, self.digest,
-                                tuple(traces))
+                return decision(True, t.rule_id, f"granted by rule {t.rule_id!r}")
         near = [t for t in traces if t.matched and t.effect == "allow"]
         if near:
-            reason = "no rule grants it: " + "; ".join(f"rule {t.rule_id!r}: {t.why.split('; ', 1)[-1]}" for t in near)
-        else:
-            reason = "no rule grants it (default deny)"
-        return Decision(False, "", reason, self.version, self.digest, tuple(traces))
+            return decision(False, "", "no rule grants it: " + "; ".join(
+                f"rule {t.rule_id!r}: {t.why.split('; ', 1)[-1]}" for t in near))
+        return decision(False, "", "no rule grants it (default deny)")
 
     def grants_any(self, subject: Subject, *, now: datetime | None = None) -> bool:
         """Cheap pre-check: could any tool be offered to ``subject`` (some live allow rule matches agent
@@ -312,15 +433,35 @@ def _digest(text: str) -> str:
     return "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+def _naming_rules(data: Mapping[Any, Any]) -> Callable[[str, tuple[int | str, ...]], str]:
+    """A problem's place, with the id of the rule it is in: ``rule 'kv-public' (rules.2.args.key)``."""
+    rules = data.get("rules")
+
+    def where(place: str, loc: tuple[int | str, ...]) -> str:
+        if len(loc) < 2 or loc[0] != "rules" or not isinstance(loc[1], int) or not isinstance(rules, list):
+            return place
+        rule = rules[loc[1]] if loc[1] < len(rules) else None
+        rule_id = rule.get("id") if isinstance(rule, dict) else None
+        return f"rule {rule_id!r} ({place})" if isinstance(rule_id, str) and _RULE_ID.match(rule_id) else place
+
+    return where
+
+
 def parse_policy(text: str, source: str = "<policy>") -> Policy:
     """Parse and validate policy YAML, raising :class:`PolicyError` with every problem listed."""
+    try:
+        size = len(text.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise PolicyError(f"{source}: the policy is not valid Unicode text") from None
+    if size > POLICY_MAX_BYTES:
+        raise PolicyError(f"{source}: the policy is {size} bytes; at most {POLICY_MAX_BYTES} are allowed")
     data = parse_yaml(text, source, PolicyError)
     if not isinstance(data, dict):
         raise PolicyError(f"{source}: the top level must be a mapping with `version` and `rules`")
     try:
         doc = _PolicyDoc.model_validate(data)
     except ValidationError as err:
-        raise PolicyError(invalid_message(source, "policy", err)) from None
+        raise PolicyError(invalid_message(source, "policy", err, where=_naming_rules(data))) from None
     return Policy(version=doc.version, rules=tuple(doc.rules), digest=_digest(text), text=text,
                   description=doc.description, source=source)
 
@@ -328,7 +469,7 @@ def parse_policy(text: str, source: str = "<policy>") -> Policy:
 def load_policy_file(path: str | Path) -> Policy:
     """Read and parse a policy file."""
     file = Path(path)
-    return parse_policy(read_text(file, "policy", PolicyError), str(file))
+    return parse_policy(read_text(file, "policy", PolicyError, max_bytes=POLICY_MAX_BYTES), str(file))
 
 
 POLICY_ENV = "TOOLBAG_POLICY"
