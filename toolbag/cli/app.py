@@ -377,6 +377,9 @@ def _mount_optional() -> None:
     from toolbag.bulk.cli import app as bulk_app
 
     app.add_typer(bulk_app, name="batch", help="Run a JSONL or CSV file through the fleet (resumable).")
+    from toolbag.api.cli import register as register_api
+
+    register_api(app)
     try:
         from toolbag.skills.cli import app as skills_app
     except ImportError:
