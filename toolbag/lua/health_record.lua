@@ -3,27 +3,49 @@
 -- ARGV[1] outcome   ARGV[2] latency (s)   ARGV[3] retry-after (s, '' if none)
 -- ARGV[4] failures to open   ARGV[5] base open time (s)   ARGV[6] max open time (s)
 -- ARGV[7] long open time for auth/quota (s)   ARGV[8] EWMA weight of the newest sample
--- hash fields: state (closed|open|half_open), open_until_ms, probe_until_ms, failures, opens,
+-- hash fields: state (closed|open|half_open), open_until_ms, probe_until_ms, failures, opens (times opened),
+--              doublings (of the next open time), closed_ms (when the circuit last closed),
 --              cooldown_until_ms, ewma_latency_s, ewma_refusal, changed_ms
+-- The next open time is the base time doubled `doublings` times, at most the max time. A failed probe adds a
+-- doubling (no more than reach the max); every base open time of healthy time since the circuit closed takes
+-- one away. The time is Redis's, so a model that recovered long ago (or a fleet restarted on an old Redis) is
+-- not punished for an outage long past.
 -- returns the state after the update
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local h = KEYS[1]
 local outcome = ARGV[1]
 local alpha = tonumber(ARGV[8])
-local state = redis.call('HGET', h, 'state') or 'closed'
-local failures = tonumber(redis.call('HGET', h, 'failures') or '0')
-local opens = tonumber(redis.call('HGET', h, 'opens') or '0')
-local refusal = tonumber(redis.call('HGET', h, 'ewma_refusal') or '0')
+local base_ms = tonumber(ARGV[5]) * 1000
+local max_ms = tonumber(ARGV[6]) * 1000
+local f = redis.call('HMGET', h, 'state', 'failures', 'opens', 'doublings', 'closed_ms', 'open_until_ms',
+                     'ewma_refusal')
+local state = f[1] or 'closed'
+local failures = tonumber(f[2] or '0')
+local opens = tonumber(f[3] or '0')
+local doublings = tonumber(f[4] or '0')
+local closed_ms = tonumber(f[5] or '0')
+local open_until = tonumber(f[6] or '0')
+local refusal = tonumber(f[7] or '0')
 
 if outcome == 'lost' then
   return state  -- our worker died: that says nothing about the model
 end
 
-local function open_for(seconds)
-  redis.call('HSET', h, 'state', 'open', 'open_until_ms', now + math.floor(seconds * 1000),
-             'probe_until_ms', 0, 'failures', 0, 'opens', opens + 1, 'changed_ms', now)
+local max_doublings = 0
+while base_ms * 2 ^ max_doublings < max_ms and max_doublings < 40 do
+  max_doublings = max_doublings + 1
+end
+
+local function open_for(ms, next_doublings)
+  redis.call('HSET', h, 'state', 'open', 'open_until_ms', now + math.floor(ms), 'probe_until_ms', 0,
+             'failures', 0, 'opens', opens + 1, 'doublings', next_doublings, 'changed_ms', now)
   return 'open'
+end
+
+local function reopen(held)
+  -- open for the base time doubled `held` times, and hold one more doubling for the next time
+  return open_for(math.min(max_ms, base_ms * 2 ^ held), math.min(held + 1, max_doublings))
 end
 
 if outcome == 'refused' then
@@ -38,14 +60,11 @@ if outcome == 'ok' or outcome == 'refused' or outcome == 'invalid_output' then
     redis.call('HSET', h, 'ewma_latency_s', alpha * tonumber(ARGV[2]) + (1 - alpha) * lat)
   end
   if state ~= 'closed' then
-    -- a successful probe closes the circuit; a model that stays closed forgives past opens slowly
-    redis.call('HSET', h, 'state', 'closed', 'failures', 0, 'probe_until_ms', 0, 'changed_ms', now)
-  else
+    -- the model answered (a successful probe): closed at once; healthy since its open time ended
+    redis.call('HSET', h, 'state', 'closed', 'failures', 0, 'probe_until_ms', 0, 'changed_ms', now,
+               'closed_ms', math.min(now, open_until))
+  elseif failures > 0 then
     redis.call('HSET', h, 'failures', 0)
-    local changed = tonumber(redis.call('HGET', h, 'changed_ms') or now)
-    if opens > 0 and now - changed > 300000 then
-      redis.call('HSET', h, 'opens', opens - 1, 'changed_ms', now)
-    end
   end
   return 'closed'
 end
@@ -54,23 +73,30 @@ if outcome == 'rate_limited' then
   local wait = tonumber(ARGV[3] ~= '' and ARGV[3] or '1')
   local current = tonumber(redis.call('HGET', h, 'cooldown_until_ms') or '0')
   redis.call('HSET', h, 'cooldown_until_ms', math.max(current, now + math.floor(wait * 1000)))
-  return state
 end
 
 if outcome == 'auth' or outcome == 'quota_exhausted' then
-  return open_for(tonumber(ARGV[7]))
+  return open_for(tonumber(ARGV[7]) * 1000, doublings)
 end
 
 if outcome == 'overloaded' or outcome == 'server_error' or outcome == 'network' or outcome == 'timeout' then
-  local backoff = math.min(tonumber(ARGV[6]), tonumber(ARGV[5]) * math.pow(2, math.min(opens, 10)))
-  if state == 'half_open' then
-    return open_for(backoff)  -- the probe failed: open again, for longer (a flapping model is not hammered)
+  if state == 'half_open' or (state == 'open' and now >= open_until) then
+    return reopen(doublings)  -- the probe failed: open again, for longer (a flapping model is not hammered)
+  end
+  if state == 'open' then
+    return state  -- a call made before the circuit opened: the outage is already counted
   end
   failures = failures + 1
   if failures >= tonumber(ARGV[4]) then
-    return open_for(backoff)
+    return reopen(math.max(0, doublings - math.floor((now - closed_ms) / base_ms)))
   end
   redis.call('HSET', h, 'failures', failures)
   return state
+end
+
+if state == 'half_open' then
+  -- the probe got an answer that says nothing of the model's health (rate limited, a request it rejected):
+  -- the next job may probe at once instead of waiting out the probe's lease
+  redis.call('HSET', h, 'probe_until_ms', 0)
 end
 return state

@@ -1,6 +1,10 @@
 """Per-model health in Redis: circuit breaker (closed / open / half-open with one probe at a time),
 cooldown from retry-after, and EWMAs of latency and refusal rate.
 
+A circuit opens after ``failures_to_open`` transient failures in a row, for ``open_s``; each failed probe
+doubles the next open time up to ``max_open_s``, and each ``open_s`` of healthy time after it closes undoes
+one doubling. A successful probe closes it at once.
+
 Workers ``record`` every outcome; routing asks ``choose`` / ``usable``. Both are single Lua scripts, so every
 worker and supervisor on every host sees, and changes, the same state.
 """
@@ -23,9 +27,6 @@ from toolbag.telemetry import metrics
 STATES = ("closed", "open", "half_open")
 
 
-
-
-
 @dataclass(frozen=True)
 class ModelHealth:
     model: str
@@ -35,6 +36,7 @@ class ModelHealth:
     ewma_latency_s: float | None
     ewma_refusal: float
     opens: int
+    doublings: int  # of the next open time, before healthy time since the circuit closed undoes some
 
 
 class HealthTracker:
@@ -98,6 +100,7 @@ class HealthTracker:
             ewma_latency_s=float(latency) if latency else None,
             ewma_refusal=float(f.get("ewma_refusal", 0.0)),
             opens=int(f.get("opens", 0)),
+            doublings=int(f.get("doublings", 0)),
         )
 
     def publish_all(self) -> None:
