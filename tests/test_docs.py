@@ -1,7 +1,11 @@
-"""The docs stand on their own: no reference outside the repository, and every file path they name exists."""
+"""The docs stand on their own: no reference outside the repository, and every file path they name exists; and
+what they state that no command shows holds (tests/test_docs_run.py runs their commands and snippets)."""
 
 from __future__ import annotations
 
+import io
+import json
+import logging
 import re
 import subprocess
 from pathlib import Path
@@ -52,3 +56,39 @@ def test_the_readme_layout_names_every_package() -> None:
     modules = sorted(p.name for p in (REPO / "toolbag").glob("*.py") if p.name != "__init__.py")
     absent = [name for name in packages if f"{name}/" not in layout] + [m for m in modules if m not in layout]
     assert not absent, f"README Layout leaves out {absent}"
+
+
+def test_operating_md_the_sdks_and_their_http_clients_log_at_warning() -> None:
+    """docs/operating.md, Logs: at the default level INFO, "Celery, kombu, httpx and the vendor SDKs log at WARNING".
+    A call through each vendor's SDK writes no line of theirs (the SDKs' HTTP client, httpx2, logs every request at
+    INFO unless it is quieted)."""
+    from tests.fleet import fleet_config_dict
+    from toolbag.attempt.request import build_request
+    from toolbag.config import parse_config
+    from toolbag.providers.registry import build_adapter
+    from toolbag.simulator.server import SimulatorServer
+    from toolbag.telemetry import logs
+
+    stream = io.StringIO()
+    root, own = logging.getLogger(), logging.getLogger("toolbag")
+    saved = (root.level, own.level)
+    handler = logs.configure("worker:test", "INFO", stream=stream, environ={})
+    try:
+        with SimulatorServer() as sim:
+            config = parse_config(fleet_config_dict(sim.url))
+            for provider in ("anthropic", "openai", "gemini"):
+                name = next(n for n, m in config.models.items() if m.provider == provider)
+                request = build_request(config, capability="summarize", tier="standard", model=name,
+                                        job_input={"text": "a short text"})
+                adapter = build_adapter(provider, config)
+                try:
+                    adapter.call(config.models[name].model_id, request)
+                finally:
+                    adapter.close()
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(saved[0])
+        own.setLevel(saved[1])
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    foreign = [f"{x['logger']}: {x['msg'][:80]}" for x in lines if not x["logger"].startswith("toolbag")]
+    assert not foreign, "third-party loggers wrote at INFO:\n" + "\n".join(foreign)

@@ -22,7 +22,10 @@ from urllib.parse import urlparse
 REDACTED = "***"
 MIN_SECRET_CHARS = 8  # shorter values are not scrubbed: they would mangle ordinary text
 SECRET_ENV_RE = re.compile(r"(API_KEY|_TOKEN|_SECRET|PASSWORD)$", re.IGNORECASE)
-NOISY_LOGGERS = ("celery", "kombu", "amqp", "httpx", "httpcore", "anthropic", "openai", "google_genai", "urllib3")
+# Third-party loggers kept at WARNING unless the level is DEBUG: Celery, the vendor SDKs and their HTTP clients
+# (the SDKs ship httpx2/httpcore2, which log every request at INFO; google.genai and google.auth under "google").
+NOISY_LOGGERS = ("celery", "kombu", "amqp", "httpx", "httpx2", "httpcore", "httpcore2", "anthropic", "openai",
+                 "google", "google_genai", "urllib3")
 
 # Attributes every LogRecord has; anything else on a record came from ``extra=`` and is logged as a field.
 _RECORD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
