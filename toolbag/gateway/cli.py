@@ -1,13 +1,15 @@
 """``toolbag permissions …``, ``toolbag audit …`` and ``toolbag tools …`` (mounted by :mod:`toolbag.cli`).
 
-Exit codes: 0 ok (``explain``: allowed), 1 denied (``explain``) or refused (``publish``), 2 bad usage/config.
+Exit codes: 0 ok (``explain``: allowed), 1 denied (``explain``), 2 bad usage or config, or a refused ``publish``.
 Everything printed that comes from a policy, a tool or a person is data, never Rich markup.
 """
 
 from __future__ import annotations
 
+import getpass
 import json
 import re
+import socket
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,7 +21,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from toolbag.cli.fail import fail
+from toolbag.cli.fail import fail, one_line
 from toolbag.config import Config, ConfigError, load_config, redis_url
 from toolbag.gateway.audit import AuditFilter, RedisAuditReader, read_jsonl
 from toolbag.gateway.live import PolicyStore
@@ -34,10 +36,10 @@ permissions_app = typer.Typer(no_args_is_help=True, add_completion=False,
 audit_app = typer.Typer(no_args_is_help=True, add_completion=False,
                         help="The gateway's audit trail: tail it or query it.")
 tools_app = typer.Typer(no_args_is_help=True, add_completion=False, help="The tools the gateway can reach.")
-console = Console(soft_wrap=True, markup=False, highlight=False)
-err_console = Console(stderr=True, soft_wrap=True, markup=False, highlight=False)
+console = Console(soft_wrap=True, markup=False, highlight=False, emoji=False)
+err_console = Console(stderr=True, soft_wrap=True, markup=False, highlight=False, emoji=False)
 
-EXIT_NO = 1  # ``explain``: denied; ``publish``: refused. An answer, not a usage error.
+EXIT_DENIED = 1  # ``explain``: denied. An answer, not a usage error.
 
 
 def _cells(*values: object) -> list[str]:
@@ -146,7 +148,7 @@ def explain(
         for t in decision.trace:
             mark = ("applies", "green") if t.applies else ("matches", "yellow") if t.matched else ("no     ", "dim")
             console.print(Text.assemble(f"  {t.rule_id:<28} {t.effect:<5} ", mark, f"  {t.why}"))
-    raise typer.Exit(0 if decision.allowed else EXIT_NO)
+    raise typer.Exit(0 if decision.allowed else EXIT_DENIED)
 
 
 @permissions_app.command("list")
@@ -197,8 +199,8 @@ def publish(
 ) -> None:
     """Make a policy file the fleet's live policy (applies on the next tool call of every worker).
 
-    Exit 1 when refused: the file is older than the live policy (without --force), or has the live version
-    with other text."""
+    Exit 2 when refused, with one error line saying what to change: the file is older than the live policy
+    (without --force), or has the live version with other text."""
     config = _config()
     path = file or default_policy_path()
     if path is None:
@@ -206,7 +208,8 @@ def publish(
     try:
         policy = load_policy_file(path)
         client, keys = _redis_and_keys(config)
-        result = PolicyStore(client, keys, load_gateway_settings().audit.stream_maxlen).publish(policy, force=force)
+        store = PolicyStore(client, keys, load_gateway_settings().audit.stream_maxlen)
+        result = store.publish(policy, force=force, who=_publishing_user())
     except (PolicyError, ConfigError) as err:
         fail(str(err))
     except redis.RedisError as err:
@@ -218,11 +221,18 @@ def publish(
         console.print(f"unchanged: version {result.live_version} is already live")
         return
     if result.status == "older":
-        err_console.print(f"refused: version {policy.version} is older than the live version "
-                          f"{result.live_version} (use --force to roll back on purpose)")
-    else:
-        err_console.print(f"refused: version {policy.version} is live with other text — bump `version` in {path}")
-    raise typer.Exit(EXIT_NO)
+        fail(f"refused: {path} has version {policy.version}, older than the live version {result.live_version}; "
+             "raise `version`, or pass --force to roll back on purpose")
+    fail(f"refused: version {policy.version} is live with other text; raise `version` in {path}")
+
+
+def _publishing_user() -> str:
+    """Who is publishing, as ``user@host`` (recorded with the live policy and in the audit)."""
+    try:
+        user = getpass.getuser()
+    except (OSError, KeyError):  # no login name and no passwd entry (a bare container)
+        user = "?"
+    return f"{user}@{socket.gethostname()}"
 
 
 @permissions_app.command("show")
@@ -246,14 +256,48 @@ def show(as_json: bool = typer.Option(False, "--json")) -> None:
     if as_json:
         typer.echo(json.dumps({"live": info, "local": local}, indent=2))
         return
-    if not info:
-        console.print("no policy published: every tool call is denied")
+    for line in _policy_summary(info, local):
+        console.print(line)
+
+
+_PUBLISHER = re.compile(r"^(?P<user>.*)@(?P<host>[^@]*):(?P<pid>\d+)$")
+
+
+def _publisher(raw: str) -> str:
+    """``user@host:pid`` (how the fleet records who published) in words; anything else as it is."""
+    match = _PUBLISHER.match(raw)
+    if not match:
+        return raw or "an unknown publisher"
+    user = match["user"] if match["user"] not in ("", "?") else "an unnamed user"
+    return f"{user} on {match['host']} (process {match['pid']})"
+
+
+def _policy_summary(live: dict[str, str], local: dict[str, Any]) -> list[str]:
+    """``permissions show`` for a person: the live policy, then how the local file compares with it."""
+    lines = []
+    if not live:
+        lines.append("live policy: none published, so every tool call is denied")
     else:
-        when = datetime.fromtimestamp(int(info.get("published_ms", "0")) / 1000, UTC).isoformat(timespec="seconds")
-        console.print(f"live: version {info.get('version')} {info.get('digest', '')[:19]} from {info.get('source')}"
-                      f", published {when} by {info.get('published_by')}")
-    if local:
-        console.print(f"local: {json.dumps(local)}")
+        when = datetime.fromtimestamp(int(live.get("published_ms", "0")) / 1000, UTC)
+        lines.append(f"live policy: version {live.get('version', '?')} ({live.get('digest', '')[:19]}…)")
+        lines.append(f"  from {live.get('source') or 'an unnamed source'}, published "
+                     f"{when:%Y-%m-%d %H:%M:%S} UTC by {_publisher(live.get('published_by', ''))}")
+    if not local:
+        lines.append("local policy file: none ($TOOLBAG_POLICY or ./policy.yaml)")
+    elif "error" in local:
+        lines.append(f"local policy file: {local['path']} is not valid: {one_line(local['error'])}")
+    elif local["matches_live"]:
+        lines.append(f"local policy file: {local['path']}, version {local['version']}: the live policy")
+    else:
+        mine, theirs = int(local["version"]), int(live.get("version", "0"))
+        if not live or mine > theirs:
+            verdict = "not live yet: `toolbag permissions publish` makes it live"
+        elif mine == theirs:
+            verdict = "the live version number with other text: raise its version, then publish"
+        else:
+            verdict = f"older than the live version {theirs}: update it, or `publish --force` to roll back"
+        lines.append(f"local policy file: {local['path']}, version {mine}, {verdict}")
+    return lines
 
 
 @permissions_app.command("validate")
@@ -320,6 +364,15 @@ def _print_entries(entries: list[dict[str, str]], as_json: bool) -> None:
         typer.echo(json.dumps(entry, sort_keys=True) if as_json else _line(entry))
 
 
+def _print_matches(entries: list[dict[str, str]], as_json: bool, flt: AuditFilter) -> None:
+    """The records, oldest first; when there are none, one line saying so on stderr (stdout stays data)."""
+    if entries:
+        _print_entries(entries, as_json)
+        return
+    only = f" (only {' and '.join(flt.kinds)} records; --all shows every kind)" if flt.kinds == GATEWAY_KINDS else ""
+    err_console.print(f"no audit records match{only}")
+
+
 GATEWAY_KINDS = ("tool", "policy")
 
 
@@ -340,14 +393,16 @@ def tail(
     everything: bool = typer.Option(False, "--all", help="Also the fleet's job records (decisions, completions)"),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per line"),
 ) -> None:
-    """The newest gateway audit records (oldest first)."""
+    """The newest gateway audit records, printed oldest first (as `audit query` does)."""
     config = _config()
     client, keys = _redis_and_keys(config)
     reader = RedisAuditReader(client, keys)
     flt = _filter(agent, tool, decision, None, None, None, None, None, everything)
     try:
         last = reader.last_id()
-        _print_entries([e for _, e in reader.tail(count, flt)], as_json)
+        found = [e for _, e in reader.tail(count, flt)]
+        if found or not follow:
+            _print_matches(found, as_json, flt)
         while follow:
             batch = reader.follow(last, block_ms=1000)
             if batch:
@@ -372,26 +427,26 @@ def query(
     everything: bool = typer.Option(False, "--all", help="Every kind, the fleet's job records too"),
     since: str | None = typer.Option(None, "--since", help="15m, 2h, 1d, ISO time or epoch ms"),
     until: str | None = typer.Option(None, "--until"),
-    limit: int = typer.Option(100, "--limit"),
+    limit: int = typer.Option(100, "--limit", help="How many of the newest matching records"),
     file: Path | None = typer.Option(None, "--file", help="Query a JSONL audit file instead of the Redis stream"),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per line"),
 ) -> None:
-    """Audit records matching every filter given, newest first."""
+    """Audit records matching every filter given: the newest --limit of them, printed oldest first (as `audit
+    tail` does). None matching: a line saying so on stderr, exit 0."""
     flt = _filter(agent, tool, decision, job, event, kind, since, until, everything)
     if file is not None:
         try:
             entries = read_jsonl(file, flt, limit)
         except OSError as err:
             fail(f"{file}: {err.strerror}")
-        _print_entries(entries, as_json)
-        return
-    config = _config()
-    client, keys = _redis_and_keys(config)
-    try:
-        entries = [e for _, e in RedisAuditReader(client, keys).query(flt, limit=limit)]
-    except redis.RedisError as err:
-        fail(f"redis: {err}")
-    _print_entries(entries, as_json)
+    else:
+        client, keys = _redis_and_keys(_config())
+        try:
+            entries = [e for _, e in RedisAuditReader(client, keys).query(flt, limit=limit)]
+        except redis.RedisError as err:
+            fail(f"redis: {err}")
+    entries.reverse()  # the readers give newest first
+    _print_matches(entries, as_json, flt)
 
 
 # -------------------------------------------------------------------------------------------- tools
