@@ -21,8 +21,9 @@ def fleet(redis_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
 
 
 def toolbag(fleet: Fleet, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "toolbag.cli", *args], env=fleet.env, cwd=REPO,
-                          capture_output=True, text=True, timeout=120)
+    """The CLI with stdout and stderr piped, at 80 columns."""
+    return subprocess.run([sys.executable, "-m", "toolbag.cli", *args], env={**fleet.env, "COLUMNS": "80"},
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
 
 
 def test_submit_wait_json_prints_one_object_with_the_serving_model(fleet: Fleet, tmp_path: Path) -> None:
@@ -52,8 +53,9 @@ def test_queues_and_escalation_inbox_commands(fleet: Fleet) -> None:
     shown = toolbag(fleet, "escalations", "show", job_id)
     assert "refused" in shown.stdout
     assert "[[sim:refusal]] no" in shown.stdout, "job text is data: brackets are printed, never eaten as markup"
-    wide = toolbag(fleet, "escalations", "list")
-    assert job_id in wide.stdout, "the escalation list never cuts a job id (piped, 80 columns)"
+    piped = toolbag(fleet, "escalations", "list").stdout.splitlines()
+    row = next((line.split() for line in piped if line.startswith(job_id)), None)
+    assert row is not None and row[2:4] == ["summarize", "standard"], "id and short fields whole at 80 columns"
     resolved = toolbag(fleet, "escalations", "resolve", job_id, "--output", '{"answer": 42}')
     assert resolved.returncode == 0
     final = json.loads(toolbag(fleet, "status", job_id, "--json").stdout)

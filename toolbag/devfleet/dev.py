@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shlex
+import shutil
 import signal
+import sys
 import tempfile
 import time
 import urllib.parse
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
-from rich.table import Table
+from rich.console import Console, RenderableType
+from rich.text import Text
 
+from toolbag.cli.tables import Column, legible_table
 from toolbag.config import load_config
 from toolbag.devfleet.harness import (
     HarnessError,
@@ -26,7 +31,7 @@ from toolbag.devfleet.harness import (
     start_simulator,
 )
 
-console = Console()
+console = Console(soft_wrap=True, highlight=False, markup=False, emoji=False)  # paths, URLs, job text: data
 
 DEMO = [
     ("summarize", "interactive", {"text": "toolbag routes capability jobs across vendors."}),
@@ -107,23 +112,28 @@ def _interrupt(_signum: int, _frame: object) -> None:
 
 
 def run_dev(*, demo: bool = True, exit_after_demo: bool = False, redis_url: str | None = None,
-            simulator_port: int | None = None, metrics_port: int | None = None) -> int:
+            simulator_port: int | None = None, metrics_port: int | None = None, logs_dir: Path | None = None) -> int:
     """Run the fleet until Ctrl-C (or the demo's end with ``exit_after_demo``); the exit code.
 
     ``redis_url``: the Redis to use, default ``$TOOLBAG_REDIS_URL`` (see :func:`choose_redis`).
     ``simulator_port``: default 8900, else a free port. ``metrics_port``: the first ``/metrics`` port, each
     process taking the next free one (default: the simulator from 9102, workers and supervisor from 9100).
+    ``logs_dir``: where the processes log, kept; default a temporary folder, removed on exit unless something
+    failed (then its path is printed).
     """
     signal.signal(signal.SIGTERM, _interrupt)  # stop the children on SIGTERM as on Ctrl-C
     config = load_config()
-    workdir = Path(tempfile.mkdtemp(prefix="toolbag-dev-"))
     if simulator_port is None:
         simulator_port = 8900 if port_free(8900) else free_port()
     sim_url = f"http://127.0.0.1:{simulator_port}"
     metrics_ports = _MetricsPorts()
     url, redis_server = choose_redis(redis_url or os.environ.get("TOOLBAG_REDIS_URL"))
+    if logs_dir is not None:
+        logs_dir.mkdir(parents=True, exist_ok=True)
+    workdir = logs_dir or Path(tempfile.mkdtemp(prefix="toolbag-dev-"))
     fleet = LocalFleet(config, url, workdir, env={**os.environ, "TOOLBAG_SIMULATOR_URL": sim_url}, own_session=True)
     endpoints: list[tuple[str, str]] = []
+    code = 1
     try:
         try:
             sim = start_simulator(fleet, port=simulator_port, timeout_s=20,
@@ -139,31 +149,61 @@ def run_dev(*, demo: bool = True, exit_after_demo: bool = False, redis_url: str 
         port = metrics_ports.next_from(metrics_port or 9100)
         fleet.supervisor(metrics_port=port)
         endpoints.append(("supervisor", f"http://127.0.0.1:{port}/metrics"))
-        table = Table("process", "endpoint", title="toolbag dev fleet")
-        for name, endpoint in endpoints:
-            table.add_row(name, endpoint)
-        table.add_row("redis", url)
-        table.add_row("logs", str(workdir))
-        console.print(table)
+        endpoints.append(("redis", url))
+        endpoints.append(("logs", str(workdir)))
+        console.print(legible_table([Column("process"), Column("endpoint")], endpoints, console.width,
+                                    title="toolbag dev fleet"))
         if demo:
             ok = _run_demo(fleet, sim_url)
             if exit_after_demo:
-                return 0 if ok else 1
-        console.print("[bold green]fleet running[/] — submit with `toolbag submit summarize --input "
-                      "'{\"text\": \"hi\"}' --wait` (with TOOLBAG_REDIS_URL=" + url + "). Ctrl-C stops everything.")
+                code = 0 if ok else 1
+                return code
+        console.print(Text.assemble(("fleet running", "bold green"), "; Ctrl-C stops everything. In another shell:"))
+        console.print(how_to_submit(url))
         while True:
             dead = fleet.exited()
             if dead:
-                console.print(f"[red]{dead} exited; see {workdir / (dead + '.log')}[/]")
-                return 1
+                console.print(f"{dead} exited; see {workdir / (dead + '.log')}", style="red")
+                return code
             time.sleep(0.5)
     except KeyboardInterrupt:
         console.print("stopping…")
-        return 0
+        code = 0
+        return code
     finally:
         fleet.stop()
         if redis_server is not None:
             redis_server.stop()
+        if logs_dir is None and code == 0:
+            shutil.rmtree(workdir, ignore_errors=True)
+        elif logs_dir is None:
+            console.print(f"the processes' logs are kept in {workdir}")
+
+
+def how_to_submit(redis_url: str) -> str:
+    """The commands that use this fleet from another shell, naming the ``toolbag`` this process runs from."""
+    script = Path(sys.executable).parent / "toolbag"
+    found = shutil.which("toolbag")
+    on_path = found is not None and Path(found).resolve() == script.resolve()
+    command = "toolbag" if on_path or not script.exists() else str(script)
+    activate = Path(sys.prefix) / "bin" / "activate"
+    lines = [f"  export TOOLBAG_REDIS_URL={shlex.quote(redis_url)}",
+             f"  {shlex.quote(command)} submit summarize --input '{{\"text\": \"hi\"}}' --wait"]
+    if command != "toolbag" and activate.exists():
+        lines.append(f"  (or `source {activate}` once, then type just `toolbag`)")
+    return "\n".join(lines)
+
+
+def _preview(text: str, limit: int = 80) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def demo_table(rows: list[tuple[str, str, str, str, str, str, str]], width: int) -> RenderableType:
+    """The demo's jobs at ``width``: short fields whole, attempts and output wrapped or on lines of their own."""
+    columns = [Column("capability"), Column("tier"), Column("status"), Column("served by"),
+               Column("attempts", whole=False), Column("latency"), Column("output", whole=False)]
+    return legible_table(columns, rows, width, title="demo workload")
 
 
 def _run_demo(fleet: LocalFleet, sim_url: str) -> bool:
@@ -174,21 +214,18 @@ def _run_demo(fleet: LocalFleet, sim_url: str) -> bool:
     try:
         fleet.wait_workers(len(fleet.config.providers), timeout_s=60, max_age_s=30)
     except HarnessError as err:
-        console.print(f"workers did not come up: {err}", style="red", highlight=False, markup=False)
+        console.print(f"workers did not come up: {err}", style="red")
         return False
     jobs = client.submit_many([JobRequest(capability=c, tier=t, input=i, caller="demo") for c, t, i in DEMO])
-    table = Table(title="demo workload")
-    for name in ("capability", "tier", "status", "served by", "attempts", "latency"):
-        table.add_column(name, no_wrap=True)
-    table.add_column("output", no_wrap=True, overflow="ellipsis", max_width=40)
+    rows = []
     all_ok = True
     for (capability, tier, _), job in zip(DEMO, jobs, strict=True):
         result = job.result(timeout_s=60)
         all_ok &= result.ok
         last: dict[str, Any] = next((a for a in reversed(result.attempts) if a.get("type") == "attempt"), {})
-        output = result.output if isinstance(result.output, str) else str(result.output)
+        output = result.output if isinstance(result.output, str) else json.dumps(result.output)
         tries = " → ".join(f"{a['model']}:{a['outcome']}" for a in result.attempts if a.get("type") == "attempt")
-        table.add_row(capability, tier, result.status.value, str(result.model), tries,
-                      f"{last.get('latency_s', 0):.3f}s", (output or result.error or "").strip()[:60])
-    console.print(table)
+        rows.append((capability, tier, result.status.value, str(result.model), tries,
+                     f"{last.get('latency_s', 0):.3f}s", _preview(output or result.error or "")))
+    console.print(demo_table(rows, console.width))
     return all_ok

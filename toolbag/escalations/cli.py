@@ -6,17 +6,15 @@ import json
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from functools import partial
 
 import typer
 from rich.console import Console
-from rich.table import Table
-from rich.text import Text
 
+from toolbag.cli.tables import Column, legible_table
 from toolbag.escalations import Inbox, InboxError
 
 app = typer.Typer(no_args_is_help=True, help="The human escalation inbox.")
-console = Console()
+console = Console(soft_wrap=True, markup=False, highlight=False, emoji=False)  # job text is data, never markup
 
 
 @contextmanager
@@ -44,13 +42,14 @@ def list_(as_json: bool = typer.Option(False, "--json"), limit: int = typer.Opti
         print(json.dumps([{"job_id": e.job_id, "escalated_at": e.escalated_at, "capability": e.capability,
                            "tier": e.tier, "caller": e.caller, "reason": e.reason} for e in items]))
         return
-    table = Table("job", "waiting", "capability", "tier", "caller", "reason")
-    table.columns[0].no_wrap = True  # an id must stay whole to be copied
-    table.columns[0].min_width = max((len(e.job_id) for e in items), default=3)
-    for e in items:
-        table.add_row(*(Text(v) for v in (e.job_id, f"{time.time() - e.escalated_at:.0f}s", e.capability, e.tier,
-                                          e.caller, e.reason)))
-    console.print(table)
+    if not items:
+        console.print("no escalated jobs")
+        return
+    columns = [Column("job"), Column("waiting"), Column("capability"), Column("tier"), Column("caller"),
+               Column("reason", whole=False)]
+    rows = [(e.job_id, f"{time.time() - e.escalated_at:.0f}s", e.capability, e.tier, e.caller, e.reason)
+            for e in items]
+    console.print(legible_table(columns, rows, console.width))
 
 
 @app.command()
@@ -61,11 +60,10 @@ def show(job_id: str, as_json: bool = typer.Option(False, "--json")) -> None:
     if as_json:
         print(json.dumps(e.__dict__))
         return
-    plain = partial(console.print, markup=False, highlight=False)  # job text is data, never markup
-    plain(f"{e.job_id} {e.capability}/{e.tier} from {e.caller}: {e.reason}")
-    plain(json.dumps(e.input, indent=2))
+    console.print(f"{e.job_id} {e.capability}/{e.tier} from {e.caller}: {e.reason}")
+    console.print(json.dumps(e.input, indent=2))
     for entry in e.attempts:
-        plain(f"  {json.dumps(entry, sort_keys=True)}")
+        console.print(f"  {json.dumps(entry, sort_keys=True)}")
 
 
 @app.command()
