@@ -18,8 +18,8 @@ import openai
 import pytest
 import uvicorn
 
-from tests.fleet import REPO, Fleet, free_port, running_fleet
-from toolbag.api.app import JOB_ID_HEADER, create_app
+from tests.fleet import REPO, Fleet, free_port, running_fleet, terminate, wait_http
+from toolbag.api.app import JOB_ID_HEADER, TIER_HEADER, create_app
 from toolbag.api.keys import KeyStore
 
 CUT_AFTER_TEXT = "refuse-me-midway"
@@ -215,3 +215,25 @@ def test_keys_cli_create_list_revoke_and_a_revoked_key_fails_next(door: FrontDoo
     with pytest.raises(openai.AuthenticationError):
         client.models.list()
     assert toolbag("keys", "create", "--caller", "bad caller!").returncode == 2
+
+
+def test_the_tier_header_overrides_the_keys_default(door: FrontDoor) -> None:
+    raw = door.openai().chat.completions.with_raw_response.create(
+        model="extract", messages=user(PROMPT), extra_headers={TIER_HEADER: "standard"})
+    assert door.fleet.client.result(raw.headers[JOB_ID_HEADER], timeout_s=30).tier == "standard"
+    with pytest.raises(openai.BadRequestError, match=TIER_HEADER):
+        door.openai().chat.completions.create(model="extract", messages=user(PROMPT),
+                                              extra_headers={TIER_HEADER: "urgent"})
+
+
+def test_toolbag_api_serves_the_front_door(door: FrontDoor) -> None:
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "toolbag.cli", "api", "--port", str(port)],
+                            env=door.fleet.env, cwd=REPO)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/healthz")
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=door.key, max_retries=0)
+        answer = client.chat.completions.create(model="summarize", messages=user(PROMPT))
+        assert answer.choices[0].message.content
+    finally:
+        terminate(proc)

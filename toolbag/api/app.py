@@ -29,6 +29,7 @@ from toolbag.api.wire import ChatCompletionRequest, MessagesRequest, field_path
 from toolbag.attempt.deltas import AttemptEnd, TextDelta
 from toolbag.client import Client, Job
 from toolbag.config import TIERS
+from toolbag.errors import ToolbagError
 from toolbag.jobs import JobResult, SubmitError
 
 __all__ = ["JOB_ID_HEADER", "TIER_HEADER", "create_app"]
@@ -41,7 +42,7 @@ MAX_BODY_BYTES_OVER_INPUT = 64 * 1024  # envelope allowance on top of fleet.max_
 Dialect = Literal["openai", "anthropic"]
 
 
-class ApiError(Exception):
+class ApiError(ToolbagError):
     """A request the front door refuses: HTTP status, the SDK's error type, and a message."""
 
     def __init__(self, status: int, message: str, *, param: str | None = None) -> None:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from toolbag.config import TIERS
+from toolbag.errors import ToolbagError
 from toolbag.store.keys import Keys
 
 __all__ = ["ApiKey", "ApiKeyError", "KeyStore", "key_digest"]
@@ -24,7 +25,7 @@ _CALLER_RE = re.compile(r"^[A-Za-z0-9._@/+-]{1,128}$")
 _KEY_ID_RE = re.compile(r"^[0-9a-f]{12}$")
 
 
-class ApiKeyError(ValueError):
+class ApiKeyError(ToolbagError):
     """A key operation that cannot be done; the message says why."""
 
 
