@@ -62,12 +62,16 @@ def test_starts_redis_on_the_free_port_toolbag_redis_url_names_and_runs_the_demo
     assert f"started redis-server on port {port} for {url}" in text
     assert "demo workload" in text and "succeeded" in text
     assert port_free(port), "the redis-server it started stops with the fleet"
+    logs = re.search(r"(/\S*toolbag-dev-[^\s│]+)", text)
+    assert logs and not Path(logs.group(1)).exists(), "its temporary logs folder is removed on a clean exit"
 
 
 def test_uses_the_redis_toolbag_redis_url_names_when_it_answers(redis_url: str, tmp_path: Path) -> None:
     with toolbag_dev(tmp_path, dev_env(TOOLBAG_REDIS_URL=redis_url), "--no-demo") as (proc, out):
         wait_for(out, proc, "fleet running")
+        wait_for(out, proc, r"\n  \S*toolbag submit summarize --input")
         assert f"using the Redis at {redis_url}" in out.read_text()
+        assert f"  export TOOLBAG_REDIS_URL={redis_url}\n" in out.read_text()
         given = redis.Redis.from_url(redis_url)
         deadline = time.monotonic() + 120
         while not given.zcard("tb:workers"):
@@ -77,13 +81,15 @@ def test_uses_the_redis_toolbag_redis_url_names_when_it_answers(redis_url: str, 
 
 
 def test_without_toolbag_redis_url_starts_a_private_redis_server(tmp_path: Path) -> None:
-    with toolbag_dev(tmp_path, dev_env(), "--no-demo") as (proc, out):
+    logs = tmp_path / "logs"
+    with toolbag_dev(tmp_path, dev_env(), "--no-demo", "--logs-dir", str(logs)) as (proc, out):
         started = wait_for(out, proc, r"started a private redis-server at redis://127\.0\.0\.1:(\d+)/0")
         port = int(started.group(1))
         wait_for(out, proc, "fleet running")
         assert redis.Redis(port=port).ping()
         stop(proc, out)
     assert port_free(port)
+    assert (logs / "supervisor.log").is_file(), "--logs-dir keeps the logs"
 
 
 def test_refuses_a_redis_url_that_does_not_answer_on_a_busy_port(tmp_path: Path) -> None:

@@ -26,8 +26,8 @@ if TYPE_CHECKING:
 
 app = typer.Typer(no_args_is_help=True, add_completion=False,
                   help="Run a JSONL or CSV file through the fleet: one job per line or row.")
-out_console = Console(highlight=False, soft_wrap=True, markup=False)
-err_console = Console(stderr=True, highlight=False, markup=False)
+out_console = Console(highlight=False, soft_wrap=True, markup=False, emoji=False)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True, markup=False, emoji=False)
 
 EXIT_RECORD_ERRORS = 1  # the run finished, and the errors file has records
 EXIT_INTERRUPTED = 130  # Ctrl-C or SIGTERM: what is written stays, a rerun continues
@@ -68,6 +68,8 @@ def run(
     from toolbag.bulk.files import FORMATS, InputSpec, guess_format, is_format
     from toolbag.bulk.runner import BatchError, BatchRun, BatchSpec
     from toolbag.cli.app import _client
+    from toolbag.skills import SkillLoadError
+    from toolbag.skills.cli import invalid_skill
 
     fmt = input_format or guess_format(input_path)
     if not is_format(fmt):
@@ -87,6 +89,8 @@ def run(
         counts = _run_with_progress(batch, quiet)
     except BatchError as err:
         fail(str(err))
+    except SkillLoadError as err:
+        fail(invalid_skill(spec.skill or "", err))
     except KeyboardInterrupt:
         err_console.print(f"interrupted: results so far are in {spec.output} and {spec.errors_path}; "
                           "rerun the same command to continue")

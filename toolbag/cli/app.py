@@ -12,16 +12,22 @@ from typing import TYPE_CHECKING, Any
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
-from toolbag.cli.fail import fail
+from toolbag.cli.fail import fail, print_error
+from toolbag.cli.tables import Column, legible_table
 from toolbag.config import Config, ConfigError, load_config, redis_url
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from prometheus_client.registry import Collector
+
     from toolbag.client import Client
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="toolbag: an open multi-model job fleet.")
-console = Console()
-err_console = Console(stderr=True)
+console = Console(soft_wrap=True, highlight=False, emoji=False)  # job text is printed with markup=False
+err_console = Console(stderr=True, soft_wrap=True, highlight=False, emoji=False)
 
 
 def _config() -> Config:
@@ -65,6 +71,8 @@ def submit(
 ) -> None:
     """Submit a job for a capability (or a skill)."""
     from toolbag.jobs import ResultTimeout, SubmitError
+    from toolbag.skills import SkillLoadError
+    from toolbag.skills.cli import invalid_skill
 
     client = _client()
     payload = _parse_input(input)
@@ -76,6 +84,8 @@ def submit(
     except SubmitError as err:
         fail(str(err))
         return
+    except SkillLoadError as err:
+        fail(invalid_skill(skill, err))
     if not wait:
         status = job.status().value
         if as_json:
@@ -166,18 +176,37 @@ def queues(as_json: bool = typer.Option(False, "--json")) -> None:
     if as_json:
         print(json.dumps({"queues": rows, "delayed": delayed}))
         return
-    table = Table("queue", "depth", "waiting", "delayed", "oldest wait", "messages")
-    for r in rows:
-        table.add_row(r["queue"], str(r["depth"]), str(r["waiting"]), str(r["delayed"]),
-                      f"{r['oldest_age_s']:.1f}s", str(r["messages"]))
-    console.print(table)
+    columns = [Column(name) for name in ("queue", "depth", "waiting", "delayed", "oldest wait", "messages")]
+    cells = [(r["queue"], str(r["depth"]), str(r["waiting"]), str(r["delayed"]), f"{r['oldest_age_s']:.1f}s",
+              str(r["messages"])) for r in rows]
+    console.print(legible_table(columns, cells, console.width))
     console.print(f"delayed (all queues): {delayed}")
+
+
+METRICS_PORT_ENV = "TOOLBAG_METRICS_PORT"
+_METRICS_HOST_HELP = ("Address /metrics listens on (default 0.0.0.0: Prometheus scrapes each process from another "
+                      "host or container; 127.0.0.1 keeps it to this machine)")
 
 
 def _metrics_port(explicit: int | None, default: int) -> int:
     if explicit is not None:
         return explicit
-    return int(os.environ.get("TOOLBAG_METRICS_PORT", default))
+    value = os.environ.get(METRICS_PORT_ENV, str(default))
+    if not value.isdigit():
+        fail(f"{METRICS_PORT_ENV}: {value!r} is not a port number")
+    return int(value)
+
+
+def _serve_metrics(port: int, role: str, host: str, collectors: Sequence[Collector] = ()) -> int:
+    """``/metrics`` served, or one error line naming what to change: the port, or the host."""
+    from toolbag.telemetry import metrics
+
+    try:
+        return metrics.serve(port, role, collectors=collectors, addr=host)
+    except metrics.MetricsServeError as err:
+        if err.port_taken:
+            fail(f"--metrics-port: {err}; choose another with --metrics-port or {METRICS_PORT_ENV} (0 = any free port)")
+        fail(f"--metrics-host: {err}")
 
 
 _LOGLEVEL_HELP = "Level of toolbag's JSON logs (libraries log at WARNING unless DEBUG)"
@@ -197,12 +226,13 @@ def worker(
     provider: str = typer.Option(..., "--provider", "-p", help="Provider name from toolbag.yaml"),
     concurrency: int = typer.Option(None, "--concurrency", "-c", help="Attempts in flight (threads)"),
     metrics_port: int = typer.Option(None, "--metrics-port", help="/metrics port (default 9100; 0 = any free)"),
+    metrics_host: str = typer.Option("0.0.0.0", "--metrics-host", envvar="TOOLBAG_METRICS_HOST",
+                                     help=_METRICS_HOST_HELP),
     loglevel: str = typer.Option("INFO", "--loglevel", envvar="TOOLBAG_LOG_LEVEL", help=_LOGLEVEL_HELP),
 ) -> None:
     """Run a provider worker: consumes <provider>.interactive, .standard, .batch in that order."""
     import logging
 
-    from toolbag.telemetry import metrics
     from workers.app import make_app, worker_queues
     from workers.runtime import start_provider
 
@@ -213,14 +243,14 @@ def worker(
     except ConfigError as err:
         fail(str(err))
         return
-    port = metrics.serve(_metrics_port(metrics_port, 9100), role=f"worker:{provider}")
-    n = concurrency or config.providers[provider].concurrency
-    err_console.print(f"worker {provider}: {n} slots, metrics on :{port}/metrics", highlight=False)
-    logging.getLogger("toolbag.worker").info(
-        "worker started", extra={"event": "started", "provider": provider, "slots": n, "metrics_port": port}
-    )
-    celery_app = make_app(config, redis_url())
     try:
+        port = _serve_metrics(_metrics_port(metrics_port, 9100), f"worker:{provider}", metrics_host)
+        n = concurrency or config.providers[provider].concurrency
+        err_console.print(f"worker {provider}: {n} slots, metrics on {metrics_host}:{port}/metrics")
+        logging.getLogger("toolbag.worker").info(
+            "worker started", extra={"event": "started", "provider": provider, "slots": n, "metrics_port": port}
+        )
+        celery_app = make_app(config, redis_url())
         celery_app.worker_main([
             "worker", "-P", "threads", "-c", str(n), "-Q", ",".join(worker_queues(provider)),
             "-n", f"{provider}@%h-{os.getpid()}", "--without-gossip", "--without-mingle",
@@ -234,6 +264,8 @@ def worker(
 def supervisor(
     concurrency: int = typer.Option(16, "--concurrency", "-c"),
     metrics_port: int = typer.Option(None, "--metrics-port", help="/metrics port (default 9101; 0 = any free)"),
+    metrics_host: str = typer.Option("0.0.0.0", "--metrics-host", envvar="TOOLBAG_METRICS_HOST",
+                                     help=_METRICS_HOST_HELP),
     loglevel: str = typer.Option("INFO", "--loglevel", envvar="TOOLBAG_LOG_LEVEL", help=_LOGLEVEL_HELP),
 ) -> None:
     """Run the supervisor: decisions after failures, and the sweeps (safe to run two)."""
@@ -247,14 +279,14 @@ def supervisor(
     config = _config()
     _logs("supervisor", loglevel, config)
     runtime = start_supervisor(config, redis_url())
-    fleet_counters = metrics.FleetCounters(runtime.store.redis, runtime.store.keys.stats)
-    port = metrics.serve(_metrics_port(metrics_port, 9101), role="supervisor", collectors=[fleet_counters])
-    err_console.print(f"supervisor: metrics on :{port}/metrics", highlight=False)
-    logging.getLogger("toolbag.supervisor").info(
-        "supervisor started", extra={"event": "started", "metrics_port": port}
-    )
-    celery_app = make_app(config, redis_url())
     try:
+        fleet_counters = metrics.FleetCounters(runtime.store.redis, runtime.store.keys.stats)
+        port = _serve_metrics(_metrics_port(metrics_port, 9101), "supervisor", metrics_host, [fleet_counters])
+        err_console.print(f"supervisor: metrics on {metrics_host}:{port}/metrics")
+        logging.getLogger("toolbag.supervisor").info(
+            "supervisor started", extra={"event": "started", "metrics_port": port}
+        )
+        celery_app = make_app(config, redis_url())
         celery_app.worker_main([
             "worker", "-P", "threads", "-c", str(concurrency), "-Q", SUPERVISOR_QUEUE,
             "-n", f"supervisor@%h-{os.getpid()}", "--without-gossip", "--without-mingle", "-l", loglevel,
@@ -287,10 +319,10 @@ def simulator(
             fail(str(err))
     try:
         bound = metrics.serve(_metrics_port(metrics_port, 9102), role="simulator", addr=host)
-        where = f"metrics on :{bound}/metrics"
-    except OSError as err:  # a dev tool: a busy metrics port must not stop it
-        where = f"no /metrics ({err.strerror}; choose another with --metrics-port)"
-    err_console.print(f"simulator on http://{host}:{port}, {where}", highlight=False)
+        where = f"metrics on {host}:{bound}/metrics"
+    except metrics.MetricsServeError as err:  # a dev tool: a busy metrics port must not stop it
+        where = f"no /metrics ({err}; choose another with --metrics-port)"
+    err_console.print(f"simulator on http://{host}:{port}, {where}")
     serve_forever(host, port, plan)
 
 
@@ -306,7 +338,8 @@ def eval_(
     """Run skills' eval cases through the fleet and print a pass table of skill × provider."""
     from toolbag.client import Client
     from toolbag.providers.registry import resolve_provider
-    from toolbag.skills import SkillLibrary, default_skills_dir
+    from toolbag.skills import SkillLibrary, SkillLoadError, default_skills_dir
+    from toolbag.skills.cli import invalid_skill
     from toolbag.skills.fleet_evals import run_evals
 
     config = _config()
@@ -318,6 +351,11 @@ def eval_(
     names = [name] if name else list(library.names())
     if name and name not in library.names():
         fail(f"unknown skill {name!r}; known: {', '.join(library.names())}")
+    for skill_name in names:
+        try:
+            library.get(skill_name)
+        except SkillLoadError as err:
+            fail(invalid_skill(skill_name, err))
     if semantic is None:
         semantic = all(resolve_provider(p, config).source != "simulator" for p in providers)
     results = run_evals(Client(config), names, providers, semantic=semantic, timeout_s=timeout_s)
@@ -335,7 +373,8 @@ def eval_(
         console.print(table)
         for r in results:
             if not r.passed:
-                console.print(f"[red]FAIL[/] {r.skill}/{r.case} on {r.model}: {'; '.join(r.problems)}", highlight=False)
+                problems = "; ".join(r.problems)
+                console.print(Text.assemble(("FAIL", "red"), f" {r.skill}/{r.case} on {r.model}: {problems}"))
     raise typer.Exit(0 if all(r.passed for r in results) else 1)
 
 
@@ -361,13 +400,19 @@ def dev(
         "none given: a private redis-server on a free port"),
     simulator_port: int = typer.Option(None, "--simulator-port", help="Simulator port (default 8900, else any free)"),
     metrics_port: int = typer.Option(None, "--metrics-port", help="First /metrics port (default 9100, else free)"),
+    logs_dir: Path = typer.Option(None, "--logs-dir", help="Keep the processes' logs in this folder (default: a "
+                                  "temporary folder, removed on exit unless something failed)"),
 ) -> None:
     """Run everything locally: Redis (the one asked for, or a private one), simulator, one worker per provider,
     supervisor."""
     from toolbag.devfleet.dev import run_dev
 
-    sys.exit(run_dev(demo=demo, exit_after_demo=exit_after_demo, redis_url=redis_url_,
-                     simulator_port=simulator_port, metrics_port=metrics_port))
+    try:
+        code = run_dev(demo=demo, exit_after_demo=exit_after_demo, redis_url=redis_url_,
+                       simulator_port=simulator_port, metrics_port=metrics_port, logs_dir=logs_dir)
+    except ConfigError as err:
+        fail(str(err))
+    sys.exit(code)
 
 
 def _mount_optional() -> None:
@@ -399,7 +444,20 @@ _mount_optional()
 
 
 def main() -> None:
-    app()
+    """Run the CLI. A usage error (unknown command or option, a bad value) is one ``error:`` line and exit 2,
+    like every other error; a command's own exit code is the process's."""
+    try:
+        code = app(standalone_mode=False)
+    except typer.TyperException as err:
+        message = err.format_message()
+        if message:  # empty: the help was printed instead (a group called without a command)
+            context = getattr(err, "ctx", None)
+            print_error(message.rstrip(".") + (f"; see `{context.command_path} --help`" if context else ""))
+        sys.exit(err.exit_code)
+    except typer.Abort:
+        print_error("aborted")
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

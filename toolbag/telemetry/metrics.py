@@ -15,10 +15,11 @@ before the process starts, :func:`serve` exposes the sum over every process writ
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from prometheus_client import (
@@ -34,6 +35,7 @@ from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from toolbag import __version__
+from toolbag.errors import ToolbagError
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -262,11 +264,20 @@ _served: dict[int, CollectorRegistry] = {}
 _serve_lock = threading.Lock()
 
 
-def serve(port: int, role: str, *, collectors: Iterable[Collector] = (), addr: str = "0.0.0.0") -> int:
-    """Expose ``/metrics`` on ``port`` (0 picks a free port), plus ``collectors``. Returns the bound port.
+class MetricsServeError(ToolbagError):
+    """``/metrics`` cannot listen where asked; ``port_taken`` when another process holds the port."""
+
+    def __init__(self, addr: str, port: int, err: OSError) -> None:
+        self.addr, self.port = addr, port
+        self.port_taken = err.errno == errno.EADDRINUSE
+        super().__init__(f"cannot serve /metrics on {addr}:{port}: {err.strerror or err}")
+
+
+def serve(port: int, role: str, *, collectors: Sequence[Collector] = (), addr: str = "0.0.0.0") -> int:
+    """Expose ``/metrics`` on ``addr:port`` (port 0 picks a free one), plus ``collectors``. Returns the bound port.
 
     Idempotent per port. ``role`` (``worker:<provider>``, ``supervisor``, ``simulator``) labels
-    ``toolbag_build_info``.
+    ``toolbag_build_info``. Raises :class:`MetricsServeError` when the port is taken or ``addr`` is unusable.
     """
     BUILD_INFO.labels(__version__, role).set(1)
     with _serve_lock:
@@ -275,7 +286,12 @@ def serve(port: int, role: str, *, collectors: Iterable[Collector] = (), addr: s
         registry = serving_registry()
         for collector in collectors:
             registry.register(collector)
-        server, _thread = start_http_server(port, addr=addr, registry=registry)
+        try:
+            server, _thread = start_http_server(port, addr=addr, registry=registry)
+        except OSError as err:
+            for collector in collectors:
+                registry.unregister(collector)
+            raise MetricsServeError(addr, port, err) from None
         bound = int(server.server_address[1])
         _served[bound] = registry
         return bound
