@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Create .venv (if missing) and install toolbag with its dev extra into it. Sourced by scripts/dev and
-# scripts/test; safe to run again (pip skips what is already there).
+# Create .venv (if missing) and install toolbag with its dev extra into it. Run by scripts/dev and scripts/test.
+# The install is editable, so code changes need no reinstall: it runs again only when pyproject.toml or the
+# Python version changed (.venv/.toolbag-installed holds the hash it was made from), so a second start is quick
+# and quiet. FORCE_INSTALL=1 reinstalls anyway.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 python="${PYTHON:-python3}"
@@ -8,8 +10,18 @@ if ! "$python" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)
     echo "toolbag needs Python 3.11 or newer (found: $("$python" --version 2>&1))" >&2
     exit 1
 fi
-if [ ! -x "$root/.venv/bin/python" ]; then
-    "$python" -m venv "$root/.venv"
+venv="$root/.venv"
+if [ ! -x "$venv/bin/python" ]; then
+    "$python" -m venv "$venv"
 fi
-"$root/.venv/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip >/dev/null
-"$root/.venv/bin/python" -m pip install --quiet --disable-pip-version-check -e "$root[dev]"
+stamp="$venv/.toolbag-installed"
+wanted="$("$venv/bin/python" -c 'import hashlib, sys
+print(hashlib.sha256(open(sys.argv[1], "rb").read() + sys.version.encode()).hexdigest())' "$root/pyproject.toml")"
+if [ -z "${FORCE_INSTALL:-}" ] && [ -x "$venv/bin/toolbag" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$wanted" ]; then
+    exit 0
+fi
+echo "installing toolbag and its dependencies into $venv (once; again only when pyproject.toml changes)" >&2
+"$venv/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip >/dev/null
+"$venv/bin/python" -m pip install --quiet --disable-pip-version-check -e "$root[dev]"
+echo "$wanted" >"$stamp"
+echo "toolbag is installed in $venv: run $venv/bin/toolbag, or \`source $venv/bin/activate\` to type just toolbag" >&2
