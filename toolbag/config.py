@@ -137,6 +137,9 @@ class RoutePolicy(_Strict):
     backoff_base_s: float = Field(default=0.2, ge=0)
     backoff_max_s: float = Field(default=30.0, ge=0)
     prefer_faster: bool = False  # reorder candidates by observed latency instead of keeping route order
+    # A rate-limited interactive job spills to a candidate with capacity now; when none has, it waits out a
+    # retry-after up to this long on the same model (within its deadline). 0: it always spills.
+    interactive_wait_s: float = Field(default=2.0, ge=0, le=60)
 
 
 class Route(_Strict):

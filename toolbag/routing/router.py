@@ -8,13 +8,15 @@ probe) is the one definition of "usable now"; it only ever removes or reorders c
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from toolbag.config import Config, Tier
 from toolbag.errors import ToolbagError
 from toolbag.providers.base import OutcomeKind
+from toolbag.providers.reasons import ContextReport
 
 if TYPE_CHECKING:
     from toolbag.routing.health import HealthTracker
@@ -34,16 +36,44 @@ class NoCandidate(ToolbagError):
         super().__init__(f"no usable model for {capability}/{tier}: {why}")
 
 
+@dataclass(frozen=True)
+class ContextLearned:
+    """What a job's context-length failures say about its input: the fewest tokens a window must hold, each
+    failing model's window as its vendor stated it, and the models that failed."""
+
+    need_tokens: int = 0
+    stated_windows: Mapping[str, int] = field(default_factory=dict)
+    failed: frozenset[str] = frozenset()
+
+    def window(self, model: str, config: Config) -> int:
+        """``model``'s window for this job: the limit its vendor stated, else the configured one."""
+        return self.stated_windows.get(model, config.models[model].context_window)
+
+    def holds(self, model: str, config: Config) -> bool:
+        return model not in self.failed and self.window(model, config) >= self.need_tokens
+
+
+def context_learned(history: Iterable[Mapping[str, Any]], config: Config) -> ContextLearned:
+    """What a job's context-length failures say. A request size the vendor stated is what a window must hold;
+    a stated limit alone, or no numbers at all, asks for a window larger than the failing model's (its stated
+    limit, else its configured window)."""
+    reports = [(str(a["model"]), ContextReport.read(str(a.get("reason", "")))) for a in history
+               if a.get("type") == "attempt" and a["outcome"] == OutcomeKind.CONTEXT_TOO_LONG
+               and a["model"] in config.models]
+    stated = {model: r.limit_tokens for model, r in reports if r.limit_tokens is not None}
+    learned = ContextLearned(0, stated, frozenset(model for model, _ in reports))
+    need_tokens = max((r.requested_tokens or learned.window(model, config) + 1 for model, r in reports), default=0)
+    return dataclasses.replace(learned, need_tokens=need_tokens)
+
+
 def ruled_out(history: Iterable[Mapping[str, Any]], config: Config) -> set[str]:
-    """Models a job must not go to again, whoever routes it: every model that refused it, and every model
-    whose context window is no larger than one its input already exceeded."""
-    attempts = [h for h in history if h.get("type") == "attempt"]
-    out = {str(a["model"]) for a in attempts if a["outcome"] == OutcomeKind.REFUSED}
-    too_small = [config.models[a["model"]].context_window for a in attempts
-                 if a["outcome"] == OutcomeKind.CONTEXT_TOO_LONG and a["model"] in config.models]
-    if too_small:
-        out |= {name for name, m in config.models.items() if m.context_window <= max(too_small)}
-    return out
+    """Models a job must not go to again, whoever routes it: every model that refused it, every model whose
+    context window its input exceeded, and every model whose window cannot hold what that input needs
+    (:func:`context_learned`)."""
+    history = list(history)
+    out = {str(a["model"]) for a in history if a.get("type") == "attempt" and a["outcome"] == OutcomeKind.REFUSED}
+    context = context_learned(history, config)
+    return out | {name for name in config.models if not context.holds(name, config)}
 
 
 class Router:

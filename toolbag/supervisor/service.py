@@ -6,13 +6,17 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
+from toolbag.attempt.request import PLAIN_MAX_OUTPUT_TOKENS
+from toolbag.attempt.tokens import estimate_text_tokens
 from toolbag.config import Config
 from toolbag.escalations import notify_webhook
 from toolbag.jobs import DecisionRecord, JobNotFound, JobRecord, JobStatus
 from toolbag.providers.base import OutcomeKind
+from toolbag.ratelimit import RateLimiter
 from toolbag.routing import Router
 from toolbag.routing.health import HealthTracker
 from toolbag.store import JobStore
@@ -24,10 +28,12 @@ log = logging.getLogger("toolbag.supervisor")
 
 
 class Supervisor:
-    def __init__(self, config: Config, store: JobStore, *, health: HealthTracker | None = None) -> None:
+    def __init__(self, config: Config, store: JobStore, *, health: HealthTracker | None = None,
+                 limiter: RateLimiter | None = None) -> None:
         self.config = config
         self.store = store
         self.router = Router(config, health)
+        self.limiter = limiter or RateLimiter(config, store.redis, store.keys)
 
     def decide(self, job_id: str, token: str) -> Decision | None:
         """Decide and apply. Returns None when the message is stale (the job moved on)."""
@@ -49,12 +55,25 @@ class Supervisor:
             plan=job.plan,
             history=history,
             retry_after_s=last.get("retry_after_s"),
+            deadline_in_s=(job.deadline_ms - self.store.now_ms()) / 1000 if job.deadline_ms else None,
         )
         policy = self.config.route(job.capability, job.tier).policy
         decision = decide(situation, self.config, policy,
-                          usable=partial(self.router.usable, prefer_faster=policy.prefer_faster))
+                          usable=partial(self.router.usable, prefer_faster=policy.prefer_faster),
+                          has_capacity=self._capacity_check(job))
         self._apply(job, token, decision, outcome)
         return decision
+
+    def _capacity_check(self, job: JobRecord) -> Callable[[str], bool]:
+        """Whether a model's fleet-wide limits would admit ``job`` now (its input estimated from the raw
+        input, its output at the plain request's cap)."""
+        input_tokens = estimate_text_tokens(job.input)
+
+        def has_capacity(model: str) -> bool:
+            output_tokens = min(PLAIN_MAX_OUTPUT_TOKENS, self.config.models[model].max_output_tokens)
+            return self.limiter.has_capacity(model, job.tier, job.caller, input_tokens + output_tokens)
+
+        return has_capacity
 
     def _apply(self, job: JobRecord, token: str, decision: Decision, outcome: OutcomeKind) -> None:
         job_id, capability, tier = job.id, job.capability, job.tier
