@@ -29,6 +29,7 @@ from toolbag.devfleet.harness import (
     redis_answers,
     start_redis,
     start_simulator,
+    wait_http,
 )
 
 console = Console(soft_wrap=True, highlight=False, markup=False, emoji=False)  # paths, URLs, job text: data
@@ -149,10 +150,13 @@ def run_dev(*, demo: bool = True, exit_after_demo: bool = False, redis_url: str 
         port = metrics_ports.next_from(metrics_port or 9100)
         fleet.supervisor(metrics_port=port)
         endpoints.append(("supervisor", f"http://127.0.0.1:{port}/metrics"))
+        api_url, api_key = _start_api(fleet, workdir)
+        endpoints.append(("api", f"{api_url} (OpenAI SDKs: base_url {api_url}/v1)"))
         endpoints.append(("redis", url))
         endpoints.append(("logs", str(workdir)))
         console.print(legible_table([Column("process"), Column("endpoint")], endpoints, console.width,
                                     title="toolbag dev fleet"))
+        console.print(f"api {api_url} key (caller dev): {api_key}")
         if demo:
             ok = _run_demo(fleet, sim_url)
             if exit_after_demo:
@@ -178,6 +182,21 @@ def run_dev(*, demo: bool = True, exit_after_demo: bool = False, redis_url: str 
             shutil.rmtree(workdir, ignore_errors=True)
         elif logs_dir is None:
             console.print(f"the processes' logs are kept in {workdir}")
+
+
+def _start_api(fleet: LocalFleet, workdir: Path) -> tuple[str, str]:
+    """``toolbag api`` on port 8080 (else a free one), up, and a fresh key for the caller ``dev``."""
+    from toolbag.api.keys import KeyStore
+
+    port = 8080 if port_free(8080) else free_port()
+    fleet.start("api", "api", "--port", str(port))
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(f"{url}/healthz", timeout_s=30)
+    except HarnessError:
+        raise SystemExit(f"the api did not start; see {workdir / 'api.log'}") from None
+    _, secret = KeyStore(fleet.client.store.redis, fleet.client.store.keys).create("dev")
+    return url, secret
 
 
 def how_to_submit(redis_url: str) -> str:
