@@ -81,7 +81,7 @@ def broken_skills(tmp_path: Path) -> Iterator[Path]:
     root = tmp_path / "skills"
     shutil.copytree(SKILLS, root)
     skill_md = root / "summarize" / "SKILL.md"
-    skill_md.write_text(skill_md.read_text().replace('toolbag.version: "1.0.0"', 'toolbag.version: "one"'))
+    skill_md.write_text(skill_md.read_text().replace('toolbag.version: "1.0.1"', 'toolbag.version: "one"'))
     yield root
 
 

@@ -111,7 +111,7 @@ def test_an_unchanged_tree_passes_and_the_lock_is_stable(tree: Path) -> None:
     assert first == json.dumps(data, sort_keys=True, ensure_ascii=False, indent=2) + "\n"
     assert set(data) == {"_note", "format", "skills", "models", "routes", "tools", "policy", "permissions"}
     summarize = data["skills"]["summarize"]
-    assert summarize["version"] == "1.0.0" and summarize["input"] == "eval case meeting-notes"
+    assert summarize["version"] == "1.0.1" and summarize["input"] == "eval case meeting-notes"
     assert set(summarize["wire"]) == {"anthropic", "openai", "gemini", "openai-compatible"}
     assert data["routes"]["extract"]["standard"] == ["claude-haiku", "gpt-luna", "gemini-flash"]
     cells = data["permissions"]["*"]["anthropic/claude-haiku"]
@@ -138,7 +138,7 @@ def test_a_hand_edited_lock_is_caught(tree: Path) -> None:
 def test_a_skill_changed_without_a_version_bump_fails_and_cannot_be_locked(tree: Path) -> None:
     locked(tree)
     edit_skill(tree, "summarize", "Read the whole text", "Read the entire text")
-    sentence = "skill summarize changed without a version bump (still 1.0.0)"
+    sentence = "skill summarize changed without a version bump (still 1.0.1)"
     assert sentence in drift(tree)
     code, out = toolbag("lock")
     assert code == 1 and sentence in out and "not written" in out
@@ -150,12 +150,12 @@ def test_a_skill_changed_without_a_version_bump_fails_and_cannot_be_locked(tree:
 def test_a_skill_changed_with_a_version_bump_is_reported_then_locks(tree: Path) -> None:
     locked(tree)
     edit_skill(tree, "summarize", "Read the whole text", "Read the entire text")
-    edit_skill(tree, "summarize", 'toolbag.version: "1.0.0"', 'toolbag.version: "1.1.0"')
+    edit_skill(tree, "summarize", 'toolbag.version: "1.0.1"', 'toolbag.version: "1.1.0"')
     out = drift(tree)
-    assert "skill summarize changed: 1.0.0 → 1.1.0" in out
+    assert "skill summarize changed: 1.0.1 → 1.1.0" in out
     assert "without a version bump" not in out
     code, out = toolbag("lock")
-    assert code == 0 and "skill summarize changed: 1.0.0 → 1.1.0" in out
+    assert code == 0 and "skill summarize changed: 1.0.1 → 1.1.0" in out
     assert toolbag("check", "--locked")[0] == 0
 
 
@@ -407,7 +407,7 @@ def test_diff_against_a_git_revision(tree: Path) -> None:
     edit_skill(tree, "summarize", "Read the whole text", "Read the entire text")
     code, out = toolbag("diff")
     assert code == 1
-    assert "MUST FIX: skill summarize changed without a version bump (still 1.0.0)" in out
+    assert "MUST FIX: skill summarize changed without a version bump (still 1.0.1)" in out
     code, out = toolbag("diff", "no-such-rev")
     assert code == 2
 

@@ -79,8 +79,8 @@ def test_flow_style_metadata_is_explained(skill: Path) -> None:
     edit(
         skill,
         "SKILL.md",
-        'metadata:\n  toolbag.version: "1.0.0"\n  toolbag.capability: summarize\n  toolbag.tier: standard',
-        'metadata: {toolbag.version: "1.0.0", toolbag.capability: summarize}',
+        'metadata:\n  toolbag.version: "1.0.1"\n  toolbag.capability: summarize\n  toolbag.tier: standard',
+        'metadata: {toolbag.version: "1.0.1", toolbag.capability: summarize}',
     )
     problem = only(validate_skill_dir(skill), "SKILL.md", "not valid strict YAML")
     assert "braces" in problem.message
@@ -115,7 +115,7 @@ def test_missing_required_toolbag_field_and_typo(skill: Path) -> None:
 
 
 def test_bad_version_tier_tokens_and_route_hints(skill: Path) -> None:
-    edit(skill, "SKILL.md", 'toolbag.version: "1.0.0"', 'toolbag.version: "1.0"')
+    edit(skill, "SKILL.md", 'toolbag.version: "1.0.1"', 'toolbag.version: "1.0"')
     edit(skill, "SKILL.md", "toolbag.tier: standard", "toolbag.tier: standrd")
     edit(
         skill,
