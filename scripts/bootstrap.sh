@@ -22,6 +22,8 @@ if [ -z "${FORCE_INSTALL:-}" ] && [ -x "$venv/bin/toolbag" ] && [ "$(cat "$stamp
 fi
 echo "installing toolbag and its dependencies into $venv (once; again only when pyproject.toml changes)" >&2
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip >/dev/null
-"$venv/bin/python" -m pip install --quiet --disable-pip-version-check -e "$root[dev]"
+# The editable install is the point here: setuptools' notice about it is noise.
+PYTHONWARNINGS="ignore:Editable installation" \
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -e "$root[dev]"
 echo "$wanted" >"$stamp"
 echo "toolbag is installed in $venv: run $venv/bin/toolbag, or \`source $venv/bin/activate\` to type just toolbag" >&2
