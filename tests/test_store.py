@@ -48,6 +48,22 @@ def test_idempotency_key_returns_the_same_job_without_a_second_message(store: Jo
     assert not store.redis.exists(store.keys.job("b"))
 
 
+@pytest.mark.parametrize(("ttl_s", "deadline_ms"), [
+    (9_300_000_000_000_000, 60_000), (0, 60_000), ("nan", 60_000), ("inf", 60_000), (60, "nan"), (60, "inf"),
+    (60, 0), (60, 10**17), (60, "1.5"),
+])
+def test_submit_refuses_bad_numbers_before_writing_anything(store: JobStore, ttl_s: object, deadline_ms: object
+                                                            ) -> None:
+    """An idempotency ttl or a deadline Redis cannot keep must not leave a queued job without its message."""
+    keys, argv = store._submit_args(new_job(key="k"))
+    argv[2], argv[4] = ttl_s, deadline_ms
+    with pytest.raises(redis.ResponseError, match="submit: the"):
+        store._submit(keys=keys, args=argv)
+    assert store.redis.dbsize() == 0
+    with pytest.raises(ValueError, match="job_ttl_s"):
+        JobStore(store.redis, store.keys, job_ttl_s=9_300_000_000_000_000)
+
+
 def test_claim_is_fenced_by_token_and_status(store: JobStore) -> None:
     store.submit(new_job())
     assert store.claim("j1", "2", "openai.standard", 5, "w") is None  # wrong token

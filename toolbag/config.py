@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import re
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
@@ -21,13 +23,22 @@ DEFAULT_CONFIG_PATH = Path(__file__).parent / "defaults" / "toolbag.yaml"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_SIMULATOR_URL = "http://127.0.0.1:8900"
 
+# Bounds of what the fleet can represent and act on. Every duration is finite (no NaN or infinity anywhere).
+MIN_DEADLINE_S = 1.0  # the shortest job deadline: a shorter one passes before any attempt can run
+MAX_WAIT_S = 86_400.0  # the longest timeout, backoff, window, lease or sweep period: a day
+MAX_KEEP_S = 10 * 365 * 86_400  # the longest a job is kept or may run (job_ttl_s, deadlines): ten years
+MAX_CONFIG_BYTES = 1_000_000
+MAX_CONFIG_DEPTH = 32  # mappings and lists inside each other
+MAX_CONFIG_VALUES = 100_000  # values in the file once every YAML alias is expanded
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
 
 class ConfigError(ToolbagError):
     """A configuration problem, phrased for the person who must fix it."""
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class ProviderConfig(_Strict):
@@ -72,11 +83,11 @@ class Limits(_Strict):
     a window over the limit (default: 2% of the window, at most 0.5 s). See docs/ratelimits.md.
     """
 
-    rpm: int | None = Field(default=None, ge=1)
-    tpm: int | None = Field(default=None, ge=1)
-    concurrency: int | None = Field(default=None, ge=1)
+    rpm: int | None = Field(default=None, ge=1, le=1_000_000_000)
+    tpm: int | None = Field(default=None, ge=1, le=1_000_000_000_000)
+    concurrency: int | None = Field(default=None, ge=1, le=1_000_000)
     interactive_reserve: float = Field(default=0.2, ge=0.0, lt=1.0)
-    window_s: float = Field(default=60.0, gt=0)
+    window_s: float = Field(default=60.0, ge=0.001, le=MAX_WAIT_S)
     margin_s: float | None = Field(default=None, ge=0)
 
     @model_validator(mode="after")
@@ -99,10 +110,10 @@ class ModelConfig(_Strict):
 
     provider: str
     model_id: str
-    input_usd_per_mtok: float = Field(default=0.0, ge=0)
-    output_usd_per_mtok: float = Field(default=0.0, ge=0)
-    context_window: int = Field(default=128_000, ge=1)
-    max_output_tokens: int = Field(default=8192, ge=1)
+    input_usd_per_mtok: float = Field(default=0.0, ge=0, le=1_000_000)
+    output_usd_per_mtok: float = Field(default=0.0, ge=0, le=1_000_000)
+    context_window: int = Field(default=128_000, ge=1, le=100_000_000)
+    max_output_tokens: int = Field(default=8192, ge=1, le=100_000_000)
     limits: Limits = Field(default_factory=Limits)
     features: Features = Field(default_factory=Features)
 
@@ -111,13 +122,13 @@ class ModelConfig(_Strict):
 
 
 class TierConfig(_Strict):
-    connect_timeout_s: float = Field(default=5.0, gt=0)
-    first_token_timeout_s: float = Field(default=30.0, gt=0)
-    total_timeout_s: float = Field(default=120.0, gt=0)
-    default_deadline_s: float = Field(default=600.0, gt=0)
-    max_deadline_s: float = Field(default=86_400.0, gt=0)
+    connect_timeout_s: float = Field(default=5.0, gt=0, le=MAX_WAIT_S)
+    first_token_timeout_s: float = Field(default=30.0, gt=0, le=MAX_WAIT_S)
+    total_timeout_s: float = Field(default=120.0, gt=0, le=MAX_WAIT_S)
+    default_deadline_s: float = Field(default=600.0, ge=MIN_DEADLINE_S, le=MAX_KEEP_S)
+    max_deadline_s: float = Field(default=86_400.0, ge=MIN_DEADLINE_S, le=MAX_KEEP_S)
     stream: bool = True  # stream vendor calls: makes first-token and stall timeouts enforceable
-    ratelimit_wait_s: float = Field(default=1.0, ge=0)  # longest in-process wait for rate-limit capacity
+    ratelimit_wait_s: float = Field(default=1.0, ge=0, le=MAX_WAIT_S)  # longest in-process wait for capacity
 
     @model_validator(mode="after")
     def _ordered(self) -> TierConfig:
@@ -134,8 +145,8 @@ class RoutePolicy(_Strict):
     max_attempts: int = Field(default=6, ge=1, le=50)
     max_reroutes: int = Field(default=4, ge=0, le=50)
     same_model_retries: int = Field(default=1, ge=0, le=10)
-    backoff_base_s: float = Field(default=0.2, ge=0)
-    backoff_max_s: float = Field(default=30.0, ge=0)
+    backoff_base_s: float = Field(default=0.2, ge=0, le=MAX_WAIT_S)
+    backoff_max_s: float = Field(default=30.0, ge=0, le=MAX_WAIT_S)
     prefer_faster: bool = False  # reorder candidates by observed latency instead of keeping route order
     # A rate-limited interactive job spills to a candidate with capacity now; when none has, it waits out a
     # retry-after up to this long on the same model (within its deadline). 0: it always spills.
@@ -148,24 +159,24 @@ class Route(_Strict):
 
 
 class FleetConfig(_Strict):
-    max_input_bytes: int = Field(default=1_000_000, ge=1)
-    job_ttl_s: int = Field(default=7 * 86_400, ge=60)
-    lease_ttl_s: float = Field(default=5.0, gt=0)
-    visibility_timeout_s: int = Field(default=3600, ge=60)
+    max_input_bytes: int = Field(default=1_000_000, ge=1, le=100_000_000)
+    job_ttl_s: int = Field(default=7 * 86_400, ge=60, le=MAX_KEEP_S)
+    lease_ttl_s: float = Field(default=5.0, ge=0.1, le=MAX_WAIT_S)
+    visibility_timeout_s: int = Field(default=3600, ge=60, le=MAX_KEEP_S)
     key_prefix: str = "tb:"
-    unclaimed_delivery_s: float = Field(default=10.0, gt=0)  # a delivery not claimed by then is reclaimed
-    stuck_deciding_s: float = Field(default=30.0, gt=0)  # re-send a decision not taken within this
+    unclaimed_delivery_s: float = Field(default=10.0, gt=0, le=MAX_WAIT_S)  # reclaim a delivery unclaimed this long
+    stuck_deciding_s: float = Field(default=30.0, gt=0, le=MAX_WAIT_S)  # re-send a decision not taken within this
     escalation_webhook_url: str | None = None  # POSTed a JSON summary of every escalation
 
 
 class HealthConfig(_Strict):
     """Circuit breaker and EWMA settings, shared by every model."""
 
-    failures_to_open: int = Field(default=3, ge=1)
-    open_s: float = Field(default=5.0, gt=0)
-    max_open_s: float = Field(default=300.0, gt=0)
-    auth_open_s: float = Field(default=600.0, gt=0)
-    probe_lease_s: float = Field(default=30.0, gt=0)
+    failures_to_open: int = Field(default=3, ge=1, le=1_000_000)
+    open_s: float = Field(default=5.0, gt=0, le=MAX_WAIT_S)
+    max_open_s: float = Field(default=300.0, gt=0, le=MAX_WAIT_S)
+    auth_open_s: float = Field(default=600.0, gt=0, le=MAX_WAIT_S)
+    probe_lease_s: float = Field(default=30.0, gt=0, le=MAX_WAIT_S)
     ewma_alpha: float = Field(default=0.2, gt=0, le=1)
 
 
@@ -207,6 +218,13 @@ class Config(_Strict):
         for tier in TIERS:
             if tier not in self.tiers:
                 raise ValueError(f"tiers: missing tier {tier!r}")
+        for tier, settings in self.tiers.items():
+            if settings.max_deadline_s > self.fleet.job_ttl_s:
+                raise ValueError(f"tiers.{tier}.max_deadline_s: must not exceed fleet.job_ttl_s "
+                                 f"({self.fleet.job_ttl_s}s): a job is kept no longer than that")
+            if settings.total_timeout_s >= self.fleet.visibility_timeout_s:
+                raise ValueError(f"tiers.{tier}.total_timeout_s: must be below fleet.visibility_timeout_s "
+                                 f"({self.fleet.visibility_timeout_s}s): Celery redelivers a message unacked that long")
         return self
 
     @cached_property
@@ -257,19 +275,109 @@ def config_path() -> Path:
 def load_config(path: str | Path | None = None) -> Config:
     """Load and validate a config file. ``$TOOLBAG_SIMULATOR_URL`` overrides ``simulator_url``."""
     file = Path(path) if path is not None else config_path()
-    try:
-        text = file.read_text(encoding="utf-8")
-    except OSError as err:
-        raise ConfigError(f"{file}: cannot read the config file ({err.strerror})") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{file}: not valid YAML: {err}") from None
-    config = parse_config(data, str(file))
+    config = parse_config(_read_yaml(file), str(file))
     simulator_override = os.environ.get("TOOLBAG_SIMULATOR_URL")
     if simulator_override:
         config = config.model_copy(update={"simulator_url": simulator_override.rstrip("/")})
     return config
+
+
+def _read_yaml(file: Path) -> Any:
+    """The YAML document in ``file``; a :class:`ConfigError` of one line when it cannot be read, is not UTF-8,
+    not YAML, or nested or expanded beyond the bounds above."""
+    try:
+        raw = file.read_bytes()
+    except OSError as err:
+        raise ConfigError(f"{file}: cannot read the config file ({err.strerror})") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{file}: {len(raw)} bytes, more than the {MAX_CONFIG_BYTES} a config file may have")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{file}: byte {err.start}: not UTF-8 text (0x{raw[err.start]:02x})") from None
+    try:
+        problem = _shape_problem(text)
+        if problem is not None:
+            raise ConfigError(f"{file}: {problem.path or '(top level)'}: {problem.reason}")
+        return yaml.safe_load(text)
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        where = f"line {mark.line + 1}" if mark is not None else "(top level)"
+        raise ConfigError(f"{file}: {where}: not valid YAML ({err.problem or err.context})") from None
+    except (yaml.YAMLError, ValueError) as err:  # ValueError: a value YAML reads but Python cannot hold
+        raise ConfigError(f"{file}: not valid YAML ({' '.join(str(err).split())})") from None
+
+
+@dataclass(frozen=True)
+class _Problem:
+    path: str
+    reason: str
+
+
+@dataclass
+class _Open:
+    """A mapping or list being read: its size so far (aliases expanded) and where the reader is in it."""
+
+    mapping: bool
+    anchor: str | None
+    size: int = 1
+    items: int = 0
+    key: str = ""
+
+    def at(self) -> str:
+        return self.key if self.mapping else str(self.items)
+
+    def add(self, size: int, scalar: str | None) -> None:
+        if self.mapping and self.items % 2 == 0:
+            self.key = scalar if scalar is not None else "?"
+        self.items += 1
+        self.size += size
+
+
+def _shape_problem(text: str) -> _Problem | None:
+    """Read ``text``'s YAML events, without recursion, for what must not reach the loader: nesting deeper than
+    :data:`MAX_CONFIG_DEPTH`, more than :data:`MAX_CONFIG_VALUES` values once aliases are expanded, and text
+    that is not valid Unicode."""
+    anchored: dict[str, int] = {}
+    stack: list[_Open] = []
+    total = 0
+
+    def path() -> str:
+        return ".".join(frame.at() for frame in stack if not frame.mapping or frame.items % 2 == 1)
+
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, yaml.CollectionStartEvent):
+            if len(stack) >= MAX_CONFIG_DEPTH:
+                return _Problem(path(), f"nested deeper than {MAX_CONFIG_DEPTH} levels")
+            stack.append(_Open(isinstance(event, yaml.MappingStartEvent), event.anchor))
+            total += 1
+        elif isinstance(event, yaml.CollectionEndEvent):
+            done = stack.pop()
+            if done.anchor:
+                anchored[done.anchor] = done.size
+            if stack:
+                stack[-1].add(done.size, None)
+        elif isinstance(event, yaml.ScalarEvent):
+            if not valid_unicode(event.value):
+                return _Problem(path(), "not valid Unicode text (a lone surrogate)")
+            if event.anchor:
+                anchored[event.anchor] = 1
+            total += 1
+            if stack:
+                stack[-1].add(1, event.value)
+        elif isinstance(event, yaml.AliasEvent):
+            size = anchored.get(event.anchor or "", 1)
+            total += size
+            if stack:
+                stack[-1].add(size, None)
+        if total > MAX_CONFIG_VALUES:
+            return _Problem(path(), f"more than {MAX_CONFIG_VALUES} values once YAML aliases are expanded")
+    return None
+
+
+def valid_unicode(text: str) -> bool:
+    """False when ``text`` holds a lone surrogate: it cannot be written as UTF-8 (to Redis, or to a vendor)."""
+    return _LONE_SURROGATE.search(text) is None
 
 
 def redis_url() -> str:

@@ -18,6 +18,7 @@ from typing import Any
 
 import redis
 
+from toolbag.config import MAX_KEEP_S
 from toolbag.jobs import JobNotFound, JobRecord, JobStatus
 from toolbag.lua import source as lua_source
 from toolbag.store.keys import Keys
@@ -58,6 +59,8 @@ class JobStore:
     """Typed access to the job keys. Thread-safe (redis-py connection pool)."""
 
     def __init__(self, client: redis.Redis, keys: Keys | None = None, job_ttl_s: int = 7 * 86_400) -> None:
+        if not 1 <= job_ttl_s <= MAX_KEEP_S:
+            raise ValueError(f"job_ttl_s must be from 1 to {MAX_KEEP_S} seconds, got {job_ttl_s}")
         self.redis = client
         self.keys = keys or Keys()
         self.job_ttl_s = job_ttl_s
