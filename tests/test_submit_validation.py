@@ -20,6 +20,13 @@ def only_counted(client: Client, field: str) -> bool:
     return keys == [stats] and counts == {f"rejected|{field}".encode(): b"1"}
 
 
+def nested(depth: int) -> Any:
+    value: Any = {"text": "x"}
+    for _ in range(depth - 1):
+        value = [value]
+    return value
+
+
 @pytest.fixture
 def client(redis_url: str) -> Client:
     return Client(load_config(), redis_url)
@@ -41,6 +48,19 @@ def client(redis_url: str) -> Client:
         ({"capability": "summarize", "input": {"text": "x"}, "caller": "bad caller!"}, "caller", "characters"),
         ({"capability": "summarize", "input": {"text": "x"}, "idempotency_key": ""}, "idempotency_key", "non-empty"),
         ({"skill": "no-such-skill", "input": {"text": "x"}}, "skill", "unknown skill 'no-such-skill'"),
+        ({"capability": ["summarize"], "input": {"text": "x"}}, "capability", "must be a string, got list"),
+        ({"skill": 7, "input": {"text": "x"}}, "skill", "must be a string, got int"),
+        ({"capability": "summarize", "input": {"text": "x"}, "candidates": 5}, "candidates", "list of model names"),
+        ({"capability": "summarize", "input": nested(5000)}, "input", "nested deeper than 100 levels"),
+        ({"capability": "summarize", "input": {"text": "x\ud800"}}, "input", "not valid Unicode"),
+        ({"capability": "summarize", "input": {"te\udfffxt": "x"}}, "input", "not valid Unicode"),
+        ({"capability": "summarize", "input": {"text": "x"}, "idempotency_key": "k\ud800"}, "idempotency_key",
+         "not valid Unicode"),
+        ({"capability": "summarize", "input": {"text": "x"}, "caller": "c\udc80"}, "caller", "not valid Unicode"),
+        ({"capability": "summarize", "input": {"text": "x"}, "deadline_s": float("nan")}, "deadline_s", "positive"),
+        ({"capability": "summarize", "input": {"text": "x"}, "deadline_s": float("inf")}, "deadline_s", "maximum"),
+        ({"capability": "summarize", "input": {"text": "x"}, "deadline_s": 10**400}, "deadline_s", "maximum"),
+        ({"capability": "summarize", "input": {"text": "x"}, "deadline_s": 1e-6}, "deadline_s", "at least 1s"),
     ],
 )
 def test_bad_submission_names_field_and_reason(client: Client, kwargs: dict[str, Any], field: str, phrase: str) -> None:
@@ -59,6 +79,12 @@ def test_submit_many_refuses_the_whole_chunk_before_enqueueing(client: Client) -
             JobRequest("summarize", {"text": "bad"}, tier="nope"),
         ])
     assert only_counted(client, "tier")
+
+
+def test_submit_many_names_an_unknown_field(client: Client) -> None:
+    with pytest.raises(SubmitError, match="unknown field 'priority'"):
+        client.submit_many([{"capability": "summarize", "input": {"text": "x"}, "priority": 9}])
+    assert only_counted(client, "request")
 
 
 def test_good_submission_is_queued_on_the_first_candidates_provider(client: Client, redis_url: str) -> None:
@@ -83,6 +109,30 @@ def test_cli_reports_bad_input_without_traceback(redis_url: str, monkeypatch: py
     res = runner.invoke(app, ["submit", "teleport", "--input", "{}"])
     assert res.exit_code == 2 and "capability: unknown capability 'teleport'" in res.output
     assert "Traceback" not in res.output
+
+
+def test_cli_refuses_unreadable_input_in_one_line(redis_url: str, monkeypatch: pytest.MonkeyPatch,
+                                                  tmp_path: Any) -> None:
+    from typer.testing import CliRunner
+
+    from toolbag.cli.app import app
+
+    monkeypatch.setenv("TOOLBAG_REDIS_URL", redis_url)
+    latin1 = tmp_path / "latin1.json"
+    latin1.write_bytes(b'{"text": "caf\xe9"}')
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 5000 + "]" * 5000)
+    cases = {
+        ("--input", f"@{latin1}"): "is not UTF-8 text (byte 13: 0xe9)",
+        ("--input", f"@{deep}"): "--input: nested deeper than 100 levels",
+        ("--input", "[" * 150 + "]" * 150): "input: is nested deeper than 100 levels",
+        ("--input", '{"text": "x"}', "--deadline-s", "nan"): "deadline_s: must be a positive number",
+    }
+    for args, phrase in cases.items():
+        res = CliRunner().invoke(app, ["submit", "summarize", *args])
+        assert res.exit_code == 2, (args, res.output)
+        assert phrase in res.output and len(res.output.strip().splitlines()) == 1, res.output
+    assert redis.Redis.from_url(redis_url).keys("*job:*") == []
 
 
 def test_bad_config_file_names_file_field_and_reason(tmp_path: Any) -> None:

@@ -11,10 +11,10 @@ import re
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from typing import TYPE_CHECKING, Any
 
-from toolbag.config import TIERS, Config, Tier, load_config, redis_url
+from toolbag.config import MIN_DEADLINE_S, TIERS, Config, Tier, load_config, redis_url, valid_unicode
 from toolbag.jobs import JobNotFound, JobRecord, JobResult, JobStatus, ResultTimeout, SubmitError
 from toolbag.routing import Needs, NoCandidate, Router
 from toolbag.store import WAIT_CHUNK_S, JobStore, NewJob
@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 _CALLER_RE = re.compile(r"^[A-Za-z0-9._@/+-]{1,128}$")
 _MAX_IDEMPOTENCY_KEY_CHARS = 256
 _INBOX_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+MAX_INPUT_DEPTH = 100  # containers inside containers in a job's input; deeper is refused at submit
 
 
 @dataclass(frozen=True)
@@ -128,7 +129,7 @@ class Client:
         ``candidates`` pins the job to these configured models instead of the route (evals, canaries).
         """
         request = JobRequest(capability, input, skill, tier, caller, idempotency_key, deadline_s,
-                             candidates=tuple(candidates) if candidates else None)
+                             candidates=candidates)
         new_job = self._prepare(request)
         created, job_id = self.store.submit(new_job)  # counted fleet-wide in Redis (toolbag_jobs_submitted_total)
         return Job(self, job_id, created)
@@ -145,10 +146,7 @@ class Client:
         self._choice_cache = {}  # one routing choice per (capability, tier, needs) per chunk
         try:
             for item in requests:
-                request = item if isinstance(item, JobRequest) else JobRequest(**item)
-                if inbox is not None and request.inbox is None:
-                    request = replace(request, inbox=inbox)
-                chunk.append(self._prepare(request))
+                chunk.append(self._prepare(item, inbox))
                 if len(chunk) >= chunk_size:
                     jobs += self._flush(chunk)
                     chunk = []
@@ -209,14 +207,19 @@ class Client:
     def _flush(self, chunk: list[NewJob]) -> list[Job]:
         return [Job(self, job_id, created) for created, job_id in self.store.submit_many(chunk)]
 
-    def _prepare(self, req: JobRequest) -> NewJob:
+    def _prepare(self, item: JobRequest | Mapping[str, Any], inbox: str | None = None) -> NewJob:
+        """Validate one request (``inbox`` names a completion inbox when the request names none)."""
         try:
+            req = _as_request(item)
+            if inbox is not None and req.inbox is None:
+                req = replace(req, inbox=inbox)
             return self._validate(req)
         except SubmitError as err:
             self.store.count_rejected(err.field.split(".")[0].split("[")[0])
             raise
 
     def _validate(self, req: JobRequest) -> NewJob:
+        _check_text(req)
         skill = self._skill(req.skill) if req.skill is not None else None
         capability = self._capability(req, skill)
         tier = self._tier(req, skill)
@@ -224,9 +227,10 @@ class Client:
         deadline_s = self._deadline_s(req, tier)
         input_json = self._input_json(req, skill)
         needs = _needs_for(skill, input_json)
+        candidates = _candidates(req.candidates)
         try:
-            if req.candidates:
-                plan, model = self._pinned(req.candidates, needs)
+            if candidates:
+                plan, model = self._pinned(candidates, needs)
             else:
                 plan, model = self._route(capability, tier, needs)
         except NoCandidate as err:
@@ -283,16 +287,20 @@ class Client:
         deadline_s = tier_cfg.default_deadline_s if req.deadline_s is None else req.deadline_s
         if isinstance(deadline_s, bool) or not isinstance(deadline_s, int | float) or not deadline_s > 0:
             raise SubmitError("deadline_s", "must be a positive number of seconds")
+        if deadline_s < MIN_DEADLINE_S:
+            raise SubmitError("deadline_s", f"must be at least {MIN_DEADLINE_S:g}s: a shorter deadline passes before "
+                                            "any attempt can run")
         if deadline_s > tier_cfg.max_deadline_s:
-            raise SubmitError(
-                "deadline_s", f"{deadline_s:g}s exceeds the {tier} tier's maximum of {tier_cfg.max_deadline_s:g}s"
-            )
+            raise SubmitError("deadline_s", f"exceeds the {tier} tier's maximum of {tier_cfg.max_deadline_s:g}s")
         return float(deadline_s)
 
     def _input_json(self, req: JobRequest, skill: Skill | None) -> str:
         """The input as canonical JSON, within the size limit and, with a skill, its input schema."""
         if req.input is None:
             raise SubmitError("input", "is required")
+        problem = _shape_problem(req.input, self.config.fleet.max_input_bytes)
+        if problem:
+            raise SubmitError("input", problem)
         try:
             input_json = json.dumps(req.input, sort_keys=True, allow_nan=False)
         except (TypeError, ValueError) as err:
@@ -335,6 +343,8 @@ class Client:
             return self._skills.get(name)
         except KeyError:
             raise SubmitError("skill", f"unknown skill {name!r}; known: {', '.join(self._skills.names())}") from None
+        except OSError as err:  # e.g. a name too long for a folder
+            raise SubmitError("skill", f"cannot read skill {name!r} ({err.strerror})") from None
 
     # -- results ------------------------------------------------------------------------------------
 
@@ -394,6 +404,70 @@ class Client:
         if not done.ok and done.status == "missing":
             raise JobNotFound(job_id)
         return done.ok  # counted fleet-wide in Redis by finish.lua (toolbag_jobs_finished_total)
+
+
+def _as_request(item: JobRequest | Mapping[str, Any]) -> JobRequest:
+    """A ``submit_many`` item as a :class:`JobRequest`; an unknown field is named, not a ``TypeError``."""
+    if isinstance(item, JobRequest):
+        return item
+    if not isinstance(item, Mapping):
+        raise SubmitError("request", f"must be a JobRequest or a mapping, got {type(item).__name__}")
+    unknown = [key for key in item if key not in _REQUEST_FIELDS]
+    if unknown:
+        raise SubmitError("request", f"unknown field {', '.join(repr(k) for k in unknown)}; "
+                                     f"known: {', '.join(sorted(_REQUEST_FIELDS))}")
+    return JobRequest(**item)
+
+
+_REQUEST_FIELDS = frozenset(f.name for f in fields(JobRequest))
+_TEXT_FIELDS = ("capability", "skill", "tier", "caller", "idempotency_key", "inbox")
+
+
+def _check_text(req: JobRequest) -> None:
+    """Every name a caller gives is a string of valid Unicode (no lone surrogate: Redis and vendors need UTF-8)."""
+    for name in _TEXT_FIELDS:
+        value = getattr(req, name)
+        if value is None and name != "caller":
+            continue
+        if not isinstance(value, str):
+            raise SubmitError(name, f"must be a string, got {type(value).__name__}")
+        if not valid_unicode(value):
+            raise SubmitError(name, "is not valid Unicode text (it holds a lone surrogate)")
+
+
+def _candidates(value: Any) -> tuple[str, ...]:
+    """Pinned models: none, or a list of model names."""
+    if value is None:
+        return ()
+    if not isinstance(value, list | tuple) or not all(isinstance(m, str) for m in value):
+        raise SubmitError("candidates", "must be a list of model names")
+    return tuple(value)
+
+
+def _shape_problem(value: Any, max_bytes: int) -> str | None:
+    """Why ``value`` cannot be a job's input, found without recursion: nested deeper than
+    :data:`MAX_INPUT_DEPTH`, more values than ``max_bytes`` could hold, or text that is not valid Unicode.
+    ``None`` when none of these; ``json.dumps`` judges the rest."""
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    values = 0
+    while stack:
+        item, depth = stack.pop()
+        values += 1
+        if values > max_bytes:
+            return f"exceeds the limit of {max_bytes} bytes"
+        if isinstance(item, str):
+            if not valid_unicode(item):
+                return "text is not valid Unicode (it holds a lone surrogate)"
+            continue
+        if not isinstance(item, dict | list | tuple):
+            continue
+        if depth >= MAX_INPUT_DEPTH:
+            return f"is nested deeper than {MAX_INPUT_DEPTH} levels"
+        if isinstance(item, dict):
+            stack.extend((key, depth) for key in item if isinstance(key, str))
+            item = item.values()
+        stack.extend((child, depth + 1) for child in item)
+    return None
 
 
 def _check_names(req: JobRequest) -> None:

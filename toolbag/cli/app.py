@@ -44,16 +44,24 @@ def _client() -> Client:
 
 
 def _parse_input(raw: str) -> Any:
+    """``--input``: JSON text, or ``@file`` of UTF-8 JSON. Nesting the client would refuse is refused here too,
+    before the parser can run out of stack."""
+    from toolbag.client import MAX_INPUT_DEPTH
+
     if raw.startswith("@"):
         path = Path(raw[1:])
         try:
             raw = path.read_text(encoding="utf-8")
         except OSError as err:
             fail(f"--input: cannot read {path} ({err.strerror})")
+        except UnicodeDecodeError as err:
+            fail(f"--input: {path} is not UTF-8 text (byte {err.start}: 0x{err.object[err.start]:02x})")
     try:
         return json.loads(raw)
     except json.JSONDecodeError as err:
         fail(f"--input: not valid JSON ({err.msg} at line {err.lineno} column {err.colno})")
+    except RecursionError:
+        fail(f"--input: nested deeper than {MAX_INPUT_DEPTH} levels")
 
 
 @app.command()
