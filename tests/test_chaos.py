@@ -56,7 +56,7 @@ def test_chaos_nothing_lost_nothing_twice(redis_server: str, tmp_path: Path) -> 
             while True:  # wait until this worker really holds attempts
                 running = [m for m in store.redis.zrange(store.keys.leases, 0, -1)]
                 mine = [m.decode().rpartition(":")[0] for m in running
-                        if store.get(m.decode().rpartition(":")[0]).get("provider") == provider]
+                        if store.get(m.decode().rpartition(":")[0]).provider == provider]
                 if mine or time.monotonic() > deadline:
                     break
                 time.sleep(0.02)
