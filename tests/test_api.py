@@ -19,8 +19,9 @@ import pytest
 import uvicorn
 
 from tests.fleet import REPO, Fleet, free_port, running_fleet, terminate, wait_http
-from toolbag.api.app import JOB_ID_HEADER, TIER_HEADER, create_app
+from toolbag.api.app import JOB_ID_HEADER, TIER_HEADER, Failed, Text, create_app, relay
 from toolbag.api.keys import KeyStore
+from toolbag.attempt.deltas import TextDelta
 
 CUT_AFTER_TEXT = "refuse-me-midway"
 REFUSED_UPFRONT = "refuse-me-upfront"
@@ -237,3 +238,24 @@ def test_toolbag_api_serves_the_front_door(door: FrontDoor) -> None:
         assert answer.choices[0].message.content
     finally:
         terminate(proc)
+
+
+class _StuckJob:
+    id = "j-stuck"
+
+    def stream(self, timeout_s: float) -> Iterator[TextDelta]:
+        yield TextDelta("partial", 1, "m")
+        raise TimeoutError
+
+
+class _BrokenJob(_StuckJob):
+    def stream(self, timeout_s: float) -> Iterator[TextDelta]:
+        yield TextDelta("partial", 1, "m")
+        raise ConnectionError("redis went away")
+
+
+def test_a_relay_that_times_out_or_loses_redis_ends_with_failed_never_silently() -> None:
+    for job, reason in ((_StuckJob(), "no answer within"), (_BrokenJob(), "lost the job's stream")):
+        events = list(relay(None, job, 1.0))  # type: ignore[arg-type]
+        assert events[0] == Text("partial", "m")
+        assert isinstance(events[-1], Failed) and reason in events[-1].message

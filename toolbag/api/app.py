@@ -12,6 +12,7 @@ the SDKs raise (and the job is cancelled), never a silent truncation or a replay
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -30,7 +31,7 @@ from toolbag.attempt.deltas import AttemptEnd, TextDelta
 from toolbag.client import Client, Job
 from toolbag.config import TIERS
 from toolbag.errors import ToolbagError
-from toolbag.jobs import JobResult, SubmitError
+from toolbag.jobs import JobResult, ResultTimeout, SubmitError
 
 __all__ = ["JOB_ID_HEADER", "TIER_HEADER", "create_app"]
 
@@ -40,6 +41,8 @@ DIRECT_CAPABILITY = "chat"  # the capability of a job whose `model` names a conf
 MAX_BODY_BYTES_OVER_INPUT = 64 * 1024  # envelope allowance on top of fleet.max_input_bytes
 
 Dialect = Literal["openai", "anthropic"]
+
+log = logging.getLogger("toolbag.api")
 
 
 class ApiError(ToolbagError):
@@ -53,10 +56,10 @@ class ApiError(ToolbagError):
 
 
 _OPENAI_TYPES = {400: "invalid_request_error", 401: "invalid_request_error", 404: "invalid_request_error",
-                 413: "invalid_request_error", 502: "server_error"}
+                 413: "invalid_request_error", 500: "server_error", 502: "server_error", 504: "timeout"}
 _OPENAI_CODES = {401: "invalid_api_key", 404: "model_not_found"}
 _ANTHROPIC_TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error",
-                    413: "request_too_large", 502: "api_error"}
+                    413: "request_too_large", 500: "api_error", 502: "api_error", 504: "timeout_error"}
 
 
 def error_body(dialect: Dialect, status: int, message: str, param: str | None = None) -> dict[str, Any]:
@@ -98,7 +101,17 @@ def relay(client: Client, job: Job, timeout_s: float) -> Iterator[Relayed]:
 
     A failed attempt that had sent no text is passed over (the supervisor reroutes it); one that had sent text
     ends the relay with ``Failed`` and cancels the job: the caller already holds part of an answer that will
-    not be continued."""
+    not be continued. A wait past ``timeout_s`` or a broken Redis also ends it with ``Failed``, never silently."""
+    try:
+        yield from _relay(client, job, timeout_s)
+    except TimeoutError:
+        yield Failed(f"no answer within {timeout_s:g} s; job {job.id} keeps running")
+    except Exception as err:
+        log.exception("relay failed", extra={"job_id": job.id})
+        yield Failed(f"the front door lost the job's stream ({type(err).__name__}); job {job.id}")
+
+
+def _relay(client: Client, job: Job, timeout_s: float) -> Iterator[Relayed]:
     sent = False
     for event in job.stream(timeout_s=timeout_s):
         if isinstance(event, TextDelta):
@@ -242,7 +255,11 @@ class FrontDoor:
                       else _anthropic_events(job.id, events))
             return StreamingResponse(chunks, media_type="text/event-stream",
                                      headers={**headers, "cache-control": "no-cache"})
-        result = await run_in_threadpool(self.client.result, job.id, timeout_s)
+        try:
+            result = await run_in_threadpool(self.client.result, job.id, timeout_s)
+        except ResultTimeout:
+            late = ApiError(504, f"no answer within {timeout_s:g} s; job {job.id} keeps running")
+            return _error_response(dialect, late, job.id)
         if not result.ok:
             failed = ApiError(502, f"job {result.status.value}: {result.error or 'no model answered'}")
             return _error_response(dialect, failed, job.id)
@@ -356,9 +373,14 @@ def create_app(client: Client | None = None) -> Starlette:
     async def health(request: Request) -> Response:
         return JSONResponse({"ok": True})
 
+    async def crashed(request: Request, exc: Exception) -> Response:
+        log.exception("request failed", exc_info=exc)
+        dialect: Dialect = "anthropic" if request.url.path == "/v1/messages" else "openai"
+        return _error_response(dialect, ApiError(500, f"internal error ({type(exc).__name__})"))
+
     return Starlette(routes=[
         Route("/v1/chat/completions", door.chat_completions, methods=["POST"]),
         Route("/v1/messages", door.messages, methods=["POST"]),
         Route("/v1/models", door.models, methods=["GET"]),
         Route("/healthz", health, methods=["GET"]),
-    ])
+    ], exception_handlers={Exception: crashed})

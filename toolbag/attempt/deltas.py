@@ -27,6 +27,7 @@ __all__ = ["AttemptEnd", "DeltaEvent", "RedisDeltaSink", "StreamingAdapter", "Te
 FLUSH_CHARS = 256
 FLUSH_MS = 25.0
 MAXLEN = 10_000  # entries per job stream, approximate trim
+TTL_S = 3600  # a job's stream outlives its answer by an hour; the record keeps the output
 READ_BLOCK_MS = 500
 
 
@@ -34,7 +35,7 @@ READ_BLOCK_MS = 500
 class RedisDeltaSink:
     """A :class:`~toolbag.providers.base.DeltaSink` for one attempt, batching into the job's delta stream."""
 
-    def __init__(self, client: redis.Redis, key: str, *, attempt: int, model: str, ttl_s: int) -> None:
+    def __init__(self, client: redis.Redis, key: str, *, attempt: int, model: str, ttl_s: int = TTL_S) -> None:
         self._redis = client
         self._key = key
         self._attempt = str(attempt)

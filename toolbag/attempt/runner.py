@@ -97,7 +97,7 @@ class AttemptRunner:
             adapter = self.adapter
             if request.stream:
                 sink = RedisDeltaSink(self.store.redis, self.store.keys.deltas(job_id), attempt=attempt_n,
-                                      model=model_name, ttl_s=self.config.fleet.job_ttl_s)
+                                      model=model_name)
                 adapter = StreamingAdapter(adapter, sink)
             ctx = AttemptContext(
                 job_id=job_id, capability=record.capability, tier=tier, caller=record.caller,
