@@ -75,6 +75,7 @@ class JobRecord:
     skill_version: str | None = None
     inbox: str | None = None  # the completion inbox key, when the caller named one
     started_ms: int = 0  # when the current attempt was claimed
+    called_ms: int = 0  # when the current attempt's vendor call began (0: not yet; a lost lease may have been paid)
     worker: str = ""  # who claimed it
     outcome: str = ""  # the last attempt's outcome, while the supervisor decides
     decide_ms: int = 0

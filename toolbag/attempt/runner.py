@@ -112,6 +112,10 @@ class AttemptRunner:
                 self._hand_back(record, token, back, ctx, request)
                 return
             with admitted as ticket:
+                if not self.store.calling(job_id, token):  # swept as lost, or cancelled, meanwhile: pay nothing
+                    metrics.STALE_DELIVERIES.labels(self.provider).inc()
+                    log.info(json.dumps({"event": "attempt_gone_before_call", "job_id": job_id, "token": token}))
+                    return
                 metered = MeteredAdapter(adapter, self.admission, ctx, self.config.tiers[tier].total_timeout_s)
                 try:
                     response = self.caller.call(metered, ctx, request)

@@ -11,6 +11,7 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local id = redis.call('HGET', KEYS[1], 'id')
 redis.call('HSET', KEYS[1], 'status', 'running', 'started_ms', now, 'worker', ARGV[3])
+redis.call('HDEL', KEYS[1], 'called_ms')
 redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), id .. ':' .. token)
 redis.call('ZREM', KEYS[3], id)
 local out = {1}

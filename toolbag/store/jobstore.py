@@ -75,6 +75,7 @@ class JobStore:
         self._reclaim = client.register_script(lua_source("reclaim"))
         self._hand_back = client.register_script(lua_source("hand_back"))
         self._renew = client.register_script(lua_source("renew"))
+        self._calling = client.register_script(lua_source("calling"))
 
     @classmethod
     def from_url(cls, url: str, keys: Keys | None = None, job_ttl_s: int = 7 * 86_400) -> JobStore:
@@ -133,6 +134,11 @@ class JobStore:
             return None
         flat = [text(x) for x in reply[1:]]
         return JobRecord.from_hash(dict(zip(flat[0::2], flat[1::2], strict=True)))
+
+    def calling(self, job_id: str, token: str) -> bool:
+        """Record that the running attempt ``token`` is about to call its vendor (``called_ms``); False when the
+        attempt is no longer current (swept as lost, or the job cancelled): then it must not call."""
+        return int(self._calling(keys=[self.keys.job(job_id)], args=[token])) == 1
 
     def renew_leases(self, members: Iterable[str], lease_ttl_s: float, *, presence: str | None = None) -> list[str]:
         """Extend live leases (``<id>:<token>``) to ``lease_ttl_s`` past Redis's now and, with ``presence``

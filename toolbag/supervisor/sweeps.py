@@ -69,7 +69,9 @@ class Sweeper:
             self.update_gauges()
 
     def expire_leases(self) -> int:
-        """A lease past its deadline means the worker died mid-attempt: the attempt ends as ``lost``."""
+        """A lease past its deadline means the worker died mid-attempt: the attempt ends as ``lost``. One whose
+        vendor call had begun is counted apart: the vendor may have answered and billed it, and the next attempt
+        pays again."""
         n = 0
         now_ms = self.store.now_ms()
         for job_id, token in self.store.expired_leases():
@@ -78,13 +80,16 @@ class Sweeper:
             except JobNotFound:
                 self.store.redis.zrem(self.store.keys.leases, f"{job_id}:{token}")
                 continue
+            paid = " after its vendor call began (the vendor may have billed it)" if job.called_ms else ""
             record = AttemptRecord(
                 n=job.attempt, model=job.model, provider=job.provider,
-                outcome=OutcomeKind.LOST.value, reason=f"lease expired (worker {job.worker or '?'} gone)",
+                outcome=OutcomeKind.LOST.value, reason=f"lease expired{paid} (worker {job.worker or '?'} gone)",
                 started_ms=job.started_ms, ended_ms=now_ms,
             )
             if self.store.end_attempt(job_id, token, OutcomeKind.LOST.value, record.to_json()).ok:
                 metrics.ATTEMPTS.labels(job.provider, job.model, job.tier, OutcomeKind.LOST.value).inc()
+                if job.called_ms:
+                    metrics.LOST_AFTER_CALL.labels(job.provider, job.model, job.tier).inc()
                 n += 1
         return n
 

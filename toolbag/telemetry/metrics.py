@@ -99,6 +99,12 @@ DELAYED_JOBS = Gauge(
 ATTEMPTS = Counter(
     "toolbag_attempts_total", "Attempts by outcome", ["provider", "model", "tier", "outcome"]
 )
+LOST_AFTER_CALL = Counter(
+    "toolbag_attempts_lost_after_call_total",
+    "Attempts ended lost after their vendor call began: the vendor may have answered and billed a call the fleet "
+    "makes again",
+    ["provider", "model", "tier"],
+)
 ATTEMPT_DURATION = Histogram(
     "toolbag_attempt_duration_seconds",
     "Vendor call duration per attempt",
