@@ -8,6 +8,8 @@
 - :mod:`~toolbag.gateway.loop` — the worker's tool-use loop (a ``toolbag.attempt.context.Caller``);
 - :mod:`~toolbag.gateway.cli` — ``toolbag permissions``, ``toolbag audit``, ``toolbag tools``;
 - :mod:`~toolbag.gateway.patterns` — the glob rule every name pattern follows;
+- :mod:`~toolbag.gateway.paths` — paths as a ``prefix:`` argument constraint reads them;
+- :mod:`~toolbag.gateway.limits` — how large a policy, a decision's reason and an audit field may be;
 - :mod:`~toolbag.gateway.files` — finding, reading and reporting on ``policy.yaml`` and ``tools.yaml``.
 """
 
