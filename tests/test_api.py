@@ -18,7 +18,7 @@ import openai
 import pytest
 import uvicorn
 
-from tests.fleet import REPO, Fleet, free_port, running_fleet, terminate, wait_http
+from tests.fleet import REPO, Fleet, fleet_config_dict, free_port, running_fleet, terminate, wait_http
 from toolbag.api.app import JOB_ID_HEADER, TIER_HEADER, Failed, Text, create_app, relay
 from toolbag.api.keys import KeyStore
 from toolbag.attempt.deltas import TextDelta
@@ -48,8 +48,10 @@ class FrontDoor:
 
 @pytest.fixture(scope="module")
 def door(redis_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[FrontDoor]:
+    tiers = fleet_config_dict("http://unused")["tiers"]
+    tiers["batch"]["stream"] = False
     with running_fleet(redis_server, tmp_path_factory.mktemp("api"), providers=("anthropic", "openai"),
-                       concurrency=4) as fleet:
+                       concurrency=4, config_overrides={"tiers": tiers}) as fleet:
         plan = {"rules": [{"model": "claude-*", "fault": "midstream_refusal", "match": CUT_AFTER_TEXT},
                           {"model": "claude-*", "fault": "refusal", "match": REFUSED_UPFRONT}]}
         request = urllib.request.Request(f"{fleet.simulator.url}/_sim/faults", data=json.dumps(plan).encode(),
@@ -259,3 +261,14 @@ def test_a_relay_that_times_out_or_loses_redis_ends_with_failed_never_silently()
         events = list(relay(None, job, 1.0))  # type: ignore[arg-type]
         assert events[0] == Text("partial", "m")
         assert isinstance(events[-1], Failed) and reason in events[-1].message
+
+
+def test_a_tier_that_does_not_stream_still_answers_a_stream_request_whole(door: FrontDoor) -> None:
+    with door.openai().chat.completions.with_streaming_response.create(
+        model="extract", messages=user(PROMPT), stream=True, extra_headers={TIER_HEADER: "batch"}
+    ) as response:
+        job_id = response.headers[JOB_ID_HEADER]
+        started = time.monotonic()
+        contents = [c.choices[0].delta.content for c in response.parse() if c.choices and c.choices[0].delta.content]
+    assert len(contents) == 1 and contents[0] == door.output(job_id)
+    assert time.monotonic() - started < 5

@@ -39,6 +39,7 @@ JOB_ID_HEADER = "x-toolbag-job-id"
 TIER_HEADER = "x-toolbag-tier"
 DIRECT_CAPABILITY = "chat"  # the capability of a job whose `model` names a configured model
 MAX_BODY_BYTES_OVER_INPUT = 64 * 1024  # envelope allowance on top of fleet.max_input_bytes
+DRAIN_FACTOR = 8  # an oversized body is read and dropped up to this many times the limit before the 413
 
 Dialect = Literal["openai", "anthropic"]
 
@@ -96,14 +97,15 @@ class Failed:
 Relayed = Text | Done | Failed
 
 
-def relay(client: Client, job: Job, timeout_s: float) -> Iterator[Relayed]:
+def relay(client: Client, job: Job, timeout_s: float, *, streamed: bool = True) -> Iterator[Relayed]:
     """The job's answer for an HTTP stream: text as it arrives, then ``Done`` or ``Failed``.
 
     A failed attempt that had sent no text is passed over (the supervisor reroutes it); one that had sent text
     ends the relay with ``Failed`` and cancels the job: the caller already holds part of an answer that will
-    not be continued. A wait past ``timeout_s`` or a broken Redis also ends it with ``Failed``, never silently."""
+    not be continued. A wait past ``timeout_s`` or a broken Redis also ends it with ``Failed``, never silently.
+    ``streamed``: the job's tier streams (else the answer comes whole, at the end)."""
     try:
-        yield from _relay(client, job, timeout_s)
+        yield from _relay(client, job, timeout_s, streamed)
     except TimeoutError:
         yield Failed(f"no answer within {timeout_s:g} s; job {job.id} keeps running")
     except Exception as err:
@@ -111,9 +113,9 @@ def relay(client: Client, job: Job, timeout_s: float) -> Iterator[Relayed]:
         yield Failed(f"the front door lost the job's stream ({type(err).__name__}); job {job.id}")
 
 
-def _relay(client: Client, job: Job, timeout_s: float) -> Iterator[Relayed]:
+def _relay(client: Client, job: Job, timeout_s: float, streamed: bool) -> Iterator[Relayed]:
     sent = False
-    for event in job.stream(timeout_s=timeout_s):
+    for event in job.stream(timeout_s=timeout_s) if streamed else ():
         if isinstance(event, TextDelta):
             sent = sent or bool(event.text)
             yield Text(event.text, event.model)
@@ -183,12 +185,7 @@ class FrontDoor:
         return key
 
     async def body(self, request: Request, model: type[BaseModel]) -> Any:
-        declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > self.max_body_bytes:
-            raise ApiError(413, f"request body exceeds {self.max_body_bytes} bytes")
-        raw = await request.body()
-        if len(raw) > self.max_body_bytes:
-            raise ApiError(413, f"request body exceeds {self.max_body_bytes} bytes")
+        raw = await self._read_bounded(request)
         try:
             data = json.loads(raw)
         except ValueError as err:
@@ -199,6 +196,24 @@ class FrontDoor:
             first = err.errors()[0]
             path = field_path(tuple(first["loc"]))
             raise ApiError(400, f"{path or 'body'}: {first['msg']}", param=path or None) from None
+
+    async def _read_bounded(self, request: Request) -> bytes:
+        """The body, or 413 past ``max_body_bytes``. An oversized body is read on (and dropped) up to
+        :data:`DRAIN_FACTOR` times the limit, so the client finishes sending and reads the 413."""
+        declared = request.headers.get("content-length", "")
+        oversized = declared.isdigit() and int(declared) > self.max_body_bytes
+        parts: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            oversized = oversized or size > self.max_body_bytes
+            if size > self.max_body_bytes * DRAIN_FACTOR:
+                break
+            if not oversized:
+                parts.append(chunk)
+        if oversized:
+            raise ApiError(413, f"request body exceeds {self.max_body_bytes} bytes")
+        return b"".join(parts)
 
     def submit(self, key: ApiKey, request: Request, model: str, job_input: dict[str, Any]) -> Job:
         tier = request.headers.get(TIER_HEADER) or key.tier or None
@@ -220,8 +235,10 @@ class FrontDoor:
         except SubmitError as err:
             raise ApiError(400, str(err), param=err.field) from None
 
-    def timeout_s(self, job: Job) -> float:
-        return float(self.config.tiers[self.client.store.get(job.id).tier].max_deadline_s)
+    def tier_of(self, job: Job) -> tuple[float, bool]:
+        """How long to wait for ``job`` (its tier's longest deadline) and whether its tier streams."""
+        tier = self.config.tiers[self.client.store.get(job.id).tier]
+        return float(tier.max_deadline_s), tier.stream
 
     # -- endpoints ------------------------------------------------------------------------------------
 
@@ -245,12 +262,12 @@ class FrontDoor:
             key = await run_in_threadpool(self.authenticate, request)
             body = await self.body(request, body_model)
             job = await run_in_threadpool(self.submit, key, request, body.model, body.job_input())
-            timeout_s = await run_in_threadpool(self.timeout_s, job)
+            timeout_s, streamed = await run_in_threadpool(self.tier_of, job)
         except ApiError as err:
             return _error_response(dialect, err)
         headers = {JOB_ID_HEADER: job.id}
         if body.stream:
-            events = iterate_in_threadpool(relay(self.client, job, timeout_s))
+            events = iterate_in_threadpool(relay(self.client, job, timeout_s, streamed=streamed))
             chunks = (_openai_chunks(job.id, events, body) if dialect == "openai"
                       else _anthropic_events(job.id, events))
             return StreamingResponse(chunks, media_type="text/event-stream",
