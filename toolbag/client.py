@@ -157,16 +157,21 @@ class Client:
             self._choice_cache = None
         return jobs
 
-    def prepare_each(self, requests: Sequence[JobRequest]) -> list[NewJob | SubmitError]:
+    def prepare_each(
+        self, requests: Sequence[JobRequest], *, count_rejected: bool = True
+    ) -> list[NewJob | SubmitError]:
         """Validate each request on its own, without submitting: a :class:`NewJob` for
         :meth:`submit_prepared`, or the :class:`SubmitError` that names the field. One routing choice
-        per (capability, tier, needs) for the whole list, as in ``submit_many``."""
+        per (capability, tier, needs) for the whole list, as in ``submit_many``.
+
+        ``count_rejected=False`` (a dry run, which submits nothing) leaves refusals out of
+        ``toolbag_jobs_rejected_total``."""
         out: list[NewJob | SubmitError] = []
         self._choice_cache = {}
         try:
             for request in requests:
                 try:
-                    out.append(self._prepare(request))
+                    out.append(self._prepare(request) if count_rejected else self._validate(request))
                 except SubmitError as err:
                     out.append(err)
         finally:

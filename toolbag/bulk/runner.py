@@ -288,7 +288,9 @@ class BatchRun:
         todo: list[InputLine] = []
 
         def price(batch: list[InputLine]) -> None:
-            for line, job in zip(batch, self.client.prepare_each([self._request(x) for x in batch]), strict=True):
+            # Nothing is submitted, so a refused line is not counted in toolbag_jobs_rejected_total.
+            prepared = self.client.prepare_each([self._request(x) for x in batch], count_rejected=False)
+            for line, job in zip(batch, prepared, strict=True):
                 if isinstance(job, SubmitError):
                     invalid.append((line, job.field, job.reason))
                     continue
