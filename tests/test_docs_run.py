@@ -50,7 +50,7 @@ BLOCK_TIMEOUT_S = 150
 
 FENCE = re.compile(r"^( *)(`{3,})(.*)$")
 EXIT_COMMENT = re.compile(r"\s#\s*exits (\d+)\b[^'\"]*$")
-COMMAND_LINE = re.compile(r"^\s*(toolbag |\$ |scripts/|\.venv/bin/)")
+COMMAND_LINE = re.compile(r"^\s*(\$ |toolbag |scripts/|\.venv/bin/|python3? |docker |helm |kubectl |cp )")
 END_COMMENT = re.compile(r"\s+#\s.*$")
 NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
 
