@@ -2,7 +2,8 @@
 
 The library is lazy and cached: a skill is read on first use and read again only when one of its files
 changes (size or modification time), so a long-running worker picks up an edited skill, and its new
-content hash, without a restart.
+content hash, without a restart. A broken skill is cached too: asking for it again reports its problems
+without reading its files again.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import os
 import threading
 from pathlib import Path
 
-from toolbag.skills.errors import SkillLoadError, SkillNotFound
+from toolbag.skills.errors import Problem, SkillLoadError, SkillNotFound
 from toolbag.skills.hashing import HASHED_FILES, SKILL_FILE
 from toolbag.skills.model import Skill
 from toolbag.skills.parse import ParsedSkill
@@ -88,7 +89,7 @@ class SkillLibrary:
     def __init__(self, root: str | Path | None = None) -> None:
         self.root = Path(root) if root is not None else default_skills_dir()
         self._lock = threading.Lock()
-        self._cache: dict[str, tuple[_Stamp, Skill]] = {}
+        self._cache: dict[str, tuple[_Stamp, Skill | tuple[Problem, ...]]] = {}
 
     def names(self) -> list[str]:
         """Sorted names of the folders under the root that hold a ``SKILL.md``."""
@@ -113,12 +114,16 @@ class SkillLibrary:
         stamp = _stamp(folder)
         with self._lock:
             cached = self._cache.get(name)
-            if cached is not None and cached[0] == stamp:
-                return cached[1]
-        skill = load_skill(folder)
-        with self._lock:
-            self._cache[name] = (stamp, skill)
-        return skill
+        if cached is None or cached[0] != stamp:
+            try:
+                cached = (stamp, load_skill(folder))
+            except SkillLoadError as err:
+                cached = (stamp, err.problems)
+            with self._lock:
+                self._cache[name] = cached
+        if isinstance(cached[1], Skill):
+            return cached[1]
+        raise SkillLoadError(str(folder), cached[1])
 
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and name in self.names()

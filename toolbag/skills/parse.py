@@ -18,8 +18,9 @@ from toolbag.skills.errors import Problem
 from toolbag.skills.evals_file import Evals, read_evals_yaml
 from toolbag.skills.hashing import EVALS_FILE, HASHED_FILES, SCHEMA_FILE, SKILL_FILE, content_hash_of_texts
 from toolbag.skills.header import HeaderContext
+from toolbag.skills.limits import MAX_FILE_BYTES, control_character
 from toolbag.skills.schema_file import Schemas, read_schema_json
-from toolbag.skills.skill_md import SkillMd, read_skill_md
+from toolbag.skills.skill_md import SkillMd, line_of, read_skill_md
 
 __all__ = ["EVALS_FILE", "SCHEMA_FILE", "SKILL_FILE", "ParsedSkill", "parse_skill_dir"]
 
@@ -46,21 +47,52 @@ def parse_skill_dir(
     ``capabilities`` and ``route_targets`` (from toolbag.yaml), when given, are what the header may name.
     """
     folder = Path(path)
-    texts = {name: _read_text(folder / name) for name in HASHED_FILES}
+    texts: dict[str, str | None] = {}
+    refused: dict[str, Problem] = {}
+    for name in HASHED_FILES:
+        texts[name], problem = _read_text(folder / name)
+        if problem is not None:
+            refused[name] = problem
     content_hash = content_hash_of_texts(texts)
     if not folder.is_dir():
         missing = Problem(str(folder), "", "this folder does not exist", "Give the path of a skill folder.")
         return ParsedSkill(folder, content_hash, None, Schemas(str(folder / SCHEMA_FILE), None, None), None), [missing]
     context = HeaderContext(folder.name, capabilities, route_targets)
-    md, md_problems = read_skill_md(folder, texts[SKILL_FILE], context)
-    schemas, schema_problems = read_schema_json(folder, texts[SCHEMA_FILE])
-    evals, evals_problems = read_evals_yaml(folder, texts[EVALS_FILE])
+    md, md_problems = (None, []) if SKILL_FILE in refused else read_skill_md(folder, texts[SKILL_FILE], context)
+    schemas, schema_problems = (
+        (Schemas(str(folder / SCHEMA_FILE), None, None), [])
+        if SCHEMA_FILE in refused
+        else read_schema_json(folder, texts[SCHEMA_FILE])
+    )
+    evals, evals_problems = (None, []) if EVALS_FILE in refused else read_evals_yaml(folder, texts[EVALS_FILE])
     parsed = ParsedSkill(folder, content_hash, md, schemas, evals)
-    return parsed, md_problems + schema_problems + evals_problems
+    return parsed, [*refused.values(), *md_problems, *schema_problems, *evals_problems]
 
 
-def _read_text(file: Path) -> str | None:
+def _read_text(file: Path) -> tuple[str | None, Problem | None]:
+    """The file's text (``None`` when it is missing or not UTF-8) and, when no reader may see it, why not."""
     try:
-        return normalize_text(file.read_text(encoding="utf-8")) if file.is_file() else None
+        if not file.is_file():
+            return None, None
+        with file.open("rb") as stream:
+            data = stream.read(MAX_FILE_BYTES + 1)
+        if len(data) > MAX_FILE_BYTES:
+            return None, Problem(
+                str(file),
+                "",
+                f"the file is larger than {MAX_FILE_BYTES // 1024} KiB, the most a skill file may hold",
+                "Keep eval inputs and examples short; a skill's files are read on every change and by every worker.",
+            )
+        text = normalize_text(data.decode("utf-8"))
     except (OSError, UnicodeDecodeError):
-        return None
+        return None, None
+    found = control_character(text)
+    if found is None:
+        return text, None
+    offset, code = found
+    return text, Problem(
+        str(file),
+        f"line {line_of(text, offset)}",
+        f"the line holds the control character {code}, which editors do not show and the file may not contain",
+        "Retype the line, or delete the character with an editor that shows control characters.",
+    )

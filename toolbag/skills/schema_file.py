@@ -15,6 +15,7 @@ from pydantic_core import ErrorDetails
 
 from toolbag.skills.errors import Problem, did_you_mean
 from toolbag.skills.hashing import SCHEMA_FILE
+from toolbag.skills.limits import MAX_NESTING, json_nesting
 from toolbag.skills.plain_errors import failed, is_unknown_key, validated
 
 _KEYS = ("input", "output")
@@ -47,6 +48,15 @@ def read_schema_json(folder: Path, text: str | None) -> tuple[Schemas, list[Prob
             "",
             "the skill has no schema.json (or it is not UTF-8 text)",
             'Add schema.json with {"input": {...JSON Schema...}, "output": {...JSON Schema...}}.',
+        )
+        return Schemas(file, None, None), [problem]
+    depth = json_nesting(text)
+    if depth > MAX_NESTING:
+        problem = Problem(
+            file,
+            "",
+            f"objects and lists are nested {depth} levels deep; schema.json may nest at most {MAX_NESTING}",
+            'Define a part that repeats once under "$defs" and refer to it with {"$ref": "#/$defs/<name>"}.',
         )
         return Schemas(file, None, None), [problem]
     try:

@@ -26,7 +26,9 @@ from toolbag.skills.header import (
     toolbag_entries,
     toolbag_problems,
 )
+from toolbag.skills.limits import MAX_FRONTMATTER_CHARS
 from toolbag.skills.plain_errors import failed, validated
+from toolbag.skills.yamlfile import YamlLimitError, YamlSyntaxError, compose_yaml
 
 _INPUT_HEADING = re.compile(r"^##[ \t]+input[ \t]*$", re.IGNORECASE | re.MULTILINE)
 _TOP_KEY = re.compile(r"^([^\s:#][^:]*):")
@@ -78,6 +80,9 @@ def read_skill_md(folder: Path, text: str | None, context: HeaderContext) -> tup
     file = str(folder / SKILL_FILE)
     if text is None:
         return None, [_missing_file_problem(folder, file)]
+    too_much = _frontmatter_bound_problem(file, text)
+    if too_much is not None:
+        return None, [too_much]
     try:
         front, _ = parse_frontmatter(text)
     except ParseError as err:
@@ -108,6 +113,31 @@ def _missing_file_problem(folder: Path, file: str) -> Problem:
 
 
 # ---------------------------------------------------------------- the frontmatter
+
+
+def _frontmatter_bound_problem(file: str, text: str) -> Problem | None:
+    """A problem when the frontmatter is longer or deeper than any header needs (the strict YAML parser takes
+    seconds over a long one and fails on a deep one); ``None`` leaves every other fault to that parser."""
+    opening, *rest = text.split("---", 2)
+    if opening or len(rest) < 2:
+        return None
+    frontmatter = rest[0]
+    if len(frontmatter) > MAX_FRONTMATTER_CHARS:
+        return Problem(
+            file,
+            "frontmatter",
+            f"the frontmatter is {len(frontmatter)} characters long; it may be at most {MAX_FRONTMATTER_CHARS}",
+            "Keep the description to one or two sentences and put everything else in the instructions "
+            "below the closing --- line.",
+        )
+    try:
+        compose_yaml(frontmatter)
+    except YamlLimitError as err:
+        where = f"line {err.line}, frontmatter" if err.line else "frontmatter"
+        return Problem(file, where, str(err), err.fix)
+    except YamlSyntaxError:
+        pass
+    return None
 
 
 def _frontmatter_problem(file: str, reason: str) -> Problem:
