@@ -8,18 +8,19 @@ from __future__ import annotations
 
 import copy
 import json
-import re
 import threading
 from collections.abc import Mapping
 from typing import Any
 
-from jsonschema import Draft202012Validator, FormatChecker
 from jsonschema.exceptions import ValidationError
 
 from toolbag.providers.base import AttemptFailure, ModelResponse, OutcomeKind
+from toolbag.skills import patterns
 from toolbag.skills.errors import SkillInputError
 from toolbag.skills.jsonpath import JsonPath, path_text
+from toolbag.skills.limits import MAX_NESTING, json_nesting, nests_deeper_than
 from toolbag.skills.model import Skill
+from toolbag.skills.schema_engine import schema_validator, unlisted_properties
 
 _MAX_SHOWN_CHARS = 60
 _MAX_ERRORS = 20
@@ -35,18 +36,18 @@ _TYPE_WORDS = {
 }
 
 _cache_lock = threading.Lock()
-_validators: dict[tuple[str, str], Draft202012Validator] = {}
+_validators: dict[tuple[str, str], Any] = {}
 
 
-def _validator(schema: Mapping[str, Any], key: tuple[str, str] | None) -> Draft202012Validator:
+def _validator(schema: Mapping[str, Any], key: tuple[str, str] | None) -> Any:
     if key is None:
-        return Draft202012Validator(schema, format_checker=FormatChecker())
+        return schema_validator(schema)
     with _cache_lock:
         found = _validators.get(key)
         if found is None:
             if len(_validators) >= _MAX_CACHED_VALIDATORS:
                 _validators.clear()  # edited skills leave old hashes behind; start over rather than grow
-            found = Draft202012Validator(schema, format_checker=FormatChecker())
+            found = schema_validator(schema)
             _validators[key] = found
         return found
 
@@ -103,7 +104,7 @@ def describe_error(error: ValidationError, root: str) -> list[ErrorItem]:
         return [at("is required but missing", (name,)) for name in missing] or [at(error.message)]
     if rule == "additionalProperties" and isinstance(inst, dict):
         allowed = sorted(error.schema.get("properties", {}))
-        extras = [k for k in sorted(inst) if k not in allowed]
+        extras = sorted(unlisted_properties(inst, error.schema))
         hint = f" (allowed: {', '.join(allowed)})" if allowed else ""
         return [at(f"is not an allowed field{hint}", (name,)) for name in extras]
     if rule == "type":
@@ -137,6 +138,8 @@ def schema_error_items(
     schema: Mapping[str, Any], value: Any, root: str, cache_key: tuple[str, str] | None = None
 ) -> list[ErrorItem]:
     """Every way ``value`` breaks ``schema``: ``(path, plain-words line)``, sorted by path, at most 20."""
+    if nests_deeper_than(value, MAX_NESTING):
+        return [((), f"{root}: lists and objects are nested more than {MAX_NESTING} levels deep, the most allowed")]
     validator = _validator(schema, cache_key)
     ordered = sorted(
         validator.iter_errors(value),
@@ -198,15 +201,17 @@ def _fill_defaults(schema: Mapping[str, Any], value: Any) -> None:
             _fill_defaults(sub, value[name])
 
 
-_FENCE = re.compile(r"^```(?:json)?\s*\n(.*)\n```\s*$", re.DOTALL)
+_FENCE = r"(?s)\A```(?:json)?\s*\n(.*)\n```\s*\z"
 
 
 def parse_output_text(text: str) -> Any:
     """The JSON value in a reply's text (a surrounding ```json fence is tolerated); ``ValueError`` if none."""
     stripped = text.strip()
-    fenced = _FENCE.match(stripped)
-    if fenced:
-        stripped = fenced.group(1).strip()
+    fenced = patterns.first_group(_FENCE, stripped)
+    if fenced is not None:
+        stripped = fenced.strip()
+    if json_nesting(stripped) > MAX_NESTING:
+        raise ValueError(f"lists and objects are nested more than {MAX_NESTING} levels deep")
     return json.loads(stripped)
 
 

@@ -28,9 +28,9 @@ list has one item), so structural limits hold there only when they allow that mu
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
+from toolbag.skills import patterns
 from toolbag.skills.canonical import canonical_json
 from toolbag.skills.contract import shown, validate_output
 from toolbag.skills.model import Check, EvalCase, Skill
@@ -123,7 +123,7 @@ def run_check(check: Check, output: Any) -> str:
             return ""
         return f"{name} should not contain {want!r}, but it does"
     if kind == "matches":
-        if any(re.search(want, text_of(v)) for v in values):
+        if any(patterns.search(want, text_of(v)) for v in values):
             return ""
         return f"{name} should match {want!r} but is {_shown_all(values)}"
     if kind in ("min_items", "max_items"):

@@ -7,7 +7,6 @@ the schemas by :mod:`toolbag.skills.validation`.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,8 +32,9 @@ from toolbag.skills.errors import Problem, did_you_mean
 from toolbag.skills.hashing import EVALS_FILE
 from toolbag.skills.jsonpath import JsonPath, path_label
 from toolbag.skills.model import CHECK_KINDS, Check, EvalCase, Example
+from toolbag.skills.patterns import RE2_SYNTAX, pattern_problem
 from toolbag.skills.plain_errors import is_unknown_key, own_error, own_words, rejected, validated, within
-from toolbag.skills.yamlfile import YamlDocument, YamlSyntaxError, load_yaml
+from toolbag.skills.yamlfile import YamlDocument, YamlLimitError, YamlSyntaxError, load_yaml
 
 MIN_EVAL_CASES = 3
 _TOP_KEYS = ("cases", "examples")
@@ -75,10 +75,9 @@ def _json_only(value: object) -> object:
 
 
 def _compiles(pattern: str) -> str:
-    try:
-        re.compile(pattern)
-    except re.error as err:
-        raise rejected(f"`matches:` {pattern!r} is not a valid regular expression: {err}") from None
+    problem = pattern_problem(pattern)
+    if problem is not None:
+        raise rejected(f"`matches:` {pattern!r} cannot be used: {problem}", RE2_SYNTAX)
     return pattern
 
 
@@ -250,6 +249,8 @@ def read_evals_yaml(folder: Path, text: str | None) -> tuple[Evals | None, list[
         ]
     try:
         doc = load_yaml(text)
+    except YamlLimitError as err:
+        return None, [Problem(file, f"line {err.line}" if err.line else "", str(err), err.fix)]
     except YamlSyntaxError as err:
         return None, [
             Problem(

@@ -9,10 +9,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from jsonschema import Draft202012Validator
+from referencing.exceptions import Unresolvable
+from referencing.jsonschema import DRAFT202012
 
 from toolbag.skills.errors import did_you_mean
 from toolbag.skills.jsonpath import JsonPath, path_text
+from toolbag.skills.patterns import RE2_SYNTAX, pattern_problem
+from toolbag.skills.schema_engine import LOCAL_REFS, meta_validator
 
 #: Every keyword of JSON Schema Draft 2020-12 (core, applicator, validation, annotations, format, content).
 KNOWN_KEYWORDS: frozenset[str] = frozenset(
@@ -59,7 +62,7 @@ def subschemas(schema: Any, path: JsonPath = ()) -> Iterator[tuple[JsonPath, dic
 def meta_problems(schema: Any, root: str) -> list[tuple[str, str, str]]:
     """``(location, message, fix)`` for every place ``schema`` breaks the Draft 2020-12 meta-schema."""
     found: list[tuple[str, str, str]] = []
-    meta = Draft202012Validator(Draft202012Validator.META_SCHEMA)
+    meta = meta_validator()
     for error in sorted(meta.iter_errors(schema), key=lambda e: [str(p) for p in e.absolute_path]):
         where = path_text(root, tuple(error.absolute_path))
         if error.validator in ("anyOf", "type") and error.absolute_path and error.absolute_path[-1] == "type":
@@ -108,4 +111,72 @@ def keyword_problems(schema: Any, root: str) -> list[tuple[str, str, str]]:
                             'List only names that appear under "properties".',
                         )
                     )
+    return found
+
+
+def engine_problems(schema: Any, root: str) -> list[tuple[str, str, str]]:
+    """``(location, message, fix)`` for what toolbag's validator (:mod:`toolbag.skills.schema_engine`) will not
+    run: a pattern RE2 cannot compile, and a ``$ref`` that points outside the schema or at nothing."""
+    return [*_pattern_problems(schema, root), *_reference_problems(schema, root)]
+
+
+def _pattern_problems(schema: Any, root: str) -> list[tuple[str, str, str]]:
+    found: list[tuple[str, str, str]] = []
+    unevaluated = any("unevaluatedProperties" in node for _path, node in subschemas(schema))
+    for path, node in subschemas(schema):
+        pattern = node.get("pattern")
+        if isinstance(pattern, str) and (problem := pattern_problem(pattern)) is not None:
+            where = path_text(root, path + ("pattern",))
+            found.append((where, f"the pattern {pattern!r} cannot be used: {problem}", RE2_SYNTAX))
+        keyed = node.get("patternProperties")
+        if not isinstance(keyed, dict):
+            continue
+        where = path_text(root, path + ("patternProperties",))
+        for key in keyed:
+            if (problem := pattern_problem(key)) is not None:
+                found.append((where, f"the pattern {key!r} cannot be used: {problem}", RE2_SYNTAX))
+        if unevaluated:
+            found.append(
+                (
+                    where,
+                    '"patternProperties" cannot be used in a schema that also has "unevaluatedProperties"',
+                    'Write "additionalProperties" where the schema says "unevaluatedProperties".',
+                )
+            )
+    return found
+
+
+def _reference_problems(schema: Any, root: str) -> list[tuple[str, str, str]]:
+    found: list[tuple[str, str, str]] = []
+    resolvers: dict[JsonPath, Any] = {(): LOCAL_REFS.resolver_with_root(DRAFT202012.create_resource(schema))}
+    for path, node in subschemas(schema):
+        resolver = next(resolvers[path[:end]] for end in range(len(path), -1, -1) if path[:end] in resolvers)
+        if path and "$id" in node:
+            resolver = resolvers[path] = resolver.in_subresource(DRAFT202012.create_resource(node))
+        for keyword in ("$ref", "$dynamicRef"):
+            ref = node.get(keyword)
+            if not isinstance(ref, str):
+                continue
+            where = path_text(root, path + (keyword,))
+            if not ref.startswith("#"):
+                found.append(
+                    (
+                        where,
+                        f"{ref!r} points outside schema.json; toolbag never fetches or reads another document "
+                        "while validating, so what a skill accepts depends on its own files only",
+                        'Copy the definition under "$defs" in this schema and refer to it as "#/$defs/<name>".',
+                    )
+                )
+                continue
+            try:
+                resolver.lookup(ref)
+            except Unresolvable:
+                found.append(
+                    (
+                        where,
+                        f"{ref!r} points at nothing in the {root} schema",
+                        f'A reference starts at the top of the {root} schema: "#/$defs/<name>" needs '
+                        '"$defs": {"<name>": {...}} there.',
+                    )
+                )
     return found

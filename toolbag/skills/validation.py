@@ -20,7 +20,7 @@ from toolbag.skills.model import Check
 from toolbag.skills.parse import ParsedSkill, parse_skill_dir
 from toolbag.skills.portability import portability_problems
 from toolbag.skills.reference import reference_problems
-from toolbag.skills.schemas import keyword_problems, meta_problems
+from toolbag.skills.schemas import engine_problems, keyword_problems, meta_problems
 from toolbag.skills.skill_md import SkillMd
 from toolbag.skills.template import find_placeholders, stray_braces
 
@@ -64,7 +64,7 @@ def _across_files(p: ParsedSkill) -> list[Problem]:
         if schema is None:
             sound = False
             continue
-        for where, message, fix in meta_problems(schema, key):
+        for where, message, fix in meta_problems(schema, key) or engine_problems(schema, key):
             out.append(Problem(schemas.file, where, message, fix))
             sound = False
         for where, message, fix in keyword_problems(schema, key):
