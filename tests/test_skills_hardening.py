@@ -229,6 +229,22 @@ def test_a_ref_to_nothing_is_a_problem(skill: Path) -> None:
     assert problem.location == "input.properties.text.$ref"
 
 
+def test_a_ref_that_loops_without_checking_a_part_is_a_problem(skill: Path) -> None:
+    def change(schema: dict[str, Any]) -> None:
+        schema["input"]["$ref"] = "#"
+
+    edit_schema(skill, change)
+    problem = one(validate_skill_dir(skill), "schema.json", "leads back to itself")
+    assert problem.location == "input"
+
+
+def test_a_ref_that_loops_through_a_field_is_fine() -> None:
+    tree = {"type": "object", "properties": {"child": {"$ref": "#"}}}
+    assert schema_errors(tree, {"child": {"child": {"child": 1}}}, "input") == [
+        "input.child.child.child: should be an object, got the whole number 1"
+    ]
+
+
 # ------------------------------------------------------------------------------------------------ bounds
 
 

@@ -37,6 +37,8 @@ _SCHEMA_ONE = (
     "unevaluatedItems", "unevaluatedProperties", "contentSchema",
 )  # fmt: skip
 _SCHEMA_LISTS = ("prefixItems", "allOf", "anyOf", "oneOf")
+#: Keywords whose schemas check the same value as the schema holding them (not a part of it).
+_IN_PLACE = ("allOf", "anyOf", "oneOf", "not", "if", "then", "else", "dependentSchemas")
 JSON_TYPES = ("string", "number", "integer", "boolean", "array", "object", "null")
 
 def subschemas(schema: Any, path: JsonPath = ()) -> Iterator[tuple[JsonPath, dict[str, Any]]]:
@@ -148,6 +150,7 @@ def _pattern_problems(schema: Any, root: str) -> list[tuple[str, str, str]]:
 
 def _reference_problems(schema: Any, root: str) -> list[tuple[str, str, str]]:
     found: list[tuple[str, str, str]] = []
+    targets: dict[int, list[Any]] = {}
     resolvers: dict[JsonPath, Any] = {(): LOCAL_REFS.resolver_with_root(DRAFT202012.create_resource(schema))}
     for path, node in subschemas(schema):
         resolver = next(resolvers[path[:end]] for end in range(len(path), -1, -1) if path[:end] in resolvers)
@@ -169,7 +172,7 @@ def _reference_problems(schema: Any, root: str) -> list[tuple[str, str, str]]:
                 )
                 continue
             try:
-                resolver.lookup(ref)
+                targets.setdefault(id(node), []).append(resolver.lookup(ref).contents)
             except Unresolvable:
                 found.append(
                     (
@@ -179,4 +182,47 @@ def _reference_problems(schema: Any, root: str) -> list[tuple[str, str, str]]:
                         '"$defs": {"<name>": {...}} there.',
                     )
                 )
-    return found
+    return found or _loop_problems(schema, root, targets)
+
+
+def _loop_problems(schema: Any, root: str, targets: dict[int, list[Any]]) -> list[tuple[str, str, str]]:
+    """A problem when a ``$ref`` leads back to a schema that holds it without checking a part of the value
+    first (``{"$ref": "#"}`` at the top, say): checking any value against it would never end."""
+    paths = {id(node): path for path, node in subschemas(schema)}
+
+    def steps(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        for key in _IN_PLACE:
+            value = node.get(key)
+            if key == "dependentSchemas" and isinstance(value, dict):
+                value = list(value.values())
+            yield from (child for child in (value if isinstance(value, list) else [value]) if isinstance(child, dict))
+        yield from (target for target in targets.get(id(node), []) if isinstance(target, dict))
+
+    open_now, done = set(), set()
+    for _path, start in subschemas(schema):
+        if id(start) in done:
+            continue
+        stack = [(start, steps(start))]
+        open_now.add(id(start))
+        while stack:
+            node, pending = stack[-1]
+            child = next(pending, None)
+            if child is None:
+                stack.pop()
+                open_now.discard(id(node))
+                done.add(id(node))
+            elif id(child) in open_now:
+                where = path_text(root, paths.get(id(child), ()))
+                return [
+                    (
+                        where,
+                        "this schema leads back to itself through \"$ref\" without checking a part of the value "
+                        "first, so checking a value against it would never end",
+                        'Put the "$ref" that leads back here under "properties" or "items", so that each step '
+                        "checks a part of the value.",
+                    )
+                ]
+            elif id(child) not in done:
+                open_now.add(id(child))
+                stack.append((child, steps(child)))
+    return []
