@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -153,3 +154,23 @@ def test_bad_config_file_names_file_field_and_reason(tmp_path: Any) -> None:
     path.write_text("providers: {a: {kind: anthropic}}\nmodels: {m: {provider: zz, model_id: x}}\nroutes: {}\n")
     with pytest.raises(ConfigError, match="models.m.provider: unknown provider 'zz'"):
         load_config(path)
+
+
+def test_skills_are_found_from_any_working_directory(client: Client, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TOOLBAG_SKILLS_DIR", raising=False)
+    monkeypatch.chdir(tmp_path)  # no ./skills here
+    fresh = Client(client.config, store=client.store)
+    job = fresh.submit(skill="summarize", input={"text": "from elsewhere"})
+    assert fresh.store.get(job.id).skill == "summarize"
+
+
+def test_a_broken_skill_is_a_submit_error_naming_its_first_problem(client: Client, tmp_path: Path) -> None:
+    broken = tmp_path / "skills" / "summarize"
+    broken.mkdir(parents=True)
+    (broken / "SKILL.md").write_text("---\nname: summarize\n---\nno metadata\n")
+    fresh = Client(client.config, store=client.store, skills_root=str(tmp_path / "skills"))
+    with pytest.raises(SubmitError) as caught:
+        fresh.submit(skill="summarize", input={"text": "x"})
+    assert caught.value.field == "skill" and "is not valid" in caught.value.reason
+    assert "\n" not in str(caught.value)

@@ -340,14 +340,19 @@ class Client:
         return self._choice_cache[key]
 
     def _skill(self, name: str) -> Skill:
-        if self._skills is None:
-            from toolbag.skills import SkillLibrary, default_skills_dir
+        from toolbag.skills import SkillLibrary, SkillLoadError, default_skills_dir
 
+        if self._skills is None:
             self._skills = SkillLibrary(self._skills_root or default_skills_dir())
         try:
             return self._skills.get(name)
         except KeyError:
-            raise SubmitError("skill", f"unknown skill {name!r}; known: {', '.join(self._skills.names())}") from None
+            known = self._skills.names()
+            where = (f"known: {', '.join(known)}" if known
+                     else f"no skills in {self._skills.root.resolve()}; set TOOLBAG_SKILLS_DIR to the skills folder")
+            raise SubmitError("skill", f"unknown skill {name!r}; {where}") from None
+        except SkillLoadError as err:
+            raise SubmitError("skill", err.summary(name)) from None
         except OSError as err:  # e.g. a name too long for a folder
             raise SubmitError("skill", f"cannot read skill {name!r} ({err.strerror})") from None
 

@@ -51,12 +51,8 @@ def _skill(ctx: typer.Context, name: str) -> Skill:
 
 
 def invalid_skill(name: str, err: SkillLoadError) -> str:
-    """A broken skill as one error line: its first problem with the fix, and where to see the others."""
-    first, more = err.problems[0], len(err.problems) - 1
-    where = f"{first.file}, {first.location}" if first.location else first.file
-    fix = f"; fix: {first.fix}" if first.fix else ""
-    others = f" ({more} more: `toolbag skills validate {name}` lists every problem)" if more else ""
-    return f"skill {name!r} is not valid: {where}: {first.message}{fix}{others}"
+    """A broken skill as one error line (:meth:`SkillLoadError.summary`)."""
+    return err.summary(name)
 
 
 @app.callback()

@@ -40,7 +40,8 @@ class SkillNotFound(SkillError, KeyError):
     """No skill of that name exists in the library."""
 
     def __init__(self, name: str, root: str, known: Sequence[str]) -> None:
-        hint = f" (known: {', '.join(known)})" if known else " (the folder holds no skills)"
+        hint = (f" (known: {', '.join(known)})" if known
+                else " (the folder holds no skills; set TOOLBAG_SKILLS_DIR to the skills folder)")
         super().__init__(f"no skill named {name!r} in {root}{hint}")
         self.name = name
 
@@ -57,6 +58,14 @@ class SkillLoadError(SkillError):
         lines = [f"skill at {path} is not valid ({len(self.problems)} problem(s)):"]
         lines += [f"  - {p}" for p in self.problems]
         super().__init__("\n".join(lines))
+
+    def summary(self, name: str) -> str:
+        """One line: the first problem with its fix, and where to see the others."""
+        first, more = self.problems[0], len(self.problems) - 1
+        where = f"{first.file}, {first.location}" if first.location else first.file
+        fix = f"; fix: {first.fix}" if first.fix else ""
+        others = f" ({more} more: `toolbag skills validate {name}` lists every problem)" if more else ""
+        return f"skill {name!r} is not valid: {where}: {first.message}{fix}{others}"
 
 
 class SkillInputError(SkillError, ValueError):
