@@ -98,5 +98,6 @@ def test_refuses_a_redis_url_that_does_not_answer_on_a_busy_port(tmp_path: Path)
         busy.listen()
         url = f"redis://127.0.0.1:{busy.getsockname()[1]}/0"
         with toolbag_dev(tmp_path, dev_env(TOOLBAG_REDIS_URL=url), "--no-demo") as (proc, out):
-            assert proc.wait(timeout=60) == 1
-    assert f"No Redis answers at {url}" in out.read_text()
+            assert proc.wait(timeout=60) == 2
+    errors = [line for line in out.read_text().splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and f"No Redis answers at {url}" in errors[0], out.read_text()

@@ -91,6 +91,7 @@ class AttemptRunner:
         model = self.config.models[model_name]
         attempt_n = record.attempt
         t0 = time.monotonic()
+        clock_offset_ms = record.started_ms - int(time.time() * 1000)  # Redis's clock (the claim) minus this host's
         sink: RedisDeltaSink | None = None
         try:
             request, skill = self._request(record)
@@ -102,7 +103,7 @@ class AttemptRunner:
             ctx = AttemptContext(
                 job_id=job_id, capability=record.capability, tier=tier, caller=record.caller,
                 model=model_name, model_id=model.model_id, provider=self.provider, skill=record.skill,
-                deadline_ms=record.deadline_ms,
+                deadline_ms=record.deadline_ms - clock_offset_ms,  # on this host's clock, for the tool loop
                 allowed_tools=tuple(skill.allowed_tools) if skill is not None else (),
                 requested_tools=tuple(requested_tools(record.input)),
             )

@@ -413,12 +413,12 @@ def dev(
 ) -> None:
     """Run everything locally: Redis (the one asked for, or a private one), simulator, one worker per provider,
     supervisor."""
-    from toolbag.devfleet.dev import run_dev
+    from toolbag.devfleet.dev import DevFleetError, run_dev
 
     try:
         code = run_dev(demo=demo, exit_after_demo=exit_after_demo, redis_url=redis_url_,
                        simulator_port=simulator_port, metrics_port=metrics_port, logs_dir=logs_dir)
-    except ConfigError as err:
+    except (ConfigError, DevFleetError) as err:
         fail(str(err))
     sys.exit(code)
 

@@ -31,6 +31,7 @@ from toolbag.devfleet.harness import (
     start_simulator,
     wait_http,
 )
+from toolbag.errors import ToolbagError
 
 console = Console(soft_wrap=True, highlight=False, markup=False, emoji=False)  # paths, URLs, job text: data
 
@@ -51,6 +52,10 @@ DEMO = [
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
+
+class DevFleetError(ToolbagError):
+    """``toolbag dev`` cannot start the fleet: one line saying why and what to do."""
+
 def choose_redis(asked: str | None) -> tuple[str, RedisServer | None]:
     """The Redis the dev fleet uses, and the redis-server started for it if any.
 
@@ -66,9 +71,10 @@ def choose_redis(asked: str | None) -> tuple[str, RedisServer | None]:
         return asked, None
     port = _startable_port(asked)
     if port is None:
-        raise SystemExit(
-            f"No Redis answers at {asked}, and it does not name a free local port to start one on.\n"
-            "  Start that Redis, point TOOLBAG_REDIS_URL elsewhere, or unset it for a private redis-server."
+        raise DevFleetError(
+            f"No Redis answers at {asked}, and it does not name a free local port to start one on; "
+            "start that Redis, point TOOLBAG_REDIS_URL (or --redis-url) elsewhere, or unset it for a private "
+            "redis-server"
         )
     server = _start_redis(port, f"no Redis answers at {asked}")
     console.print(f"started redis-server on port {port} for {asked}")
@@ -88,9 +94,9 @@ def _start_redis(port: int | None, why: str) -> RedisServer:
     try:
         return start_redis(port)
     except HarnessError as err:
-        raise SystemExit(
-            f"{why}, and {err}.\n"
-            "  Point TOOLBAG_REDIS_URL at a Redis you have, or run the fleet with `docker compose up`."
+        raise DevFleetError(
+            f"{why}, and {err}; point TOOLBAG_REDIS_URL at a Redis you have, or run the fleet with "
+            "`docker compose up`"
         ) from None
 
 
@@ -140,7 +146,7 @@ def run_dev(*, demo: bool = True, exit_after_demo: bool = False, redis_url: str 
             sim = start_simulator(fleet, port=simulator_port, timeout_s=20,
                                   metrics_port=metrics_ports.next_from(metrics_port or 9102))
         except HarnessError:
-            raise SystemExit(f"the simulator did not start; see {workdir / 'simulator.log'}") from None
+            raise DevFleetError(f"the simulator did not start; see {workdir / 'simulator.log'}") from None
         endpoints.append(("simulator", sim.url))
         endpoints.append(("simulator metrics", f"http://127.0.0.1:{sim.metrics_port}/metrics"))
         for provider in config.providers:
@@ -194,7 +200,7 @@ def _start_api(fleet: LocalFleet, workdir: Path) -> tuple[str, str]:
     try:
         wait_http(f"{url}/healthz", timeout_s=30)
     except HarnessError:
-        raise SystemExit(f"the api did not start; see {workdir / 'api.log'}") from None
+        raise DevFleetError(f"the api did not start; see {workdir / 'api.log'}") from None
     _, secret = KeyStore(fleet.client.store.redis, fleet.client.store.keys).create("dev")
     return url, secret
 
