@@ -136,7 +136,7 @@ class AttemptRunner:
                     latency_s=round(latency_s, 4), time_to_first_token_s=response.time_to_first_token_s,
                     input_tokens=usage.input_tokens, output_tokens=usage.output_tokens, cost_usd=cost,
                     worker=self.worker_name, request_id=response.request_id,
-                    started_ms=record.started_ms, ended_ms=self.store.now_ms(),
+                    started_ms=record.started_ms, ended_ms=record.started_ms + round(latency_s * 1000),
                 )
                 result = {
                     "provider": self.provider,
@@ -230,7 +230,7 @@ class AttemptRunner:
             n=attempt_n, model=model_name, provider=self.provider, outcome=failure.kind.value,
             reason=failure.reason[:2000], latency_s=round(latency_s, 4), worker=self.worker_name,
             request_id=failure.request_id, retry_after_s=failure.retry_after_s,
-            started_ms=record.started_ms, ended_ms=self.store.now_ms(),
+            started_ms=record.started_ms, ended_ms=record.started_ms + round(latency_s * 1000),
         )
         self.health.record(model_name, failure.kind, latency_s, failure.retry_after_s)
         if sink is not None:
