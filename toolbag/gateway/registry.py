@@ -141,7 +141,8 @@ class ToolRegistry:
         now = time.monotonic()
         for name, result in zip(due, results, strict=True):
             if isinstance(result, BaseException):
-                log.warning("MCP server %s: cannot list tools: %s: %s", name, type(result).__name__, result)
+                cause = _innermost(result)
+                log.warning("MCP server %s: cannot list tools: %s: %s", name, type(cause).__name__, cause)
                 self._listed_at[name] = now - CATALOG_TTL_S + FAILED_SERVER_RETRY_S
                 if name in self._listed_ok:
                     continue  # keep serving the last good listing; calls will tell if the server is gone
@@ -232,3 +233,10 @@ class ToolRegistry:
         if self._loop is not None:
             self._loop.stop()
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _innermost(error: BaseException) -> BaseException:
+    """The first leaf of an exception group (anyio wraps a transport's error in one), else the error itself."""
+    while isinstance(error, BaseExceptionGroup) and error.exceptions:
+        error = error.exceptions[0]
+    return error
