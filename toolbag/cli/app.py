@@ -229,6 +229,35 @@ def _logs(role: str, loglevel: str, config: Config | None) -> None:
         fail(f"--loglevel: {err}")
 
 
+def _reachable_redis(who: str) -> None:
+    """Wait for Redis before a long-running process starts (one log line while it is away); exit 1 with one
+    line when it does not come within ``REDIS_START_WAIT_S``. A bad URL is exit 2."""
+    import logging
+
+    from toolbag.store.connection import (
+        REDIS_START_WAIT_S,
+        OutageLog,
+        RedisUrlError,
+        describe,
+        redis_client,
+        wait_until_reachable,
+    )
+
+    try:
+        client = redis_client(redis_url(), socket_connect_timeout_s=2, socket_timeout_s=2)
+    except RedisUrlError as err:
+        fail(str(err))
+    if not wait_until_reachable(client, REDIS_START_WAIT_S, OutageLog(logging.getLogger("toolbag.redis"), who)):
+        fail(f"{who}: redis at {describe(redis_url())} did not answer within {REDIS_START_WAIT_S:g}s", code=1)
+
+
+def _celery_ended(who: str, code: int) -> None:
+    """A Celery worker that ended with an error ends this process with an error too (one line; the log above
+    has the cause), so a restart-on-failure manager restarts it."""
+    if code:
+        fail(f"{who} stopped on an unrecoverable error (celery exit code {code}); see the log above", code=1)
+
+
 @app.command()
 def worker(
     provider: str = typer.Option(..., "--provider", "-p", help="Provider name from toolbag.yaml"),
@@ -241,16 +270,21 @@ def worker(
     """Run a provider worker: consumes <provider>.interactive, .standard, .batch in that order."""
     import logging
 
+    from toolbag.store.connection import UNAVAILABLE_ERRORS
     from workers.app import make_app, worker_queues
+    from workers.run import run_worker
     from workers.runtime import start_provider
 
     config = _config()
     _logs(f"worker:{provider}", loglevel, config)
+    _reachable_redis(f"worker {provider}")
     try:
         runtime = start_provider(config, redis_url(), provider)
     except ConfigError as err:
         fail(str(err))
         return
+    except UNAVAILABLE_ERRORS as err:
+        fail(f"worker {provider}: redis went away while starting ({type(err).__name__}: {err})", code=1)
     try:
         port = _serve_metrics(_metrics_port(metrics_port, 9100), f"worker:{provider}", metrics_host)
         n = concurrency or config.providers[provider].concurrency
@@ -259,13 +293,14 @@ def worker(
             "worker started", extra={"event": "started", "provider": provider, "slots": n, "metrics_port": port}
         )
         celery_app = make_app(config, redis_url())
-        celery_app.worker_main([
+        code = run_worker(celery_app, [
             "worker", "-P", "threads", "-c", str(n), "-Q", ",".join(worker_queues(provider)),
             "-n", f"{provider}@%h-{os.getpid()}", "--without-gossip", "--without-mingle",
             "-l", loglevel,
         ])
     finally:
         runtime.stop()
+    _celery_ended(f"worker {provider}", code)
 
 
 @app.command()
@@ -279,14 +314,20 @@ def supervisor(
     """Run the supervisor: decisions after failures, and the sweeps (safe to run two)."""
     import logging
 
+    from toolbag.store.connection import UNAVAILABLE_ERRORS
     from toolbag.store.messages import SUPERVISOR_QUEUE
     from toolbag.telemetry import metrics
     from workers.app import make_app
+    from workers.run import run_worker
     from workers.runtime import start_supervisor
 
     config = _config()
     _logs("supervisor", loglevel, config)
-    runtime = start_supervisor(config, redis_url())
+    _reachable_redis("supervisor")
+    try:
+        runtime = start_supervisor(config, redis_url())
+    except UNAVAILABLE_ERRORS as err:
+        fail(f"supervisor: redis went away while starting ({type(err).__name__}: {err})", code=1)
     try:
         fleet_counters = metrics.FleetCounters(runtime.store.redis, runtime.store.keys.stats)
         port = _serve_metrics(_metrics_port(metrics_port, 9101), "supervisor", metrics_host, [fleet_counters])
@@ -295,12 +336,13 @@ def supervisor(
             "supervisor started", extra={"event": "started", "metrics_port": port}
         )
         celery_app = make_app(config, redis_url())
-        celery_app.worker_main([
+        code = run_worker(celery_app, [
             "worker", "-P", "threads", "-c", str(concurrency), "-Q", SUPERVISOR_QUEUE,
             "-n", f"supervisor@%h-{os.getpid()}", "--without-gossip", "--without-mingle", "-l", loglevel,
         ])
     finally:
         runtime.stop()
+    _celery_ended("supervisor", code)
 
 
 @app.command()
@@ -391,11 +433,15 @@ def health() -> None:
     """Exit 0 when the config loads and Redis answers (for container health checks)."""
     import redis as redis_lib
 
+    from toolbag.store.connection import RedisUrlError, describe, redis_client
+
     _config()
     try:
-        redis_lib.Redis.from_url(redis_url(), socket_connect_timeout=2, socket_timeout=2).ping()
+        redis_client(redis_url(), socket_connect_timeout_s=2, socket_timeout_s=2).ping()
+    except RedisUrlError as err:
+        fail(str(err))
     except redis_lib.RedisError as err:
-        fail(f"redis at {redis_url()} is unreachable: {err}", code=1)
+        fail(f"redis at {describe(redis_url())} is unreachable: {err}", code=1)
     console.print("ok")
 
 

@@ -54,8 +54,9 @@ def _config() -> Config:
 
 
 def _redis_and_keys(config: Config) -> tuple[redis.Redis, Keys]:
-    client = redis.Redis.from_url(redis_url(), socket_connect_timeout=3, socket_timeout=10)
-    return client, Keys(config.fleet.key_prefix)
+    from toolbag.store.connection import redis_client
+
+    return redis_client(redis_url(), socket_connect_timeout_s=3, socket_timeout_s=10), Keys(config.fleet.key_prefix)
 
 
 def _policy(config: Config, file: Path | None) -> tuple[Policy, str]:

@@ -79,10 +79,11 @@ class JobStore:
 
     @classmethod
     def from_url(cls, url: str, keys: Keys | None = None, job_ttl_s: int = 7 * 86_400) -> JobStore:
-        client = redis.Redis.from_url(
-            url, socket_connect_timeout=5, socket_timeout=WAIT_CHUNK_S + 25, socket_keepalive=True,
-            health_check_interval=25, max_connections=512,
-        )
+        """A store on ``url`` (a plain or a Sentinel URL: :mod:`toolbag.store.connection`)."""
+        from toolbag.store.connection import redis_client
+
+        client = redis_client(url, socket_connect_timeout_s=5, socket_timeout_s=WAIT_CHUNK_S + 25,
+                              socket_keepalive=True, health_check_interval=25, max_connections=512)
         return cls(client, keys, job_ttl_s)
 
     # -- submit -------------------------------------------------------------------------------------

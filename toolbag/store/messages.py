@@ -112,13 +112,14 @@ def decide_pointer(raw: Any) -> tuple[str, str] | None:
         return None
 
 
-def unacked_pointer(raw: Any) -> tuple[str, str, str] | None:
-    """(queue, job id, token) of an attempt message in kombu's ``unacked`` hash; None for anything else."""
+def unacked_pointer(raw: Any, task: str = ATTEMPT_TASK) -> tuple[str, str, str] | None:
+    """(queue, job id, token) of a ``task`` message (an attempt, unless told) in kombu's ``unacked`` hash;
+    None for anything else."""
     if raw is None:
         return None
     try:
         payload, _exchange, routing_key = json.loads(raw)
-        pointer = _pointer(payload)
+        pointer = _pointer(payload, task)
     except (ValueError, TypeError):
         return None
     return None if pointer is None else (str(routing_key), pointer[0], pointer[1])

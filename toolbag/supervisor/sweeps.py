@@ -15,12 +15,15 @@ from toolbag.providers.base import OutcomeKind
 from toolbag.ratelimit import RateLimiter
 from toolbag.routing.health import HealthTracker
 from toolbag.store import JobStore
+from toolbag.store.connection import UNAVAILABLE_ERRORS, OutageLog
 from toolbag.store.messages import queue_name
+from toolbag.store.orphans import orphaned_decisions, reclaim_decision
 from toolbag.store.queues import queue_stats
 from toolbag.telemetry import metrics
 
 log = logging.getLogger("toolbag.supervisor")
 VANISHED_CHECK_S = 1.0  # how often queues are checked for jobs whose message vanished
+OUTAGE_RETRY_S = 1.0  # the pause between sweeps while Redis is unavailable
 
 
 class Sweeper:
@@ -40,6 +43,7 @@ class Sweeper:
         self._last_vanished_check = 0.0
         self._vanished: set[tuple[str, str, str]] = set()
         self._queues = [queue_name(provider, tier) for provider in config.providers for tier in TIERS]
+        self._outage = OutageLog(log, "supervisor sweeps")
 
     def start(self) -> None:
         self._thread.start()
@@ -50,15 +54,20 @@ class Sweeper:
             self._thread.join(timeout=5)
 
     def _loop(self) -> None:
-        while not self._stop.wait(self.interval_s):
+        while not self._stop.wait(OUTAGE_RETRY_S if self._outage.away else self.interval_s):
             try:
                 self.sweep_once()
+            except UNAVAILABLE_ERRORS as err:  # said once; the next sweep after it is back says so
+                self._outage.failed(err)
             except Exception:
                 log.warning("sweep failed; retrying next tick", exc_info=True)
+            else:
+                self._outage.ok()
 
     def sweep_once(self) -> None:
         self.expire_leases()
         self.reclaim_orphans()
+        self.reclaim_orphaned_decisions()
         self.recover_vanished()
         self.promote_due()
         self.resend_stuck()
@@ -100,6 +109,15 @@ class Sweeper:
             record = DecisionRecord("requeue", "delivered to a worker that died before starting it").to_json()
             if self.store.reclaim(tag, queue, job_id, token, record).ok:
                 metrics.REQUEUED.labels("unclaimed_delivery").inc()
+                n += 1
+        return n
+
+    def reclaim_orphaned_decisions(self) -> int:
+        """Decision messages a dead supervisor held: back on the supervisor queue (fenced by token)."""
+        n = 0
+        for tag, job_id, token in orphaned_decisions(self.store, self.config.fleet.unclaimed_delivery_s):
+            if reclaim_decision(self.store, tag, job_id, token):
+                metrics.REQUEUED.labels("unacked_decision").inc()
                 n += 1
         return n
 

@@ -1,0 +1,54 @@
+"""Redis crashes and comes back from its append-only file, then fills up and is freed, all under a steady load
+of jobs: no fleet process exits, producers get a retryable error meanwhile, the fleet carries on by itself,
+and every acknowledged job ends exactly once."""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+
+from tests.fleet import running_fleet
+from tests.redis_nodes import RedisNode, SteadyLoad, assert_each_ended_once
+from tests.test_fleet import probe_routes
+
+
+def test_redis_crash_and_full_redis_under_load(tmp_path: Path) -> None:
+    node = RedisNode(tmp_path / "redis")
+    node.start()
+    try:
+        with running_fleet(f"{node.url}/0", tmp_path, providers=("gemini",), concurrency=8,
+                           config_overrides={"routes": probe_routes()}) as fleet:
+            fleet.simulator.set_faults({"latency": {"*": {"ttft_ms": 100, "tokens_per_s": 5000}}})
+            with SteadyLoad(fleet.client, "probe-gemini") as load:
+                time.sleep(1.5)
+                node.kill(signal.SIGKILL)  # a crash: only what the AOF holds survives
+                time.sleep(2.0)
+                during_outage = load.refusals
+                node.start()
+                time.sleep(3.0)
+                assert during_outage > 0, f"a submission while Redis was down was not refused: {load.other_errors[:3]}"
+
+                admin = node.client()
+                used = int(admin.info("memory")["used_memory"])
+                admin.config_set("maxmemory", str(used + 64 * 1024))  # full under noeviction: writes refused
+                refused_before = load.refusals
+                deadline = time.monotonic() + 20
+                while load.refusals == refused_before and time.monotonic() < deadline:
+                    time.sleep(0.1)
+                assert load.refusals > refused_before, "a submission to a full Redis was not refused"
+                time.sleep(1.5)
+                admin.config_set("maxmemory", "0")
+                acknowledged_before_free = len(load.acknowledged)
+                time.sleep(3.0)
+                assert len(load.acknowledged) > acknowledged_before_free, "submissions did not resume"
+            assert not load.other_errors, load.other_errors[:3]
+            assert_each_ended_once(fleet.client, load.acknowledged, timeout_s=90)
+            exited = {name: proc.returncode for name, proc in fleet.procs.items() if proc.poll() is not None}
+            assert not exited, f"fleet processes exited: {exited}\n{fleet.log(next(iter(exited)))[-3000:]}"
+            supervisor_log = fleet.log("supervisor", 10**7)
+            assert supervisor_log.count("redis is unavailable") <= 4, supervisor_log[-3000:]
+            assert "redis is back" in supervisor_log
+            assert "sweep failed" not in supervisor_log, supervisor_log[-3000:]
+    finally:
+        node.stop()
