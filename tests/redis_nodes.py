@@ -52,7 +52,8 @@ class RedisNode:
 
     def start(self, timeout_s: float = 20.0) -> None:
         args = [binary("redis-server"), "--port", str(self.port), "--bind", LOOPBACK, "--dir", str(self.workdir),
-                "--appendonly", "yes", "--appendfsync", "always", "--save", "", "--maxmemory-policy", "noeviction"]
+                "--appendonly", "yes", "--appendfsync", "always", "--save", "", "--maxmemory-policy", "noeviction",
+                "--repl-diskless-sync-delay", "0"]
         if self.replica_of is not None:
             args += ["--replicaof", LOOPBACK, str(self.replica_of)]
         with open(self.workdir / "redis.log", "ab") as log:
@@ -69,6 +70,19 @@ class RedisNode:
                 log = (self.workdir / "redis.log").read_text()
                 pytest.fail(f"redis-server on port {self.port} did not start: {log[-2000:]}")
             time.sleep(0.05)
+
+    def wait_replicas(self, count: int, timeout_s: float = 30.0) -> None:
+        """Until ``count`` replicas are in sync with this master (``state=online``)."""
+        deadline = time.monotonic() + timeout_s
+        with self.client() as client:
+            while True:
+                info = client.info("replication")
+                online = [v for k, v in info.items() if k.startswith("slave") and isinstance(v, dict)
+                          and v.get("state") == "online"]
+                if len(online) >= count:
+                    return
+                assert time.monotonic() < deadline, f"replicas not in sync: {info}"
+                time.sleep(0.1)
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
         if self.proc is not None and self.proc.poll() is None:

@@ -23,6 +23,7 @@ from toolbag.store import WAIT_CHUNK_S, JobStore, NewJob
 from toolbag.store.connection import UNAVAILABLE_ERRORS, RedisUnavailable
 from toolbag.store.keys import Keys
 from toolbag.store.messages import queue_name
+from toolbag.store.replication import NotReplicated, Replication, barrier
 
 if TYPE_CHECKING:
     from toolbag.attempt.deltas import DeltaEvent
@@ -35,6 +36,7 @@ _MAX_IDEMPOTENCY_KEY_CHARS = 256
 _INBOX_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 MAX_INPUT_DEPTH = 100  # containers inside containers in a job's input; deeper is refused at submit
 REDIS_RETRY_S = 0.5  # a waiting caller's pause between reconnection attempts while Redis is unavailable
+_WAIT_OUT: tuple[type[Exception], ...] = (*UNAVAILABLE_ERRORS, NotReplicated)  # what result() waits out
 
 
 def _unavailable(err: Exception) -> RedisUnavailable:
@@ -111,6 +113,8 @@ class Client:
         self.store = store or JobStore.from_url(
             redis_url_ or redis_url(), Keys(self.config.fleet.key_prefix), self.config.fleet.job_ttl_s
         )
+        self.store.replication = Replication.of(self.config.fleet.redis_durability,
+                                                self.config.fleet.replica_ack_timeout_ms)
         from toolbag.routing.health import HealthTracker
 
         self.health = HealthTracker(self.store.redis, self.store.keys, self.config)
@@ -391,6 +395,8 @@ class Client:
                 status = record.status
                 escalated = status is JobStatus.ESCALATED
                 if status.terminal and not (escalated and until_resolved):
+                    # replicated mode: never return a result a failover could still take back
+                    barrier(self.store.redis, self.store.keys.replication_barrier, self.store.replication)
                     return self._to_result(record, history)
                 remaining = WAIT_CHUNK_S if deadline is None else deadline - time.monotonic()
                 if remaining <= 0:
@@ -399,7 +405,7 @@ class Client:
                     self.store.wait_resolved(job_id, remaining)
                 else:
                     self.store.wait(job_id, remaining)
-            except UNAVAILABLE_ERRORS as err:
+            except _WAIT_OUT as err:
                 if remaining <= 0 or (deadline is not None and time.monotonic() >= deadline):
                     was = f"still {status.value}" if status is not None else "not read"
                     raise ResultTimeout(f"job {job_id} is {was} after {timeout_s}s; redis is unavailable "

@@ -167,6 +167,11 @@ class FleetConfig(_Strict):
     unclaimed_delivery_s: float = Field(default=10.0, gt=0, le=MAX_WAIT_S)  # reclaim a delivery unclaimed this long
     stuck_deciding_s: float = Field(default=30.0, gt=0, le=MAX_WAIT_S)  # re-send a decision not taken within this
     escalation_webhook_url: str | None = None  # POSTed a JSON summary of every escalation
+    # fast: Redis acknowledges a write before any replica has it (a failover can drop the last writes).
+    # replicated: submit and complete wait for one replica (WAIT 1), and a result is returned only once a
+    # replica has it; past replica_ack_timeout_ms a submission is refused as retryable (docs/deploy.md).
+    redis_durability: Literal["fast", "replicated"] = "fast"
+    replica_ack_timeout_ms: int = Field(default=1000, ge=1, le=60_000)
 
 
 class HealthConfig(_Strict):

@@ -12,6 +12,7 @@ from toolbag.attempt.runner import AttemptRunner
 from toolbag.config import Config
 from toolbag.store import JobStore
 from toolbag.store.keys import Keys
+from toolbag.store.replication import Replication
 from toolbag.supervisor import Supervisor, Sweeper
 
 
@@ -58,7 +59,9 @@ def current() -> Runtime:
 
 
 def _store(config: Config, redis_url: str) -> JobStore:
-    return JobStore.from_url(redis_url, Keys(config.fleet.key_prefix), config.fleet.job_ttl_s)
+    store = JobStore.from_url(redis_url, Keys(config.fleet.key_prefix), config.fleet.job_ttl_s)
+    store.replication = Replication.of(config.fleet.redis_durability, config.fleet.replica_ack_timeout_ms)
+    return store
 
 
 def _skills() -> Any:

@@ -23,6 +23,7 @@ from toolbag.jobs import JobNotFound, JobRecord, JobStatus
 from toolbag.lua import source as lua_source
 from toolbag.store.keys import Keys
 from toolbag.store.messages import attempt_message, decide_message, envelope_pointer, unacked_pointer
+from toolbag.store.replication import Replication, not_replicated, run_replicated
 
 WAIT_CHUNK_S = 5.0  # longest single blocking wait; must stay below the client's socket timeout
 log = logging.getLogger("toolbag.store")
@@ -64,6 +65,7 @@ class JobStore:
         self.redis = client
         self.keys = keys or Keys()
         self.job_ttl_s = job_ttl_s
+        self.replication = Replication()  # the fast mode unless told: submit and complete wait for no replica
         self._submit = client.register_script(lua_source("submit"))
         self._claim = client.register_script(lua_source("claim"))
         self._complete = client.register_script(lua_source("complete"))
@@ -85,6 +87,20 @@ class JobStore:
         client = redis_client(url, socket_connect_timeout_s=5, socket_timeout_s=WAIT_CHUNK_S + 25,
                               socket_keepalive=True, health_check_interval=25, max_connections=512)
         return cls(client, keys, job_ttl_s)
+
+    def _replicated(self, script: Any, keys: list[str], args: list[Any], *, required: bool) -> Any:
+        """``script`` as a write of the replicated mode (:mod:`toolbag.store.replication`); plainly in the fast
+        one. Unconfirmed: :class:`NotReplicated` when ``required``, else a warning."""
+        if not self.replication.replicas:
+            return script(keys=keys, args=args)
+        replies, confirmed = run_replicated(self.redis, self.replication,
+                                            lambda pipe: script(keys=keys, args=args, client=pipe))
+        if not confirmed:
+            if required:
+                raise not_replicated(self.replication, "the write")
+            log.warning("a write is not on a replica within %d ms; a failover now could undo it",
+                        self.replication.timeout_ms)
+        return replies[0]
 
     # -- submit -------------------------------------------------------------------------------------
 
@@ -112,7 +128,7 @@ class JobStore:
     def submit(self, job: NewJob) -> tuple[bool, str]:
         """Create and enqueue; returns ``(created, job_id)`` (the existing id on an idempotency hit)."""
         keys, argv = self._submit_args(job)
-        created, job_id = self._submit(keys=keys, args=argv)
+        created, job_id = self._replicated(self._submit, keys, argv, required=True)
         return bool(int(created)), text(job_id)
 
     def submit_many(self, jobs: Sequence[NewJob]) -> list[tuple[bool, str]]:
@@ -121,7 +137,12 @@ class JobStore:
         for job in jobs:
             keys, argv = self._submit_args(job)
             self._submit(keys=keys, args=argv, client=pipe)
-        return [(bool(int(c)), text(i)) for c, i in pipe.execute()]
+        if self.replication.replicas:
+            pipe.wait(self.replication.replicas, self.replication.timeout_ms)
+        replies = pipe.execute()
+        if self.replication.replicas and int(replies.pop()) < self.replication.replicas:
+            raise not_replicated(self.replication, "the submissions")
+        return [(bool(int(c)), text(i)) for c, i in replies]
 
     # -- worker side --------------------------------------------------------------------------------
 
@@ -154,12 +175,14 @@ class JobStore:
     def complete(
         self, job_id: str, token: str, output: Any, result: dict[str, Any], record_json: str
     ) -> Transition:
-        reply = self._complete(
-            keys=[
+        reply = self._replicated(
+            self._complete,
+            [
                 self.keys.job(job_id), self.keys.leases, self.keys.attempts(job_id),
                 self.keys.notify(job_id), self.keys.deadlines, self.keys.audit, self.keys.stats,
             ],
-            args=[token, json.dumps(output), json.dumps(result), record_json, self.job_ttl_s],
+            [token, json.dumps(output), json.dumps(result), record_json, self.job_ttl_s],
+            required=False,  # done on the master either way; a caller's result waits for a replica itself
         )
         if int(reply[0]) != 1:
             return Transition(False, text(reply[1]))

@@ -30,6 +30,9 @@ key                                type     meaning
 ``<p>rl:caller:<caller>:<kind>``   hash     the same for one caller's limits
 =================================  =======  ==========================================================
 
+The replicated mode publishes (an empty message, never stored) on the channel ``<p>replication-barrier``
+before it hands out a result: see :mod:`toolbag.store.replication`.
+
 Celery's queues live under the same prefix: kombu's Redis transport runs with ``global_keyprefix`` set to
 it, so the queue ``<provider>.<tier>`` is the list ``<p><provider>.<tier>``, the supervisor's queue is
 ``<p>toolbag.supervisor``, and kombu keeps delivered-but-unacked messages in ``<p>unacked`` (hash) and
@@ -62,6 +65,11 @@ class Keys:
     @property
     def kombu_unacked_index(self) -> str:
         return f"{self.prefix}{KOMBU_UNACKED_INDEX}"
+
+    @property
+    def replication_barrier(self) -> str:
+        """A pub/sub channel, not a key: the replicated mode's reads publish on it (no subscriber)."""
+        return f"{self.prefix}replication-barrier"
 
     def job(self, job_id: str) -> str:
         return f"{self.prefix}job:{job_id}"
