@@ -81,6 +81,7 @@ def submit(
     from toolbag.jobs import ResultTimeout, SubmitError
     from toolbag.skills import SkillLoadError
     from toolbag.skills.cli import invalid_skill
+    from toolbag.store.connection import RedisUnavailable
 
     client = _client()
     payload = _parse_input(input)
@@ -92,6 +93,8 @@ def submit(
     except SubmitError as err:
         fail(str(err))
         return
+    except RedisUnavailable as err:  # retryable: exit 1, not 2 (nothing the caller typed is wrong)
+        fail(str(err), code=1)
     except SkillLoadError as err:
         fail(invalid_skill(skill, err))
     if not wait:
