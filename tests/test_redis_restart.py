@@ -50,5 +50,8 @@ def test_redis_crash_and_full_redis_under_load(tmp_path: Path) -> None:
             assert supervisor_log.count("redis is unavailable") <= 4, supervisor_log[-3000:]
             assert "redis is back" in supervisor_log
             assert "sweep failed" not in supervisor_log, supervisor_log[-3000:]
+            worker_log = fleet.log("worker-gemini", 10**7)
+            assert "lease renewal failed" not in worker_log, worker_log[-3000:]
+            assert "Unrecoverable error" not in worker_log + supervisor_log
     finally:
         node.stop()

@@ -6,6 +6,7 @@ import logging
 import threading
 
 from toolbag.store import JobStore
+from toolbag.store.connection import UNAVAILABLE_ERRORS, OutageLog
 
 log = logging.getLogger("toolbag.leases")
 
@@ -26,6 +27,7 @@ class LeaseKeeper:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="toolbag-lease-keeper", daemon=True)
         self._presence: str | None = None
+        self._outage = OutageLog(log, "lease keeper")  # Redis away: said once, not a traceback every beat
 
     def announce(self, presence: str) -> None:
         """Start advertising this process as consuming (``<provider>|<name>``) on every beat."""
@@ -62,9 +64,13 @@ class LeaseKeeper:
                 members = list(self._members)
             try:
                 gone = self.store.renew_leases(members, self.lease_ttl_s, presence=self._presence)
-            except Exception:  # Redis blip: the next beat retries; leases outlive one missed beat
+            except UNAVAILABLE_ERRORS as err:  # the next beat retries; leases outlive one missed beat
+                self._outage.failed(err)
+                continue
+            except Exception:
                 log.warning("lease renewal failed", exc_info=True)
                 continue
+            self._outage.ok()
             if gone:
                 with self._lock:
                     self._lost.update(gone)
