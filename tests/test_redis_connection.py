@@ -114,3 +114,25 @@ def test_worker_started_while_redis_is_away_waits_for_it(tmp_path: Path) -> None
         proc.terminate()
         proc.wait(timeout=30)
         node.stop()
+
+
+RUN_BROKEN_WORKER = """
+from celery import Celery, bootsteps
+from workers.run import run_worker
+
+class Broken(bootsteps.StartStopStep):
+    def start(self, worker):
+        raise RuntimeError("an unrecoverable error")
+
+app = Celery("broken", broker="memory://", set_as_current=False)
+app.conf.worker_redirect_stdouts = False
+app.steps["worker"].add(Broken)
+raise SystemExit(run_worker(app, ["worker", "-P", "solo", "--without-gossip", "--without-mingle",
+                                  "--without-heartbeat", "-l", "critical"]))
+"""
+
+
+def test_a_worker_that_dies_of_an_unrecoverable_error_exits_non_zero() -> None:
+    """Celery's ``worker_main`` dropped the exit code (a dead worker exited 0); ``run_worker`` keeps it."""
+    done = subprocess.run([sys.executable, "-c", RUN_BROKEN_WORKER], cwd=REPO, capture_output=True, timeout=120)
+    assert done.returncode == 1, done.stderr.decode()[-2000:]
