@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.fleet import REPO
+from tests.fleet import REPO, fleet_config_dict
 from tests.redis_nodes import RedisNode
+from toolbag.config import parse_config
 from toolbag.jobs import JobStatus
 from toolbag.store import JobStore, Keys
 from toolbag.store.connection import (
@@ -136,3 +137,26 @@ def test_a_worker_that_dies_of_an_unrecoverable_error_exits_non_zero() -> None:
     """Celery's ``worker_main`` dropped the exit code (a dead worker exited 0); ``run_worker`` keeps it."""
     done = subprocess.run([sys.executable, "-c", RUN_BROKEN_WORKER], cwd=REPO, capture_output=True, timeout=120)
     assert done.returncode == 1, done.stderr.decode()[-2000:]
+
+
+def test_the_front_door_answers_503_retryable_while_redis_is_away() -> None:
+    """The SDKs see a 503 they retry (``x-should-retry: true``), never a 500, while Redis is unreachable."""
+    import anthropic
+    import openai
+    from starlette.testclient import TestClient
+
+    from toolbag.api.app import create_app
+    from toolbag.client import Client
+    from toolbag.devfleet.harness import free_port
+
+    config = parse_config(fleet_config_dict("http://127.0.0.1:9"))
+    app = create_app(Client(config, f"redis://127.0.0.1:{free_port()}/0"))
+    with TestClient(app, raise_server_exceptions=False) as http:
+        with pytest.raises(openai.InternalServerError) as oa:
+            openai.OpenAI(base_url="http://testserver/v1", api_key="tbk-any", max_retries=0, http_client=http) \
+                .chat.completions.create(model="summarize", messages=[{"role": "user", "content": "hi"}])
+        assert oa.value.status_code == 503 and oa.value.response.headers["x-should-retry"] == "true"
+        with pytest.raises(anthropic.InternalServerError) as an:
+            anthropic.Anthropic(base_url="http://testserver", api_key="tbk-any", max_retries=0, http_client=http) \
+                .messages.create(model="summarize", max_tokens=10, messages=[{"role": "user", "content": "hi"}])
+        assert an.value.status_code == 503

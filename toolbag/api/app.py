@@ -32,6 +32,7 @@ from toolbag.client import Client, Job
 from toolbag.config import TIERS
 from toolbag.errors import ToolbagError
 from toolbag.jobs import JobResult, ResultTimeout, SubmitError
+from toolbag.store.connection import UNAVAILABLE_ERRORS, RedisUnavailable
 
 __all__ = ["JOB_ID_HEADER", "TIER_HEADER", "create_app"]
 
@@ -391,8 +392,12 @@ def create_app(client: Client | None = None) -> Starlette:
         return JSONResponse({"ok": True})
 
     async def crashed(request: Request, exc: Exception) -> Response:
-        log.exception("request failed", exc_info=exc)
         dialect: Dialect = "anthropic" if request.url.path == "/v1/messages" else "openai"
+        if isinstance(exc, (RedisUnavailable, *UNAVAILABLE_ERRORS)):  # retryable: the SDKs retry a 503
+            log.warning("request refused: redis is unavailable (%s)", type(exc).__name__)
+            return JSONResponse(error_body(dialect, 503, "the fleet's store is unavailable; retry"), 503,
+                                headers={"x-should-retry": "true", "retry-after": "1"})
+        log.exception("request failed", exc_info=exc)
         return _error_response(dialect, ApiError(500, f"internal error ({type(exc).__name__})"))
 
     return Starlette(routes=[
