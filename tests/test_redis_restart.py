@@ -55,3 +55,38 @@ def test_redis_crash_and_full_redis_under_load(tmp_path: Path) -> None:
             assert "Unrecoverable error" not in worker_log + supervisor_log
     finally:
         node.stop()
+
+
+def test_a_live_attempt_outlives_a_redis_outage_longer_than_its_lease(tmp_path: Path) -> None:
+    """Redis's clock runs on while it is down and no worker can renew: once it is back, the sweeper gives
+    live workers one lease TTL to renew before it expires leases, so a running attempt is not taken as lost
+    (and its vendor call paid twice)."""
+    from tests.fleet import fleet_config_dict
+    from toolbag.client import Client
+    from toolbag.config import parse_config
+    from toolbag.supervisor import Sweeper
+
+    node = RedisNode(tmp_path / "redis")
+    node.start()
+    config = parse_config(fleet_config_dict("http://127.0.0.1:9", lease_ttl_s=2))
+    lease_ttl_s = config.fleet.lease_ttl_s
+    client = Client(config, f"{node.url}/0")
+    store = client.store
+    job = client.submit("summarize", input={"text": "running through the outage"})
+    record = store.get(job.id)
+    assert store.claim(job.id, record.token, record.queue, lease_ttl_s, "w@test") is not None
+    member = f"{job.id}:{record.token}"
+    sweeper = Sweeper(config, store)
+    sweeper.start()
+    try:
+        time.sleep(0.5)
+        node.kill(signal.SIGKILL)
+        time.sleep(lease_ttl_s + 1)  # the lease is past its deadline by Redis's clock
+        node.start()
+        time.sleep(1.5)  # the sweeper has swept since (it retries every second); a worker renews now
+        assert store.renew_leases([member], lease_ttl_s) == [], store.history(job.id)
+        time.sleep(1.0)
+        assert store.get(job.id).status.value == "running", store.history(job.id)
+    finally:
+        sweeper.stop()
+        node.stop()

@@ -160,10 +160,13 @@ class OutageLog:
             self.logger.warning("%s: redis is unavailable (%s: %s); retrying until it is back",
                                 self.who, type(err).__name__, err)
 
-    def ok(self) -> None:
-        if self.since is not None:
-            self.logger.warning("%s: redis is back after %.1fs", self.who, time.monotonic() - self.since)
-            self.since = None
+    def ok(self) -> bool:
+        """Note a success; True when it ends an outage."""
+        if self.since is None:
+            return False
+        self.logger.warning("%s: redis is back after %.1fs", self.who, time.monotonic() - self.since)
+        self.since = None
+        return True
 
     @property
     def away(self) -> bool:

@@ -44,6 +44,7 @@ class Sweeper:
         self._vanished: set[tuple[str, str, str]] = set()
         self._queues = [queue_name(provider, tier) for provider in config.providers for tier in TIERS]
         self._outage = OutageLog(log, "supervisor sweeps")
+        self._back_at = -float("inf")  # when Redis last came back after an outage this sweeper saw
 
     def start(self) -> None:
         self._thread.start()
@@ -62,7 +63,8 @@ class Sweeper:
             except Exception:
                 log.warning("sweep failed; retrying next tick", exc_info=True)
             else:
-                self._outage.ok()
+                if self._outage.ok():
+                    self._back_at = time.monotonic()
 
     def sweep_once(self) -> None:
         self.expire_leases()
@@ -81,6 +83,8 @@ class Sweeper:
         """A lease past its deadline means the worker died mid-attempt: the attempt ends as ``lost``. One whose
         vendor call had begun is counted apart: the vendor may have answered and billed it, and the next attempt
         pays again."""
+        if self._outage.away or time.monotonic() - self._back_at < self.config.fleet.lease_ttl_s:
+            return 0  # Redis's clock ran on while no worker could renew: let the live ones renew first
         n = 0
         now_ms = self.store.now_ms()
         for job_id, token in self.store.expired_leases():
