@@ -63,6 +63,7 @@ def test_bad_urls_name_the_problem_and_hide_the_password(url: str, problem: str)
 def test_describe_hides_only_the_password() -> None:
     assert describe("redis://user:hunter2@h:1/0") == "redis://user:***@h:1/0"
     assert describe("redis://h:1/0") == "redis://h:1/0"
+    assert describe(":hunter2@h:1") == ":***@h:1"  # no scheme: still never shown
 
 
 def test_orphaned_decision_goes_back_on_the_supervisor_queue(redis_url: str) -> None:

@@ -103,12 +103,12 @@ def describe(url: str) -> str:
     """``url`` with any password replaced by ``***``: the form logs and errors show."""
     scheme, sep, rest = url.partition("://")
     if not sep:
-        return url
+        scheme, rest = "", url
     userinfo, at, hosts = rest.rpartition("@")
     if not at:
         return url
     user, colon, _password = userinfo.partition(":")
-    return f"{scheme}://{user}{':***' if colon else ''}@{hosts}"
+    return f"{scheme}{sep}{user}{':***' if colon else ''}@{hosts}"
 
 
 def redis_client(url: str, *, socket_timeout_s: float | None = 10.0, socket_connect_timeout_s: float = 5.0,
