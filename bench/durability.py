@@ -1,4 +1,4 @@
-"""What the replicated mode costs: one job's submit (and a result's replication barrier) with
+"""What the replicated mode costs: one job's submit, its completion and a result's replication barrier with
 ``redis_durability: replicated`` (WAIT for one replica) against the fast mode, on a master and one replica on
 loopback started here. Rounds alternate the modes; the ratio is what to read (absolute times drift on a
 shared machine, and a replica across a network adds its round trip)."""
@@ -17,6 +17,7 @@ from bench._common import summary_ms
 from toolbag.client import Client
 from toolbag.config import DEFAULT_CONFIG_PATH, parse_config
 from toolbag.devfleet.harness import free_port
+from toolbag.jobs import AttemptRecord
 from toolbag.store.replication import Replication, barrier
 
 ROUNDS = 10
@@ -59,22 +60,34 @@ def main() -> None:
         modes = {"fast": Replication(), "replicated": Replication(1, 1000)}
         submit_s: dict[str, list[float]] = {m: [] for m in modes}
         barrier_s: dict[str, list[float]] = {m: [] for m in modes}
+        complete_s: dict[str, list[float]] = {m: [] for m in modes}
+        store = client.store
         for n in range(ROUNDS):
             for mode, replication in modes.items():
                 client.store.replication = replication
                 for i in range(PER_ROUND):
                     started = time.perf_counter()
-                    client.submit("summarize", input={"text": f"durability {n} {i}"}, caller="bench")
+                    job = client.submit("summarize", input={"text": f"durability {n} {i}"}, caller="bench")
                     submit_s[mode].append(time.perf_counter() - started)
+                    record = store.get(job.id)
+                    store.claim(job.id, record.token, record.queue, 30, "bench")
+                    attempt = AttemptRecord(n=1, model=record.model, provider=record.provider, outcome="ok")
+                    started = time.perf_counter()
+                    done = store.complete(job.id, record.token, "out", {"model": record.model}, attempt.to_json())
+                    complete_s[mode].append(time.perf_counter() - started)
+                    assert done.ok, done
                     started = time.perf_counter()
                     barrier(client.store.redis, client.store.keys.replication_barrier, replication)
                     barrier_s[mode].append(time.perf_counter() - started)
         for mode in modes:
-            print(f"submit  {mode:10s} {summary_ms(submit_s[mode])}")
+            print(f"submit   {mode:10s} {summary_ms(submit_s[mode])}")
         for mode in modes:
-            print(f"barrier {mode:10s} {summary_ms(barrier_s[mode])}")
-        fast, replicated = sorted(submit_s["fast"]), sorted(submit_s["replicated"])
-        print(f"replicated/fast submit p50 ratio: {replicated[len(replicated) // 2] / fast[len(fast) // 2]:.2f}")
+            print(f"complete {mode:10s} {summary_ms(complete_s[mode])}")
+        for mode in modes:
+            print(f"barrier  {mode:10s} {summary_ms(barrier_s[mode])}")
+        for name, samples in (("submit", submit_s), ("complete", complete_s)):
+            fast, replicated = sorted(samples["fast"]), sorted(samples["replicated"])
+            print(f"replicated/fast {name} p50 ratio: {replicated[len(replicated) // 2] / fast[len(fast) // 2]:.2f}")
     finally:
         for proc in procs:
             proc.terminate()
