@@ -6,70 +6,30 @@ import asyncio
 import json
 import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import anthropic
 import openai
 import pytest
-import uvicorn
 
-from tests.fleet import REPO, Fleet, fleet_config_dict, free_port, running_fleet, terminate, wait_http
-from toolbag.api.app import JOB_ID_HEADER, TIER_HEADER, Failed, Text, create_app, relay
-from toolbag.api.keys import KeyStore
-from toolbag.attempt.deltas import TextDelta
+from tests.api_door import FrontDoor, front_door
+from tests.fleet import REPO, free_port, terminate, wait_http
+from toolbag.api.app import JOB_ID_HEADER, TIER_HEADER
 
 CUT_AFTER_TEXT = "refuse-me-midway"
 REFUSED_UPFRONT = "refuse-me-upfront"
 PROMPT = "The export button does nothing when I click it."
 
 
-@dataclass(frozen=True)
-class FrontDoor:
-    fleet: Fleet
-    url: str
-    key: str
-
-    def openai(self, key: str | None = None) -> openai.OpenAI:
-        return openai.OpenAI(base_url=f"{self.url}/v1", api_key=key or self.key, max_retries=0)
-
-    def anthropic(self, key: str | None = None) -> anthropic.Anthropic:
-        return anthropic.Anthropic(base_url=self.url, api_key=key or self.key, max_retries=0)
-
-    def output(self, job_id: str) -> str:
-        result = self.fleet.client.result(job_id, timeout_s=30)
-        assert isinstance(result.output, str)
-        return result.output
-
-
 @pytest.fixture(scope="module")
 def door(redis_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[FrontDoor]:
-    tiers = fleet_config_dict("http://unused")["tiers"]
-    tiers["batch"]["stream"] = False
-    with running_fleet(redis_server, tmp_path_factory.mktemp("api"), providers=("anthropic", "openai"),
-                       concurrency=4, config_overrides={"tiers": tiers}) as fleet:
-        plan = {"rules": [{"model": "claude-*", "fault": "midstream_refusal", "match": CUT_AFTER_TEXT},
-                          {"model": "claude-*", "fault": "refusal", "match": REFUSED_UPFRONT}]}
-        request = urllib.request.Request(f"{fleet.simulator.url}/_sim/faults", data=json.dumps(plan).encode(),
-                                         method="POST", headers={"content-type": "application/json"})
-        urllib.request.urlopen(request).close()
-        port = free_port()
-        server = uvicorn.Server(uvicorn.Config(create_app(fleet.client), host="127.0.0.1", port=port,
-                                               log_level="warning"))
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        while not server.started:
-            time.sleep(0.02)
-        _, secret = KeyStore(fleet.client.store.redis, fleet.client.store.keys).create("sdk-tests", "interactive")
-        try:
-            yield FrontDoor(fleet, f"http://127.0.0.1:{port}", secret)
-        finally:
-            server.should_exit = True
-            thread.join(10)
+    with front_door(redis_server, tmp_path_factory.mktemp("api"), tiers={"batch": {"stream": False}}) as door:
+        door.faults([{"model": "claude-*", "fault": "midstream_refusal", "match": CUT_AFTER_TEXT},
+                     {"model": "claude-*", "fault": "refusal", "match": REFUSED_UPFRONT}])
+        yield door
 
 
 def user(text: str) -> list[dict[str, str]]:
@@ -240,27 +200,6 @@ def test_toolbag_api_serves_the_front_door(door: FrontDoor) -> None:
         assert answer.choices[0].message.content
     finally:
         terminate(proc)
-
-
-class _StuckJob:
-    id = "j-stuck"
-
-    def stream(self, timeout_s: float) -> Iterator[TextDelta]:
-        yield TextDelta("partial", 1, "m")
-        raise TimeoutError
-
-
-class _BrokenJob(_StuckJob):
-    def stream(self, timeout_s: float) -> Iterator[TextDelta]:
-        yield TextDelta("partial", 1, "m")
-        raise ConnectionError("redis went away")
-
-
-def test_a_relay_that_times_out_or_loses_redis_ends_with_failed_never_silently() -> None:
-    for job, reason in ((_StuckJob(), "no answer within"), (_BrokenJob(), "lost the job's stream")):
-        events = list(relay(None, job, 1.0))  # type: ignore[arg-type]
-        assert events[0] == Text("partial", "m")
-        assert isinstance(events[-1], Failed) and reason in events[-1].message
 
 
 def test_a_tier_that_does_not_stream_still_answers_a_stream_request_whole(door: FrontDoor) -> None:
