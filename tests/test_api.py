@@ -10,14 +10,18 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import anthropic
 import openai
 import pytest
+from prometheus_client import REGISTRY
 
 from tests.api_door import FrontDoor, front_door
 from tests.fleet import REPO, free_port, terminate, wait_http
 from toolbag.api.app import JOB_ID_HEADER, TIER_HEADER
+from toolbag.api.stream import Failed, JobFeed, Relayed, Text, relay
+from toolbag.jobs import JobResult
 
 CUT_AFTER_TEXT = "refuse-me-midway"
 REFUSED_UPFRONT = "refuse-me-upfront"
@@ -162,24 +166,6 @@ def post(door: FrontDoor, path: str, data: bytes) -> tuple[int, dict[str, dict[s
         return err.code, json.load(err)
 
 
-def test_keys_cli_create_list_revoke_and_a_revoked_key_fails_next(door: FrontDoor) -> None:
-    def toolbag(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "toolbag.cli", *args], env=door.fleet.env, cwd=REPO,
-                              capture_output=True, text=True, timeout=60)
-
-    created = toolbag("keys", "create", "--caller", "cli-made", "--tier", "standard")
-    assert created.returncode == 0, created.stderr
-    key = json.loads(created.stdout)
-    listed = toolbag("keys", "list")
-    assert key["id"] in listed.stdout and key["key"] not in listed.stdout
-    client = door.openai(key["key"])
-    assert client.models.list().data
-    assert toolbag("keys", "revoke", key["id"]).returncode == 0
-    with pytest.raises(openai.AuthenticationError):
-        client.models.list()
-    assert toolbag("keys", "create", "--caller", "bad caller!").returncode == 2
-
-
 def test_the_tier_header_overrides_the_keys_default(door: FrontDoor) -> None:
     raw = door.openai().chat.completions.with_raw_response.create(
         model="extract", messages=user(PROMPT), extra_headers={TIER_HEADER: "standard"})
@@ -211,3 +197,181 @@ def test_a_tier_that_does_not_stream_still_answers_a_stream_request_whole(door: 
         contents = [c.choices[0].delta.content for c in response.parse() if c.choices and c.choices[0].delta.content]
     assert len(contents) == 1 and contents[0] == door.output(job_id)
     assert time.monotonic() - started < 5
+
+
+STREAM_FAULTS = ("cut", "malformed", "midstream_error", "midstream_refusal", "stall:30")
+CONNECTION_FAULTS = ("reset", "hang:30", "slow_first_token:300")
+
+
+@dataclass
+class Streamed:
+    fault: str
+    sdk: str
+    job_id: str = ""
+    text: str = ""
+    models: frozenset[str] = frozenset()
+    finished: bool = False  # the stream said it was complete (finish_reason stop / message_stop)
+    usage_tokens: int = 0
+    error: str | None = None
+
+
+async def _openai_stream(door: FrontDoor, fault: str) -> Streamed:
+    seen = Streamed(fault, "openai")
+    client = openai.AsyncOpenAI(base_url=f"{door.url}/v1", api_key=door.key, max_retries=0)
+    parts: list[str] = []
+    models: set[str] = set()
+    try:
+        async with client.chat.completions.with_streaming_response.create(
+            model="summarize", messages=user(f"[[sim:{fault}@claude-*]] {PROMPT}"), stream=True
+        ) as response:
+            seen.job_id = response.headers[JOB_ID_HEADER]
+            async for chunk in await response.parse():
+                models.add(chunk.model)
+                for choice in chunk.choices:
+                    parts.append(choice.delta.content or "")
+                    seen.finished = seen.finished or choice.finish_reason == "stop"
+                if chunk.usage is not None:
+                    seen.usage_tokens = chunk.usage.completion_tokens
+    except openai.APIError as err:
+        seen.error = str(err)
+    finally:
+        await client.close()
+    seen.text, seen.models = "".join(parts), frozenset(models - {""})
+    return seen
+
+
+async def _anthropic_stream(door: FrontDoor, fault: str) -> Streamed:
+    seen = Streamed(fault, "anthropic")
+    client = anthropic.AsyncAnthropic(base_url=door.url, api_key=door.key, max_retries=0)
+    parts: list[str] = []
+    try:
+        async with client.messages.stream(model="summarize", max_tokens=200,
+                                          messages=user(f"[[sim:{fault}@claude-*]] {PROMPT}")) as stream:
+            seen.job_id = stream.response.headers[JOB_ID_HEADER]
+            async for event in stream:
+                if event.type == "text":
+                    parts.append(event.text)
+                elif event.type == "message_start":
+                    seen.models = frozenset({event.message.model})
+                elif event.type == "message_stop":
+                    seen.finished = True
+            seen.usage_tokens = (await stream.get_final_message()).usage.output_tokens
+    except anthropic.APIError as err:
+        seen.error = str(err)
+    finally:
+        await client.close()
+    seen.text = "".join(parts)
+    return seen
+
+
+def test_no_cut_stream_is_ever_presented_as_complete(door: FrontDoor) -> None:
+    """Every simulator fault on the first model, mid-stream and before it, through both async SDKs at once: a
+    stream either ends complete with exactly the recorded answer, the model that gave it and its usage, or ends
+    with an error the SDK raises and no completion marker; a failure before any text is one clean stream."""
+
+    async def run() -> list[Streamed]:
+        calls = [make(door, fault) for fault in (*STREAM_FAULTS, *CONNECTION_FAULTS)
+                 for make in (_openai_stream, _anthropic_stream)]
+        return list(await asyncio.gather(*calls))
+
+    outcomes = asyncio.run(run())
+    cut = clean_reroute = 0
+    for seen in outcomes:
+        result = door.fleet.client.result(seen.job_id, timeout_s=60)
+        if seen.error is None:
+            assert seen.finished, seen
+            assert result.ok and seen.text == result.output, seen  # exactly the answer: no replay, no cut
+            assert seen.models == {result.model} and seen.usage_tokens > 0, seen
+            clean_reroute += result.model != "claude-haiku"
+        else:
+            assert not seen.finished, seen
+            assert "cut" in seen.error or "stream" in seen.error, seen
+            cut += bool(seen.text)
+    for seen in outcomes:
+        if seen.fault.split(":")[0] in ("reset", "hang", "slow_first_token"):
+            assert seen.error is None, seen  # nothing had gone out: rerouted (or just slow), one clean stream
+    assert cut >= 4 and clean_reroute >= 4, outcomes
+
+
+def test_a_caller_that_disconnects_mid_stream_leaves_the_job_to_finish_and_nothing_open(door: FrontDoor) -> None:
+    opened = REGISTRY.get_sample_value("toolbag_api_open_streams") or 0.0
+    with door.openai().chat.completions.with_streaming_response.create(
+        model="summarize", messages=user(f"[[sim:slow_first_token:200]] {PROMPT}"), stream=True
+    ) as response:
+        job_id = response.headers[JOB_ID_HEADER]
+        for chunk in response.parse():
+            if chunk.choices and chunk.choices[0].delta.content:
+                break  # and leave
+    result = door.fleet.client.result(job_id, timeout_s=30)
+    assert result.ok and result.output
+    deadline = time.monotonic() + 5
+    while (REGISTRY.get_sample_value("toolbag_api_open_streams") or 0.0) > opened and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert (REGISTRY.get_sample_value("toolbag_api_open_streams") or 0.0) == opened
+    disconnected = REGISTRY.get_sample_value("toolbag_api_stream_outcomes_total",
+                                             {"capability": "summarize", "tier": "interactive",
+                                              "outcome": "disconnected"})
+    assert disconnected and disconnected >= 1
+
+
+def test_passthrough_max_tokens_json_schema_and_prefill(door: FrontDoor) -> None:
+    schema = {"type": "object", "properties": {"answer": {"type": "string"}}, "required": ["answer"],
+              "additionalProperties": False}
+    raw = door.openai().chat.completions.with_raw_response.create(
+        model="gpt-luna", messages=user(PROMPT), max_tokens=77,
+        response_format={"type": "json_schema", "json_schema": {"name": "reply", "schema": schema}})
+    answer = json.loads(raw.parse().choices[0].message.content or "")
+    assert set(answer) == {"answer"}
+    job_input = json.loads(door.fleet.client.store.get(raw.headers[JOB_ID_HEADER]).input)
+    assert job_input["max_output_tokens"] == 77 and job_input["json_schema"] == schema
+
+    message = door.anthropic().messages.with_raw_response.create(
+        model="claude-haiku", max_tokens=60, system="Be brief.",
+        messages=[{"role": "user", "content": PROMPT}, {"role": "assistant", "content": "The export"}])
+    assert message.parse().content[0].type == "text"
+    sent = json.loads(door.fleet.client.store.get(message.headers[JOB_ID_HEADER]).input)
+    assert sent["system"] == "Be brief." and sent["messages"][-1] == {"role": "assistant", "content": "The export"}
+
+    with pytest.raises(openai.BadRequestError, match="^Error code: 400 .*tools: "):
+        door.openai().chat.completions.create(
+            model="summarize", messages=user(PROMPT),
+            tools=[{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}])
+    with pytest.raises(anthropic.BadRequestError, match=r"messages\[0\]\.role"):
+        door.anthropic().messages.create(model="summarize", max_tokens=10,
+                                         messages=[{"role": "assistant", "content": "hi"}])
+
+
+def test_the_relay_ends_in_band_on_a_stall_a_timeout_or_a_lost_redis(redis_server: str) -> None:
+    """The relay alone, on a real Redis: text then silence past the stall budget is ``stalled`` (and the job is
+    cancelled), no end within the wait is ``timeout``, a Redis that cannot be read is ``failed``."""
+    import redis
+    import redis.asyncio as aioredis
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
+
+    sync = redis.Redis.from_url(f"{redis_server}/9")
+    sync.hset("t:job:j1", "status", "running")
+    sync.xadd("t:deltas:j1", {"attempt": "1", "model": "m", "kind": "text", "text": "partial"})
+    cancelled: list[bool] = []
+
+    async def never() -> JobResult:
+        raise AssertionError("no result is read")
+
+    async def cancel() -> bool:
+        cancelled.append(True)
+        return True
+
+    async def collect(client: aioredis.Redis, timeout_s: float, stall_s: float | None) -> list[Relayed]:
+        feed = JobFeed(client, "t:deltas:j1", "t:job:j1", "t:notify:j1", never, cancel)
+        events = [event async for event in relay(feed, timeout_s, stall_s=stall_s)]
+        await client.aclose()
+        return events
+
+    stalled = asyncio.run(collect(aioredis.Redis.from_url(f"{redis_server}/9"), 30, 0.3))
+    assert stalled[0] == Text("partial", "m") and isinstance(stalled[-1], Failed)
+    assert stalled[-1].outcome == "stalled" and cancelled == [True]
+    late = asyncio.run(collect(aioredis.Redis.from_url(f"{redis_server}/9"), 0.3, None))
+    assert isinstance(late[-1], Failed) and late[-1].outcome == "timeout"
+    lost = asyncio.run(collect(aioredis.Redis(port=free_port(), retry=Retry(NoBackoff(), 0)), 5, None))
+    assert lost == [Failed("the front door lost the job's stream (ConnectionError)", "failed")]
+    sync.delete("t:job:j1", "t:deltas:j1")

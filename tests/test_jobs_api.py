@@ -223,7 +223,7 @@ def toolbag(door: FrontDoor, *args: str) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=60)
 
 
-def test_keys_cli_tiers_rpm_rotate_and_the_secret_is_nowhere(door: FrontDoor, tmp_path: Path) -> None:
+def test_keys_cli_create_rotate_revoke_and_the_secret_is_nowhere(door: FrontDoor, tmp_path: Path) -> None:
     created = toolbag(door, "keys", "create", "--caller", "rotating", "--tiers", "standard,batch", "--rpm", "100")
     assert created.returncode == 0, created.stderr
     key = json.loads(created.stdout)
@@ -244,8 +244,11 @@ def test_keys_cli_tiers_rpm_rotate_and_the_secret_is_nowhere(door: FrontDoor, tm
     assert door.openai(new["key"]).models.list().data
     listed = toolbag(door, "keys", "list").stdout
     assert new["id"] in listed and key["id"] not in listed and new["key"] not in listed
+    assert toolbag(door, "keys", "revoke", new["id"]).returncode == 0
+    with pytest.raises(openai.AuthenticationError):
+        door.openai(new["key"]).models.list()
 
-    for bad in (["--caller", "x", "--tiers", "gold"], ["--caller", "x", "--rpm", "0"],
+    for bad in (["--caller", "bad caller!"], ["--caller", "x", "--tiers", "gold"], ["--caller", "x", "--rpm", "0"],
                 ["--caller", "x", "--tier", "interactive", "--tiers", "batch"]):
         refused = toolbag(door, "keys", "create", *bad)
         assert refused.returncode == 2 and refused.stderr.count("\n") == 1, refused.stderr
