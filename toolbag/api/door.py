@@ -34,6 +34,7 @@ __all__ = ["TIER_HEADER", "Door", "Submitted"]
 TIER_HEADER = "x-toolbag-tier"
 MAX_BODY_BYTES_OVER_INPUT = 64 * 1024  # envelope allowance on top of fleet.max_input_bytes
 DRAIN_FACTOR = 8  # an oversized body is read and dropped up to this many times the limit before the 413
+MAX_REDIS_CONNECTIONS = 4096  # each open stream holds one during its XREAD BLOCK; past this, reads queue up
 QUEUE_RETRY_AFTER_S = 5.0  # what a 429 for a full queue tells the caller to wait
 
 log = logging.getLogger("toolbag.api")
@@ -49,17 +50,23 @@ class Submitted:
     tier_config: TierConfig
 
 
+_SSL_OPTIONS = ("ssl_keyfile", "ssl_certfile", "ssl_cert_reqs", "ssl_ca_certs", "ssl_ca_data", "ssl_check_hostname")
+
+
 def async_redis(client: redis.Redis) -> aioredis.Redis:
     """An asyncio client to the same Redis as ``client`` (the relay's blocking reads hold no thread)."""
-    pool = client.connection_pool
-    kwargs = pool.connection_kwargs
+    sync_pool = client.connection_pool
+    kwargs = sync_pool.connection_kwargs
     options: dict[str, Any] = {k: kwargs[k] for k in ("host", "port", "db", "username", "password") if k in kwargs}
     if "path" in kwargs:
-        options = {"unix_socket_path": kwargs["path"], "db": kwargs.get("db", 0),
-                   "username": kwargs.get("username"), "password": kwargs.get("password")}
-    if issubclass(pool.connection_class, redis.SSLConnection):
-        options["ssl"] = True
-    return aioredis.Redis(**options, socket_connect_timeout=5, health_check_interval=25)
+        options = {"connection_class": aioredis.UnixDomainSocketConnection, "path": kwargs["path"],
+                   "db": kwargs.get("db", 0), "username": kwargs.get("username"), "password": kwargs.get("password")}
+    if issubclass(sync_pool.connection_class, redis.SSLConnection):
+        options["connection_class"] = aioredis.SSLConnection
+        options.update({k: kwargs[k] for k in _SSL_OPTIONS if k in kwargs})
+    pool = aioredis.BlockingConnectionPool(max_connections=MAX_REDIS_CONNECTIONS, timeout=30,
+                                           socket_connect_timeout=5, health_check_interval=25, **options)
+    return aioredis.Redis(connection_pool=pool)
 
 
 class Door:
