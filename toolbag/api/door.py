@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, replace
 from typing import Any
 
 import redis
@@ -26,6 +27,7 @@ from toolbag.api.wire import field_path
 from toolbag.client import Client, Job, JobRequest
 from toolbag.config import TIERS, TierConfig
 from toolbag.jobs import JobResult, SubmitError
+from toolbag.store import NewJob
 from toolbag.store.messages import queue_name
 from toolbag.telemetry import metrics
 
@@ -77,6 +79,8 @@ class Door:
         self.config = client.config
         self.keys = KeyStore(client.store.redis, client.store.keys)
         self.aredis = async_redis(client.store.redis)
+        self._batch_client = Client(client.config, store=client.store)
+        self._batch_lock = threading.Lock()
         self.max_body_bytes = self.config.fleet.max_input_bytes + MAX_BODY_BYTES_OVER_INPUT
 
     # -- keys and admission ---------------------------------------------------------------------------
@@ -86,7 +90,7 @@ class Door:
         secret = header[7:].strip() if header[:7].lower() == "bearer " else request.headers.get("x-api-key", "")
         if not secret:
             raise ApiError(401, "no API key: send `Authorization: Bearer <key>` or `x-api-key: <key>`")
-        key = await run_in_threadpool(self.keys.lookup, secret)
+        key = await self.keys.alookup(self.aredis, secret)
         if key is None:
             raise ApiError(401, "invalid API key (unknown or revoked)")
         return key
@@ -174,8 +178,24 @@ class Door:
             )
         except SubmitError as err:
             raise ApiError(invalid_status, f"{field_prefix}{err}", param=f"{field_prefix}{err.field}") from None
-        record = self.client.store.get(job.id)
-        return Submitted(job, record.capability, record.tier, self.config.tiers[record.tier])
+        store = self.client.store
+        capability, job_tier = (_text(v) for v in store.redis.hmget(store.keys.job(job.id), ["capability", "tier"]))
+        return Submitted(job, capability, job_tier, self.config.tiers[job_tier])
+
+    def submit_batch(self, key: ApiKey, requests: list[JobRequest]) -> list[Job]:
+        """Check every job first, then write them all in one pipelined round trip; the first refusal (422,
+        ``jobs[i].field``) writes none. Batches run one at a time on a client of their own (its routing
+        cache is per batch)."""
+        with self._batch_lock:
+            prepared = self._batch_client.prepare_each([replace(r, caller=key.caller) for r in requests])
+            jobs: list[NewJob] = []
+            for index, outcome in enumerate(prepared):
+                if isinstance(outcome, SubmitError):
+                    raise ApiError(422, f"jobs[{index}].{outcome}", param=f"jobs[{index}].{outcome.field}")
+                jobs.append(outcome)
+            for tier in sorted({str(job.fields["tier"]) for job in jobs}):
+                self.admit(key, tier)
+            return self._batch_client.submit_prepared(jobs)
 
     def _default_tier(self, request: JobRequest) -> str:
         if request.skill is not None:
@@ -198,3 +218,7 @@ class Door:
 
         return JobFeed(self.aredis, keys.deltas(job_id), keys.job(job_id), keys.notify(job_id), terminal_result,
                        cancel)
+
+
+def _text(value: bytes | str | None) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value or "")

@@ -26,8 +26,7 @@ from toolbag.api.errors import JOB_ID_HEADER, ApiError, error_response
 from toolbag.api.keys import ApiKey
 from toolbag.client import JobRequest
 from toolbag.escalations import Inbox, InboxError
-from toolbag.jobs import JobNotFound, JobStatus, SubmitError
-from toolbag.store import NewJob
+from toolbag.jobs import JobNotFound, JobStatus
 from toolbag.telemetry import metrics
 
 __all__ = ["JobsApi"]
@@ -96,22 +95,14 @@ class JobsApi:
         return _json(schemas.BatchCreated(jobs=created), 201)
 
     def _submit_batch(self, key: ApiKey, body: schemas.JobBatch) -> list[schemas.JobCreated]:
-        """Check every job, then write them all in one pipelined round trip; one refusal writes none."""
+        """Every job's tier for the key, then :meth:`Door.submit_batch` (one refusal writes none)."""
         requests = []
         for index, item in enumerate(body.jobs):
             tier = self.door.tier_for(key, item.tier, f"jobs[{index}].tier")
             requests.append(JobRequest(
-                capability=item.capability, input=item.input, skill=item.skill, tier=tier, caller=key.caller,
+                capability=item.capability, input=item.input, skill=item.skill, tier=tier,
                 idempotency_key=item.idempotency_key, deadline_s=item.deadline_s))
-        prepared = self.door.client.prepare_each(requests)
-        jobs: list[NewJob] = []
-        for index, outcome in enumerate(prepared):
-            if isinstance(outcome, SubmitError):
-                raise ApiError(422, f"jobs[{index}].{outcome}", param=f"jobs[{index}].{outcome.field}")
-            jobs.append(outcome)
-        for tier in sorted({str(job.fields["tier"]) for job in jobs}):
-            self.door.admit(key, tier)
-        submitted = self.door.client.submit_prepared(jobs)
+        submitted = self.door.submit_batch(key, requests)
         statuses = self.door.client.store.statuses([job.id for job in submitted])
         return [schemas.JobCreated(job_id=job.id, status=JobStatus(status or "expired"), created=job.created)
                 for job, status in zip(submitted, statuses, strict=True)]

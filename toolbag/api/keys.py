@@ -98,6 +98,13 @@ class KeyStore:
         fields = self._redis.hgetall(self._keys.api_key(key_digest(secret)))
         return _record(fields) if fields else None
 
+    async def alookup(self, aredis: Any, secret: str) -> ApiKey | None:
+        """:meth:`lookup` on an asyncio Redis client (the front door's request path holds no thread)."""
+        if not secret.startswith(KEY_PREFIX) or len(secret) > 200:
+            return None
+        fields = await aredis.hgetall(self._keys.api_key(key_digest(secret)))
+        return _record(fields) if fields else None
+
     def list(self) -> list[ApiKey]:
         digests = self._redis.hgetall(self._keys.api_keys)
         found = []
