@@ -29,6 +29,8 @@ import redis
 
 from bench._common import REPO, bench_config, fleet, percentile, scratch_dir, summary_ms
 from toolbag.api.keys import KeyStore
+from toolbag.attempt.deltas import TextDelta
+from toolbag.client import Client
 from toolbag.devfleet.harness import free_port, private_redis, simulator_process, wait_http
 
 STREAM_LATENCY: dict[str, float] = {"ttft_ms": 20, "tokens_per_s": 400}
@@ -56,6 +58,19 @@ def timed_stream(client: openai.OpenAI, model: str, text: str) -> tuple[float, f
     return first, time.perf_counter() - t0, "".join(parts)
 
 
+def client_stream_ttft(client: Client, text: str) -> float:
+    """Time to the first text of a job streamed with ``job.stream()``: the fleet's share, without HTTP."""
+    t0 = time.perf_counter()
+    job = client.submit("bench", input={"messages": [{"role": "user", "content": text}], "system": "Task: bench."},
+                        tier="interactive")
+    for event in job.stream(timeout_s=30):
+        if isinstance(event, TextDelta) and event.text:
+            first = time.perf_counter() - t0
+            job.result(30)
+            return first
+    raise AssertionError("no text streamed")
+
+
 def open_streams(api_url: str) -> float:
     with urllib.request.urlopen(f"{api_url}/metrics") as response:
         for line in response.read().decode().splitlines():
@@ -64,20 +79,24 @@ def open_streams(api_url: str) -> float:
     return 0.0
 
 
-async def many_streams(api_url: str, key: str, count: int) -> tuple[int, int]:
-    """``count`` streams at once through the front door; (complete, failed)."""
+async def many_streams(api_url: str, key: str, count: int) -> tuple[int, int, float]:
+    """``count`` streams at once through the front door; (complete, failed, seconds until the last one's
+    response headers arrived)."""
+    t0 = time.perf_counter()
+    opened: list[float] = []
     limits = httpx.Limits(max_connections=count + 10, max_keepalive_connections=count + 10)
     async with httpx.AsyncClient(base_url=api_url, limits=limits, timeout=300,
                                  headers={"authorization": f"Bearer {key}"}) as http:
         async def one(i: int) -> bool:
             body = {"model": "bench", "stream": True, "messages": [{"role": "user", "content": f"held {i}"}]}
             async with http.stream("POST", "/v1/chat/completions", json=body) as response:
+                opened.append(time.perf_counter() - t0)
                 lines = [line async for line in response.aiter_lines() if line.startswith("data: ")]
             return response.status_code == 200 and lines[-1] == "data: [DONE]"
 
         outcomes = await asyncio.gather(*(one(i) for i in range(count)), return_exceptions=True)
     complete = sum(1 for outcome in outcomes if outcome is True)
-    return complete, count - complete
+    return complete, count - complete, max(opened, default=0.0)
 
 
 def main() -> None:
@@ -103,17 +122,19 @@ def main() -> None:
             for i in range(20):  # warm both paths
                 timed_stream(direct, "gpt-6-luna", f"warm {i}")
                 timed_stream(door, "bench", f"warm {i}")
-            direct_ttft, direct_total, door_ttft, door_total = [], [], [], []
+            direct_ttft, direct_total, door_ttft, door_total, client_ttft = [], [], [], [], []
             for i in range(args.requests):
                 first, total, _ = timed_stream(direct, "gpt-6-luna", f"hello {i}")
                 direct_ttft.append(first)
                 direct_total.append(total)
+                client_ttft.append(client_stream_ttft(procs.client, f"hello {i}"))
                 first, total, text = timed_stream(door, "bench", f"hello {i}")
                 assert text, "the front door streamed no text"
                 door_ttft.append(first)
                 door_total.append(total)
             print(f"streamed, {args.requests} requests each way (simulator: {STREAM_LATENCY})")
             print(f"  TTFT   direct SDK  {summary_ms(direct_ttft)}")
+            print(f"  TTFT   Client.submit + job.stream(), no front door  {summary_ms(client_ttft)}")
             print(f"  TTFT   front door  {summary_ms(door_ttft)}")
             print(f"  total  direct SDK  {summary_ms(direct_total)}")
             print(f"  total  front door  {summary_ms(door_total)}")
@@ -151,13 +172,13 @@ def main() -> None:
             watcher = threading.Thread(target=watch, daemon=True)
             watcher.start()
             t0 = time.perf_counter()
-            complete, failed = asyncio.run(many_streams(api_url, key, args.streams))
+            complete, failed, all_open_s = asyncio.run(many_streams(api_url, key, args.streams))
             elapsed = time.perf_counter() - t0
             done.set()
             watcher.join()
             print(f"{args.streams} concurrent streams at 1 s vendor latency, one front-door process, "
-                  f"{args.worker_slots} worker slots: peak open {peak[0]:.0f}, complete {complete}, failed {failed}, "
-                  f"{elapsed:.1f} s")
+                  f"{args.worker_slots} worker slots: peak open {peak[0]:.0f}, complete {complete}, failed {failed}; "
+                  f"all {args.streams} had their headers after {all_open_s:.1f} s, all done after {elapsed:.1f} s")
             tail: Any = procs.log("api", 2000)
             if failed:
                 print(f"api log tail:\n{tail}")

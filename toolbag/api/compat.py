@@ -34,6 +34,7 @@ from toolbag.telemetry import metrics
 __all__ = ["DIRECT_CAPABILITY", "Compat"]
 
 DIRECT_CAPABILITY = "chat"  # the capability of a job whose `model` names a configured model
+NAMES_TTL_S = 5.0
 STALL_GRACE_S = 5.0  # on top of the tier's first-token budget: the worker's own stall check fires first
 
 log = logging.getLogger("toolbag.api")
@@ -49,6 +50,7 @@ class Compat:
 
     def __init__(self, door: Door) -> None:
         self.door = door
+        self._names: tuple[float, dict[str, str]] = (0.0, {})
 
     def routes(self) -> list[Route]:
         return [
@@ -58,7 +60,16 @@ class Compat:
         ]
 
     def model_names(self) -> dict[str, str]:
-        """Every name a caller may put in ``model``, and what it names (first kind wins on a clash)."""
+        """Every name a caller may put in ``model``, and what it names (first kind wins on a clash); read again
+        after :data:`NAMES_TTL_S` (a skill added to the library is served within that)."""
+        read_at, names = self._names
+        if time.monotonic() - read_at < NAMES_TTL_S:
+            return names
+        names = self._read_names()
+        self._names = (time.monotonic(), names)
+        return names
+
+    def _read_names(self) -> dict[str, str]:
         config = self.door.config
         names: dict[str, str] = {}
         for name in config.routes:
