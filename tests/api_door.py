@@ -20,6 +20,7 @@ import uvicorn
 from tests.fleet import Fleet, fleet_config_dict, free_port, running_fleet
 from toolbag.api.app import create_app
 from toolbag.api.keys import KeyStore
+from toolbag.client import Client
 
 
 @dataclass(frozen=True)
@@ -66,16 +67,23 @@ def front_door(redis_url: str, tmp: Path, *, providers: tuple[str, ...] = ("anth
         tier_config[name].update(settings)
     with running_fleet(redis_url, tmp, providers=providers, concurrency=concurrency,
                        config_overrides={"tiers": tier_config}) as fleet:
-        port = free_port()
-        server = uvicorn.Server(uvicorn.Config(create_app(fleet.client), host="127.0.0.1", port=port,
-                                               log_level="warning"))
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        while not server.started:
-            time.sleep(0.02)
         _, secret = KeyStore(fleet.client.store.redis, fleet.client.store.keys).create("sdk-tests", "interactive")
-        try:
-            yield FrontDoor(fleet, f"http://127.0.0.1:{port}", secret)
-        finally:
-            server.should_exit = True
-            thread.join(10)
+        with replica(fleet) as url:
+            yield FrontDoor(fleet, url, secret)
+
+
+@contextmanager
+def replica(fleet: Fleet) -> Iterator[str]:
+    """One more front door for ``fleet`` (its own app and Redis clients) on a free port; yields its URL."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(Client(fleet.client.config, fleet.redis_url)),
+                                           host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)

@@ -214,11 +214,9 @@ async def _openai_chunks(job_id: str, events: AsyncIterator[Relayed], body: Any)
     async for event in events:
         if isinstance(event, Text):
             model = event.model or model
-            if not started:
-                yield chunk({"role": "assistant", "content": ""})
-                started = True
-            if event.text:
-                yield chunk({"content": event.text})
+            head = b"" if started else chunk({"role": "assistant", "content": ""})
+            started = True
+            yield head + (chunk({"content": event.text}) if event.text else b"")  # one write for the first text
         elif isinstance(event, Done):
             model = event.result.model or model
             usage = _usage_openai(event.result)
@@ -266,13 +264,11 @@ async def _anthropic_events(job_id: str, events: AsyncIterator[Relayed]) -> Asyn
 
     async for event in events:
         if isinstance(event, Text):
-            if not started:
-                for frame in start(event.model):
-                    yield frame
-                started = True
-            if event.text:
-                yield _sse({"type": "content_block_delta", "index": 0,
-                            "delta": {"type": "text_delta", "text": event.text}}, "content_block_delta")
+            head = b"" if started else b"".join(start(event.model))
+            started = True
+            delta = _sse({"type": "content_block_delta", "index": 0,
+                          "delta": {"type": "text_delta", "text": event.text}}, "content_block_delta")
+            yield head + (delta if event.text else b"")  # one write for the first text
         elif isinstance(event, Done):
             result = event.result
             if not started:
