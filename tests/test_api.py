@@ -143,6 +143,39 @@ def test_a_refusal_after_text_ends_the_stream_with_an_error_the_sdks_raise(door:
         "".join(stream.text_stream)
 
 
+def test_openai_responses_whole_streamed_and_cut(door: FrontDoor) -> None:
+    raw = door.openai().responses.with_raw_response.create(model="summarize", input=PROMPT, instructions="Be brief.",
+                                                           max_output_tokens=120)
+    response = raw.parse()
+    job_id = raw.headers[JOB_ID_HEADER]
+    assert response.output_text == door.output(job_id) and response.model == "claude-haiku"
+    assert response.usage is not None and response.usage.output_tokens > 0
+    sent = json.loads(door.fleet.client.store.get(job_id).input)
+    assert sent["system"] == "Be brief." and sent["max_output_tokens"] == 120
+
+    async def streamed() -> tuple[str, str, str]:
+        client = openai.AsyncOpenAI(base_url=f"{door.url}/v1", api_key=door.key, max_retries=0)
+        async with client.responses.stream(model="summarize", input=[{"role": "user", "content": PROMPT}]) as stream:
+            text = "".join([e.delta async for e in stream if e.type == "response.output_text.delta"])
+            final = await stream.get_final_response()
+        await client.close()
+        return text, final.output_text, final.id
+
+    text, final_text, response_id = asyncio.run(streamed())
+    assert text and text == final_text == door.output(response_id.removeprefix("resp_"))
+
+    received: list[str] = []
+    with pytest.raises(openai.APIError, match="cut"):
+        for event in door.openai().responses.create(model="summarize", input=CUT_AFTER_TEXT, stream=True):
+            assert event.type != "response.completed"
+            if event.type == "response.output_text.delta":
+                received.append(event.delta)
+    assert "".join(received)
+    with pytest.raises(openai.BadRequestError, match="tools"):
+        door.openai().responses.create(model="summarize", input=PROMPT,
+                                       tools=[{"type": "function", "name": "f", "parameters": {}}])
+
+
 def test_bad_keys_are_authentication_errors(door: FrontDoor) -> None:
     with pytest.raises(openai.AuthenticationError):
         door.openai("tbk-not-a-key").chat.completions.create(model="summarize", messages=user(PROMPT))

@@ -1,4 +1,5 @@
-"""The OpenAI- and Anthropic-compatible endpoints: ``/v1/chat/completions``, ``/v1/messages``, ``/v1/models``.
+"""The OpenAI- and Anthropic-compatible endpoints: ``/v1/chat/completions``, ``/v1/responses``, ``/v1/messages``,
+``/v1/models``.
 
 What the caller names as ``model`` is a capability, a skill or a configured model; the tier comes from the
 header ``x-toolbag-tier`` or the key's default; the job id comes back in ``x-toolbag-job-id`` on every answer.
@@ -18,6 +19,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -26,7 +28,7 @@ from starlette.routing import Route
 from toolbag.api.door import TIER_HEADER, Door, Submitted
 from toolbag.api.errors import JOB_ID_HEADER, ApiError, Dialect, error_response
 from toolbag.api.stream import Done, Failed, Relayed, Text, output_text, relay
-from toolbag.api.wire import ChatCompletionRequest, MessagesRequest, WireError
+from toolbag.api.wire import ChatCompletionRequest, MessagesRequest, ResponsesRequest, WireError
 from toolbag.client import JobRequest
 from toolbag.jobs import JobResult
 from toolbag.telemetry import metrics
@@ -56,6 +58,7 @@ class Compat:
         return [
             Route("/v1/chat/completions", self.chat_completions, methods=["POST"]),
             Route("/v1/messages", self.messages, methods=["POST"]),
+            Route("/v1/responses", self.responses, methods=["POST"]),
             Route("/v1/models", self.models, methods=["GET"]),
         ]
 
@@ -103,6 +106,9 @@ class Compat:
     async def messages(self, request: Request) -> Response:
         return await self._serve(request, "anthropic", "messages")
 
+    async def responses(self, request: Request) -> Response:
+        return await self._serve(request, "openai", "responses", ResponsesRequest)
+
     def _job_request(self, model: str, job_input: dict[str, Any], tier: str | None) -> JobRequest:
         kind = self.model_names().get(model)
         if kind is None:
@@ -114,9 +120,10 @@ class Compat:
             return JobRequest(skill=model, input=job_input, tier=tier)
         return JobRequest(capability=DIRECT_CAPABILITY, input=job_input, tier=tier, candidates=(model,))
 
-    async def _serve(self, request: Request, dialect: Dialect, endpoint: str) -> Response:
+    async def _serve(self, request: Request, dialect: Dialect, endpoint: str,
+                     body_model: type[BaseModel] | None = None) -> Response:
         started = time.monotonic()
-        body_model = ChatCompletionRequest if dialect == "openai" else MessagesRequest
+        body_model = body_model or (ChatCompletionRequest if dialect == "openai" else MessagesRequest)
         try:
             key = await self.door.authenticate(request)
             body = await self.door.body(request, body_model)
@@ -134,15 +141,16 @@ class Compat:
         if body.stream:
             metrics.API_REQUESTS.labels(endpoint, sub.capability, sub.tier, "200").inc()
             events = self._relay(sub, started, timeout_s)
-            chunks = (_openai_chunks(sub.job.id, events, body) if dialect == "openai"
+            chunks = (_responses_events(sub.job.id, events) if endpoint == "responses"
+                      else _openai_chunks(sub.job.id, events, body) if dialect == "openai"
                       else _anthropic_events(sub.job.id, events))
             return StreamingResponse(chunks, media_type="text/event-stream",
                                      headers={**headers, "cache-control": "no-cache"})
-        response = await self._whole(sub, dialect, timeout_s)
+        response = await self._whole(sub, dialect, timeout_s, endpoint)
         metrics.API_REQUESTS.labels(endpoint, sub.capability, sub.tier, str(response.status_code)).inc()
         return response
 
-    async def _whole(self, sub: Submitted, dialect: Dialect, timeout_s: float) -> Response:
+    async def _whole(self, sub: Submitted, dialect: Dialect, timeout_s: float, endpoint: str) -> Response:
         try:
             result = await self.door.feed(sub.job.id).result(timeout_s)
         except TimeoutError:
@@ -151,8 +159,9 @@ class Compat:
         if not result.ok:
             failed = ApiError(502, f"job {result.status.value}: {result.error or 'no model answered'}")
             return error_response(dialect, failed, sub.job.id)
-        answer = _openai_completion(sub.job.id, result) if dialect == "openai" else _anthropic_message(
-            sub.job.id, result)
+        answer = (_response_object(sub.job.id, result, "completed") if endpoint == "responses"
+                  else _openai_completion(sub.job.id, result) if dialect == "openai"
+                  else _anthropic_message(sub.job.id, result))
         return JSONResponse(answer, headers={JOB_ID_HEADER: sub.job.id})
 
     async def _relay(self, sub: Submitted, started: float, timeout_s: float) -> AsyncIterator[Relayed]:
@@ -228,6 +237,82 @@ async def _openai_chunks(job_id: str, events: AsyncIterator[Relayed], body: Any)
         else:
             yield _sse({"error": {"message": event.message, "type": "server_error", "param": None,
                                   "code": f"stream_{event.outcome}"}})
+            return
+
+
+# -- OpenAI responses ---------------------------------------------------------------------------------
+
+
+def _response_object(job_id: str, result: JobResult | None, status: str, model: str = "",
+                     text: str | None = None) -> dict[str, Any]:
+    """A Responses API ``response``: in progress (no output, no usage), or completed with the answer."""
+    output: list[dict[str, Any]] = []
+    usage = None
+    if result is not None:
+        model = result.model or model
+        text = output_text(result) if text is None else text
+        output = [_response_message(job_id, text, "completed")]
+        prompt, completion = result.usage.get("input_tokens", 0), result.usage.get("output_tokens", 0)
+        usage = {"input_tokens": prompt, "input_tokens_details": {"cached_tokens": 0}, "output_tokens": completion,
+                 "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": prompt + completion}
+    return {"id": f"resp_{job_id}", "object": "response", "created_at": int(time.time()), "status": status,
+            "model": model, "output": output, "parallel_tool_calls": False, "tool_choice": "none", "tools": [],
+            "error": None, "incomplete_details": None, "usage": usage}
+
+
+def _response_message(job_id: str, text: str, status: str) -> dict[str, Any]:
+    content = [{"type": "output_text", "text": text, "annotations": []}] if status == "completed" else []
+    return {"type": "message", "id": f"msg_{job_id}", "status": status, "role": "assistant", "content": content}
+
+
+async def _responses_events(job_id: str, events: AsyncIterator[Relayed]) -> AsyncIterator[bytes]:
+    """The Responses event sequence; a cut stream ends with an ``error`` event the SDK raises (it carries an
+    ``error`` object), then ``response.failed``, never ``response.completed``."""
+    sequence = 0
+    model = ""
+    parts: list[str] = []
+    where = {"item_id": f"msg_{job_id}", "output_index": 0, "content_index": 0}
+
+    def event(kind: str, **payload: Any) -> bytes:
+        nonlocal sequence
+        sequence += 1
+        return _sse({"type": kind, "sequence_number": sequence - 1, **payload}, kind)
+
+    def opening() -> bytes:
+        created = _response_object(job_id, None, "in_progress", model)
+        return b"".join((
+            event("response.created", response=created), event("response.in_progress", response=created),
+            event("response.output_item.added", output_index=0, item=_response_message(job_id, "", "in_progress")),
+            event("response.content_part.added", **where, part={"type": "output_text", "text": "", "annotations": []}),
+        ))
+
+    started = False
+    async for relayed in events:
+        if isinstance(relayed, Text):
+            model = relayed.model or model
+            head = b"" if started else opening()
+            started = True
+            parts.append(relayed.text)
+            delta = event("response.output_text.delta", **where, delta=relayed.text) if relayed.text else b""
+            yield head + delta
+        elif isinstance(relayed, Done):
+            model = relayed.result.model or model
+            head = b"" if started else opening()
+            text = "".join(parts)
+            done = _response_object(job_id, relayed.result, "completed", model, text)
+            part = {"type": "output_text", "text": text, "annotations": []}
+            yield head + b"".join((
+                event("response.output_text.done", **where, text=text),
+                event("response.content_part.done", **where, part=part),
+                event("response.output_item.done", output_index=0, item=done["output"][0]),
+                event("response.completed", response=done),
+            ))
+        else:
+            failed = _response_object(job_id, None, "failed", model)
+            failed["error"] = {"code": f"stream_{relayed.outcome}", "message": relayed.message}
+            yield event("error", code=f"stream_{relayed.outcome}", message=relayed.message, param=None,
+                        error={"message": relayed.message, "type": "server_error", "code": f"stream_{relayed.outcome}"})
+            yield event("response.failed", response=failed)
             return
 
 

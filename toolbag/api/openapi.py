@@ -61,8 +61,8 @@ def openapi_document() -> dict[str, Any]:
         "openapi": "3.1.0",
         "info": {"title": "toolbag native job API", "version": API_VERSION,
                  "description": "Jobs and the escalation inbox. The OpenAI- and Anthropic-compatible endpoints "
-                                "(/v1/chat/completions, /v1/messages, /v1/models) follow those vendors' own "
-                                "documents."},
+                                "(/v1/chat/completions, /v1/responses, /v1/messages, /v1/models) follow those "
+                                "vendors' own documents."},
         "security": [{"bearer": []}],
         "paths": {
             "/jobs": {"post": _op("Submit a job", (201, schemas.JobCreated), (400, 403, 413, 422, 429),

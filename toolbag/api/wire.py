@@ -1,7 +1,8 @@
 """The request bodies the front door accepts (pydantic) and how each becomes a job's input.
 
-Passed to the model: text turns (an Anthropic assistant turn last is a prefill), the system prompt,
-``max_tokens`` (``max_completion_tokens``) and a ``response_format`` JSON schema. Refused with 400 naming the
+Passed to the model: text turns (an Anthropic assistant turn last is a prefill), the system prompt
+(``instructions`` on the Responses API), ``max_tokens`` (``max_completion_tokens``, ``max_output_tokens``) and a
+``response_format`` (``text.format``) JSON schema. Refused with 400 naming the
 field: caller-defined ``tools`` (the worker's attempt path does not carry them yet). Sampling settings
 (``temperature``, ``top_p``, ``stop``...) are accepted and not forwarded. Unknown fields are ignored, as the
 vendors' own APIs do for optional ones.
@@ -113,6 +114,69 @@ class MessagesRequest(BaseModel):
             raise WireError("messages[0].role", "the first message must be a user turn")
         turns = [{"role": m.role, "content": content_text(m.content)} for m in self.messages]
         return _input(turns, content_text(self.system), self.max_tokens, None)
+
+
+class InputPart(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    type: Literal["input_text", "output_text", "text"]
+    text: str
+
+
+class InputItem(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    type: Literal["message"] = "message"
+    role: Literal["system", "developer", "user", "assistant"]
+    content: str | list[InputPart]
+
+
+class TextFormat(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    type: Literal["text", "json_object", "json_schema"]
+    name: str = Field(default="output", min_length=1, max_length=64)
+    schema_: dict[str, Any] | None = Field(default=None, alias="schema")
+
+
+class TextConfig(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    format: TextFormat | None = None
+
+
+class ResponsesRequest(BaseModel):
+    """``POST /v1/responses``: text input (a string or message items), ``instructions``, ``max_output_tokens``
+    and a ``text.format`` JSON schema."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    model: str = Field(min_length=1, max_length=200)
+    input: str | list[InputItem] = Field(min_length=1)
+    instructions: str | None = None
+    max_output_tokens: int | None = Field(default=None, ge=1)
+    text: TextConfig | None = None
+    stream: bool = False
+    tools: list[Any] | None = None
+
+    def job_input(self) -> dict[str, Any]:
+        no_tools(self.tools)
+        items = [InputItem(role="user", content=self.input)] if isinstance(self.input, str) else self.input
+        system = [self.instructions] if self.instructions else []
+        system += [_parts_text(i.content) for i in items if i.role in ("system", "developer")]
+        turns = [{"role": i.role, "content": _parts_text(i.content)} for i in items if i.role in ("user", "assistant")]
+        if not turns:
+            raise WireError("input", "needs at least one user message")
+        schema = None
+        if self.text is not None and self.text.format is not None and self.text.format.type == "json_schema":
+            if self.text.format.schema_ is None:
+                raise WireError("text.format.schema", "is required when type is json_schema")
+            schema = self.text.format.schema_
+        return _input(turns, "\n\n".join(system), self.max_output_tokens, schema)
+
+
+def _parts_text(content: str | list[InputPart]) -> str:
+    return content if isinstance(content, str) else "".join(part.text for part in content)
 
 
 class WireError(ToolbagError, ValueError):
