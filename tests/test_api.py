@@ -308,14 +308,39 @@ async def _anthropic_stream(door: FrontDoor, fault: str) -> Streamed:
     return seen
 
 
+async def _responses_stream(door: FrontDoor, fault: str) -> Streamed:
+    seen = Streamed(fault, "openai-responses")
+    client = openai.AsyncOpenAI(base_url=f"{door.url}/v1", api_key=door.key, max_retries=0)
+    parts: list[str] = []
+    try:
+        async with client.responses.with_streaming_response.create(
+            model="summarize", input=f"[[sim:{fault}@claude-*]] {PROMPT}", stream=True
+        ) as response:
+            seen.job_id = response.headers[JOB_ID_HEADER]
+            async for event in await response.parse():
+                if event.type == "response.output_text.delta":
+                    parts.append(event.delta)
+                elif event.type == "response.completed":
+                    seen.finished = True
+                    seen.models = frozenset({event.response.model})
+                    seen.usage_tokens = event.response.usage.output_tokens if event.response.usage else 0
+    except openai.APIError as err:
+        seen.error = str(err)
+    finally:
+        await client.close()
+    seen.text = "".join(parts)
+    return seen
+
+
 def test_no_cut_stream_is_ever_presented_as_complete(door: FrontDoor) -> None:
-    """Every simulator fault on the first model, mid-stream and before it, through both async SDKs at once: a
-    stream either ends complete with exactly the recorded answer, the model that gave it and its usage, or ends
-    with an error the SDK raises and no completion marker; a failure before any text is one clean stream."""
+    """Every simulator fault on the first model, mid-stream and before it, through the async SDKs at once (chat
+    completions, responses, messages): a stream either ends complete with exactly the recorded answer, the model
+    that gave it and its usage, or ends with an error the SDK raises and no completion marker; a failure before
+    any text is one clean stream."""
 
     async def run() -> list[Streamed]:
         calls = [make(door, fault) for fault in (*STREAM_FAULTS, *CONNECTION_FAULTS)
-                 for make in (_openai_stream, _anthropic_stream)]
+                 for make in (_openai_stream, _anthropic_stream, _responses_stream)]
         return list(await asyncio.gather(*calls))
 
     outcomes = asyncio.run(run())
@@ -334,7 +359,7 @@ def test_no_cut_stream_is_ever_presented_as_complete(door: FrontDoor) -> None:
     for seen in outcomes:
         if seen.fault.split(":")[0] in ("reset", "hang", "slow_first_token"):
             assert seen.error is None, seen  # nothing had gone out: rerouted (or just slow), one clean stream
-    assert cut >= 4 and clean_reroute >= 4, outcomes
+    assert cut >= 6 and clean_reroute >= 6, outcomes
 
 
 def test_a_caller_that_disconnects_mid_stream_leaves_the_job_to_finish_and_nothing_open(door: FrontDoor) -> None:
