@@ -1,4 +1,6 @@
-"""The HTTP front door with the real ``openai`` and ``anthropic`` SDKs as clients, on a real fleet."""
+"""The HTTP front door on a real fleet: the compatible endpoints with the real ``openai`` and ``anthropic`` SDKs as
+clients (every simulator fault mid-stream), the native job API, keys (tiers, rpm, rotation, replicas) and
+overload. One fleet for all of it: starting one costs more than most of these tests."""
 
 from __future__ import annotations
 
@@ -6,70 +8,43 @@ import asyncio
 import json
 import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import anthropic
+import httpx2 as httpx
 import openai
 import pytest
-import uvicorn
+from prometheus_client import REGISTRY
+from typer.testing import CliRunner, Result
 
-from tests.fleet import REPO, Fleet, fleet_config_dict, free_port, running_fleet, terminate, wait_http
-from toolbag.api.app import JOB_ID_HEADER, TIER_HEADER, Failed, Text, create_app, relay
-from toolbag.api.keys import KeyStore
-from toolbag.attempt.deltas import TextDelta
+from tests.api_door import FrontDoor, front_door, replica
+from tests.fleet import REPO, free_port, terminate, wait_http
+from toolbag.api.app import JOB_ID_HEADER, TIER_HEADER
+from toolbag.api.openapi import openapi_document
+from toolbag.api.stream import Failed, JobFeed, Relayed, Text, relay
+from toolbag.cli.app import app as cli_app
+from toolbag.jobs import JobResult, JobStatus
 
 CUT_AFTER_TEXT = "refuse-me-midway"
 REFUSED_UPFRONT = "refuse-me-upfront"
 PROMPT = "The export button does nothing when I click it."
-
-
-@dataclass(frozen=True)
-class FrontDoor:
-    fleet: Fleet
-    url: str
-    key: str
-
-    def openai(self, key: str | None = None) -> openai.OpenAI:
-        return openai.OpenAI(base_url=f"{self.url}/v1", api_key=key or self.key, max_retries=0)
-
-    def anthropic(self, key: str | None = None) -> anthropic.Anthropic:
-        return anthropic.Anthropic(base_url=self.url, api_key=key or self.key, max_retries=0)
-
-    def output(self, job_id: str) -> str:
-        result = self.fleet.client.result(job_id, timeout_s=30)
-        assert isinstance(result.output, str)
-        return result.output
+QUEUE_DEPTH = 2  # the batch tier's max_queue_depth in this fleet
+STUCK_MODEL = "local-llama"  # no worker serves its provider here: its jobs wait in the queue
 
 
 @pytest.fixture(scope="module")
 def door(redis_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[FrontDoor]:
-    tiers = fleet_config_dict("http://unused")["tiers"]
-    tiers["batch"]["stream"] = False
-    with running_fleet(redis_server, tmp_path_factory.mktemp("api"), providers=("anthropic", "openai"),
-                       concurrency=4, config_overrides={"tiers": tiers}) as fleet:
-        plan = {"rules": [{"model": "claude-*", "fault": "midstream_refusal", "match": CUT_AFTER_TEXT},
-                          {"model": "claude-*", "fault": "refusal", "match": REFUSED_UPFRONT}]}
-        request = urllib.request.Request(f"{fleet.simulator.url}/_sim/faults", data=json.dumps(plan).encode(),
-                                         method="POST", headers={"content-type": "application/json"})
-        urllib.request.urlopen(request).close()
-        port = free_port()
-        server = uvicorn.Server(uvicorn.Config(create_app(fleet.client), host="127.0.0.1", port=port,
-                                               log_level="warning"))
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        while not server.started:
-            time.sleep(0.02)
-        _, secret = KeyStore(fleet.client.store.redis, fleet.client.store.keys).create("sdk-tests", "interactive")
-        try:
-            yield FrontDoor(fleet, f"http://127.0.0.1:{port}", secret)
-        finally:
-            server.should_exit = True
-            thread.join(10)
+    with front_door(redis_server, tmp_path_factory.mktemp("api"), providers=("anthropic", "openai", "gemini"),
+                    tiers={"batch": {"stream": False, "max_queue_depth": QUEUE_DEPTH}}) as door:
+        door.faults([{"model": "claude-*", "fault": "midstream_refusal", "match": CUT_AFTER_TEXT},
+                     {"model": "claude-*", "fault": "refusal", "match": REFUSED_UPFRONT}])
+        yield door
 
 
 def user(text: str) -> list[dict[str, str]]:
@@ -168,6 +143,39 @@ def test_a_refusal_after_text_ends_the_stream_with_an_error_the_sdks_raise(door:
         "".join(stream.text_stream)
 
 
+def test_openai_responses_whole_streamed_and_cut(door: FrontDoor) -> None:
+    raw = door.openai().responses.with_raw_response.create(model="summarize", input=PROMPT, instructions="Be brief.",
+                                                           max_output_tokens=120)
+    response = raw.parse()
+    job_id = raw.headers[JOB_ID_HEADER]
+    assert response.output_text == door.output(job_id) and response.model == "claude-haiku"
+    assert response.usage is not None and response.usage.output_tokens > 0
+    sent = json.loads(door.fleet.client.store.get(job_id).input)
+    assert sent["system"] == "Be brief." and sent["max_output_tokens"] == 120
+
+    async def streamed() -> tuple[str, str, str]:
+        client = openai.AsyncOpenAI(base_url=f"{door.url}/v1", api_key=door.key, max_retries=0)
+        async with client.responses.stream(model="summarize", input=[{"role": "user", "content": PROMPT}]) as stream:
+            text = "".join([e.delta async for e in stream if e.type == "response.output_text.delta"])
+            final = await stream.get_final_response()
+        await client.close()
+        return text, final.output_text, final.id
+
+    text, final_text, response_id = asyncio.run(streamed())
+    assert text and text == final_text == door.output(response_id.removeprefix("resp_"))
+
+    received: list[str] = []
+    with pytest.raises(openai.APIError, match="cut"):
+        for event in door.openai().responses.create(model="summarize", input=CUT_AFTER_TEXT, stream=True):
+            assert event.type != "response.completed"
+            if event.type == "response.output_text.delta":
+                received.append(event.delta)
+    assert "".join(received)
+    with pytest.raises(openai.BadRequestError, match="tools"):
+        door.openai().responses.create(model="summarize", input=PROMPT,
+                                       tools=[{"type": "function", "name": "f", "parameters": {}}])
+
+
 def test_bad_keys_are_authentication_errors(door: FrontDoor) -> None:
     with pytest.raises(openai.AuthenticationError):
         door.openai("tbk-not-a-key").chat.completions.create(model="summarize", messages=user(PROMPT))
@@ -202,24 +210,6 @@ def post(door: FrontDoor, path: str, data: bytes) -> tuple[int, dict[str, dict[s
         return err.code, json.load(err)
 
 
-def test_keys_cli_create_list_revoke_and_a_revoked_key_fails_next(door: FrontDoor) -> None:
-    def toolbag(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "toolbag.cli", *args], env=door.fleet.env, cwd=REPO,
-                              capture_output=True, text=True, timeout=60)
-
-    created = toolbag("keys", "create", "--caller", "cli-made", "--tier", "standard")
-    assert created.returncode == 0, created.stderr
-    key = json.loads(created.stdout)
-    listed = toolbag("keys", "list")
-    assert key["id"] in listed.stdout and key["key"] not in listed.stdout
-    client = door.openai(key["key"])
-    assert client.models.list().data
-    assert toolbag("keys", "revoke", key["id"]).returncode == 0
-    with pytest.raises(openai.AuthenticationError):
-        client.models.list()
-    assert toolbag("keys", "create", "--caller", "bad caller!").returncode == 2
-
-
 def test_the_tier_header_overrides_the_keys_default(door: FrontDoor) -> None:
     raw = door.openai().chat.completions.with_raw_response.create(
         model="extract", messages=user(PROMPT), extra_headers={TIER_HEADER: "standard"})
@@ -242,27 +232,6 @@ def test_toolbag_api_serves_the_front_door(door: FrontDoor) -> None:
         terminate(proc)
 
 
-class _StuckJob:
-    id = "j-stuck"
-
-    def stream(self, timeout_s: float) -> Iterator[TextDelta]:
-        yield TextDelta("partial", 1, "m")
-        raise TimeoutError
-
-
-class _BrokenJob(_StuckJob):
-    def stream(self, timeout_s: float) -> Iterator[TextDelta]:
-        yield TextDelta("partial", 1, "m")
-        raise ConnectionError("redis went away")
-
-
-def test_a_relay_that_times_out_or_loses_redis_ends_with_failed_never_silently() -> None:
-    for job, reason in ((_StuckJob(), "no answer within"), (_BrokenJob(), "lost the job's stream")):
-        events = list(relay(None, job, 1.0))  # type: ignore[arg-type]
-        assert events[0] == Text("partial", "m")
-        assert isinstance(events[-1], Failed) and reason in events[-1].message
-
-
 def test_a_tier_that_does_not_stream_still_answers_a_stream_request_whole(door: FrontDoor) -> None:
     with door.openai().chat.completions.with_streaming_response.create(
         model="extract", messages=user(PROMPT), stream=True, extra_headers={TIER_HEADER: "batch"}
@@ -272,3 +241,478 @@ def test_a_tier_that_does_not_stream_still_answers_a_stream_request_whole(door: 
         contents = [c.choices[0].delta.content for c in response.parse() if c.choices and c.choices[0].delta.content]
     assert len(contents) == 1 and contents[0] == door.output(job_id)
     assert time.monotonic() - started < 5
+
+
+STREAM_FAULTS = ("cut", "malformed", "midstream_error", "midstream_refusal", "stall:30")
+CONNECTION_FAULTS = ("reset", "hang:30", "slow_first_token:300")
+
+
+@dataclass
+class Streamed:
+    fault: str
+    sdk: str
+    job_id: str = ""
+    text: str = ""
+    models: frozenset[str] = frozenset()
+    finished: bool = False  # the stream said it was complete (finish_reason stop / message_stop)
+    usage_tokens: int = 0
+    error: str | None = None
+
+
+async def _openai_stream(door: FrontDoor, fault: str) -> Streamed:
+    seen = Streamed(fault, "openai")
+    client = openai.AsyncOpenAI(base_url=f"{door.url}/v1", api_key=door.key, max_retries=0)
+    parts: list[str] = []
+    models: set[str] = set()
+    try:
+        async with client.chat.completions.with_streaming_response.create(
+            model="summarize", messages=user(f"[[sim:{fault}@claude-*]] {PROMPT}"), stream=True
+        ) as response:
+            seen.job_id = response.headers[JOB_ID_HEADER]
+            async for chunk in await response.parse():
+                models.add(chunk.model)
+                for choice in chunk.choices:
+                    parts.append(choice.delta.content or "")
+                    seen.finished = seen.finished or choice.finish_reason == "stop"
+                if chunk.usage is not None:
+                    seen.usage_tokens = chunk.usage.completion_tokens
+    except openai.APIError as err:
+        seen.error = str(err)
+    finally:
+        await client.close()
+    seen.text, seen.models = "".join(parts), frozenset(models - {""})
+    return seen
+
+
+async def _anthropic_stream(door: FrontDoor, fault: str) -> Streamed:
+    seen = Streamed(fault, "anthropic")
+    client = anthropic.AsyncAnthropic(base_url=door.url, api_key=door.key, max_retries=0)
+    parts: list[str] = []
+    try:
+        async with client.messages.stream(model="summarize", max_tokens=200,
+                                          messages=user(f"[[sim:{fault}@claude-*]] {PROMPT}")) as stream:
+            seen.job_id = stream.response.headers[JOB_ID_HEADER]
+            async for event in stream:
+                if event.type == "text":
+                    parts.append(event.text)
+                elif event.type == "message_start":
+                    seen.models = frozenset({event.message.model})
+                elif event.type == "message_stop":
+                    seen.finished = True
+            seen.usage_tokens = (await stream.get_final_message()).usage.output_tokens
+    except anthropic.APIError as err:
+        seen.error = str(err)
+    finally:
+        await client.close()
+    seen.text = "".join(parts)
+    return seen
+
+
+async def _responses_stream(door: FrontDoor, fault: str) -> Streamed:
+    seen = Streamed(fault, "openai-responses")
+    client = openai.AsyncOpenAI(base_url=f"{door.url}/v1", api_key=door.key, max_retries=0)
+    parts: list[str] = []
+    try:
+        async with client.responses.with_streaming_response.create(
+            model="summarize", input=f"[[sim:{fault}@claude-*]] {PROMPT}", stream=True
+        ) as response:
+            seen.job_id = response.headers[JOB_ID_HEADER]
+            async for event in await response.parse():
+                if event.type == "response.output_text.delta":
+                    parts.append(event.delta)
+                elif event.type == "response.completed":
+                    seen.finished = True
+                    seen.models = frozenset({event.response.model})
+                    seen.usage_tokens = event.response.usage.output_tokens if event.response.usage else 0
+    except openai.APIError as err:
+        seen.error = str(err)
+    finally:
+        await client.close()
+    seen.text = "".join(parts)
+    return seen
+
+
+def test_no_cut_stream_is_ever_presented_as_complete(door: FrontDoor) -> None:
+    """Every simulator fault on the first model, mid-stream and before it, through the async SDKs at once (chat
+    completions, responses, messages): a stream either ends complete with exactly the recorded answer, the model
+    that gave it and its usage, or ends with an error the SDK raises and no completion marker; a failure before
+    any text is one clean stream."""
+
+    async def run() -> list[Streamed]:
+        calls = [make(door, fault) for fault in (*STREAM_FAULTS, *CONNECTION_FAULTS)
+                 for make in (_openai_stream, _anthropic_stream, _responses_stream)]
+        return list(await asyncio.gather(*calls))
+
+    outcomes = asyncio.run(run())
+    cut = clean_reroute = 0
+    for seen in outcomes:
+        result = door.fleet.client.result(seen.job_id, timeout_s=60)
+        if seen.error is None:
+            assert seen.finished, seen
+            assert result.ok and seen.text == result.output, seen  # exactly the answer: no replay, no cut
+            assert seen.models == {result.model} and seen.usage_tokens > 0, seen
+            clean_reroute += result.model != "claude-haiku"
+        else:
+            assert not seen.finished, seen
+            assert "cut" in seen.error or "stream" in seen.error, seen
+            cut += bool(seen.text)
+    for seen in outcomes:
+        if seen.fault.split(":")[0] in ("reset", "hang", "slow_first_token"):
+            assert seen.error is None, seen  # nothing had gone out: rerouted (or just slow), one clean stream
+    assert cut >= 6 and clean_reroute >= 6, outcomes
+
+
+def test_a_caller_that_disconnects_mid_stream_leaves_the_job_to_finish_and_nothing_open(door: FrontDoor) -> None:
+    opened = REGISTRY.get_sample_value("toolbag_api_open_streams") or 0.0
+    with door.openai().chat.completions.with_streaming_response.create(
+        model="summarize", messages=user(f"[[sim:slow_first_token:200]] {PROMPT}"), stream=True
+    ) as response:
+        job_id = response.headers[JOB_ID_HEADER]
+        for chunk in response.parse():
+            if chunk.choices and chunk.choices[0].delta.content:
+                break  # and leave
+    result = door.fleet.client.result(job_id, timeout_s=30)
+    assert result.ok and result.output
+    deadline = time.monotonic() + 5
+    while (REGISTRY.get_sample_value("toolbag_api_open_streams") or 0.0) > opened and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert (REGISTRY.get_sample_value("toolbag_api_open_streams") or 0.0) == opened
+    disconnected = REGISTRY.get_sample_value("toolbag_api_stream_outcomes_total",
+                                             {"capability": "summarize", "tier": "interactive",
+                                              "outcome": "disconnected"})
+    assert disconnected and disconnected >= 1
+
+
+def test_passthrough_max_tokens_json_schema_and_prefill(door: FrontDoor) -> None:
+    schema = {"type": "object", "properties": {"answer": {"type": "string"}}, "required": ["answer"],
+              "additionalProperties": False}
+    raw = door.openai().chat.completions.with_raw_response.create(
+        model="gpt-luna", messages=user(PROMPT), max_tokens=77,
+        response_format={"type": "json_schema", "json_schema": {"name": "reply", "schema": schema}})
+    answer = json.loads(raw.parse().choices[0].message.content or "")
+    assert set(answer) == {"answer"}
+    job_input = json.loads(door.fleet.client.store.get(raw.headers[JOB_ID_HEADER]).input)
+    assert job_input["max_output_tokens"] == 77 and job_input["json_schema"] == schema
+
+    message = door.anthropic().messages.with_raw_response.create(
+        model="claude-haiku", max_tokens=60, system="Be brief.",
+        messages=[{"role": "user", "content": PROMPT}, {"role": "assistant", "content": "The export"}])
+    assert message.parse().content[0].type == "text"
+    sent = json.loads(door.fleet.client.store.get(message.headers[JOB_ID_HEADER]).input)
+    assert sent["system"] == "Be brief." and sent["messages"][-1] == {"role": "assistant", "content": "The export"}
+
+    with pytest.raises(openai.BadRequestError, match="^Error code: 400 .*tools: "):
+        door.openai().chat.completions.create(
+            model="summarize", messages=user(PROMPT),
+            tools=[{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}])
+    with pytest.raises(anthropic.BadRequestError, match=r"messages\[0\]\.role"):
+        door.anthropic().messages.create(model="summarize", max_tokens=10,
+                                         messages=[{"role": "assistant", "content": "hi"}])
+
+
+def test_the_relay_ends_in_band_on_a_stall_a_timeout_or_a_lost_redis(redis_server: str) -> None:
+    """The relay alone, on a real Redis: text then silence past the stall budget is ``stalled`` (and the job is
+    cancelled), no end within the wait is ``timeout``, a Redis that cannot be read is ``failed``."""
+    import redis
+    import redis.asyncio as aioredis
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
+
+    sync = redis.Redis.from_url(f"{redis_server}/9")
+    sync.hset("t:job:j1", "status", "running")
+    sync.xadd("t:deltas:j1", {"attempt": "1", "model": "m", "kind": "text", "text": "partial"})
+    cancelled: list[bool] = []
+
+    async def never() -> JobResult:
+        raise AssertionError("no result is read")
+
+    async def cancel() -> bool:
+        cancelled.append(True)
+        return True
+
+    async def collect(client: aioredis.Redis, timeout_s: float, stall_s: float | None) -> list[Relayed]:
+        feed = JobFeed(client, "t:deltas:j1", "t:job:j1", "t:notify:j1", never, cancel)
+        events = [event async for event in relay(feed, timeout_s, stall_s=stall_s)]
+        await client.aclose()
+        return events
+
+    stalled = asyncio.run(collect(aioredis.Redis.from_url(f"{redis_server}/9"), 30, 0.3))
+    assert stalled[0] == Text("partial", "m") and isinstance(stalled[-1], Failed)
+    assert stalled[-1].outcome == "stalled" and cancelled == [True]
+    late = asyncio.run(collect(aioredis.Redis.from_url(f"{redis_server}/9"), 0.3, None))
+    assert isinstance(late[-1], Failed) and late[-1].outcome == "timeout"
+    lost = asyncio.run(collect(aioredis.Redis(port=free_port(), retry=Retry(NoBackoff(), 0)), 5, None))
+    assert lost == [Failed("the front door lost the job's stream (ConnectionError)", "failed")]
+    sync.delete("t:job:j1", "t:deltas:j1")
+
+
+# -- the native job API, keys and overload -----------------------------------------------------------
+
+
+def sse_events(response: httpx.Response) -> list[tuple[str, dict[str, Any]]]:
+    events, name = [], ""
+    for line in response.iter_lines():
+        if line.startswith("event: "):
+            name = line[7:]
+        elif line.startswith("data: "):
+            events.append((name, json.loads(line[6:])))
+    return events
+
+
+def fresh_minute(needed_s: float = 10.0) -> None:
+    """Wait for the next wall-clock minute when fewer than ``needed_s`` seconds are left in this one: a key's
+    rpm is counted per minute, and a test of it must not straddle two."""
+    left_s = 60 - time.time() % 60
+    if left_s < needed_s:
+        time.sleep(left_s + 0.05)
+
+
+def overloads(tier: str, reason: str) -> float:
+    return REGISTRY.get_sample_value("toolbag_api_overload_total", {"tier": tier, "reason": reason}) or 0.0
+
+
+def job_keys(door: FrontDoor) -> int:
+    store = door.fleet.client.store
+    return sum(1 for _ in store.redis.scan_iter(match=f"{store.keys.prefix}job:*", count=1000))
+
+
+def test_submit_read_and_follow_a_job(door: FrontDoor) -> None:
+    with door.http() as http:
+        created = http.post("/jobs", json={"capability": "summarize", "input": {"text": PROMPT},
+                                           "tier": "interactive", "idempotency_key": "native-1"})
+        assert created.status_code == 201, created.text
+        job_id = created.json()["job_id"]
+        assert created.headers[JOB_ID_HEADER] == job_id and created.json()["created"] is True
+        with http.stream("GET", f"/jobs/{job_id}/events") as response:
+            assert response.status_code == 200
+            events = sse_events(response)
+        view = http.get(f"/jobs/{job_id}").json()
+        again = http.post("/jobs", json={"capability": "summarize", "input": {"text": PROMPT},
+                                         "tier": "interactive", "idempotency_key": "native-1"})
+    assert view["status"] == "succeeded" and view["caller"] == "sdk-tests" and view["output"]
+    assert [a["type"] for a in view["attempts"]][0] == "attempt" and view["usage"]["output_tokens"] > 0
+    text = "".join(data["text"] for name, data in events if name == "text")
+    assert text == view["output"]
+    assert [name for name, _ in events][-2:] == ["attempt_end", "end"]
+    assert events[-1][1]["status"] == "succeeded" and events[-1][1]["output"] == view["output"]
+    assert again.status_code == 200 and again.json() == {"job_id": job_id, "status": "succeeded", "created": False}
+
+
+def test_bad_job_bodies_are_422_naming_the_field_and_write_nothing(door: FrontDoor) -> None:
+    before = job_keys(door)
+    cases = [
+        ({"capability": "summarize"}, "input"),
+        ({"capability": "summarize", "input": "x", "tier": "urgent"}, "tier"),
+        ({"capability": "summarize", "input": "x", "colour": "red"}, "colour"),
+        ({"capability": "no-such", "input": "x"}, "capability"),
+        ({"capability": "summarize", "input": "x", "deadline_s": 0.1}, "deadline_s"),
+    ]
+    with door.http() as http:
+        for body, field in cases:
+            answer = http.post("/jobs", json=body)
+            assert answer.status_code == 422, (body, answer.text)
+            error = answer.json()["error"]
+            assert error["message"].startswith(field) and "\n" not in error["message"], error
+        malformed = http.post("/jobs", content=b"{nope", headers={"content-type": "application/json"})
+        assert malformed.status_code == 400 and "not valid JSON" in malformed.json()["error"]["message"]
+        batch = http.post("/jobs:batch", json={"jobs": [{"capability": "summarize", "input": "a"},
+                                                        {"capability": "summarize", "input": "b", "tier": "x"}]})
+        assert batch.status_code == 422 and batch.json()["error"]["message"].startswith("jobs[1].tier")
+        batch = http.post("/jobs:batch", json={"jobs": [{"capability": "summarize", "input": "a"},
+                                                        {"capability": "nope", "input": "b"}]})
+        assert batch.status_code == 422 and batch.json()["error"]["message"].startswith("jobs[1].capability")
+        assert http.get("/jobs/0123abcd").status_code == 404
+        assert http.get("/jobs/not-an-id!").status_code == 404
+    assert job_keys(door) == before
+
+
+def test_batch_submits_all_and_cancel_stops_a_waiting_job(door: FrontDoor) -> None:
+    with door.http() as http:
+        batch = http.post("/jobs:batch", json={"jobs": [{"capability": "summarize", "input": {"text": t}}
+                                                        for t in ("one", "two", "three")]})
+        assert batch.status_code == 201, batch.text
+        ids = [j["job_id"] for j in batch.json()["jobs"]]
+        results = [door.fleet.client.result(job_id, 30) for job_id in ids]
+        assert all(r.ok for r in results) and len(set(ids)) == 3
+        stuck = door.fleet.client.submit("chat", input={"text": "waits"}, candidates=(STUCK_MODEL,),
+                                         caller="sdk-tests", tier="standard")
+        cancelled = http.delete(f"/jobs/{stuck.id}")
+        assert cancelled.json() == {"job_id": stuck.id, "cancelled": True, "status": "cancelled"}
+        assert http.delete(f"/jobs/{stuck.id}").json()["cancelled"] is False
+
+
+def test_a_key_sees_only_its_callers_jobs(door: FrontDoor) -> None:
+    with door.http() as http:
+        job_id = http.post("/jobs", json={"capability": "summarize", "input": "mine"}).json()["job_id"]
+    with door.http(door.new_key("someone-else")) as other:
+        assert other.get(f"/jobs/{job_id}").status_code == 404
+        assert other.delete(f"/jobs/{job_id}").status_code == 404
+    with door.http(door.new_key("ops", inbox=True)) as ops:
+        assert ops.get(f"/jobs/{job_id}").json()["caller"] == "sdk-tests"
+
+
+def test_the_escalation_inbox(door: FrontDoor) -> None:
+    escalate = {"capability": "summarize", "input": {"text": "[[sim:refusal]] nobody will"}, "tier": "interactive"}
+    with door.http() as http:
+        first = http.post("/jobs", json=escalate).json()["job_id"]
+        second = http.post("/jobs", json=escalate).json()["job_id"]
+        third = http.post("/jobs", json=escalate).json()["job_id"]
+        for job_id in (first, second, third):
+            assert door.fleet.client.result(job_id, 30).status is JobStatus.ESCALATED
+        assert http.get("/escalations").status_code == 403
+    with door.http(door.new_key("ops", inbox=True)) as ops:
+        listed = {e["job_id"] for e in ops.get("/escalations").json()["escalations"]}
+        assert {first, second, third} <= listed
+        shown = ops.get(f"/escalations/{first}").json()
+        assert shown["reason"] and shown["input"] == escalate["input"] and shown["attempts"]
+        assert ops.post(f"/escalations/{first}/resolve", json={"output": "by hand"}).status_code == 200
+        assert ops.post(f"/escalations/{second}/reject", json={"reason": "spam"}).status_code == 200
+        retried = ops.post(f"/escalations/{third}/retry", json={"model": "gpt-luna"})
+        assert retried.json() == {"job_id": third, "action": "retry", "model": "gpt-luna"}
+        assert ops.post(f"/escalations/{first}/resolve", json={"output": "x"}).status_code == 409
+        assert ops.post(f"/escalations/{second}/retry", json={"model": "nope"}).status_code in (409, 422)
+        assert ops.post(f"/escalations/{second}/reject", json={}).json()["error"]["message"].startswith("reason")
+    resolved = door.fleet.client.result(first, 5)
+    assert resolved.ok and resolved.output == "by hand" and resolved.model == "ops"
+    assert door.fleet.client.result(second, 5).status is JobStatus.FAILED
+
+
+def test_openapi_is_served_and_equals_the_committed_document(door: FrontDoor) -> None:
+    committed = json.loads((REPO / "docs" / "openapi.json").read_text())
+    with door.http() as http:
+        served = http.get("/openapi.json").json()
+    assert served == committed == json.loads(json.dumps(openapi_document()))
+    assert {"/jobs", "/jobs:batch", "/jobs/{job_id}", "/jobs/{job_id}/events", "/escalations"} <= set(served["paths"])
+
+
+def test_a_keys_tiers_are_enforced_in_each_sdks_shape(door: FrontDoor) -> None:
+    key = door.new_key("tier-bound", "standard", tiers=("standard",))
+    with pytest.raises(openai.PermissionDeniedError, match="interactive"):
+        door.openai(key).chat.completions.create(model="summarize", messages=[{"role": "user", "content": PROMPT}],
+                                                 extra_headers={"x-toolbag-tier": "interactive"})
+    with pytest.raises(anthropic.PermissionDeniedError, match="interactive"):
+        door.anthropic(key).messages.create(model="summarize", max_tokens=50,
+                                            messages=[{"role": "user", "content": PROMPT}],
+                                            extra_headers={"x-toolbag-tier": "interactive"})
+    answer = door.openai(key).chat.completions.create(model="summarize",
+                                                      messages=[{"role": "user", "content": PROMPT}])
+    assert answer.choices[0].message.content
+
+
+def test_a_keys_rpm_is_fleet_wide_and_says_when_to_retry(door: FrontDoor) -> None:
+    key = door.new_key("limited", rpm=2)
+    fresh_minute()
+    client = door.openai(key)
+    for _ in range(2):
+        client.models.list()  # listing models is not a job: it does not count
+    client.chat.completions.create(model="summarize", messages=[{"role": "user", "content": "one"}])
+    with door.http(key) as http:
+        assert http.post("/jobs", json={"capability": "summarize", "input": "two"}).status_code == 201
+    before = overloads("interactive", "rpm")
+    with pytest.raises(openai.RateLimitError) as raised:
+        client.chat.completions.create(model="summarize", messages=[{"role": "user", "content": "three"}])
+    assert 1 <= int(raised.value.response.headers["retry-after"]) <= 60
+    with pytest.raises(anthropic.RateLimitError):
+        door.anthropic(key).messages.create(model="summarize", max_tokens=10,
+                                            messages=[{"role": "user", "content": "four"}])
+    assert overloads("interactive", "rpm") == before + 2
+
+
+def test_a_tier_past_its_queue_depth_is_429_and_counted(door: FrontDoor) -> None:
+    client = door.openai()
+    stuck = [door.fleet.client.submit("chat", input={"text": "waits"}, candidates=(STUCK_MODEL,), tier="batch")
+             for _ in range(QUEUE_DEPTH)]
+    before = overloads("batch", "queue_depth")
+    try:
+        with pytest.raises(openai.RateLimitError, match="overloaded") as raised:
+            client.chat.completions.create(model="summarize", messages=[{"role": "user", "content": PROMPT}],
+                                           extra_headers={"x-toolbag-tier": "batch"})
+        assert int(raised.value.response.headers["retry-after"]) >= 1
+        with door.http() as http:
+            refused = http.post("/jobs", json={"capability": "summarize", "input": "x", "tier": "batch"})
+            assert refused.status_code == 429
+        assert overloads("batch", "queue_depth") == before + 2
+        other_tier = client.chat.completions.create(model="summarize",
+                                                    messages=[{"role": "user", "content": PROMPT}])
+        assert other_tier.choices[0].message.content
+    finally:
+        for job in stuck:
+            job.cancel()
+    answer = client.chat.completions.create(model="summarize", messages=[{"role": "user", "content": PROMPT}],
+                                            extra_headers={"x-toolbag-tier": "batch"})
+    assert answer.choices[0].message.content
+
+
+def toolbag(door: FrontDoor, *args: str) -> Result:
+    """The ``toolbag`` CLI in this process (its real code; a subprocess per call costs seconds)."""
+    return CliRunner().invoke(cli_app, list(args), env=door.fleet.env)
+
+
+def test_keys_cli_create_rotate_revoke_and_the_secret_is_nowhere(door: FrontDoor, tmp_path: Path) -> None:
+    created = toolbag(door, "keys", "create", "--caller", "rotating", "--tiers", "standard,batch", "--rpm", "100")
+    assert created.exit_code == 0, created.stderr
+    key = json.loads(created.stdout)
+    assert key["tiers"] == ["standard", "batch"] and key["rpm"] == 100 and key["tier"] is None
+    client = door.openai(key["key"])
+    answer = client.chat.completions.with_raw_response.create(
+        model="summarize", messages=[{"role": "user", "content": PROMPT}], extra_headers={"x-toolbag-tier": "standard"})
+    job_id = answer.headers[JOB_ID_HEADER]
+    record = door.fleet.client.store.get(job_id)
+    assert record.caller == "rotating"
+
+    rotated = toolbag(door, "keys", "rotate", key["id"])
+    assert rotated.exit_code == 0, rotated.stderr
+    new = json.loads(rotated.stdout)
+    assert new["replaces"] == key["id"] and new["tiers"] == key["tiers"] and new["rpm"] == 100
+    with pytest.raises(openai.AuthenticationError):
+        client.models.list()
+    assert door.openai(new["key"]).models.list().data
+    listed = toolbag(door, "keys", "list").stdout
+    assert new["id"] in listed and key["id"] not in listed and new["key"] not in listed
+    assert toolbag(door, "keys", "revoke", new["id"]).exit_code == 0
+    with pytest.raises(openai.AuthenticationError):
+        door.openai(new["key"]).models.list()
+
+    for bad in (["create", "--caller", "bad caller!"], ["create", "--caller", "x", "--tiers", "gold"],
+                ["create", "--caller", "x", "--rpm", "0"],
+                ["create", "--caller", "x", "--tier", "interactive", "--tiers", "batch"], ["rotate", "000000000000"],
+                ["revoke", "not-an-id"]):
+        refused = toolbag(door, "keys", *bad)
+        assert refused.exit_code == 2 and refused.stderr.startswith("error: ") and refused.stderr.count("\n") == 1, (
+            bad, refused.stderr)
+
+    redis = door.fleet.client.store.redis
+    with door.http() as http:
+        exposition = http.get("/metrics").text
+    for secret in (key["key"], new["key"], door.key):
+        body = secret[4:]
+        assert body not in exposition
+        for name in redis.scan_iter(match=f"{door.fleet.client.store.keys.prefix}*", count=1000):
+            kind = redis.type(name)
+            dump = (str(redis.hgetall(name)) if kind == b"hash" else str(redis.xrange(name)) if kind == b"stream"
+                    else str(redis.lrange(name, 0, -1)) if kind == b"list" else str(redis.get(name))
+                    if kind == b"string" else "")
+            assert body not in dump, name
+    for log in door.fleet.tmp.glob("**/*.log"):
+        assert all(secret[4:] not in log.read_text(errors="replace") for secret in (key["key"], new["key"]))
+
+
+def test_two_replicas_share_revocation_and_the_rpm_count(door: FrontDoor) -> None:
+    store = door.key_store
+    key, secret = store.create("two-replicas", "interactive", rpm=2)
+    fresh_minute()
+    with replica(door.fleet) as other_url:
+        here = door.openai(secret)
+        there = openai.OpenAI(base_url=f"{other_url}/v1", api_key=secret, max_retries=0)
+        ask = [{"role": "user", "content": PROMPT}]
+        here.chat.completions.create(model="summarize", messages=ask)
+        there.chat.completions.create(model="summarize", messages=ask)
+        with pytest.raises(openai.RateLimitError):
+            there.chat.completions.create(model="summarize", messages=ask)  # the third in the minute, anywhere
+        with pytest.raises(openai.RateLimitError):
+            here.chat.completions.create(model="summarize", messages=ask)
+        assert there.models.list().data
+        store.revoke(key.id)
+        for client in (here, there):
+            with pytest.raises(openai.AuthenticationError):
+                client.models.list()

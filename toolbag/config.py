@@ -129,6 +129,7 @@ class TierConfig(_Strict):
     max_deadline_s: float = Field(default=86_400.0, ge=MIN_DEADLINE_S, le=MAX_KEEP_S)
     stream: bool = True  # stream vendor calls: makes first-token and stall timeouts enforceable
     ratelimit_wait_s: float = Field(default=1.0, ge=0, le=MAX_WAIT_S)  # longest in-process wait for capacity
+    max_queue_depth: int | None = Field(default=None, ge=1)  # the front door answers 429 past it (None: no cap)
 
     @model_validator(mode="after")
     def _ordered(self) -> TierConfig:

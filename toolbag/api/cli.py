@@ -22,26 +22,46 @@ def _key_store() -> KeyStore:
     return KeyStore(store.redis, store.keys)
 
 
+def _tiers(raw: str | None) -> tuple[str, ...]:
+    return tuple(t.strip() for t in raw.split(",") if t.strip()) if raw else ()
+
+
 @keys_app.command("create")
 def create(
-    caller: str = typer.Option(..., "--caller", help="The caller the key speaks for."),
+    caller: str = typer.Option(..., "--caller", help="The caller the key speaks for (its jobs' caller)."),
     tier: str | None = typer.Option(None, "--tier", help="Default tier (header x-toolbag-tier overrides it)."),
+    tiers: str | None = typer.Option(None, "--tiers", help="Tiers the key may use, comma-separated (default: all)."),
+    rpm: int | None = typer.Option(None, "--rpm", help="Requests per minute, fleet-wide (default: unlimited)."),
+    inbox: bool = typer.Option(False, "--inbox", help="May act on the escalation inbox and read any job."),
 ) -> None:
     """Create a key; its secret is printed once and never stored."""
     from toolbag.cli.fail import fail
 
     try:
-        key, secret = _key_store().create(caller, tier)
+        key, secret = _key_store().create(caller, tier, tiers=_tiers(tiers), rpm=rpm, inbox=inbox)
     except ApiKeyError as err:
         fail(str(err))
-    print(json.dumps({"id": key.id, "caller": key.caller, "tier": key.tier, "key": secret}))
+    print(json.dumps({**key.public(), "key": secret}))
 
 
 @keys_app.command("list")
 def list_() -> None:
-    """Live keys: id, caller, default tier (never the secret)."""
+    """Live keys, one JSON object a line: id, caller, tiers, rpm (never the secret)."""
     for key in _key_store().list():
-        print(json.dumps({"id": key.id, "caller": key.caller, "tier": key.tier, "created_ms": key.created_ms}))
+        print(json.dumps(key.public()))
+
+
+@keys_app.command("rotate")
+def rotate(key_id: str = typer.Argument(..., help="The key's id (from `toolbag keys list`).")) -> None:
+    """Replace a key's secret (same caller, tiers and limits; a new id); the old secret fails from its next
+    request on every replica. The new secret is printed once."""
+    from toolbag.cli.fail import fail
+
+    try:
+        key, secret = _key_store().rotate(key_id)
+    except ApiKeyError as err:
+        fail(str(err))
+    print(json.dumps({**key.public(), "key": secret, "replaces": key_id}))
 
 
 @keys_app.command("revoke")
@@ -71,4 +91,4 @@ def api(
 
 def register(app: typer.Typer) -> None:
     app.command("api")(api)
-    app.add_typer(keys_app, name="keys", help="The HTTP front door's API keys: create, list, revoke.")
+    app.add_typer(keys_app, name="keys", help="The HTTP front door's API keys: create, list, rotate, revoke.")

@@ -22,6 +22,7 @@ key                                type     meaning
 ``<p>deltas:<id>``                 stream   streamed text of the job's attempts, batched, capped, expiring
 ``<p>apikey:<sha256>``             hash     an HTTP front-door key (by the hash of its secret): caller, tier
 ``<p>apikeys``                     hash     key id -> sha256 of every live front-door key (for list/revoke)
+``<p>apirate:<key id>:<minute>``   string   requests made with a front-door key in one minute (its rpm limit)
 ``<p>stats``                       hash     fleet-wide job counters (submitted, finished) by tier, status, capability
 ``<p>policy``                      hash     the live tool policy: version, digest, text (toolbag.gateway)
 ``<p>health:<model>``              hash     circuit state and EWMAs per model
@@ -93,6 +94,10 @@ class Keys:
     @property
     def api_keys(self) -> str:
         return f"{self.prefix}apikeys"
+
+    def api_rate(self, key_id: str, minute: int) -> str:
+        """Requests made with one front-door key in one wall-clock minute (fleet-wide rpm)."""
+        return f"{self.prefix}apirate:{key_id}:{minute}"
 
     def inbox(self, name: str) -> str:
         return f"{self.prefix}inbox:{name}"

@@ -180,6 +180,32 @@ WORKERS_UP = Gauge(
     multiprocess_mode="mostrecent",
 )
 
+API_REQUESTS = Counter(
+    "toolbag_api_requests_total",
+    "Front-door requests by endpoint, capability (unknown = refused before one was known), tier and HTTP status",
+    ["endpoint", "capability", "tier", "status"],
+)
+API_TIME_TO_FIRST_TOKEN = Histogram(
+    "toolbag_api_time_to_first_token_seconds",
+    "Front door: from a streamed request's arrival to its first text sent to the caller",
+    ["capability", "tier"],
+    buckets=_LATENCY_BUCKETS_S,
+)
+API_STREAMS = Counter(
+    "toolbag_api_stream_outcomes_total",
+    "Front-door streams by how they ended: complete, cut (error event after text), failed (error event before "
+    "text), stalled, timeout, disconnected (the caller left)",
+    ["capability", "tier", "outcome"],
+)
+API_OPEN_STREAMS = Gauge(
+    "toolbag_api_open_streams", "Streams the front door holds open now", multiprocess_mode="livesum",
+)
+API_OVERLOAD = Counter(
+    "toolbag_api_overload_total",
+    "Front-door requests refused with 429: the tier's queue past its depth (queue_depth) or a key's rpm (rpm)",
+    ["tier", "reason"],
+)
+
 SIM_REQUESTS = Counter(
     "toolbag_simulator_requests_total",
     "Vendor requests the simulator answered, by vendor, injected fault (ok = none) and HTTP status",
