@@ -2,16 +2,29 @@
 
 JSON only (never pickle), late acks, prefetch 1, strict tier order when consuming, a visibility timeout
 above the longest attempt, fast restore of unacked messages (kombu 5.7), no ETA/countdown anywhere (delays
-live in the store's delayed set).
+live in the store's delayed set). Every queue has a direct exchange of its own name, bound by its own name.
+
+``celery -A workers.app inspect …`` (and ``control``, ``events``, Flower) load :data:`app`, built on first use
+from the same configuration ``toolbag`` reads (``TOOLBAG_CONFIG``, ``TOOLBAG_REDIS_URL``). A Celery worker
+started that way, without toolbag's runtime, refuses to start (one line, exit 2) rather than take attempts it
+cannot run: workers are started with ``toolbag worker`` and ``toolbag supervisor``.
 """
 
 from __future__ import annotations
 
+import sys
+from typing import Any
+
 from celery import Celery
-from kombu.entity import Queue
+from celery.signals import celeryd_init
+from kombu.entity import Exchange, Queue
 
 from toolbag.config import TIERS, Config
 from toolbag.store.messages import SUPERVISOR_QUEUE, queue_name
+
+NO_RUNTIME = ("a Celery worker started without toolbag's runtime cannot run attempts or decisions; start "
+              "workers with `toolbag worker --provider NAME` or `toolbag supervisor` (`celery -A workers.app` "
+              "is for inspect, control and events)")
 
 
 def worker_queues(provider: str) -> list[str]:
@@ -24,7 +37,24 @@ def visibility_timeout_s(config: Config) -> int:
     return int(max(config.fleet.visibility_timeout_s, 2 * longest_attempt_s + 60))
 
 
-def make_app(config: Config, broker_url: str) -> Celery:
+def own_queue(name: str) -> Queue:
+    """A queue bound to a direct exchange of its own name by its own name: a publish reaches this queue only."""
+    return Queue(name, Exchange(name, type="direct"), routing_key=name)
+
+
+def _refuse_without_runtime(**_: Any) -> None:
+    """``celeryd_init``: before a worker consumes, stop it (exit 2) if no toolbag runtime was started."""
+    from workers.runtime import current
+
+    try:
+        current()
+    except RuntimeError:
+        print(f"error: {NO_RUNTIME}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def make_app(config: Config, broker_url: str, *, task_events: bool = False) -> Celery:
+    """The fleet's Celery app. ``task_events`` makes its workers send task events (Flower, exporters)."""
     app = Celery("toolbag", broker=broker_url, set_as_current=True)
     vt_s = visibility_timeout_s(config)
     transport_options = {
@@ -39,7 +69,7 @@ def make_app(config: Config, broker_url: str) -> Celery:
         "max_connections": 1024,
         "global_keyprefix": config.fleet.key_prefix,  # queues and kombu's bookkeeping live under the fleet's prefix
     }
-    queues = [Queue(queue_name(p, t)) for p in config.providers for t in TIERS] + [Queue(SUPERVISOR_QUEUE)]
+    queues = [own_queue(queue_name(p, t)) for p in config.providers for t in TIERS] + [own_queue(SUPERVISOR_QUEUE)]
     app.conf.update(
         task_serializer="json",
         accept_content=["json"],
@@ -58,9 +88,11 @@ def make_app(config: Config, broker_url: str) -> Celery:
         worker_cancel_long_running_tasks_on_connection_loss=False,
         task_queues=queues,
         task_default_queue=SUPERVISOR_QUEUE,
+        task_default_exchange=SUPERVISOR_QUEUE,
+        task_default_routing_key=SUPERVISOR_QUEUE,
         task_create_missing_queues=True,
         worker_hijack_root_logger=False,
-        worker_send_task_events=False,
+        worker_send_task_events=task_events,
         task_send_sent_event=False,
         worker_enable_remote_control=True,
         broker_pool_limit=64,
@@ -69,5 +101,25 @@ def make_app(config: Config, broker_url: str) -> Celery:
     from workers import signals
 
     signals.connect()
-
+    celeryd_init.connect(_refuse_without_runtime, weak=False, dispatch_uid="toolbag.refuse_without_runtime")
     return app
+
+
+_app: Celery | None = None
+
+
+def __getattr__(name: str) -> Any:
+    """``workers.app.app``: the app for ``celery -A workers.app``, built once, on first use."""
+    global _app
+    if name != "app":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    if _app is None:
+        from toolbag.config import ConfigError, load_config, redis_url
+
+        try:
+            config = load_config()
+        except ConfigError as err:
+            print(f"error: {err}", file=sys.stderr)
+            raise SystemExit(2) from None
+        _app = make_app(config, redis_url())
+    return _app

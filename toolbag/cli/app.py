@@ -218,6 +218,9 @@ def _serve_metrics(port: int, role: str, host: str, collectors: Sequence[Collect
 
 
 _LOGLEVEL_HELP = "Level of toolbag's JSON logs (libraries log at WARNING unless DEBUG)"
+_EVENTS_HELP = ("Send Celery task events (for Flower, `celery events` and exporters): each attempt shows as "
+                "toolbag.attempt:<capability>:<tier>:<model>, failed when the attempt failed. Off by default: "
+                "it costs throughput (docs/operating.md)")
 
 
 def _logs(role: str, loglevel: str, config: Config | None) -> None:
@@ -237,6 +240,7 @@ def worker(
     metrics_host: str = typer.Option("0.0.0.0", "--metrics-host", envvar="TOOLBAG_METRICS_HOST",
                                      help=_METRICS_HOST_HELP),
     loglevel: str = typer.Option("INFO", "--loglevel", envvar="TOOLBAG_LOG_LEVEL", help=_LOGLEVEL_HELP),
+    events: bool = typer.Option(False, "--events", help=_EVENTS_HELP),
 ) -> None:
     """Run a provider worker: consumes <provider>.interactive, .standard, .batch in that order."""
     import logging
@@ -258,7 +262,7 @@ def worker(
         logging.getLogger("toolbag.worker").info(
             "worker started", extra={"event": "started", "provider": provider, "slots": n, "metrics_port": port}
         )
-        celery_app = make_app(config, redis_url())
+        celery_app = make_app(config, redis_url(), task_events=events)
         celery_app.worker_main([
             "worker", "-P", "threads", "-c", str(n), "-Q", ",".join(worker_queues(provider)),
             "-n", f"{provider}@%h-{os.getpid()}", "--without-gossip", "--without-mingle",
@@ -275,6 +279,7 @@ def supervisor(
     metrics_host: str = typer.Option("0.0.0.0", "--metrics-host", envvar="TOOLBAG_METRICS_HOST",
                                      help=_METRICS_HOST_HELP),
     loglevel: str = typer.Option("INFO", "--loglevel", envvar="TOOLBAG_LOG_LEVEL", help=_LOGLEVEL_HELP),
+    events: bool = typer.Option(False, "--events", help="Send Celery task events (Flower, `celery events`)"),
 ) -> None:
     """Run the supervisor: decisions after failures, and the sweeps (safe to run two)."""
     import logging
@@ -294,7 +299,7 @@ def supervisor(
         logging.getLogger("toolbag.supervisor").info(
             "supervisor started", extra={"event": "started", "metrics_port": port}
         )
-        celery_app = make_app(config, redis_url())
+        celery_app = make_app(config, redis_url(), task_events=events)
         celery_app.worker_main([
             "worker", "-P", "threads", "-c", str(concurrency), "-Q", SUPERVISOR_QUEUE,
             "-n", f"supervisor@%h-{os.getpid()}", "--without-gossip", "--without-mingle", "-l", loglevel,
