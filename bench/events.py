@@ -46,6 +46,7 @@ def main() -> None:
                     assert all(r.ok for r in procs.client.results(handles, timeout_s=600))
                     rates[mode].append(args.jobs / (time.perf_counter() - t0))
                     procs.kill(name, signal.SIGTERM)
+                    del procs.procs[name]  # stopped on purpose: not a worker that "exited early"
                     time.sleep(6)  # the stopped worker's presence ages out before the next one is awaited
         finally:
             procs.stop()

@@ -16,7 +16,7 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 stamp="$venv/.toolbag-installed"
 wanted="$("$venv/bin/python" -c 'import hashlib, sys
-print(hashlib.sha256(open(sys.argv[1], "rb").read() + sys.version.encode()).hexdigest())' "$root/pyproject.toml")"
+print(hashlib.sha256(open(sys.argv[1], "rb").read() + open(sys.argv[2], "rb").read() + sys.version.encode()).hexdigest())' "$root/pyproject.toml" "$root/constraints.txt")"
 if [ -z "${FORCE_INSTALL:-}" ] && [ -x "$venv/bin/toolbag" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$wanted" ]; then
     exit 0
 fi
@@ -24,6 +24,6 @@ echo "installing toolbag and its dependencies into $venv (once; again only when 
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip >/dev/null
 # The editable install is the point here: setuptools' notice about it is noise.
 PYTHONWARNINGS="ignore:Editable installation" \
-    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -e "$root[dev]"
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -c "$root/constraints.txt" -e "$root[dev]"
 echo "$wanted" >"$stamp"
 echo "toolbag is installed in $venv: run $venv/bin/toolbag, or \`source $venv/bin/activate\` to type just toolbag" >&2

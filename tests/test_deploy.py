@@ -180,7 +180,8 @@ def test_dockerfile_installs_without_a_pip_cache() -> None:
     assert runs, "the package is installed with pip"
     for rest in runs:
         assert "--no-cache-dir" in rest, rest
-        assert re.search(r"pip install [^&]*\s\.(\s|$)", rest), "installs the package itself: pip install ."
+        assert re.search(r"pip install [^&]*\s\"?\.(\[all\])?\"?(\s|$)", rest), (
+            "installs the package itself: pip install . (or \".[all]\")")
 
 
 def _dockerignore_excludes(path: str, patterns: list[str]) -> bool:
@@ -752,8 +753,25 @@ def test_tool_policy_and_tools_are_mounted_and_valid() -> None:
         assert "TOOLBAG_POLICY" not in _env(doc["spec"]["template"]["spec"]["containers"][0])
     image_env = dict(arg.split("=", 1) for name, args in _dockerfile() if name == "ENV"
                      for arg in args.replace("\\", " ").split() if "=" in arg)
-    assert image_env["TOOLBAG_POLICY"] == "/opt/toolbag-governance/policy.yaml"
-    assert image_env["TOOLBAG_TOOLS"] == "/opt/toolbag-governance/tools.yaml"
+    assert not {"TOOLBAG_POLICY", "TOOLBAG_TOOLS", "TOOLBAG_SKILLS_DIR"} & set(image_env), (
+        "the image uses the starter files inside the package (toolbag.starter), found from any directory")
+
+
+def test_dockerfile_installs_every_dependency_at_its_pinned_version() -> None:
+    """Two builds of one commit install the same packages: pip installs with constraints.txt, which pins every
+    distribution the package and its extras need."""
+    installs = [rest for word, rest in _dockerfile() if word == "RUN" and "pip install" in rest]
+    assert installs and all("-c constraints.txt" in rest for rest in installs), installs
+    pinned = {line.split("==")[0].lower().replace("_", "-") for line in (ROOT / "constraints.txt").read_text()
+              .splitlines() if "==" in line and not line.startswith("#")}
+    assert all("==" in line for line in (ROOT / "constraints.txt").read_text().splitlines()
+               if line.strip() and not line.startswith("#"))
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = list(project["dependencies"]) + [d for extra in project["optional-dependencies"].values() for d in extra]
+    names = {re.split(r"[\[<>=~!; ]", d, maxsplit=1)[0].lower().replace("_", "-") for d in wanted}
+    assert names - {"toolbag"} <= pinned, sorted(names - pinned - {"toolbag"})
 
 
 @pytest.mark.parametrize("values", ["full-values.yaml", "external-redis-values.yaml", "existing-secrets-values.yaml"])

@@ -312,7 +312,8 @@ def supervisor(
 def simulator(
     host: str = typer.Option("127.0.0.1", "--host"),
     port: int = typer.Option(8900, "--port"),
-    faults: Path = typer.Option(None, "--faults", help="YAML fault plan"),
+    faults: Path = typer.Option(None, "--faults", help="YAML fault plan; `example` = the example that ships "
+                                "with toolbag (every option, commented)"),
     metrics_port: int = typer.Option(
         None, "--metrics-port", help="/metrics port: requests by vendor, fault and status (default 9102; 0 = any)"
     ),
@@ -325,6 +326,8 @@ def simulator(
 
     _logs("simulator", loglevel, None)
     plan = None
+    if faults is not None and str(faults) == "example" and not faults.exists():
+        faults = Path(__file__).resolve().parents[1] / "simulator" / "faults.example.yaml"
     if faults is not None:
         try:
             plan = FaultPlan.from_file(faults)
