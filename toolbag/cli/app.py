@@ -197,12 +197,12 @@ _METRICS_HOST_HELP = ("Address /metrics listens on (default 0.0.0.0: Prometheus 
 
 
 def _metrics_port(explicit: int | None, default: int) -> int:
+    from toolbag.settings import load_settings
+
     if explicit is not None:
         return explicit
-    value = os.environ.get(METRICS_PORT_ENV, str(default))
-    if not value.isdigit():
-        fail(f"{METRICS_PORT_ENV}: {value!r} is not a port number")
-    return int(value)
+    configured = load_settings().metrics_port  # checked before any command runs (main)
+    return default if configured is None else configured
 
 
 def _serve_metrics(port: int, role: str, host: str, collectors: Sequence[Collector] = ()) -> int:
@@ -215,6 +215,16 @@ def _serve_metrics(port: int, role: str, host: str, collectors: Sequence[Collect
         if err.port_taken:
             fail(f"--metrics-port: {err}; choose another with --metrics-port or {METRICS_PORT_ENV} (0 = any free port)")
         fail(f"--metrics-host: {err}")
+
+
+def _need_worker_extra() -> None:
+    """One error line when the fleet's own dependencies were not installed (a producer's install)."""
+    import importlib.util
+
+    missing = [name for name in ("celery", "starlette", "openai") if importlib.util.find_spec(name) is None]
+    if missing:
+        fail(f"this command runs the fleet and needs the worker extra ({', '.join(missing)} missing): "
+             "pip install 'toolbag[worker]'")
 
 
 _LOGLEVEL_HELP = "Level of toolbag's JSON logs (libraries log at WARNING unless DEBUG)"
@@ -243,6 +253,7 @@ def worker(
     events: bool = typer.Option(False, "--events", help=_EVENTS_HELP),
 ) -> None:
     """Run a provider worker: consumes <provider>.interactive, .standard, .batch in that order."""
+    _need_worker_extra()
     import logging
 
     from workers.app import make_app, worker_queues
@@ -250,13 +261,16 @@ def worker(
 
     config = _config()
     _logs(f"worker:{provider}", loglevel, config)
+    if provider not in config.providers:
+        fail(f"--provider: unknown provider {provider!r}; configured: {', '.join(sorted(config.providers))}")
+    # /metrics first: a taken port stops the worker before it writes anything (a policy it would publish)
+    port = _serve_metrics(_metrics_port(metrics_port, 9100), f"worker:{provider}", metrics_host)
     try:
         runtime = start_provider(config, redis_url(), provider)
     except ConfigError as err:
         fail(str(err))
         return
     try:
-        port = _serve_metrics(_metrics_port(metrics_port, 9100), f"worker:{provider}", metrics_host)
         n = concurrency or config.providers[provider].concurrency
         err_console.print(f"worker {provider}: {n} slots, metrics on {metrics_host}:{port}/metrics")
         logging.getLogger("toolbag.worker").info(
@@ -282,6 +296,7 @@ def supervisor(
     events: bool = typer.Option(False, "--events", help="Send Celery task events (Flower, `celery events`)"),
 ) -> None:
     """Run the supervisor: decisions after failures, and the sweeps (safe to run two)."""
+    _need_worker_extra()
     import logging
 
     from toolbag.store.messages import SUPERVISOR_QUEUE
@@ -320,6 +335,7 @@ def simulator(
     loglevel: str = typer.Option("INFO", "--loglevel", envvar="TOOLBAG_LOG_LEVEL", help=_LOGLEVEL_HELP),
 ) -> None:
     """Serve the Anthropic, OpenAI and Gemini wire protocols on one port, with fault injection."""
+    _need_worker_extra()
     from toolbag.simulator.faults import FaultPlan
     from toolbag.simulator.server import serve_forever
     from toolbag.telemetry import metrics
@@ -421,6 +437,7 @@ def dev(
 ) -> None:
     """Run everything locally: Redis (the one asked for, or a private one), simulator, one worker per provider,
     supervisor."""
+    _need_worker_extra()
     from toolbag.devfleet.dev import DevFleetError, run_dev
 
     try:
@@ -462,6 +479,13 @@ _mount_optional()
 def main() -> None:
     """Run the CLI. A usage error (unknown command or option, a bad value) is one ``error:`` line and exit 2,
     like every other error; a command's own exit code is the process's."""
+    from toolbag.settings import SettingsError, load_settings
+
+    try:
+        load_settings()  # every TOOLBAG_* variable, checked before any command runs
+    except SettingsError as err:
+        print_error(str(err))
+        sys.exit(2)
     try:
         code = app(standalone_mode=False)
     except typer.TyperException as err:

@@ -1,0 +1,103 @@
+"""Every ``TOOLBAG_*`` environment variable in one typed place (pydantic-settings), checked at once.
+
+A bad value is a :class:`SettingsError` of one line naming the variable, what is wrong and how to fix it;
+the CLI prints it and exits 2 before any command runs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlparse
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from toolbag.config import DEFAULT_REDIS_URL, ConfigError
+
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+_FIXES = {
+    "redis_url": "set it like redis://host:6379/0 (rediss:// for TLS, unix:///path/redis.sock)",
+    "metrics_port": "set it to a port number from 0 to 65535 (0 = any free port)",
+    "simulator_url": "set it like http://127.0.0.1:8900",
+    "log_level": "set it to DEBUG, INFO, WARNING, ERROR or CRITICAL",
+    "config": "set it to the path of a toolbag.yaml, or unset it for ./toolbag.yaml or the embedded defaults",
+}
+
+
+class SettingsError(ConfigError):
+    """A ``TOOLBAG_*`` variable with a value toolbag cannot use."""
+
+
+class Settings(BaseSettings):
+    """The environment toolbag reads. Every field is ``TOOLBAG_<NAME>``."""
+
+    model_config = SettingsConfigDict(env_prefix="TOOLBAG_", extra="ignore", frozen=True)
+
+    config: Path | None = Field(default=None, description="toolbag.yaml to load")
+    redis_url: str = Field(default=DEFAULT_REDIS_URL, description="the fleet's Redis")
+    simulator_url: str | None = Field(default=None, description="overrides simulator_url of toolbag.yaml")
+    metrics_port: int | None = Field(default=None, ge=0, le=65535, description="/metrics port")
+    metrics_host: str = Field(default="0.0.0.0", description="/metrics listen address")
+    log_level: LogLevel = Field(default="INFO", description="level of toolbag's JSON logs")
+    skills_dir: Path | None = Field(default=None, description="the skill library")
+    policy: Path | None = Field(default=None, description="the tool policy file")
+    tools: Path | None = Field(default=None, description="the tool registry file")
+    audit_jsonl: Path | None = Field(default=None, description="also append audit records here")
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis(cls, value: str) -> str:
+        parsed = urlparse(value)
+        if parsed.scheme not in ("redis", "rediss", "unix") or not (parsed.netloc or parsed.path):
+            raise ValueError("not a Redis URL")
+        try:
+            parsed.port  # noqa: B018  a port that is not a number raises here
+        except ValueError:
+            raise ValueError("its port is not a number") from None
+        return value
+
+    @field_validator("simulator_url")
+    @classmethod
+    def _http(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        parsed = urlparse(value)
+        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+            raise ValueError("not an http(s) URL with a host")
+        return value.rstrip("/")
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("config", "skills_dir", "policy", "tools", "audit_jsonl", "simulator_url", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        return None if value == "" else value
+
+    @field_validator("config")
+    @classmethod
+    def _exists(cls, value: Path | None) -> Path | None:
+        if value is not None and str(value) and not value.is_file():
+            raise ValueError(f"no file at {value}")
+        return value
+
+
+def _one_line(err: ValidationError) -> str:
+    item = err.errors()[0]
+    field = str(item["loc"][0]) if item["loc"] else "?"
+    value = item.get("input")
+    reason = str(item["msg"]).removeprefix("Value error, ")
+    shown = f"{value!r}: " if isinstance(value, str | int) and field != "redis_url" else ""  # a URL may hold a password
+    fix = _FIXES.get(field, "")
+    return f"TOOLBAG_{field.upper()}: {shown}{reason}" + (f"; {fix}" if fix else "")
+
+
+def load_settings() -> Settings:
+    """The environment's settings, read now; :class:`SettingsError` (one line) for the first bad variable."""
+    try:
+        return Settings()
+    except ValidationError as err:
+        raise SettingsError(_one_line(err)) from None
