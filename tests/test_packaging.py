@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -29,7 +30,9 @@ def run(args: list[str], cwd: Path, env: dict[str, str], timeout_s: float = 600)
 def test_the_wheel_works_from_any_directory(tmp_path: Path, redis_url: str) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TOOLBAG_", "VIRTUAL_ENV", "PYTHONPATH"))}
     dist = tmp_path / "dist"
+    shutil.rmtree(REPO / "build", ignore_errors=True)  # setuptools builds in the checkout: never a stale module
     run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(dist), str(REPO)], tmp_path, env)
+    shutil.rmtree(REPO / "build", ignore_errors=True)
     wheel = next(dist.glob("toolbag-*.whl"))
     venv = tmp_path / "venv"
     run([sys.executable, "-m", "venv", str(venv)], tmp_path, env)
