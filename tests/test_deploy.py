@@ -632,7 +632,9 @@ def test_workers_drain_on_sigterm_and_run_restricted(values: Path) -> None:
         assert "command" not in container, "keep the image's tini entrypoint"
         assert "TOOLBAG_REDIS_URL" in _env(container)
         assert container["resources"]["requests"]["cpu"] and container["resources"]["requests"]["memory"]
-        assert container["livenessProbe"].get("httpGet"), "liveness must not depend on Redis"
+        alive_file = container["args"][container["args"].index("--alive-file") + 1]
+        assert container["livenessProbe"]["exec"]["command"][:4] == ["toolbag", "alive", "--file", alive_file], (
+            "liveness reads the file the consumer's loop touches (toolbag alive passes while Redis is down)")
         assert container["startupProbe"]["exec"]["command"] == ["toolbag", "health"]
     for doc in _of_kind(docs, "Deployment") + _of_kind(docs, "StatefulSet"):
         pod = doc["spec"]["template"]["spec"]

@@ -44,6 +44,7 @@ class Settings(BaseSettings):
     policy: Path | None = Field(default=None, description="the tool policy file")
     tools: Path | None = Field(default=None, description="the tool registry file")
     audit_jsonl: Path | None = Field(default=None, description="also append audit records here")
+    alive_file: Path | None = Field(default=None, description="a worker's consumer liveness file")
 
     @field_validator("redis_url")
     @classmethod
@@ -72,7 +73,8 @@ class Settings(BaseSettings):
     def _upper(cls, value: Any) -> Any:
         return value.upper() if isinstance(value, str) else value
 
-    @field_validator("config", "skills_dir", "policy", "tools", "audit_jsonl", "simulator_url", mode="before")
+    @field_validator("config", "skills_dir", "policy", "tools", "audit_jsonl", "alive_file", "simulator_url",
+                     mode="before")
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:
         return None if value == "" else value

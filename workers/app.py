@@ -13,9 +13,10 @@ cannot run: workers are started with ``toolbag worker`` and ``toolbag supervisor
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Any
 
-from celery import Celery
+from celery import Celery, bootsteps
 from celery.signals import celeryd_init
 from kombu.entity import Exchange, Queue
 
@@ -53,8 +54,42 @@ def _refuse_without_runtime(**_: Any) -> None:
         raise SystemExit(2) from None
 
 
-def make_app(config: Config, broker_url: str, *, task_events: bool = False) -> Celery:
-    """The fleet's Celery app. ``task_events`` makes its workers send task events (Flower, exporters)."""
+ALIVE_EVERY_S = 5.0
+
+
+def touch(path: Path) -> None:
+    try:
+        path.touch()
+    except OSError:
+        pass  # the probe sees the file age and says so; the worker goes on
+
+
+class ConsumerAlive(bootsteps.StartStopStep):  # type: ignore[misc]
+    """Touches the alive file (``toolbag worker --alive-file``) every few seconds from the consumer's own event
+    loop (its timer fires only while the loop turns), so the file ages when the consumer is wedged even though
+    the process, its threads and ``/metrics`` are fine. ``toolbag alive`` reads its age."""
+
+    def __init__(self, parent: Any, **kwargs: Any) -> None:
+        self.tref: Any = None
+        super().__init__(parent, **kwargs)
+
+    def start(self, parent: Any) -> None:
+        name = parent.app.conf.get("toolbag_alive_file")
+        if not name:
+            return
+        path = Path(name)
+        touch(path)
+        self.tref = parent.timer.call_repeatedly(ALIVE_EVERY_S, touch, (path,))
+
+    def stop(self, parent: Any) -> None:
+        if self.tref is not None:
+            self.tref.cancel()
+            self.tref = None
+
+
+def make_app(config: Config, broker_url: str, *, task_events: bool = False, alive_file: Path | None = None) -> Celery:
+    """The fleet's Celery app. ``task_events`` makes its workers send task events (Flower, exporters);
+    ``alive_file`` is touched by the consumer's loop (:class:`ConsumerAlive`)."""
     app = Celery("toolbag", broker=broker_url, set_as_current=True)
     vt_s = visibility_timeout_s(config)
     transport_options = {
@@ -96,7 +131,9 @@ def make_app(config: Config, broker_url: str, *, task_events: bool = False) -> C
         task_send_sent_event=False,
         worker_enable_remote_control=True,
         broker_pool_limit=64,
+        toolbag_alive_file=str(alive_file) if alive_file else None,
     )
+    app.steps["consumer"].add(ConsumerAlive)
     import workers.tasks  # noqa: F401  registers the task names on this app
     from workers import signals
 

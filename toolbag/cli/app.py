@@ -251,6 +251,8 @@ def worker(
                                      help=_METRICS_HOST_HELP),
     loglevel: str = typer.Option("INFO", "--loglevel", envvar="TOOLBAG_LOG_LEVEL", help=_LOGLEVEL_HELP),
     events: bool = typer.Option(False, "--events", help=_EVENTS_HELP),
+    alive_file: Path = typer.Option(None, "--alive-file", envvar="TOOLBAG_ALIVE_FILE",
+                                    help="Touch this file from the consumer's loop (for `toolbag alive`)"),
 ) -> None:
     """Run a provider worker: consumes <provider>.interactive, .standard, .batch in that order."""
     _need_worker_extra()
@@ -276,7 +278,7 @@ def worker(
         logging.getLogger("toolbag.worker").info(
             "worker started", extra={"event": "started", "provider": provider, "slots": n, "metrics_port": port}
         )
-        celery_app = make_app(config, redis_url(), task_events=events)
+        celery_app = make_app(config, redis_url(), task_events=events, alive_file=alive_file)
         celery_app.worker_main([
             "worker", "-P", "threads", "-c", str(n), "-Q", ",".join(worker_queues(provider)),
             "-n", f"{provider}@%h-{os.getpid()}", "--without-gossip", "--without-mingle",
@@ -408,6 +410,35 @@ def eval_(
                 problems = "; ".join(r.problems)
                 console.print(Text.assemble(("FAIL", "red"), f" {r.skill}/{r.case} on {r.model}: {problems}"))
     raise typer.Exit(0 if all(r.passed for r in results) else 1)
+
+
+@app.command()
+def alive(
+    file: Path = typer.Option(..., "--file", envvar="TOOLBAG_ALIVE_FILE", help="The worker's --alive-file"),
+    max_age_s: float = typer.Option(60.0, "--max-age-s", min=1.0, help="Older than this: the consumer is wedged"),
+) -> None:
+    """Liveness of a worker's consumer: exit 0 while its loop touches --file; exit 1 when the file is older than
+    --max-age-s and Redis answers (the consumer is wedged: restart it). With Redis unreachable the consumer
+    cannot run either way, so it stays alive: a Redis outage must not restart every worker."""
+    import time
+
+    import redis as redis_lib
+
+    try:
+        age_s = time.time() - file.stat().st_mtime
+    except OSError as err:
+        fail(f"--file: cannot read {file} ({err.strerror}); is the worker started with --alive-file {file}?", code=1)
+    if age_s <= max_age_s:
+        console.print(f"ok: the consumer's loop ran {age_s:.1f} s ago")
+        return
+    try:
+        redis_lib.Redis.from_url(redis_url(), socket_connect_timeout=2, socket_timeout=2).ping()
+    except redis_lib.RedisError:
+        console.print(f"ok: the consumer's loop last ran {age_s:.0f} s ago, but Redis is unreachable (not the "
+                      "worker's fault)")
+        return
+    fail(f"the consumer's loop has not run for {age_s:.0f} s (more than --max-age-s {max_age_s:g}) while Redis "
+         "answers: the consumer is wedged", code=1)
 
 
 @app.command()
