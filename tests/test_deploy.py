@@ -873,3 +873,20 @@ def test_chart_refuses_unsafe_or_incomplete_values(args: tuple[str, ...], messag
     proc = _template(*args)
     assert proc.returncode != 0, f"helm template {' '.join(args)} rendered"
     assert message in proc.stderr, proc.stderr
+
+
+def test_the_redis_exporter_is_opt_in_and_scraped_with_the_fleet() -> None:
+    """Off by default; on, its pod carries the metrics label and a port named metrics (the chart's metrics Service
+    and ServiceMonitor scrape it), and it reads the fleet's own Redis URL."""
+    assert not [d for d in _of_kind(_rendered("minimal-values.yaml"), "Deployment")
+                if d["metadata"]["name"].endswith("redis-exporter")]
+    (exporter,) = [d for d in _of_kind(_rendered("full-values.yaml"), "Deployment")
+                   if d["metadata"]["name"].endswith("redis-exporter")]
+    pod = exporter["spec"]["template"]
+    assert pod["metadata"]["labels"]["toolbag.io/metrics"] == "true"
+    (container,) = pod["spec"]["containers"]
+    assert {p["name"]: p["containerPort"] for p in container["ports"]} == {"metrics": 9121}
+    env = _env(container)
+    names = [e["name"] for e in container["env"]]
+    assert env["REDIS_ADDR"]["value"] == "$(TOOLBAG_REDIS_URL)"
+    assert names.index("TOOLBAG_REDIS_URL") < names.index("REDIS_ADDR"), "a $(VAR) reference needs VAR first"
