@@ -730,7 +730,7 @@ def test_config_and_skills_are_mounted_from_configmaps() -> None:
 
 def test_tool_policy_and_tools_are_mounted_and_valid() -> None:
     """The policy and tools files from values reach every toolbag pod, and the gateway accepts them; without
-    them, the image's own files (baked in, named by the image's environment) apply."""
+    them, the starter files inside the package apply (found without any environment variable)."""
     from toolbag.gateway.policy import parse_policy
     from toolbag.gateway.settings import parse_gateway_settings
 

@@ -28,6 +28,10 @@ def toolbag(env: dict[str, str], *args: str, cwd: Path = REPO) -> subprocess.Com
     ("TOOLBAG_CONFIG", "/no/such/toolbag.yaml", "path of a toolbag.yaml"),
     ("TOOLBAG_SIMULATOR_URL", "localhost:8900", "http://127.0.0.1:8900"),
     ("TOOLBAG_LOG_LEVEL", "loud", "DEBUG, INFO"),
+    ("TOOLBAG_POLICY", "/no/such/policy.yaml", "ships with toolbag"),
+    ("TOOLBAG_TOOLS", "/no/such/tools.yaml", "ships with toolbag"),
+    ("TOOLBAG_SKILLS_DIR", "/no/such/skills", "folder of skills"),
+    ("TOOLBAG_AUDIT_JSONL", "/no/such/dir/audit.jsonl", "folder that exists"),
 ])
 def test_a_bad_variable_is_one_line_and_exit_2(variable: str, value: str, fix: str) -> None:
     done = toolbag({variable: value}, "worker", "--provider", "anthropic")

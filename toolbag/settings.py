@@ -22,6 +22,10 @@ _FIXES = {
     "simulator_url": "set it like http://127.0.0.1:8900",
     "log_level": "set it to DEBUG, INFO, WARNING, ERROR or CRITICAL",
     "config": "set it to the path of a toolbag.yaml, or unset it for ./toolbag.yaml or the embedded defaults",
+    "skills_dir": "set it to a folder of skills, or unset it for ./skills or the starter skills",
+    "policy": "set it to a policy.yaml, or unset it for ./policy.yaml or the one that ships with toolbag",
+    "tools": "set it to a tools.yaml, or unset it for ./tools.yaml or the one that ships with toolbag",
+    "audit_jsonl": "set it to a file in a folder that exists",
 }
 
 
@@ -79,11 +83,25 @@ class Settings(BaseSettings):
     def _empty_is_unset(cls, value: Any) -> Any:
         return None if value == "" else value
 
-    @field_validator("config")
+    @field_validator("config", "policy", "tools")
     @classmethod
     def _exists(cls, value: Path | None) -> Path | None:
-        if value is not None and str(value) and not value.is_file():
+        if value is not None and not value.is_file():
             raise ValueError(f"no file at {value}")
+        return value
+
+    @field_validator("skills_dir")
+    @classmethod
+    def _folder(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_dir():
+            raise ValueError(f"no folder at {value}")
+        return value
+
+    @field_validator("audit_jsonl")
+    @classmethod
+    def _writable_place(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.parent.is_dir():
+            raise ValueError(f"no folder {value.parent} to write it in")
         return value
 
 
