@@ -1,14 +1,18 @@
 """Celery's own tooling against a real fleet: ``celery -A workers.app inspect``, a plain ``celery worker`` that
-refuses to start, queues that route by their own names, and task events that name each attempt and its outcome."""
+refuses to start, queues that route by their own names, task events that name each attempt and its outcome,
+and ``toolbag alive``, the liveness check that reads what the consumer's loop touches."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -29,7 +33,8 @@ def fleet(redis_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     routes = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())["routes"] | ROUTES
     with running_fleet(redis_server, tmp_path_factory.mktemp("celery"), providers=("anthropic",), concurrency=4,
                        config_overrides={"routes": routes}) as f:
-        f.start("worker-openai", "worker", "--provider", "openai", "--concurrency", "4", "--events")
+        f.start("worker-openai", "worker", "--provider", "openai", "--concurrency", "4", "--events",
+                "--alive-file", str(f.tmp / "openai.alive"))
         f.wait_workers(2)
         yield f
 
@@ -40,10 +45,12 @@ def celery(fleet: Fleet, *args: str, timeout_s: float = 60) -> subprocess.Comple
 
 
 def test_inspect_commands_reach_every_worker(fleet: Fleet) -> None:
-    ping = celery(fleet, "inspect", "ping", "--timeout", "5")
+    ping = celery(fleet, "inspect", "ping", "--timeout", "3", "--json")
     assert ping.returncode == 0, ping.stderr
-    assert "anthropic@" in ping.stdout and "openai@" in ping.stdout and "supervisor@" in ping.stdout, ping.stdout
-    queues = celery(fleet, "inspect", "active_queues", "--timeout", "5", "--json")
+    nodes = sorted(json.loads(ping.stdout.strip().splitlines()[-1]))
+    assert [n.split("@")[0] for n in nodes] == ["anthropic", "openai", "supervisor"], nodes
+    every = ["-d", ",".join(nodes), "--timeout", "10"]  # with destinations, each call returns once all replied
+    queues = celery(fleet, "inspect", "active_queues", *every, "--json")
     assert queues.returncode == 0, queues.stderr
     by_worker: dict[str, Any] = json.loads(queues.stdout.strip().splitlines()[-1])
     consumed = {q["name"]: q for qs in by_worker.values() for q in qs}
@@ -51,7 +58,7 @@ def test_inspect_commands_reach_every_worker(fleet: Fleet) -> None:
     for name, queue in consumed.items():  # each queue is bound to an exchange of its own name, by its own name
         assert queue["exchange"]["name"] == name and queue["routing_key"] == name, queue
     for command in ("active", "stats"):
-        done = celery(fleet, "inspect", command, "--timeout", "5")
+        done = celery(fleet, "inspect", command, *every)
         assert done.returncode == 0 and "anthropic@" in done.stdout, (command, done.stdout, done.stderr)
 
 
@@ -133,3 +140,38 @@ def test_task_events_name_the_attempt_and_carry_its_outcome(fleet: Fleet) -> Non
     assert failed["type"] == "task-failed" and "bad_request" in failed["exception"], failed
     # the anthropic worker runs without --events: none of its attempts shows up
     assert not any(str(n).endswith(("claude-haiku", "claude-sonnet")) for n in names.values())
+
+
+def alive(env: dict[str, str], path: Path, max_age_s: float) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "toolbag.cli", "alive", "--file", str(path), "--max-age-s",
+                           str(max_age_s)], env=env, cwd=REPO, capture_output=True, text=True, timeout=60)
+
+
+def test_alive_fails_when_the_consumer_loop_stops_and_redis_answers(fleet: Fleet) -> None:
+    """Last in this module: it stops the openai worker for a while."""
+    path = fleet.tmp / "openai.alive"
+    deadline = time.monotonic() + 30
+    while not path.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    first = path.stat().st_mtime
+    deadline = time.monotonic() + 15
+    while path.stat().st_mtime == first and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert path.stat().st_mtime > first, "the consumer's loop does not touch the file"
+    done = alive(fleet.env, path, 3)
+    assert done.returncode == 0 and done.stdout.startswith("ok"), (done.stdout, done.stderr)
+    worker = fleet.procs["worker-openai"]
+    os.kill(worker.pid, signal.SIGSTOP)  # the loop stops turning (as a wedged consumer's does)
+    try:
+        time.sleep(4)
+        wedged = alive(fleet.env, path, 3)
+        assert wedged.returncode == 1, (wedged.stdout, wedged.stderr)
+        assert wedged.stderr.startswith("error: the consumer's loop has not run for"), wedged.stderr
+        redis_gone = alive({**fleet.env, "TOOLBAG_REDIS_URL": "redis://127.0.0.1:1/0"}, path, 3)
+        assert redis_gone.returncode == 0 and "Redis is unreachable" in redis_gone.stdout, redis_gone.stdout
+    finally:
+        os.kill(worker.pid, signal.SIGCONT)
+    deadline = time.monotonic() + 20
+    while alive(fleet.env, path, 3).returncode != 0:
+        assert time.monotonic() < deadline, "the consumer did not resume touching the file"
+        time.sleep(0.5)
