@@ -13,11 +13,15 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
 RUN python -m venv /opt/toolbag
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py MANIFEST.in README.md constraints.txt policy.yaml tools.yaml ./
+COPY skills ./skills
 COPY toolbag ./toolbag
 COPY workers ./workers
-RUN /opt/toolbag/bin/pip install --no-cache-dir . \
- && /opt/toolbag/bin/toolbag --help >/dev/null
+# Every dependency at the version constraints.txt pins: two builds of one commit install the same packages.
+# The starter skills, policy.yaml and tools.yaml go inside the package (setup.py), found from any directory.
+RUN /opt/toolbag/bin/pip install --no-cache-dir -c constraints.txt ".[all]" \
+ && /opt/toolbag/bin/toolbag --help >/dev/null \
+ && cd / && /opt/toolbag/bin/toolbag skills list >/dev/null
 
 # --- runtime: the virtualenv, tini as PID 1, a non-root user, nothing else ---------------------
 FROM ${PYTHON_IMAGE} AS runtime
@@ -27,14 +31,9 @@ RUN apt-get update \
  && groupadd --system --gid 10001 toolbag \
  && useradd --system --uid 10001 --gid toolbag --home-dir /home/toolbag --create-home --shell /usr/sbin/nologin toolbag
 COPY --from=build /opt/toolbag /opt/toolbag
-COPY --chown=root:root skills /opt/toolbag-skills
-COPY --chown=root:root policy.yaml tools.yaml /opt/toolbag-governance/
 ENV PATH=/opt/toolbag/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
-    PYTHONUNBUFFERED=1 \
-    TOOLBAG_SKILLS_DIR=/opt/toolbag-skills \
-    TOOLBAG_POLICY=/opt/toolbag-governance/policy.yaml \
-    TOOLBAG_TOOLS=/opt/toolbag-governance/tools.yaml
+    PYTHONUNBUFFERED=1
 WORKDIR /home/toolbag
 USER 10001:10001
 EXPOSE 9100 9101 9102 8900

@@ -180,7 +180,8 @@ def test_dockerfile_installs_without_a_pip_cache() -> None:
     assert runs, "the package is installed with pip"
     for rest in runs:
         assert "--no-cache-dir" in rest, rest
-        assert re.search(r"pip install [^&]*\s\.(\s|$)", rest), "installs the package itself: pip install ."
+        assert re.search(r"pip install [^&]*\s\"?\.(\[all\])?\"?(\s|$)", rest), (
+            "installs the package itself: pip install . (or \".[all]\")")
 
 
 def _dockerignore_excludes(path: str, patterns: list[str]) -> bool:
@@ -631,7 +632,9 @@ def test_workers_drain_on_sigterm_and_run_restricted(values: Path) -> None:
         assert "command" not in container, "keep the image's tini entrypoint"
         assert "TOOLBAG_REDIS_URL" in _env(container)
         assert container["resources"]["requests"]["cpu"] and container["resources"]["requests"]["memory"]
-        assert container["livenessProbe"].get("httpGet"), "liveness must not depend on Redis"
+        alive_file = container["args"][container["args"].index("--alive-file") + 1]
+        assert container["livenessProbe"]["exec"]["command"][:4] == ["toolbag", "alive", "--file", alive_file], (
+            "liveness reads the file the consumer's loop touches (toolbag alive passes while Redis is down)")
         assert container["startupProbe"]["exec"]["command"] == ["toolbag", "health"]
     for doc in _of_kind(docs, "Deployment") + _of_kind(docs, "StatefulSet"):
         pod = doc["spec"]["template"]["spec"]
@@ -727,7 +730,7 @@ def test_config_and_skills_are_mounted_from_configmaps() -> None:
 
 def test_tool_policy_and_tools_are_mounted_and_valid() -> None:
     """The policy and tools files from values reach every toolbag pod, and the gateway accepts them; without
-    them, the image's own files (baked in, named by the image's environment) apply."""
+    them, the starter files inside the package apply (found without any environment variable)."""
     from toolbag.gateway.policy import parse_policy
     from toolbag.gateway.settings import parse_gateway_settings
 
@@ -752,8 +755,25 @@ def test_tool_policy_and_tools_are_mounted_and_valid() -> None:
         assert "TOOLBAG_POLICY" not in _env(doc["spec"]["template"]["spec"]["containers"][0])
     image_env = dict(arg.split("=", 1) for name, args in _dockerfile() if name == "ENV"
                      for arg in args.replace("\\", " ").split() if "=" in arg)
-    assert image_env["TOOLBAG_POLICY"] == "/opt/toolbag-governance/policy.yaml"
-    assert image_env["TOOLBAG_TOOLS"] == "/opt/toolbag-governance/tools.yaml"
+    assert not {"TOOLBAG_POLICY", "TOOLBAG_TOOLS", "TOOLBAG_SKILLS_DIR"} & set(image_env), (
+        "the image uses the starter files inside the package (toolbag.starter), found from any directory")
+
+
+def test_dockerfile_installs_every_dependency_at_its_pinned_version() -> None:
+    """Two builds of one commit install the same packages: pip installs with constraints.txt, which pins every
+    distribution the package and its extras need."""
+    installs = [rest for word, rest in _dockerfile() if word == "RUN" and "pip install" in rest]
+    assert installs and all("-c constraints.txt" in rest for rest in installs), installs
+    pinned = {line.split("==")[0].lower().replace("_", "-") for line in (ROOT / "constraints.txt").read_text()
+              .splitlines() if "==" in line and not line.startswith("#")}
+    assert all("==" in line for line in (ROOT / "constraints.txt").read_text().splitlines()
+               if line.strip() and not line.startswith("#"))
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = list(project["dependencies"]) + [d for extra in project["optional-dependencies"].values() for d in extra]
+    names = {re.split(r"[\[<>=~!; ]", d, maxsplit=1)[0].lower().replace("_", "-") for d in wanted}
+    assert names - {"toolbag"} <= pinned, sorted(names - pinned - {"toolbag"})
 
 
 @pytest.mark.parametrize("values", ["full-values.yaml", "external-redis-values.yaml", "existing-secrets-values.yaml"])
@@ -853,3 +873,20 @@ def test_chart_refuses_unsafe_or_incomplete_values(args: tuple[str, ...], messag
     proc = _template(*args)
     assert proc.returncode != 0, f"helm template {' '.join(args)} rendered"
     assert message in proc.stderr, proc.stderr
+
+
+def test_the_redis_exporter_is_opt_in_and_scraped_with_the_fleet() -> None:
+    """Off by default; on, its pod carries the metrics label and a port named metrics (the chart's metrics Service
+    and ServiceMonitor scrape it), and it reads the fleet's own Redis URL."""
+    assert not [d for d in _of_kind(_rendered("minimal-values.yaml"), "Deployment")
+                if d["metadata"]["name"].endswith("redis-exporter")]
+    (exporter,) = [d for d in _of_kind(_rendered("full-values.yaml"), "Deployment")
+                   if d["metadata"]["name"].endswith("redis-exporter")]
+    pod = exporter["spec"]["template"]
+    assert pod["metadata"]["labels"]["toolbag.io/metrics"] == "true"
+    (container,) = pod["spec"]["containers"]
+    assert {p["name"]: p["containerPort"] for p in container["ports"]} == {"metrics": 9121}
+    env = _env(container)
+    names = [e["name"] for e in container["env"]]
+    assert env["REDIS_ADDR"]["value"] == "$(TOOLBAG_REDIS_URL)"
+    assert names.index("TOOLBAG_REDIS_URL") < names.index("REDIS_ADDR"), "a $(VAR) reference needs VAR first"

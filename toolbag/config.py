@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass
 from functools import cached_property
@@ -271,9 +270,11 @@ def parse_config(data: Any, source: str = "<config>") -> Config:
 
 def config_path() -> Path:
     """``$TOOLBAG_CONFIG``, else ``./toolbag.yaml``, else the embedded defaults."""
-    env = os.environ.get("TOOLBAG_CONFIG")
+    from toolbag.settings import load_settings
+
+    env = load_settings().config
     if env:
-        return Path(env)
+        return env
     local = Path("toolbag.yaml")
     return local if local.exists() else DEFAULT_CONFIG_PATH
 
@@ -282,9 +283,11 @@ def load_config(path: str | Path | None = None) -> Config:
     """Load and validate a config file. ``$TOOLBAG_SIMULATOR_URL`` overrides ``simulator_url``."""
     file = Path(path) if path is not None else config_path()
     config = parse_config(_read_yaml(file), str(file))
-    simulator_override = os.environ.get("TOOLBAG_SIMULATOR_URL")
+    from toolbag.settings import load_settings
+
+    simulator_override = load_settings().simulator_url
     if simulator_override:
-        config = config.model_copy(update={"simulator_url": simulator_override.rstrip("/")})
+        config = config.model_copy(update={"simulator_url": simulator_override})
     return config
 
 
@@ -387,4 +390,7 @@ def valid_unicode(text: str) -> bool:
 
 
 def redis_url() -> str:
-    return os.environ.get("TOOLBAG_REDIS_URL", DEFAULT_REDIS_URL)
+    """``$TOOLBAG_REDIS_URL`` (checked: :class:`toolbag.settings.SettingsError`), else the local default."""
+    from toolbag.settings import load_settings
+
+    return load_settings().redis_url

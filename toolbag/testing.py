@@ -28,6 +28,7 @@ from toolbag.client import Client
 from toolbag.config import TIERS, Config, load_config
 from toolbag.config import redis_url as default_redis_url
 from toolbag.errors import ToolbagError
+from toolbag.escalations import OutboxSender
 from toolbag.ratelimit import RateLimiter
 from toolbag.routing import Router
 from toolbag.routing.health import HealthTracker
@@ -149,6 +150,7 @@ class InProcessFleet:
             self.supervisor = Supervisor(self.config, self.store, health=health)
             limiter = RateLimiter(self.config, self.store.redis, self.store.keys)
             self.sweeper = Sweeper(self.config, self.store, health=health, limiter=limiter)
+            self.outbox_sender = OutboxSender(self.supervisor.outbox)  # driven by sweep(), no thread
             caller = worker_caller(self.config, self.store)
             self._closers.append(caller.close)
             skills = SkillLibrary(skills_root)
@@ -243,8 +245,11 @@ class InProcessFleet:
         return taken
 
     def sweep(self) -> None:
-        """One round of the supervisor's sweeps: expired leases, due delayed jobs, deadlines, lost messages."""
+        """One round of the supervisor's sweeps (expired leases, due delayed jobs, deadlines, lost messages),
+        and the webhook outbox's due deliveries."""
         self.sweeper.sweep_once()
+        if self.config.fleet.escalation_webhook_url and self.outbox_sender.holds_lock():
+            self.outbox_sender.send_due()
 
     def in_flight(self) -> InFlight:
         """Where the unfinished jobs are right now."""

@@ -10,6 +10,7 @@ from typing import Any
 from toolbag.attempt.leases import LeaseKeeper
 from toolbag.attempt.runner import AttemptRunner
 from toolbag.config import Config
+from toolbag.escalations import OutboxSender
 from toolbag.store import JobStore
 from toolbag.store.keys import Keys
 from toolbag.store.replication import Replication
@@ -24,6 +25,7 @@ class Runtime:
     supervisor_: Supervisor | None = None
     sweeper: Sweeper | None = None
     keeper: LeaseKeeper | None = None
+    outbox_sender: OutboxSender | None = None
 
     @property
     def attempts(self) -> AttemptRunner:
@@ -42,6 +44,8 @@ class Runtime:
             self.keeper.stop()
         if self.sweeper:
             self.sweeper.stop()
+        if self.outbox_sender:
+            self.outbox_sender.stop()
         if self.attempts_runner:
             self.attempts_runner.adapter.close()
             close_caller = getattr(self.attempts_runner.caller, "close", None)
@@ -117,5 +121,8 @@ def start_supervisor(config: Config, redis_url: str, *, sweep: bool = True) -> R
     sweeper = Sweeper(config, store, health=health, limiter=limiter) if sweep else None
     if sweeper:
         sweeper.start()
-    _current = Runtime(config, store, supervisor_=Supervisor(config, store, health=health), sweeper=sweeper)
+    supervisor = Supervisor(config, store, health=health)
+    sender = OutboxSender(supervisor.outbox)  # webhooks: one sender fleet-wide holds the lock
+    sender.start()
+    _current = Runtime(config, store, supervisor_=supervisor, sweeper=sweeper, outbox_sender=sender)
     return _current

@@ -6,14 +6,20 @@ from typing import Any
 
 from celery import shared_task
 
+from workers.outcome import AttemptFailed, report
 
-@shared_task(name="toolbag.attempt", bind=True, ignore_result=True, acks_late=True)
-def attempt(self: Any, job_id: str, token: str) -> None:
-    """Run one attempt of a job (provider workers)."""
+
+@shared_task(name="toolbag.attempt", bind=True, ignore_result=True, acks_late=True, throws=(AttemptFailed,))
+def attempt(self: Any, job_id: str, token: str) -> str | None:
+    """Run one attempt of a job (provider workers). With task events on, its outcome is the task's."""
     from workers.runtime import current
 
     info = self.request.delivery_info or {}
-    current().attempts.run(job_id, str(token), str(info.get("routing_key") or ""))
+    runner = current().attempts
+    runner.run(job_id, str(token), str(info.get("routing_key") or ""))
+    if self.app.conf.worker_send_task_events:
+        return report(runner.store, job_id, str(token), runner.worker_name)
+    return None
 
 
 @shared_task(name="toolbag.decide", bind=True, ignore_result=True, acks_late=True)

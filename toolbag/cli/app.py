@@ -200,12 +200,12 @@ _METRICS_HOST_HELP = ("Address /metrics listens on (default 0.0.0.0: Prometheus 
 
 
 def _metrics_port(explicit: int | None, default: int) -> int:
+    from toolbag.settings import load_settings
+
     if explicit is not None:
         return explicit
-    value = os.environ.get(METRICS_PORT_ENV, str(default))
-    if not value.isdigit():
-        fail(f"{METRICS_PORT_ENV}: {value!r} is not a port number")
-    return int(value)
+    configured = load_settings().metrics_port  # checked before any command runs (main)
+    return default if configured is None else configured
 
 
 def _serve_metrics(port: int, role: str, host: str, collectors: Sequence[Collector] = ()) -> int:
@@ -220,7 +220,20 @@ def _serve_metrics(port: int, role: str, host: str, collectors: Sequence[Collect
         fail(f"--metrics-host: {err}")
 
 
+def _need_worker_extra() -> None:
+    """One error line when the fleet's own dependencies were not installed (a producer's install)."""
+    import importlib.util
+
+    missing = [name for name in ("celery", "starlette", "openai") if importlib.util.find_spec(name) is None]
+    if missing:
+        fail(f"this command runs the fleet and needs the worker extra ({', '.join(missing)} missing): "
+             "pip install 'toolbag[worker]'")
+
+
 _LOGLEVEL_HELP = "Level of toolbag's JSON logs (libraries log at WARNING unless DEBUG)"
+_EVENTS_HELP = ("Send Celery task events (for Flower, `celery events` and exporters): each attempt shows as "
+                "toolbag.attempt:<capability>:<tier>:<model>, failed when the attempt failed. Off by default: "
+                "it costs throughput (docs/operating.md)")
 
 
 def _logs(role: str, loglevel: str, config: Config | None) -> None:
@@ -269,8 +282,12 @@ def worker(
     metrics_host: str = typer.Option("0.0.0.0", "--metrics-host", envvar="TOOLBAG_METRICS_HOST",
                                      help=_METRICS_HOST_HELP),
     loglevel: str = typer.Option("INFO", "--loglevel", envvar="TOOLBAG_LOG_LEVEL", help=_LOGLEVEL_HELP),
+    events: bool = typer.Option(False, "--events", help=_EVENTS_HELP),
+    alive_file: Path = typer.Option(None, "--alive-file", envvar="TOOLBAG_ALIVE_FILE",
+                                    help="Touch this file from the consumer's loop (for `toolbag alive`)"),
 ) -> None:
     """Run a provider worker: consumes <provider>.interactive, .standard, .batch in that order."""
+    _need_worker_extra()
     import logging
 
     from toolbag.store.connection import UNAVAILABLE_ERRORS
@@ -280,6 +297,10 @@ def worker(
 
     config = _config()
     _logs(f"worker:{provider}", loglevel, config)
+    if provider not in config.providers:
+        fail(f"--provider: unknown provider {provider!r}; configured: {', '.join(sorted(config.providers))}")
+    # /metrics first: a taken port stops the worker before it writes anything (a policy it would publish)
+    port = _serve_metrics(_metrics_port(metrics_port, 9100), f"worker:{provider}", metrics_host)
     _reachable_redis(f"worker {provider}")
     try:
         runtime = start_provider(config, redis_url(), provider)
@@ -289,13 +310,12 @@ def worker(
     except UNAVAILABLE_ERRORS as err:
         fail(f"worker {provider}: redis went away while starting ({type(err).__name__}: {err})", code=1)
     try:
-        port = _serve_metrics(_metrics_port(metrics_port, 9100), f"worker:{provider}", metrics_host)
         n = concurrency or config.providers[provider].concurrency
         err_console.print(f"worker {provider}: {n} slots, metrics on {metrics_host}:{port}/metrics")
         logging.getLogger("toolbag.worker").info(
             "worker started", extra={"event": "started", "provider": provider, "slots": n, "metrics_port": port}
         )
-        celery_app = make_app(config, redis_url())
+        celery_app = make_app(config, redis_url(), task_events=events, alive_file=alive_file)
         code = run_worker(celery_app, [
             "worker", "-P", "threads", "-c", str(n), "-Q", ",".join(worker_queues(provider)),
             "-n", f"{provider}@%h-{os.getpid()}", "--without-gossip", "--without-mingle",
@@ -313,8 +333,10 @@ def supervisor(
     metrics_host: str = typer.Option("0.0.0.0", "--metrics-host", envvar="TOOLBAG_METRICS_HOST",
                                      help=_METRICS_HOST_HELP),
     loglevel: str = typer.Option("INFO", "--loglevel", envvar="TOOLBAG_LOG_LEVEL", help=_LOGLEVEL_HELP),
+    events: bool = typer.Option(False, "--events", help="Send Celery task events (Flower, `celery events`)"),
 ) -> None:
     """Run the supervisor: decisions after failures, and the sweeps (safe to run two)."""
+    _need_worker_extra()
     import logging
 
     from toolbag.store.connection import UNAVAILABLE_ERRORS
@@ -338,7 +360,7 @@ def supervisor(
         logging.getLogger("toolbag.supervisor").info(
             "supervisor started", extra={"event": "started", "metrics_port": port}
         )
-        celery_app = make_app(config, redis_url())
+        celery_app = make_app(config, redis_url(), task_events=events)
         code = run_worker(celery_app, [
             "worker", "-P", "threads", "-c", str(concurrency), "-Q", SUPERVISOR_QUEUE,
             "-n", f"supervisor@%h-{os.getpid()}", "--without-gossip", "--without-mingle", "-l", loglevel,
@@ -352,19 +374,23 @@ def supervisor(
 def simulator(
     host: str = typer.Option("127.0.0.1", "--host"),
     port: int = typer.Option(8900, "--port"),
-    faults: Path = typer.Option(None, "--faults", help="YAML fault plan"),
+    faults: Path = typer.Option(None, "--faults", help="YAML fault plan; `example` = the example that ships "
+                                "with toolbag (every option, commented)"),
     metrics_port: int = typer.Option(
         None, "--metrics-port", help="/metrics port: requests by vendor, fault and status (default 9102; 0 = any)"
     ),
     loglevel: str = typer.Option("INFO", "--loglevel", envvar="TOOLBAG_LOG_LEVEL", help=_LOGLEVEL_HELP),
 ) -> None:
     """Serve the Anthropic, OpenAI and Gemini wire protocols on one port, with fault injection."""
+    _need_worker_extra()
     from toolbag.simulator.faults import FaultPlan
     from toolbag.simulator.server import serve_forever
     from toolbag.telemetry import metrics
 
     _logs("simulator", loglevel, None)
     plan = None
+    if faults is not None and str(faults) == "example" and not faults.exists():
+        faults = Path(__file__).resolve().parents[1] / "simulator" / "faults.example.yaml"
     if faults is not None:
         try:
             plan = FaultPlan.from_file(faults)
@@ -432,6 +458,35 @@ def eval_(
 
 
 @app.command()
+def alive(
+    file: Path = typer.Option(..., "--file", envvar="TOOLBAG_ALIVE_FILE", help="The worker's --alive-file"),
+    max_age_s: float = typer.Option(60.0, "--max-age-s", min=1.0, help="Older than this: the consumer is wedged"),
+) -> None:
+    """Liveness of a worker's consumer: exit 0 while its loop touches --file; exit 1 when the file is older than
+    --max-age-s and Redis answers (the consumer is wedged: restart it). With Redis unreachable the consumer
+    cannot run either way, so it stays alive: a Redis outage must not restart every worker."""
+    import time
+
+    import redis as redis_lib
+
+    try:
+        age_s = time.time() - file.stat().st_mtime
+    except OSError as err:
+        fail(f"--file: cannot read {file} ({err.strerror}); is the worker started with --alive-file {file}?", code=1)
+    if age_s <= max_age_s:
+        console.print(f"ok: the consumer's loop ran {age_s:.1f} s ago")
+        return
+    try:
+        redis_lib.Redis.from_url(redis_url(), socket_connect_timeout=2, socket_timeout=2).ping()
+    except redis_lib.RedisError:
+        console.print(f"ok: the consumer's loop last ran {age_s:.0f} s ago, but Redis is unreachable (not the "
+                      "worker's fault)")
+        return
+    fail(f"the consumer's loop has not run for {age_s:.0f} s (more than --max-age-s {max_age_s:g}) while Redis "
+         "answers: the consumer is wedged", code=1)
+
+
+@app.command()
 def health() -> None:
     """Exit 0 when the config loads and Redis answers (for container health checks)."""
     import redis as redis_lib
@@ -462,6 +517,7 @@ def dev(
 ) -> None:
     """Run everything locally: Redis (the one asked for, or a private one), simulator, one worker per provider,
     supervisor."""
+    _need_worker_extra()
     from toolbag.devfleet.dev import DevFleetError, run_dev
 
     try:
@@ -503,6 +559,14 @@ _mount_optional()
 def main() -> None:
     """Run the CLI. A usage error (unknown command or option, a bad value) is one ``error:`` line and exit 2,
     like every other error; a command's own exit code is the process's."""
+    from toolbag.settings import SettingsError, load_settings
+    from toolbag.store.connection import UNAVAILABLE_ERRORS, RedisUnavailable, describe
+
+    try:
+        load_settings()  # every TOOLBAG_* variable, checked before any command runs
+    except SettingsError as err:
+        print_error(str(err))
+        sys.exit(2)
     try:
         code = app(standalone_mode=False)
     except typer.TyperException as err:
@@ -513,6 +577,10 @@ def main() -> None:
         sys.exit(err.exit_code)
     except typer.Abort:
         print_error("aborted")
+        sys.exit(1)
+    except (RedisUnavailable, *UNAVAILABLE_ERRORS) as err:  # retryable: exit 1, not a usage error
+        print_error(f"redis at {describe(redis_url())} is unavailable ({type(err).__name__}); start it, or set "
+                    "TOOLBAG_REDIS_URL to one that runs, and try again")
         sys.exit(1)
     sys.exit(code if isinstance(code, int) else 0)
 

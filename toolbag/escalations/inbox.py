@@ -7,10 +7,7 @@ wakes callers who chose to wait through the escalation.
 
 from __future__ import annotations
 
-import json
 import logging
-import threading
-import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
@@ -108,17 +105,3 @@ class Inbox:
         if not done.ok:
             raise InboxError(f"job {job_id} changed while retrying; look again")
         return target
-
-
-def notify_webhook(url: str, payload: dict[str, Any], timeout_s: float = 5.0) -> None:
-    """POST an escalation to a webhook in the background; a failing hook is logged, never blocks."""
-
-    def post() -> None:
-        request = urllib.request.Request(url, data=json.dumps(payload).encode(), method="POST",
-                                         headers={"content-type": "application/json"})
-        try:
-            urllib.request.urlopen(request, timeout=timeout_s).close()
-        except OSError as err:
-            log.warning("escalation webhook failed: %s", err)
-
-    threading.Thread(target=post, name="toolbag-escalation-webhook", daemon=True).start()

@@ -22,12 +22,15 @@ class StrictModel(BaseModel):
 
 
 def file_from_env(env: str, name: str) -> Path | None:
-    """``$env``, else ``./name`` when it exists, else None."""
+    """``$env``, else ``./name`` when it exists, else the copy that ships with toolbag (:mod:`toolbag.starter`),
+    else None."""
+    from toolbag.starter import starter_path
+
     configured = os.environ.get(env)
     if configured:
         return Path(configured)
     local = Path(name)
-    return local if local.exists() else None
+    return local if local.exists() else starter_path(name)
 
 
 def read_text(path: Path, what: str, error: type[ToolbagError], *, max_bytes: int | None = None) -> str:

@@ -21,19 +21,19 @@ from toolbag.skills.validation import inspect_skill_dir
 SKILLS_DIR_ENV = "TOOLBAG_SKILLS_DIR"
 
 
-_CHECKOUT_SKILLS = Path(__file__).resolve().parents[2] / "skills"  # beside the package in a source checkout
-
-
 def default_skills_dir() -> Path:
-    """``$TOOLBAG_SKILLS_DIR``; else ``./skills`` when this folder has one; else the library beside the
-    installed package (a source checkout), so a skill is found from any working directory."""
+    """``$TOOLBAG_SKILLS_DIR``; else ``./skills`` when this folder has one; else the starter library that ships
+    with the package (:mod:`toolbag.starter`), so a skill is found from any working directory."""
+    from toolbag.starter import starter_path
+
     env = os.environ.get(SKILLS_DIR_ENV)
     if env:
         return Path(env)
     here = Path("skills")
-    if here.is_dir() or not _CHECKOUT_SKILLS.is_dir():
+    starter = starter_path("skills")
+    if here.is_dir() or starter is None:
         return here
-    return _CHECKOUT_SKILLS
+    return starter
 
 
 default_skills_root = default_skills_dir

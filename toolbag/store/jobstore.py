@@ -118,7 +118,8 @@ class JobStore:
             job.job_id,
             "1" if use_idem else "0",
             self.job_ttl_s,
-            attempt_message(job.queue, job.job_id, "1"),
+            attempt_message(job.queue, job.job_id, "1", capability=job.fields.get("capability", ""),
+                            model=job.fields.get("model", "")),
             int(job.deadline_s * 1000),
         ]
         for name, value in job.fields.items():
@@ -190,7 +191,7 @@ class JobStore:
 
     def end_attempt(self, job_id: str, token: str, outcome: str, record_json: str) -> Transition:
         """Running → deciding, pushing a decision message to the supervisor queue in the same step."""
-        envelope = decide_message(job_id, token)
+        envelope = decide_message(job_id, token, outcome)
         reply = self._end_attempt(
             keys=[
                 self.keys.job(job_id), self.keys.leases, self.keys.attempts(job_id),
@@ -217,7 +218,7 @@ class JobStore:
         new_token = str(int(token) + 1)
         delay_ms = max(0, int(delay_s * 1000))
         target = self.keys.delayed if delay_ms > 0 else self.keys.queue(queue)
-        envelope = attempt_message(queue, job_id, new_token) if delay_ms <= 0 else ""
+        envelope = attempt_message(queue, job_id, new_token, model=model) if delay_ms <= 0 else ""
         reply = self._hand_back(
             keys=[self.keys.job(job_id), self.keys.leases, self.keys.attempts(job_id), target,
                   self.keys.waiting(queue), self.keys.audit],
@@ -245,7 +246,7 @@ class JobStore:
         new_token = str(int(expected_token) + 1)
         delay_ms = int(delay_s * 1000)
         target = self.keys.delayed if delay_ms > 0 else self.keys.queue(queue)
-        envelope = attempt_message(queue, job_id, new_token) if delay_ms <= 0 else ""
+        envelope = attempt_message(queue, job_id, new_token, model=model) if delay_ms <= 0 else ""
         leaving = self.keys.escalations if expected_status is JobStatus.ESCALATED else self.keys.deciding
         reply = self._dispatch(
             keys=[self.keys.job(job_id), leaving, self.keys.attempts(job_id), target,
@@ -258,14 +259,15 @@ class JobStore:
 
     def promote(self, job_id: str) -> Transition:
         """Waiting and due → queued. Safe to call twice, from two supervisors."""
-        record = self.redis.hmget(self.keys.job(job_id), ["token", "queue"])
+        record = self.redis.hmget(self.keys.job(job_id), ["token", "queue", "capability", "model"])
         if record[0] is None or record[1] is None:
             self.redis.zrem(self.keys.delayed, job_id)
             return Transition(False, "missing")
         token, queue = text(record[0]), text(record[1])
+        capability, model = text(record[2] or b""), text(record[3] or b"")
         reply = self._promote(
             keys=[self.keys.job(job_id), self.keys.delayed, self.keys.queue(queue), self.keys.waiting(queue)],
-            args=[token, attempt_message(queue, job_id, token)],
+            args=[token, attempt_message(queue, job_id, token, capability=capability, model=model)],
         )
         return Transition(int(reply[0]) == 1, text(reply[1]) if len(reply) > 1 else "queued")
 

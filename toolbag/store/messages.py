@@ -32,15 +32,29 @@ def queue_name(provider: str, tier: str) -> str:
     return f"{provider}.{tier}"
 
 
-def task_envelope(queue: str, task_name: str, args: list[Any]) -> str:
-    """The JSON string kombu's Redis transport LPUSHes for ``task_name(*args)`` on ``queue``."""
+def tier_of(queue: str) -> str:
+    """The tier part of a provider queue's name (``anthropic.standard`` → ``standard``)."""
+    return queue.rpartition(".")[2]
+
+
+def attempt_shadow(queue: str, capability: str = "", model: str = "") -> str:
+    """The name Celery's logs, events and Flower show for an attempt: ``toolbag.attempt:<capability>:<tier>:<model>``
+    (a part not known where the message is built is left out)."""
+    return ":".join(part for part in (ATTEMPT_TASK, capability, tier_of(queue), model) if part)
+
+
+def task_envelope(queue: str, task_name: str, args: list[Any], shadow: str | None = None) -> str:
+    """The JSON string kombu's Redis transport LPUSHes for ``task_name(*args)`` on ``queue``. ``shadow`` is the
+    name shown for it (Celery runs ``task_name`` whatever the shadow says). The message names the default
+    (anonymous) exchange, so kombu's restore of an unacked message puts it back on ``queue`` by name, without
+    reading any exchange binding."""
     task_id = uuid.uuid4().hex
     body = json.dumps([args, {}, {"callbacks": None, "errbacks": None, "chain": None, "chord": None}])
     headers: dict[str, Any] = {
         "lang": "py",
         "task": task_name,
         "id": task_id,
-        "shadow": None,
+        "shadow": shadow,
         "eta": None,
         "expires": None,
         "group": None,
@@ -75,14 +89,15 @@ def task_envelope(queue: str, task_name: str, args: list[Any]) -> str:
     return json.dumps(message)
 
 
-def attempt_message(queue: str, job_id: str, token: str) -> str:
+def attempt_message(queue: str, job_id: str, token: str, *, capability: str = "", model: str = "") -> str:
     """The pointer message that runs attempt ``token`` of ``job_id`` on ``queue``."""
-    return task_envelope(queue, ATTEMPT_TASK, [job_id, token])
+    return task_envelope(queue, ATTEMPT_TASK, [job_id, token], attempt_shadow(queue, capability, model))
 
 
-def decide_message(job_id: str, token: str) -> str:
+def decide_message(job_id: str, token: str, outcome: str = "") -> str:
     """The pointer message that asks the supervisor to decide after attempt ``token`` of ``job_id``."""
-    return task_envelope(SUPERVISOR_QUEUE, DECIDE_TASK, [job_id, token])
+    shadow = f"{DECIDE_TASK}:{outcome}" if outcome else None
+    return task_envelope(SUPERVISOR_QUEUE, DECIDE_TASK, [job_id, token], shadow)
 
 
 def _pointer(payload: Any, task: str = ATTEMPT_TASK) -> tuple[str, str] | None:

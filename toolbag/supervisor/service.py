@@ -13,7 +13,7 @@ from typing import Any
 from toolbag.attempt.request import PLAIN_MAX_OUTPUT_TOKENS
 from toolbag.attempt.tokens import estimate_text_tokens
 from toolbag.config import Config
-from toolbag.escalations import notify_webhook
+from toolbag.escalations import Outbox
 from toolbag.jobs import DecisionRecord, JobNotFound, JobRecord, JobStatus
 from toolbag.providers.base import OutcomeKind
 from toolbag.ratelimit import RateLimiter
@@ -34,6 +34,7 @@ class Supervisor:
         self.store = store
         self.router = Router(config, health)
         self.limiter = limiter or RateLimiter(config, store.redis, store.keys)
+        self.outbox = Outbox(store.redis, store.keys)
 
     def decide(self, job_id: str, token: str) -> Decision | None:
         """Decide and apply. Returns None when the message is stale (the job moved on)."""
@@ -98,7 +99,7 @@ class Supervisor:
                 if status is JobStatus.ESCALATED:
                     metrics.ESCALATIONS.labels(capability).inc()
                     if self.config.fleet.escalation_webhook_url:
-                        notify_webhook(self.config.fleet.escalation_webhook_url, {
+                        self.outbox.add(self.config.fleet.escalation_webhook_url, {
                             "event": "escalated", "job_id": job_id, "capability": capability, "tier": tier,
                             "reason": decision.reason})
         if done.ok:

@@ -124,6 +124,14 @@ SUPERVISOR_DECISIONS = Counter(
     "toolbag_supervisor_decisions_total", "Supervisor decisions by action and outcome", ["action", "outcome"]
 )
 ESCALATIONS = Counter("toolbag_escalations_total", "Jobs escalated to the human inbox", ["capability"])
+WEBHOOK_DELIVERIES = Counter(
+    "toolbag_webhook_deliveries_total",
+    "Webhook POSTs from the outbox: delivered, retried (a failed try, to be tried again), failed (given up)",
+    ["result"],
+)
+WEBHOOKS_PENDING = Gauge(
+    "toolbag_webhooks_pending", "Notifications in the webhook outbox, not yet delivered", multiprocess_mode="mostrecent"
+)
 TOKENS = Counter(
     "toolbag_tokens_total", "Tokens by direction (input, output, cached)", ["provider", "model", "direction"]
 )

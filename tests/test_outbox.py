@@ -1,0 +1,130 @@
+"""Webhooks through the outbox: a real Redis stream, real sender threads, a real local HTTP receiver.
+
+A receiver that is down loses nothing: every notification waits in the stream and is delivered once it is
+back. Of two senders only the lock holder posts, so nothing arrives twice. One that keeps failing is given up
+on after ``give_up_s``, kept in the failed list and counted."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from typing import Any
+
+import pytest
+import redis
+
+from tests.conftest import free_port
+from toolbag.escalations.outbox import DELIVERY_HEADER, Outbox, OutboxSender
+from toolbag.store import Keys
+from toolbag.telemetry import metrics
+
+
+class Receiver:
+    """An HTTP receiver on a fixed port that can be started late; records (delivery id, body) per POST."""
+
+    def __init__(self, status: int = 204) -> None:
+        self.port = free_port()
+        self.status = status
+        self.posts: list[tuple[str, dict[str, Any]]] = []
+
+    @contextmanager
+    def up(self) -> Iterator[None]:
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+                body = json.loads(self.rfile.read(int(self.headers["content-length"])))
+                receiver.posts.append((self.headers[DELIVERY_HEADER], body))
+                self.send_response(receiver.status)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                return
+
+        server = HTTPServer(("127.0.0.1", self.port), Handler)
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            server.shutdown()
+            server.server_close()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hook"
+
+
+def counted(result: str) -> float:
+    return metrics.WEBHOOK_DELIVERIES.labels(result)._value.get()  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def outbox(redis_url: str) -> Iterator[Outbox]:
+    client = redis.Redis.from_url(redis_url)
+    yield Outbox(client, Keys(f"o{uuid.uuid4().hex[:6]}:"))
+    client.close()
+
+
+def wait_until(check: Any, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.05)
+    return bool(check())
+
+
+def receiver_down_then_up(outbox: Outbox, down_s: float) -> None:
+    receiver = Receiver()
+    senders = [OutboxSender(outbox, poll_s=0.05, backoff_s=0.2, max_backoff_s=2.0) for _ in range(2)]
+    retried = counted("retried")
+    for sender in senders:
+        sender.start()
+    try:
+        for i in range(20):
+            outbox.add(receiver.url, {"event": "escalated", "job_id": f"job-{i}"})
+        time.sleep(down_s)  # the receiver is down: every try fails, nothing is lost
+        assert outbox.pending() == 20
+        assert counted("retried") > retried
+        with receiver.up():
+            assert wait_until(lambda: outbox.pending() == 0, 30), outbox.pending()
+    finally:
+        for sender in senders:
+            sender.stop()
+    ids = [delivery for delivery, _ in receiver.posts]
+    assert sorted(body["job_id"] for _, body in receiver.posts) == sorted(f"job-{i}" for i in range(20))
+    assert len(set(ids)) == len(ids) == 20, "a notification arrived twice (two senders posted)"
+    assert outbox.failed() == []
+
+
+def test_a_receiver_down_loses_nothing_and_nothing_arrives_twice(outbox: Outbox) -> None:
+    receiver_down_then_up(outbox, down_s=3)
+
+
+@pytest.mark.slow
+def test_a_receiver_down_for_a_minute_loses_nothing(outbox: Outbox) -> None:
+    receiver_down_then_up(outbox, down_s=60)
+
+
+def test_a_receiver_that_keeps_failing_is_given_up_on_and_counted(outbox: Outbox) -> None:
+    receiver = Receiver(status=500)
+    sender = OutboxSender(outbox, poll_s=0.05, backoff_s=0.1, max_backoff_s=0.2, give_up_s=1.0)
+    failed = counted("failed")
+    with receiver.up():
+        delivery = outbox.add(receiver.url, {"event": "escalated", "job_id": "doomed"})
+        sender.start()
+        try:
+            assert wait_until(lambda: outbox.pending() == 0, 20)
+        finally:
+            sender.stop()
+    assert len(receiver.posts) >= 2 and {d for d, _ in receiver.posts} == {delivery}  # retried, same id
+    [kept] = outbox.failed()
+    assert kept["delivery_id"] == delivery and kept["reason"] == "HTTP 500"
+    assert json.loads(kept["body"])["job_id"] == "doomed"
+    assert counted("failed") == failed + 1
