@@ -562,6 +562,8 @@ def main() -> None:
     from toolbag.settings import SettingsError, load_settings
     from toolbag.store.connection import UNAVAILABLE_ERRORS, RedisUnavailable, describe
 
+    redis_away: tuple[type[Exception], ...] = (RedisUnavailable, *UNAVAILABLE_ERRORS)
+
     try:
         load_settings()  # every TOOLBAG_* variable, checked before any command runs
     except SettingsError as err:
@@ -578,7 +580,7 @@ def main() -> None:
     except typer.Abort:
         print_error("aborted")
         sys.exit(1)
-    except (RedisUnavailable, *UNAVAILABLE_ERRORS) as err:  # retryable: exit 1, not a usage error
+    except redis_away as err:  # retryable: exit 1, not a usage error
         print_error(f"redis at {describe(redis_url())} is unavailable ({type(err).__name__}); start it, or set "
                     "TOOLBAG_REDIS_URL to one that runs, and try again")
         sys.exit(1)
