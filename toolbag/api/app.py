@@ -23,13 +23,14 @@ from starlette.applications import Starlette
 from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 
 from toolbag.api.keys import ApiKey, KeyStore
 from toolbag.api.wire import ChatCompletionRequest, MessagesRequest, field_path
 from toolbag.attempt.deltas import AttemptEnd, TextDelta
 from toolbag.client import Client, Job
 from toolbag.config import TIERS
+from toolbag.console import console_app
 from toolbag.errors import ToolbagError
 from toolbag.jobs import JobResult, ResultTimeout, SubmitError
 
@@ -400,4 +401,5 @@ def create_app(client: Client | None = None) -> Starlette:
         Route("/v1/messages", door.messages, methods=["POST"]),
         Route("/v1/models", door.models, methods=["GET"]),
         Route("/healthz", health, methods=["GET"]),
+        Mount("/console", app=console_app(door.client)),
     ], exception_handlers={Exception: crashed})

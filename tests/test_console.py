@@ -1,0 +1,264 @@
+"""The web console's handlers (Starlette TestClient) on an in-process fleet over a real Redis and the simulator:
+sign-in, roles, CSRF, escaping, the pages, and the actions through the same library calls as the CLI."""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+from starlette.testclient import TestClient
+
+from tests.fleet import REPO
+from toolbag.config import load_config
+from toolbag.console import ConsoleKeyError, ConsoleKeyStore
+from toolbag.console.app import SESSION_COOKIE
+from toolbag.console.forms import output_fields, read_output
+from toolbag.console.keys import may
+from toolbag.gateway.audit import AuditFilter, RedisAuditReader
+from toolbag.jobs import JobStatus
+from toolbag.simulator.server import SimulatorServer
+from toolbag.testing import InProcessFleet, short_waits
+
+HOSTILE = "<script>alert('x')</script><b>bold</b>"
+
+
+@pytest.fixture(scope="module")
+def fleet(redis_server: str, sim: SimulatorServer) -> Iterator[InProcessFleet]:
+    with InProcessFleet(short_waits(load_config()), f"{redis_server}/0", simulator=sim) as f:
+        yield f
+
+
+@pytest.fixture(scope="module")
+def app(fleet: InProcessFleet) -> object:
+    from toolbag.api.app import create_app
+
+    return create_app(fleet.client)
+
+
+def _signed_in(app: object, fleet: InProcessFleet, role: str, name: str | None = None) -> TestClient:
+    _, secret = ConsoleKeyStore(fleet.store.redis, fleet.store.keys).create(name or f"{role}-person", role)
+    client = TestClient(app, follow_redirects=False)  # type: ignore[arg-type]
+    page = client.get("/console/login")
+    response = client.post("/console/login", data={"key": secret, "csrf": _csrf(page.text)})
+    assert response.status_code == 303, response.text
+    assert response.headers["location"] == "/console/fleet"
+    return client
+
+
+def _csrf(html: str) -> str:
+    found = re.search(r'name="csrf" value="([^"]+)"', html)
+    assert found, html[:500]
+    return found.group(1)
+
+
+def _console_audit(fleet: InProcessFleet, event: str) -> list[dict[str, str]]:
+    reader = RedisAuditReader(fleet.store.redis, fleet.store.keys)
+    return [e for _id, e in reader.query(AuditFilter(kinds=("console",), event=event), limit=50)]
+
+
+def test_roles_rank_and_keys_are_stored_only_hashed(fleet: InProcessFleet) -> None:
+    assert may("admin", "operator") and may("operator", "viewer") and not may("viewer", "operator")
+    assert not may("nobody", "viewer")
+    store = ConsoleKeyStore(fleet.store.redis, fleet.store.keys)
+    key, secret = store.create("dana", "operator")
+    assert store.lookup(secret) == key and store.lookup(secret + "x") is None
+    everything = b" ".join(k + b" " + b" ".join(fleet.store.redis.hvals(k)) for k in
+                           fleet.store.redis.scan_iter(match=f"{fleet.store.keys.prefix}consolekey*")
+                           if fleet.store.redis.type(k) == b"hash")
+    assert secret.encode() not in everything and secret[4:20].encode() not in everything
+    with pytest.raises(ConsoleKeyError, match="role"):
+        store.create("dana", "owner")
+    with pytest.raises(ConsoleKeyError, match="name"):
+        store.create("<b>", "viewer")
+    store.revoke(key.id)
+    assert store.lookup(secret) is None
+
+
+def test_sign_in_needs_a_live_key_and_a_csrf_token(app: object, fleet: InProcessFleet) -> None:
+    client = TestClient(app, follow_redirects=False)  # type: ignore[arg-type]
+    assert client.get("/console/fleet").headers["location"] == "/console/login"
+    page = client.get("/console/login")
+    wrong = client.post("/console/login", data={"key": "tbc-not-a-key", "csrf": _csrf(page.text)})
+    assert wrong.status_code == 400 and "unknown or revoked console key" in wrong.text
+    forged = client.post("/console/login", data={"key": "tbc-whatever", "csrf": "forged-token-forged-token"})
+    assert forged.status_code == 403 and "CSRF" in forged.text
+    assert "Traceback" not in wrong.text + forged.text
+
+
+def test_a_revoked_key_is_signed_out_on_its_next_click(app: object, fleet: InProcessFleet) -> None:
+    client = _signed_in(app, fleet, "viewer", "revokee")
+    assert client.get("/console/jobs").status_code == 200
+    store = ConsoleKeyStore(fleet.store.redis, fleet.store.keys)
+    store.revoke(next(k.id for k in store.list() if k.name == "revokee"))
+    assert client.get("/console/jobs").headers["location"] == "/console/login"
+    assert SESSION_COOKIE in client.cookies
+
+
+def test_fleet_page_shows_queues_models_and_the_hour(app: object, fleet: InProcessFleet) -> None:
+    job = fleet.client.submit("summarize", input={"text": "fleet page"}, tier="interactive", caller="fleet-test")
+    fleet.run_until_idle()
+    assert job.result(timeout_s=0).ok
+    client = _signed_in(app, fleet, "viewer")
+    page = client.get("/console/fleet")
+    assert page.status_code == 200
+    assert 'id="queues"' in page.text and "anthropic" in page.text and "interactive" in page.text
+    assert "claude-haiku" in page.text and "closed" in page.text
+    finished = int(re.search(r'id="finished-hour">(\d+)<', page.text).group(1))  # type: ignore[union-attr]
+    assert finished >= 1
+    assert "<svg class=\"chart succeeded\"" in page.text
+    assert "content-security-policy" in page.headers
+
+
+def test_job_page_escapes_user_text_and_shows_the_timeline(app: object, fleet: InProcessFleet) -> None:
+    job = fleet.client.submit("summarize", input={"text": f"[[sim:refusal@claude-*]] {HOSTILE}"},
+                              tier="interactive", caller="escape-test")
+    fleet.run_until_idle()
+    client = _signed_in(app, fleet, "viewer")
+    page = client.get(f"/console/jobs/{job.id}")
+    assert page.status_code == 200
+    assert "<script>alert" not in page.text and "&lt;script&gt;alert" in page.text
+    assert "refused" in page.text and "reroute" in page.text  # the attempt and the decision, in order
+    assert page.text.index("attempt 1") < page.text.index("reroute")
+    listed = client.get("/console/jobs", params={"caller": "escape-test"})
+    assert job.id in listed.text
+    bad = client.get("/console/jobs", params={"hours": "soon"})
+    assert bad.status_code == 200 and "a number of hours" in bad.text
+    assert client.get("/console/jobs/no-such-job").status_code == 404
+
+
+def test_a_viewer_cannot_cancel_an_operator_can(app: object, fleet: InProcessFleet) -> None:
+    job = fleet.client.submit("summarize", input={"text": "to cancel"}, tier="batch", caller="cancel-test")
+    viewer = _signed_in(app, fleet, "viewer", "vera")
+    page = viewer.get(f"/console/jobs/{job.id}")
+    assert "disabled" in page.text
+    refused = viewer.post(f"/console/jobs/{job.id}/cancel", data={"csrf": _csrf(page.text)})
+    assert refused.status_code == 403 and "cannot do this" in refused.text
+    assert fleet.store.get(job.id).status is JobStatus.QUEUED
+    assert any(e["agent"] == "vera" and e["outcome"] == "denied" for e in _console_audit(fleet, "refused"))
+    operator = _signed_in(app, fleet, "operator", "otto")
+    no_csrf = operator.post(f"/console/jobs/{job.id}/cancel", data={})
+    assert no_csrf.status_code == 403 and fleet.store.get(job.id).status is JobStatus.QUEUED
+    page = operator.get(f"/console/jobs/{job.id}")
+    done = operator.post(f"/console/jobs/{job.id}/cancel", data={"csrf": _csrf(page.text)})
+    assert done.status_code == 303
+    assert fleet.store.get(job.id).status is JobStatus.CANCELLED
+    assert any(e["agent"] == "otto" and e["job_id"] == job.id for e in _console_audit(fleet, "cancel"))
+
+
+def _escalated(fleet: InProcessFleet, caller: str) -> str:
+    job = fleet.client.submit(skill="classify", input={"text": f"[[sim:refusal]] {HOSTILE}",
+                                                       "labels": ["billing", "bug"]}, caller=caller)
+    fleet.run_until_idle()
+    assert fleet.store.get(job.id).status is JobStatus.ESCALATED
+    return job.id
+
+
+def test_resolve_form_comes_from_the_output_schema_and_is_validated(app: object, fleet: InProcessFleet) -> None:
+    job_id = _escalated(fleet, "resolve-test")
+    client = _signed_in(app, fleet, "operator", "olga")
+    inbox = client.get("/console/escalations")
+    assert job_id in inbox.text and "<script>alert" not in inbox.text
+    page = client.get(f"/console/escalations/{job_id}")
+    assert 'name="label"' in page.text and 'name="confidence"' in page.text and "<option>high</option>" in page.text
+    bad = client.post(f"/console/escalations/{job_id}/resolve",
+                      data={"csrf": _csrf(page.text), "confidence": "high", "reason": "<i>words</i>"})
+    assert bad.status_code == 400
+    assert re.search(r'id="error-label">output\.label: is required but missing<', bad.text), bad.text
+    assert "&lt;i&gt;words&lt;/i&gt;" in bad.text  # the typed value comes back, escaped
+    assert fleet.store.get(job_id).status is JobStatus.ESCALATED
+    good = client.post(f"/console/escalations/{job_id}/resolve",
+                       data={"csrf": _csrf(page.text), "label": "bug", "confidence": "high", "reason": "it broke"})
+    assert good.status_code == 303
+    result = fleet.client.result(job_id, timeout_s=0)
+    assert result.ok and result.output == {"label": "bug", "confidence": "high", "reason": "it broke"}
+    assert result.model == "console:olga"
+    assert any(e["job_id"] == job_id and e["agent"] == "olga" for e in _console_audit(fleet, "resolve"))
+
+
+def test_reject_needs_a_reason_and_retry_a_known_model(app: object, fleet: InProcessFleet) -> None:
+    job_id = _escalated(fleet, "reject-test")
+    client = _signed_in(app, fleet, "operator")
+    page = client.get(f"/console/escalations/{job_id}")
+    empty = client.post(f"/console/escalations/{job_id}/reject", data={"csrf": _csrf(page.text), "reject_reason": " "})
+    assert empty.status_code == 400 and 'id="error-reject-reason">a reason is required<' in empty.text
+    unknown = client.post(f"/console/escalations/{job_id}/retry", data={"csrf": _csrf(page.text), "model": "gpt-x"})
+    assert unknown.status_code == 400 and "unknown model" in unknown.text
+    done = client.post(f"/console/escalations/{job_id}/reject",
+                       data={"csrf": _csrf(page.text), "reject_reason": "out of scope"})
+    assert done.status_code == 303
+    result = fleet.client.result(job_id, timeout_s=0)
+    assert result.status is JobStatus.FAILED and result.error == "rejected: out of scope"
+    again = _escalated(fleet, "retry-test")
+    retried = client.post(f"/console/escalations/{again}/retry", data={"csrf": _csrf(page.text), "model": "gpt-luna"})
+    assert retried.status_code == 303 and "gpt-luna" in retried.headers["location"]
+    assert fleet.store.get(again).status is JobStatus.QUEUED and fleet.store.get(again).model == "gpt-luna"
+
+
+def test_free_form_resolution_and_schema_fields() -> None:
+    fields = output_fields(None)
+    assert [f.name for f in fields] == ["output"]
+    assert read_output(fields, {"output": '{"a": 1}'}, None) == ({"a": 1}, {})
+    assert read_output(fields, {"output": "plain words"}, None) == ("plain words", {})
+    assert read_output(fields, {"output": ""}, None)[1] == {"output": "the answer is required"}
+    schema = {"type": "object", "properties": {"n": {"type": "integer"}, "ok": {"type": "boolean"},
+                                               "tags": {"type": "array", "items": {"type": "string"}}},
+              "required": ["n"], "additionalProperties": False}
+    fields = output_fields(schema)
+    assert [f.kind for f in fields] == ["integer", "boolean", "json"]
+    assert read_output(fields, {"n": "two", "tags": "[1"}, schema)[1].keys() == {"n", "tags"}
+    assert read_output(fields, {"n": "2", "ok": "on", "tags": '["a"]'}, schema) == (
+        {"n": 2, "ok": True, "tags": ["a"]}, {})
+    assert "tags.0" in read_output(fields, {"n": "2", "tags": "[1]"}, schema)[1]["tags"].replace("[0]", ".0")
+
+
+def test_permissions_why_is_the_cli_answer(app: object, fleet: InProcessFleet) -> None:
+    client = _signed_in(app, fleet, "viewer")
+    page = client.get("/console/permissions", params={"agent": "analyst", "model": "claude-haiku", "tool": "kv.get"})
+    assert page.status_code == 200 and 'id="matrix"' in page.text
+    cli = subprocess.run([sys.executable, "-m", "toolbag.cli", "permissions", "explain", "--agent", "analyst",
+                          "--model", "claude-haiku", "--tool", "kv.get", "--file", str(REPO / "policy.yaml"),
+                          "--json"], capture_output=True, text=True, cwd=REPO, timeout=60)
+    answer = json.loads(cli.stdout)
+    why = html.unescape(page.text[page.text.index('id="why"'):])
+    assert ("ALLOW" if answer["allowed"] else "DENY") in why[:300]
+    assert answer["reason"] in why and all(rule["id"] in why for rule in answer["rules"])
+    missing = client.get("/console/permissions", params={"agent": "analyst"})
+    assert "required to explain a decision" in missing.text
+
+
+def test_keys_page_is_for_admins_and_shows_a_new_secret_once(app: object, fleet: InProcessFleet) -> None:
+    operator = _signed_in(app, fleet, "operator")
+    assert operator.get("/console/keys").status_code == 403
+    admin = _signed_in(app, fleet, "admin", "ada")
+    page = admin.get("/console/keys")
+    bad = admin.post("/console/keys/console", data={"csrf": _csrf(page.text), "name": "", "role": "viewer"})
+    assert bad.status_code == 400 and 'id="error-console-name"' in bad.text
+    made = admin.post("/console/keys/console", data={"csrf": _csrf(page.text), "name": "newbie", "role": "viewer"})
+    secret = re.search(r'id="new-secret">(tbc-[^<]+)<', made.text).group(1)  # type: ignore[union-attr]
+    assert secret not in admin.get("/console/keys").text
+    api = admin.post("/console/keys/api", data={"csrf": _csrf(page.text), "caller": "bot", "tier": "batch"})
+    api_secret = re.search(r'id="new-secret">(tbk-[^<]+)<', api.text).group(1)  # type: ignore[union-attr]
+    assert fleet.client.store.redis.hgetall(fleet.store.keys.api_key(__import__("toolbag.api.keys").api.keys
+                                                                      .key_digest(api_secret)))
+    assert any(e["agent"] == "ada" for e in _console_audit(fleet, "console-key-create"))
+    assert all(secret not in json.dumps(e) for e in _console_audit(fleet, "console-key-create"))
+
+
+def test_console_keys_cli_prints_the_secret_once_and_refuses_a_bad_role(redis_url: str) -> None:
+    env = {"TOOLBAG_REDIS_URL": redis_url, "PATH": "/usr/bin:/bin"}
+    made = subprocess.run([sys.executable, "-m", "toolbag.cli", "console-keys", "create", "--name", "alice",
+                           "--role", "admin"], capture_output=True, text=True, cwd=REPO, env=env, timeout=60)
+    assert made.returncode == 0, made.stderr
+    key = json.loads(made.stdout)
+    assert key["role"] == "admin" and key["key"].startswith("tbc-")
+    bad = subprocess.run([sys.executable, "-m", "toolbag.cli", "console-keys", "create", "--name", "bob",
+                          "--role", "owner"], capture_output=True, text=True, cwd=REPO, env=env, timeout=60)
+    assert bad.returncode == 2 and "--role" in bad.stderr and "Traceback" not in bad.stderr
+    listed = subprocess.run([sys.executable, "-m", "toolbag.cli", "console-keys", "list"], capture_output=True,
+                            text=True, cwd=REPO, env=env, timeout=60)
+    assert "alice" in listed.stdout and key["key"] not in listed.stdout

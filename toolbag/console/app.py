@@ -1,0 +1,473 @@
+"""The console's routes: sign-in, the pages, and the actions behind their forms.
+
+Every request re-reads the signed-in key from Redis (a revoked key is signed out on its next click); every
+form carries the session's CSRF token; every action checks the role on the server, goes through the same
+library call as the CLI (``Client.cancel``, :class:`~toolbag.escalations.Inbox`, the key stores) and is
+written to the audit stream with who did it. Pages never show a secret except a new key, once, to the admin
+who created it. User and model text is data: Jinja's autoescape is on for every template.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, PackageLoader, select_autoescape
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.sessions import SessionMiddleware
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from toolbag.api.keys import ApiKeyError, KeyStore
+from toolbag.client import Client
+from toolbag.config import TIERS
+from toolbag.console import actions
+from toolbag.console.charts import bar_chart, share
+from toolbag.console.fleet import SERIES, fleet_view
+from toolbag.console.forms import FormField, output_fields, read_output
+from toolbag.console.joblist import STATUSES, JobFilter, search_jobs, timeline
+from toolbag.console.keys import ROLES, ConsoleKey, ConsoleKeyError, ConsoleKeyStore, Role, may
+from toolbag.console.permissions import BUILTIN_TOOLS, current_policy, explain, matrix
+from toolbag.escalations import Inbox, InboxError
+from toolbag.gateway.audit import AuditFilter, RedisAuditReader
+from toolbag.jobs import JobNotFound
+
+__all__ = ["SECRET_ENV", "console_app"]
+
+SECRET_ENV = "TOOLBAG_CONSOLE_SECRET"
+SESSION_COOKIE = "toolbag_console"
+SESSION_MAX_AGE_S = 8 * 3600
+MAX_FORM_BYTES = 1_000_000
+_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_:.")
+
+log = logging.getLogger("toolbag.console")
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+class Refused(Exception):
+    """A request the console answers with a page saying why (status and message)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def _session_secret(client: Client) -> str:
+    """``$TOOLBAG_CONSOLE_SECRET``, else one random secret per fleet kept in Redis, so every replica signs
+    sessions alike and a restart keeps people signed in."""
+    import os
+
+    given = os.environ.get(SECRET_ENV)
+    if given:
+        return given
+    key = f"{client.store.keys.prefix}console:session-secret"
+    client.store.redis.set(key, secrets.token_urlsafe(48), nx=True)
+    raw = client.store.redis.get(key)
+    return raw.decode() if isinstance(raw, bytes) else str(raw)
+
+
+def _time(ms: int | float | None) -> str:
+    if not ms:
+        return ""
+    return datetime.fromtimestamp(float(ms) / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _ago(ms: int | float | None) -> str:
+    if not ms:
+        return ""
+    seconds = max(0.0, time.time() - float(ms) / 1000)
+    if seconds < 120:
+        return f"{seconds:.0f} s ago"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min ago"
+    return f"{seconds / 3600:.1f} h ago"
+
+
+def _pretty(value: Any) -> str:
+    return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True) if not isinstance(value, str) else value
+
+
+def _job_id(value: str) -> str:
+    if not value or len(value) > 128 or not set(value) <= _ID_CHARS:
+        raise Refused(404, "no such job")
+    return value
+
+
+class Console:
+    """The console over one :class:`Client` (its config, store and skills)."""
+
+    def __init__(self, client: Client, grafana_url: str | None = None) -> None:
+        self.client = client
+        self.store = client.store
+        self.config = client.config
+        self.grafana_url = grafana_url
+        self.console_keys = ConsoleKeyStore(self.store.redis, self.store.keys)
+        self.api_keys = KeyStore(self.store.redis, self.store.keys)
+        self.inbox = Inbox(self.config, self.store, client.router)
+        self.env = Environment(loader=PackageLoader("toolbag.console", "templates"),
+                               autoescape=select_autoescape(default=True, default_for_string=True))
+        self.env.filters.update(time=_time, ago=_ago, pretty=_pretty)
+        self.env.globals.update(share=share)
+
+    # -- plumbing ---------------------------------------------------------------------------------------
+
+    def csrf(self, request: Request) -> str:
+        token = request.session.get("csrf")
+        if not isinstance(token, str) or len(token) < 20:
+            token = secrets.token_urlsafe(32)
+            request.session["csrf"] = token
+        return token
+
+    def user(self, request: Request) -> ConsoleKey | None:
+        digest = request.session.get("key")
+        if not isinstance(digest, str) or len(digest) != 64:
+            return None
+        return self.console_keys.by_digest(digest)
+
+    def page(self, request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse:
+        base = request.scope.get("root_path", "")
+        user = context.pop("user", None) or self.user(request)
+        body = self.env.get_template(template).render(
+            base=base, user=user, csrf=self.csrf(request), roles=ROLES, may=lambda r: user is not None and
+            may(user.role, r), path=request.url.path, **context)
+        return HTMLResponse(body, status, headers={"cache-control": "no-store", "x-frame-options": "DENY",
+                                                   "referrer-policy": "same-origin",
+                                                   "content-security-policy":
+                                                       "default-src 'self'; style-src 'self'; img-src 'self' data:; "
+                                                       "script-src 'self'; frame-ancestors 'none'"})
+
+    async def form(self, request: Request) -> dict[str, str]:
+        """The posted form as text fields, after the CSRF check; uploads are refused here."""
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > MAX_FORM_BYTES:
+            raise Refused(413, f"the form is larger than {MAX_FORM_BYTES} bytes")
+        data = await request.form(max_files=0, max_fields=200)
+        fields = {k: v for k, v in data.items() if isinstance(v, str)}
+        sent = fields.get("csrf", "")
+        expected = request.session.get("csrf")
+        if not isinstance(expected, str) or not hmac.compare_digest(sent.encode(), expected.encode()):
+            raise Refused(403, "the form expired or did not come from this console (CSRF check failed); "
+                               "reload the page and try again")
+        return fields
+
+    def guard(self, needed: Role, handler: Callable[[Request, ConsoleKey], Awaitable[Response]]) -> Handler:
+        """Signed in, and with ``needed`` or a higher role; else the sign-in page or a refusal."""
+
+        async def run(request: Request) -> Response:
+            try:
+                user = self.user(request)
+                if user is None:
+                    base = request.scope.get("root_path", "")
+                    return RedirectResponse(f"{base}/login", 303)
+                if not may(user.role, needed):
+                    if request.method == "POST":
+                        actions.record(self.store, user.name, "refused", outcome="denied",
+                                       detail=f"{request.url.path} needs {needed}, has {user.role}")
+                    raise Refused(403, f"your role ({user.role}) cannot do this; it needs {needed}")
+                return await handler(request, user)
+            except Refused as err:
+                return self.page(request, "refused.html", err.status, message=err.message)
+
+        return run
+
+    # -- sign-in ----------------------------------------------------------------------------------------
+
+    async def login_form(self, request: Request) -> Response:
+        return self.page(request, "login.html", user=None, errors={})
+
+    async def login(self, request: Request) -> Response:
+        try:
+            fields = await self.form(request)
+        except Refused as err:
+            return self.page(request, "login.html", err.status, errors={"key": err.message})
+        secret = fields.get("key", "").strip()
+        key = self.console_keys.lookup(secret) if secret else None
+        if key is None:
+            message = "enter your console key" if not secret else "unknown or revoked console key"
+            return self.page(request, "login.html", 400, errors={"key": message})
+        request.session.clear()
+        request.session.update({"key": _digest(secret), "csrf": secrets.token_urlsafe(32)})
+        actions.record(self.store, key.name, "sign-in", detail=f"role {key.role}")
+        return RedirectResponse(f"{request.scope.get('root_path', '')}/fleet", 303)
+
+    async def logout(self, request: Request) -> Response:
+        try:
+            await self.form(request)
+        except Refused as err:
+            return self.page(request, "refused.html", err.status, message=err.message)
+        request.session.clear()
+        return RedirectResponse(f"{request.scope.get('root_path', '')}/login", 303)
+
+    # -- pages ------------------------------------------------------------------------------------------
+
+    async def home(self, request: Request) -> Response:
+        return RedirectResponse(f"{request.scope.get('root_path', '')}/fleet", 303)
+
+    async def fleet(self, request: Request, user: ConsoleKey) -> Response:
+        view = fleet_view(self.config, self.store, self.grafana_url)
+        charts = {name: bar_chart(view.series[name]) for name in SERIES}
+        return self.page(request, "fleet.html", user=user, view=view, charts=charts, series=SERIES)
+
+    async def jobs(self, request: Request, user: ConsoleKey) -> Response:
+        q = request.query_params
+        errors: dict[str, str] = {}
+        status = q.get("status", "")
+        if status and status not in STATUSES:
+            errors["status"] = f"unknown status; one of {', '.join(STATUSES)}"
+        since_ms = 0
+        hours = q.get("hours", "")
+        if hours:
+            try:
+                value = float(hours)
+                if not 0 < value <= 24 * 365:
+                    raise ValueError
+                since_ms = int((time.time() - value * 3600) * 1000)
+            except ValueError:
+                errors["hours"] = "a number of hours between 0 and 8760"
+        flt = JobFilter(capability=q.get("capability", "")[:128], skill=q.get("skill", "")[:128],
+                        status="" if "status" in errors else status, caller=q.get("caller", "")[:128],
+                        since_ms=since_ms)
+        found = search_jobs(self.store, flt) if not errors else None
+        return self.page(request, "jobs.html", user=user, found=found, q=q, errors=errors, statuses=STATUSES,
+                         capabilities=sorted(self.config.routes))
+
+    def _job(self, job_id: str) -> tuple[Any, list[dict[str, Any]]]:
+        try:
+            return self.store.snapshot(_job_id(job_id))
+        except JobNotFound:
+            raise Refused(404, f"no job {job_id} (unknown id, or its record expired)") from None
+
+    async def job(self, request: Request, user: ConsoleKey) -> Response:
+        record, history = self._job(request.path_params["job_id"])
+        return self.page(request, "job.html", user=user, job=record, history=timeline(record, history),
+                         input=record.input_value() if record.input else None, output=record.output_value(),
+                         result=record.result_value(), message=request.query_params.get("message", "")[:200])
+
+    async def cancel(self, request: Request, user: ConsoleKey) -> Response:
+        await self.form(request)
+        job_id = _job_id(request.path_params["job_id"])
+        try:
+            done = self.client.cancel(job_id)
+        except JobNotFound:
+            raise Refused(404, f"no job {job_id}") from None
+        actions.record(self.store, user.name, "cancel", job_id=job_id, outcome="ok" if done else "already-finished")
+        message = "cancelled" if done else "it had already finished"
+        return RedirectResponse(f"{request.scope.get('root_path', '')}/jobs/{job_id}?message={message}", 303)
+
+    # -- escalations ------------------------------------------------------------------------------------
+
+    async def escalations(self, request: Request, user: ConsoleKey) -> Response:
+        return self.page(request, "inbox.html", user=user, items=self.inbox.list(200),
+                         message=request.query_params.get("message", "")[:200])
+
+    def _skill_schema(self, job_id: str) -> tuple[str | None, Mapping[str, Any] | None]:
+        record = self.store.get(job_id)
+        if not record.skill:
+            return None, None
+        from toolbag.skills import SkillError, SkillLibrary, default_skills_dir
+
+        try:
+            return record.skill, SkillLibrary(default_skills_dir()).get(record.skill).output_schema
+        except (SkillError, OSError):
+            return record.skill, None
+
+    def _escalation_page(self, request: Request, user: ConsoleKey, job_id: str, status: int = 200, *,
+                         values: Mapping[str, str] | None = None, errors: Mapping[str, str] | None = None,
+                         fields: list[FormField] | None = None) -> Response:
+        try:
+            item = self.inbox.show(job_id)
+        except InboxError as err:
+            raise Refused(404, str(err)) from None
+        skill, schema = self._skill_schema(job_id)
+        return self.page(request, "escalation.html", status, user=user, item=item, skill=skill,
+                         fields=fields or output_fields(schema), values=values or {}, errors=errors or {},
+                         models=sorted(self.config.models), record=self.store.get(job_id))
+
+    async def escalation(self, request: Request, user: ConsoleKey) -> Response:
+        return self._escalation_page(request, user, _job_id(request.path_params["job_id"]))
+
+    def _done(self, request: Request, job_id: str, what: str) -> Response:
+        return RedirectResponse(f"{request.scope.get('root_path', '')}/escalations?message={job_id}+{what}", 303)
+
+    async def resolve(self, request: Request, user: ConsoleKey) -> Response:
+        fields_in = await self.form(request)
+        job_id = _job_id(request.path_params["job_id"])
+        _skill, schema = self._skill_schema(job_id)
+        fields = output_fields(schema)
+        value, errors = read_output(fields, fields_in, schema)
+        if errors:
+            return self._escalation_page(request, user, job_id, 400, values=fields_in, errors=errors, fields=fields)
+        try:
+            self.inbox.resolve(job_id, value, by=f"console:{user.name}")
+        except InboxError as err:
+            actions.record(self.store, user.name, "resolve", job_id=job_id, outcome="error", detail=str(err))
+            raise Refused(409, str(err)) from None
+        actions.record(self.store, user.name, "resolve", job_id=job_id)
+        return self._done(request, job_id, "resolved")
+
+    async def reject(self, request: Request, user: ConsoleKey) -> Response:
+        fields_in = await self.form(request)
+        job_id = _job_id(request.path_params["job_id"])
+        reason = fields_in.get("reject_reason", "").strip()
+        if not reason or len(reason) > 500:
+            message = "a reason is required" if not reason else "at most 500 characters"
+            return self._escalation_page(request, user, job_id, 400, values=fields_in,
+                                         errors={"reject_reason": message})
+        try:
+            self.inbox.reject(job_id, reason, by=f"console:{user.name}")
+        except InboxError as err:
+            raise Refused(409, str(err)) from None
+        actions.record(self.store, user.name, "reject", job_id=job_id, detail=reason)
+        return self._done(request, job_id, "rejected")
+
+    async def retry(self, request: Request, user: ConsoleKey) -> Response:
+        fields_in = await self.form(request)
+        job_id = _job_id(request.path_params["job_id"])
+        model = fields_in.get("model", "").strip() or None
+        if model is not None and model not in self.config.models:
+            known = ", ".join(sorted(self.config.models))
+            return self._escalation_page(request, user, job_id, 400, values=fields_in,
+                                         errors={"model": f"unknown model; one of {known}"})
+        try:
+            target = self.inbox.retry(job_id, model, by=f"console:{user.name}")
+        except InboxError as err:
+            raise Refused(409, str(err)) from None
+        actions.record(self.store, user.name, "retry", job_id=job_id, detail=f"on {target}")
+        return self._done(request, job_id, f"queued+on+{target}")
+
+    # -- permissions ------------------------------------------------------------------------------------
+
+    async def permissions(self, request: Request, user: ConsoleKey) -> Response:
+        q = request.query_params
+        source = current_policy(self.store)
+        grid = matrix(self.config, source.policy, list(BUILTIN_TOOLS), [])
+        why = None
+        errors: dict[str, str] = {}
+        agent, model, tool = q.get("agent", "")[:128], q.get("model", "")[:128], q.get("tool", "")[:200]
+        if agent or model or tool:
+            for name, value in (("agent", agent), ("model", model), ("tool", tool)):
+                if not value:
+                    errors[name] = "required to explain a decision"
+            if not errors:
+                why = explain(self.config, source.policy, agent, model, tool)
+        flt_errors: dict[str, str] = {}
+        decision = q.get("decision", "")
+        if decision and decision not in ("allow", "deny"):
+            flt_errors["decision"] = "allow or deny"
+            decision = ""
+        kind = q.get("kind", "")
+        flt = AuditFilter(agent=q.get("audit_agent", "")[:128], tool=q.get("audit_tool", "")[:200],
+                          decision=decision, job_id=q.get("audit_job", "")[:128], kinds=(kind[:32],) if kind else ())
+        entries = list(RedisAuditReader(self.store.redis, self.store.keys).query(flt, limit=100))
+        return self.page(request, "permissions.html", user=user, source=source, grid=grid, why=why, q=q,
+                         errors=errors, flt_errors=flt_errors, entries=entries, models=sorted(self.config.models))
+
+    # -- keys -------------------------------------------------------------------------------------------
+
+    async def keys(self, request: Request, user: ConsoleKey) -> Response:
+        return self._keys_page(request, user)
+
+    def _keys_page(self, request: Request, user: ConsoleKey, status: int = 200, **context: Any) -> Response:
+        context.setdefault("errors", {})
+        context.setdefault("values", {})
+        return self.page(request, "keys.html", status, user=user, console_keys=self.console_keys.list(),
+                         api_keys=self.api_keys.list(), tiers=TIERS, **context)
+
+    async def create_console_key(self, request: Request, user: ConsoleKey) -> Response:
+        fields = await self.form(request)
+        try:
+            key, secret = self.console_keys.create(fields.get("name", "").strip(), fields.get("role", ""))
+        except ConsoleKeyError as err:
+            where = "role" if str(err).startswith("role") else "name"
+            return self._keys_page(request, user, 400, errors={f"console_{where}": str(err)}, values=fields)
+        actions.record(self.store, user.name, "console-key-create", detail=f"{key.id} {key.name} {key.role}")
+        return self._keys_page(request, user, created={"what": "console key", "id": key.id, "secret": secret})
+
+    async def revoke_console_key(self, request: Request, user: ConsoleKey) -> Response:
+        await self.form(request)
+        try:
+            key = self.console_keys.revoke(request.path_params["key_id"])
+        except ConsoleKeyError as err:
+            raise Refused(404, str(err)) from None
+        actions.record(self.store, user.name, "console-key-revoke", detail=f"{key.id} {key.name}")
+        return self._keys_page(request, user, message=f"console key {key.id} ({key.name}) revoked")
+
+    async def create_api_key(self, request: Request, user: ConsoleKey) -> Response:
+        fields = await self.form(request)
+        tier = fields.get("tier", "") or None
+        try:
+            key, secret = self.api_keys.create(fields.get("caller", "").strip(), tier)
+        except ApiKeyError as err:
+            where = "tier" if "tier" in str(err) else "caller"
+            return self._keys_page(request, user, 400, errors={f"api_{where}": str(err)}, values=fields)
+        actions.record(self.store, user.name, "api-key-create", detail=f"{key.id} {key.caller}")
+        return self._keys_page(request, user, created={"what": "API key", "id": key.id, "secret": secret})
+
+    async def revoke_api_key(self, request: Request, user: ConsoleKey) -> Response:
+        await self.form(request)
+        key_id = request.path_params["key_id"]
+        try:
+            self.api_keys.revoke(key_id)
+        except ApiKeyError as err:
+            raise Refused(404, str(err)) from None
+        actions.record(self.store, user.name, "api-key-revoke", detail=key_id)
+        return self._keys_page(request, user, message=f"API key {key_id} revoked")
+
+
+def _digest(secret: str) -> str:
+    from toolbag.api.keys import key_digest
+
+    return key_digest(secret)
+
+
+def console_app(client: Client | None = None, *, grafana_url: str | None = None,
+                https_only: bool = False) -> Starlette:
+    """The console as an ASGI app, to be mounted under ``/console`` (it builds its links from the mount's
+    root path). ``https_only``: mark the session cookie Secure (behind TLS)."""
+    console = Console(client or Client(), grafana_url)
+    g = console.guard
+    static = Path(__file__).with_name("static")
+
+    async def crashed(request: Request, exc: Exception) -> Response:
+        log.exception("console request failed", exc_info=exc)
+        return console.page(request, "refused.html", 500, message=f"internal error ({type(exc).__name__}); "
+                                                                  "the console log has the details")
+
+    routes = [
+        Route("/", console.home, methods=["GET"]),
+        Route("/login", console.login_form, methods=["GET"]),
+        Route("/login", console.login, methods=["POST"]),
+        Route("/logout", console.logout, methods=["POST"]),
+        Route("/fleet", g("viewer", console.fleet), methods=["GET"]),
+        Route("/jobs", g("viewer", console.jobs), methods=["GET"]),
+        Route("/jobs/{job_id}", g("viewer", console.job), methods=["GET"]),
+        Route("/jobs/{job_id}/cancel", g("operator", console.cancel), methods=["POST"]),
+        Route("/escalations", g("viewer", console.escalations), methods=["GET"]),
+        Route("/escalations/{job_id}", g("viewer", console.escalation), methods=["GET"]),
+        Route("/escalations/{job_id}/resolve", g("operator", console.resolve), methods=["POST"]),
+        Route("/escalations/{job_id}/reject", g("operator", console.reject), methods=["POST"]),
+        Route("/escalations/{job_id}/retry", g("operator", console.retry), methods=["POST"]),
+        Route("/permissions", g("viewer", console.permissions), methods=["GET"]),
+        Route("/keys", g("admin", console.keys), methods=["GET"]),
+        Route("/keys/console", g("admin", console.create_console_key), methods=["POST"]),
+        Route("/keys/console/{key_id}/revoke", g("admin", console.revoke_console_key), methods=["POST"]),
+        Route("/keys/api", g("admin", console.create_api_key), methods=["POST"]),
+        Route("/keys/api/{key_id}/revoke", g("admin", console.revoke_api_key), methods=["POST"]),
+        Mount("/static", app=StaticFiles(directory=static), name="static"),
+    ]
+    middleware = [Middleware(SessionMiddleware, secret_key=_session_secret(console.client),
+                             session_cookie=SESSION_COOKIE, max_age=SESSION_MAX_AGE_S, same_site="strict",
+                             https_only=https_only)]
+    return Starlette(routes=routes, middleware=middleware, exception_handlers={Exception: crashed})
