@@ -1,0 +1,206 @@
+"""The web console end to end: a real headless Chromium (selenium + Debian's chromium and chromedriver) against
+``toolbag api`` on a real fleet (Celery workers, supervisor, Redis) answered by the simulator.
+
+Chromium missing is a failure, not a skip: ``scripts/install-test-tools.sh`` installs it. Every page visited is
+saved as a 1280×800 screenshot under ``test-output/console/`` (or ``$TOOLBAG_TEST_OUTPUT/console``).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvicorn
+from selenium import webdriver
+from selenium.common.exceptions import WebDriverException
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.support.select import Select
+
+from tests.fleet import REPO, Fleet, free_port, running_fleet
+from toolbag.api.app import create_app
+from toolbag.console import ConsoleKeyStore
+from toolbag.jobs import JobResult, JobStatus
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+SHOTS = Path(os.environ.get("TOOLBAG_TEST_OUTPUT", REPO / "test-output")) / "console"
+WAIT_S = 30.0
+
+
+@dataclass(frozen=True)
+class Site:
+    fleet: Fleet
+    url: str
+    keys: dict[str, str]  # role -> secret
+
+
+@pytest.fixture(scope="module")
+def site(redis_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    with running_fleet(redis_server, tmp_path_factory.mktemp("console"), concurrency=4) as fleet:
+        port = free_port()
+        server = uvicorn.Server(uvicorn.Config(create_app(fleet.client), host="127.0.0.1", port=port,
+                                               log_level="warning"))
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        while not server.started:
+            time.sleep(0.02)
+        store = ConsoleKeyStore(fleet.client.store.redis, fleet.client.store.keys)
+        keys = {role: store.create(f"{role}-e2e", role)[1] for role in ("viewer", "operator", "admin")}
+        try:
+            yield Site(fleet, f"http://127.0.0.1:{port}/console", keys)
+        finally:
+            server.should_exit = True
+            thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[WebDriver]:
+    missing = [path for path in (CHROMIUM, CHROMEDRIVER) if not shutil.which(path)]
+    if missing:
+        pytest.fail(f"{' and '.join(missing)} missing: run scripts/install-test-tools.sh (as root) to install "
+                    "Debian's chromium and chromium-driver")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--window-size=1280,800", "--hide-scrollbars"):
+        options.add_argument(arg)
+    try:
+        driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
+    except WebDriverException as err:
+        pytest.fail(f"chromium did not start: {err.msg}")
+    driver.set_window_size(1280, 800)
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def shot(driver: WebDriver, name: str) -> None:
+    driver.save_screenshot(str(SHOTS / f"{name}.png"))
+
+
+def sign_in(driver: WebDriver, site: Site, role: str) -> None:
+    driver.delete_all_cookies()
+    driver.get(f"{site.url}/login")
+    driver.find_element(By.ID, "key").send_keys(site.keys[role])
+    driver.find_element(By.CSS_SELECTOR, "#login button").click()
+    until(lambda: driver.current_url.endswith("/console/fleet"), "the fleet page after sign-in")
+    assert driver.find_element(By.ID, "who").text == f"{role}-e2e · {role}"
+
+
+def until(check: Callable[[], Any], what: str, timeout_s: float = WAIT_S) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_sign_in_with_a_bad_key_then_a_good_one(browser: WebDriver, site: Site) -> None:
+    browser.get(f"{site.url}/fleet")
+    assert browser.current_url.endswith("/console/login")
+    browser.find_element(By.ID, "key").send_keys("tbc-wrong")
+    browser.find_element(By.CSS_SELECTOR, "#login button").click()
+    assert browser.find_element(By.ID, "key-error").text == "unknown or revoked console key"
+    shot(browser, "login")
+    sign_in(browser, site, "admin")
+    assert browser.find_element(By.ID, "queues").is_displayed()
+
+
+def test_see_a_job_run_through(browser: WebDriver, site: Site) -> None:
+    sign_in(browser, site, "operator")
+    job = site.fleet.client.submit("summarize", input={"text": "[[sim:refusal@claude-*]] The export button "
+                                                               "does nothing. <b>not bold</b>"},
+                                   tier="interactive", caller="browser-e2e")
+    browser.get(f"{site.url}/jobs/{job.id}")
+
+    def finished() -> bool:
+        browser.refresh()
+        return browser.find_element(By.ID, "job-status").text == "succeeded"
+
+    until(finished, f"job {job.id} to succeed on its page")
+    timeline = browser.find_element(By.ID, "timeline").text
+    assert "refused" in timeline and "reroute" in timeline and "→ ok" in timeline
+    assert "<b>not bold</b>" in browser.find_element(By.ID, "input").text  # shown as text, not markup
+    assert browser.find_element(By.ID, "output").text not in ("", "–")
+    shot(browser, "job")
+    browser.get(f"{site.url}/jobs?caller=browser-e2e")
+    assert job.id in browser.find_element(By.ID, "jobs").text
+    shot(browser, "jobs")
+    browser.get(f"{site.url}/fleet")
+    assert int(browser.find_element(By.ID, "finished-hour").text) >= 1
+    shot(browser, "fleet")
+
+
+def test_resolve_an_escalation_and_the_waiting_caller_receives_it(browser: WebDriver, site: Site) -> None:
+    client = site.fleet.client
+    job = client.submit(skill="classify", input={"text": "[[sim:refusal]] Charged twice for March.",
+                                                 "labels": ["billing", "bug"]}, caller="waiting-caller")
+    received: list[JobResult] = []
+    waiter = threading.Thread(target=lambda: received.append(job.result(timeout_s=120, until_resolved=True)),
+                              daemon=True)
+    waiter.start()
+    until(lambda: client.store.get(job.id).status is JobStatus.ESCALATED, "the job to escalate")
+    sign_in(browser, site, "operator")
+    browser.get(f"{site.url}/escalations")
+    until(lambda: job.id in browser.find_element(By.ID, "inbox").text or browser.refresh(), "the inbox to list it")
+    shot(browser, "escalations")
+    browser.find_element(By.LINK_TEXT, job.id).click()
+    assert "refused" in browser.find_element(By.ID, "why").text
+    Select(browser.find_element(By.ID, "f-confidence")).select_by_visible_text("high")
+    browser.find_element(By.ID, "f-reason").send_keys("The customer was charged twice.")
+    browser.find_element(By.CSS_SELECTOR, "#resolve-form button").click()
+    assert browser.find_element(By.ID, "error-label").text == "output.label: is required but missing"
+    assert waiter.is_alive() and not received
+    shot(browser, "escalation-invalid")
+    browser.find_element(By.ID, "f-label").send_keys("billing")
+    browser.find_element(By.CSS_SELECTOR, "#resolve-form button").click()
+    until(lambda: "resolved" in browser.find_element(By.ID, "message").text, "the resolved notice")
+    waiter.join(30)
+    assert received and received[0].ok, received
+    assert received[0].output == {"label": "billing", "confidence": "high",
+                                  "reason": "The customer was charged twice."}
+    assert received[0].model == "console:operator-e2e"
+
+
+def test_a_viewer_is_refused_an_action_even_past_the_disabled_button(browser: WebDriver, site: Site) -> None:
+    job = site.fleet.client.submit("summarize", input={"text": "[[sim:hang:20]] slow one"}, tier="batch",
+                                   caller="viewer-e2e")
+    sign_in(browser, site, "viewer")
+    browser.get(f"{site.url}/jobs/{job.id}")
+    button = browser.find_element(By.CSS_SELECTOR, "#cancel-form button")
+    assert not button.is_enabled()
+    browser.execute_script("arguments[0].removeAttribute('disabled')", button)
+    button.click()
+    refusal = until(lambda: [e.text for e in browser.find_elements(By.ID, "refused")], "the refusal page")[0]
+    assert refusal == "your role (viewer) cannot do this; it needs operator"
+    shot(browser, "viewer-refused")
+    assert not site.fleet.client.store.get(job.id).status.terminal
+    site.fleet.client.cancel(job.id)
+
+
+def test_every_other_page_renders(browser: WebDriver, site: Site) -> None:
+    sign_in(browser, site, "admin")
+    browser.get(f"{site.url}/permissions?agent=analyst&model=claude-haiku&tool=kv.get")
+    assert "ALLOW" in browser.find_element(By.ID, "why").text
+    shot(browser, "permissions")
+    browser.get(f"{site.url}/keys")
+    browser.find_element(By.ID, "ck-name").send_keys("newcomer")
+    browser.find_element(By.CSS_SELECTOR, "#console-key-form button").click()
+    secret = browser.find_element(By.ID, "new-secret").text
+    assert secret.startswith("tbc-")
+    browser.get(f"{site.url}/keys")
+    assert secret not in browser.page_source
+    shot(browser, "keys")
