@@ -155,7 +155,12 @@ def test_resolve_an_escalation_and_the_waiting_caller_receives_it(browser: WebDr
     until(lambda: client.store.get(job.id).status is JobStatus.ESCALATED, "the job to escalate")
     sign_in(browser, site, "operator")
     browser.get(f"{site.url}/escalations")
-    until(lambda: job.id in browser.find_element(By.ID, "inbox").text or browser.refresh(), "the inbox to list it")
+
+    def listed() -> bool:
+        browser.refresh()
+        return job.id in browser.find_element(By.ID, "inbox").text
+
+    until(listed, "the inbox to list it")
     shot(browser, "escalations")
     browser.find_element(By.LINK_TEXT, job.id).click()
     assert "refused" in browser.find_element(By.ID, "why").text
