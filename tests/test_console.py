@@ -6,9 +6,11 @@ from __future__ import annotations
 import html
 import json
 import re
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from starlette.testclient import TestClient
@@ -261,3 +263,66 @@ def test_console_keys_cli_prints_the_secret_once_and_refuses_a_bad_role(redis_ur
     listed = subprocess.run([sys.executable, "-m", "toolbag.cli", "console-keys", "list"], capture_output=True,
                             text=True, cwd=REPO, env=env, timeout=60)
     assert "alice" in listed.stdout and key["key"] not in listed.stdout
+
+
+@pytest.fixture
+def skills_site(fleet: InProcessFleet, tmp_path: Path) -> tuple[object, Path]:
+    from starlette.applications import Starlette
+    from starlette.routing import Mount
+
+    from toolbag.console import console_app
+
+    root = tmp_path / "skills"
+    shutil.copytree(REPO / "skills", root)
+    return Starlette(routes=[Mount("/console", app=console_app(fleet.client, skills_dir=root))]), root
+
+
+def _skill_form(page: str, **override: str) -> dict[str, str]:
+    data = {"csrf": _csrf(page)}
+    for name in ("SKILL.md", "schema.json", "evals.yaml"):
+        found = re.search(rf'name="{re.escape(name)}"[^>]*>(.*?)</textarea>', page, re.S)
+        assert found, name
+        data[name] = html.unescape(found.group(1))
+    data.update({k.replace("_", ".", 1) if k != "csrf" else k: v for k, v in override.items()})
+    return data
+
+
+def test_skill_edit_checks_like_the_cli_and_saves_a_bumped_version(
+        skills_site: tuple[object, Path], fleet: InProcessFleet, tmp_path: Path) -> None:
+    app, root = skills_site
+    operator = _signed_in(app, fleet, "operator", "sam")
+    listing = operator.get("/console/skills")
+    assert "classify" in listing.text and "valid" in listing.text
+    page = operator.get("/console/skills/classify")
+    assert page.status_code == 200 and "toolbag.version" in page.text
+    broken = json.loads(_skill_form(page.text)["schema.json"])
+    del broken["output"]["properties"]["confidence"]
+    broken_text = json.dumps(broken, indent=2)
+    checked = operator.post("/console/skills/classify/check", data=_skill_form(page.text, schema_json=broken_text))
+    assert checked.status_code == 400
+    shown = html.unescape(checked.text)
+    bad = tmp_path / "bad" / "classify"
+    shutil.copytree(root / "classify", bad)
+    (bad / "schema.json").write_text(broken_text)
+    cli = subprocess.run([sys.executable, "-m", "toolbag.cli", "skills", "validate", str(bad)], cwd=REPO,
+                         capture_output=True, text=True, timeout=60)
+    assert cli.returncode == 1
+    lines = [line.removeprefix("  - ") for line in cli.stdout.splitlines()[1:] if line.startswith("  - ")]
+    assert lines
+    for line in lines:
+        assert line.replace(str(bad), str(root / "classify")) in shown
+    assert json.loads((root / "classify" / "schema.json").read_text())["output"]["properties"].get("confidence")
+    viewer = _signed_in(app, fleet, "viewer")
+    viewer_form = _skill_form(viewer.get("/console/skills/classify").text)
+    assert viewer.post("/console/skills/classify/save", data=viewer_form).status_code == 403
+    edited = _skill_form(page.text)
+    edited["SKILL.md"] = edited["SKILL.md"].replace("Judge the text by what it is about",
+                                                    "Judge the text by what it is mostly about")
+    saved = operator.post("/console/skills/classify/save", data=edited)
+    assert saved.status_code == 200, saved.text
+    text = html.unescape(saved.text)
+    assert "Version 1.0.0 → 1.0.1" in text and "skill classify changed: 1.0.0 → 1.0.1" in text
+    assert "+- Judge the text by what it is mostly about" in text
+    assert 'toolbag.version: "1.0.1"' in (root / "classify" / "SKILL.md").read_text()
+    assert any(e["agent"] == "sam" and "classify 1.0.0 -> 1.0.1" in e["detail"]
+               for e in _console_audit(fleet, "skill-save"))

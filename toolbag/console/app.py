@@ -108,8 +108,9 @@ def _job_id(value: str) -> str:
 class Console:
     """The console over one :class:`Client` (its config, store and skills)."""
 
-    def __init__(self, client: Client, grafana_url: str | None = None) -> None:
+    def __init__(self, client: Client, grafana_url: str | None = None, skills_dir: Path | None = None) -> None:
         self.client = client
+        self._skills_dir = skills_dir
         self.store = client.store
         self.config = client.config
         self.grafana_url = grafana_url
@@ -347,6 +348,81 @@ class Console:
         actions.record(self.store, user.name, "retry", job_id=job_id, detail=f"on {target}")
         return self._done(request, job_id, f"queued+on+{target}")
 
+    # -- skills -----------------------------------------------------------------------------------------
+
+    def skills_dir(self) -> Path:
+        from toolbag.skills import default_skills_dir
+
+        return self._skills_dir or default_skills_dir()
+
+    def _skill_folder(self, name: str) -> Path:
+        root = self.skills_dir()
+        if not name or name.startswith(".") or not set(name) <= _ID_CHARS or not (root / name).is_dir():
+            raise Refused(404, f"no skill named {name!r} in {root}")
+        return root / name
+
+    async def skills(self, request: Request, user: ConsoleKey) -> Response:
+        from toolbag.skills import validate_skill_dir
+
+        root = self.skills_dir()
+        rows = []
+        folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")) if root.is_dir() \
+            else []
+        for folder in folders:
+            problems = validate_skill_dir(folder, capabilities=list(self.config.routes),
+                                          route_targets=[*self.config.providers, *self.config.models])
+            header = _header(folder)
+            rows.append({"name": folder.name, "problems": len(problems), **header})
+        return self.page(request, "skills.html", user=user, rows=rows, root=root)
+
+    def _skill_page(self, request: Request, user: ConsoleKey, name: str, status: int = 200,
+                    **context: Any) -> Response:
+        from toolbag.console.skill_edit import read_files
+
+        folder = self._skill_folder(name)
+        context.setdefault("texts", read_files(folder))
+        context.setdefault("problems", {})
+        return self.page(request, "skill.html", status, user=user, name=name, header=_header(folder), **context)
+
+    async def skill(self, request: Request, user: ConsoleKey) -> Response:
+        return self._skill_page(request, user, request.path_params["name"])
+
+    def _targets(self) -> dict[str, list[str]]:
+        return {"capabilities": list(self.config.routes),
+                "route_targets": [*self.config.providers, *self.config.models]}
+
+    async def skill_check(self, request: Request, user: ConsoleKey) -> Response:
+        from toolbag.console.skill_edit import EDITABLE, SkillEditError, check
+
+        fields = await self.form(request)
+        name = request.path_params["name"]
+        folder = self._skill_folder(name)
+        texts = {n: fields.get(n, "") for n in EDITABLE}
+        try:
+            checked = check(folder, texts, **self._targets())
+        except SkillEditError as err:
+            return self._skill_page(request, user, name, 400, texts=texts, problems={"": [str(err)]})
+        return self._skill_page(request, user, name, 200 if not checked.problems else 400, texts=texts,
+                                problems=checked.by_file(), checked=not checked.problems)
+
+    async def skill_save(self, request: Request, user: ConsoleKey) -> Response:
+        from toolbag.console.skill_edit import EDITABLE, SkillEditError, save
+
+        fields = await self.form(request)
+        name = request.path_params["name"]
+        folder = self._skill_folder(name)
+        texts = {n: fields.get(n, "") for n in EDITABLE}
+        try:
+            checked, saved = save(folder, texts, **self._targets())
+        except SkillEditError as err:
+            return self._skill_page(request, user, name, 400, texts=texts, problems={"": [str(err)]})
+        if saved is None:
+            return self._skill_page(request, user, name, 400, texts=texts, problems=checked.by_file())
+        if saved.changed:
+            actions.record(self.store, user.name, "skill-save", detail=f"{name} {saved.version_before} -> "
+                                                                       f"{saved.version_after}")
+        return self._skill_page(request, user, name, saved=saved)
+
     # -- permissions ------------------------------------------------------------------------------------
 
     async def permissions(self, request: Request, user: ConsoleKey) -> Response:
@@ -426,17 +502,30 @@ class Console:
         return self._keys_page(request, user, message=f"API key {key_id} revoked")
 
 
+def _header(folder: Path) -> dict[str, str]:
+    """The skill's version, capability, tier and description as loaded, or the load error."""
+    from toolbag.skills import SkillError, load_skill
+
+    try:
+        skill = load_skill(folder)
+    except SkillError as err:
+        return {"error": str(err).splitlines()[0]}
+    return {"version": skill.version, "capability": skill.capability, "tier": skill.default_tier,
+            "description": skill.description}
+
+
 def _digest(secret: str) -> str:
     from toolbag.api.keys import key_digest
 
     return key_digest(secret)
 
 
-def console_app(client: Client | None = None, *, grafana_url: str | None = None,
-                https_only: bool = False) -> Starlette:
+def console_app(client: Client | None = None, *, grafana_url: str | None = None, https_only: bool = False,
+                skills_dir: Path | None = None) -> Starlette:
     """The console as an ASGI app, to be mounted under ``/console`` (it builds its links from the mount's
-    root path). ``https_only``: mark the session cookie Secure (behind TLS)."""
-    console = Console(client or Client(), grafana_url)
+    root path). ``https_only``: mark the session cookie Secure (behind TLS). ``skills_dir``: the skill library
+    to show and edit (default: :func:`toolbag.skills.default_skills_dir`)."""
+    console = Console(client or Client(), grafana_url, skills_dir)
     g = console.guard
     static = Path(__file__).with_name("static")
 
@@ -459,6 +548,10 @@ def console_app(client: Client | None = None, *, grafana_url: str | None = None,
         Route("/escalations/{job_id}/resolve", g("operator", console.resolve), methods=["POST"]),
         Route("/escalations/{job_id}/reject", g("operator", console.reject), methods=["POST"]),
         Route("/escalations/{job_id}/retry", g("operator", console.retry), methods=["POST"]),
+        Route("/skills", g("viewer", console.skills), methods=["GET"]),
+        Route("/skills/{name}", g("viewer", console.skill), methods=["GET"]),
+        Route("/skills/{name}/check", g("viewer", console.skill_check), methods=["POST"]),
+        Route("/skills/{name}/save", g("operator", console.skill_save), methods=["POST"]),
         Route("/permissions", g("viewer", console.permissions), methods=["GET"]),
         Route("/keys", g("admin", console.keys), methods=["GET"]),
         Route("/keys/console", g("admin", console.create_console_key), methods=["POST"]),
