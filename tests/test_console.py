@@ -3,12 +3,15 @@ sign-in, roles, CSRF, escaping, the pages, and the actions through the same libr
 
 from __future__ import annotations
 
+import csv
 import html
+import io
 import json
 import re
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -326,3 +329,63 @@ def test_skill_edit_checks_like_the_cli_and_saves_a_bumped_version(
     assert 'toolbag.version: "1.0.1"' in (root / "classify" / "SKILL.md").read_text()
     assert any(e["agent"] == "sam" and "classify 1.0.0 -> 1.0.1" in e["detail"]
                for e in _console_audit(fleet, "skill-save"))
+
+
+def tickets_csv(rows: int, *, bad_rows: tuple[int, ...] = ()) -> bytes:
+    lines = ["ticket_id,subject,body,customer_plan"]
+    for i in range(1, rows + 1):
+        body = "" if i in bad_rows else f"Ticket {i}: the export button does nothing <b>{i}</b>"
+        lines.append(f"T-{i},Export broken {i},{body},pro")
+    return ("\n".join(lines) + "\n").encode()
+
+
+def test_bulk_upload_dry_run_start_and_download(fleet: InProcessFleet, tmp_path: Path) -> None:
+    from starlette.applications import Starlette
+    from starlette.routing import Mount
+
+    from toolbag.console import console_app
+
+    app = Starlette(routes=[Mount("/console", app=console_app(fleet.client, runs_dir=tmp_path / "runs"))])
+    viewer = _signed_in(app, fleet, "viewer")
+    page = viewer.get("/console/bulk")
+    refused = viewer.post("/console/bulk", data={"csrf": _csrf(page.text), "skill": "triage-ticket"},
+                          files={"file": ("t.csv", tickets_csv(3), "text/csv")})
+    assert refused.status_code == 403
+    client = _signed_in(app, fleet, "operator", "bea")
+    page = client.get("/console/bulk")
+    wrong_type = client.post("/console/bulk", data={"csrf": _csrf(page.text), "skill": "triage-ticket"},
+                             files={"file": ("t.xlsx", b"PK", "application/octet-stream")})
+    assert wrong_type.status_code == 400 and 'id="error-file">upload a .csv or a .jsonl file<' in wrong_type.text
+    no_skill = client.post("/console/bulk", data={"csrf": _csrf(page.text), "skill": ""},
+                           files={"file": ("t.csv", tickets_csv(3), "text/csv")})
+    assert no_skill.status_code == 400 and 'id="error-skill">pick a skill<' in no_skill.text
+    made = client.post("/console/bulk", data={"csrf": _csrf(page.text), "skill": "triage-ticket",
+                                              "id_column": "ticket_id"},
+                       files={"file": ("tickets.csv", tickets_csv(12, bad_rows=(5,)), "text/csv")})
+    assert made.status_code == 303, made.text
+    run_url = made.headers["location"]
+    run_page = client.get(run_url)
+    assert re.search(r'id="dry-total">12<', run_page.text) and re.search(r'id="dry-invalid">1<', run_page.text)
+    started = client.post(f"{run_url}/start", data={"csrf": _csrf(run_page.text)})
+    assert started.status_code == 303
+    run_id = run_url.rsplit("/", 1)[1]
+
+    def finished() -> str:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            state = json.loads((tmp_path / "runs" / run_id / "run.json").read_text())["state"]
+            if state not in ("running", "new"):
+                return str(state)
+            time.sleep(0.05)
+        return "timeout"
+
+    assert fleet.run_producer(finished, timeout_s=90) == "done"
+    done_page = client.get(run_url)
+    assert re.search(r'id="count-ok">11<', done_page.text) and re.search(r'id="count-errors">1<', done_page.text)
+    results = client.get(f"{run_url}/download/results")
+    assert results.status_code == 200 and results.headers["content-type"].startswith("text/csv")
+    rows = list(csv.DictReader(io.StringIO(results.content.decode("utf-8-sig"))))
+    assert sorted(r["ticket_id"] for r in rows) == sorted(f"T-{i}" for i in range(1, 13) if i != 5)
+    errors = client.get(f"{run_url}/download/errors")
+    assert "T-5" in errors.text and "body" in errors.text
+    assert any(e["agent"] == "bea" for e in _console_audit(fleet, "bulk-start"))

@@ -24,7 +24,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
@@ -32,6 +32,7 @@ from toolbag.api.keys import ApiKeyError, KeyStore
 from toolbag.client import Client
 from toolbag.config import TIERS
 from toolbag.console import actions
+from toolbag.console.bulk import MAX_UPLOAD_BYTES, BulkRunError, BulkRuns
 from toolbag.console.charts import bar_chart, share
 from toolbag.console.fleet import SERIES, fleet_view
 from toolbag.console.forms import FormField, output_fields, read_output
@@ -108,9 +109,11 @@ def _job_id(value: str) -> str:
 class Console:
     """The console over one :class:`Client` (its config, store and skills)."""
 
-    def __init__(self, client: Client, grafana_url: str | None = None, skills_dir: Path | None = None) -> None:
+    def __init__(self, client: Client, grafana_url: str | None = None, skills_dir: Path | None = None,
+                 runs_dir: Path | None = None) -> None:
         self.client = client
         self._skills_dir = skills_dir
+        self.bulk = BulkRuns(client, runs_dir)
         self.store = client.store
         self.config = client.config
         self.grafana_url = grafana_url
@@ -423,6 +426,111 @@ class Console:
                                                                        f"{saved.version_after}")
         return self._skill_page(request, user, name, saved=saved)
 
+    # -- bulk runs --------------------------------------------------------------------------------------
+
+    def _skill_names(self) -> list[str]:
+        from toolbag.skills import SkillLibrary
+
+        try:
+            return SkillLibrary(self.skills_dir()).names()
+        except (OSError, ValueError):
+            return []
+
+    async def bulk_runs(self, request: Request, user: ConsoleKey, status: int = 200, **context: Any) -> Response:
+        context.setdefault("errors", {})
+        context.setdefault("values", {})
+        return self.page(request, "bulk.html", status, user=user, runs=self.bulk.list(), skills=self._skill_names(),
+                         max_mb=MAX_UPLOAD_BYTES // (1024 * 1024), **context)
+
+    async def bulk_upload(self, request: Request, user: ConsoleKey) -> Response:
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > MAX_UPLOAD_BYTES + 64 * 1024:
+            return await self.bulk_runs(request, user, 413, errors={
+                "file": f"the file is larger than {MAX_UPLOAD_BYTES // (1024 * 1024)} MB"})
+        form = await request.form(max_files=1, max_fields=20, max_part_size=MAX_UPLOAD_BYTES + 1)
+        sent = form.get("csrf")
+        expected = request.session.get("csrf")
+        if not isinstance(sent, str) or not isinstance(expected, str) or not hmac.compare_digest(
+                sent.encode(), expected.encode()):
+            raise Refused(403, "the form expired or did not come from this console (CSRF check failed); "
+                               "reload the page and try again")
+        upload = form.get("file")
+        values = {k: v for k, v in form.items() if isinstance(v, str)}
+        if upload is None or isinstance(upload, str) or not upload.filename:
+            return await self.bulk_runs(request, user, 400, errors={"file": "choose a file"}, values=values)
+        data = await upload.read(MAX_UPLOAD_BYTES + 1)
+        try:
+            meta = self.bulk.create(filename=upload.filename, data=data, skill=values.get("skill", ""),
+                                    id_column=values.get("id_column", "").strip(), who=user.name)
+        except BulkRunError as err:
+            return await self.bulk_runs(request, user, 400, errors={err.field: err.message}, values=values)
+        actions.record(self.store, user.name, "bulk-upload", detail=f"{meta.id} {meta.filename} skill {meta.skill}")
+        return RedirectResponse(f"{request.scope.get('root_path', '')}/bulk/{meta.id}", 303)
+
+    async def bulk_run(self, request: Request, user: ConsoleKey) -> Response:
+        return self._bulk_page(request, user, request.path_params["run_id"])
+
+    def _bulk_page(self, request: Request, user: ConsoleKey, run_id: str, status: int = 200,
+                   message: str = "") -> Response:
+        try:
+            meta = self.bulk.meta(run_id)
+        except BulkRunError as err:
+            raise Refused(404, err.message) from None
+        running = self.bulk.running(run_id)
+        dry = None
+        error = ""
+        if not running and meta.state != "done":
+            try:
+                dry = self.bulk.dry_run(run_id)
+            except BulkRunError as err:
+                error = err.message
+        counts = meta.counts
+        remaining = max(0, int(counts.get("total", 0)) - int(counts.get("done_before", 0))
+                        - int(counts.get("ok", 0)) - int(counts.get("errors", 0)))
+        rate = float(counts.get("lines_per_s", 0.0) or 0.0)
+        eta_s = remaining / rate if rate > 0 and running else None
+        return self.page(request, "bulk_run.html", status, user=user, run=meta, running=running, dry=dry,
+                         error=error, eta_s=eta_s, remaining=remaining, message=message,
+                         has_results=self.bulk.output_path(meta).is_file(),
+                         has_errors=self.bulk.errors_path(meta).is_file())
+
+    async def bulk_start(self, request: Request, user: ConsoleKey) -> Response:
+        await self.form(request)
+        run_id = request.path_params["run_id"]
+        try:
+            self.bulk.start(run_id)
+        except BulkRunError as err:
+            return self._bulk_page(request, user, run_id, 409, message=err.message)
+        actions.record(self.store, user.name, "bulk-start", detail=run_id)
+        return RedirectResponse(f"{request.scope.get('root_path', '')}/bulk/{run_id}", 303)
+
+    async def bulk_stop(self, request: Request, user: ConsoleKey) -> Response:
+        await self.form(request)
+        run_id = request.path_params["run_id"]
+        try:
+            self.bulk.stop(run_id)
+        except BulkRunError as err:
+            return self._bulk_page(request, user, run_id, 409, message=err.message)
+        actions.record(self.store, user.name, "bulk-stop", detail=run_id)
+        return RedirectResponse(f"{request.scope.get('root_path', '')}/bulk/{run_id}", 303)
+
+    async def bulk_download(self, request: Request, user: ConsoleKey) -> Response:
+        try:
+            meta = self.bulk.meta(request.path_params["run_id"])
+        except BulkRunError as err:
+            raise Refused(404, err.message) from None
+        which = request.path_params["which"]
+        if which not in ("results", "errors"):
+            raise Refused(404, "download results or errors")
+        errors = which == "errors"
+        path = self.bulk.errors_path(meta) if errors else self.bulk.output_path(meta)
+        if not path.is_file():
+            raise Refused(404, "nothing written yet")
+        stem = Path(meta.filename).stem or "run"
+        name = f"{stem}.{'errors' if errors else 'results'}.{meta.format}"
+        media = "text/csv" if meta.format == "csv" else "application/x-ndjson"
+        return FileResponse(path, media_type=media, filename=name)
+
     # -- permissions ------------------------------------------------------------------------------------
 
     async def permissions(self, request: Request, user: ConsoleKey) -> Response:
@@ -521,11 +629,12 @@ def _digest(secret: str) -> str:
 
 
 def console_app(client: Client | None = None, *, grafana_url: str | None = None, https_only: bool = False,
-                skills_dir: Path | None = None) -> Starlette:
+                skills_dir: Path | None = None, runs_dir: Path | None = None) -> Starlette:
     """The console as an ASGI app, to be mounted under ``/console`` (it builds its links from the mount's
     root path). ``https_only``: mark the session cookie Secure (behind TLS). ``skills_dir``: the skill library
-    to show and edit (default: :func:`toolbag.skills.default_skills_dir`)."""
-    console = Console(client or Client(), grafana_url, skills_dir)
+    to show and edit (default: :func:`toolbag.skills.default_skills_dir`). ``runs_dir``: where bulk runs keep
+    their files (default: ``$TOOLBAG_CONSOLE_RUNS_DIR`` or ``~/.toolbag/console-runs``)."""
+    console = Console(client or Client(), grafana_url, skills_dir, runs_dir)
     g = console.guard
     static = Path(__file__).with_name("static")
 
@@ -552,6 +661,12 @@ def console_app(client: Client | None = None, *, grafana_url: str | None = None,
         Route("/skills/{name}", g("viewer", console.skill), methods=["GET"]),
         Route("/skills/{name}/check", g("viewer", console.skill_check), methods=["POST"]),
         Route("/skills/{name}/save", g("operator", console.skill_save), methods=["POST"]),
+        Route("/bulk", g("viewer", console.bulk_runs), methods=["GET"]),
+        Route("/bulk", g("operator", console.bulk_upload), methods=["POST"]),
+        Route("/bulk/{run_id}", g("viewer", console.bulk_run), methods=["GET"]),
+        Route("/bulk/{run_id}/start", g("operator", console.bulk_start), methods=["POST"]),
+        Route("/bulk/{run_id}/stop", g("operator", console.bulk_stop), methods=["POST"]),
+        Route("/bulk/{run_id}/download/{which:str}", g("viewer", console.bulk_download), methods=["GET"]),
         Route("/permissions", g("viewer", console.permissions), methods=["GET"]),
         Route("/keys", g("admin", console.keys), methods=["GET"]),
         Route("/keys/console", g("admin", console.create_console_key), methods=["POST"]),
