@@ -263,9 +263,13 @@ def test_console_keys_cli_prints_the_secret_once_and_refuses_a_bad_role(redis_ur
     bad = subprocess.run([sys.executable, "-m", "toolbag.cli", "console-keys", "create", "--name", "bob",
                           "--role", "owner"], capture_output=True, text=True, cwd=REPO, env=env, timeout=60)
     assert bad.returncode == 2 and "--role" in bad.stderr and "Traceback" not in bad.stderr
-    listed = subprocess.run([sys.executable, "-m", "toolbag.cli", "console-keys", "list"], capture_output=True,
-                            text=True, cwd=REPO, env=env, timeout=60)
-    assert "alice" in listed.stdout and key["key"] not in listed.stdout
+    import redis
+
+    from toolbag.store.keys import Keys
+
+    store = ConsoleKeyStore(redis.Redis.from_url(redis_url), Keys(load_config().fleet.key_prefix))
+    assert [(k.id, k.name, k.role) for k in store.list()] == [(key["id"], "alice", "admin")]
+    assert store.lookup(key["key"]) is not None
 
 
 @pytest.fixture

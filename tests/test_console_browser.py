@@ -7,10 +7,13 @@ saved as a 1280×800 screenshot under ``test-output/console/`` (or ``$TOOLBAG_TE
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 import shutil
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +31,7 @@ from selenium.webdriver.support.select import Select
 from tests.fleet import REPO, Fleet, free_port, running_fleet
 from toolbag.api.app import create_app
 from toolbag.console import ConsoleKeyStore
+from toolbag.console.app import SESSION_COOKIE
 from toolbag.jobs import JobResult, JobStatus
 
 CHROMIUM = "/usr/bin/chromium"
@@ -41,11 +45,18 @@ class Site:
     fleet: Fleet
     url: str
     keys: dict[str, str]  # role -> secret
+    tmp: Path
 
 
 @pytest.fixture(scope="module")
 def site(redis_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
-    with running_fleet(redis_server, tmp_path_factory.mktemp("console"), concurrency=4) as fleet:
+    tmp = tmp_path_factory.mktemp("console")
+    skills = tmp / "skills"
+    shutil.copytree(REPO / "skills", skills)  # the skill-edit test saves into this copy, never the repository
+    env = {"TOOLBAG_SKILLS_DIR": str(skills), "TOOLBAG_CONSOLE_RUNS_DIR": str(tmp / "runs")}
+    with pytest.MonkeyPatch.context() as patch, running_fleet(redis_server, tmp, concurrency=4, env=env) as fleet:
+        for name, value in env.items():
+            patch.setenv(name, value)
         port = free_port()
         server = uvicorn.Server(uvicorn.Config(create_app(fleet.client), host="127.0.0.1", port=port,
                                                log_level="warning"))
@@ -56,7 +67,7 @@ def site(redis_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         store = ConsoleKeyStore(fleet.client.store.redis, fleet.client.store.keys)
         keys = {role: store.create(f"{role}-e2e", role)[1] for role in ("viewer", "operator", "admin")}
         try:
-            yield Site(fleet, f"http://127.0.0.1:{port}/console", keys)
+            yield Site(fleet, f"http://127.0.0.1:{port}/console", keys, tmp)
         finally:
             server.should_exit = True
             thread.join(10)
@@ -181,7 +192,7 @@ def test_resolve_an_escalation_and_the_waiting_caller_receives_it(browser: WebDr
 
 
 def test_a_viewer_is_refused_an_action_even_past_the_disabled_button(browser: WebDriver, site: Site) -> None:
-    job = site.fleet.client.submit("summarize", input={"text": "[[sim:hang:20]] slow one"}, tier="batch",
+    job = site.fleet.client.submit("summarize", input={"text": "[[sim:rate_limit:60]] waits a minute"}, tier="batch",
                                    caller="viewer-e2e")
     sign_in(browser, site, "viewer")
     browser.get(f"{site.url}/jobs/{job.id}")
@@ -209,3 +220,63 @@ def test_every_other_page_renders(browser: WebDriver, site: Site) -> None:
     browser.get(f"{site.url}/keys")
     assert secret not in browser.page_source
     shot(browser, "keys")
+
+
+def test_upload_a_50_row_csv_and_download_the_results(browser: WebDriver, site: Site) -> None:
+    rows = ["ticket_id,subject,body,customer_plan"] + [
+        f"T-{i},Export broken {i},The export button does nothing (ticket {i}).,pro" for i in range(1, 51)]
+    upload = site.tmp / "tickets.csv"
+    upload.write_text("\n".join(rows) + "\n")
+    sign_in(browser, site, "operator")
+    browser.get(f"{site.url}/bulk")
+    browser.find_element(By.ID, "upload-file").send_keys(str(upload))
+    Select(browser.find_element(By.ID, "upload-skill")).select_by_visible_text("triage-ticket")
+    browser.find_element(By.ID, "upload-id").send_keys("ticket_id")
+    browser.find_element(By.CSS_SELECTOR, "#upload-form button").click()
+    until(lambda: browser.find_elements(By.ID, "dry-total"), "the dry run")
+    assert browser.find_element(By.ID, "dry-total").text == "50"
+    assert browser.find_element(By.ID, "dry-valid").text == "50"
+    shot(browser, "bulk-dry-run")
+    browser.find_element(By.ID, "start-button").click()
+
+    def done() -> bool:
+        browser.refresh()
+        return browser.find_element(By.ID, "run-state").text == "done"
+
+    until(done, "the run to finish", timeout_s=90)
+    assert browser.find_element(By.ID, "count-ok").text == "50"
+    shot(browser, "bulk-done")
+    link = browser.find_element(By.ID, "download-results").get_attribute("href")
+    cookie = browser.get_cookie(SESSION_COOKIE)
+    assert link and cookie
+    request = urllib.request.Request(link, headers={"cookie": f"{SESSION_COOKIE}={cookie['value']}"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        assert response.headers["content-type"].startswith("text/csv")
+        got = list(csv.DictReader(io.StringIO(response.read().decode("utf-8-sig"))))
+    assert sorted(r["ticket_id"] for r in got) == sorted(f"T-{i}" for i in range(1, 51))
+    browser.get(f"{site.url}/bulk")
+    shot(browser, "bulk")
+
+
+def test_edit_a_skill_into_an_invalid_state_then_fix_and_save(browser: WebDriver, site: Site) -> None:
+    sign_in(browser, site, "operator")
+    browser.get(f"{site.url}/skills")
+    shot(browser, "skills")
+    browser.get(f"{site.url}/skills/summarize")
+    schema = browser.find_element(By.ID, "file-schema-json")
+    original = schema.get_attribute("value") or ""
+    browser.execute_script("arguments[0].value = arguments[1]", schema, original.replace("{", "{ oops", 1))
+    browser.find_element(By.ID, "check-button").click()
+    problems = until(lambda: browser.find_elements(By.ID, "problems-schema-json"), "the problems")[0].text
+    assert "schema.json" in problems and "fix:" in problems
+    shot(browser, "skill-invalid")
+    schema = browser.find_element(By.ID, "file-schema-json")
+    browser.execute_script("arguments[0].value = arguments[1]", schema, original)
+    md = browser.find_element(By.ID, "file-SKILL-md")
+    browser.execute_script("arguments[0].value = arguments[0].value + '\\n- Keep it short.\\n'", md)
+    browser.find_element(By.ID, "save-button").click()
+    saved = until(lambda: browser.find_elements(By.ID, "saved"), "the saved notice")[0].text
+    assert "Saved." in saved and "→" in saved
+    assert "changed" in browser.find_element(By.ID, "review").text
+    assert "Keep it short." in (site.tmp / "skills" / "summarize" / "SKILL.md").read_text()
+    shot(browser, "skill-saved")
