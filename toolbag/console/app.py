@@ -39,6 +39,7 @@ from toolbag.console.forms import FormField, output_fields, read_output
 from toolbag.console.joblist import STATUSES, JobFilter, search_jobs, timeline
 from toolbag.console.keys import ROLES, ConsoleKey, ConsoleKeyError, ConsoleKeyStore, Role, may
 from toolbag.console.permissions import BUILTIN_TOOLS, current_policy, explain, matrix
+from toolbag.errors import ToolbagError
 from toolbag.escalations import Inbox, InboxError
 from toolbag.gateway.audit import AuditFilter, RedisAuditReader
 from toolbag.jobs import JobNotFound
@@ -56,7 +57,7 @@ log = logging.getLogger("toolbag.console")
 Handler = Callable[[Request], Awaitable[Response]]
 
 
-class Refused(Exception):
+class Refused(ToolbagError):
     """A request the console answers with a page saying why (status and message)."""
 
     def __init__(self, status: int, message: str) -> None:
