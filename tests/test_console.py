@@ -393,3 +393,31 @@ def test_bulk_upload_dry_run_start_and_download(fleet: InProcessFleet, tmp_path:
     errors = client.get(f"{run_url}/download/errors")
     assert "T-5" in errors.text and "body" in errors.text
     assert any(e["agent"] == "bea" for e in _console_audit(fleet, "bulk-start"))
+
+
+def test_job_text_streams_as_server_sent_events(app: object, fleet: InProcessFleet) -> None:
+    job = fleet.client.submit("summarize", input={"text": "[[sim:refusal@claude-*]] stream me <i>please</i>"},
+                              tier="interactive", caller="stream-test")
+    fleet.run_until_idle()
+    client = _signed_in(app, fleet, "viewer")
+    with client.stream("GET", f"/console/jobs/{job.id}/stream") as response:
+        assert response.headers["content-type"].startswith("text/event-stream")
+        body = "".join(response.iter_text())
+    events = [(block.split("\n")[0].removeprefix("event: "), json.loads(block.split("\n")[1].removeprefix("data: ")))
+              for block in body.strip().split("\n\n")]
+    kinds = [kind for kind, _ in events]
+    assert kinds[-1] == "done" and events[-1][1] == {"status": "succeeded"}
+    ends = [data for kind, data in events if kind == "end"]
+    assert [e["ok"] for e in ends] == [False, True] and ends[0]["outcome"] == "refused"
+    answer = "".join(d["text"] for kind, d in events if kind == "delta" and d["attempt"] == ends[-1]["attempt"])
+    assert answer == fleet.client.result(job.id, timeout_s=0).output
+
+
+def test_the_console_builds_without_redis_and_says_so_without_a_traceback() -> None:
+    from toolbag.api.app import create_app
+    from toolbag.client import Client
+
+    app = create_app(Client(load_config(), "redis://127.0.0.1:1/0"))  # nothing listens on port 1
+    response = TestClient(app, raise_server_exceptions=False).get("/console/login")
+    assert response.status_code == 500 and "internal error (ConnectionError)" in response.text
+    assert "Traceback" not in response.text

@@ -196,6 +196,7 @@ def test_a_viewer_is_refused_an_action_even_past_the_disabled_button(browser: We
                                    caller="viewer-e2e")
     sign_in(browser, site, "viewer")
     browser.get(f"{site.url}/jobs/{job.id}")
+    until(lambda: browser.find_element(By.ID, "live").is_displayed(), "the live text box (its script ran)")
     button = browser.find_element(By.CSS_SELECTOR, "#cancel-form button")
     assert not button.is_enabled()
     browser.execute_script("arguments[0].removeAttribute('disabled')", button)

@@ -14,21 +14,31 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.applications import Starlette
+from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 from starlette.middleware import Middleware
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.requests import Request
-from starlette.responses import FileResponse, HTMLResponse, RedirectResponse, Response
+from starlette.responses import (
+    FileResponse,
+    HTMLResponse,
+    PlainTextResponse,
+    RedirectResponse,
+    Response,
+    StreamingResponse,
+)
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from toolbag.api.keys import ApiKeyError, KeyStore
+from toolbag.attempt.deltas import AttemptEnd, TextDelta
 from toolbag.client import Client
 from toolbag.config import TIERS
 from toolbag.console import actions
@@ -50,6 +60,7 @@ SECRET_ENV = "TOOLBAG_CONSOLE_SECRET"
 SESSION_COOKIE = "toolbag_console"
 SESSION_MAX_AGE_S = 8 * 3600
 MAX_FORM_BYTES = 1_000_000
+STREAM_MAX_S = 600.0  # a job page's live text stream ends after this; the page reloads
 _ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_:.")
 
 log = logging.getLogger("toolbag.console")
@@ -143,7 +154,9 @@ class Console:
 
     def page(self, request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse:
         base = request.scope.get("root_path", "")
-        user = context.pop("user", None) or self.user(request)
+        user = context.pop("user", None)
+        if user is None and not context.pop("anonymous", False):
+            user = self.user(request)
         body = self.env.get_template(template).render(
             base=base, user=user, csrf=self.csrf(request), roles=ROLES, may=lambda r: user is not None and
             may(user.role, r), path=request.url.path, **context)
@@ -259,6 +272,28 @@ class Console:
         return self.page(request, "job.html", user=user, job=record, history=timeline(record, history),
                          input=record.input_value() if record.input else None, output=record.output_value(),
                          result=record.result_value(), message=request.query_params.get("message", "")[:200])
+
+    async def job_stream(self, request: Request, user: ConsoleKey) -> Response:
+        """The job's text as its attempts stream it, as server-sent events: ``delta`` pieces, an ``end`` after
+        each attempt, then ``done`` with the status (the page reloads to show the result)."""
+        job_id = _job_id(request.path_params["job_id"])
+        self._job(job_id)
+        job = self.client.get(job_id)
+
+        def events() -> Iterator[bytes]:
+            try:
+                for event in job.stream(timeout_s=STREAM_MAX_S):
+                    if isinstance(event, TextDelta):
+                        yield _sse("delta", {"text": event.text, "attempt": event.attempt, "model": event.model})
+                    elif isinstance(event, AttemptEnd):
+                        yield _sse("end", {"attempt": event.attempt, "model": event.model, "outcome": event.outcome,
+                                           "ok": event.ok, "reason": event.reason[:500]})
+            except TimeoutError:
+                pass
+            yield _sse("done", {"status": self.store.get(job_id).status.value})
+
+        return StreamingResponse(iterate_in_threadpool(events()), media_type="text/event-stream",
+                                 headers={"cache-control": "no-store", "x-accel-buffering": "no"})
 
     async def cancel(self, request: Request, user: ConsoleKey) -> Response:
         await self.form(request)
@@ -623,10 +658,32 @@ def _header(folder: Path) -> dict[str, str]:
             "description": skill.description}
 
 
+def _sse(event: str, data: dict[str, Any]) -> bytes:
+    return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+
+
 def _digest(secret: str) -> str:
     from toolbag.api.keys import key_digest
 
     return key_digest(secret)
+
+
+class _Sessions:
+    """Starlette's signed-cookie sessions, made on the first request: the signing secret may come from Redis,
+    and building the app must not need Redis (the front door starts before it can reach it)."""
+
+    def __init__(self, app: ASGIApp, secret: Callable[[], str], https_only: bool) -> None:
+        self.app = app
+        self.secret = secret
+        self.https_only = https_only
+        self.inner: SessionMiddleware | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.inner is None and scope["type"] in ("http", "websocket"):
+            secret = await run_in_threadpool(self.secret)
+            self.inner = SessionMiddleware(self.app, secret_key=secret, session_cookie=SESSION_COOKIE,
+                                           max_age=SESSION_MAX_AGE_S, same_site="strict", https_only=self.https_only)
+        await (self.inner or self.app)(scope, receive, send)
 
 
 def console_app(client: Client | None = None, *, grafana_url: str | None = None, https_only: bool = False,
@@ -641,8 +698,11 @@ def console_app(client: Client | None = None, *, grafana_url: str | None = None,
 
     async def crashed(request: Request, exc: Exception) -> Response:
         log.exception("console request failed", exc_info=exc)
-        return console.page(request, "refused.html", 500, message=f"internal error ({type(exc).__name__}); "
-                                                                  "the console log has the details")
+        message = f"internal error ({type(exc).__name__}); the console log has the details"
+        try:
+            return console.page(request, "refused.html", 500, anonymous=True, message=message)
+        except Exception:  # the session itself is unusable: a plain line, still no traceback
+            return PlainTextResponse(message, 500)
 
     routes = [
         Route("/", console.home, methods=["GET"]),
@@ -652,6 +712,7 @@ def console_app(client: Client | None = None, *, grafana_url: str | None = None,
         Route("/fleet", g("viewer", console.fleet), methods=["GET"]),
         Route("/jobs", g("viewer", console.jobs), methods=["GET"]),
         Route("/jobs/{job_id}", g("viewer", console.job), methods=["GET"]),
+        Route("/jobs/{job_id}/stream", g("viewer", console.job_stream), methods=["GET"]),
         Route("/jobs/{job_id}/cancel", g("operator", console.cancel), methods=["POST"]),
         Route("/escalations", g("viewer", console.escalations), methods=["GET"]),
         Route("/escalations/{job_id}", g("viewer", console.escalation), methods=["GET"]),
@@ -676,7 +737,5 @@ def console_app(client: Client | None = None, *, grafana_url: str | None = None,
         Route("/keys/api/{key_id}/revoke", g("admin", console.revoke_api_key), methods=["POST"]),
         Mount("/static", app=StaticFiles(directory=static), name="static"),
     ]
-    middleware = [Middleware(SessionMiddleware, secret_key=_session_secret(console.client),
-                             session_cookie=SESSION_COOKIE, max_age=SESSION_MAX_AGE_S, same_site="strict",
-                             https_only=https_only)]
+    middleware = [Middleware(_Sessions, secret=lambda: _session_secret(console.client), https_only=https_only)]
     return Starlette(routes=routes, middleware=middleware, exception_handlers={Exception: crashed})

@@ -133,7 +133,11 @@ def save(folder: Path, texts: Mapping[str, str], *, capabilities: Collection[str
             after = load_skill(_scratch_copy(folder, sized, Path(scratch) / "bumped"))
     if after.content_hash == before.content_hash:
         return checked, Saved(before.version, before.version, False, False)
-    _write(folder, sized)
+    try:
+        _write(folder, sized)
+    except OSError as err:
+        raise SkillEditError(f"cannot write {folder}: {err.strerror or err}; the skills folder of this server "
+                             "is read-only (edit the skill in the repository instead)") from None
     diffs = {name: "".join(difflib.unified_diff(old_texts[name].splitlines(keepends=True),
                                                 sized[name].splitlines(keepends=True),
                                                 f"a/{folder.name}/{name}", f"b/{folder.name}/{name}"))
