@@ -7,6 +7,7 @@ import csv
 import html
 import io
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -302,6 +303,14 @@ def test_skill_edit_checks_like_the_cli_and_saves_a_bumped_version(
     assert "classify" in listing.text and "valid" in listing.text
     page = operator.get("/console/skills/classify")
     assert page.status_code == 200 and "toolbag.version" in page.text
+    rendered = subprocess.run([sys.executable, "-m", "toolbag.cli", "skills", "render", "classify", "--provider",
+                               "all", "--case", "guidance-decides"], cwd=REPO, capture_output=True, text=True,
+                              timeout=60, env={**os.environ, "TOOLBAG_SKILLS_DIR": str(root)})
+    assert rendered.returncode == 0, rendered.stderr
+    shown_wire = operator.get("/console/skills/classify", params={"case": "guidance-decides"}).text
+    for provider, body in json.loads(rendered.stdout).items():
+        block = re.search(rf'id="vendor-{provider}">.*?<pre>(.*?)</pre>', shown_wire, re.S)
+        assert block and json.loads(html.unescape(block.group(1))) == body, provider
     broken = json.loads(_skill_form(page.text)["schema.json"])
     del broken["output"]["properties"]["confidence"]
     broken_text = json.dumps(broken, indent=2)

@@ -417,11 +417,21 @@ class Console:
     def _skill_page(self, request: Request, user: ConsoleKey, name: str, status: int = 200,
                     **context: Any) -> Response:
         from toolbag.console.skill_edit import read_files
+        from toolbag.console.skill_view import vendor_views
+        from toolbag.skills import SkillError, load_skill
 
         folder = self._skill_folder(name)
         context.setdefault("texts", read_files(folder))
         context.setdefault("problems", {})
-        return self.page(request, "skill.html", status, user=user, name=name, header=_header(folder), **context)
+        try:
+            skill = load_skill(folder)
+        except SkillError:
+            case, views, cases = "", [], []
+        else:
+            case, views = vendor_views(self.config, skill, request.query_params.get("case"))
+            cases = [c.id for c in skill.evals]
+        return self.page(request, "skill.html", status, user=user, name=name, header=_header(folder), case=case,
+                         cases=cases, views=views, **context)
 
     async def skill(self, request: Request, user: ConsoleKey) -> Response:
         return self._skill_page(request, user, request.path_params["name"])
