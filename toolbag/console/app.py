@@ -417,16 +417,17 @@ class Console:
     def _skill_page(self, request: Request, user: ConsoleKey, name: str, status: int = 200,
                     **context: Any) -> Response:
         from toolbag.console.skill_edit import read_files
-        from toolbag.console.skill_view import vendor_views
+        from toolbag.console.skill_view import VendorView, vendor_views
         from toolbag.skills import SkillError, load_skill
 
         folder = self._skill_folder(name)
         context.setdefault("texts", read_files(folder))
         context.setdefault("problems", {})
+        case, views, cases = "", list[VendorView](), list[str]()
         try:
             skill = load_skill(folder)
         except SkillError:
-            case, views, cases = "", [], []
+            pass
         else:
             case, views = vendor_views(self.config, skill, request.query_params.get("case"))
             cases = [c.id for c in skill.evals]
