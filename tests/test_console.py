@@ -430,3 +430,37 @@ def test_the_console_builds_without_redis_and_says_so_without_a_traceback() -> N
     response = TestClient(app, raise_server_exceptions=False).get("/console/login")
     assert response.status_code == 500 and "internal error (ConnectionError)" in response.text
     assert "Traceback" not in response.text
+
+
+def test_an_admin_previews_and_publishes_a_policy_version(app: object, fleet: InProcessFleet) -> None:
+    from toolbag.gateway.live import PolicyStore
+    from toolbag.gateway.policy import load_policy_file
+
+    operator = _signed_in(app, fleet, "operator")
+    page = operator.get("/console/permissions")
+    assert 'id="policy-form"' not in page.text
+    assert operator.post("/console/permissions/preview", data={"csrf": _csrf(page.text), "policy": "x"}
+                         ).status_code == 403
+    admin = _signed_in(app, fleet, "admin", "pat")
+    page = admin.get("/console/permissions")
+    live = PolicyStore(fleet.store.redis, fleet.store.keys)
+    original = live.load()
+    assert original is not None
+    bad = admin.post("/console/permissions/preview", data={"csrf": _csrf(page.text), "policy": "version: [1"})
+    assert bad.status_code == 400 and 'id="policy-error"' in bad.text
+    text = original.text.replace(f"version: {original.version}", f"version: {original.version + 1}", 1) + (
+        "\n  - id: analyst-writes\n    agents: [analyst]\n    models: [claude-haiku]\n    tools: [kv.set]\n")
+    previewed = admin.post("/console/permissions/preview", data={"csrf": _csrf(page.text), "policy": text})
+    assert previewed.status_code == 200, previewed.text
+    rows = re.findall(r"<tr><td>([^<]+)</td><td>([^<]+)</td><td>([^<]+)</td><td class=\"yes\">", previewed.text)
+    assert rows == [("analyst", "claude-haiku", "kv.set")]
+    assert live.load().version == original.version  # type: ignore[union-attr]  # a preview publishes nothing
+    try:
+        done = admin.post("/console/permissions/publish", data={"csrf": _csrf(page.text), "policy": text})
+        assert done.status_code == 200 and 'id="published"' in done.text
+        assert live.load().version == original.version + 1  # type: ignore[union-attr]
+        again = admin.post("/console/permissions/publish", data={"csrf": _csrf(page.text), "policy": original.text})
+        assert again.status_code == 409 and "older than the live version" in again.text
+        assert any(e["agent"] == "pat" for e in _console_audit(fleet, "policy-publish"))
+    finally:
+        live.publish(load_policy_file(REPO / "policy.yaml"), force=True)

@@ -581,6 +581,10 @@ class Console:
     # -- permissions ------------------------------------------------------------------------------------
 
     async def permissions(self, request: Request, user: ConsoleKey) -> Response:
+        return await self._permissions_page(request, user)
+
+    async def _permissions_page(self, request: Request, user: ConsoleKey, status: int = 200,
+                                **extra: Any) -> Response:
         q = request.query_params
         source = current_policy(self.store)
         grid = matrix(self.config, source.policy, list(BUILTIN_TOOLS), [])
@@ -602,8 +606,47 @@ class Console:
         flt = AuditFilter(agent=q.get("audit_agent", "")[:128], tool=q.get("audit_tool", "")[:200],
                           decision=decision, job_id=q.get("audit_job", "")[:128], kinds=(kind[:32],) if kind else ())
         entries = list(RedisAuditReader(self.store.redis, self.store.keys).query(flt, limit=100))
-        return self.page(request, "permissions.html", user=user, source=source, grid=grid, why=why, q=q,
-                         errors=errors, flt_errors=flt_errors, entries=entries, models=sorted(self.config.models))
+        extra.setdefault("policy_text", source.policy.text)
+        return self.page(request, "permissions.html", status, user=user, source=source, grid=grid, why=why, q=q,
+                         errors=errors, flt_errors=flt_errors, entries=entries, models=sorted(self.config.models),
+                         **extra)
+
+    async def policy_preview(self, request: Request, user: ConsoleKey) -> Response:
+        return await self._policy_change(request, user, publish=False)
+
+    async def policy_publish(self, request: Request, user: ConsoleKey) -> Response:
+        return await self._policy_change(request, user, publish=True)
+
+    async def _policy_change(self, request: Request, user: ConsoleKey, *, publish: bool) -> Response:
+        from toolbag.console.permissions import preview
+        from toolbag.gateway.live import PolicyStore
+        from toolbag.gateway.policy import PolicyError, parse_policy
+
+        fields = await self.form(request)
+        text = fields.get("policy", "").replace("\r\n", "\n")
+        if len(text) > MAX_FORM_BYTES:
+            return await self._permissions_page(request, user, 400, policy_text=text[:1000],
+                                                policy_error=f"at most {MAX_FORM_BYTES} characters")
+        try:
+            new = parse_policy(text, source=f"console:{user.name}")
+        except PolicyError as err:
+            return await self._permissions_page(request, user, 400, policy_text=text, policy_error=str(err))
+        current = current_policy(self.store)
+        changes = preview(self.config, current.policy, new, list(BUILTIN_TOOLS))
+        if not publish:
+            return await self._permissions_page(request, user, policy_text=text, changes=changes, previewed=new)
+        result = PolicyStore(self.store.redis, self.store.keys).publish(new, who=f"console:{user.name}")
+        if not result.ok:
+            why = (f"refused: version {new.version} is older than the live version {result.live_version}; "
+                   "raise `version`") if result.status == "older" else \
+                f"refused: version {new.version} is live with other text; raise `version`"
+            actions.record(self.store, user.name, "policy-publish", outcome="refused", detail=why)
+            return await self._permissions_page(request, user, 409, policy_text=text, policy_error=why,
+                                                changes=changes, previewed=new)
+        actions.record(self.store, user.name, "policy-publish", detail=f"version {new.version} {new.digest[:19]} "
+                                                                       f"({len(changes)} cells changed)")
+        return await self._permissions_page(request, user, published=f"version {new.version} is live "
+                                                                      f"({result.status})", changes=changes)
 
     # -- keys -------------------------------------------------------------------------------------------
 
@@ -741,6 +784,8 @@ def console_app(client: Client | None = None, *, grafana_url: str | None = None,
         Route("/bulk/{run_id}/stop", g("operator", console.bulk_stop), methods=["POST"]),
         Route("/bulk/{run_id}/download/{which:str}", g("viewer", console.bulk_download), methods=["GET"]),
         Route("/permissions", g("viewer", console.permissions), methods=["GET"]),
+        Route("/permissions/preview", g("admin", console.policy_preview), methods=["POST"]),
+        Route("/permissions/publish", g("admin", console.policy_publish), methods=["POST"]),
         Route("/keys", g("admin", console.keys), methods=["GET"]),
         Route("/keys/console", g("admin", console.create_console_key), methods=["POST"]),
         Route("/keys/console/{key_id}/revoke", g("admin", console.revoke_console_key), methods=["POST"]),

@@ -81,3 +81,28 @@ def matrix(config: Config, policy: Policy, tools: list[str], extra_agents: list[
     models = sorted(config.models)
     allowed = {(a, m, t): explain(config, policy, a, m, t).allowed for a in agents for m in models for t in names}
     return Matrix(agents, models, names, allowed)
+
+
+@dataclass(frozen=True)
+class CellChange:
+    agent: str
+    model: str
+    tool: str
+    now: bool  # may it be offered under the new policy
+
+
+def preview(config: Config, old: Policy, new: Policy, tools: list[str]) -> list[CellChange]:
+    """Every agent × model × tool whose answer the new policy changes (over the agents and tools either
+    policy names, plus "anyone-else" and ``tools``)."""
+    before_grid, after_grid = matrix(config, old, tools, []), matrix(config, new, tools, [])
+    agents = list(dict.fromkeys([*before_grid.agents, *after_grid.agents]))
+    names = sorted({*before_grid.tools, *after_grid.tools})
+    out = []
+    for agent in agents:
+        for model in sorted(config.models):
+            for tool in names:
+                before = explain(config, old, agent, model, tool).allowed
+                after = explain(config, new, agent, model, tool).allowed
+                if before != after:
+                    out.append(CellChange(agent, model, tool, after))
+    return out
