@@ -12,6 +12,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import os
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
@@ -57,6 +58,7 @@ from toolbag.jobs import JobNotFound
 __all__ = ["SECRET_ENV", "console_app"]
 
 SECRET_ENV = "TOOLBAG_CONSOLE_SECRET"
+GRAFANA_ENV = "TOOLBAG_GRAFANA_URL"  # the fleet dashboard, linked from the Fleet page when set
 SESSION_COOKIE = "toolbag_console"
 SESSION_MAX_AGE_S = 8 * 3600
 MAX_FORM_BYTES = 1_000_000
@@ -80,8 +82,6 @@ class Refused(ToolbagError):
 def _session_secret(client: Client) -> str:
     """``$TOOLBAG_CONSOLE_SECRET``, else one random secret per fleet kept in Redis, so every replica signs
     sessions alike and a restart keeps people signed in."""
-    import os
-
     given = os.environ.get(SECRET_ENV)
     if given:
         return given
@@ -745,8 +745,12 @@ def console_app(client: Client | None = None, *, grafana_url: str | None = None,
     """The console as an ASGI app, to be mounted under ``/console`` (it builds its links from the mount's
     root path). ``https_only``: mark the session cookie Secure (behind TLS). ``skills_dir``: the skill library
     to show and edit (default: :func:`toolbag.skills.default_skills_dir`). ``runs_dir``: where bulk runs keep
-    their files (default: ``$TOOLBAG_CONSOLE_RUNS_DIR`` or ``~/.toolbag/console-runs``)."""
-    console = Console(client or Client(), grafana_url, skills_dir, runs_dir)
+    their files (default: ``$TOOLBAG_CONSOLE_RUNS_DIR`` or ``~/.toolbag/console-runs``). ``grafana_url``: the
+    fleet dashboard the Fleet page links to (default: ``$TOOLBAG_GRAFANA_URL``; only an http(s) address)."""
+    grafana = grafana_url if grafana_url is not None else os.environ.get(GRAFANA_ENV, "")
+    if not grafana.startswith(("http://", "https://")):
+        grafana = ""  # only a web address becomes a link
+    console = Console(client or Client(), grafana or None, skills_dir, runs_dir)
     g = console.guard
     static = Path(__file__).with_name("static")
 
