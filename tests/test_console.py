@@ -331,6 +331,7 @@ def test_skill_edit_checks_like_the_cli_and_saves_a_bumped_version(
     viewer = _signed_in(app, fleet, "viewer")
     viewer_form = _skill_form(viewer.get("/console/skills/classify").text)
     assert viewer.post("/console/skills/classify/save", data=viewer_form).status_code == 403
+    assert viewer.post("/console/skills/classify/evals", data={"csrf": viewer_form["csrf"]}).status_code == 403
     edited = _skill_form(page.text)
     edited["SKILL.md"] = edited["SKILL.md"].replace("Judge the text by what it is about",
                                                     "Judge the text by what it is mostly about")

@@ -281,3 +281,18 @@ def test_edit_a_skill_into_an_invalid_state_then_fix_and_save(browser: WebDriver
     assert "changed" in browser.find_element(By.ID, "review").text
     assert "Keep it short." in (site.tmp / "skills" / "summarize" / "SKILL.md").read_text()
     shot(browser, "skill-saved")
+    browser.find_element(By.ID, "evals-link").click()
+    browser.find_element(By.ID, "evals-button").click()
+
+    def evaluated() -> str:
+        state = browser.find_element(By.ID, "evals-state").text
+        if state.startswith("running"):
+            browser.refresh()
+            return ""
+        return state
+
+    assert until(evaluated, "the evals", timeout_s=120) == "done: all pass"
+    table = browser.find_element(By.ID, "evals").text
+    for provider in site.fleet.config.providers:
+        assert provider in table
+    shot(browser, "skill-evals")

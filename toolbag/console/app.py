@@ -45,6 +45,7 @@ from toolbag.config import TIERS
 from toolbag.console import actions
 from toolbag.console.bulk import MAX_UPLOAD_BYTES, BulkRunError, BulkRuns
 from toolbag.console.charts import bar_chart, share
+from toolbag.console.evals import EvalRuns
 from toolbag.console.fleet import SERIES, fleet_view
 from toolbag.console.forms import FormField, output_fields, read_output
 from toolbag.console.joblist import STATUSES, JobFilter, search_jobs, timeline
@@ -126,6 +127,7 @@ class Console:
         self.client = client
         self._skills_dir = skills_dir
         self.bulk = BulkRuns(client, runs_dir)
+        self.evals = EvalRuns(client)
         self.store = client.store
         self.config = client.config
         self.grafana_url = grafana_url
@@ -473,6 +475,24 @@ class Console:
                                                                        f"{saved.version_after}")
         return self._skill_page(request, user, name, saved=saved)
 
+    async def skill_evals(self, request: Request, user: ConsoleKey) -> Response:
+        name = request.path_params["name"]
+        self._skill_folder(name)
+        return self.page(request, "evals.html", user=user, name=name, run=self.evals.get(name))
+
+    async def skill_evals_start(self, request: Request, user: ConsoleKey) -> Response:
+        from toolbag.skills import SkillError, load_skill
+
+        await self.form(request)
+        name = request.path_params["name"]
+        try:
+            load_skill(self._skill_folder(name))
+        except SkillError as err:
+            raise Refused(409, f"the saved skill does not load: {str(err).splitlines()[0]}") from None
+        self.evals.start(name, user.name)
+        actions.record(self.store, user.name, "skill-evals", detail=name)
+        return RedirectResponse(f"{request.scope.get('root_path', '')}/skills/{name}/evals", 303)
+
     # -- bulk runs --------------------------------------------------------------------------------------
 
     def _skill_names(self) -> list[str]:
@@ -781,6 +801,8 @@ def console_app(client: Client | None = None, *, grafana_url: str | None = None,
         Route("/skills/{name}", g("viewer", console.skill), methods=["GET"]),
         Route("/skills/{name}/check", g("viewer", console.skill_check), methods=["POST"]),
         Route("/skills/{name}/save", g("operator", console.skill_save), methods=["POST"]),
+        Route("/skills/{name}/evals", g("viewer", console.skill_evals), methods=["GET"]),
+        Route("/skills/{name}/evals", g("operator", console.skill_evals_start), methods=["POST"]),
         Route("/bulk", g("viewer", console.bulk_runs), methods=["GET"]),
         Route("/bulk", g("operator", console.bulk_upload), methods=["POST"]),
         Route("/bulk/{run_id}", g("viewer", console.bulk_run), methods=["GET"]),
