@@ -7,19 +7,18 @@ import csv
 import html
 import io
 import json
-import os
 import re
 import shutil
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from starlette.testclient import TestClient
+from typer.testing import CliRunner
 
 from tests.fleet import REPO
+from toolbag.cli.app import app as toolbag_cli
 from toolbag.config import load_config
 from toolbag.console import ConsoleKeyError, ConsoleKeyStore
 from toolbag.console.app import SESSION_COOKIE
@@ -30,6 +29,7 @@ from toolbag.jobs import JobStatus
 from toolbag.simulator.server import SimulatorServer
 from toolbag.testing import InProcessFleet, short_waits
 
+runner = CliRunner()
 HOSTILE = "<script>alert('x')</script><b>bold</b>"
 
 
@@ -225,9 +225,8 @@ def test_permissions_why_is_the_cli_answer(app: object, fleet: InProcessFleet) -
     client = _signed_in(app, fleet, "viewer")
     page = client.get("/console/permissions", params={"agent": "analyst", "model": "claude-haiku", "tool": "kv.get"})
     assert page.status_code == 200 and 'id="matrix"' in page.text
-    cli = subprocess.run([sys.executable, "-m", "toolbag.cli", "permissions", "explain", "--agent", "analyst",
-                          "--model", "claude-haiku", "--tool", "kv.get", "--file", str(REPO / "policy.yaml"),
-                          "--json"], capture_output=True, text=True, cwd=REPO, timeout=60)
+    cli = runner.invoke(toolbag_cli, ["permissions", "explain", "--agent", "analyst", "--model", "claude-haiku",
+                                      "--tool", "kv.get", "--file", str(REPO / "policy.yaml"), "--json"])
     answer = json.loads(cli.stdout)
     why = html.unescape(page.text[page.text.index('id="why"'):])
     assert ("ALLOW" if answer["allowed"] else "DENY") in why[:300]
@@ -255,15 +254,13 @@ def test_keys_page_is_for_admins_and_shows_a_new_secret_once(app: object, fleet:
 
 
 def test_console_keys_cli_prints_the_secret_once_and_refuses_a_bad_role(redis_url: str) -> None:
-    env = {"TOOLBAG_REDIS_URL": redis_url, "PATH": "/usr/bin:/bin"}
-    made = subprocess.run([sys.executable, "-m", "toolbag.cli", "console-keys", "create", "--name", "alice",
-                           "--role", "admin"], capture_output=True, text=True, cwd=REPO, env=env, timeout=60)
-    assert made.returncode == 0, made.stderr
+    env = {"TOOLBAG_REDIS_URL": redis_url}
+    made = runner.invoke(toolbag_cli, ["console-keys", "create", "--name", "alice", "--role", "admin"], env=env)
+    assert made.exit_code == 0, made.stderr
     key = json.loads(made.stdout)
     assert key["role"] == "admin" and key["key"].startswith("tbc-")
-    bad = subprocess.run([sys.executable, "-m", "toolbag.cli", "console-keys", "create", "--name", "bob",
-                          "--role", "owner"], capture_output=True, text=True, cwd=REPO, env=env, timeout=60)
-    assert bad.returncode == 2 and "--role" in bad.stderr and "Traceback" not in bad.stderr
+    bad = runner.invoke(toolbag_cli, ["console-keys", "create", "--name", "bob", "--role", "owner"], env=env)
+    assert bad.exit_code == 2 and bad.stderr.startswith("error: --role") and len(bad.stderr.splitlines()) == 1
     import redis
 
     from toolbag.store.keys import Keys
@@ -303,10 +300,9 @@ def test_skill_edit_checks_like_the_cli_and_saves_a_bumped_version(
     assert "classify" in listing.text and "valid" in listing.text
     page = operator.get("/console/skills/classify")
     assert page.status_code == 200 and "toolbag.version" in page.text
-    rendered = subprocess.run([sys.executable, "-m", "toolbag.cli", "skills", "render", "classify", "--provider",
-                               "all", "--case", "guidance-decides"], cwd=REPO, capture_output=True, text=True,
-                              timeout=60, env={**os.environ, "TOOLBAG_SKILLS_DIR": str(root)})
-    assert rendered.returncode == 0, rendered.stderr
+    rendered = runner.invoke(toolbag_cli, ["skills", "render", "classify", "--provider", "all", "--case",
+                                           "guidance-decides"], env={"TOOLBAG_SKILLS_DIR": str(root)})
+    assert rendered.exit_code == 0, rendered.stderr
     shown_wire = operator.get("/console/skills/classify", params={"case": "guidance-decides"}).text
     for provider, body in json.loads(rendered.stdout).items():
         block = re.search(rf'id="vendor-{provider}">.*?<pre>(.*?)</pre>', shown_wire, re.S)
@@ -320,9 +316,8 @@ def test_skill_edit_checks_like_the_cli_and_saves_a_bumped_version(
     bad = tmp_path / "bad" / "classify"
     shutil.copytree(root / "classify", bad)
     (bad / "schema.json").write_text(broken_text)
-    cli = subprocess.run([sys.executable, "-m", "toolbag.cli", "skills", "validate", str(bad)], cwd=REPO,
-                         capture_output=True, text=True, timeout=60)
-    assert cli.returncode == 1
+    cli = runner.invoke(toolbag_cli, ["skills", "validate", str(bad)])
+    assert cli.exit_code == 1
     lines = [line.removeprefix("  - ") for line in cli.stdout.splitlines()[1:] if line.startswith("  - ")]
     assert lines
     for line in lines:

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 import uvicorn
 from selenium import webdriver
-from selenium.common.exceptions import WebDriverException
+from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
@@ -109,6 +109,24 @@ def sign_in(driver: WebDriver, site: Site, role: str) -> None:
     assert driver.find_element(By.ID, "who").text == f"{role}-e2e · {role}"
 
 
+def stale(element: Any) -> bool:
+    """Whether ``element`` belongs to a page the browser has left."""
+    try:
+        element.is_enabled()
+    except StaleElementReferenceException:
+        return True
+    return False
+
+
+def text_of(driver: WebDriver, element_id: str) -> str:
+    """The element's text, or "" while the page has none (it may be reloading)."""
+    try:
+        found = driver.find_elements(By.ID, element_id)
+        return found[0].text if found else ""
+    except StaleElementReferenceException:
+        return ""
+
+
 def until(check: Callable[[], Any], what: str, timeout_s: float = WAIT_S) -> Any:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -137,11 +155,8 @@ def test_see_a_job_run_through(browser: WebDriver, site: Site) -> None:
                                    tier="interactive", caller="browser-e2e")
     browser.get(f"{site.url}/jobs/{job.id}")
 
-    def finished() -> bool:
-        browser.refresh()
-        return browser.find_element(By.ID, "job-status").text == "succeeded"
-
-    until(finished, f"job {job.id} to succeed on its page")
+    until(lambda: text_of(browser, "job-status") == "succeeded", f"job {job.id} to succeed on its page (the "
+          "page reloads itself when the live stream says it is done)")
     timeline = browser.find_element(By.ID, "timeline").text
     assert "refused" in timeline and "reroute" in timeline and "→ ok" in timeline
     assert "<b>not bold</b>" in browser.find_element(By.ID, "input").text  # shown as text, not markup
@@ -266,13 +281,18 @@ def test_edit_a_skill_into_an_invalid_state_then_fix_and_save(browser: WebDriver
     browser.get(f"{site.url}/skills/summarize")
     schema = browser.find_element(By.ID, "file-schema-json")
     original = schema.get_attribute("value") or ""
-    browser.execute_script("arguments[0].value = arguments[1]", schema, original.replace("{", "{ oops", 1))
-    browser.find_element(By.ID, "check-button").click()
-    problems = until(lambda: browser.find_elements(By.ID, "problems-schema-json"), "the problems")[0].text
+    typed = "arguments[0].value = arguments[1]; arguments[0].dispatchEvent(new Event('input', {bubbles: true}))"
+    browser.execute_script(typed, schema, original.replace("{", "{ oops", 1))  # as if typed: checked as you type
+    until(lambda: "problem" in browser.find_element(By.ID, "live-check").text, "the as-you-type check")
+    problems = browser.find_element(By.ID, "problems-schema-json").text
     assert "schema.json" in problems and "fix:" in problems
     shot(browser, "skill-invalid")
-    schema = browser.find_element(By.ID, "file-schema-json")
-    browser.execute_script("arguments[0].value = arguments[1]", schema, original)
+    before = browser.find_element(By.ID, "skill-form")
+    browser.find_element(By.ID, "check-button").click()  # the same problems from the server-rendered check
+    until(lambda: stale(before), "the checked page")
+    assert "fix:" in browser.find_element(By.ID, "problems-schema-json").text
+    browser.execute_script(typed, browser.find_element(By.ID, "file-schema-json"), original)
+    until(lambda: browser.find_element(By.ID, "live-check").text == "no problems", "the problems to clear")
     md = browser.find_element(By.ID, "file-SKILL-md")
     browser.execute_script("arguments[0].value = arguments[0].value + '\\n- Keep it short.\\n'", md)
     browser.find_element(By.ID, "save-button").click()

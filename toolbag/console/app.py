@@ -29,6 +29,7 @@ from starlette.requests import Request
 from starlette.responses import (
     FileResponse,
     HTMLResponse,
+    JSONResponse,
     PlainTextResponse,
     RedirectResponse,
     Response,
@@ -457,6 +458,19 @@ class Console:
         return self._skill_page(request, user, name, 200 if not checked.problems else 400, texts=texts,
                                 problems=checked.by_file(), checked=not checked.problems)
 
+    async def skill_problems(self, request: Request, user: ConsoleKey) -> Response:
+        """The check as JSON for the page's as-you-type script: ``{"problems": {file: [lines]}}``."""
+        from toolbag.console.skill_edit import EDITABLE, SkillEditError, check
+
+        fields = await self.form(request)
+        folder = self._skill_folder(request.path_params["name"])
+        texts = {n: fields.get(n, "") for n in EDITABLE}
+        try:
+            checked = await run_in_threadpool(check, folder, texts, **self._targets())
+        except SkillEditError as err:
+            return JSONResponse({"problems": {"": [str(err)]}})
+        return JSONResponse({"problems": checked.by_file()}, headers={"cache-control": "no-store"})
+
     async def skill_save(self, request: Request, user: ConsoleKey) -> Response:
         from toolbag.console.skill_edit import EDITABLE, SkillEditError, save
 
@@ -800,6 +814,7 @@ def console_app(client: Client | None = None, *, grafana_url: str | None = None,
         Route("/skills", g("viewer", console.skills), methods=["GET"]),
         Route("/skills/{name}", g("viewer", console.skill), methods=["GET"]),
         Route("/skills/{name}/check", g("viewer", console.skill_check), methods=["POST"]),
+        Route("/skills/{name}/problems", g("viewer", console.skill_problems), methods=["POST"]),
         Route("/skills/{name}/save", g("operator", console.skill_save), methods=["POST"]),
         Route("/skills/{name}/evals", g("viewer", console.skill_evals), methods=["GET"]),
         Route("/skills/{name}/evals", g("operator", console.skill_evals_start), methods=["POST"]),
