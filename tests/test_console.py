@@ -460,3 +460,21 @@ def test_an_admin_previews_and_publishes_a_policy_version(app: object, fleet: In
         assert any(e["agent"] == "pat" for e in _console_audit(fleet, "policy-publish"))
     finally:
         live.publish(load_policy_file(REPO / "policy.yaml"), force=True)
+
+
+@pytest.mark.parametrize(("name", "data", "field", "message"), [
+    ("t.csv", b"\xff\xfe\x00\x01garbage,\xff\n1,2\n", "file", "the file is not UTF-8 text"),
+    ("t.csv", b"a,a\n1,2\n", "file", "t.csv: column names must be unique; repeated: a"),
+    ("t.csv", b"subject,body\nx,y\n", "id_column", "no column 'ticket'"),
+    ("t.jsonl", b"", "file", "the file is empty"),
+])
+def test_a_bad_upload_is_a_message_next_to_its_field(fleet: InProcessFleet, tmp_path: Path, name: str,
+                                                     data: bytes, field: str, message: str) -> None:
+    from toolbag.console.bulk import BulkRunError, BulkRuns
+
+    runs = BulkRuns(fleet.client, tmp_path)
+    with pytest.raises(BulkRunError) as refused:
+        runs.create(filename=name, data=data, skill="triage-ticket", id_column="ticket" if field == "id_column"
+                    else "", who="tess")
+    assert refused.value.field == field and message in refused.value.message, refused.value.message
+    assert str(tmp_path) not in refused.value.message and not list(tmp_path.iterdir())

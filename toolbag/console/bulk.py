@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from toolbag.bulk.files import InputSpec
+from toolbag.bulk.files import BulkFileError, InputSpec
 from toolbag.bulk.runner import BatchError, BatchRun, BatchSpec, Counts, DryRun
 from toolbag.client import Client
 from toolbag.errors import ToolbagError
@@ -146,16 +146,26 @@ class BulkRuns:
         )
         try:
             return BatchRun(self.client, spec)
-        except BatchError as err:
-            text = str(err)
-            where = "skill" if text.startswith("--skill") else "id_column" if "column" in text else "file"
-            raise BulkRunError(where, text.removeprefix("--skill: ")) from None
+        except (BatchError, BulkFileError, UnicodeDecodeError) as err:
+            raise self._refusal(meta, err) from None
+
+    def _refusal(self, meta: RunMeta, err: Exception) -> BulkRunError:
+        """The engine's message for the form: the field it concerns, the file named as it was uploaded."""
+        if isinstance(err, UnicodeDecodeError):
+            return BulkRunError("file", "the file is not UTF-8 text")
+        text = str(err).replace(str(self.input_path(meta)), meta.filename)
+        if text.startswith("--skill: "):
+            return BulkRunError("skill", text.removeprefix("--skill: "))
+        if text.startswith("--id-column: ") or "no column" in text:
+            return BulkRunError("id_column", text.removeprefix("--id-column: "))
+        return BulkRunError("file", text)
 
     def dry_run(self, run_id: str) -> DryRun:
+        meta = self.meta(run_id)
         try:
-            return self._batch(self.meta(run_id)).dry_run()
-        except BatchError as err:
-            raise BulkRunError("file", str(err)) from None
+            return self._batch(meta).dry_run()
+        except (BatchError, BulkFileError, UnicodeDecodeError) as err:
+            raise self._refusal(meta, err) from None
 
     # -- running -----------------------------------------------------------------------------------------
 
