@@ -125,8 +125,12 @@ class BulkRuns:
         meta = RunMeta(uuid.uuid4().hex[:16], skill, fmt, Path(filename).name[:200], id_column, who,
                        int(time.time() * 1000))
         folder = self.root / meta.id
-        folder.mkdir(parents=True)
-        (folder / f"input.{fmt}").write_bytes(data)
+        try:
+            folder.mkdir(parents=True)
+            (folder / f"input.{fmt}").write_bytes(data)
+        except OSError as err:
+            raise BulkRunError("file", f"cannot keep the upload on this server ({err.strerror or err}); set "
+                                       f"{RUNS_DIR_ENV} to a writable folder") from None
         try:
             self._batch(meta)
         except BulkRunError:
