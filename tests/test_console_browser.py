@@ -104,9 +104,9 @@ def sign_in(driver: WebDriver, site: Site, role: str) -> None:
     driver.delete_all_cookies()
     driver.get(f"{site.url}/login")
     driver.find_element(By.ID, "key").send_keys(site.keys[role])
-    driver.find_element(By.CSS_SELECTOR, "#login button").click()
-    until(lambda: driver.current_url.endswith("/console/fleet"), "the fleet page after sign-in")
-    assert driver.find_element(By.ID, "who").text == f"{role}-e2e · {role}"
+    submit(driver, "#login button")
+    until(lambda: text_of(driver, "who") == f"{role}-e2e · {role}", "the fleet page after sign-in")
+    assert driver.current_url.endswith("/console/fleet")
 
 
 def stale(element: Any) -> bool:
@@ -127,6 +127,13 @@ def text_of(driver: WebDriver, element_id: str) -> str:
         return ""
 
 
+def submit(driver: WebDriver, css: str) -> None:
+    """Click ``css`` and wait until the browser has left the page it was on."""
+    clicked = driver.find_element(By.CSS_SELECTOR, css)
+    clicked.click()
+    until(lambda: stale(clicked), f"the page after clicking {css}")
+
+
 def until(check: Callable[[], Any], what: str, timeout_s: float = WAIT_S) -> Any:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -141,7 +148,7 @@ def test_sign_in_with_a_bad_key_then_a_good_one(browser: WebDriver, site: Site) 
     browser.get(f"{site.url}/fleet")
     assert browser.current_url.endswith("/console/login")
     browser.find_element(By.ID, "key").send_keys("tbc-wrong")
-    browser.find_element(By.CSS_SELECTOR, "#login button").click()
+    submit(browser, "#login button")
     assert browser.find_element(By.ID, "key-error").text == "unknown or revoked console key"
     shot(browser, "login")
     sign_in(browser, site, "admin")
@@ -189,16 +196,17 @@ def test_resolve_an_escalation_and_the_waiting_caller_receives_it(browser: WebDr
     until(listed, "the inbox to list it")
     shot(browser, "escalations")
     browser.find_element(By.LINK_TEXT, job.id).click()
+    until(lambda: text_of(browser, "why"), "the escalation page")
     assert "refused" in browser.find_element(By.ID, "why").text
     Select(browser.find_element(By.ID, "f-confidence")).select_by_visible_text("high")
     browser.find_element(By.ID, "f-reason").send_keys("The customer was charged twice.")
-    browser.find_element(By.CSS_SELECTOR, "#resolve-form button").click()
+    submit(browser, "#resolve-form button")
     assert browser.find_element(By.ID, "error-label").text == "output.label: is required but missing"
     assert waiter.is_alive() and not received
     shot(browser, "escalation-invalid")
     browser.find_element(By.ID, "f-label").send_keys("billing")
-    browser.find_element(By.CSS_SELECTOR, "#resolve-form button").click()
-    until(lambda: "resolved" in browser.find_element(By.ID, "message").text, "the resolved notice")
+    submit(browser, "#resolve-form button")
+    until(lambda: "resolved" in text_of(browser, "message"), "the resolved notice")
     waiter.join(30)
     assert received and received[0].ok, received
     assert received[0].output == {"label": "billing", "confidence": "high",
@@ -215,7 +223,7 @@ def test_a_viewer_is_refused_an_action_even_past_the_disabled_button(browser: We
     button = browser.find_element(By.CSS_SELECTOR, "#cancel-form button")
     assert not button.is_enabled()
     browser.execute_script("arguments[0].removeAttribute('disabled')", button)
-    button.click()
+    submit(browser, "#cancel-form button")
     refusal = until(lambda: [e.text for e in browser.find_elements(By.ID, "refused")], "the refusal page")[0]
     assert refusal == "your role (viewer) cannot do this; it needs operator"
     shot(browser, "viewer-refused")
@@ -230,7 +238,7 @@ def test_every_other_page_renders(browser: WebDriver, site: Site) -> None:
     shot(browser, "permissions")
     browser.get(f"{site.url}/keys")
     browser.find_element(By.ID, "ck-name").send_keys("newcomer")
-    browser.find_element(By.CSS_SELECTOR, "#console-key-form button").click()
+    submit(browser, "#console-key-form button")
     secret = browser.find_element(By.ID, "new-secret").text
     assert secret.startswith("tbc-")
     browser.get(f"{site.url}/keys")
@@ -248,18 +256,13 @@ def test_upload_a_50_row_csv_and_download_the_results(browser: WebDriver, site: 
     browser.find_element(By.ID, "upload-file").send_keys(str(upload))
     Select(browser.find_element(By.ID, "upload-skill")).select_by_visible_text("triage-ticket")
     browser.find_element(By.ID, "upload-id").send_keys("ticket_id")
-    browser.find_element(By.CSS_SELECTOR, "#upload-form button").click()
-    until(lambda: browser.find_elements(By.ID, "dry-total"), "the dry run")
+    submit(browser, "#upload-form button")
     assert browser.find_element(By.ID, "dry-total").text == "50"
     assert browser.find_element(By.ID, "dry-valid").text == "50"
     shot(browser, "bulk-dry-run")
-    browser.find_element(By.ID, "start-button").click()
-
-    def done() -> bool:
-        browser.refresh()
-        return browser.find_element(By.ID, "run-state").text == "done"
-
-    until(done, "the run to finish", timeout_s=90)
+    submit(browser, "#start-button")
+    until(lambda: text_of(browser, "run-state") == "done", "the run to finish (its page refreshes itself)",
+          timeout_s=90)
     assert browser.find_element(By.ID, "count-ok").text == "50"
     shot(browser, "bulk-done")
     link = browser.find_element(By.ID, "download-results").get_attribute("href")
@@ -295,21 +298,18 @@ def test_edit_a_skill_into_an_invalid_state_then_fix_and_save(browser: WebDriver
     until(lambda: browser.find_element(By.ID, "live-check").text == "no problems", "the problems to clear")
     md = browser.find_element(By.ID, "file-SKILL-md")
     browser.execute_script("arguments[0].value = arguments[0].value + '\\n- Keep it short.\\n'", md)
-    browser.find_element(By.ID, "save-button").click()
-    saved = until(lambda: browser.find_elements(By.ID, "saved"), "the saved notice")[0].text
+    submit(browser, "#save-button")
+    saved = browser.find_element(By.ID, "saved").text
     assert "Saved." in saved and "→" in saved
     assert "changed" in browser.find_element(By.ID, "review").text
     assert "Keep it short." in (site.tmp / "skills" / "summarize" / "SKILL.md").read_text()
     shot(browser, "skill-saved")
-    browser.find_element(By.ID, "evals-link").click()
-    browser.find_element(By.ID, "evals-button").click()
+    submit(browser, "#evals-link")
+    submit(browser, "#evals-button")
 
     def evaluated() -> str:
-        state = browser.find_element(By.ID, "evals-state").text
-        if state.startswith("running"):
-            browser.refresh()
-            return ""
-        return state
+        state = text_of(browser, "evals-state")  # the page refreshes itself while they run
+        return "" if state.startswith("running") else state
 
     assert until(evaluated, "the evals", timeout_s=120) == "done: all pass"
     table = browser.find_element(By.ID, "evals").text
