@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 import uvicorn
 from selenium import webdriver
-from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
+from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
@@ -113,7 +113,7 @@ def stale(element: Any) -> bool:
     """Whether ``element`` belongs to a page the browser has left."""
     try:
         element.is_enabled()
-    except StaleElementReferenceException:
+    except WebDriverException:  # stale, or Chromium's "node does not belong to the document" mid-navigation
         return True
     return False
 
@@ -123,7 +123,7 @@ def text_of(driver: WebDriver, element_id: str) -> str:
     try:
         found = driver.find_elements(By.ID, element_id)
         return found[0].text if found else ""
-    except StaleElementReferenceException:
+    except WebDriverException:  # the page went away between the find and the read
         return ""
 
 
