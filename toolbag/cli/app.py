@@ -538,6 +538,9 @@ def _mount_optional() -> None:
     from toolbag.api.cli import register as register_api
 
     register_api(app)
+    from toolbag.console.cli import register as register_console
+
+    register_console(app)
     try:
         from toolbag.skills.cli import app as skills_app
     except ImportError:

@@ -1,0 +1,11 @@
+"""The web console: the fleet, jobs, the escalation inbox, permissions and keys in a browser, under ``/console``.
+
+Server-rendered (Starlette + Jinja2 with autoescape), signed in with a console key that carries a role
+(:mod:`toolbag.console.keys`); every action goes through the same library calls as the CLI and into the audit
+stream with who did it (:mod:`toolbag.console.actions`).
+"""
+
+from toolbag.console.app import console_app
+from toolbag.console.keys import ROLES, ConsoleKey, ConsoleKeyError, ConsoleKeyStore
+
+__all__ = ["ROLES", "ConsoleKey", "ConsoleKeyError", "ConsoleKeyStore", "console_app"]
