@@ -87,7 +87,7 @@ def _session_secret(client: Client) -> str:
     given = os.environ.get(SECRET_ENV)
     if given:
         return given
-    key = f"{client.store.keys.prefix}console:session-secret"
+    key = client.store.keys.console_session_secret
     client.store.redis.set(key, secrets.token_urlsafe(48), nx=True)
     raw = client.store.redis.get(key)
     return raw.decode() if isinstance(raw, bytes) else str(raw)

@@ -47,11 +47,11 @@ def may(role: str, needed: Role) -> bool:
 
 
 def record_key(keys: Keys, digest: str) -> str:
-    return f"{keys.prefix}consolekey:{digest}"
+    return keys.console_key(digest)
 
 
 def index_key(keys: Keys) -> str:
-    return f"{keys.prefix}consolekeys"
+    return keys.console_keys
 
 
 class ConsoleKeyStore:

@@ -52,9 +52,9 @@ class Outbox:
 
     def __init__(self, client: redis.Redis, keys: Keys) -> None:
         self.redis = client
-        self.stream = f"{keys.prefix}outbox"
-        self.failed_list = f"{keys.prefix}outbox:failed"
-        self.lock = f"{keys.prefix}outbox:sender"
+        self.stream = keys.outbox
+        self.failed_list = keys.outbox_failed
+        self.lock = keys.outbox_sender
 
     def add(self, url: str, payload: dict[str, Any]) -> str:
         """Queue a POST of ``payload`` (JSON) to ``url``; returns its delivery id."""

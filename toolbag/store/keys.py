@@ -23,6 +23,12 @@ key                                type     meaning
 ``<p>apikey:<sha256>``             hash     an HTTP front-door key (by the hash of its secret): caller, tier
 ``<p>apikeys``                     hash     key id -> sha256 of every live front-door key (for list/revoke)
 ``<p>apirate:<key id>:<minute>``   string   requests made with a front-door key in one minute (its rpm limit)
+``<p>outbox``                      stream   webhook notifications waiting for delivery (toolbag.escalations.outbox)
+``<p>outbox:failed``               list     notifications given up on after their retries
+``<p>outbox:sender``               string   the lock of the one sender fleet-wide
+``<p>consolekey:<sha256>``         hash     a web-console key (by the hash of its secret): name, role
+``<p>consolekeys``                 hash     key id -> sha256 of every live console key (for list/revoke)
+``<p>console:session-secret``      string   the console's cookie-signing secret when none is configured
 ``<p>stats``                       hash     fleet-wide job counters (submitted, finished) by tier, status, capability
 ``<p>policy``                      hash     the live tool policy: version, digest, text (toolbag.gateway)
 ``<p>health:<model>``              hash     circuit state and EWMAs per model
@@ -98,6 +104,29 @@ class Keys:
     def api_rate(self, key_id: str, minute: int) -> str:
         """Requests made with one front-door key in one wall-clock minute (fleet-wide rpm)."""
         return f"{self.prefix}apirate:{key_id}:{minute}"
+
+    @property
+    def outbox(self) -> str:
+        return f"{self.prefix}outbox"
+
+    @property
+    def outbox_failed(self) -> str:
+        return f"{self.prefix}outbox:failed"
+
+    @property
+    def outbox_sender(self) -> str:
+        return f"{self.prefix}outbox:sender"
+
+    def console_key(self, digest: str) -> str:
+        return f"{self.prefix}consolekey:{digest}"
+
+    @property
+    def console_keys(self) -> str:
+        return f"{self.prefix}consolekeys"
+
+    @property
+    def console_session_secret(self) -> str:
+        return f"{self.prefix}console:session-secret"
 
     def inbox(self, name: str) -> str:
         return f"{self.prefix}inbox:{name}"
