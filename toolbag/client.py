@@ -106,6 +106,9 @@ class Client:
 
         self.health = HealthTracker(self.store.redis, self.store.keys, self.config)
         self.router = Router(self.config, self.health)
+        from toolbag.budgets import Budgets
+
+        self.budgets = Budgets.of(self.config, self.store.redis, self.store.keys)
         self._choice_cache: dict[tuple[str, Tier, Needs], tuple[list[str], str]] | None = None
         self._skills_root = skills_root
         self._skills: SkillLibrary | None = None
@@ -131,7 +134,14 @@ class Client:
         request = JobRequest(capability, input, skill, tier, caller, idempotency_key, deadline_s,
                              candidates=candidates)
         new_job = self._prepare(request)
-        created, job_id = self.store.submit(new_job)  # counted fleet-wide in Redis (toolbag_jobs_submitted_total)
+        self._reserve([new_job])
+        try:
+            created, job_id = self.store.submit(new_job)  # counted fleet-wide in Redis (toolbag_jobs_submitted_total)
+        except BaseException:
+            self._release([new_job])
+            raise
+        if not created:
+            self._release([new_job])
         return Job(self, job_id, created)
 
     def submit_many(
@@ -210,7 +220,55 @@ class Client:
         )
 
     def _flush(self, chunk: list[NewJob]) -> list[Job]:
-        return [Job(self, job_id, created) for created, job_id in self.store.submit_many(chunk)]
+        self._reserve(chunk)
+        try:
+            done = self.store.submit_many(chunk)
+        except BaseException:
+            self._release(chunk)
+            raise
+        self._release([job for job, (created, _id) in zip(chunk, done, strict=True) if not created])
+        return [Job(self, job_id, created) for created, job_id in done]
+
+    def _reserve(self, jobs: Sequence[NewJob]) -> None:
+        """Hold each job's estimated cost against its budgets; a budget at its hard limit refuses the lot
+        (what was held for the others is given back) with a :class:`SubmitError` naming it."""
+        if self.budgets is None:
+            return
+        from toolbag.budgets import BudgetExceeded
+
+        held: list[NewJob] = []
+        try:
+            for job in jobs:
+                self.budgets.reserve(job.job_id, job.caller, self._estimate_usd(job),
+                                     job.deadline_s + self.config.tiers[self._tier_of(job)].total_timeout_s)
+                held.append(job)
+        except BudgetExceeded as err:
+            self._release(held)
+            self.store.count_rejected("budget")
+            raise SubmitError("budget", str(err)) from None
+        except BaseException:
+            self._release(held)
+            raise
+
+    def _release(self, jobs: Sequence[NewJob]) -> None:
+        if self.budgets is not None:
+            for job in jobs:
+                self.budgets.release(job.job_id)
+
+    def _tier_of(self, job: NewJob) -> Tier:
+        tier = job.fields["tier"]
+        return tier if tier in TIERS else "standard"
+
+    def _estimate_usd(self, job: NewJob) -> float:
+        from toolbag.attempt.request import build_request
+        from toolbag.budgets.estimate import reservation_usd
+
+        f = job.fields
+        skill = self._skill(f["skill"]) if "skill" in f else None
+        plan = json.loads(f["plan"])
+        request = build_request(self.config, capability=f["capability"], tier=self._tier_of(job), model=f["model"],
+                                job_input=json.loads(f["input"]), skill=skill)
+        return reservation_usd(self.config, plan, request)
 
     def _prepare(self, item: JobRequest | Mapping[str, Any], inbox: str | None = None) -> NewJob:
         """Validate one request (``inbox`` names a completion inbox when the request names none)."""

@@ -433,6 +433,9 @@ def _mount_optional() -> None:
     from toolbag.api.cli import register as register_api
 
     register_api(app)
+    from toolbag.budgets.cli import register as register_budgets
+
+    register_budgets(app)
     try:
         from toolbag.skills.cli import app as skills_app
     except ImportError:
