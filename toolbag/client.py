@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING, Any
 
 from toolbag.config import MIN_DEADLINE_S, TIERS, Config, Tier, load_config, redis_url, valid_unicode
 from toolbag.jobs import JobNotFound, JobRecord, JobResult, JobStatus, ResultTimeout, SubmitError
-from toolbag.routing import Needs, NoCandidate, Router
+from toolbag.routing import Bounds, Needs, NoCandidate, Router
 from toolbag.store import WAIT_CHUNK_S, JobStore, NewJob
+from toolbag.store.jobstore import HISTORY_FIELD
 from toolbag.store.keys import Keys
 from toolbag.store.messages import queue_name
 
@@ -49,6 +50,10 @@ class JobRequest:
     ``Keys.inbox(inbox)``, so one consumer follows many jobs (``JobStore.pop_inbox``)."""
     candidates: tuple[str, ...] | None = None
     """Pin the job to these configured models instead of the route (evals, canaries); not for call sites."""
+    max_cost_usd: float | None = None
+    """Only candidates whose expected cost for this input (estimated input plus the output cap) is at most this."""
+    max_latency_s: float | None = None
+    """Only candidates whose recent latency (the fleet's health data) is at most this; unmeasured ones pass."""
 
 
 class Job:
@@ -126,13 +131,16 @@ class Client:
         idempotency_key: str | None = None,
         deadline_s: float | None = None,
         candidates: tuple[str, ...] | None = None,
+        max_cost_usd: float | None = None,
+        max_latency_s: float | None = None,
     ) -> Job:
         """Submit one job. ``capability`` or ``skill`` (or both) must be given.
 
         ``candidates`` pins the job to these configured models instead of the route (evals, canaries).
+        ``max_cost_usd`` and ``max_latency_s`` leave out candidates expected to cost more, or recently slower.
         """
         request = JobRequest(capability, input, skill, tier, caller, idempotency_key, deadline_s,
-                             candidates=candidates)
+                             candidates=candidates, max_cost_usd=max_cost_usd, max_latency_s=max_latency_s)
         new_job = self._prepare(request)
         self._reserve([new_job])
         try:
@@ -291,13 +299,19 @@ class Client:
         input_json = self._input_json(req, skill)
         needs = _needs_for(skill, input_json)
         candidates = _candidates(req.candidates)
+        bounds = Bounds(_bound(req.max_cost_usd, "max_cost_usd"), _bound(req.max_latency_s, "max_latency_s"))
+        route_reason = ""
         try:
             if candidates:
                 plan, model = self._pinned(candidates, needs)
-            else:
+            elif self.config.route(capability, tier).routing == "order" and bounds == Bounds():
                 plan, model = self._route(capability, tier, needs)
+            else:
+                choice = self.router.choose(capability, tier, needs, bounds,
+                                            cost_of=self._cost_of(capability, tier, input_json, skill))
+                plan, model, route_reason = choice.plan, choice.model, choice.reason
         except NoCandidate as err:
-            raise SubmitError("capability", str(err)) from None
+            raise SubmitError(err.field, str(err)) from None
         provider = self.config.provider_of(model)
         queue = queue_name(provider, tier)
         fields = {
@@ -316,6 +330,10 @@ class Client:
             fields["skill_version"] = skill.version
         if req.inbox is not None:
             fields["inbox"] = self.store.keys.inbox(req.inbox)
+        if route_reason:
+            from toolbag.jobs import DecisionRecord
+
+            fields[HISTORY_FIELD] = DecisionRecord("route", route_reason, model).to_json()
         return NewJob(
             job_id=uuid.uuid4().hex,
             queue=queue,
@@ -379,6 +397,19 @@ class Client:
             except SkillInputError as err:
                 raise SubmitError(getattr(err, "path", "input"), str(err)) from None
         return input_json
+
+    def _cost_of(
+        self, capability: str, tier: Tier, input_json: str, skill: Skill | None
+    ) -> Callable[[str], float]:
+        """Expected USD of one call of this job's input on a model (estimated input plus the output cap)."""
+        from toolbag.attempt.request import build_request
+        from toolbag.budgets.estimate import call_cost_usd
+
+        route = self.config.route(capability, tier)
+        widest = max(route.candidates, key=lambda m: self.config.models[m].max_output_tokens)
+        request = build_request(self.config, capability=capability, tier=tier, model=widest,
+                                job_input=json.loads(input_json), skill=skill)
+        return lambda model: call_cost_usd(self.config, model, request)
 
     def _pinned(self, candidates: tuple[str, ...], needs: Needs) -> tuple[list[str], str]:
         unknown = [m for m in candidates if m not in self.config.models]
@@ -501,6 +532,15 @@ def _check_text(req: JobRequest) -> None:
             raise SubmitError(name, f"must be a string, got {type(value).__name__}")
         if not valid_unicode(value):
             raise SubmitError(name, "is not valid Unicode text (it holds a lone surrogate)")
+
+
+def _bound(value: Any, name: str) -> float | None:
+    """A job's ``max_cost_usd`` or ``max_latency_s``: none, or a positive finite number."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < float("inf"):
+        raise SubmitError(name, "must be a positive number")
+    return float(value)
 
 
 def _candidates(value: Any) -> tuple[str, ...]:
