@@ -28,7 +28,7 @@ import redis
 from toolbag.attempt.tokens import estimate_input_tokens
 from toolbag.config import Config, Limits, Tier
 from toolbag.lua import source as lua_source
-from toolbag.providers.base import AttemptFailure, ModelRequest, ModelResponse, OutcomeKind
+from toolbag.providers.base import AttemptFailure, ModelRequest, ModelResponse, OutcomeKind, Usage
 from toolbag.store import text as _text
 from toolbag.store.keys import Keys
 from toolbag.telemetry import metrics
@@ -168,6 +168,15 @@ def vendor_signals(headers: Mapping[str, str], now_s: float | None = None) -> Ve
         _int(h.get("x-ratelimit-remaining-tokens")), _int(h.get("x-ratelimit-limit-tokens")),
         _reset_s(h.get("x-ratelimit-reset-tokens"), now_s),
     )
+
+
+def counted_tokens(provider_kind: str, usage: Usage) -> int:
+    """The tokens of a call that count against a tokens-per-window limit, as the vendor counts them: Anthropic
+    leaves input read from its prompt cache out of its input-token limits; OpenAI and Gemini count every
+    input token, cached or not."""
+    if provider_kind == "anthropic":
+        return usage.input_tokens - usage.cached_input_tokens + usage.output_tokens
+    return usage.input_tokens + usage.output_tokens
 
 
 def reservation(request: ModelRequest, max_output_tokens: int | None = None) -> int:
@@ -455,8 +464,8 @@ class _Ticket:
         failure = exc[1] if len(exc) > 1 and isinstance(exc[1], AttemptFailure) else None
         used: int | None = None
         if self.response is not None:
-            usage = self.response.usage
-            used = usage.input_tokens + usage.output_tokens
+            kind = self.limiter.config.providers[self.ctx.provider].kind
+            used = counted_tokens(kind, self.response.usage)
             refund = self.reserved - used
         elif failure is not None and failure.kind in _NOTHING_USED:
             refund = self.reserved

@@ -132,11 +132,14 @@ class AttemptRunner:
                 output = self._output(response, request, skill)
                 latency_s = time.monotonic() - t0
                 usage = response.usage
-                cost = model.cost_usd(usage.input_tokens, usage.output_tokens)
+                cost = model.cost_usd(usage.input_tokens, usage.output_tokens,
+                                      cache_read_tokens=usage.cached_input_tokens,
+                                      cache_write_tokens=usage.cache_write_tokens)
                 attempt = AttemptRecord(
                     n=attempt_n, model=model_name, provider=self.provider, outcome=OutcomeKind.OK.value,
                     latency_s=round(latency_s, 4), time_to_first_token_s=response.time_to_first_token_s,
                     input_tokens=usage.input_tokens, output_tokens=usage.output_tokens, cost_usd=cost,
+                    cache_read_tokens=usage.cached_input_tokens, cache_write_tokens=usage.cache_write_tokens,
                     worker=self.worker_name, request_id=response.request_id,
                     started_ms=record.started_ms, ended_ms=record.started_ms + round(latency_s * 1000),
                 )
