@@ -250,8 +250,9 @@ class RateLimiter:
         """One admission try. ``check`` only asks (nothing is taken or recorded). ``expected_tokens`` (what
         the call will likely use; default the reservation) paces the hand-back line until calls were
         measured. ``output_tokens``: the part of ``cost_tokens`` that is the output cap (the call log lets a
-        window exceed tpm by one call's output). ``count_inflight`` false: a further call of an attempt that already holds its in-flight
-        entry (a tool loop's later steps), so the concurrency limit is neither checked nor taken again."""
+        window exceed tpm by one call's output). ``count_inflight`` false: a further call of an attempt that
+        already holds its in-flight entry (a tool loop's later steps), so the concurrency limit is neither
+        checked nor taken again."""
         scopes = self.scopes(model, caller)
         keys = [key for scope in scopes for key in scope.keys]
         argv = ["check" if check else "take", "i" if tier == "interactive" else "b", f"{horizon_s * 1000:.3f}",
@@ -278,7 +279,8 @@ class RateLimiter:
         argv: list[str] = [ticket_id, str(int(cost_tokens)), str(int(output_tokens))]
         for scope in scopes:
             lim = scope.limits
-            argv += [f"{(lim.window_s + lim.effective_margin_s) * 1000:.3f}", str(lim.rpm or 0), str(lim.tpm or 0)]
+            argv += [f"{(lim.window_s + lim.effective_margin_s) * 1000:.3f}", f"{lim.window_s * 1000:.3f}",
+                     str(lim.rpm or 0), str(lim.tpm or 0)]
         reply = self._commit(keys=[key for s in scopes for key in (s.keys[3], s.keys[4])], args=argv)
         if int(reply[0]) == 1:
             return Commit(True, at_s=float(_text(reply[1])) / 1000)

@@ -2,7 +2,8 @@
 -- the provider account and the caller), all or nothing; or say how long until it could be admitted.
 -- A refusal takes no capacity.
 --
--- Each scope paces requests and tokens with GCRA frontiers (the time from which the next unit is free),
+-- Each scope paces requests (over window + margin) and tokens (over the window: the call log's token check
+-- is the hard stop for them) with GCRA frontiers (the time from which the next unit is free),
 -- one pair per lane: lane 'i' holds the interactive reserve, lane 'b' the rest. A request uses its own
 -- lane; it may borrow the other lane's next slot when that comes sooner (interactive always may;
 -- standard and batch only while no interactive job asked within the last window, and at most one
@@ -90,7 +91,7 @@ local function lookahead(sc, ln)
     l = iv
   end
   if sc.tb > 0 then
-    local _, iv = lane('t', ln, sc.ti, sc.tb, sc.span)
+    local _, iv = lane('t', ln, sc.ti, sc.tb, sc.window)
     l = math.max(l, sc.charge * iv)
   end
   return l
@@ -223,7 +224,7 @@ for i = 1, n do
     set[#set + 1] = f
   end
   if sc.tb > 0 then
-    local f, iv = lane('t', sc.lane, sc.ti, sc.tb, sc.span)
+    local f, iv = lane('t', sc.lane, sc.ti, sc.tb, sc.window)
     h[f] = math.max(num(h[f]), slot) + sc.charge * iv
     set[#set + 1] = f
   end
@@ -269,7 +270,7 @@ if wait <= 0 then
   for i = 1, n do
     local sc = scopes[i]
     if sc.rpm > 0 or sc.tpm > 0 then
-      full = math.max(full, log_wait(sc.log, sc.tok, sc.span, sc.rpm, sc.tpm, cost, output, now))
+      full = math.max(full, log_wait(sc.log, sc.tok, sc.span, sc.window, sc.rpm, sc.tpm, cost, output, now))
     end
   end
   if full > 0 then

@@ -4,7 +4,8 @@
 --   tok  hash  ticket -> tokens the call counts: its reservation while in flight, what it used once
 --              settled (rl_settle); field '~sum' holds their total over the calls in the log
 -- A call starts only while fewer than rpm calls started within the last span (window + margin), and the
--- tokens of those calls plus its own input fit in tpm. In-flight calls count at their reservation (input
+-- tokens of the calls within the last window plus its own input fit in tpm (the margin, which absorbs the
+-- jitter between a call's start and its arrival, is left to the one call's output a window may exceed by). In-flight calls count at their reservation (input
 -- estimate plus output cap), so however late a worker wakes for its slot, a window exceeds tpm by at most
 -- the output of the one call that started last (unless a call used more than it reserved).
 local function log_fmt(v) return string.format('%.3f', v) end
@@ -24,7 +25,7 @@ local function log_prune(log, tok, span, now)
 end
 
 -- ms until a call reserving ``cost`` tokens, ``output`` of them its output cap, may start (0: now)
-local function log_wait(log, tok, span, rpm, tpm, cost, output, now)
+local function log_wait(log, tok, span, window, rpm, tpm, cost, output, now)
   log_prune(log, tok, span, now)
   local wait = 0
   if rpm > 0 and redis.call('ZCARD', log) >= rpm then
@@ -33,18 +34,22 @@ local function log_wait(log, tok, span, rpm, tpm, cost, output, now)
   end
   if tpm > 0 then
     local sum = tonumber(redis.call('HGET', tok, '~sum') or '0') or 0
+    local edge = redis.call('ZRANGEBYSCORE', log, log_fmt(now - span), '(' .. log_fmt(now - window))
+    if #edge > 0 then  -- in the log for the request count, out of the token window already
+      for _, v in ipairs(redis.call('HMGET', tok, unpack(edge))) do sum = sum - (tonumber(v) or 0) end
+    end
     local input = math.max(0, cost - output)
     if sum > 0.5 and sum + input > tpm then
       -- until enough of the oldest calls leave the window (a settle that gives tokens back may come sooner)
       local need = sum + input - tpm
-      local entries = redis.call('ZRANGE', log, 0, 499, 'WITHSCORES')
+      local entries = redis.call('ZRANGEBYSCORE', log, log_fmt(now - window), '+inf', 'WITHSCORES', 'LIMIT', 0, 500)
       local freed, at = 0, now
       for j = 1, #entries, 2 do
         freed = freed + (tonumber(redis.call('HGET', tok, entries[j])) or 0)
         at = tonumber(entries[j + 1])
         if freed >= need then break end
       end
-      wait = math.max(wait, at + span - now, 1)
+      wait = math.max(wait, at + window - now, 1)
     end
   end
   return wait

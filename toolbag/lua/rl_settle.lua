@@ -66,9 +66,9 @@ for i = 1, n do
   if exists and frontier_refund ~= 0 and tpm > 0 and ln ~= '' then
     local field, per_token
     if ln == 'i' and reserve > 0 then
-      field, per_token = 'ti', span / (tpm * reserve)
+      field, per_token = 'ti', window / (tpm * reserve)
     else
-      field, per_token = 'tb', span / (tpm * (1 - math.max(reserve, 0)))
+      field, per_token = 'tb', window / (tpm * (1 - math.max(reserve, 0)))
     end
     local f = tonumber(redis.call('HGET', state, field))
     if f then redis.call('HSET', state, field, fmt(f - frontier_refund * per_token)) end
