@@ -193,16 +193,18 @@ end
 if wait > horizon then
   -- Refused: give the job a place in this class's hand-back line, so that jobs handed back together
   -- come back spread out at the pace they can be served, a little early (they then wait in-process).
+  -- The line is paced at the whole limit, even for batch while interactive work holds its share: due
+  -- times are handed out for the whole backlog at once, and when interactive goes quiet batch takes its
+  -- share back at once; until then a job back before its lane has room takes a new place in the line.
   local sc = scopes[binding]
   local qf = 'q' .. class
   local served = 0
   if sc.rpm > 0 then
-    served = sc.span / ((class == 'b' and sc.active and sc.rb > 0) and sc.rb or sc.rpm)
+    served = sc.span / sc.rpm
   end
   if sc.tpm > 0 then
-    local share = (class == 'b' and sc.active and sc.tb > 0) and sc.tb or sc.tpm
     local used = math.min(cost, num(sc.h.ta) > 0 and num(sc.h.ta) or expected)
-    served = math.max(served, used * sc.span / share)
+    served = math.max(served, used * sc.window / sc.tpm)
   end
   local due = math.max(num(sc.h[qf]), now + wait - horizon / 2)
   due = math.min(due, now + wait + 10 * sc.span)
