@@ -185,3 +185,60 @@ def test_spend_cli(redis_url: str, tmp_path: Path) -> None:
     assert done.returncode == 2 and "--team: unknown team 'nobody'" in done.stderr
     done = spend()
     assert done.returncode == 0 and "caller:bot" in done.stdout and "$0.1250" in done.stdout
+
+
+def test_a_fleet_of_worker_processes_overspends_by_at_most_one_reservation(redis_server: str, tmp_path: Path) -> None:
+    """Three producers race two worker processes against a $0.60 fleet budget until it refuses them."""
+    import threading
+
+    from tests.fleet import running_fleet
+    from toolbag.config import TIERS
+
+    data = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())
+    models = data["models"]
+    models["gpt-luna"].update({"input_usd_per_mtok": 1000.0, "output_usd_per_mtok": 1000.0})
+    routes = data["routes"]
+    routes["spend"] = {t: {"candidates": ["gpt-luna"]} for t in TIERS}
+    overrides = {"models": models, "routes": routes, "budgets": {"fleet": {"daily_usd": 0.6}}}
+    with running_fleet(redis_server, tmp_path, providers=("openai",), concurrency=8,
+                       config_overrides=overrides) as fleet:
+        fleet.worker("openai", 8, name="worker-openai-2")
+        fleet.wait_workers(2)
+        client = fleet.client
+        ledger = client.budgets
+        jobs: list[Any] = []
+        refusals: list[str] = []
+        reservation = 0.0
+
+        def produce(n: int) -> None:
+            nonlocal reservation
+            for i in range(400):
+                payload = {"messages": [{"role": "user", "content": f"note {n}-{i}"}], "max_output_tokens": 16}
+                try:
+                    jobs.append(client.submit("spend", input=payload, tier="standard", caller=f"p{n}"))
+                except SubmitError as err:
+                    refusals.append(str(err))
+                    if ledger is not None and _spent(ledger, "fleet")[1] == 0.0:
+                        return  # refused with nothing in flight: the budget is spent
+                    time.sleep(0.05)
+
+        producers = [threading.Thread(target=produce, args=(n,)) for n in range(3)]
+        for p in producers:
+            p.start()
+        for p in producers:
+            p.join(timeout=120)
+        results = [j.result(timeout_s=60) for j in jobs]
+        assert all(r.ok for r in results)
+        assert ledger is not None
+        from toolbag.attempt.request import build_request
+        from toolbag.budgets.estimate import reservation_usd
+
+        request = build_request(client.config, capability="spend", tier="standard", model="gpt-luna",
+                                job_input={"messages": [{"role": "user", "content": "note 0-000"}],
+                                           "max_output_tokens": 16})
+        reservation = reservation_usd(client.config, ["gpt-luna"], request)
+        spent, held = _spent(ledger, "fleet")
+        assert held == 0.0
+        assert spent == pytest.approx(sum(r.cost_usd for r in results), abs=len(results) / NANO)
+        assert refusals and "fleet day budget of $0.60 reached" in refusals[-1]
+        assert 0.6 - reservation <= spent <= 0.6 + reservation, (spent, reservation, len(results))
