@@ -1,10 +1,12 @@
-"""Fleet-wide rate limits: achieved/limit for RPM and TPM with 1, 2 and 4 worker processes, and the
-interactive p95 wait (submit → vendor call) with and without a saturating batch backlog.
+"""Fleet-wide rate limits: achieved/limit for RPM and TPM with 1, 2 and 4 worker processes; batch taking
+back the interactive share once interactive goes quiet (a mixed backlog, two workers); and the interactive
+p95 wait (submit → vendor call) with and without a saturating batch backlog.
 
     .venv/bin/python -m bench.ratelimit [--window 8] [--rpm 80] [--tpm 4000] [--workers 1,2,4]
 
 The vendor's side is the judge: call times come from the simulator's request log. Targets: zero RPM
-overshoot in any window, utilization ≥ 0.95, TPM overshoot ≤ one job's max output tokens.
+overshoot in any window, utilization ≥ 0.95 (RPM, TPM, and RPM once interactive stopped in the mixed
+backlog), TPM overshoot ≤ one job's max output tokens.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from toolbag.devfleet.harness import private_redis, simulator_process
 from toolbag.jobs import JobResult
 
 MAX_OUTPUT = 64
+MIX_RPM, MIX_WINDOW_S, MIX_JOBS = 20, 4.0, 120  # the mixed backlog: a sixth of it interactive
 
 
 def write_config(tmp: Path, sim_url: str, window_s: float, rpm: int, tpm: int, wait_s: float | None = None) -> Path:
@@ -41,6 +44,7 @@ def write_config(tmp: Path, sim_url: str, window_s: float, rpm: int, tpm: int, w
         "b-rpm": {"rpm": rpm, "window_s": window_s},
         "b-tpm": {"tpm": tpm, "window_s": window_s},
         "b-tier": {"rpm": rpm, "window_s": window_s, "interactive_reserve": 0.2},
+        "b-mix": {"rpm": MIX_RPM, "window_s": MIX_WINDOW_S, "interactive_reserve": 0.2},
         "b-warm": {},
     }
     for name, limits in models.items():
@@ -94,6 +98,29 @@ def tpm_phase(client: Client, sim_url: str, window_s: float, tpm: int, jobs: int
     return achieved, worst_window(times, tokens, window_s) - tpm
 
 
+def mixed_phase(client: Client, sim_url: str) -> tuple[float, float, int, int]:
+    """A backlog of MIX_JOBS on one model, every sixth interactive, submitted at once: (utilization over the
+    whole run, utilization once interactive demand stopped, busiest window, full windows after it stopped)."""
+    before = len(sim_log(sim_url, "gpt-b-mix"))
+    tag = uuid.uuid4().hex[:4]
+    requests = [JobRequest("b-mix", {"text": f"mixed {tag} {i}"}, tier="interactive" if i % 6 == 0 else "batch")
+                for i in range(MIX_JOBS)]
+    jobs = client.submit_many(requests)
+    results = list(client.results(jobs, timeout_s=900))
+    if any(not r.ok for r in results):
+        raise SystemExit(f"mixed: a job failed: {next(r for r in results if not r.ok)}")
+    interactive = {r.attempts[-1]["request_id"] for r, q in zip(results, requests, strict=True)
+                   if q.tier == "interactive"}
+    calls = sim_log(sim_url, "gpt-b-mix")[before:]
+    times = [c["time"] for c in calls]
+    last_i = max(c["time"] for c in calls if c["request_id"] in interactive)
+    after = [t for t in times if t > last_i]
+    whole = (len(times) - 1) / (times[-1] - times[0]) * MIX_WINDOW_S / MIX_RPM
+    quiet = ((len(after) - 1) / (after[-1] - after[0]) * MIX_WINDOW_S / MIX_RPM) if len(after) > 1 else 0.0
+    return whole, quiet, int(worst_window(times, [1.0] * len(times), MIX_WINDOW_S)), \
+        int((after[-1] - after[0]) // MIX_WINDOW_S) if after else 0
+
+
 def interactive_waits(client: Client, sim_url: str, window_s: float, count: int) -> list[float]:
     """Submit ``count`` interactive jobs spread over windows (inside the interactive share); the wait of each
     is from submit to the vendor receiving the call."""
@@ -118,7 +145,7 @@ def main() -> None:
     parser.add_argument("--workers", default="1,2,4")
     parser.add_argument("--windows", type=int, default=4, help="windows of work per RPM run")
     parser.add_argument("--interactive", type=int, default=40, help="interactive jobs per wait measurement")
-    parser.add_argument("--phases", default="rpm,tpm,interactive")
+    parser.add_argument("--phases", default="rpm,tpm,mixed,interactive")
     parser.add_argument("--wait", type=float, default=None, help="every tier's ratelimit_wait_s (default: config)")
     parser.add_argument("--keep-logs", action="store_true", help="print where worker logs are")
     args = parser.parse_args()
@@ -126,6 +153,7 @@ def main() -> None:
     counts = [int(x) for x in args.workers.split(",")]
     rows = []
     waits: dict[str, list[float]] = {}
+    mixed: tuple[float, float, int, int] | None = None
     sim_dir = scratch_dir("rl-sim")
     latency = {"gpt-b-*": {"ttft_ms": 60, "tokens_per_s": 2000}}
     with private_redis() as server, simulator_process(sim_dir, faults=write_faults(sim_dir, {"latency": latency}),
@@ -144,6 +172,11 @@ def main() -> None:
                 if args.keep_logs:
                     print(f"logs in {tmp}", flush=True)
                 rows.append((n, rpm_ratio, rpm_worst, tpm_ratio, tpm_over))
+                if "mixed" in phases and (n == 2 or (2 not in counts and n == counts[-1])):
+                    mixed = mixed_phase(client, sim_url)
+                    print(f"{n} worker(s), mixed backlog: RPM achieved/limit {mixed[0]:.3f} overall, "
+                          f"{mixed[1]:.3f} once interactive stopped ({mixed[3]} windows), busiest window "
+                          f"{mixed[2]}/{MIX_RPM}", flush=True)
                 print(f"{n} worker(s): RPM achieved/limit {rpm_ratio:.3f}, busiest window {rpm_worst}/{args.rpm}; "
                       f"TPM achieved/limit {tpm_ratio:.3f}, worst overshoot {tpm_over:+.0f} tokens "
                       f"(bound {MAX_OUTPUT})", flush=True)
@@ -159,6 +192,10 @@ def main() -> None:
     for n, rpm_ratio, rpm_worst, tpm_ratio, tpm_over in rows:
         print(f"{n:7d}  {rpm_ratio:18.3f}  {rpm_worst:>11d}/{args.rpm:<8d}  {tpm_ratio:18.3f}  {tpm_over:+10.0f} "
               f"(bound {MAX_OUTPUT})")
+    if mixed is not None:
+        print(f"mixed backlog ({MIX_JOBS} jobs, a sixth interactive, {MIX_RPM} per {MIX_WINDOW_S:g} s): RPM "
+              f"achieved/limit {mixed[0]:.3f} overall, {mixed[1]:.3f} once interactive stopped; busiest window "
+              f"{mixed[2]}/{MIX_RPM}")
     if waits:
         def ms(values: list[float], q: float) -> str:
             return f"{percentile(values, q) * 1000:.0f}"

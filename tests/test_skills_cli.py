@@ -132,7 +132,8 @@ def test_render_for_one_vendor_is_the_adapters_wire_body() -> None:
     assert body["model"] == "claude-haiku-5-5"  # the interactive route's first Anthropic model
     assert body["max_tokens"] == 100
     assert body["output_config"]["format"]["type"] == "json_schema"
-    assert "at most 10 words" in body["system"]
+    (system,) = body["system"]  # one block, marked for the prompt cache
+    assert "at most 10 words" in system["text"] and system["cache_control"] == {"type": "ephemeral"}
     assert "# anthropic: model claude-haiku (claude-haiku-5-5)" in err
     assert run("render", "title", "--case", "headline-style", "--provider", "anthropic")[1] == out
 

@@ -18,9 +18,10 @@ from typing import TYPE_CHECKING, Any
 
 from toolbag.config import MIN_DEADLINE_S, TIERS, Config, Tier, load_config, redis_url, valid_unicode
 from toolbag.jobs import JobNotFound, JobRecord, JobResult, JobStatus, ResultTimeout, SubmitError
-from toolbag.routing import Needs, NoCandidate, Router
+from toolbag.routing import Bounds, Needs, NoCandidate, Router
 from toolbag.store import WAIT_CHUNK_S, JobStore, NewJob
 from toolbag.store.connection import UNAVAILABLE_ERRORS, RedisUnavailable
+from toolbag.store.jobstore import HISTORY_FIELD
 from toolbag.store.keys import Keys
 from toolbag.store.messages import queue_name
 from toolbag.store.replication import NotReplicated, Replication, barrier
@@ -60,6 +61,10 @@ class JobRequest:
     ``Keys.inbox(inbox)``, so one consumer follows many jobs (``JobStore.pop_inbox``)."""
     candidates: tuple[str, ...] | None = None
     """Pin the job to these configured models instead of the route (evals, canaries); not for call sites."""
+    max_cost_usd: float | None = None
+    """Only candidates whose expected cost for this input (estimated input plus the output cap) is at most this."""
+    max_latency_s: float | None = None
+    """Only candidates whose recent latency (the fleet's health data) is at most this; unmeasured ones pass."""
 
 
 class Job:
@@ -119,6 +124,9 @@ class Client:
 
         self.health = HealthTracker(self.store.redis, self.store.keys, self.config)
         self.router = Router(self.config, self.health)
+        from toolbag.budgets import Budgets
+
+        self.budgets = Budgets.of(self.config, self.store.redis, self.store.keys)
         self._choice_cache: dict[tuple[str, Tier, Needs], tuple[list[str], str]] | None = None
         self._skills_root = skills_root
         self._skills: SkillLibrary | None = None
@@ -136,18 +144,28 @@ class Client:
         idempotency_key: str | None = None,
         deadline_s: float | None = None,
         candidates: tuple[str, ...] | None = None,
+        max_cost_usd: float | None = None,
+        max_latency_s: float | None = None,
     ) -> Job:
         """Submit one job. ``capability`` or ``skill`` (or both) must be given.
 
         ``candidates`` pins the job to these configured models instead of the route (evals, canaries).
+        ``max_cost_usd`` and ``max_latency_s`` leave out candidates expected to cost more, or recently slower.
         """
         request = JobRequest(capability, input, skill, tier, caller, idempotency_key, deadline_s,
-                             candidates=candidates)
+                             candidates=candidates, max_cost_usd=max_cost_usd, max_latency_s=max_latency_s)
         try:
             new_job = self._prepare(request)  # routing reads the fleet's health from Redis
-            created, job_id = self.store.submit(new_job)  # counted fleet-wide in Redis (toolbag_jobs_submitted_total)
+            self._reserve([new_job])
+            try:
+                created, job_id = self.store.submit(new_job)  # counted fleet-wide (toolbag_jobs_submitted_total)
+            except BaseException:
+                self._release([new_job])
+                raise
         except UNAVAILABLE_ERRORS as err:
             raise _unavailable(err) from None
+        if not created:
+            self._release([new_job])
         return Job(self, job_id, created)
 
     def submit_many(
@@ -229,9 +247,61 @@ class Client:
 
     def _flush(self, chunk: list[NewJob]) -> list[Job]:
         try:
-            return [Job(self, job_id, created) for created, job_id in self.store.submit_many(chunk)]
+            self._reserve(chunk)
+            try:
+                done = self.store.submit_many(chunk)
+            except BaseException:
+                self._release(chunk)
+                raise
         except UNAVAILABLE_ERRORS as err:
             raise _unavailable(err) from None
+        self._release([job for job, (created, _id) in zip(chunk, done, strict=True) if not created])
+        return [Job(self, job_id, created) for created, job_id in done]
+
+    def _reserve(self, jobs: Sequence[NewJob]) -> None:
+        """Hold each job's estimated cost against its budgets; a budget at its hard limit refuses the lot
+        (what was held for the others is given back) with a :class:`SubmitError` naming it."""
+        if self.budgets is None:
+            return
+        from toolbag.budgets import BudgetExceeded
+
+        held: list[NewJob] = []
+        try:
+            for job in jobs:
+                self.budgets.reserve(job.job_id, job.caller, self._estimate_usd(job),
+                                     job.deadline_s + self.config.tiers[self._tier_of(job)].total_timeout_s)
+                held.append(job)
+        except BudgetExceeded as err:
+            self._release(held)
+            self.store.count_rejected("budget")
+            raise SubmitError("budget", str(err)) from None
+        except BaseException:
+            self._release(held)
+            raise
+
+    def _release(self, jobs: Sequence[NewJob]) -> None:
+        if self.budgets is None:
+            return
+        try:
+            for job in jobs:
+                self.budgets.release(job.job_id)
+        except UNAVAILABLE_ERRORS:
+            pass  # Redis is away: a hold whose job never started is given back lazily by a later reservation
+
+    def _tier_of(self, job: NewJob) -> Tier:
+        tier = job.fields["tier"]
+        return tier if tier in TIERS else "standard"
+
+    def _estimate_usd(self, job: NewJob) -> float:
+        from toolbag.attempt.request import build_request
+        from toolbag.budgets.estimate import reservation_usd
+
+        f = job.fields
+        skill = self._skill(f["skill"]) if "skill" in f else None
+        plan = json.loads(f["plan"])
+        request = build_request(self.config, capability=f["capability"], tier=self._tier_of(job), model=f["model"],
+                                job_input=json.loads(f["input"]), skill=skill)
+        return reservation_usd(self.config, plan, request)
 
     def _prepare(self, item: JobRequest | Mapping[str, Any], inbox: str | None = None) -> NewJob:
         """Validate one request (``inbox`` names a completion inbox when the request names none)."""
@@ -254,13 +324,19 @@ class Client:
         input_json = self._input_json(req, skill)
         needs = _needs_for(skill, input_json)
         candidates = _candidates(req.candidates)
+        bounds = Bounds(_bound(req.max_cost_usd, "max_cost_usd"), _bound(req.max_latency_s, "max_latency_s"))
+        route_reason = ""
         try:
             if candidates:
                 plan, model = self._pinned(candidates, needs)
-            else:
+            elif self.config.route(capability, tier).routing == "order" and bounds == Bounds():
                 plan, model = self._route(capability, tier, needs)
+            else:
+                choice = self.router.choose(capability, tier, needs, bounds,
+                                            cost_of=self._cost_of(capability, tier, input_json, skill))
+                plan, model, route_reason = choice.plan, choice.model, choice.reason
         except NoCandidate as err:
-            raise SubmitError("capability", str(err)) from None
+            raise SubmitError(err.field, str(err)) from None
         provider = self.config.provider_of(model)
         queue = queue_name(provider, tier)
         fields = {
@@ -279,6 +355,10 @@ class Client:
             fields["skill_version"] = skill.version
         if req.inbox is not None:
             fields["inbox"] = self.store.keys.inbox(req.inbox)
+        if route_reason:
+            from toolbag.jobs import DecisionRecord
+
+            fields[HISTORY_FIELD] = DecisionRecord("route", route_reason, model).to_json()
         return NewJob(
             job_id=uuid.uuid4().hex,
             queue=queue,
@@ -342,6 +422,19 @@ class Client:
             except SkillInputError as err:
                 raise SubmitError(getattr(err, "path", "input"), str(err)) from None
         return input_json
+
+    def _cost_of(
+        self, capability: str, tier: Tier, input_json: str, skill: Skill | None
+    ) -> Callable[[str], float]:
+        """Expected USD of one call of this job's input on a model (estimated input plus the output cap)."""
+        from toolbag.attempt.request import build_request
+        from toolbag.budgets.estimate import call_cost_usd
+
+        route = self.config.route(capability, tier)
+        widest = max(route.candidates, key=lambda m: self.config.models[m].max_output_tokens)
+        request = build_request(self.config, capability=capability, tier=tier, model=widest,
+                                job_input=json.loads(input_json), skill=skill)
+        return lambda model: call_cost_usd(self.config, model, request)
 
     def _pinned(self, candidates: tuple[str, ...], needs: Needs) -> tuple[list[str], str]:
         unknown = [m for m in candidates if m not in self.config.models]
@@ -477,6 +570,15 @@ def _check_text(req: JobRequest) -> None:
             raise SubmitError(name, f"must be a string, got {type(value).__name__}")
         if not valid_unicode(value):
             raise SubmitError(name, "is not valid Unicode text (it holds a lone surrogate)")
+
+
+def _bound(value: Any, name: str) -> float | None:
+    """A job's ``max_cost_usd`` or ``max_latency_s``: none, or a positive finite number."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < float("inf"):
+        raise SubmitError(name, "must be a positive number")
+    return float(value)
 
 
 def _candidates(value: Any) -> tuple[str, ...]:

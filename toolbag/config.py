@@ -116,8 +116,21 @@ class ModelConfig(_Strict):
     limits: Limits = Field(default_factory=Limits)
     features: Features = Field(default_factory=Features)
 
-    def cost_usd(self, input_tokens: int, output_tokens: int) -> float:
-        return (input_tokens * self.input_usd_per_mtok + output_tokens * self.output_usd_per_mtok) / 1e6
+    # Prompt caching: what a cached input token costs when read from the cache and when written to it
+    # (None: the input price; vendors charge reads at a fraction and writes at or above it).
+    cache_read_usd_per_mtok: float | None = Field(default=None, ge=0, le=1_000_000)
+    cache_write_usd_per_mtok: float | None = Field(default=None, ge=0, le=1_000_000)
+
+    def cost_usd(self, input_tokens: int, output_tokens: int, *, cache_read_tokens: int = 0,
+                 cache_write_tokens: int = 0) -> float:
+        """USD for a call. ``input_tokens`` is every input token; the cache reads and writes among them are
+        priced at their own rates."""
+        read = self.cache_read_usd_per_mtok if self.cache_read_usd_per_mtok is not None else self.input_usd_per_mtok
+        write = (self.cache_write_usd_per_mtok if self.cache_write_usd_per_mtok is not None
+                 else self.input_usd_per_mtok)
+        plain = max(0, input_tokens - cache_read_tokens - cache_write_tokens)
+        return (plain * self.input_usd_per_mtok + cache_read_tokens * read + cache_write_tokens * write
+                + output_tokens * self.output_usd_per_mtok) / 1e6
 
 
 class TierConfig(_Strict):
@@ -153,9 +166,88 @@ class RoutePolicy(_Strict):
     interactive_wait_s: float = Field(default=2.0, ge=0, le=60)
 
 
+RoutingPolicy = Literal["order", "cheapest", "fastest", "weighted"]
+ROUTING_POLICIES: tuple[str, ...] = ("order", "cheapest", "fastest", "weighted")
+
+
 class Route(_Strict):
+    """A route's candidates and how the first attempt's model is chosen among them (``routing``): ``order``
+    (the first usable one), ``cheapest`` (the lowest expected cost of the job's input), ``fastest`` (the
+    lowest recent latency among healthy ones) or ``weighted`` (shares from ``weights``, one per candidate)."""
+
     candidates: tuple[str, ...] = Field(min_length=1)
     policy: RoutePolicy = Field(default_factory=RoutePolicy)
+    routing: RoutingPolicy = "order"
+    weights: tuple[float, ...] | None = None
+
+    @model_validator(mode="after")
+    def _weights(self) -> Route:
+        if self.weights is not None:
+            if len(self.weights) != len(self.candidates):
+                raise ValueError(f"weights: {len(self.weights)} given for {len(self.candidates)} candidates "
+                                 "(one share per candidate)")
+            if any(not w >= 0 for w in self.weights) or not sum(self.weights) > 0:
+                raise ValueError("weights: shares must be >= 0 and not all 0")
+        elif self.routing == "weighted":
+            raise ValueError("weights: required with routing: weighted (one share per candidate)")
+        return self
+
+
+class BudgetLimit(_Strict):
+    """A budget in USD per calendar day and per calendar month (``None``: no limit on that period).
+
+    Reaching ``soft_ratio`` of a limit warns (a log line once and a metric); reaching the limit refuses new
+    jobs at submit until the period resets. Jobs already submitted finish."""
+
+    daily_usd: float | None = Field(default=None, gt=0, le=1_000_000_000)
+    monthly_usd: float | None = Field(default=None, gt=0, le=1_000_000_000)
+    soft_ratio: float = Field(default=0.8, gt=0, le=1)
+
+
+class CallerBudget(BudgetLimit):
+    """A caller's budget and the team it belongs to (its spend also counts against the team's budget)."""
+
+    team: str | None = None
+
+
+class BudgetsConfig(_Strict):
+    """Budgets for the whole fleet, for teams and for callers (``toolbag.budgets``); periods are calendar days
+    and months in ``time_zone`` (an IANA name)."""
+
+    time_zone: str = "UTC"
+    fleet: BudgetLimit = Field(default_factory=BudgetLimit)
+    teams: dict[str, BudgetLimit] = Field(default_factory=dict)
+    callers: dict[str, CallerBudget] = Field(default_factory=dict)
+
+    @field_validator("time_zone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r} (use an IANA name such as UTC or Europe/Berlin)") from None
+        return value
+
+    @model_validator(mode="after")
+    def _teams(self) -> BudgetsConfig:
+        for name in (*self.teams, *self.callers):
+            if not _BUDGET_NAME.match(name):
+                raise ValueError(f"{name!r}: a team or caller name is 1-128 characters from letters, digits and "
+                                 ". _ @ / + -")
+        for caller, budget in self.callers.items():
+            if budget.team is not None and budget.team not in self.teams:
+                raise ValueError(f"callers.{caller}.team: unknown team {budget.team!r} "
+                                 f"(known: {', '.join(sorted(self.teams)) or 'none'})")
+        return self
+
+    def team_of(self, caller: str) -> str | None:
+        entry = self.callers.get(caller)
+        return entry.team if entry is not None else None
+
+
+_BUDGET_NAME = re.compile(r"^[A-Za-z0-9._@/+-]{1,128}$")
 
 
 class FleetConfig(_Strict):
@@ -198,6 +290,8 @@ class Config(_Strict):
     routes: dict[str, dict[str, Route]]
     # Limits per caller across every model; the key "*" applies to each caller without its own entry.
     caller_limits: dict[str, Limits] = Field(default_factory=dict)
+    # Spend budgets (toolbag.budgets); absent: spend is neither reserved nor recorded.
+    budgets: BudgetsConfig | None = None
 
     @model_validator(mode="after")
     def _references(self) -> Config:

@@ -144,6 +144,8 @@ class AttemptRecord:
     input_tokens: int = 0
     output_tokens: int = 0
     cost_usd: float = 0.0
+    cache_read_tokens: int = 0  # of input_tokens, read from the vendor's prompt cache
+    cache_write_tokens: int = 0  # of input_tokens, written to it
     worker: str = ""
     request_id: str | None = None
     retry_after_s: float | None = None

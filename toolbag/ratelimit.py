@@ -28,7 +28,7 @@ import redis
 from toolbag.attempt.tokens import estimate_input_tokens
 from toolbag.config import Config, Limits, Tier
 from toolbag.lua import source as lua_source
-from toolbag.providers.base import AttemptFailure, ModelRequest, ModelResponse, OutcomeKind
+from toolbag.providers.base import AttemptFailure, ModelRequest, ModelResponse, OutcomeKind, Usage
 from toolbag.store import text as _text
 from toolbag.store.keys import Keys
 from toolbag.telemetry import metrics
@@ -43,7 +43,8 @@ CONCURRENCY_POLL_S = 0.05  # how often a worker looks for a free in-flight slot 
 CONCURRENCY_DEFER_S = 1.0  # hand-back delay when the in-flight limit stayed full for the whole wait
 HOLD_SLACK_S = 30.0  # an in-flight entry outlives the tier's total timeout by this much (then it is dropped)
 MIN_DEFER_S = 0.01
-COMMIT_TRIES = 50
+COMMIT_TRIES = 50  # a booked call gives up on a full call log after this many polls (or a window, if longer)
+COMMIT_POLL_S = 0.05
 
 # Outcomes the vendor refused before generating anything: the reserved tokens are all given back.
 _NOTHING_USED = frozenset({
@@ -66,10 +67,11 @@ class HandBack(Exception):
 
 @dataclass(frozen=True)
 class Scope:
-    """One set of limits an attempt is counted against, and its keys (state, in-flight i/b, call log)."""
+    """One set of limits an attempt is counted against, and its keys (state, in-flight i/b, call log and the
+    call log's tokens)."""
 
     name: str
-    keys: tuple[str, str, str, str]
+    keys: tuple[str, str, str, str, str]
     limits: Limits
     learn: bool = False  # vendor signals (429, rate-limit headers) apply to this scope
 
@@ -96,6 +98,7 @@ class Grant:
     lanes: str = ""
     committed: bool = False  # recorded in the call logs already (a slot due now)
     slot_s: float = 0.0  # admitted: the slot, unix seconds on the Redis clock
+    charged: str = ""  # admitted: tokens each scope's token frontier was charged (comma-separated)
 
 
 @dataclass(frozen=True)
@@ -170,6 +173,15 @@ def vendor_signals(headers: Mapping[str, str], now_s: float | None = None) -> Ve
     )
 
 
+def counted_tokens(provider_kind: str, usage: Usage) -> int:
+    """The tokens of a call that count against a tokens-per-window limit, as the vendor counts them: Anthropic
+    leaves input read from its prompt cache out of its input-token limits; OpenAI and Gemini count every
+    input token, cached or not."""
+    if provider_kind == "anthropic":
+        return usage.input_tokens - usage.cached_input_tokens + usage.output_tokens
+    return usage.input_tokens + usage.output_tokens
+
+
 def reservation(request: ModelRequest, max_output_tokens: int | None = None) -> int:
     """Tokens reserved before a call: the input estimate plus the most the model may write (as vendors
     themselves count ``max_tokens`` against TPM until the answer is done)."""
@@ -194,9 +206,9 @@ class RateLimiter:
         self.keys = keys
         self.sleep = sleep
         self.clock = clock
-        self._acquire = client.register_script(lua_source("rl_acquire"))
+        self._acquire = client.register_script(lua_source("rl_log") + lua_source("rl_acquire"))
         self._settle = client.register_script(lua_source("rl_settle"))
-        self._commit = client.register_script(lua_source("rl_commit"))
+        self._commit = client.register_script(lua_source("rl_log") + lua_source("rl_commit"))
 
     # -- scopes -------------------------------------------------------------------------------------
 
@@ -204,8 +216,8 @@ class RateLimiter:
         """The limits an attempt on ``model`` by ``caller`` counts against, the model's own first."""
         k = self.keys
 
-        def four(key: Callable[[str], str]) -> tuple[str, str, str, str]:
-            return key("state"), key("cc-i"), key("cc-b"), key("log")
+        def four(key: Callable[[str], str]) -> tuple[str, str, str, str, str]:
+            return key("state"), key("cc-i"), key("cc-b"), key("log"), key("tok")
 
         cfg = self.config.models[model]
         out = [Scope(f"model:{model}", four(lambda kind: k.ratelimit(model, kind)), cfg.limits, learn=True)]
@@ -233,37 +245,43 @@ class RateLimiter:
         check: bool = False,
         expected_tokens: int | None = None,
         count_inflight: bool = True,
+        output_tokens: int = 0,
     ) -> Grant:
         """One admission try. ``check`` only asks (nothing is taken or recorded). ``expected_tokens`` (what
         the call will likely use; default the reservation) paces the hand-back line until calls were
-        measured. ``count_inflight`` false: a further call of an attempt that already holds its in-flight
-        entry (a tool loop's later steps), so the concurrency limit is neither checked nor taken again."""
+        measured. ``output_tokens``: the part of ``cost_tokens`` that is the output cap (the call log lets a
+        window exceed tpm by one call's output). ``count_inflight`` false: a further call of an attempt that
+        already holds its in-flight entry (a tool loop's later steps), so the concurrency limit is neither
+        checked nor taken again."""
         scopes = self.scopes(model, caller)
         keys = [key for scope in scopes for key in scope.keys]
         argv = ["check" if check else "take", "i" if tier == "interactive" else "b", f"{horizon_s * 1000:.3f}",
                 ticket_id or uuid.uuid4().hex, f"{hold_s * 1000:.0f}", str(int(cost_tokens)), str(len(scopes)),
-                str(int(cost_tokens if expected_tokens is None else expected_tokens))]
+                str(int(cost_tokens if expected_tokens is None else expected_tokens)), str(int(output_tokens))]
         for scope in scopes:
             argv += scope.argv(count_inflight)
         reply = self._acquire(keys=keys, args=argv)
         if int(reply[0]) == 1:
             return Grant(True, max(0.0, float(_text(reply[1])) / 1000), lanes=_text(reply[2]),
                          committed=_text(reply[3]) == "1",
-                         slot_s=(float(_text(reply[4])) + float(_text(reply[1]))) / 1000)
+                         slot_s=(float(_text(reply[4])) + float(_text(reply[1]))) / 1000,
+                         charged=_text(reply[5]))
         wait_ms = float(_text(reply[1]))
         return Grant(False, wait_ms / 1000 if wait_ms >= 0 else -1.0, why=_text(reply[2]))
 
-    def commit(self, model: str, caller: str, ticket_id: str) -> Commit:
-        """Record a booked call in the call logs as it starts; if that would crowd a window (another
-        worker's late call), nothing is recorded and ``wait_s`` says when to try again."""
-        scopes = [s for s in self.scopes(model, caller) if s.limits.rpm]
+    def commit(self, model: str, caller: str, ticket_id: str, cost_tokens: int = 0, output_tokens: int = 0) -> Commit:
+        """Record a booked call in the call logs as it starts, with the ``cost_tokens`` it reserves; if that
+        would crowd a window (another worker's late call, calls in flight holding their reservation),
+        nothing is recorded and ``wait_s`` says when to try again."""
+        scopes = [s for s in self.scopes(model, caller) if s.limits.rpm or s.limits.tpm]
         if not scopes:
             return Commit(True)
-        argv: list[str] = [ticket_id]
+        argv: list[str] = [ticket_id, str(int(cost_tokens)), str(int(output_tokens))]
         for scope in scopes:
             lim = scope.limits
-            argv += [f"{(lim.window_s + lim.effective_margin_s) * 1000:.3f}", str(lim.rpm)]
-        reply = self._commit(keys=[s.keys[3] for s in scopes], args=argv)
+            argv += [f"{(lim.window_s + lim.effective_margin_s) * 1000:.3f}", f"{lim.window_s * 1000:.3f}",
+                     str(lim.rpm or 0), str(lim.tpm or 0)]
+        reply = self._commit(keys=[key for s in scopes for key in (s.keys[3], s.keys[4])], args=argv)
         if int(reply[0]) == 1:
             return Commit(True, at_s=float(_text(reply[1])) / 1000)
         return Commit(False, wait_s=max(0.001, float(_text(reply[1])) / 1000))
@@ -284,8 +302,10 @@ class RateLimiter:
         cooldown_s: float = 0.0,
         signals: VendorSignals | None = None,
         used_tokens: int | None = None,
+        charged: str = "",
     ) -> tuple[bool, bool, bool]:
         """Release, reconcile (``refund_tokens`` = reserved - used; negative is a debt) and learn.
+        ``charged`` is the grant's: what the token frontiers were charged (empty: the reservation).
         Returns which vendor signals changed the pace: (cooled down, requests slowed, tokens slowed)."""
         s = signals or VendorSignals()
 
@@ -300,12 +320,13 @@ class RateLimiter:
                 count(s.requests_remaining), ms(s.requests_reset_s), count(s.requests_limit),
                 count(s.tokens_remaining), ms(s.tokens_reset_s), count(s.tokens_limit),
                 "-1" if used_tokens is None else str(max(0, used_tokens))]
+        charges = charged.split(",") if charged else []
         for i, scope in enumerate(scopes):
             lane = lanes[i] if i < len(lanes) else ""
             lim = scope.limits
             argv += [lane, "1" if scope.learn else "0", f"{lim.window_s * 1000:.3f}",
                      f"{lim.effective_margin_s * 1000:.3f}", str(lim.rpm or 0), str(lim.tpm or 0),
-                     f"{lim.interactive_reserve:.6f}"]
+                     f"{lim.interactive_reserve:.6f}", charges[i] if i < len(charges) else "-1"]
         reply = self._settle(keys=[key for scope in scopes for key in scope.keys], args=argv)
         cooled, slow_r, slow_t = (bool(int(x)) for x in reply)
         return cooled, slow_r, slow_t
@@ -354,13 +375,14 @@ class RateLimiter:
         while True:
             left_s = max(0.0, wait_s - (self.clock() - t0))
             grant = self.acquire(ctx.model, ctx.tier, ctx.caller, cost, horizon_s=left_s, ticket_id=ticket_id,
-                                 hold_s=hold_s, expected_tokens=expected, count_inflight=count_inflight)
+                                 hold_s=hold_s, expected_tokens=expected, count_inflight=count_inflight,
+                                 output_tokens=cost - expected)
             if grant.admitted:
-                if not self._start(ctx, ticket_id, grant):
-                    self.settle(ctx.model, ctx.caller, ticket_id, grant.lanes, cost)
+                if not self._start(ctx, ticket_id, grant, cost, cost - expected):
+                    self.settle(ctx.model, ctx.caller, ticket_id, grant.lanes, cost, charged=grant.charged)
                     raise HandBack(ctx.model, CONCURRENCY_DEFER_S, f"{ctx.model}: call log stayed full")
                 metrics.RATELIMIT_WAIT.labels(provider, ctx.model).observe(self.clock() - t0)
-                return _Ticket(self, ctx, ticket_id, grant.lanes, cost), grant
+                return _Ticket(self, ctx, ticket_id, grant.lanes, cost, grant.charged), grant
             if grant.why == "concurrency" and left_s > 0:
                 self.sleep(min(CONCURRENCY_POLL_S, left_s))
                 continue
@@ -368,20 +390,26 @@ class RateLimiter:
         metrics.RATELIMIT_WAIT.labels(provider, ctx.model).observe(self.clock() - t0)
         return None, grant
 
-    def _start(self, ctx: AttemptContext, ticket_id: str, grant: Grant) -> bool:
-        """Sleep until the booked slot, then commit the call to the call logs (bounded retries: a commit
-        waits only for calls already made to leave the window). False if it never could."""
+    def _start(self, ctx: AttemptContext, ticket_id: str, grant: Grant, cost: int, output: int) -> bool:
+        """Sleep until the booked slot, then commit the call to the call logs. A full log is tried again as
+        calls leave its window, and at least every ``COMMIT_POLL_S`` (a call in flight may settle and give
+        tokens back sooner), for at most one window. False if it never could."""
         if grant.committed:
             return True
-        wait_s = grant.wait_s
-        for _ in range(COMMIT_TRIES):
-            if wait_s > 0:
-                self.sleep(wait_s)
-            done = self.commit(ctx.model, ctx.caller, ticket_id)
+        if grant.wait_s > 0:
+            self.sleep(grant.wait_s)
+        give_up = self.clock() + max(self._span_s(ctx.model, ctx.caller), COMMIT_POLL_S * COMMIT_TRIES)
+        while True:
+            done = self.commit(ctx.model, ctx.caller, ticket_id, cost, output)
             if done.ok:
                 return True
-            wait_s = done.wait_s
-        return False
+            if self.clock() >= give_up:
+                return False
+            self.sleep(min(done.wait_s, COMMIT_POLL_S))
+
+    def _span_s(self, model: str, caller: str) -> float:
+        """The longest window (with its margin) of the limits a call on ``model`` by ``caller`` counts in."""
+        return max(s.limits.window_s + s.limits.effective_margin_s for s in self.scopes(model, caller))
 
     def admits_now(self, model: str, ctx: AttemptContext, request: ModelRequest) -> bool:
         """Whether ``model`` has capacity for this attempt's request right now (for a spill-over)."""
@@ -419,7 +447,7 @@ class RateLimiter:
 
     def snapshot(self, model: str) -> dict[str, float]:
         """The model scope's raw state (timestamps in ms on the Redis clock) and its in-flight counts."""
-        state_key, cci, ccb, _log = self.scopes(model)[0].keys
+        state_key, cci, ccb, _log, _tok = self.scopes(model)[0].keys
         now_ms = time.time() * 1000
         pipe = self.redis.pipeline(transaction=False)
         pipe.hgetall(state_key)
@@ -435,12 +463,14 @@ class RateLimiter:
 class _Ticket:
     """Capacity held for one attempt; settled once, when the ``with`` block ends."""
 
-    def __init__(self, limiter: RateLimiter, ctx: AttemptContext, ticket_id: str, lanes: str, reserved: int) -> None:
+    def __init__(self, limiter: RateLimiter, ctx: AttemptContext, ticket_id: str, lanes: str, reserved: int,
+                 charged: str = "") -> None:
         self.limiter = limiter
         self.ctx = ctx
         self.ticket_id = ticket_id
         self.lanes = lanes
         self.reserved = reserved
+        self.charged = charged
         self.response: ModelResponse | None = None
         self.headers: dict[str, str] = {}
 
@@ -455,8 +485,8 @@ class _Ticket:
         failure = exc[1] if len(exc) > 1 and isinstance(exc[1], AttemptFailure) else None
         used: int | None = None
         if self.response is not None:
-            usage = self.response.usage
-            used = usage.input_tokens + usage.output_tokens
+            kind = self.limiter.config.providers[self.ctx.provider].kind
+            used = counted_tokens(kind, self.response.usage)
             refund = self.reserved - used
         elif failure is not None and failure.kind in _NOTHING_USED:
             refund = self.reserved
@@ -470,7 +500,7 @@ class _Ticket:
         try:
             cooled, slow_r, slow_t = self.limiter.settle(
                 model, self.ctx.caller, self.ticket_id, self.lanes, refund, cooldown_s=cooldown_s, signals=signals,
-                used_tokens=used,
+                used_tokens=used, charged=self.charged,
             )
         except redis.RedisError:
             log.warning("could not settle a rate-limit ticket (its in-flight entry will expire)", exc_info=True)

@@ -25,6 +25,7 @@ from toolbag.attempt.context import (
 from toolbag.attempt.deltas import RedisDeltaSink, StreamingAdapter
 from toolbag.attempt.leases import LeaseKeeper
 from toolbag.attempt.request import build_request, requested_tools
+from toolbag.budgets import Budgets
 from toolbag.config import Config, Tier
 from toolbag.jobs import AttemptRecord, DecisionRecord, JobRecord
 from toolbag.providers.base import Adapter, AttemptFailure, ModelRequest, ModelResponse, OutcomeKind
@@ -67,6 +68,7 @@ class AttemptRunner:
         self.caller: Caller = caller or PlainCall()
         self.health: OutcomeSink = health or Forgetful()
         self.router = router  # where a rate-limited interactive attempt spills; None: it waits instead
+        self.budgets = Budgets.of(config, store.redis, store.keys)  # None: no budgets configured
 
     def run(self, job_id: str, token: str, queue: str) -> None:
         record = self.store.claim(job_id, token, queue, self.config.fleet.lease_ttl_s, self.worker_name)
@@ -130,11 +132,14 @@ class AttemptRunner:
                 output = self._output(response, request, skill)
                 latency_s = time.monotonic() - t0
                 usage = response.usage
-                cost = model.cost_usd(usage.input_tokens, usage.output_tokens)
+                cost = model.cost_usd(usage.input_tokens, usage.output_tokens,
+                                      cache_read_tokens=usage.cached_input_tokens,
+                                      cache_write_tokens=usage.cache_write_tokens)
                 attempt = AttemptRecord(
                     n=attempt_n, model=model_name, provider=self.provider, outcome=OutcomeKind.OK.value,
                     latency_s=round(latency_s, 4), time_to_first_token_s=response.time_to_first_token_s,
                     input_tokens=usage.input_tokens, output_tokens=usage.output_tokens, cost_usd=cost,
+                    cache_read_tokens=usage.cached_input_tokens, cache_write_tokens=usage.cache_write_tokens,
                     worker=self.worker_name, request_id=response.request_id,
                     started_ms=record.started_ms, ended_ms=record.started_ms + round(latency_s * 1000),
                 )
@@ -163,6 +168,8 @@ class AttemptRunner:
             return
         self.health.record(model_name, OutcomeKind.OK, latency_s, None)
         self._observe_attempt(model_name, tier, OutcomeKind.OK.value, latency_s, response)
+        if self.budgets is not None:
+            self.budgets.settle_safely(job_id, record.caller, cost, final=done.ok)
         if not done.ok:
             metrics.STALE_DELIVERIES.labels(self.provider).inc()
             log.info(json.dumps({"event": "late_completion_dropped", "job_id": job_id, "status": done.status}))

@@ -541,6 +541,9 @@ def _mount_optional() -> None:
     from toolbag.console.cli import register as register_console
 
     register_console(app)
+    from toolbag.budgets.cli import register as register_budgets
+
+    register_budgets(app)
     try:
         from toolbag.skills.cli import app as skills_app
     except ImportError:

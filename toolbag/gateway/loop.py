@@ -114,7 +114,7 @@ class ToolLoop:
         """The loop itself (public for tests and for callers outside a worker)."""
         messages = list(request.messages)
         started = time.monotonic()
-        input_tokens = output_tokens = cached_tokens = 0
+        input_tokens = output_tokens = cached_tokens = written_tokens = 0
         specs = offer.specs
         for step in range(1, self.max_steps + 1):
             step_request = dataclasses.replace(request, messages=tuple(messages), tools=specs)
@@ -122,9 +122,10 @@ class ToolLoop:
             input_tokens += response.usage.input_tokens
             output_tokens += response.usage.output_tokens
             cached_tokens += response.usage.cached_input_tokens
+            written_tokens += response.usage.cache_write_tokens
             if not response.tool_calls:
                 return dataclasses.replace(
-                    response, usage=Usage(input_tokens, output_tokens, cached_tokens),
+                    response, usage=Usage(input_tokens, output_tokens, cached_tokens, written_tokens),
                     latency_s=time.monotonic() - started,
                 )
             results: list[ToolResult] = []

@@ -2,7 +2,8 @@
 -- the provider account and the caller), all or nothing; or say how long until it could be admitted.
 -- A refusal takes no capacity.
 --
--- Each scope paces requests and tokens with GCRA frontiers (the time from which the next unit is free),
+-- Each scope paces requests (over window + margin) and tokens (over the window: the call log's token check
+-- is the hard stop for them) with GCRA frontiers (the time from which the next unit is free),
 -- one pair per lane: lane 'i' holds the interactive reserve, lane 'b' the rest. A request uses its own
 -- lane; it may borrow the other lane's next slot when that comes sooner (interactive always may;
 -- standard and batch only while no interactive job asked within the last window, and at most one
@@ -12,25 +13,30 @@
 -- (window + margin) ever holds more than the limit. A slot may lie in the future (up to the horizon):
 -- the caller sleeps until it; the frontier moves on at once, so slots are never handed out twice.
 --
--- KEYS, 4 per scope in order: state hash, in-flight zset (interactive), in-flight zset (others), call log
+-- KEYS, 5 per scope in order: state hash, in-flight zset (interactive), in-flight zset (others), call log,
+-- token hash of the call log (rl_log)
 -- ARGV[1] mode: 'take' (admit and charge) or 'check' (writes nothing)
 -- ARGV[2] class: 'i' (interactive) or 'b' (standard, batch)
 -- ARGV[3] horizon (ms): the latest slot, from now, the caller accepts
 -- ARGV[4] ticket id   ARGV[5] hold (ms): lifetime of an in-flight entry never released (dead worker)
 -- ARGV[6] cost: tokens to reserve   ARGV[7] number of scopes
--- ARGV[8] tokens the call is expected to use, before any were measured (paces the hand-back line)
--- ARGV[9..] 6 per scope: window (ms), margin (ms), rpm, tpm, concurrency, interactive reserve (0..1)
+-- ARGV[8] tokens the call is expected to use, before any were measured (paces the token frontiers and
+--         the hand-back line until calls were measured; the call log holds the whole reservation)
+-- ARGV[9] of the tokens reserved, the output cap (the call log lets a window exceed tpm by one call's output)
+-- ARGV[10..] 6 per scope: window (ms), margin (ms), rpm, tpm, concurrency, interactive reserve (0..1)
 --           (rpm, tpm, concurrency: 0 = no limit of that kind)
 -- state hash fields (ms unless said): ri rb ti tb lane frontiers; ia last interactive ask; cd cooldown
 --   until; gr/gri/gru and gt/gti/gtu learned frontier, interval (per request / per token), until;
 --   qi qb end of the hand-back line per class; ws cr ct pr pt usage of the current and previous window;
 --   ta average tokens a call really used (rl_settle)
--- The call log (a zset of call times, per scope with an rpm) is the hard stop behind the frontiers: a
--- call is committed only while fewer than rpm calls were committed in the last (window + margin), so a
--- worker that wakes late for its slot cannot crowd a window. A slot due now is committed here at once;
--- a later one is committed by rl_commit when the worker wakes.
--- returns {1, wait_ms, lanes, committed, now_ms} when admitted: call at now + wait_ms
---         (after rl_commit unless committed is 1); lanes has one letter per scope (the lane charged)
+-- The call log (rl_log: call times and their tokens, per scope with an rpm or a tpm) is the hard stop
+-- behind the frontiers: a call is committed only while fewer than rpm calls, and at most tpm tokens, were
+-- committed in the last (window + margin), so a worker that wakes late for its slot cannot crowd a window.
+-- A slot due now is committed here at once; a later one is committed by rl_commit when the worker wakes.
+-- returns {1, wait_ms, lanes, committed, now_ms, charged} when admitted: call at now + wait_ms
+--         (after rl_commit unless committed is 1); lanes has one letter per scope (the lane charged);
+--         charged: the tokens each token frontier moved on by, per scope, comma-separated (rl_settle
+--         reconciles them with what the call used)
 --         {0, wait_ms, why, scope} when refused: why 'rate' (wait_ms = when to come back) or
 --         'concurrency' (wait_ms = -1: unknown, poll)
 local t = redis.call('TIME')
@@ -42,6 +48,7 @@ local hold = tonumber(ARGV[5])
 local cost = tonumber(ARGV[6])
 local n = tonumber(ARGV[7])
 local expected = tonumber(ARGV[8])
+local output = tonumber(ARGV[9])
 local FIELDS = {'ri', 'rb', 'ti', 'tb', 'ia', 'cd', 'gr', 'gri', 'gru', 'gt', 'gti', 'gtu', 'qi', 'qb',
                 'ws', 'cr', 'ct', 'pr', 'pt', 'ta'}
 
@@ -84,8 +91,8 @@ local function lookahead(sc, ln)
     l = iv
   end
   if sc.tb > 0 then
-    local _, iv = lane('t', ln, sc.ti, sc.tb, sc.span)
-    l = math.max(l, cost * iv)
+    local _, iv = lane('t', ln, sc.ti, sc.tb, sc.window)
+    l = math.max(l, sc.charge * iv)
   end
   return l
 end
@@ -95,19 +102,25 @@ local slot = now
 local binding = 1
 local blocked = 0
 for i = 1, n do
-  local a = 8 + (i - 1) * 6
+  local a = 9 + (i - 1) * 6
   local sc = {
-    state = KEYS[(i - 1) * 4 + 1], cci = KEYS[(i - 1) * 4 + 2], ccb = KEYS[(i - 1) * 4 + 3],
-    log = KEYS[(i - 1) * 4 + 4],
+    state = KEYS[(i - 1) * 5 + 1], cci = KEYS[(i - 1) * 5 + 2], ccb = KEYS[(i - 1) * 5 + 3],
+    log = KEYS[(i - 1) * 5 + 4], tok = KEYS[(i - 1) * 5 + 5],
     window = tonumber(ARGV[a + 1]), margin = tonumber(ARGV[a + 2]), rpm = tonumber(ARGV[a + 3]),
     tpm = tonumber(ARGV[a + 4]), conc = tonumber(ARGV[a + 5]), reserve = tonumber(ARGV[a + 6]),
     h = {},
   }
   sc.span = sc.window + sc.margin
   sc.ri, sc.rb = split_requests(sc.rpm, sc.reserve)
+  sc.charge = cost
   sc.ti, sc.tb = split_tokens(sc.tpm, sc.reserve)
   local vals = redis.call('HMGET', sc.state, unpack(FIELDS))
   for k = 1, #FIELDS do sc.h[FIELDS[k]] = vals[k] end
+  -- the token frontier paces what calls really use (measured, else the estimate); the call log, checked
+  -- as the call starts, holds the whole reservation while it is in flight, so a window stays within tpm
+  if sc.tpm > 0 then
+    sc.charge = math.min(cost, num(sc.h.ta) > 0 and num(sc.h.ta) or expected)
+  end
   local ia = num(sc.h.ia)
   sc.active = ia > 0 and now - ia < sc.window
   sc.slow_r = num(sc.h.gru) > now and num(sc.h.gri) > 0
@@ -162,7 +175,7 @@ end
 if mode == 'check' then
   if blocked > 0 then return {0, '-1', 'concurrency', tostring(blocked)} end
   if wait > horizon then return {0, fmt(wait), 'rate', tostring(binding)} end
-  return {1, fmt(wait), '', '0', fmt(now)}
+  return {1, fmt(wait), '', '0', fmt(now), ''}
 end
 
 if class == 'i' then
@@ -180,16 +193,18 @@ end
 if wait > horizon then
   -- Refused: give the job a place in this class's hand-back line, so that jobs handed back together
   -- come back spread out at the pace they can be served, a little early (they then wait in-process).
+  -- The line is paced at the whole limit, even for batch while interactive work holds its share: due
+  -- times are handed out for the whole backlog at once, and when interactive goes quiet batch takes its
+  -- share back at once; until then a job back before its lane has room takes a new place in the line.
   local sc = scopes[binding]
   local qf = 'q' .. class
   local served = 0
   if sc.rpm > 0 then
-    served = sc.span / ((class == 'b' and sc.active and sc.rb > 0) and sc.rb or sc.rpm)
+    served = sc.span / sc.rpm
   end
   if sc.tpm > 0 then
-    local share = (class == 'b' and sc.active and sc.tb > 0) and sc.tb or sc.tpm
     local used = math.min(cost, num(sc.h.ta) > 0 and num(sc.h.ta) or expected)
-    served = math.max(served, used * sc.span / share)
+    served = math.max(served, used * sc.window / sc.tpm)
   end
   local due = math.max(num(sc.h[qf]), now + wait - horizon / 2)
   due = math.min(due, now + wait + 10 * sc.span)
@@ -200,6 +215,7 @@ if wait > horizon then
 end
 
 local lanes = ''
+local charged = {}
 for i = 1, n do
   local sc = scopes[i]
   local h = sc.h
@@ -210,8 +226,8 @@ for i = 1, n do
     set[#set + 1] = f
   end
   if sc.tb > 0 then
-    local f, iv = lane('t', sc.lane, sc.ti, sc.tb, sc.span)
-    h[f] = math.max(num(h[f]), slot) + cost * iv
+    local f, iv = lane('t', sc.lane, sc.ti, sc.tb, sc.window)
+    h[f] = math.max(num(h[f]), slot) + sc.charge * iv
     set[#set + 1] = f
   end
   if sc.slow_r then
@@ -248,31 +264,25 @@ for i = 1, n do
     redis.call('PEXPIRE', zset, math.ceil(hold + sc.span))
   end
   lanes = lanes .. sc.lane
+  charged[i] = fmt(sc.charge)
 end
 local committed = 0
 if wait <= 0 then
-  local log_wait = 0
+  local full = 0
   for i = 1, n do
     local sc = scopes[i]
-    if sc.rpm > 0 then
-      redis.call('ZREMRANGEBYSCORE', sc.log, '-inf', fmt(now - sc.span))
-      if redis.call('ZCARD', sc.log) >= sc.rpm then
-        local oldest = redis.call('ZRANGE', sc.log, 0, 0, 'WITHSCORES')
-        log_wait = math.max(log_wait, tonumber(oldest[2]) + sc.span - now)
-      end
+    if sc.rpm > 0 or sc.tpm > 0 then
+      full = math.max(full, log_wait(sc.log, sc.tok, sc.span, sc.window, sc.rpm, sc.tpm, cost, output, now))
     end
   end
-  if log_wait > 0 then
-    wait = log_wait
+  if full > 0 then
+    wait = full
   else
     for i = 1, n do
       local sc = scopes[i]
-      if sc.rpm > 0 then
-        redis.call('ZADD', sc.log, fmt(now), ticket)
-        redis.call('PEXPIRE', sc.log, math.ceil(2 * sc.span))
-      end
+      if sc.rpm > 0 or sc.tpm > 0 then log_add(sc.log, sc.tok, ticket, cost, sc.span, sc.tpm, now) end
     end
     committed = 1
   end
 end
-return {1, fmt(wait), lanes, tostring(committed), fmt(now)}
+return {1, fmt(wait), lanes, tostring(committed), fmt(now), table.concat(charged, ',')}

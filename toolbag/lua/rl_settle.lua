@@ -3,7 +3,8 @@
 -- a debt the next requests pay), and learn from the vendor: a 429 cools the model down; rate-limit
 -- headers saying the remaining budget would run out before it resets slow the pace until the reset.
 --
--- KEYS, 4 per scope in order: state hash, in-flight zset (interactive), in-flight zset (others), call log
+-- KEYS, 5 per scope in order: state hash, in-flight zset (interactive), in-flight zset (others), call log,
+-- token hash of the call log (rl_log: the call's entry drops from its reservation to what it used)
 -- ARGV[1] ticket id   ARGV[2] refund: tokens reserved minus tokens used (may be negative)
 -- ARGV[3] number of scopes   ARGV[4] cooldown (ms; 0 = none)
 -- ARGV[5] requests remaining   ARGV[6] requests reset (ms from now)   ARGV[7] requests limit (header)
@@ -11,8 +12,9 @@
 --         (-1 = the vendor did not say)
 -- ARGV[11] tokens the call used (-1 = unknown): kept as an average per scope (field ta), which paces the
 --          hand-back line at what calls really cost rather than at what they reserve
--- ARGV[12..] 7 per scope: lane charged ('i', 'b'), learn (1 = vendor signals apply to this scope),
---            window (ms), margin (ms), rpm, tpm, interactive reserve
+-- ARGV[12..] 8 per scope: lane charged ('i', 'b'), learn (1 = vendor signals apply to this scope),
+--            window (ms), margin (ms), rpm, tpm, interactive reserve, tokens the lane's token frontier was
+--            charged (-1 = the reservation: the refund applies as it is)
 -- returns {cooled, slowed_requests, slowed_tokens} (1 when that signal changed the pace)
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
@@ -30,24 +32,46 @@ local function fmt(v) return string.format('%.3f', v) end
 
 local cooled, slowed_r, slowed_t = 0, 0, 0
 for i = 1, n do
-  local a = 11 + (i - 1) * 7
+  local a = 11 + (i - 1) * 8
   local ln, learn = ARGV[a + 1], ARGV[a + 2]
   local window, margin = tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4])
   local rpm, tpm, reserve = tonumber(ARGV[a + 5]), tonumber(ARGV[a + 6]), tonumber(ARGV[a + 7])
+  local charged = tonumber(ARGV[a + 8])
+  -- what the frontier gets back: it was charged the expected use, not the reservation; a call that used
+  -- more pays the difference (the frontier moves on), one that used less gets it back
+  local frontier_refund = refund
+  if charged >= 0 then
+    if actual >= 0 then
+      frontier_refund = charged - actual
+    elseif refund == 0 then
+      frontier_refund = 0  -- unknown use (a timeout, a cut stream): keep the charge
+    else
+      frontier_refund = charged  -- nothing used (refused before generating)
+    end
+  end
   local span = window + margin
-  local state = KEYS[(i - 1) * 4 + 1]
-  redis.call('ZREM', KEYS[(i - 1) * 4 + 2], ticket)
-  redis.call('ZREM', KEYS[(i - 1) * 4 + 3], ticket)
+  local state = KEYS[(i - 1) * 5 + 1]
+  redis.call('ZREM', KEYS[(i - 1) * 5 + 2], ticket)
+  redis.call('ZREM', KEYS[(i - 1) * 5 + 3], ticket)
+  local tok = KEYS[(i - 1) * 5 + 5]
+  if refund ~= 0 and tpm > 0 then
+    local logged = tonumber(redis.call('HGET', tok, ticket))
+    if logged then
+      local now_logged = math.max(0, logged - refund)
+      redis.call('HSET', tok, ticket, now_logged)
+      redis.call('HINCRBYFLOAT', tok, '~sum', now_logged - logged)
+    end
+  end
   local exists = redis.call('EXISTS', state) == 1
-  if exists and refund ~= 0 and tpm > 0 and ln ~= '' then
+  if exists and frontier_refund ~= 0 and tpm > 0 and ln ~= '' then
     local field, per_token
     if ln == 'i' and reserve > 0 then
-      field, per_token = 'ti', span / (tpm * reserve)
+      field, per_token = 'ti', window / (tpm * reserve)
     else
-      field, per_token = 'tb', span / (tpm * (1 - math.max(reserve, 0)))
+      field, per_token = 'tb', window / (tpm * (1 - math.max(reserve, 0)))
     end
     local f = tonumber(redis.call('HGET', state, field))
-    if f then redis.call('HSET', state, field, fmt(f - refund * per_token)) end
+    if f then redis.call('HSET', state, field, fmt(f - frontier_refund * per_token)) end
   end
   if exists and refund ~= 0 then
     local h = redis.call('HMGET', state, 'gt', 'gti', 'gtu', 'ct')

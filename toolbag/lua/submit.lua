@@ -1,9 +1,10 @@
 -- submit: create a job and enqueue its first attempt, atomically; honour the idempotency key.
 -- KEYS[1] job hash          KEYS[2] idempotency key (or the dummy key when none)
 -- KEYS[3] queue list        KEYS[4] waiting zset of that queue      KEYS[5] deadlines zset
--- KEYS[6] stats hash (fleet-wide counters: field 'submitted|<tier>|<capability>')
+-- KEYS[6] stats hash (fleet-wide counters: field 'submitted|<tier>|<capability>')   KEYS[7] history list
 -- ARGV[1] job id   ARGV[2] use idempotency (1/0)   ARGV[3] idempotency ttl (s)   ARGV[4] envelope
--- ARGV[5] deadline, relative (ms)   ARGV[6..] field, value pairs for the job hash
+-- ARGV[5] deadline, relative (ms)   ARGV[6..] field, value pairs for the job hash (the field '_history' is
+-- the history's first entry instead: why the route chose the first model)
 -- returns {1, id} when created, {0, existing id} when the idempotency key already names a job; an error,
 -- before anything is written, when the ttl or the deadline is not a number Redis can keep
 local ttl = tonumber(ARGV[3])
@@ -25,9 +26,13 @@ local fields = {'id', ARGV[1], 'status', 'queued', 'token', '1', 'attempt', '1',
                 'created_ms', now, 'enqueued_ms', now, 'deadline_ms', deadline}
 local given = {}
 for i = 6, #ARGV, 2 do
-  fields[#fields + 1] = ARGV[i]
-  fields[#fields + 1] = ARGV[i + 1]
-  given[ARGV[i]] = ARGV[i + 1]
+  if ARGV[i] == '_history' then
+    redis.call('RPUSH', KEYS[7], ARGV[i + 1])
+  else
+    fields[#fields + 1] = ARGV[i]
+    fields[#fields + 1] = ARGV[i + 1]
+    given[ARGV[i]] = ARGV[i + 1]
+  end
 end
 redis.call('HSET', KEYS[1], unpack(fields))
 if ARGV[2] == '1' then

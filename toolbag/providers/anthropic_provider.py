@@ -62,6 +62,7 @@ def _usage(usage: Any) -> Usage:
         input_tokens=(getattr(usage, "input_tokens", None) or 0) + cache_read + cache_write,
         output_tokens=getattr(usage, "output_tokens", None) or 0,
         cached_input_tokens=cache_read,
+        cache_write_tokens=cache_write,
     )
 
 
@@ -112,7 +113,9 @@ class AnthropicAdapter(VendorAdapter[_StreamState]):
             "max_tokens": request.max_output_tokens,
             "messages": [{"role": m.role, "content": _content(m)} for m in request.messages],
         }
-        if request.system:
+        if request.system and request.cache_key:  # a stable block: read from the cache on the next call
+            wire["system"] = [{"type": "text", "text": request.system, "cache_control": {"type": "ephemeral"}}]
+        elif request.system:
             wire["system"] = request.system
         if request.tools:
             wire["tools"] = [
@@ -200,7 +203,7 @@ class AnthropicAdapter(VendorAdapter[_StreamState]):
             text=state.text,
             tool_calls=tuple(calls),
             model=state.model,
-            usage=Usage(usage.input_tokens, state.output_tokens, usage.cached_input_tokens),
+            usage=Usage(usage.input_tokens, state.output_tokens, usage.cached_input_tokens, usage.cache_write_tokens),
             stop_reason=str(state.stop_reason),
             response_id=state.response_id,
         )

@@ -107,13 +107,17 @@ class ModelRequest:
     stream: bool = False
     # Passed through as HTTP headers (used by tests to steer the simulator; never carries secrets).
     extra_headers: dict[str, str] = field(default_factory=dict)
+    # Non-empty: ``system`` is a stable block worth caching at the vendor (Anthropic marks it with
+    # cache_control, OpenAI gets it as prompt_cache_key, Gemini caches a repeated prefix by itself).
+    cache_key: str = ""
 
 
 @dataclass(frozen=True)
 class Usage:
     input_tokens: int = 0
     output_tokens: int = 0
-    cached_input_tokens: int = 0
+    cached_input_tokens: int = 0  # of input_tokens: read from the vendor's prompt cache
+    cache_write_tokens: int = 0  # of input_tokens: written to the vendor's prompt cache
 
 
 @dataclass(frozen=True)

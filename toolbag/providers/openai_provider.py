@@ -86,6 +86,7 @@ def _usage(usage: Any) -> Usage:
         input_tokens=getattr(usage, "prompt_tokens", None) or 0,
         output_tokens=getattr(usage, "completion_tokens", None) or 0,
         cached_input_tokens=(getattr(details, "cached_tokens", None) or 0) if details is not None else 0,
+        cache_write_tokens=(getattr(details, "cache_write_tokens", None) or 0) if details is not None else 0,
     )
 
 
@@ -177,6 +178,8 @@ class OpenAIAdapter(VendorAdapter[_StreamState]):
         if request.stream:
             wire["stream"] = True
             wire["stream_options"] = {"include_usage": True}
+        if request.cache_key and not self._compatible:
+            wire["prompt_cache_key"] = request.cache_key
         return wire
 
     # --------------------------------------------------------------------------------------- call

@@ -1,5 +1,5 @@
 """Which model serves a job: the route's candidates, what a job needs of a model, and live model health."""
 
-from toolbag.routing.router import Needs, NoCandidate, Router
+from toolbag.routing.router import Bounds, Choice, Needs, NoCandidate, Router
 
-__all__ = ["Needs", "NoCandidate", "Router"]
+__all__ = ["Choice", "Bounds", "Needs", "NoCandidate", "Router"]

@@ -9,6 +9,7 @@ probe) is the one definition of "usable now"; it only ever removes or reorders c
 from __future__ import annotations
 
 import dataclasses
+import random
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -32,8 +33,28 @@ class Needs:
 
 
 class NoCandidate(ToolbagError):
-    def __init__(self, capability: str, tier: Tier, why: str) -> None:
+    def __init__(self, capability: str, tier: Tier, why: str, field: str = "capability") -> None:
         super().__init__(f"no usable model for {capability}/{tier}: {why}")
+        self.field = field  # what the caller would change: the capability, max_cost_usd or max_latency_s
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """A job's own bounds on its candidates: the most one call may be expected to cost, and the slowest
+    recent latency it accepts (None: no bound)."""
+
+    max_cost_usd: float | None = None
+    max_latency_s: float | None = None
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The candidates of a new job in the order the route's policy put them, the model for its first
+    attempt, and why (empty for plain route order: nothing to explain)."""
+
+    plan: list[str]
+    model: str
+    reason: str = ""
 
 
 @dataclass(frozen=True)
@@ -116,6 +137,78 @@ class Router:
         if model is None:
             raise NoCandidate(capability, tier, "no candidate in the route has the features this job needs")
         return plan, model
+
+    def choose(
+        self, capability: str, tier: Tier, needs: Needs = Needs(), bounds: Bounds = Bounds(),
+        cost_of: Callable[[str], float] | None = None, rng: random.Random | None = None,
+    ) -> Choice:
+        """The route's policy applied to a new job: the candidates that meet its ``needs`` and ``limits``
+        (``cost_of(model)``: the expected USD of this job's input on that model), ordered by the route's
+        ``routing`` (``order``, ``cheapest``, ``fastest``, ``weighted``), and the first usable one of them."""
+        route = self.config.route(capability, tier)
+        plan = self.plan(capability, tier, needs)
+        if not plan:
+            raise NoCandidate(capability, tier, "no candidate in the route has the features this job needs")
+        notes: list[str] = []
+        cost: dict[str, float] = {m: cost_of(m) for m in plan} if cost_of is not None else {}
+        if bounds.max_cost_usd is not None and cost:
+            within = [m for m in plan if cost[m] <= bounds.max_cost_usd]
+            if not within:
+                cheapest = min(plan, key=lambda m: cost[m])
+                raise NoCandidate(capability, tier, f"no candidate is expected to cost at most "
+                                  f"${bounds.max_cost_usd:g} (the cheapest, {cheapest}, ${cost[cheapest]:.6f})",
+                                  "max_cost_usd")
+            if len(within) < len(plan):
+                notes.append(f"over max_cost_usd ${bounds.max_cost_usd:g}: "
+                             + ", ".join(m for m in plan if m not in within))
+            plan = within
+        latency = self._latencies(plan) if bounds.max_latency_s is not None or route.routing == "fastest" else {}
+        if bounds.max_latency_s is not None:
+            bound = bounds.max_latency_s
+            within = [m for m in plan if (latency[m] or 0.0) <= bound]  # unmeasured: not known to be slow
+            if not within:
+                raise NoCandidate(capability, tier, f"every candidate's recent latency is over {bound:g}s ("
+                                  + ", ".join(f"{m} {latency[m]:.2f}s" for m in plan if latency[m]) + ")",
+                                  "max_latency_s")
+            if len(within) < len(plan):
+                notes.append(f"slower than max_latency_s {bound:g}s: " + ", ".join(m for m in plan if m not in within))
+            plan = within
+        plan, why = self._ordered(route.routing, plan, route.weights, route.candidates, cost, latency,
+                                  rng or random)
+        model = self.pick(plan, prefer_faster=route.policy.prefer_faster and route.routing == "order")
+        assert model is not None  # plan is not empty
+        if route.routing != "order" or notes:
+            usable = "" if model == plan[0] else f"; {plan[0]} is not usable now (health)"
+            why = f"{route.routing}: {model}" + (f" ({why})" if why else "") + usable
+            return Choice(plan, model, "; ".join([why, *notes]))
+        return Choice(plan, model)
+
+    def _latencies(self, models: Sequence[str]) -> dict[str, float | None]:
+        if self.health is None:
+            return dict.fromkeys(models)
+        return {m: self.health.snapshot(m).ewma_latency_s for m in models}
+
+    @staticmethod
+    def _ordered(
+        routing: str, plan: list[str], weights: Sequence[float] | None, candidates: Sequence[str],
+        cost: Mapping[str, float], latency: Mapping[str, float | None], rng: random.Random | Any,
+    ) -> tuple[list[str], str]:
+        """``plan`` in the policy's order, and what decided it."""
+        if routing == "cheapest" and cost:
+            ordered = sorted(plan, key=lambda m: cost[m])
+            return ordered, "expected cost " + ", ".join(f"{m} ${cost[m]:.6f}" for m in ordered)
+        if routing == "fastest":
+            # a candidate not yet measured goes first, once: one call measures it
+            ordered = sorted(plan, key=lambda m: -1.0 if latency.get(m) is None else float(latency[m] or 0.0))
+            return ordered, "recent latency " + ", ".join(
+                f"{m} {'unmeasured' if latency.get(m) is None else f'{latency[m]:.3f}s'}" for m in ordered)
+        if routing == "weighted" and weights is not None:
+            share = {m: w for m, w in zip(candidates, weights, strict=True) if m in plan}
+            total = sum(share.values())
+            if total > 0:
+                pick = rng.choices(list(share), weights=list(share.values()))[0]
+                return [pick, *(m for m in plan if m != pick)], f"share {share[pick] / total:.2f}"
+        return plan, ""
 
     def spill_target(
         self, plan: Sequence[str], current: str, history: Iterable[Mapping[str, Any]],

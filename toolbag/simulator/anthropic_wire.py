@@ -81,6 +81,9 @@ class AnthropicWire(Wire):
             for t in body.get("tools") or []
             if isinstance(t, dict) and "name" in t
         ]
+        system_raw = body.get("system", "")
+        marked = isinstance(body.get("cache_control"), dict) or (isinstance(system_raw, list) and any(
+            isinstance(b, dict) and isinstance(b.get("cache_control"), dict) for b in system_raw))
         schema = None
         fmt = (body.get("output_config") or {}).get("format") if isinstance(body.get("output_config"), dict) else None
         if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
@@ -88,23 +91,25 @@ class AnthropicWire(Wire):
         return SimRequest(
             vendor=self.vendor,
             model=model_name,
-            system=_text_of(body.get("system", "")),
+            system=_text_of(system_raw),
             turns=turns,
             stream=bool(body.get("stream", False)),
             tools=tools,
             json_schema=schema,
             max_tokens=max_tokens,
+            cache_prefix=_text_of(system_raw) if marked else "",
         )
 
     # ------------------------------------------------------------------ answers
 
     @staticmethod
-    def _usage(input_tokens: int, output_tokens: int) -> dict[str, Any]:
+    def _usage(reply: Reply, output_tokens: int) -> dict[str, Any]:
+        """Anthropic's usage: ``input_tokens`` leaves out what was read from or written to the cache."""
         return {
-            "input_tokens": input_tokens,
+            "input_tokens": reply.input_tokens - reply.cache_read_tokens - reply.cache_write_tokens,
             "output_tokens": output_tokens,
-            "cache_creation_input_tokens": 0,
-            "cache_read_input_tokens": 0,
+            "cache_creation_input_tokens": reply.cache_write_tokens,
+            "cache_read_input_tokens": reply.cache_read_tokens,
             "service_tier": "standard",
         }
 
@@ -128,7 +133,7 @@ class AnthropicWire(Wire):
             "stop_reason": "end_turn",
             "stop_sequence": None,
             "stop_details": None,
-            "usage": self._usage(reply.input_tokens, reply.output_tokens),
+            "usage": self._usage(reply, reply.output_tokens),
         }
         if mode in ("refusal", "refusal_filter", "refusal_finish", "midstream_refusal"):
             message["stop_reason"] = "refusal"
@@ -156,7 +161,7 @@ class AnthropicWire(Wire):
                 "stop_reason": None,
                 "stop_sequence": None,
                 "stop_details": None,
-                "usage": self._usage(reply.input_tokens, 1),
+                "usage": self._usage(reply, 1),
             },
         }
         events = [StreamEvent(sse(start, "message_start"))]
@@ -201,7 +206,8 @@ class AnthropicWire(Wire):
             delta_body["stop_details"] = self._stop_details()
             output_tokens = sum(count_tokens(p) for p in pieces) if pieces else 1
         message_delta = {"type": "message_delta", "delta": delta_body,
-                         "usage": {"input_tokens": reply.input_tokens, "output_tokens": output_tokens}}
+                         "usage": {k: v for k, v in self._usage(reply, output_tokens).items()
+                                   if k != "service_tier"}}
         events.append(StreamEvent(sse(message_delta, "message_delta")))
         events.append(StreamEvent(sse({"type": "message_stop"}, "message_stop")))
         return events

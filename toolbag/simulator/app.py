@@ -160,7 +160,7 @@ class SimulatorApp:
             return call.error(wire.error(fault, req, call.rid), base)
 
         mode = answer_mode(fault.name, req.stream)
-        reply = make_reply(req)
+        reply = self.state.prompt_cache.apply(req, make_reply(req))
         try:
             timing = self._timing(request, req, reply, fault)
         except RequestError as exc:

@@ -104,14 +104,18 @@ class GeminiWire(Wire):
             json_schema=schema if isinstance(schema, dict) else None,
             json_mode=mime == "application/json" and not isinstance(schema, dict),
             max_tokens=int(max_tokens) if isinstance(max_tokens, int | str) and str(max_tokens).isdigit() else None,
+            cache_prefix=system,  # implicit caching: a repeated prefix is cached without being asked
         )
 
     # ------------------------------------------------------------------ answers
 
     @staticmethod
-    def _usage(prompt: int, candidates: int | None) -> dict[str, Any]:
+    def _usage(reply: Reply, candidates: int | None) -> dict[str, Any]:
+        prompt = reply.input_tokens
         usage: dict[str, Any] = {"promptTokenCount": prompt,
                                  "promptTokensDetails": [{"modality": "TEXT", "tokenCount": prompt}]}
+        if reply.cache_read_tokens:  # implicit caching: part of promptTokenCount
+            usage["cachedContentTokenCount"] = reply.cache_read_tokens
         if candidates is not None:
             usage["candidatesTokenCount"] = candidates
             usage["totalTokenCount"] = prompt + candidates
@@ -137,18 +141,18 @@ class GeminiWire(Wire):
         if mode == "refusal":
             feedback = {"blockReason": "SAFETY", "safetyRatings": [_BLOCKED_RATING]}
             body = self._envelope(req, response_id, promptFeedback=feedback,
-                                  usageMetadata=self._usage(reply.input_tokens, None))
+                                  usageMetadata=self._usage(reply, None))
             return [(body, False, 0)]
         if mode in ("refusal_filter", "refusal_finish"):
             candidate = {"content": {"role": "model"}, "finishReason": "SAFETY", "index": 0,
                          "safetyRatings": [_FINISH_RATING]}
             body = self._envelope(req, response_id, candidates=[candidate],
-                                  usageMetadata=self._usage(reply.input_tokens, 0))
+                                  usageMetadata=self._usage(reply, 0))
             return [(body, False, 0)]
         pieces = text_pieces(reply.text, is_json=reply.is_json)
         if mode in ("midstream_error", "midstream_refusal"):
             pieces = pieces[: max(1, len(pieces) // 2)]
-        usage_so_far = self._usage(reply.input_tokens, None)
+        usage_so_far = self._usage(reply, None)
         for piece in pieces:
             candidate = {"content": {"role": "model", "parts": [{"text": piece}]}, "index": 0}
             out.append((self._envelope(req, response_id, candidates=[candidate], usageMetadata=usage_so_far),
@@ -162,7 +166,7 @@ class GeminiWire(Wire):
                          "index": 0, "safetyRatings": [_FINISH_RATING]}
             tokens = sum(count_tokens(p) for p in pieces)
             out.append((self._envelope(req, response_id, candidates=[candidate],
-                                       usageMetadata=self._usage(reply.input_tokens, tokens)), False, 0))
+                                       usageMetadata=self._usage(reply, tokens)), False, 0))
             return out
         if reply.tool_calls:
             calls = self._parts(Reply(text="", input_tokens=0, output_tokens=0, tool_calls=reply.tool_calls))
@@ -172,7 +176,7 @@ class GeminiWire(Wire):
         finish = "MAX_TOKENS" if reply.truncated else "STOP"
         candidate = {"content": {"role": "model", "parts": [{"text": ""}]}, "finishReason": finish, "index": 0}
         out.append((self._envelope(req, response_id, candidates=[candidate],
-                                   usageMetadata=self._usage(reply.input_tokens, reply.output_tokens)), False, 0))
+                                   usageMetadata=self._usage(reply, reply.output_tokens)), False, 0))
         return out
 
     def body(self, req: SimRequest, reply: Reply, mode: AnswerMode, rid: str) -> dict[str, Any]:
@@ -180,16 +184,16 @@ class GeminiWire(Wire):
         if mode in ("refusal", "midstream_refusal"):
             feedback = {"blockReason": "SAFETY", "safetyRatings": [_BLOCKED_RATING]}
             return self._envelope(req, response_id, promptFeedback=feedback,
-                                  usageMetadata=self._usage(reply.input_tokens, None))
+                                  usageMetadata=self._usage(reply, None))
         if mode in ("refusal_filter", "refusal_finish"):
             candidate = {"content": {"role": "model"}, "finishReason": "SAFETY", "index": 0,
                          "safetyRatings": [_FINISH_RATING]}
             return self._envelope(req, response_id, candidates=[candidate],
-                                  usageMetadata=self._usage(reply.input_tokens, 0))
+                                  usageMetadata=self._usage(reply, 0))
         candidate = {"content": {"role": "model", "parts": self._parts(reply)},
                      "finishReason": "MAX_TOKENS" if reply.truncated else "STOP", "index": 0}
         return self._envelope(req, response_id, candidates=[candidate],
-                              usageMetadata=self._usage(reply.input_tokens, reply.output_tokens))
+                              usageMetadata=self._usage(reply, reply.output_tokens))
 
     def stream(self, req: SimRequest, reply: Reply, mode: AnswerMode, rid: str) -> list[StreamEvent]:
         return [StreamEvent(sse(body), content, tokens) for body, content, tokens in self.chunks(req, reply, mode)]

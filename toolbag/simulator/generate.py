@@ -61,6 +61,8 @@ class Reply:
     tool_calls: list[ToolCallOut] = field(default_factory=list)
     truncated: bool = False  # cut at max_tokens
     is_json: bool = False
+    cache_read_tokens: int = 0  # of input_tokens: read from the prompt cache
+    cache_write_tokens: int = 0  # of input_tokens: written to it
 
 
 def tool_directives(text: str) -> list[tuple[str, dict[str, Any] | None]]:

@@ -199,6 +199,7 @@ class ChatWire(_OpenAIBase):
             json_mode=json_mode,
             max_tokens=max_tokens if isinstance(max_tokens, int) else None,
             include_usage=bool(isinstance(options, dict) and options.get("include_usage")),
+            cache_prefix="\n".join(system) if isinstance(body.get("prompt_cache_key"), str) else "",
         )
 
     @staticmethod
@@ -208,7 +209,8 @@ class ChatWire(_OpenAIBase):
             "prompt_tokens": reply.input_tokens,
             "completion_tokens": out,
             "total_tokens": reply.input_tokens + out,
-            "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+            "prompt_tokens_details": {"cached_tokens": reply.cache_read_tokens, "audio_tokens": 0,
+                                      "cache_write_tokens": reply.cache_write_tokens},
             "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0,
                                           "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0},
         }
@@ -354,16 +356,18 @@ class ResponsesWire(_OpenAIBase):
             json_schema=schema,
             json_mode=json_mode,
             max_tokens=max_tokens if isinstance(max_tokens, int) else None,
+            cache_prefix="\n".join(system) if isinstance(body.get("prompt_cache_key"), str) else "",
         )
 
     @staticmethod
-    def _usage(input_tokens: int, output_tokens: int) -> dict[str, Any]:
+    def _usage(reply: Reply, output_tokens: int) -> dict[str, Any]:
         return {
-            "input_tokens": input_tokens,
-            "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
+            "input_tokens": reply.input_tokens,
+            "input_tokens_details": {"cached_tokens": reply.cache_read_tokens,
+                                     "cache_write_tokens": reply.cache_write_tokens},
             "output_tokens": output_tokens,
             "output_tokens_details": {"reasoning_tokens": 0},
-            "total_tokens": input_tokens + output_tokens,
+            "total_tokens": reply.input_tokens + output_tokens,
         }
 
     def _response(self, req: SimRequest, rid: str, status: str, output: list[dict[str, Any]],
@@ -406,9 +410,9 @@ class ResponsesWire(_OpenAIBase):
         if mode in ("refusal", "midstream_refusal"):
             output = [self._message(new_id("msg_"), [{"type": "refusal", "refusal": REFUSAL_TEXT}])]
             return self._response(req, response_id, "completed", output,
-                                  self._usage(reply.input_tokens, count_tokens(REFUSAL_TEXT)))
+                                  self._usage(reply, count_tokens(REFUSAL_TEXT)))
         if mode in ("refusal_filter", "refusal_finish"):
-            response = self._response(req, response_id, "incomplete", [], self._usage(reply.input_tokens, 0))
+            response = self._response(req, response_id, "incomplete", [], self._usage(reply, 0))
             response["incomplete_details"] = {"reason": "content_filter"}
             return response
         output = []
@@ -418,7 +422,7 @@ class ResponsesWire(_OpenAIBase):
         for call in reply.tool_calls:
             output.append(self._call_item(call.id or new_id("call_"), new_id("fc_"), call.name,
                                           json.dumps(call.arguments), "completed"))
-        usage = self._usage(reply.input_tokens, reply.output_tokens)
+        usage = self._usage(reply, reply.output_tokens)
         if reply.truncated:
             response = self._response(req, response_id, "incomplete", output, usage)
             response["incomplete_details"] = {"reason": "max_output_tokens"}
@@ -441,7 +445,7 @@ class ResponsesWire(_OpenAIBase):
         output: list[dict[str, Any]] = []
         output_tokens = reply.output_tokens
         if mode in ("refusal_filter", "refusal_finish"):
-            final = self._response(req, response_id, "incomplete", [], self._usage(reply.input_tokens, 0))
+            final = self._response(req, response_id, "incomplete", [], self._usage(reply, 0))
             final["incomplete_details"] = {"reason": "content_filter"}
             emit("response.incomplete", {"response": final})
             return events
@@ -476,7 +480,7 @@ class ResponsesWire(_OpenAIBase):
             if mode == "midstream_refusal":
                 item = self._message(mid, [self._text_part(text)], "incomplete")
                 final = self._response(req, response_id, "incomplete", [item],
-                                       self._usage(reply.input_tokens, output_tokens))
+                                       self._usage(reply, output_tokens))
                 final["incomplete_details"] = {"reason": "content_filter"}
                 emit("response.incomplete", {"response": final})
                 return events
@@ -505,7 +509,7 @@ class ResponsesWire(_OpenAIBase):
                 item = self._call_item(call_id, item_id, call.name, args, "completed")
                 emit("response.output_item.done", {"output_index": index, "item": item})
                 output.append(item)
-        usage = self._usage(reply.input_tokens, output_tokens)
+        usage = self._usage(reply, output_tokens)
         if reply.truncated and not refusal:
             final = self._response(req, response_id, "incomplete", output, usage)
             final["incomplete_details"] = {"reason": "max_output_tokens"}

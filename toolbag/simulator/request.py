@@ -50,6 +50,7 @@ class SimRequest:
     json_mode: bool = False  # JSON requested without a schema
     max_tokens: int | None = None
     include_usage: bool = False  # OpenAI chat stream_options.include_usage
+    cache_prefix: str = ""  # the part of the input the vendor would cache (see .prompt_cache)
     _text: str | None = None
 
     @property

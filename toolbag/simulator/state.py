@@ -7,6 +7,7 @@ from collections import deque
 from typing import TypedDict
 
 from .faults import DEFAULT_RATELIMIT, Fault, FaultPlan, Latency, RateLimitInfo
+from .prompt_cache import PromptCache
 
 LOG_LIMIT = 20_000  # entries kept (oldest dropped first); about 1 KB each
 
@@ -38,6 +39,7 @@ class SimState:
         self.log: deque[LogEntry] = deque(maxlen=LOG_LIMIT)
         self.closing = False
         self._waits: set[asyncio.Event] = set()
+        self.prompt_cache = PromptCache()
 
     def plans(self) -> list[FaultPlan]:
         """The runtime plan first (when set), then the file plan."""

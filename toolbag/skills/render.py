@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import hashlib
 import json
 from collections.abc import Mapping
 from typing import Any
@@ -83,13 +84,21 @@ def render(skill: Skill, input: Mapping[str, Any], feedback: str | None = None) 
     text = user_text(skill, values).strip()
     if feedback:
         text = f"{text}\n\n{FEEDBACK_TEMPLATE.format(feedback=feedback.strip())}"
+    system = system_text(skill, values)
     return ModelRequest(
         messages=(Message(role="user", text=text),),
-        system=system_text(skill, values),
+        system=system,
         max_output_tokens=skill.max_output_tokens,
         json_schema=copy.deepcopy(dict(skill.output_schema)),
         json_schema_name=schema_name(skill),
+        cache_key=cache_key(system),
     )
+
+
+def cache_key(system: str) -> str:
+    """The prompt-cache key of a skill's instructions: they repeat on every call with the same settings, so
+    vendors are asked to cache them; the key is the text's digest (other settings make another key)."""
+    return f"toolbag-skill-{hashlib.sha256(system.encode()).hexdigest()[:32]}"
 
 
 def request_dict(request: ModelRequest) -> dict[str, Any]:

@@ -34,6 +34,9 @@ def text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+HISTORY_FIELD = "_history"  # a NewJob field submit writes as the first entry of the job's history, not to its hash
+
+
 @dataclass(frozen=True)
 class NewJob:
     """Everything ``submit`` writes for one job."""
@@ -113,6 +116,7 @@ class JobStore:
             self.keys.waiting(job.queue),
             self.keys.deadlines,
             self.keys.stats,
+            self.keys.attempts(job.job_id),
         ]
         argv: list[Any] = [
             job.job_id,

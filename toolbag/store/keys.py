@@ -35,6 +35,9 @@ key                                type     meaning
 ``<p>rl:<model>:<kind>``           hash     rate-limit state per model: ``state`` hash, ``cc-i``/``cc-b`` zsets
 ``<p>rl:acct:<provider>:<kind>``   hash     the same for a provider account's limits (toolbag.ratelimit)
 ``<p>rl:caller:<caller>:<kind>``   hash     the same for one caller's limits
+``<p>budget:<scope>:<period>``     hash     spend and reservations (nano-USD) of a budget scope in one day or month
+``<p>budget:job:<id>``             hash     a job's budget reservation: what is left, which scopes hold it
+``<p>budget:pending``              zset     job id -> when to look at its reservation again (toolbag.budgets)
 =================================  =======  ==========================================================
 
 The replicated mode publishes (an empty message, never stored) on the channel ``<p>replication-barrier``
@@ -149,6 +152,18 @@ class Keys:
 
     def ratelimit_caller(self, caller: str, kind: str) -> str:
         return f"{self.prefix}rl:caller:{caller}:{kind}"
+
+    def budget(self, scope: str, period: str) -> str:
+        """Spend of one budget scope (``fleet``, ``team:<t>``, ``caller:<c>``) in one period (``d:<date>``,
+        ``m:<month>``)."""
+        return f"{self.prefix}budget:{scope}:{period}"
+
+    def budget_job(self, job_id: str) -> str:
+        return f"{self.prefix}budget:job:{job_id}"
+
+    @property
+    def budget_pending(self) -> str:
+        return f"{self.prefix}budget:pending"
 
     @property
     def leases(self) -> str:

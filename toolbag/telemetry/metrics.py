@@ -136,6 +136,24 @@ TOKENS = Counter(
     "toolbag_tokens_total", "Tokens by direction (input, output, cached)", ["provider", "model", "direction"]
 )
 COST = Counter("toolbag_cost_usd_total", "Spend in USD", ["provider", "model", "capability"])
+# Budgets (toolbag.budgets): ``scope`` is fleet, team or caller; ``name`` a configured team or caller (never
+# free text: an unconfigured caller is ``other``); ``period`` day or month.
+BUDGET_SPENT = Gauge(
+    "toolbag_budget_spent_usd", "Spend in the current period of a configured budget, fleet-wide",
+    ["scope", "name", "period"], multiprocess_mode="mostrecent",
+)
+BUDGET_REMAINING = Gauge(
+    "toolbag_budget_remaining_usd", "What is left of a budget's hard limit in the current period (reservations "
+    "of jobs in flight deducted)", ["scope", "name", "period"], multiprocess_mode="mostrecent",
+)
+BUDGET_SOFT_LIMIT = Counter(
+    "toolbag_budget_soft_limit_total", "Times a budget's spend crossed its soft limit (once per period)",
+    ["scope", "name", "period"],
+)
+BUDGET_REFUSED = Counter(
+    "toolbag_budget_refused_total", "Jobs refused at submit because a budget reached its hard limit",
+    ["scope", "name", "period"],
+)
 RATELIMIT_WAIT = Histogram(
     "toolbag_ratelimit_wait_seconds",
     "Time spent waiting for the shared rate limiter",
