@@ -9,11 +9,11 @@ from celery import shared_task
 
 @shared_task(name="toolbag.attempt", bind=True, ignore_result=True, acks_late=True)
 def attempt(self: Any, job_id: str, token: str) -> None:
-    """Run one attempt of a job (provider workers)."""
+    """Run one attempt of a job (provider workers): on this thread, or handed to the worker's event loop."""
     from workers.runtime import current
 
     info = self.request.delivery_info or {}
-    current().attempts.run(job_id, str(token), str(info.get("routing_key") or ""))
+    current().attempt(job_id, str(token), str(info.get("routing_key") or ""))
 
 
 @shared_task(name="toolbag.decide", bind=True, ignore_result=True, acks_late=True)

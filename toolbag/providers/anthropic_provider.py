@@ -96,12 +96,28 @@ class AnthropicAdapter(VendorAdapter[_StreamState]):
         self._client = anthropic.Anthropic(
             api_key=api_key, base_url=base_url, max_retries=0, http_client=self._http
         )
+        self._api_key = api_key
+        self._max_connections = max_connections
+        self._async: anthropic.AsyncAnthropic | None = None  # made on the event loop that uses it
 
     def __repr__(self) -> str:
         return f"AnthropicAdapter(base_url={self.base_url!r})"
 
     def close(self) -> None:
         self._client.close()
+
+    async def aclose(self) -> None:
+        if self._async is not None:
+            await self._async.close()
+            self._async = None
+
+    def _async_client(self) -> anthropic.AsyncAnthropic:
+        if self._async is None:
+            self._async = anthropic.AsyncAnthropic(
+                api_key=self._api_key, base_url=self.base_url, max_retries=0,
+                http_client=anthropic.DefaultAsyncHttpxClient(limits=http_limits(self._max_connections)),
+            )
+        return self._async
 
     # ------------------------------------------------------------------------------------ request
 
@@ -136,7 +152,13 @@ class AnthropicAdapter(VendorAdapter[_StreamState]):
         return with_sdk_timeout_and_headers(wire, request, clock)
 
     def _send(self, arguments: dict[str, Any], clock: AttemptClock, received: _StreamState) -> Reply:
-        raw = self._client.messages.with_raw_response.create(**arguments)
+        return self._reply(self._client.messages.with_raw_response.create(**arguments), received)
+
+    async def _asend(self, arguments: dict[str, Any], clock: AttemptClock, received: _StreamState) -> Reply:
+        return self._reply(await self._async_client().messages.with_raw_response.create(**arguments), received)
+
+    def _reply(self, raw: Any, received: _StreamState) -> Reply:
+        """The answer of a plain call (either client's raw response)."""
         received.headers.update(raw.headers)
         message = raw.parse()
         text = "".join(block.text for block in message.content if block.type == "text")
@@ -168,6 +190,23 @@ class AnthropicAdapter(VendorAdapter[_StreamState]):
                 clock.check(state.text)
         finally:
             stream.close()
+        return self._stream_reply(state)
+
+    async def _astream(self, arguments: dict[str, Any], clock: AttemptClock, state: _StreamState) -> Reply:
+        stream = await self._async_client().messages.create(**arguments)
+        try:
+            state.headers.update(stream.response.headers)
+            async for event in stream:
+                self._on_event(event, state, clock)
+                if state.finished:
+                    break
+                clock.check(state.text)
+        finally:
+            await stream.close()
+        return self._stream_reply(state)
+
+    def _stream_reply(self, state: _StreamState) -> Reply:
+        """The answer of a stream read to its ``message_stop`` (either client's)."""
         if not state.finished:
             raise AttemptFailure(
                 OutcomeKind.NETWORK,

@@ -198,6 +198,7 @@ class GeminiAdapter(VendorAdapter[_Answer]):
                 "limits": http_limits(max_connections),
                 "event_hooks": {"response": [self._remember_response]},
             },
+            async_client_args={"limits": http_limits(max_connections)},
         )
         self._client = genai.Client(api_key=api_key, http_options=options)
 
@@ -206,6 +207,9 @@ class GeminiAdapter(VendorAdapter[_Answer]):
 
     def close(self) -> None:
         self._client.close()
+
+    async def aclose(self) -> None:
+        await self._client.aio.aclose()
 
     def _remember_response(self, response: httpx2.Response) -> None:
         self._local.response = response
@@ -280,5 +284,24 @@ class GeminiAdapter(VendorAdapter[_Answer]):
             self._local.response = None
             if response is not None:
                 response.close()
+        answer.finish(streamed=True)
+        return answer.reply(arguments["model"])
+
+    async def _asend(self, arguments: dict[str, Any], clock: AttemptClock, answer: _Answer) -> Reply:
+        answer.add(await self._client.aio.models.generate_content(**arguments), clock)
+        answer.finish(streamed=False)
+        return answer.reply(arguments["model"])
+
+    async def _astream(self, arguments: dict[str, Any], clock: AttemptClock, answer: _Answer) -> Reply:
+        chunks = await self._client.aio.models.generate_content_stream(**arguments)
+        try:
+            async for chunk in chunks:
+                answer.add(chunk, clock)
+                if answer.finish_reason is None:
+                    clock.check(answer.text)
+        finally:
+            aclose = getattr(chunks, "aclose", None)
+            if aclose is not None:
+                await aclose()  # the generator's own cleanup closes the HTTP response
         answer.finish(streamed=True)
         return answer.reply(arguments["model"])

@@ -143,12 +143,28 @@ class OpenAIAdapter(VendorAdapter[_StreamState]):
         self._client = openai.OpenAI(
             api_key=api_key, base_url=base_url, max_retries=0, http_client=self._http
         )
+        self._api_key = api_key
+        self._max_connections = max_connections
+        self._async: openai.AsyncOpenAI | None = None  # made on the event loop that uses it
 
     def __repr__(self) -> str:
         return f"OpenAIAdapter(kind={self.kind!r}, base_url={self.base_url!r})"
 
     def close(self) -> None:
         self._client.close()
+
+    async def aclose(self) -> None:
+        if self._async is not None:
+            await self._async.close()
+            self._async = None
+
+    def _async_client(self) -> openai.AsyncOpenAI:
+        if self._async is None:
+            self._async = openai.AsyncOpenAI(
+                api_key=self._api_key, base_url=self.base_url, max_retries=0,
+                http_client=openai.DefaultAsyncHttpxClient(limits=http_limits(self._max_connections)),
+            )
+        return self._async
 
     # ------------------------------------------------------------------------------------ request
 
@@ -188,7 +204,14 @@ class OpenAIAdapter(VendorAdapter[_StreamState]):
         return with_sdk_timeout_and_headers(wire, request, clock)
 
     def _send(self, arguments: dict[str, Any], clock: AttemptClock, received: _StreamState) -> Reply:
-        raw = self._client.chat.completions.with_raw_response.create(**arguments)
+        return self._reply(self._client.chat.completions.with_raw_response.create(**arguments), arguments, received)
+
+    async def _asend(self, arguments: dict[str, Any], clock: AttemptClock, received: _StreamState) -> Reply:
+        raw = await self._async_client().chat.completions.with_raw_response.create(**arguments)
+        return self._reply(raw, arguments, received)
+
+    def _reply(self, raw: Any, arguments: dict[str, Any], received: _StreamState) -> Reply:
+        """The answer of a plain call (either client's raw response)."""
         received.headers.update(raw.headers)
         completion = raw.parse()
         if not completion.choices:
@@ -228,6 +251,22 @@ class OpenAIAdapter(VendorAdapter[_StreamState]):
                     clock.check(state.text)
         finally:
             stream.close()
+        return self._stream_reply(arguments, state)
+
+    async def _astream(self, arguments: dict[str, Any], clock: AttemptClock, state: _StreamState) -> Reply:
+        stream = await self._async_client().chat.completions.create(**arguments)
+        try:
+            state.headers.update(stream.response.headers)
+            async for chunk in stream:
+                self._on_chunk(chunk, state, clock)
+                if state.finish_reason is None:
+                    clock.check(state.text)
+        finally:
+            await stream.close()
+        return self._stream_reply(arguments, state)
+
+    def _stream_reply(self, arguments: dict[str, Any], state: _StreamState) -> Reply:
+        """The answer of a stream consumed to its end (either client's)."""
         refusal = "".join(state.refusal_parts)
         failure = openai_finish_failure(state.finish_reason, refusal, partial_text=state.text, vendor=self.kind)
         if failure is not None:
