@@ -16,6 +16,7 @@ import asyncio
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import httpx2
 import openai
@@ -25,7 +26,7 @@ from toolbag.client import Client, JobRequest
 from toolbag.devfleet.harness import private_redis, simulator_process
 
 TICKS_PER_S = os.sysconf("SC_CLK_TCK")
-MESSAGES = [{"role": "system", "content": "Task: bench."}, {"role": "user", "content": "job"}]
+MESSAGES: list[Any] = [{"role": "system", "content": "Task: bench."}, {"role": "user", "content": "job"}]
 
 
 def cpu_s(pid: int) -> float:
