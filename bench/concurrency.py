@@ -60,7 +60,7 @@ def main() -> None:
 def _direct_rate(sim: str, jobs: int, concurrency: int) -> float:
     async def run() -> float:
         limits = httpx2.Limits(max_connections=concurrency + 16, max_keepalive_connections=concurrency + 16)
-        sdk = openai.AsyncOpenAI(api_key="sk-bench", base_url=f"{sim}/v1", max_retries=0,
+        sdk = openai.AsyncOpenAI(api_key="sk-bench", base_url=f"{sim}/v1", max_retries=2, timeout=120,
                                  http_client=openai.DefaultAsyncHttpxClient(limits=limits))
         gate = asyncio.Semaphore(concurrency)
 

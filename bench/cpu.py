@@ -39,7 +39,7 @@ def cpu_s(pid: int) -> float:
 def bare_sync(sim: str, jobs: int, concurrency: int) -> tuple[float, float]:
     """(CPU ms per call, calls/s) of the sync SDK in ``concurrency`` threads."""
     limits = httpx2.Limits(max_connections=concurrency + 16, max_keepalive_connections=concurrency + 16)
-    sdk = openai.OpenAI(api_key="sk-bench", base_url=f"{sim}/v1", max_retries=0,
+    sdk = openai.OpenAI(api_key="sk-bench", base_url=f"{sim}/v1", max_retries=2, timeout=120,
                         http_client=openai.DefaultHttpxClient(limits=limits))
 
     def call(_: int) -> None:
@@ -59,7 +59,7 @@ def bare_async(sim: str, jobs: int, concurrency: int) -> tuple[float, float]:
 
     async def run() -> tuple[float, float]:
         limits = httpx2.Limits(max_connections=concurrency + 16, max_keepalive_connections=concurrency + 16)
-        sdk = openai.AsyncOpenAI(api_key="sk-bench", base_url=f"{sim}/v1", max_retries=0,
+        sdk = openai.AsyncOpenAI(api_key="sk-bench", base_url=f"{sim}/v1", max_retries=2, timeout=120,
                                  http_client=openai.DefaultAsyncHttpxClient(limits=limits))
         gate = asyncio.Semaphore(concurrency)
 

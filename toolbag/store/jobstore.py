@@ -114,11 +114,13 @@ class AsyncAttemptStore:
 
     @classmethod
     def from_url(cls, url: str, calls: AttemptCalls, max_connections: int = 64) -> AsyncAttemptStore:
-        client = redis_async.Redis.from_url(
-            url, socket_connect_timeout=5, socket_timeout=30, socket_keepalive=True,
-            health_check_interval=25, max_connections=max_connections,
+        """A client over at most ``max_connections`` connections; a call waits for a free one (up to 30 s)
+        rather than failing when thousands of attempts end at once."""
+        pool = redis_async.BlockingConnectionPool.from_url(
+            url, max_connections=max_connections, timeout=30, socket_connect_timeout=5, socket_timeout=30,
+            socket_keepalive=True, health_check_interval=25,
         )
-        return cls(client, calls)
+        return cls(redis_async.Redis(connection_pool=pool), calls)
 
     async def complete(
         self, job_id: str, token: str, output: Any, result: dict[str, Any], record_json: str
