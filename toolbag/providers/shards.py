@@ -14,7 +14,7 @@ from typing import Generic, TypeVar
 
 __all__ = ["SHARD_CONNECTIONS", "ClientShards"]
 
-SHARD_CONNECTIONS = 64
+SHARD_CONNECTIONS = 16
 
 ClientT = TypeVar("ClientT")
 
