@@ -2,6 +2,7 @@
 same simulator, at zero injected latency.
 
     .venv/bin/python -m bench.overhead [--jobs 300] [--parallel 16] [--load-jobs 2000] [--load-share 0.8]
+                                       [--mode async|threads]
 
 Prints the added latency per job (p50/p99, sequential), the throughput ratio (parallel callers), and the added
 latency under load: the fleet's capacity is measured (jobs submitted at once, awaited through an inbox), then
@@ -30,6 +31,7 @@ def main() -> None:
     parser.add_argument("--parallel", type=int, default=16)
     parser.add_argument("--load-jobs", type=int, default=2000)
     parser.add_argument("--load-share", type=float, default=0.8)
+    parser.add_argument("--mode", default="async", help="the worker's --attempt-loop")
     args = parser.parse_args()
     tmp = scratch_dir("overhead")
     with private_redis() as server, simulator_process(tmp, cwd=REPO) as sim:
@@ -41,7 +43,7 @@ def main() -> None:
                 {"role": "system", "content": "Task: bench."}, {"role": "user", "content": f"hello {i}"}])
             return time.perf_counter() - t0
 
-        with fleet(server.url, bench_config(sim.url, tmp), [("openai", 64)]) as procs:
+        with fleet(server.url, bench_config(sim.url, tmp), [("openai", 64)], mode=args.mode) as procs:
             client = procs.client
 
             def through_fleet(i: int) -> float:
