@@ -39,25 +39,31 @@ def main() -> None:
                                                       cwd=REPO) as sim:
         http = httpx2.Client(base_url=sim.url)
         http.delete("/_sim/calls")
-        direct_rate = _direct_rate(sim.url, args.jobs, args.concurrency)
+        direct_rate, call_s = _direct_rate(sim.url, args.jobs, args.concurrency)
         direct_peak = int(http.get("/_sim/calls").json()["peak"])
+        call_p50_s = percentile(call_s, 0.5)
         print(f"  bare async SDK, {args.concurrency} at once: {direct_rate:.0f} calls/s, "
-              f"peak open at the simulator {direct_peak}")
+              f"peak open at the simulator {direct_peak}, call p50 {call_p50_s * 1000:.0f} ms")
         for mode in args.modes.split(","):
             with fleet(server.url, bench_config(sim.url, tmp), [("openai", args.concurrency)], mode=mode) as procs:
                 http.delete("/_sim/calls")
                 fleet_rate, leases_peak, lease_s = _fleet_rate(procs.client, args.jobs)
                 peak = int(http.get("/_sim/calls").json()["peak"])
             vendor_s = args.latency_ms / 1000
+            lease_p50_s = percentile(lease_s, 0.5)
             print(f"  fleet [{mode}]: {fleet_rate:.0f} jobs/s; peak open at the simulator {peak} "
                   f"(leases held at most {leases_peak}); lease p50 {percentile(lease_s, 0.5) * 1000:.0f} ms "
-                  f"p99 {percentile(lease_s, 0.99) * 1000:.0f} ms = vendor "
-                  f"+{(percentile(lease_s, 0.5) - vendor_s) * 1000:.0f} ms at p50")
+                  f"p99 {percentile(lease_s, 0.99) * 1000:.0f} ms: p50 +{(lease_p50_s - vendor_s) * 1000:.0f}"
+                  f" ms over the configured latency, +{(lease_p50_s - call_p50_s) * 1000:.0f} ms over the "
+                  f"bare SDK's call p50")
             print(f"    ratio fleet/bare async SDK: throughput {fleet_rate / direct_rate:.2f}, "
                   f"open calls {peak / max(1, direct_peak):.2f}")
 
 
-def _direct_rate(sim: str, jobs: int, concurrency: int) -> float:
+def _direct_rate(sim: str, jobs: int, concurrency: int) -> tuple[float, list[float]]:
+    """(calls/s, each call's duration) of the bare async SDK, ``concurrency`` calls at once."""
+    durations: list[float] = []
+
     async def run() -> float:
         limits = httpx2.Limits(max_connections=concurrency + 16, max_keepalive_connections=concurrency + 16)
         sdk = openai.AsyncOpenAI(api_key="sk-bench", base_url=f"{sim}/v1", max_retries=2, timeout=120,
@@ -66,8 +72,10 @@ def _direct_rate(sim: str, jobs: int, concurrency: int) -> float:
 
         async def call(i: int) -> None:
             async with gate:
+                started = time.perf_counter()
                 await sdk.chat.completions.create(model="gpt-6-luna", max_completion_tokens=256, messages=[
                     {"role": "system", "content": "Task: bench."}, {"role": "user", "content": f"job {i}"}])
+                durations.append(time.perf_counter() - started)
 
         t0 = time.perf_counter()
         await asyncio.gather(*(call(i) for i in range(jobs)))
@@ -75,7 +83,7 @@ def _direct_rate(sim: str, jobs: int, concurrency: int) -> float:
         await sdk.close()
         return rate
 
-    return asyncio.run(run())
+    return asyncio.run(run()), durations
 
 
 def _fleet_rate(client: Client, jobs_n: int) -> tuple[float, int, list[float]]:
