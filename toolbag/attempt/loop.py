@@ -94,7 +94,12 @@ class AttemptLoop:
                     return
                 with self._open_lock:
                     self._open += 1
-                self._submit(self._finish(started))
+                try:
+                    self._submit(self._finish(started))
+                except RuntimeError:  # the loop is closed (stopping): the lease expires, as a dead worker's
+                    with self._open_lock:
+                        self._open -= 1
+                    raise
                 handed = True
             finally:
                 if not handed:
