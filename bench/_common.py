@@ -63,10 +63,12 @@ def bench_config(simulator_url: str, tmp: Path, *, stream: bool = False) -> Path
 
 @contextmanager
 def fleet(redis_url: str, config_path: Path, workers: Sequence[tuple[str, int]], *,
-          supervisor: bool = True) -> Iterator[LocalFleet]:
-    """A worker process per ``(provider, threads)`` and a supervisor, on the config at ``config_path`` (the
-    simulator it names, never ``$TOOLBAG_SIMULATOR_URL``); logs beside the config."""
+          supervisor: bool = True, mode: str = "async") -> Iterator[LocalFleet]:
+    """A worker process per ``(provider, slots)`` and a supervisor, on the config at ``config_path`` (the
+    simulator it names, never ``$TOOLBAG_SIMULATOR_URL``); logs beside the config. ``mode`` is the workers'
+    ``--attempt-loop``."""
     env = {k: v for k, v in os.environ.items() if k != "TOOLBAG_SIMULATOR_URL"}
+    env["TOOLBAG_ATTEMPT_LOOP"] = mode
     procs = LocalFleet(load_config(config_path), redis_url, config_path.parent, config_path=config_path, env=env,
                        cwd=REPO)
     try:

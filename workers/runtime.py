@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import concurrent.futures
+import logging
 import os
 import socket
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from toolbag.attempt.leases import LeaseKeeper
+from toolbag.attempt.loop import AttemptLoop
 from toolbag.attempt.runner import AttemptRunner
 from toolbag.config import Config
 from toolbag.escalations import OutboxSender
@@ -26,6 +29,15 @@ class Runtime:
     sweeper: Sweeper | None = None
     keeper: LeaseKeeper | None = None
     outbox_sender: OutboxSender | None = None
+    attempt_loop: AttemptLoop | None = None
+
+    def attempt(self, job_id: str, token: str, queue: str) -> concurrent.futures.Future[Any] | None:
+        """One delivered attempt: handed to the event loop (async; the future of its call, None when it was not
+        handed), or run on this thread (threads; None)."""
+        if self.attempt_loop is not None:
+            return self.attempt_loop.hand(job_id, token, queue)
+        self.attempts.run(job_id, token, queue)
+        return None
 
     @property
     def attempts(self) -> AttemptRunner:
@@ -40,6 +52,8 @@ class Runtime:
         return self.supervisor_
 
     def stop(self) -> None:
+        if self.attempt_loop:
+            self.attempt_loop.stop(drain_s=max(t.total_timeout_s for t in self.config.tiers.values()))
         if self.keeper:
             self.keeper.stop()
         if self.sweeper:
@@ -74,8 +88,23 @@ def _skills() -> Any:
     return SkillLibrary(default_skills_dir())
 
 
-def start_provider(config: Config, redis_url: str, provider: str) -> Runtime:
-    """Build the adapter (raising ConfigError now, never mid-job) and the lease heartbeat."""
+AttemptMode = Literal["async", "threads"]
+ATTEMPT_MODES: tuple[AttemptMode, ...] = ("async", "threads")
+ASYNC_POOL_THREADS = 8  # Celery pool threads of an async worker: they only claim and hand over (~1 ms each)
+QUIET_LOGGERS = ("httpx", "httpx2", "httpcore", "httpcore2", "google_genai")  # one INFO line per vendor call
+
+
+def pool_threads(mode: AttemptMode, slots: int, *, task_events: bool = False) -> int:
+    """Celery's ``-c`` for a worker with ``slots`` attempts in flight. With task events on, an async attempt's
+    task waits for its call (so its event carries the outcome): a thread per slot, as in ``threads`` mode."""
+    return min(slots, ASYNC_POOL_THREADS) if mode == "async" and not task_events else slots
+
+
+def start_provider(
+    config: Config, redis_url: str, provider: str, *, slots: int | None = None, mode: AttemptMode = "threads"
+) -> Runtime:
+    """Build the adapter (raising ConfigError now, never mid-job) and the lease heartbeat. ``slots`` (default:
+    the provider's ``concurrency``) sizes the HTTP pool and, in ``async`` mode, the attempts on the loop."""
     global _current
     from toolbag.providers.registry import build_adapter
 
@@ -83,13 +112,17 @@ def start_provider(config: Config, redis_url: str, provider: str) -> Runtime:
         from toolbag.config import ConfigError
 
         raise ConfigError(f"unknown provider {provider!r}; configured: {', '.join(sorted(config.providers))}")
-    adapter = build_adapter(provider, config)
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLogger(name).level))
+    slots = slots or config.providers[provider].concurrency
+    adapter = build_adapter(provider, config, max_connections=slots)
     store = _store(config, redis_url)
     from toolbag.gateway import worker_caller
 
     caller = worker_caller(config, store)  # tools.yaml and policy.yaml checked now (ConfigError)
     keeper = LeaseKeeper(store, config.fleet.lease_ttl_s)
-    keeper.start()
+    if mode == "threads":
+        keeper.start()
     name = f"{provider}@{socket.gethostname()}:{os.getpid()}"
     from toolbag.routing.health import HealthTracker
 
@@ -106,7 +139,12 @@ def start_provider(config: Config, redis_url: str, provider: str) -> Runtime:
         keeper.announce(f"{provider}|{name}")
 
     worker_ready.connect(_announce, weak=False)
-    _current = Runtime(config, store, attempts_runner=runner, keeper=keeper)
+    loop = None
+    if mode == "async":
+        from toolbag.store.jobstore import AsyncAttemptStore
+
+        loop = AttemptLoop(runner, AsyncAttemptStore.from_url(redis_url, store.calls, max_connections=64), slots)
+    _current = Runtime(config, store, attempts_runner=runner, keeper=keeper, attempt_loop=loop)
     return _current
 
 

@@ -11,18 +11,22 @@ reader always sees an attempt's end before the next attempt's text.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import redis
+import redis.asyncio as redis_async
 
 from toolbag.jobs import JobStatus
 from toolbag.providers.adapter import VendorAdapter
 from toolbag.providers.base import Adapter, DeltaSink, ModelRequest, ModelResponse
 
-__all__ = ["AttemptEnd", "DeltaEvent", "RedisDeltaSink", "StreamingAdapter", "TextDelta", "read_deltas"]
+__all__ = [
+    "AsyncRedisDeltaSink", "AttemptEnd", "DeltaEvent", "RedisDeltaSink", "StreamingAdapter", "TextDelta", "read_deltas",
+]
 
 FLUSH_CHARS = 256
 FLUSH_MS = 25.0
@@ -77,6 +81,67 @@ class RedisDeltaSink:
             pipe.xadd(self._key, fields, maxlen=MAXLEN, approximate=True)
         pipe.expire(self._key, self._ttl_s)
         pipe.execute()
+
+
+class AsyncRedisDeltaSink:
+    """:class:`RedisDeltaSink` for an attempt on the worker's event loop: the same batches and entries, written
+    by one flush task at a time over ``redis.asyncio`` while the stream goes on; :meth:`end` waits for it."""
+
+    def __init__(
+        self, client: redis_async.Redis, key: str, *, attempt: int, model: str, ttl_s: int = TTL_S
+    ) -> None:
+        self._redis = client
+        self._key = key
+        self._attempt = str(attempt)
+        self._model = model
+        self._ttl_s = ttl_s
+        self._buffer: list[str] = []
+        self._buffered_chars = 0
+        self._last_flush = 0.0
+        self._sent_any = False
+        self._flushing: asyncio.Task[None] | None = None
+        self._again = False  # a flush came due while one was being written
+
+    def write(self, text: str) -> None:
+        self._buffer.append(text)
+        self._buffered_chars += len(text)
+        due = (time.monotonic() - self._last_flush) * 1000 >= FLUSH_MS
+        if not self._sent_any or due or self._buffered_chars >= FLUSH_CHARS:
+            self._sent_any = True
+            self._last_flush = time.monotonic()
+            if self._flushing is None or self._flushing.done():
+                self._flushing = asyncio.get_running_loop().create_task(self._flush())
+            else:
+                self._again = True
+
+    async def _flush(self) -> None:
+        while self._buffer:
+            self._again = False
+            await self._add(self._take())
+            if not self._again:
+                return
+
+    async def end(self, outcome: str, reason: str = "") -> None:
+        """Wait for the flush under way, then write what is left and the attempt's end (as
+        :meth:`RedisDeltaSink.end`)."""
+        if self._flushing is not None:
+            await self._flushing  # a failed write fails the attempt's ending, as it would the sync sink's
+        entries = [self._take()] if self._buffer else []
+        await self._add(*entries, {"kind": "end", "outcome": outcome, "reason": reason[:500]})
+
+    def _take(self) -> dict[str, str]:
+        text = "".join(self._buffer)
+        self._buffer.clear()
+        self._buffered_chars = 0
+        return {"kind": "text", "text": text}
+
+    async def _add(self, *entries: dict[str, str]) -> None:
+        pipe = self._redis.pipeline(transaction=False)
+        for entry in entries:
+            fields: dict[Any, Any] = {"attempt": self._attempt, "model": self._model, **entry}
+            pipe.xadd(self._key, fields, maxlen=MAXLEN, approximate=True)
+        pipe.expire(self._key, self._ttl_s)
+        await pipe.execute()
 
 
 class StreamingAdapter:

@@ -1,9 +1,12 @@
-"""Attempt leases kept alive by one heartbeat thread per worker process, on Redis's clock."""
+"""Attempt leases kept alive by one heartbeat per worker process (a thread, or a task on the worker's event
+loop), on Redis's clock."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
+from collections.abc import Awaitable, Callable, Iterable
 
 from toolbag.store import JobStore
 from toolbag.store.connection import UNAVAILABLE_ERRORS, OutageLog
@@ -60,10 +63,8 @@ class LeaseKeeper:
 
     def _loop(self) -> None:
         while not self._stop.wait(self.lease_ttl_s / 3):
-            with self._lock:
-                members = list(self._members)
             try:
-                gone = self.store.renew_leases(members, self.lease_ttl_s, presence=self._presence)
+                gone = self.store.renew_leases(self._snapshot(), self.lease_ttl_s, presence=self._presence)
             except UNAVAILABLE_ERRORS as err:  # the next beat retries; leases outlive one missed beat
                 self._outage.failed(err)
                 continue
@@ -71,6 +72,33 @@ class LeaseKeeper:
                 log.warning("lease renewal failed", exc_info=True)
                 continue
             self._outage.ok()
-            if gone:
-                with self._lock:
-                    self._lost.update(gone)
+            self._mark_lost(gone)
+
+    async def serve(
+        self, renew: Callable[[Iterable[str], float, str | None], Awaitable[list[str]]]
+    ) -> None:
+        """The heartbeat as a task on an event loop (instead of :meth:`start`'s thread), renewing through
+        ``renew(members, ttl_s, presence)``; ends after :meth:`stop`."""
+        while not self._stop.is_set():
+            await asyncio.sleep(self.lease_ttl_s / 3)
+            if self._stop.is_set():
+                return
+            try:
+                gone = await renew(self._snapshot(), self.lease_ttl_s, self._presence)
+            except UNAVAILABLE_ERRORS as err:  # the next beat retries; leases outlive one missed beat
+                self._outage.failed(err)
+                continue
+            except Exception:
+                log.warning("lease renewal failed", exc_info=True)
+                continue
+            self._outage.ok()
+            self._mark_lost(gone)
+
+    def _snapshot(self) -> list[str]:
+        with self._lock:
+            return list(self._members)
+
+    def _mark_lost(self, gone: list[str]) -> None:
+        if gone:
+            with self._lock:
+                self._lost.update(gone)

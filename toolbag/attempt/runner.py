@@ -10,6 +10,7 @@ import dataclasses
 import json
 import logging
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from toolbag.attempt.context import (
@@ -20,6 +21,7 @@ from toolbag.attempt.context import (
     MeteredAdapter,
     OutcomeSink,
     PlainCall,
+    Ticket,
     Unlimited,
 )
 from toolbag.attempt.deltas import RedisDeltaSink, StreamingAdapter
@@ -31,7 +33,7 @@ from toolbag.jobs import AttemptRecord, DecisionRecord, JobRecord
 from toolbag.providers.base import Adapter, AttemptFailure, ModelRequest, ModelResponse, OutcomeKind
 from toolbag.ratelimit import HandBack
 from toolbag.routing import Router
-from toolbag.store import JobStore
+from toolbag.store import JobStore, Transition
 from toolbag.store.messages import queue_name
 from toolbag.telemetry import metrics
 
@@ -39,6 +41,36 @@ if TYPE_CHECKING:
     from toolbag.skills import Skill, SkillLibrary
 
 log = logging.getLogger("toolbag.worker")
+
+
+@dataclass(frozen=True)
+class Started:
+    """An attempt past its claim, admission and ``calling`` mark: ready for its vendor call."""
+
+    record: JobRecord
+    token: str
+    ctx: AttemptContext
+    request: ModelRequest
+    skill: Skill | None
+    ticket: Ticket  # not entered yet; whoever finishes the attempt enters, settles and exits it
+    t0: float  # time.monotonic() at the start of the attempt
+
+
+@dataclass(frozen=True)
+class Success:
+    """A successful call and what its completion writes."""
+
+    response: ModelResponse
+    output: Any
+    result: dict[str, Any]
+    attempt: AttemptRecord
+    latency_s: float
+    cost_usd: float
+
+
+def crashed(err: Exception) -> AttemptFailure:
+    """A bug of ours, as the failure the attempt records (the job is decided on, never lost)."""
+    return AttemptFailure(OutcomeKind.SERVER_ERROR, f"worker error: {type(err).__name__}: {err}")
 
 
 class AttemptRunner:
@@ -71,57 +103,85 @@ class AttemptRunner:
         self.budgets = Budgets.of(config, store.redis, store.keys)  # None: no budgets configured
 
     def run(self, job_id: str, token: str, queue: str) -> None:
+        """One attempt, start to end, on the calling thread."""
+        record = self.claim(job_id, token, queue)
+        if record is None:
+            return
+        try:
+            started = self.prepare(record, token)
+            if started is not None:
+                self.finish(started)
+        finally:
+            self.release(record, token)
+
+    # -- the steps, for this thread or the worker's event loop (toolbag.attempt.loop) -----------------
+
+    def claim(self, job_id: str, token: str, queue: str) -> JobRecord | None:
+        """The fenced claim; the lease is kept alive from here until :meth:`release`. None: a stale delivery."""
         record = self.store.claim(job_id, token, queue, self.config.fleet.lease_ttl_s, self.worker_name)
         if record is None:
             metrics.STALE_DELIVERIES.labels(self.provider).inc()
             log.info(json.dumps({"event": "stale_delivery", "job_id": job_id, "token": token}))
-            return
+            return None
         metrics.QUEUE_WAIT.labels(self.provider, record.tier).observe(
             max(0.0, (record.started_ms - record.enqueued_ms) / 1000)
         )
-        member = f"{job_id}:{token}"
-        self.keeper.add(member)
+        self.keeper.add(f"{job_id}:{token}")
         metrics.INFLIGHT.labels(self.provider).inc()
-        try:
-            self._attempt(record, token)
-        finally:
-            metrics.INFLIGHT.labels(self.provider).dec()
-            self.keeper.remove(member)
+        return record
 
-    def _attempt(self, record: JobRecord, token: str) -> None:
-        job_id, model_name, tier = record.id, record.model, record.tier
-        model = self.config.models[model_name]
-        attempt_n = record.attempt
+    def release(self, record: JobRecord, token: str) -> None:
+        metrics.INFLIGHT.labels(self.provider).dec()
+        self.keeper.remove(f"{record.id}:{token}")
+
+    def prepare(self, record: JobRecord, token: str) -> Started | None:
+        """Build the request, take rate-limit capacity and mark the attempt ``calling``: the attempt ready
+        for its vendor call, or None when it ended here (handed back, gone meanwhile, or failed, all recorded)."""
         t0 = time.monotonic()
         clock_offset_ms = record.started_ms - int(time.time() * 1000)  # Redis's clock (the claim) minus this host's
-        sink: RedisDeltaSink | None = None
         try:
             request, skill = self._request(record)
-            adapter = self.adapter
-            if request.stream:
-                sink = RedisDeltaSink(self.store.redis, self.store.keys.deltas(job_id), attempt=attempt_n,
-                                      model=model_name)
-                adapter = StreamingAdapter(adapter, sink)
+            model = self.config.models[record.model]
             ctx = AttemptContext(
-                job_id=job_id, capability=record.capability, tier=tier, caller=record.caller,
-                model=model_name, model_id=model.model_id, provider=self.provider, skill=record.skill,
+                job_id=record.id, capability=record.capability, tier=record.tier, caller=record.caller,
+                model=record.model, model_id=model.model_id, provider=self.provider, skill=record.skill,
                 deadline_ms=record.deadline_ms - clock_offset_ms,  # on this host's clock, for the tool loop
                 allowed_tools=tuple(skill.allowed_tools) if skill is not None else (),
                 requested_tools=tuple(requested_tools(record.input)),
             )
             try:
-                admitted = self.admission.admit(ctx, request)
+                ticket = self.admission.admit(ctx, request)
             except HandBack as back:  # no capacity: to another candidate or the delayed set, no attempt
                 self._hand_back(record, token, back, ctx, request)
-                return
-            with admitted as ticket:
-                if not self.store.calling(job_id, token):  # swept as lost, or cancelled, meanwhile: pay nothing
-                    metrics.STALE_DELIVERIES.labels(self.provider).inc()
-                    log.info(json.dumps({"event": "attempt_gone_before_call", "job_id": job_id, "token": token}))
-                    return
-                metered = MeteredAdapter(adapter, self.admission, ctx, self.config.tiers[tier].total_timeout_s)
+                return None
+            if not self.store.calling(record.id, token):  # swept as lost, or cancelled, meanwhile: pay nothing
+                ticket.__exit__(None, None, None)
+                metrics.STALE_DELIVERIES.labels(self.provider).inc()
+                log.info(json.dumps({"event": "attempt_gone_before_call", "job_id": record.id, "token": token}))
+                return None
+        except AttemptFailure as failure:
+            self._failed(record, token, record.attempt, failure, time.monotonic() - t0)
+            return None
+        except Exception as err:  # a bug of ours must not crash the worker or lose the job
+            log.exception("attempt crashed", extra={"job_id": record.id})
+            self._failed(record, token, record.attempt, crashed(err), time.monotonic() - t0)
+            return None
+        return Started(record, token, ctx, request, skill, ticket, t0)
+
+    def finish(self, started: Started) -> None:
+        """The vendor call(s) through the caller on this thread, then the attempt's outcome."""
+        record, token, ctx = started.record, started.token, started.ctx
+        sink: RedisDeltaSink | None = None
+        adapter = self.adapter
+        if started.request.stream:
+            sink = RedisDeltaSink(self.store.redis, self.store.keys.deltas(record.id), attempt=record.attempt,
+                                  model=record.model)
+            adapter = StreamingAdapter(adapter, sink)
+        try:
+            with started.ticket as ticket:
+                metered = MeteredAdapter(adapter, self.admission, ctx, self.config.tiers[record.tier].total_timeout_s)
                 try:
-                    response = self.caller.call(metered, ctx, request)
+                    response = self.caller.call(metered, ctx, started.request)
                 except AttemptFailure as failure:
                     # the first call's usage when it was made (a later step failed), else what the failure says
                     first = metered.first
@@ -129,58 +189,79 @@ class AttemptRunner:
                     raise
                 first = metered.first or response
                 ticket.settle(first, first.ratelimit_headers)
-                output = self._output(response, request, skill)
-                latency_s = time.monotonic() - t0
-                usage = response.usage
-                cost = model.cost_usd(usage.input_tokens, usage.output_tokens,
-                                      cache_read_tokens=usage.cached_input_tokens,
-                                      cache_write_tokens=usage.cache_write_tokens)
-                attempt = AttemptRecord(
-                    n=attempt_n, model=model_name, provider=self.provider, outcome=OutcomeKind.OK.value,
-                    latency_s=round(latency_s, 4), time_to_first_token_s=response.time_to_first_token_s,
-                    input_tokens=usage.input_tokens, output_tokens=usage.output_tokens, cost_usd=cost,
-                    cache_read_tokens=usage.cached_input_tokens, cache_write_tokens=usage.cache_write_tokens,
-                    worker=self.worker_name, request_id=response.request_id,
-                    started_ms=record.started_ms, ended_ms=record.started_ms + round(latency_s * 1000),
-                )
-                result = {
-                    "provider": self.provider,
-                    "model": model_name,
-                    "model_id": response.model,
-                    "usage": dataclasses.asdict(usage),
-                    "cost_usd": cost,
-                    "request_id": response.request_id,
-                    "latency_s": round(latency_s, 4),
-                    "tool_calls": [dataclasses.asdict(c) for c in response.tool_calls],
-                }
+                success = self.succeeded(started, response)
                 if sink is not None:
                     sink.end(OutcomeKind.OK.value)
                 # complete inside the admission: the caller wakes before the limiter settles and the
                 # health tracker learns, which are nobody's critical path
-                done = self.store.complete(job_id, token, output, result, attempt.to_json())
+                done = self.store.complete(record.id, token, success.output, success.result,
+                                           success.attempt.to_json())
         except AttemptFailure as failure:
-            self._failed(record, token, attempt_n, failure, time.monotonic() - t0, sink)
+            self._failed(record, token, record.attempt, failure, time.monotonic() - started.t0, sink)
             return
         except Exception as err:  # a bug of ours must not crash the worker or lose the job
-            log.exception("attempt crashed", extra={"job_id": job_id})
-            crash = AttemptFailure(OutcomeKind.SERVER_ERROR, f"worker error: {type(err).__name__}: {err}")
-            self._failed(record, token, attempt_n, crash, time.monotonic() - t0, sink)
+            log.exception("attempt crashed", extra={"job_id": record.id})
+            self._failed(record, token, record.attempt, crashed(err), time.monotonic() - started.t0, sink)
             return
-        self.health.record(model_name, OutcomeKind.OK, latency_s, None)
-        self._observe_attempt(model_name, tier, OutcomeKind.OK.value, latency_s, response)
+        self.health.record(record.model, OutcomeKind.OK, success.latency_s, None)
+        self.settle_spend(record, success, done)
+        self.observe_success(started, success, done)
+
+    def settle_spend(self, record: JobRecord, success: Success, done: Transition) -> None:
+        """Charge the call's actual cost to the job's budgets and give back the rest of its reservation (a
+        Redis call: off the event loop); no budgets configured: nothing."""
         if self.budgets is not None:
-            self.budgets.settle_safely(job_id, record.caller, cost, final=done.ok)
+            self.budgets.settle_safely(record.id, record.caller, success.cost_usd, final=done.ok)
+
+    def succeeded(self, started: Started, response: ModelResponse) -> Success:
+        """What a successful call writes: the output (raises ``AttemptFailure(INVALID_OUTPUT)`` when the skill
+        refuses it), the result and the attempt record."""
+        record = started.record
+        model_name = record.model
+        output = self._output(response, started.request, started.skill)
+        latency_s = time.monotonic() - started.t0
+        usage = response.usage
+        cost = self.config.models[model_name].cost_usd(usage.input_tokens, usage.output_tokens,
+                                                       cache_read_tokens=usage.cached_input_tokens,
+                                                       cache_write_tokens=usage.cache_write_tokens)
+        attempt = AttemptRecord(
+            n=record.attempt, model=model_name, provider=self.provider, outcome=OutcomeKind.OK.value,
+            latency_s=round(latency_s, 4), time_to_first_token_s=response.time_to_first_token_s,
+            input_tokens=usage.input_tokens, output_tokens=usage.output_tokens, cost_usd=cost,
+            cache_read_tokens=usage.cached_input_tokens, cache_write_tokens=usage.cache_write_tokens,
+            worker=self.worker_name, request_id=response.request_id,
+            started_ms=record.started_ms, ended_ms=record.started_ms + round(latency_s * 1000),
+        )
+        result = {
+            "provider": self.provider,
+            "model": model_name,
+            "model_id": response.model,
+            "usage": dataclasses.asdict(usage),
+            "cost_usd": cost,
+            "request_id": response.request_id,
+            "latency_s": round(latency_s, 4),
+            "tool_calls": [dataclasses.asdict(c) for c in response.tool_calls],
+        }
+        return Success(response, output, result, attempt, latency_s, cost)
+
+    def observe_success(self, started: Started, success: Success, done: Transition) -> None:
+        """Metrics and the log line of a successful call, once its completion is written (or dropped)."""
+        record = started.record
+        job_id, model_name, tier = record.id, record.model, record.tier
+        self._observe_attempt(model_name, tier, OutcomeKind.OK.value, success.latency_s, success.response)
         if not done.ok:
             metrics.STALE_DELIVERIES.labels(self.provider).inc()
             log.info(json.dumps({"event": "late_completion_dropped", "job_id": job_id, "status": done.status}))
             return
+        usage = success.response.usage
         metrics.TOKENS.labels(self.provider, model_name, "input").inc(usage.input_tokens)
         metrics.TOKENS.labels(self.provider, model_name, "output").inc(usage.output_tokens)
         metrics.TOKENS.labels(self.provider, model_name, "cached").inc(usage.cached_input_tokens)
-        metrics.COST.labels(self.provider, model_name, record.capability).inc(cost)
+        metrics.COST.labels(self.provider, model_name, record.capability).inc(success.cost_usd)
         metrics.JOB_DURATION.labels(record.capability, tier).observe((done.finished_ms - done.created_ms) / 1000)
-        log.info(json.dumps({"event": "attempt", "job_id": job_id, "attempt": attempt_n, "provider": self.provider,
-                             "model": model_name, "outcome": "ok", "latency_s": round(latency_s, 4)}))
+        log.info(json.dumps({"event": "attempt", "job_id": job_id, "attempt": record.attempt,
+                             "provider": self.provider, "model": model_name, "outcome": "ok",
+                             "latency_s": round(success.latency_s, 4)}))
 
     def _request(self, record: JobRecord) -> tuple[ModelRequest, Skill | None]:
         skill = self.skills.get(record.skill) if record.skill and self.skills is not None else None
@@ -232,21 +313,26 @@ class AttemptRunner:
         self, record: JobRecord, token: str, attempt_n: int, failure: AttemptFailure, latency_s: float,
         sink: RedisDeltaSink | None = None,
     ) -> None:
-        model_name, tier = record.model, record.tier
-        attempt = AttemptRecord(
-            n=attempt_n, model=model_name, provider=self.provider, outcome=failure.kind.value,
+        self.health.record(record.model, failure.kind, latency_s, failure.retry_after_s)
+        if sink is not None:
+            sink.end(failure.kind.value, failure.reason)
+        self.store.end_attempt(record.id, token, failure.kind.value, self.failure_record(record, failure, latency_s))
+        self.observe_failure(record, failure, latency_s)
+
+    def failure_record(self, record: JobRecord, failure: AttemptFailure, latency_s: float) -> str:
+        """The attempt record (JSON) of a failed attempt."""
+        return AttemptRecord(
+            n=record.attempt, model=record.model, provider=self.provider, outcome=failure.kind.value,
             reason=failure.reason[:2000], latency_s=round(latency_s, 4), worker=self.worker_name,
             request_id=failure.request_id, retry_after_s=failure.retry_after_s,
             started_ms=record.started_ms, ended_ms=record.started_ms + round(latency_s * 1000),
-        )
-        self.health.record(model_name, failure.kind, latency_s, failure.retry_after_s)
-        if sink is not None:
-            sink.end(failure.kind.value, failure.reason)
-        self.store.end_attempt(record.id, token, failure.kind.value, attempt.to_json())
-        self._observe_attempt(model_name, tier, failure.kind.value, latency_s, None)
+        ).to_json()
+
+    def observe_failure(self, record: JobRecord, failure: AttemptFailure, latency_s: float) -> None:
+        self._observe_attempt(record.model, record.tier, failure.kind.value, latency_s, None)
         metrics.SDK_ERRORS.labels(self.provider, failure.kind.value).inc()
-        log.info(json.dumps({"event": "attempt", "job_id": record.id, "attempt": attempt_n,
-                             "provider": self.provider, "model": model_name, "outcome": failure.kind.value,
+        log.info(json.dumps({"event": "attempt", "job_id": record.id, "attempt": record.attempt,
+                             "provider": self.provider, "model": record.model, "outcome": failure.kind.value,
                              "reason": failure.reason[:300], "latency_s": round(latency_s, 4)}))
 
     def _observe_attempt(

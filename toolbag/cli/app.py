@@ -277,7 +277,9 @@ def _celery_ended(who: str, code: int) -> None:
 @app.command()
 def worker(
     provider: str = typer.Option(..., "--provider", "-p", help="Provider name from toolbag.yaml"),
-    concurrency: int = typer.Option(None, "--concurrency", "-c", help="Attempts in flight (threads)"),
+    concurrency: int = typer.Option(None, "--concurrency", "-c", help="Attempts in flight"),
+    attempt_loop: str = typer.Option("async", "--attempt-loop", envvar="TOOLBAG_ATTEMPT_LOOP",
+                                     help="async: attempts on one event loop; threads: a thread per attempt"),
     metrics_port: int = typer.Option(None, "--metrics-port", help="/metrics port (default 9100; 0 = any free)"),
     metrics_host: str = typer.Option("0.0.0.0", "--metrics-host", envvar="TOOLBAG_METRICS_HOST",
                                      help=_METRICS_HOST_HELP),
@@ -293,31 +295,36 @@ def worker(
     from toolbag.store.connection import UNAVAILABLE_ERRORS
     from workers.app import make_app, worker_queues
     from workers.run import run_worker
-    from workers.runtime import start_provider
+    from workers.runtime import ATTEMPT_MODES, pool_threads, start_provider
 
+    if attempt_loop not in ATTEMPT_MODES:
+        fail(f"--attempt-loop must be one of {', '.join(ATTEMPT_MODES)}, got {attempt_loop!r}")
+    if concurrency is not None and concurrency < 1:
+        fail(f"--concurrency must be at least 1, got {concurrency}")
     config = _config()
     _logs(f"worker:{provider}", loglevel, config)
     if provider not in config.providers:
         fail(f"--provider: unknown provider {provider!r}; configured: {', '.join(sorted(config.providers))}")
+    n = concurrency or config.providers[provider].concurrency
     # /metrics first: a taken port stops the worker before it writes anything (a policy it would publish)
     port = _serve_metrics(_metrics_port(metrics_port, 9100), f"worker:{provider}", metrics_host)
     _reachable_redis(f"worker {provider}")
     try:
-        runtime = start_provider(config, redis_url(), provider)
+        runtime = start_provider(config, redis_url(), provider, slots=n, mode=attempt_loop)
     except ConfigError as err:
         fail(str(err))
         return
     except UNAVAILABLE_ERRORS as err:
         fail(f"worker {provider}: redis went away while starting ({type(err).__name__}: {err})", code=1)
     try:
-        n = concurrency or config.providers[provider].concurrency
         err_console.print(f"worker {provider}: {n} slots, metrics on {metrics_host}:{port}/metrics")
         logging.getLogger("toolbag.worker").info(
             "worker started", extra={"event": "started", "provider": provider, "slots": n, "metrics_port": port}
         )
         celery_app = make_app(config, redis_url(), task_events=events, alive_file=alive_file)
         code = run_worker(celery_app, [
-            "worker", "-P", "threads", "-c", str(n), "-Q", ",".join(worker_queues(provider)),
+            "worker", "-P", "threads", "-c", str(pool_threads(attempt_loop, n, task_events=events)),
+            "-Q", ",".join(worker_queues(provider)),
             "-n", f"{provider}@%h-{os.getpid()}", "--without-gossip", "--without-mingle",
             "-l", loglevel,
         ])

@@ -4,9 +4,8 @@
 -- KEYS[5] supervisor queue list
 -- ARGV[1] token   ARGV[2] outcome   ARGV[3] attempt record (json)   ARGV[4] decision envelope
 -- returns {1} or {0, status}; the lease member <id>:<token> is removed either way
-local id = redis.call('HGET', KEYS[1], 'id')
-local status = redis.call('HGET', KEYS[1], 'status')
-local token = redis.call('HGET', KEYS[1], 'token')
+local f = redis.call('HMGET', KEYS[1], 'id', 'status', 'token')
+local id, status, token = f[1], f[2], f[3]
 if id then redis.call('ZREM', KEYS[2], id .. ':' .. ARGV[1]) end
 if status ~= 'running' or token ~= ARGV[1] then
   return {0, status or 'missing'}

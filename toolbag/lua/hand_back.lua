@@ -8,9 +8,8 @@
 -- ARGV[6] envelope (when now)   ARGV[7] decision record (json)   ARGV[8] delay (ms; 0 = now)
 -- ARGV[9] audit it (1/0)
 -- returns {1} or {0, status}; the lease member <id>:<token> is removed either way
-local id = redis.call('HGET', KEYS[1], 'id')
-local status = redis.call('HGET', KEYS[1], 'status')
-local token = redis.call('HGET', KEYS[1], 'token')
+local f = redis.call('HMGET', KEYS[1], 'id', 'status', 'token')
+local id, status, token = f[1], f[2], f[3]
 if id then redis.call('ZREM', KEYS[2], id .. ':' .. ARGV[1]) end
 if status ~= 'running' or token ~= ARGV[1] then
   return {0, status or 'missing'}

@@ -19,7 +19,7 @@ local alpha = tonumber(ARGV[8])
 local base_ms = tonumber(ARGV[5]) * 1000
 local max_ms = tonumber(ARGV[6]) * 1000
 local f = redis.call('HMGET', h, 'state', 'failures', 'opens', 'doublings', 'closed_ms', 'open_until_ms',
-                     'ewma_refusal')
+                     'ewma_refusal', 'ewma_latency_s')
 local state = f[1] or 'closed'
 local failures = tonumber(f[2] or '0')
 local opens = tonumber(f[3] or '0')
@@ -48,26 +48,29 @@ local function reopen(held)
   return open_for(math.min(max_ms, base_ms * 2 ^ held), math.min(held + 1, max_doublings))
 end
 
-if outcome == 'refused' then
-  redis.call('HSET', h, 'ewma_refusal', alpha + (1 - alpha) * refusal)
-else
-  redis.call('HSET', h, 'ewma_refusal', (1 - alpha) * refusal)
-end
+-- the EWMAs, and the reset of an answered model's state, go out in one HSET
+local learned = {'ewma_refusal', outcome == 'refused' and alpha + (1 - alpha) * refusal or (1 - alpha) * refusal}
 
 if outcome == 'ok' or outcome == 'refused' or outcome == 'invalid_output' then
   if outcome == 'ok' then
-    local lat = tonumber(redis.call('HGET', h, 'ewma_latency_s') or ARGV[2])
-    redis.call('HSET', h, 'ewma_latency_s', alpha * tonumber(ARGV[2]) + (1 - alpha) * lat)
+    local lat = tonumber(f[8] or ARGV[2])
+    learned[#learned + 1] = 'ewma_latency_s'
+    learned[#learned + 1] = alpha * tonumber(ARGV[2]) + (1 - alpha) * lat
   end
   if state ~= 'closed' then
     -- the model answered (a successful probe): closed at once; healthy since its open time ended
-    redis.call('HSET', h, 'state', 'closed', 'failures', 0, 'probe_until_ms', 0, 'changed_ms', now,
-               'closed_ms', math.min(now, open_until))
+    for _, v in ipairs({'state', 'closed', 'failures', 0, 'probe_until_ms', 0, 'changed_ms', now,
+                        'closed_ms', math.min(now, open_until)}) do
+      learned[#learned + 1] = v
+    end
   elseif failures > 0 then
-    redis.call('HSET', h, 'failures', 0)
+    learned[#learned + 1] = 'failures'
+    learned[#learned + 1] = 0
   end
+  redis.call('HSET', h, unpack(learned))
   return 'closed'
 end
+redis.call('HSET', h, unpack(learned))
 
 if outcome == 'rate_limited' then
   local wait = tonumber(ARGV[3] ~= '' and ARGV[3] or '1')

@@ -12,11 +12,15 @@ A vendor adapter supplies only what differs:
 - :meth:`~VendorAdapter._call_arguments`: those plus the attempt's timeout and extra headers, in the SDK's form;
 - :meth:`~VendorAdapter._send` / :meth:`~VendorAdapter._stream`: one plain call / one consumed stream, read
   into a :class:`Reply` (raising the failure a stop or finish reason means);
+- :meth:`~VendorAdapter._asend` / :meth:`~VendorAdapter._astream`: the same through the SDK's async client, for
+  :meth:`VendorAdapter.acall` (a worker's event loop); the request translation and the reading of the answer
+  are the sync path's own functions, so both paths send and read the same wire;
 - :meth:`~VendorAdapter._new_received`: the :class:`Received` its send and stream fill as data arrives.
 """
 
 from __future__ import annotations
 
+import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -128,6 +132,18 @@ class VendorAdapter(ABC, Generic[ReceivedT]):
     def _stream(self, arguments: dict[str, Any], clock: AttemptClock, received: ReceivedT) -> Reply:
         """One streamed call, consumed to its end and closed; ``clock`` is checked between chunks."""
 
+    async def _asend(self, arguments: dict[str, Any], clock: AttemptClock, received: ReceivedT) -> Reply:
+        """:meth:`_send` through the async client (this default: the sync call on a thread of its own)."""
+        return await asyncio.to_thread(self._send, arguments, clock, received)
+
+    async def _astream(self, arguments: dict[str, Any], clock: AttemptClock, received: ReceivedT) -> Reply:
+        """:meth:`_stream` through the async client (this default: the sync stream on a thread of its own)."""
+        return await asyncio.to_thread(self._stream, arguments, clock, received)
+
+    async def aclose(self) -> None:
+        """Release the async client's HTTP connections (on the event loop that used them)."""
+        return None
+
     def call(self, model: str, request: ModelRequest, sink: DeltaSink | None = None) -> ModelResponse:
         """One attempt; returns a response or raises :class:`AttemptFailure`, never an SDK exception.
 
@@ -142,6 +158,22 @@ class VendorAdapter(ABC, Generic[ReceivedT]):
                 reply = self._stream(arguments, clock, received)
             else:
                 reply = self._send(arguments, clock, received)
+            return self._response(reply, request, clock, received.headers)
+        except Exception as exc:
+            raise self._failure(exc, clock, received) from None
+
+    async def acall(self, model: str, request: ModelRequest, sink: DeltaSink | None = None) -> ModelResponse:
+        """:meth:`call` on an event loop, through the SDK's async client: the same skeleton, wire and answer."""
+        clock = AttemptClock(request.timeouts, vendor=self.kind)
+        received = self._new_received()
+        if sink is not None and request.stream:
+            received.text_parts = _Forwarding(sink)
+        try:
+            arguments = self._call_arguments(self.wire_request(model, request), request, clock)
+            if request.stream:
+                reply = await self._astream(arguments, clock, received)
+            else:
+                reply = await self._asend(arguments, clock, received)
             return self._response(reply, request, clock, received.headers)
         except Exception as exc:
             raise self._failure(exc, clock, received) from None

@@ -20,6 +20,7 @@ from toolbag.providers.base import (
     Usage,
 )
 from toolbag.providers.clock import AttemptClock, http_limits
+from toolbag.providers.shards import ClientShards
 from toolbag.providers.stop_reasons import anthropic_stop_failure
 from toolbag.providers.structured import anthropic_output_schema
 
@@ -97,12 +98,23 @@ class AnthropicAdapter(VendorAdapter[_StreamState]):
         self._client = anthropic.Anthropic(
             api_key=api_key, base_url=base_url, max_retries=0, http_client=self._http
         )
+        self._async = ClientShards(self._new_async_client, max_connections)  # made on the loop that uses them
 
     def __repr__(self) -> str:
         return f"AnthropicAdapter(base_url={self.base_url!r})"
 
     def close(self) -> None:
         self._client.close()
+
+    async def aclose(self) -> None:
+        for client in self._async.take_all():
+            await client.close()
+
+    def _new_async_client(self, connections: int) -> anthropic.AsyncAnthropic:
+        return anthropic.AsyncAnthropic(
+            api_key=self._secrets[0], base_url=self.base_url, max_retries=0,
+            http_client=anthropic.DefaultAsyncHttpxClient(limits=http_limits(connections)),
+        )
 
     # ------------------------------------------------------------------------------------ request
 
@@ -141,7 +153,16 @@ class AnthropicAdapter(VendorAdapter[_StreamState]):
     def _send(self, arguments: dict[str, Any], clock: AttemptClock, received: _StreamState) -> Reply:
         raw = self._client.messages.with_raw_response.create(**arguments)
         received.headers.update(raw.headers)
-        message = raw.parse()
+        return self._reply(raw.parse())
+
+    async def _asend(self, arguments: dict[str, Any], clock: AttemptClock, received: _StreamState) -> Reply:
+        with self._async.use() as client:
+            raw = await client.messages.with_raw_response.create(**arguments)
+            received.headers.update(raw.headers)
+            return self._reply(await raw.parse())
+
+    def _reply(self, message: Any) -> Reply:
+        """The answer of a plain call (either client's parsed message)."""
         text = "".join(block.text for block in message.content if block.type == "text")
         failure = anthropic_stop_failure(message.stop_reason, getattr(message, "stop_details", None))
         if failure is not None:
@@ -171,6 +192,24 @@ class AnthropicAdapter(VendorAdapter[_StreamState]):
                 clock.check(state.text)
         finally:
             stream.close()
+        return self._stream_reply(state)
+
+    async def _astream(self, arguments: dict[str, Any], clock: AttemptClock, state: _StreamState) -> Reply:
+        with self._async.use() as client:
+            stream = await client.messages.create(**arguments)
+            try:
+                state.headers.update(stream.response.headers)
+                async for event in stream:
+                    self._on_event(event, state, clock)
+                    if state.finished:
+                        break
+                    clock.check(state.text)
+            finally:
+                await stream.close()
+        return self._stream_reply(state)
+
+    def _stream_reply(self, state: _StreamState) -> Reply:
+        """The answer of a stream read to its ``message_stop`` (either client's)."""
         if not state.finished:
             raise AttemptFailure(
                 OutcomeKind.NETWORK,

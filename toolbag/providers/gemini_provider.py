@@ -31,6 +31,7 @@ from toolbag.providers.base import (
     Usage,
 )
 from toolbag.providers.clock import AttemptClock, http_limits
+from toolbag.providers.shards import ClientShards
 from toolbag.providers.stop_reasons import gemini_block_failure, gemini_finish_failure
 
 __all__ = ["API_VERSION", "GeminiAdapter"]
@@ -200,12 +201,23 @@ class GeminiAdapter(VendorAdapter[_Answer]):
             },
         )
         self._client = genai.Client(api_key=api_key, http_options=options)
+        self._aio = ClientShards(self._new_aio_client, max_connections)  # made on the loop that uses them
 
     def __repr__(self) -> str:
         return f"GeminiAdapter(base_url={self.base_url!r})"
 
     def close(self) -> None:
         self._client.close()
+
+    async def aclose(self) -> None:
+        for client in self._aio.take_all():
+            await client.aio.aclose()
+
+    def _new_aio_client(self, connections: int) -> genai.Client:
+        options = types.HttpOptions(
+            base_url=self.base_url, api_version=API_VERSION, async_client_args={"limits": http_limits(connections)}
+        )
+        return genai.Client(api_key=self._secrets[0], http_options=options)
 
     def _remember_response(self, response: httpx2.Response) -> None:
         self._local.response = response
@@ -280,5 +292,26 @@ class GeminiAdapter(VendorAdapter[_Answer]):
             self._local.response = None
             if response is not None:
                 response.close()
+        answer.finish(streamed=True)
+        return answer.reply(arguments["model"])
+
+    async def _asend(self, arguments: dict[str, Any], clock: AttemptClock, answer: _Answer) -> Reply:
+        with self._aio.use() as client:
+            answer.add(await client.aio.models.generate_content(**arguments), clock)
+        answer.finish(streamed=False)
+        return answer.reply(arguments["model"])
+
+    async def _astream(self, arguments: dict[str, Any], clock: AttemptClock, answer: _Answer) -> Reply:
+        with self._aio.use() as client:
+            chunks = await client.aio.models.generate_content_stream(**arguments)
+            try:
+                async for chunk in chunks:
+                    answer.add(chunk, clock)
+                    if answer.finish_reason is None:
+                        clock.check(answer.text)
+            finally:
+                aclose = getattr(chunks, "aclose", None)
+                if aclose is not None:
+                    await aclose()  # the generator's own cleanup closes the HTTP response
         answer.finish(streamed=True)
         return answer.reply(arguments["model"])

@@ -27,6 +27,7 @@ from toolbag.providers.base import (
     Usage,
 )
 from toolbag.providers.clock import AttemptClock, http_limits
+from toolbag.providers.shards import ClientShards
 from toolbag.providers.stop_reasons import openai_finish_failure
 from toolbag.providers.structured import openai_strict_schema
 
@@ -144,12 +145,23 @@ class OpenAIAdapter(VendorAdapter[_StreamState]):
         self._client = openai.OpenAI(
             api_key=api_key, base_url=base_url, max_retries=0, http_client=self._http
         )
+        self._async = ClientShards(self._new_async_client, max_connections)  # made on the loop that uses them
 
     def __repr__(self) -> str:
         return f"OpenAIAdapter(kind={self.kind!r}, base_url={self.base_url!r})"
 
     def close(self) -> None:
         self._client.close()
+
+    async def aclose(self) -> None:
+        for client in self._async.take_all():
+            await client.close()
+
+    def _new_async_client(self, connections: int) -> openai.AsyncOpenAI:
+        return openai.AsyncOpenAI(
+            api_key=self._secrets[0], base_url=self.base_url, max_retries=0,
+            http_client=openai.DefaultAsyncHttpxClient(limits=http_limits(connections)),
+        )
 
     # ------------------------------------------------------------------------------------ request
 
@@ -191,7 +203,15 @@ class OpenAIAdapter(VendorAdapter[_StreamState]):
         return with_sdk_timeout_and_headers(wire, request, clock)
 
     def _send(self, arguments: dict[str, Any], clock: AttemptClock, received: _StreamState) -> Reply:
-        raw = self._client.chat.completions.with_raw_response.create(**arguments)
+        return self._reply(self._client.chat.completions.with_raw_response.create(**arguments), arguments, received)
+
+    async def _asend(self, arguments: dict[str, Any], clock: AttemptClock, received: _StreamState) -> Reply:
+        with self._async.use() as client:
+            raw = await client.chat.completions.with_raw_response.create(**arguments)
+        return self._reply(raw, arguments, received)
+
+    def _reply(self, raw: Any, arguments: dict[str, Any], received: _StreamState) -> Reply:
+        """The answer of a plain call (either client's raw response)."""
         received.headers.update(raw.headers)
         completion = raw.parse()
         if not completion.choices:
@@ -231,6 +251,23 @@ class OpenAIAdapter(VendorAdapter[_StreamState]):
                     clock.check(state.text)
         finally:
             stream.close()
+        return self._stream_reply(arguments, state)
+
+    async def _astream(self, arguments: dict[str, Any], clock: AttemptClock, state: _StreamState) -> Reply:
+        with self._async.use() as client:
+            stream = await client.chat.completions.create(**arguments)
+            try:
+                state.headers.update(stream.response.headers)
+                async for chunk in stream:
+                    self._on_chunk(chunk, state, clock)
+                    if state.finish_reason is None:
+                        clock.check(state.text)
+            finally:
+                await stream.close()
+        return self._stream_reply(arguments, state)
+
+    def _stream_reply(self, arguments: dict[str, Any], state: _StreamState) -> Reply:
+        """The answer of a stream consumed to its end (either client's)."""
         refusal = "".join(state.refusal_parts)
         failure = openai_finish_failure(state.finish_reason, refusal, partial_text=state.text, vendor=self.kind)
         if failure is not None:

@@ -104,16 +104,20 @@ def resolve_provider(
     )
 
 
-def build_adapter(name: str, config: Config, environ: Mapping[str, str] | None = None) -> Adapter:
-    """The adapter for provider ``name`` (one per worker process; thread-safe). Only that vendor's SDK is
+def build_adapter(
+    name: str, config: Config, environ: Mapping[str, str] | None = None, *, max_connections: int | None = None
+) -> Adapter:
+    """The adapter for provider ``name`` (one per worker process; thread-safe), its HTTP pool sized for
+    ``max_connections`` calls at once (default: the provider's ``concurrency``). Only that vendor's SDK is
     imported: a worker starts without loading the others."""
     resolved = resolve_provider(name, config, environ)
+    pool = max_connections or resolved.concurrency
     if resolved.kind == "anthropic":
         from toolbag.providers.anthropic_provider import AnthropicAdapter
 
         assert resolved.base_url is not None
         return AnthropicAdapter(
-            api_key=resolved.api_key, base_url=resolved.base_url, max_connections=resolved.concurrency
+            api_key=resolved.api_key, base_url=resolved.base_url, max_connections=pool
         )
     if resolved.kind in ("openai", "openai-compatible"):
         from toolbag.providers.openai_provider import OpenAIAdapter
@@ -122,13 +126,13 @@ def build_adapter(name: str, config: Config, environ: Mapping[str, str] | None =
         return OpenAIAdapter(
             api_key=resolved.api_key,
             base_url=resolved.base_url,
-            max_connections=resolved.concurrency,
+            max_connections=pool,
             kind="openai" if resolved.kind == "openai" else "openai-compatible",
         )
     from toolbag.providers.gemini_provider import GeminiAdapter
 
     return GeminiAdapter(
-        api_key=resolved.api_key, base_url=resolved.base_url, max_connections=resolved.concurrency
+        api_key=resolved.api_key, base_url=resolved.base_url, max_connections=pool
     )
 
 

@@ -66,6 +66,8 @@ class SimulatorApp:
             Route("/_sim/faults", self.get_faults, methods=["GET"]),
             Route("/_sim/faults", self.set_faults, methods=["POST"]),
             Route("/_sim/faults", self.clear_faults, methods=["DELETE"]),
+            Route("/_sim/calls", self.get_calls, methods=["GET"]),
+            Route("/_sim/calls", self.reset_calls, methods=["DELETE"]),
         ])
         app.state.sim = self.state
         return app
@@ -115,6 +117,15 @@ class SimulatorApp:
         """``DELETE /_sim/log``."""
         self.state.log.clear()
         return JSONResponse({"cleared": True})
+
+    async def get_calls(self, request: Request) -> Response:
+        """``GET /_sim/calls``: vendor requests open now (arrived, answer not fully sent) and the peak."""
+        return JSONResponse({"open": self.state.open_calls, "peak": self.state.peak_open_calls})
+
+    async def reset_calls(self, request: Request) -> Response:
+        """``DELETE /_sim/calls``: start the peak again from the calls open now."""
+        self.state.peak_open_calls = self.state.open_calls
+        return JSONResponse({"open": self.state.open_calls, "peak": self.state.peak_open_calls})
 
     async def get_faults(self, request: Request) -> Response:
         """``GET /_sim/faults``: the file plan and the runtime plan."""
@@ -244,9 +255,19 @@ class _CycleRecordingStarlette(Starlette):
     """Starlette that remembers uvicorn's request cycle (for ``reset``/``cut``) before middleware wraps ``send``."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            scope[CYCLE_KEY] = getattr(send, "__self__", None)
-        await super().__call__(scope, receive, send)
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        scope[CYCLE_KEY] = getattr(send, "__self__", None)
+        if str(scope.get("path", "")).startswith("/_sim/"):
+            await super().__call__(scope, receive, send)
+            return
+        sim: SimState = self.state.sim
+        sim.call_opened()
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            sim.call_closed()
 
 
 def create_app(plan: FaultPlan | None = None) -> Starlette:

@@ -40,6 +40,15 @@ class SimState:
         self.closing = False
         self._waits: set[asyncio.Event] = set()
         self.prompt_cache = PromptCache()
+        self.open_calls = 0  # vendor requests being answered right now (from arrival to the last byte sent)
+        self.peak_open_calls = 0  # the most at once since the start or the last reset
+
+    def call_opened(self) -> None:
+        self.open_calls += 1
+        self.peak_open_calls = max(self.peak_open_calls, self.open_calls)
+
+    def call_closed(self) -> None:
+        self.open_calls -= 1
 
     def plans(self) -> list[FaultPlan]:
         """The runtime plan first (when set), then the file plan."""

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
+import redis.asyncio as redis_async
 
 from toolbag.config import MAX_KEEP_S
 from toolbag.jobs import JobNotFound, JobRecord, JobStatus
@@ -59,6 +60,94 @@ class Transition:
     finished_ms: int = 0
 
 
+def completed(reply: Any) -> Transition:
+    """The ``complete`` script's reply."""
+    if int(reply[0]) != 1:
+        return Transition(False, text(reply[1]))
+    return Transition(True, "succeeded", int(reply[1]), int(reply[2]))
+
+
+def ended(reply: Any) -> Transition:
+    """The ``end_attempt`` script's reply."""
+    return Transition(int(reply[0]) == 1, text(reply[1]) if len(reply) > 1 else "deciding")
+
+
+@dataclass(frozen=True)
+class AttemptCalls:
+    """The keys and arguments of the scripts that end or renew an attempt, for the sync store and the
+    event loop's :class:`AsyncAttemptStore` alike."""
+
+    keys: Keys
+    job_ttl_s: int
+
+    def complete(
+        self, job_id: str, token: str, output: Any, result: dict[str, Any], record_json: str
+    ) -> tuple[list[str], list[Any]]:
+        k = self.keys
+        return (
+            [k.job(job_id), k.leases, k.attempts(job_id), k.notify(job_id), k.deadlines, k.audit, k.stats],
+            [token, json.dumps(output), json.dumps(result), record_json, self.job_ttl_s],
+        )
+
+    def end_attempt(self, job_id: str, token: str, outcome: str, record_json: str) -> tuple[list[str], list[Any]]:
+        k = self.keys
+        return (
+            [k.job(job_id), k.leases, k.attempts(job_id), k.deciding, k.supervisor_queue],
+            [token, outcome, record_json, decide_message(job_id, token, outcome)],
+        )
+
+    def renew(
+        self, members: Iterable[str], lease_ttl_s: float, presence: str | None
+    ) -> tuple[list[str], list[Any]] | None:
+        members = list(members)
+        if not members and presence is None:
+            return None
+        return [self.keys.leases, self.keys.workers], [int(lease_ttl_s * 1000), presence or "", *members]
+
+
+class AsyncAttemptStore:
+    """The transitions a worker's event loop makes (complete, end an attempt, renew leases) over
+    ``redis.asyncio``: the same scripts, keys and fences as :class:`JobStore`."""
+
+    def __init__(self, client: redis_async.Redis, calls: AttemptCalls) -> None:
+        self.redis = client
+        self.calls = calls
+        self._complete = client.register_script(lua_source("complete"))
+        self._end_attempt = client.register_script(lua_source("end_attempt"))
+        self._renew = client.register_script(lua_source("renew"))
+
+    @classmethod
+    def from_url(cls, url: str, calls: AttemptCalls, max_connections: int = 64) -> AsyncAttemptStore:
+        """A client over at most ``max_connections`` connections; a call waits for a free one (up to 30 s)
+        rather than failing when thousands of attempts end at once."""
+        pool = redis_async.BlockingConnectionPool.from_url(
+            url, max_connections=max_connections, timeout=30, socket_connect_timeout=5, socket_timeout=30,
+            socket_keepalive=True, health_check_interval=25,
+        )
+        return cls(redis_async.Redis(connection_pool=pool), calls)
+
+    async def complete(
+        self, job_id: str, token: str, output: Any, result: dict[str, Any], record_json: str
+    ) -> Transition:
+        keys, args = self.calls.complete(job_id, token, output, result, record_json)
+        return completed(await self._complete(keys=keys, args=args))
+
+    async def end_attempt(self, job_id: str, token: str, outcome: str, record_json: str) -> Transition:
+        keys, args = self.calls.end_attempt(job_id, token, outcome, record_json)
+        return ended(await self._end_attempt(keys=keys, args=args))
+
+    async def renew_leases(
+        self, members: Iterable[str], lease_ttl_s: float, *, presence: str | None = None
+    ) -> list[str]:
+        call = self.calls.renew(members, lease_ttl_s, presence)
+        if call is None:
+            return []
+        return [text(m) for m in await self._renew(keys=call[0], args=call[1])]
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+
+
 class JobStore:
     """Typed access to the job keys. Thread-safe (redis-py connection pool)."""
 
@@ -69,6 +158,7 @@ class JobStore:
         self.keys = keys or Keys()
         self.job_ttl_s = job_ttl_s
         self.replication = Replication()  # the fast mode unless told: submit and complete wait for no replica
+        self.calls = AttemptCalls(self.keys, job_ttl_s)
         self._submit = client.register_script(lua_source("submit"))
         self._claim = client.register_script(lua_source("claim"))
         self._complete = client.register_script(lua_source("complete"))
@@ -170,40 +260,22 @@ class JobStore:
     def renew_leases(self, members: Iterable[str], lease_ttl_s: float, *, presence: str | None = None) -> list[str]:
         """Extend live leases (``<id>:<token>``) to ``lease_ttl_s`` past Redis's now and, with ``presence``
         (``<provider>|<name>``), mark that worker heard from; returns the members whose lease was already gone."""
-        members = list(members)
-        if not members and presence is None:
+        call = self.calls.renew(members, lease_ttl_s, presence)
+        if call is None:
             return []
-        gone = self._renew(keys=[self.keys.leases, self.keys.workers],
-                           args=[int(lease_ttl_s * 1000), presence or "", *members])
-        return [text(m) for m in gone]
+        return [text(m) for m in self._renew(keys=call[0], args=call[1])]
 
     def complete(
         self, job_id: str, token: str, output: Any, result: dict[str, Any], record_json: str
     ) -> Transition:
-        reply = self._replicated(
-            self._complete,
-            [
-                self.keys.job(job_id), self.keys.leases, self.keys.attempts(job_id),
-                self.keys.notify(job_id), self.keys.deadlines, self.keys.audit, self.keys.stats,
-            ],
-            [token, json.dumps(output), json.dumps(result), record_json, self.job_ttl_s],
-            required=False,  # done on the master either way; a caller's result waits for a replica itself
-        )
-        if int(reply[0]) != 1:
-            return Transition(False, text(reply[1]))
-        return Transition(True, "succeeded", int(reply[1]), int(reply[2]))
+        keys, args = self.calls.complete(job_id, token, output, result, record_json)
+        # done on the master either way; a caller's result waits for a replica itself
+        return completed(self._replicated(self._complete, keys, args, required=False))
 
     def end_attempt(self, job_id: str, token: str, outcome: str, record_json: str) -> Transition:
         """Running → deciding, pushing a decision message to the supervisor queue in the same step."""
-        envelope = decide_message(job_id, token, outcome)
-        reply = self._end_attempt(
-            keys=[
-                self.keys.job(job_id), self.keys.leases, self.keys.attempts(job_id),
-                self.keys.deciding, self.keys.supervisor_queue,
-            ],
-            args=[token, outcome, record_json, envelope],
-        )
-        return Transition(int(reply[0]) == 1, text(reply[1]) if len(reply) > 1 else "deciding")
+        keys, args = self.calls.end_attempt(job_id, token, outcome, record_json)
+        return ended(self._end_attempt(keys=keys, args=args))
 
     def hand_back(
         self,

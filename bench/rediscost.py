@@ -1,0 +1,84 @@
+"""Redis work per job: every command Redis executed (``INFO commandstats``, the commands scripts run
+included) and the script calls, per job on the happy path, for each attempt mode of the worker.
+
+    .venv/bin/python -m bench.rediscost [--jobs 1000] [--modes async,threads]
+
+The jobs are submitted with ``submit_many`` and awaited through a completion inbox, as a batch caller does.
+The fleet's own background work in the same time (sweeps, heartbeats, the consumers' polls) is measured over an
+idle window of the same length and shown apart: "per job" is the run minus that background.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections import Counter
+from typing import Any
+
+import redis
+
+from bench._common import REPO, bench_config, fleet, scratch_dir
+from toolbag.client import Client, JobRequest
+from toolbag.devfleet.harness import private_redis, simulator_process
+
+SCRIPT_COMMANDS = ("evalsha", "eval", "evalsha_ro", "eval_ro", "fcall", "fcall_ro")
+NOT_COUNTED = ("info", "config|resetstat", "config")  # the measurement's own
+
+
+def commandstats(client: redis.Redis) -> Counter[str]:
+    stats: dict[str, Any] = client.info("commandstats")
+    return Counter({name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()
+                    if name.removeprefix("cmdstat_") not in NOT_COUNTED})
+
+
+def window(client: redis.Redis, seconds: float) -> Counter[str]:
+    client.config_resetstat()
+    time.sleep(seconds)
+    return commandstats(client)
+
+
+def run_jobs(client: Client, rd: redis.Redis, jobs_n: int, tag: str) -> tuple[Counter[str], float]:
+    inbox = f"bench:inbox:{tag}"
+    rd.config_resetstat()
+    t0 = time.perf_counter()
+    jobs = client.submit_many([JobRequest("bench", {"text": f"job {i}"}, tier="batch") for i in range(jobs_n)],
+                              inbox=inbox)
+    pending = {job.id for job in jobs}
+    while pending:
+        for job_id in client.store.pop_inbox(client.store.keys.inbox(inbox), 500, 5.0):
+            pending.discard(job_id)
+    elapsed = time.perf_counter() - t0
+    counts = commandstats(rd)
+    statuses = client.store.statuses([job.id for job in jobs])
+    if any(s != "succeeded" for s in statuses):
+        raise SystemExit(f"{tag}: not every job succeeded: {Counter(statuses)}")
+    return counts, elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--jobs", type=int, default=1000)
+    parser.add_argument("--modes", default="async,threads")
+    args = parser.parse_args()
+    tmp = scratch_dir("rediscost")
+    print(f"{args.jobs} jobs, one openai worker (64 slots) and a supervisor, simulator at 0 ms latency")
+    with private_redis() as server, simulator_process(tmp, cwd=REPO) as sim:
+        rd = redis.Redis.from_url(server.url)
+        for mode in args.modes.split(","):
+            with fleet(server.url, bench_config(sim.url, tmp), [("openai", 64)], mode=mode) as procs:
+                run_jobs(procs.client, rd, 100, f"warm-{mode}")
+                counts, elapsed = run_jobs(procs.client, rd, args.jobs, mode)
+                idle = window(rd, elapsed)
+            scripts = sum(counts[c] for c in SCRIPT_COMMANDS)
+            idle_scripts = sum(idle[c] for c in SCRIPT_COMMANDS)
+            total, idle_total = sum(counts.values()), sum(idle.values())
+            per_job = (total - idle_total) / args.jobs
+            print(f"[{mode}] {elapsed:.1f} s: {per_job:.1f} commands per job "
+                  f"({total / args.jobs:.1f} with the background of {idle_total / args.jobs:.1f}), "
+                  f"{(scripts - idle_scripts) / args.jobs:.2f} script calls per job")
+            top = (counts - idle).most_common(14)
+            print("   " + ", ".join(f"{name} {n / args.jobs:.2f}" for name, n in top))
+
+
+if __name__ == "__main__":
+    main()
