@@ -27,7 +27,7 @@ from toolbag.api.jobs import JobsApi
 from toolbag.api.openapi import openapi_document
 from toolbag.api.stream import Done, Failed, Text, relay
 from toolbag.client import Client
-from toolbag.console import console_app
+from toolbag.console.app import console_app
 from toolbag.store.connection import UNAVAILABLE_ERRORS, RedisUnavailable
 from toolbag.telemetry import metrics
 

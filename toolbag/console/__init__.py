@@ -5,7 +5,17 @@ Server-rendered (Starlette + Jinja2 with autoescape), signed in with a console k
 stream with who did it (:mod:`toolbag.console.actions`).
 """
 
-from toolbag.console.app import console_app
+from typing import Any
+
 from toolbag.console.keys import ROLES, ConsoleKey, ConsoleKeyError, ConsoleKeyStore
 
 __all__ = ["ROLES", "ConsoleKey", "ConsoleKeyError", "ConsoleKeyStore", "console_app"]
+
+
+def __getattr__(name: str) -> Any:
+    """``console_app`` on first use: its pages need the ``api`` extra (Starlette, Jinja2), its keys do not."""
+    if name == "console_app":
+        from toolbag.console.app import console_app
+
+        return console_app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
