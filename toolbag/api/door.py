@@ -17,6 +17,7 @@ from typing import Any
 import redis
 import redis.asyncio as aioredis
 from pydantic import BaseModel, ValidationError
+from redis.sentinel import SentinelConnectionPool
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
@@ -25,9 +26,10 @@ from toolbag.api.keys import ApiKey, KeyStore
 from toolbag.api.stream import JobFeed
 from toolbag.api.wire import field_path
 from toolbag.client import Client, Job, JobRequest
-from toolbag.config import TIERS, TierConfig
+from toolbag.config import TIERS, ConfigError, TierConfig
 from toolbag.jobs import JobResult, SubmitError
 from toolbag.store import NewJob
+from toolbag.store.connection import async_redis_client
 from toolbag.store.messages import queue_name
 from toolbag.telemetry import metrics
 
@@ -56,8 +58,11 @@ _SSL_OPTIONS = ("ssl_keyfile", "ssl_certfile", "ssl_cert_reqs", "ssl_ca_certs", 
 
 
 def async_redis(client: redis.Redis) -> aioredis.Redis:
-    """An asyncio client to the same Redis as ``client`` (the relay's blocking reads hold no thread)."""
+    """An asyncio client to the same Redis as ``client`` (the relay's blocking reads hold no thread), for a
+    store made from a plain client rather than a URL."""
     sync_pool = client.connection_pool
+    if isinstance(sync_pool, SentinelConnectionPool):
+        raise ConfigError("the front door needs a store made with JobStore.from_url to follow Sentinel")
     kwargs = sync_pool.connection_kwargs
     options: dict[str, Any] = {k: kwargs[k] for k in ("host", "port", "db", "username", "password") if k in kwargs}
     if "path" in kwargs:
@@ -78,7 +83,9 @@ class Door:
         self.client = client
         self.config = client.config
         self.keys = KeyStore(client.store.redis, client.store.keys)
-        self.aredis = async_redis(client.store.redis)
+        url = client.store.url
+        self.aredis = (async_redis_client(url, max_connections=MAX_REDIS_CONNECTIONS, socket_timeout_s=None)
+                       if url else async_redis(client.store.redis))
         self._batch_client = Client(client.config, store=client.store)
         self._batch_lock = threading.Lock()
         self.max_body_bytes = self.config.fleet.max_input_bytes + MAX_BODY_BYTES_OVER_INPUT

@@ -22,6 +22,8 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import redis
+import redis.asyncio as redis_async
+from redis.asyncio.sentinel import Sentinel as AsyncSentinel
 from redis.sentinel import Sentinel
 
 from toolbag.errors import ToolbagError
@@ -128,6 +130,29 @@ def redis_client(url: str, *, socket_timeout_s: float | None = 10.0, socket_conn
     )
     client: redis.Redis = sentinel.master_for(address.master_name, db=address.db, username=address.username,
                                               password=address.password)
+    return client
+
+
+def async_redis_client(url: str, *, max_connections: int, socket_timeout_s: float | None = 30.0,
+                       socket_connect_timeout_s: float = 5.0, **options: Any) -> redis_async.Redis:
+    """A ``redis.asyncio`` client for ``url`` (either form) over at most ``max_connections`` connections. On a
+    plain Redis a call waits (up to 30 s) for a free connection rather than failing; on Sentinel it follows the
+    master as :func:`redis_client` does."""
+    address = parse_redis_url(url)
+    connection = {"socket_timeout": socket_timeout_s, "socket_connect_timeout": socket_connect_timeout_s,
+                  "health_check_interval": 25, **options}
+    if not address.is_sentinel:
+        pool = redis_async.BlockingConnectionPool.from_url(url, max_connections=max_connections, timeout=30,
+                                                           **connection)
+        return redis_async.Redis(connection_pool=pool)
+    sentinel = AsyncSentinel(
+        list(address.sentinels),
+        sentinel_kwargs={"socket_timeout": min(socket_connect_timeout_s, 2.0),
+                         "socket_connect_timeout": min(socket_connect_timeout_s, 2.0)},
+        **connection,
+    )
+    client: redis_async.Redis = sentinel.master_for(address.master_name, db=address.db, username=address.username,
+                                                    password=address.password, max_connections=max_connections)
     return client
 
 

@@ -120,11 +120,9 @@ class AsyncAttemptStore:
     def from_url(cls, url: str, calls: AttemptCalls, max_connections: int = 64) -> AsyncAttemptStore:
         """A client over at most ``max_connections`` connections; a call waits for a free one (up to 30 s)
         rather than failing when thousands of attempts end at once."""
-        pool = redis_async.BlockingConnectionPool.from_url(
-            url, max_connections=max_connections, timeout=30, socket_connect_timeout=5, socket_timeout=30,
-            socket_keepalive=True, health_check_interval=25,
-        )
-        return cls(redis_async.Redis(connection_pool=pool), calls)
+        from toolbag.store.connection import async_redis_client
+
+        return cls(async_redis_client(url, max_connections=max_connections, socket_keepalive=True), calls)
 
     async def complete(
         self, job_id: str, token: str, output: Any, result: dict[str, Any], record_json: str
@@ -155,6 +153,7 @@ class JobStore:
         if not 1 <= job_ttl_s <= MAX_KEEP_S:
             raise ValueError(f"job_ttl_s must be from 1 to {MAX_KEEP_S} seconds, got {job_ttl_s}")
         self.redis = client
+        self.url: str | None = None  # the URL it was made from (:meth:`from_url`), for clients of other kinds
         self.keys = keys or Keys()
         self.job_ttl_s = job_ttl_s
         self.replication = Replication()  # the fast mode unless told: submit and complete wait for no replica
@@ -179,7 +178,9 @@ class JobStore:
 
         client = redis_client(url, socket_connect_timeout_s=5, socket_timeout_s=WAIT_CHUNK_S + 25,
                               socket_keepalive=True, health_check_interval=25, max_connections=512)
-        return cls(client, keys, job_ttl_s)
+        store = cls(client, keys, job_ttl_s)
+        store.url = url
+        return store
 
     def _replicated(self, script: Any, keys: list[str], args: list[Any], *, required: bool) -> Any:
         """``script`` as a write of the replicated mode (:mod:`toolbag.store.replication`); plainly in the fast
