@@ -98,6 +98,7 @@ def assert_exactly_once(ids: list[Any], results: list[dict[str, Any]], errors: l
     assert sorted(map(str, written)) == sorted(map(str, ids)), "every input id is written exactly once"
 
 
+@pytest.mark.soak
 @pytest.mark.slow  # 1.5-2.5 min on a busy 2-core box: the fleet's throughput sets it, not the runner's
 @pytest.mark.timeout(900)
 def test_ten_thousand_lines_end_to_end(fleet: Fleet, tmp_path: Path) -> None:

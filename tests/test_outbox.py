@@ -107,6 +107,7 @@ def test_a_receiver_down_loses_nothing_and_nothing_arrives_twice(outbox: Outbox)
     receiver_down_then_up(outbox, down_s=3)
 
 
+@pytest.mark.soak
 @pytest.mark.slow
 def test_a_receiver_down_for_a_minute_loses_nothing(outbox: Outbox) -> None:
     receiver_down_then_up(outbox, down_s=60)

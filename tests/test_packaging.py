@@ -18,7 +18,7 @@ import pytest
 
 from tests.fleet import REPO
 
-pytestmark = pytest.mark.slow  # a wheel build and two installs: about two minutes
+pytestmark = [pytest.mark.slow, pytest.mark.soak]  # a wheel build and two installs: about two minutes
 
 
 def run(args: list[str], cwd: Path, env: dict[str, str], timeout_s: float = 600) -> subprocess.CompletedProcess[str]:

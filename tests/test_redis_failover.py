@@ -24,6 +24,7 @@ MASTER_NAME = "toolbag-test"
 RESUME_BOUND_S = 15.0
 
 
+@pytest.mark.soak
 @pytest.mark.slow
 def test_sentinel_failover_under_load_loses_no_acknowledged_job(tmp_path: Path) -> None:
     master = RedisNode(tmp_path / "master")

@@ -13,6 +13,7 @@ from tests.redis_nodes import RedisNode
 from tests.test_fleet import probe_routes
 
 
+@pytest.mark.soak
 @pytest.mark.slow
 def test_one_fleet_per_redis_behind_one_producer(tmp_path: Path) -> None:
     nodes = {group: RedisNode(tmp_path / f"redis-{group}") for group in ("gemini", "openai")}
