@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlparse
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from toolbag.config import DEFAULT_REDIS_URL, ConfigError
@@ -28,6 +28,10 @@ _FIXES = {
     "policy": "set it to a policy.yaml, or unset it for ./policy.yaml or the one that ships with toolbag",
     "tools": "set it to a tools.yaml, or unset it for ./tools.yaml or the one that ships with toolbag",
     "audit_jsonl": "set it to a file in a folder that exists",
+    "attempt_loop": "set it to async (attempts on one event loop) or threads (a thread per attempt)",
+    "console_secret": "set it to at least 32 random characters, or unset it for one kept in Redis",
+    "console_runs_dir": "set it to a folder, or unset it for ~/.toolbag/console-runs",
+    "grafana_url": "set it like https://grafana.example.com/d/toolbag",
 }
 
 
@@ -51,6 +55,10 @@ class Settings(BaseSettings):
     tools: Path | None = Field(default=None, description="the tool registry file")
     audit_jsonl: Path | None = Field(default=None, description="also append audit records here")
     alive_file: Path | None = Field(default=None, description="a worker's consumer liveness file")
+    attempt_loop: Literal["async", "threads"] = Field(default="async", description="a worker's attempt path")
+    console_secret: SecretStr | None = Field(default=None, description="signs the web console's session cookie")
+    console_runs_dir: Path | None = Field(default=None, description="where console bulk runs keep their files")
+    grafana_url: str | None = Field(default=None, description="the dashboard the console links to")
 
     @field_validator("redis_url")
     @classmethod
@@ -61,7 +69,7 @@ class Settings(BaseSettings):
             raise ValueError(str(err).split(": ", 1)[-1]) from None
         return value
 
-    @field_validator("simulator_url")
+    @field_validator("simulator_url", "grafana_url")
     @classmethod
     def _http(cls, value: str | None) -> str | None:
         if value is None or value == "":
@@ -71,13 +79,25 @@ class Settings(BaseSettings):
             raise ValueError("not an http(s) URL with a host")
         return value.rstrip("/")
 
+    @field_validator("attempt_loop", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
+
+    @field_validator("console_secret")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 32:
+            raise ValueError("too short to sign sessions")
+        return value
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper(cls, value: Any) -> Any:
         return value.upper() if isinstance(value, str) else value
 
     @field_validator("config", "skills_dir", "policy", "tools", "audit_jsonl", "alive_file", "simulator_url",
-                     mode="before")
+                     "grafana_url", "console_runs_dir", "console_secret", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:
         return None if value == "" else value
@@ -109,7 +129,8 @@ def _one_line(err: ValidationError) -> str:
     field = str(item["loc"][0]) if item["loc"] else "?"
     value = item.get("input")
     reason = str(item["msg"]).removeprefix("Value error, ")
-    shown = f"{value!r}: " if isinstance(value, str | int) and field != "redis_url" else ""  # a URL may hold a password
+    secret = field in ("redis_url", "console_secret")  # a URL may hold a password; a secret is never shown
+    shown = f"{value!r}: " if isinstance(value, str | int) and not secret else ""
     fix = _FIXES.get(field, "")
     return f"TOOLBAG_{field.upper()}: {shown}{reason}" + (f"; {fix}" if fix else "")
 

@@ -297,6 +297,7 @@ def worker(
     from workers.run import run_worker
     from workers.runtime import ATTEMPT_MODES, pool_threads, start_provider
 
+    attempt_loop = attempt_loop.lower()
     if attempt_loop not in ATTEMPT_MODES:
         fail(f"--attempt-loop must be one of {', '.join(ATTEMPT_MODES)}, got {attempt_loop!r}")
     if concurrency is not None and concurrency < 1:
