@@ -17,6 +17,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from .anthropic_wire import AnthropicWire
+from .batch_routes import BatchRoutes
 from .call import Call
 from .connection import CYCLE_KEY
 from .faults import (
@@ -25,7 +26,6 @@ from .faults import (
     Fault,
     FaultPlan,
     FaultPlanError,
-    directive_fault,
     parse_fault,
 )
 from .gemini_wire import GeminiWire
@@ -52,6 +52,7 @@ class SimulatorApp:
         self.chat = ChatWire()
         self.responses = ResponsesWire()
         self.gemini = GeminiWire()
+        self.batch_api = BatchRoutes(self.state)
 
     def starlette_app(self) -> Starlette:
         """The routes as an ASGI app (serve it with uvicorn; ``reset``/``cut`` need uvicorn's h11 protocol)."""
@@ -60,6 +61,7 @@ class SimulatorApp:
             Route("/v1/chat/completions", self.openai_chat_completions, methods=["POST"]),
             Route("/v1/responses", self.openai_responses, methods=["POST"]),
             Route("/{version}/models/{target:path}", self.gemini_models, methods=["POST"]),
+            *self.batch_api.routes(),
             Route("/_sim/health", self.health, methods=["GET"]),
             Route("/_sim/log", self.get_log, methods=["GET"]),
             Route("/_sim/log", self.clear_log, methods=["DELETE"]),
@@ -85,10 +87,13 @@ class SimulatorApp:
         return await self._answer(request, self.responses)
 
     async def gemini_models(self, request: Request) -> Response:
-        """``POST /{v1,v1beta}/models/{model}:generateContent`` and ``:streamGenerateContent[?alt=sse]``."""
+        """``POST /{v1,v1beta}/models/{model}:generateContent``, ``:streamGenerateContent[?alt=sse]`` and
+        ``:batchGenerateContent`` (:mod:`.batch_routes`)."""
         version = request.path_params["version"]
         target = request.path_params["target"]
         model, _, action = target.rpartition(":")
+        if version in GEMINI_VERSIONS and action == "batchGenerateContent":
+            return await self.batch_api.gemini.create(request, model)
         if version not in GEMINI_VERSIONS or action not in GEMINI_ACTIONS:
             call = Call(self.state, self.gemini, request)
             return call.error(HttpError(404, {"error": {"code": 404, "status": "NOT_FOUND",
@@ -200,16 +205,12 @@ class SimulatorApp:
             call.entry["fault_source"] = "header"
         else:
             try:
-                fault = directive_fault(req.text, req.model)
+                fault, source = self.state.fault_for(req)
             except FaultPlanError as exc:
                 raise RequestError(f"simulator: {exc}") from None
-            if fault is not None:
-                call.entry["fault_source"] = "directive"
-            else:
-                fault = self.state.select(call.wire.vendor, req.model, req.text)
-                if fault is not None:
-                    call.entry["fault_source"] = "plan"
-        if fault is None or fault.name == "ok":
+            call.entry["fault_source"] = source
+            return fault
+        if fault.name == "ok":
             window = self.state.context_window_for(req.model)
             if window is not None and count_tokens(req.text) > window:
                 call.entry["fault_source"] = "context_window"
