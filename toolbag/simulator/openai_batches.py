@@ -173,7 +173,7 @@ class OpenAIBatches(BatchEndpoint):
         call, refused = self.begin(request)
         if refused is not None:
             return refused
-        batch = self._find(batch_id)
+        batch = self.store.get(batch_id, self.wire.vendor)
         if batch is None:
             return self.fail(call, self._no_batch(batch_id))
         return self.reply(call, self._batch(batch))
@@ -183,7 +183,7 @@ class OpenAIBatches(BatchEndpoint):
         call, refused = self.begin(request)
         if refused is not None:
             return refused
-        batch = self._find(batch_id)
+        batch = self.store.get(batch_id, self.wire.vendor)
         if batch is None:
             return self.fail(call, self._no_batch(batch_id))
         now, ended = self.settle(batch)
@@ -201,7 +201,7 @@ class OpenAIBatches(BatchEndpoint):
         limit_raw = request.query_params.get("limit", "20")
         if not limit_raw.isdigit() or not 1 <= int(limit_raw) <= 100:
             return self.fail(call, _error(400, "Invalid 'limit': must be between 1 and 100.", None, "limit"))
-        batches = self._all()
+        batches = self.store.newest_first(self.wire.vendor)
         ids = [b.id for b in batches]
         after = request.query_params.get("after")
         if after in ids:
@@ -210,13 +210,6 @@ class OpenAIBatches(BatchEndpoint):
         return self.reply(call, {"object": "list", "data": [self._batch(b) for b in page],
                                  "first_id": page[0].id if page else None, "last_id": page[-1].id if page else None,
                                  "has_more": len(batches) > len(page)})
-
-    def _all(self) -> list[SimBatch]:
-        return [b for b in reversed(self.store.batches.values()) if b.wire.vendor == "openai"]
-
-    def _find(self, batch_id: str) -> SimBatch | None:
-        batch = self.store.batches.get(batch_id)
-        return batch if batch is not None and batch.wire.vendor == "openai" else None
 
     @staticmethod
     def _no_batch(batch_id: str) -> HttpError:
