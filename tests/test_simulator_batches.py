@@ -401,3 +401,20 @@ def test_shared_v1_batches_path_goes_by_credential(sim: SimulatorServer, oai: op
     unauthenticated = httpx2.get(f"{sim.url}/v1/batches/{openai_id}", timeout=10.0)
     assert unauthenticated.status_code == 401
     assert unauthenticated.json()["error"]["type"] == "invalid_request_error"
+
+
+def test_error_faults_on_the_batch_calls_themselves(claude: anthropic.Anthropic, oai: openai.OpenAI,
+                                                    gem: genai.Client) -> None:
+    with pytest.raises(anthropic.APIStatusError) as overloaded:
+        claude.messages.batches.create(requests=[claude_item("a", "x")], extra_headers={"x-sim-fault": "overloaded"})
+    assert overloaded.value.status_code == 529
+    created = openai_batch(oai, ["x"])
+    with pytest.raises(openai.RateLimitError):
+        oai.batches.retrieve(created.id, extra_headers={"x-sim-fault": "rate_limit:30"})
+    job = gemini_batch(gem, ["x"])
+    assert job.name is not None
+    with pytest.raises(genai.errors.ServerError) as failed:
+        gem.batches.get(name=job.name, config={"http_options": {"headers": {"x-sim-fault": "server_error"}}})
+    assert failed.value.code == 500
+    with pytest.raises(anthropic.BadRequestError, match="x-sim-fault"):
+        claude.messages.batches.list(extra_headers={"x-sim-fault": "nonsense"})

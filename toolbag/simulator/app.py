@@ -22,6 +22,7 @@ from .call import Call
 from .connection import CYCLE_KEY
 from .faults import (
     ERROR_FAULTS,
+    FAULT_HEADER,
     OK,
     Fault,
     FaultPlan,
@@ -37,7 +38,6 @@ from .request import RequestError, SimRequest
 from .state import SimState
 from .wire import HttpError, Wire, answer_mode, dumps
 
-FAULT_HEADER = "x-sim-fault"
 LATENCY_HEADER = "x-sim-latency-ms"
 GEMINI_VERSIONS = ("v1", "v1beta")
 GEMINI_ACTIONS = ("generateContent", "streamGenerateContent")

@@ -34,10 +34,12 @@ from .call import Call
 from .faults import (
     DEFAULT_RATELIMIT,
     ERROR_FAULTS,
+    FAULT_HEADER,
     BatchSettings,
     Fault,
     FaultPlanError,
     parse_batch_fault,
+    parse_fault,
 )
 from .generate import make_reply, new_id
 from .raw_response import JSON_CONTENT, RawResponse, raw_headers
@@ -49,6 +51,7 @@ BATCH_FAULT_HEADER = "x-sim-batch"
 BATCH_MS_HEADER = "x-sim-batch-ms"
 FAULT_CUTOFF = 0.5  # ``expired`` / ``cancelled``: the share of the processing time whose items get answered
 BATCH_TTL_S = 86_400.0  # what the vendors promise: a batch ends within 24 h
+STORE_LIMIT = 10_000  # batches kept (oldest dropped first)
 
 ItemOutcome = Literal["succeeded", "errored", "canceled", "expired"]
 Ending = Literal["completed", "expired", "cancelled"]
@@ -118,17 +121,28 @@ class SimBatch:
         """When processing ends on its own (infinite for ``stuck``)."""
         return math.inf if self.fault == "stuck" else self.created_s + self.processing_s
 
+    def _client_cancelled(self) -> bool:
+        return self.cancel_s is not None and self.cancel_s < self.ends_s
+
     def _cut_s(self) -> float:
         """When the batch stops answering items: a client cancel, else the fault's cutoff, else its end."""
-        if self.cancel_s is not None and self.cancel_s < self.ends_s:
+        if self._client_cancelled() and self.cancel_s is not None:
             return self.cancel_s
         if self.fault in ("expired", "cancelled"):
             return self.created_s + self.processing_s * FAULT_CUTOFF
         return self.ends_s
 
+    def _cut_share(self) -> float:
+        """The share of the processing time whose items get answered (0 for a ``stuck`` batch)."""
+        if self.fault == "stuck":
+            return 0.0
+        if self._client_cancelled() and self.cancel_s is not None:
+            return (self.cancel_s - self.created_s) / self.processing_s if self.processing_s > 0 else 1.0
+        return FAULT_CUTOFF if self.fault in ("expired", "cancelled") else 1.0
+
     def ending(self, now: float) -> Ending | None:
         """How the batch ended, or None while it runs."""
-        if self.cancel_s is not None and self.cancel_s < self.ends_s:
+        if self._client_cancelled():
             return "cancelled"
         if self.fault == "cancelled" and now >= self._cut_s():
             return "cancelled"
@@ -143,22 +157,16 @@ class SimBatch:
             return None
         return self._cut_s() if ending == "cancelled" else self.ends_s
 
-    def item_done_s(self, index: int) -> float:
-        """When item ``index`` is done (never in a ``stuck`` batch)."""
-        if self.fault == "stuck":
-            return math.inf
-        return self.created_s + self.processing_s * (index + 1) / len(self.items)
-
     def settle(self, state: SimState, now: float) -> bool:
         """Answer every item once the batch has ended (once); whether it has ended."""
         ending = self.ending(now)
         if ending is None:
             return False
         if not self.settled:
-            cut_s = self._cut_s()
+            answered = len(self.items) * self._cut_share()  # items finish evenly over the processing time
             unanswered: ItemOutcome = "expired" if ending == "expired" else "canceled"
             for index, item in enumerate(self.items):
-                if ending == "completed" or self.item_done_s(index) <= cut_s:
+                if ending == "completed" or index + 1 <= answered:
                     item.answer = answer_item(state, self.wire, item.body, self.model_for(item))
                 else:
                     item.answer = ItemAnswer(unanswered)
@@ -186,6 +194,8 @@ class BatchStore:
 
     def add(self, batch: SimBatch) -> None:
         self.batches[batch.id] = batch
+        while len(self.batches) > STORE_LIMIT:
+            del self.batches[next(iter(self.batches))]
 
     def get(self, batch_id: str, vendor: str) -> SimBatch | None:
         batch = self.batches.get(batch_id)
@@ -228,10 +238,21 @@ class BatchEndpoint:
         self.wire = wire
 
     def begin(self, request: Request) -> tuple[Call, Response | None]:
-        """Log the request; a native 401 when it carries no credential."""
+        """Log the request; a native 401 when it carries no credential, the native error when its
+        ``x-sim-fault`` header names an error fault (other faults do not apply to batch calls)."""
         call = Call(self.state, self.wire, request)
         if not self.wire.authorized(request.headers, request.query_params):
             return call, call.error(self.wire.unauthenticated(call.rid))
+        spec = request.headers.get(FAULT_HEADER)
+        if spec:
+            try:
+                fault = parse_fault(spec)
+            except FaultPlanError as exc:
+                return call, self.invalid(call, f"simulator: {FAULT_HEADER} header: {exc}")
+            call.entry["fault"] = str(fault)
+            call.entry["fault_source"] = "header"
+            if fault.name in ERROR_FAULTS:
+                return call, call.error(self.wire.error(fault, None, call.rid))
         return call, None
 
     async def json_body(self, request: Request, call: Call) -> tuple[Any, Response | None]:

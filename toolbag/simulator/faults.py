@@ -79,6 +79,8 @@ STREAM_FAULTS = frozenset({"stall", "cut", "malformed", "midstream_error", "mids
 CONNECTION_FAULTS = frozenset({"reset", "hang", "slow_first_token"})
 
 FAULT_NAMES = ERROR_FAULTS | REFUSAL_FAULTS | STREAM_FAULTS | CONNECTION_FAULTS | {"ok"}
+FAULT_HEADER = "x-sim-fault"  # a request's fault, ahead of directives and plans
+
 # Faults of a whole vendor batch (see :mod:`.batches`); its items get the faults above.
 BATCH_FAULTS = frozenset({"expired", "cancelled", "stuck"})
 DEFAULT_BATCH_PROCESSING_MS = 1000.0

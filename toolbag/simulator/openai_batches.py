@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from .batches import BATCH_TTL_S, BatchEndpoint, BatchItem, BatchStore, SimBatch, batch_settings
+from .batches import BATCH_TTL_S, STORE_LIMIT, BatchEndpoint, BatchItem, BatchStore, SimBatch, batch_settings
 from .generate import new_id
 from .openai_wire import ChatWire, ResponsesWire
 from .request import RequestError
@@ -92,7 +92,7 @@ class OpenAIBatches(BatchEndpoint):
             sim_file = SimFile(new_id("file-"), upload.filename or "upload.jsonl", purpose, await upload.read())
         finally:
             await form.close()
-        self.files[sim_file.id] = sim_file
+        self._keep(sim_file)
         return self.reply(call, sim_file.to_dict())
 
     async def file(self, request: Request) -> Response:
@@ -124,6 +124,12 @@ class OpenAIBatches(BatchEndpoint):
         if found is None:
             return self.fail(call, self._no_file(request.path_params["file_id"]))
         return self.raw(call, found.content, BINARY_CONTENT)
+
+    def _keep(self, sim_file: SimFile) -> None:
+        """Hold a file (three per batch at most: input, output, errors; oldest dropped first)."""
+        self.files[sim_file.id] = sim_file
+        while len(self.files) > 3 * STORE_LIMIT:
+            del self.files[next(iter(self.files))]
 
     @staticmethod
     def _no_file(file_id: str) -> HttpError:
@@ -327,7 +333,7 @@ class OpenAIBatches(BatchEndpoint):
         for key, lines, name in (("output_file_id", output, "output"), ("error_file_id", failed, "error")):
             if lines:
                 made = SimFile(new_id("file-"), f"{batch.id}_{name}.jsonl", "batch_output", b"".join(lines))
-                self.files[made.id] = made
+                self._keep(made)
                 batch.extra[key] = made.id
             else:
                 batch.extra[key] = None
