@@ -71,7 +71,7 @@ class AnthropicBatches(BatchEndpoint):
             return self.invalid(call, str(exc))
         call.entry["model"] = model
         batch = self.new_batch(new_id("msgbatch_"), model, items, settings)
-        return self.reply(call, self._batch(batch, request))
+        return self.reply(call, self._batch(batch, request, shown="in_progress"))
 
     async def retrieve(self, request: Request) -> Response:
         """``GET /v1/messages/batches/{id}``."""
@@ -115,7 +115,7 @@ class AnthropicBatches(BatchEndpoint):
         if ended:
             return self.reply(call, self._batch(batch, request))
         batch.cancel_s = now
-        return self.reply(call, self._batch(batch, request, canceling=True))
+        return self.reply(call, self._batch(batch, request, shown="canceling"))
 
     async def delete(self, request: Request) -> Response:
         """``DELETE /v1/messages/batches/{id}``: only once it has ended."""
@@ -173,8 +173,9 @@ class AnthropicBatches(BatchEndpoint):
             items.append(BatchItem(custom_id, params))
         return items
 
-    def _batch(self, batch: SimBatch, request: Request, *, canceling: bool = False) -> dict[str, Any]:
-        now, ended = (0.0, False) if canceling else self.settle(batch)
+    def _batch(self, batch: SimBatch, request: Request, *, shown: str | None = None) -> dict[str, Any]:
+        """The MessageBatch; ``shown`` is the status of a create or cancel answer (the vendor's: never ended)."""
+        now, ended = (0.0, False) if shown is not None else self.settle(batch)
         counts = batch.counts()
         processing = len(batch.items) - sum(counts.values())
         ended_s = batch.ended_s(now) if ended else None
@@ -184,7 +185,7 @@ class AnthropicBatches(BatchEndpoint):
         return {
             "id": batch.id,
             "type": "message_batch",
-            "processing_status": "ended" if ended else ("canceling" if canceling else "in_progress"),
+            "processing_status": "ended" if ended else (shown or "in_progress"),
             "request_counts": {"processing": processing, "succeeded": counts["succeeded"],
                                "errored": counts["errored"], "canceled": counts["canceled"],
                                "expired": counts["expired"]},
