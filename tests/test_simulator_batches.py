@@ -18,6 +18,7 @@ import pytest
 from google import genai
 from google.genai import types
 
+from toolbag.simulator.faults import FaultPlan, FaultPlanError
 from toolbag.simulator.server import SimulatorServer
 
 T = TypeVar("T")
@@ -418,3 +419,16 @@ def test_error_faults_on_the_batch_calls_themselves(claude: anthropic.Anthropic,
     assert failed.value.code == 500
     with pytest.raises(anthropic.BadRequestError, match="x-sim-fault"):
         claude.messages.batches.list(extra_headers={"x-sim-fault": "nonsense"})
+
+
+@pytest.mark.parametrize(("section", "names"), [
+    ({"x": {"fault": "lost"}}, r"batches\['x'\]\.fault: unknown batch fault 'lost'"),
+    ({"x": {"processing_ms": -1}}, r"batches\['x'\]\.processing_ms: must be a non-negative number"),
+    ({"x": {"speed": 1}}, r"batches\['x'\]: unknown key\(s\) speed"),
+    ({"x": 5}, r"batches\['x'\]: must be a mapping"),
+])
+def test_plan_batches_section_names_its_errors(section: dict[str, Any], names: str) -> None:
+    with pytest.raises(FaultPlanError, match=names):
+        FaultPlan.from_dict({"batches": section})
+    plan = FaultPlan.from_dict({"batches": {"claude-*": {"processing_ms": 5, "fault": "stuck"}}})
+    assert plan.to_dict()["batches"] == {"claude-*": {"processing_ms": 5.0, "fault": "stuck"}}
