@@ -432,3 +432,14 @@ def test_plan_batches_section_names_its_errors(section: dict[str, Any], names: s
         FaultPlan.from_dict({"batches": section})
     plan = FaultPlan.from_dict({"batches": {"claude-*": {"processing_ms": 5, "fault": "stuck"}}})
     assert plan.to_dict()["batches"] == {"claude-*": {"processing_ms": 5.0, "fault": "stuck"}}
+
+
+def test_sim_batches_lists_every_batch(sim: SimulatorServer, claude: anthropic.Anthropic) -> None:
+    created = claude.messages.batches.create(requests=[claude_item("a", "x"), claude_item("b", "y")],
+                                             extra_headers={"x-sim-batch": "stuck", "x-sim-batch-ms": "50"})
+    held = {b["id"]: b for b in sim.batches()}[created.id]
+    assert held == {**held, "vendor": "anthropic", "model": "claude-t", "items": 2, "fault": "stuck",
+                    "processing_ms": 50.0, "ending": None, "cancel_requested": False}
+    claude.messages.batches.cancel(created.id)
+    held = {b["id"]: b for b in sim.batches()}[created.id]
+    assert held["ending"] == "cancelled" and held["cancel_requested"]

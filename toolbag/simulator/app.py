@@ -61,13 +61,14 @@ class SimulatorApp:
             Route("/v1/chat/completions", self.openai_chat_completions, methods=["POST"]),
             Route("/v1/responses", self.openai_responses, methods=["POST"]),
             Route("/{version}/models/{target:path}", self.gemini_models, methods=["POST"]),
-            *self.batch_api.routes(),
             Route("/_sim/health", self.health, methods=["GET"]),
             Route("/_sim/log", self.get_log, methods=["GET"]),
             Route("/_sim/log", self.clear_log, methods=["DELETE"]),
             Route("/_sim/faults", self.get_faults, methods=["GET"]),
             Route("/_sim/faults", self.set_faults, methods=["POST"]),
             Route("/_sim/faults", self.clear_faults, methods=["DELETE"]),
+            Route("/_sim/batches", self.get_batches, methods=["GET"]),
+            *self.batch_api.routes(),  # after /_sim/*: "/{version}/batches" would match "/_sim/batches"
         ])
         app.state.sim = self.state
         return app
@@ -139,6 +140,11 @@ class SimulatorApp:
         """``DELETE /_sim/faults``: drop the runtime plan."""
         self.state.runtime_plan = None
         return JSONResponse({"runtime": None})
+
+    async def get_batches(self, request: Request) -> Response:
+        """``GET /_sim/batches``: every vendor batch held, oldest first."""
+        payload = dumps(self.batch_api.store.summary())
+        return RawResponse(200, raw_headers([], JSON_CONTENT, payload), payload)
 
     # ------------------------------------------------------------------ answering a vendor request
 

@@ -204,6 +204,14 @@ class BatchStore:
     def newest_first(self, vendor: str) -> list[SimBatch]:
         return [b for b in reversed(self.batches.values()) if b.wire.vendor == vendor]
 
+    def summary(self) -> list[dict[str, Any]]:
+        """Every batch, oldest first, as ``GET /_sim/batches`` reports it (without settling any)."""
+        now = time.time()
+        return [{"id": b.id, "vendor": b.wire.vendor, "model": b.model, "items": len(b.items),
+                 "fault": b.fault, "processing_ms": b.processing_s * 1000.0, "created": b.created_s,
+                 "ending": b.ending(now), "cancel_requested": b.cancel_s is not None}
+                for b in self.batches.values()]
+
 
 def batch_settings(state: SimState, headers: Mapping[str, str], model: str) -> BatchSettings:
     """The batch's processing time and fault: the headers first, then the plans, then the defaults.
