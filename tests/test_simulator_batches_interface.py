@@ -4,12 +4,13 @@ stuck batches end their items as the vendor reports them."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 
 import pytest
 
-from toolbag.providers.base import AttemptFailure, Message, ModelRequest, OutcomeKind
+from toolbag.providers.base import AttemptFailure, Message, ModelRequest, OutcomeKind, ToolSpec
 from toolbag.providers.batch import (
     AnthropicBatches,
     BatchEnding,
@@ -116,3 +117,22 @@ def test_bad_input_and_unknown_batch(batches: VendorBatches) -> None:
     with pytest.raises(AttemptFailure) as failure:
         batches.status(missing)
     assert failure.value.kind is OutcomeKind.BAD_REQUEST
+
+
+def test_structured_output_tools_and_system_go_through_a_batch(batches: VendorBatches) -> None:
+    schema = {"type": "object", "properties": {"title": {"type": "string"}}, "required": ["title"],
+              "additionalProperties": False}
+    weather = ToolSpec("get_weather", "Current weather",
+                       {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]})
+    batch_id = batches.submit(MODELS[batches.vendor], [
+        BatchItem("schema", ModelRequest(messages=(Message("user", "make a title"),), system="be brief",
+                                         json_schema=schema, cache_key="stable")),
+        BatchItem("tool", ModelRequest(messages=(Message("user", "weather [[sim:tool=get_weather]]"),),
+                                       tools=(weather,))),
+    ], extra_headers=FAST)
+    assert wait(batches, batch_id).ending is BatchEnding.COMPLETED
+    ends = outcomes(batches, batch_id)
+    shaped, called = ends["schema"].response, ends["tool"].response
+    assert shaped is not None and json.loads(shaped.text) == {"title": "make a title"}
+    assert called is not None and [c.name for c in called.tool_calls] == ["get_weather"]
+    assert called.tool_calls[0].arguments == {"city": "weather"}
