@@ -6,6 +6,7 @@ short (a few hundred milliseconds) and every wait polls with a deadline."""
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import time
 from collections.abc import Callable, Iterator
@@ -443,3 +444,23 @@ def test_sim_batches_lists_every_batch(sim: SimulatorServer, claude: anthropic.A
     claude.messages.batches.cancel(created.id)
     held = {b["id"]: b for b in sim.batches()}[created.id]
     assert held["ending"] == "cancelled" and held["cancel_requested"]
+
+
+def test_gemini_file_batch(gem: genai.Client) -> None:
+    lines = "".join(json.dumps({"key": f"k{n}", "request": {"contents": [{"parts": [{"text": text}], "role": "user"}]}})
+                    + "\n" for n, text in enumerate(["hello file", "x [[sim:refusal]]", "y [[sim:rate_limit]]"]))
+    uploaded = gem.files.upload(file=io.BytesIO(lines.encode()),
+                                config={"mime_type": "application/jsonl", "display_name": "input"})
+    assert uploaded.name is not None and uploaded.state == types.FileState.ACTIVE
+    assert uploaded.size_bytes == len(lines.encode())
+    assert gem.files.get(name=uploaded.name).display_name == "input"
+    job = gem.batches.create(model="gemini-t", src=uploaded.name, config={"http_options": {"headers": FAST}})
+    done = wait_gemini(gem, job.name)
+    assert done.state == types.JobState.JOB_STATE_SUCCEEDED
+    assert done.dest is not None and done.dest.file_name is not None and done.dest.inlined_responses is None
+    out = {line["key"]: line for line in map(json.loads, gem.files.download(file=done.dest.file_name).splitlines())}
+    assert out["k0"]["response"]["candidates"][0]["content"]["parts"][0]["text"] == "[gemini-t] hello file"
+    assert out["k1"]["response"]["promptFeedback"]["blockReason"] == "SAFETY"
+    assert out["k2"]["error"]["code"] == 429
+    with pytest.raises(genai.errors.ClientError, match="does not exist"):
+        gem.batches.create(model="gemini-t", src="files/missing")

@@ -7,5 +7,6 @@ Modules: ``server`` runs ``app`` (routes, fault choice) over ``state`` (plans, r
 request's log entry; ``playback`` sends answers that need the connection (``connection``), ``raw_response``
 those that don't; ``faults`` parses fault plans; ``generate`` decides the reply; ``*_wire`` render it per
 vendor (``wire`` is their common interface, ``request`` the neutral request they parse into). ``batch_routes``
-serves the vendors' batch APIs (``*_batches``) over ``batches``, which answers each item with the same engine.
+serves the vendors' batch APIs (``*_batches``, ``gemini_files``) over ``batches``, which answers each item
+with the same engine.
 """

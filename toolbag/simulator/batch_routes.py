@@ -13,6 +13,7 @@ from starlette.routing import Route
 from .anthropic_batches import AnthropicBatches
 from .batches import BatchStore
 from .gemini_batches import GeminiBatches
+from .gemini_files import GeminiFiles
 from .openai_batches import OpenAIBatches
 from .state import SimState
 from .wire import HttpError
@@ -27,7 +28,8 @@ class BatchRoutes:
         self.store = BatchStore()
         self.anthropic = AnthropicBatches(state, self.store)
         self.openai = OpenAIBatches(state, self.store)
-        self.gemini = GeminiBatches(state, self.store)
+        self.gemini_files = GeminiFiles(state, self.store)
+        self.gemini = GeminiBatches(state, self.store, self.gemini_files)
 
     def routes(self) -> list[Route]:
         return [
@@ -36,6 +38,8 @@ class BatchRoutes:
             Route("/{version}/batches", self.collection, methods=["GET", "POST"]),
             Route("/{version}/batches/{name}", self.member, methods=["GET", "POST", "DELETE"]),
             Route("/{version}/batches/{name}/cancel", self.openai_cancel, methods=["POST"]),
+            Route("/upload/{version}/files", self.gemini_upload, methods=["POST"]),
+            Route("/{version}/files/{name}", self.file_member, methods=["GET", "DELETE"]),
         ]
 
     @staticmethod
@@ -70,6 +74,23 @@ class BatchRoutes:
             return await self.gemini.get(request, "batches/" + name)
         if request.method == "DELETE":
             return await self.gemini.delete(request, "batches/" + name)
+        return self._unknown(request)
+
+    async def gemini_upload(self, request: Request) -> Response:
+        """``POST /upload/{v1,v1beta}/files`` (Gemini's resumable upload)."""
+        if request.path_params["version"] not in GEMINI_VERSIONS:
+            return self._unknown(request)
+        return await self.gemini_files.upload(request)
+
+    async def file_member(self, request: Request) -> Response:
+        """``GET|DELETE /v1/files/{id}`` (OpenAI) and ``GET /{ver}/files/{id}[:download]`` (Gemini)."""
+        name: str = request.path_params["name"]
+        if self._openai_path(request):
+            if request.method == "GET":
+                return await self.openai.file(request, name)
+            return await self.openai.delete_file(request, name)
+        if request.path_params["version"] in GEMINI_VERSIONS and request.method == "GET":
+            return await self.gemini_files.get(request, "files/" + name)
         return self._unknown(request)
 
     async def openai_cancel(self, request: Request) -> Response:

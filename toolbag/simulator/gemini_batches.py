@@ -1,15 +1,17 @@
-"""Gemini batch mode with inline requests: ``models/{m}:batchGenerateContent``, ``batches/{id}`` get / list /
-``:cancel`` / delete.
+"""Gemini batch mode: ``models/{m}:batchGenerateContent`` (inline requests, or an uploaded JSONL file of
+``{"key", "request"}`` lines: see :mod:`.gemini_files`), ``batches/{id}`` get / list / ``:cancel`` / delete.
 
 Every answer is a long-running Operation whose ``metadata`` is the batch (the SDK reads ``metadata.state`` and
 ``metadata.output.inlinedResponses.inlinedResponses``); an ended batch also carries ``done`` and ``response``.
 The inline responses keep the order of the requests: ``{"response": …, "metadata": …}`` for an answer (a
 refusal included), ``{"error": {"code", "message"}, "metadata": …}`` for an error answer or for a request the
-batch did not reach (``CANCELLED`` 499, ``DEADLINE_EXCEEDED`` 504).
+batch did not reach (``CANCELLED`` 499, ``DEADLINE_EXCEEDED`` 504). A file-fed batch writes the same entries,
+each with its ``key``, one per line to ``metadata.output.responsesFile``.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from starlette.requests import Request
@@ -17,11 +19,12 @@ from starlette.responses import Response
 
 from .anthropic_batches import rfc3339
 from .batches import BatchEndpoint, BatchItem, BatchStore, SimBatch, batch_settings
+from .gemini_files import GeminiFile, GeminiFiles
 from .gemini_wire import GeminiWire, field
 from .generate import new_id
 from .request import RequestError
 from .state import SimState
-from .wire import HttpError
+from .wire import HttpError, dumps
 
 _TYPE = "type.googleapis.com/google.ai.generativelanguage.v1main."
 _STATES = {None: "BATCH_STATE_RUNNING", "completed": "BATCH_STATE_SUCCEEDED", "expired": "BATCH_STATE_EXPIRED",
@@ -35,10 +38,11 @@ def _status(code: int, status: str, message: str) -> HttpError:
 
 
 class GeminiBatches(BatchEndpoint):
-    """The batch routes of the Gemini Developer API (inline input)."""
+    """The batch routes of the Gemini Developer API (inline or file input)."""
 
-    def __init__(self, state: SimState, store: BatchStore) -> None:
+    def __init__(self, state: SimState, store: BatchStore, files: GeminiFiles) -> None:
         super().__init__(state, store, GeminiWire())
+        self.files = files
 
     async def create(self, request: Request, model: str) -> Response:
         """``POST /{ver}/models/{model}:batchGenerateContent`` with ``batch.inputConfig.requests``."""
@@ -51,11 +55,12 @@ class GeminiBatches(BatchEndpoint):
         model = model.removeprefix("models/")
         call.entry["model"] = model
         try:
-            items, display_name = self._items(body)
+            items, display_name, source = self._items(body)
             settings = batch_settings(self.state, request.headers, model)
         except RequestError as exc:
             return self.invalid(call, str(exc))
-        batch = self.new_batch("batches/" + new_id("").lower(), model, items, settings, display_name=display_name)
+        batch = self.new_batch("batches/" + new_id("").lower(), model, items, settings, display_name=display_name,
+                               source=source)
         return self.reply(call, self._operation(batch, pending=True))
 
     async def get(self, request: Request, name: str) -> Response:
@@ -117,17 +122,19 @@ class GeminiBatches(BatchEndpoint):
 
     # ------------------------------------------------------------------ shapes
 
-    @staticmethod
-    def _items(body: Any) -> tuple[list[BatchItem], str]:
+    def _items(self, body: Any) -> tuple[list[BatchItem], str, str | None]:
+        """The requests (inline, or the lines of an uploaded file), the display name, the input file's name."""
         batch = body.get("batch") if isinstance(body, dict) else None
         if not isinstance(batch, dict):
             raise RequestError("* BatchGenerateContentRequest.batch: batch is not specified")
         config = field(batch, "inputConfig")
         if not isinstance(config, dict):
             raise RequestError("* GenerateContentBatch.input_config: input_config is not specified")
-        if field(config, "fileName") is not None:
-            raise RequestError("GenerateContentBatch.input_config.file_name: the simulator serves inline requests "
-                               "only")
+        name = field(batch, "displayName")
+        display_name = name if isinstance(name, str) else ""
+        file_name = field(config, "fileName")
+        if file_name is not None:
+            return self._file_items(str(file_name)), display_name, str(file_name)
         outer = field(config, "requests")
         requests = field(outer, "requests") if isinstance(outer, dict) else None
         if not isinstance(requests, list) or not requests:
@@ -139,8 +146,29 @@ class GeminiBatches(BatchEndpoint):
             metadata = entry.get("metadata")
             key = metadata.get("key") if isinstance(metadata, dict) else None
             items.append(BatchItem(str(key) if key is not None else str(i), entry["request"], metadata))
-        name = field(batch, "displayName")
-        return items, name if isinstance(name, str) else ""
+        return items, display_name, None
+
+    def _file_items(self, file_name: str) -> list[BatchItem]:
+        """The lines of an uploaded JSONL file: ``{"key": …, "request": {GenerateContentRequest}}``."""
+        found = self.files.files.get(file_name)
+        if found is None:
+            raise RequestError(f"GenerateContentBatch.input_config.file_name: {file_name} does not exist")
+        items: list[BatchItem] = []
+        for number, raw in enumerate(bytes(found.content).decode("utf-8", errors="replace").splitlines(), 1):
+            if not raw.strip():
+                continue
+            try:
+                entry = json.loads(raw)
+            except ValueError:
+                raise RequestError(f"{file_name} line {number}: not valid JSON") from None
+            if not isinstance(entry, dict) or not isinstance(entry.get("request"), dict):
+                raise RequestError(f"{file_name} line {number}: needs a 'request' object")
+            key = entry.get("key")
+            items.append(BatchItem(str(key) if key is not None else str(number), entry["request"],
+                                   {"key": key} if key is not None else None))
+        if not items:
+            raise RequestError(f"GenerateContentBatch.input_config.file_name: {file_name} holds no requests")
+        return items
 
     def _operation(self, batch: SimBatch, *, pending: bool = False) -> dict[str, Any]:
         now, ended = (0.0, False) if pending else self.settle(batch)
@@ -163,11 +191,29 @@ class GeminiBatches(BatchEndpoint):
         operation: dict[str, Any] = {"name": batch.id, "metadata": metadata}
         if ended:
             metadata["endTime"] = rfc3339(batch.ended_s(now) or now)
-            output = {"inlinedResponses": {"inlinedResponses": [self._response(item) for item in batch.items]}}
+            output: dict[str, Any]
+            if batch.extra["source"] is not None:
+                output = {"responsesFile": self._responses_file(batch)}
+            else:
+                output = {"inlinedResponses": {"inlinedResponses": [self._response(item)
+                                                                    for item in batch.items]}}
             metadata["output"] = output
             operation["done"] = True
             operation["response"] = {"@type": _TYPE + "GenerateContentBatchOutput", **output}
         return operation
+
+    def _responses_file(self, batch: SimBatch) -> str:
+        """The output file of a file-fed batch (made once): one ``{"key", "response" | "error"}`` per line."""
+        made: str | None = batch.extra.get("responses_file")
+        if made is None:
+            out = GeminiFile("files/" + new_id("").lower(), f"{batch.id} responses", "application/jsonl", done=True)
+            for item in batch.items:
+                line = self._response(item)
+                key = line.pop("metadata", {}).get("key")
+                out.content.extend(dumps({"key": key if key is not None else item.custom_id, **line}) + b"\n")
+            self.files.keep(out)
+            made = batch.extra["responses_file"] = out.name
+        return made
 
     @staticmethod
     def _response(item: BatchItem) -> dict[str, Any]:

@@ -65,8 +65,6 @@ class OpenAIBatches(BatchEndpoint):
     def routes(self) -> list[Route]:
         return [
             Route("/v1/files", self.upload, methods=["POST"]),
-            Route("/v1/files/{file_id}", self.file, methods=["GET"]),
-            Route("/v1/files/{file_id}", self.delete_file, methods=["DELETE"]),
             Route("/v1/files/{file_id}/content", self.content, methods=["GET"]),
         ]
 
@@ -95,22 +93,21 @@ class OpenAIBatches(BatchEndpoint):
         self._keep(sim_file)
         return self.reply(call, sim_file.to_dict())
 
-    async def file(self, request: Request) -> Response:
+    async def file(self, request: Request, file_id: str) -> Response:
         """``GET /v1/files/{id}``."""
         call, refused = self.begin(request)
         if refused is not None:
             return refused
-        found = self.files.get(request.path_params["file_id"])
+        found = self.files.get(file_id)
         if found is None:
-            return self.fail(call, self._no_file(request.path_params["file_id"]))
+            return self.fail(call, self._no_file(file_id))
         return self.reply(call, found.to_dict())
 
-    async def delete_file(self, request: Request) -> Response:
+    async def delete_file(self, request: Request, file_id: str) -> Response:
         """``DELETE /v1/files/{id}``."""
         call, refused = self.begin(request)
         if refused is not None:
             return refused
-        file_id = request.path_params["file_id"]
         if self.files.pop(file_id, None) is None:
             return self.fail(call, self._no_file(file_id))
         return self.reply(call, {"id": file_id, "object": "file", "deleted": True})
