@@ -205,11 +205,13 @@ class BatchStore:
         return [b for b in reversed(self.batches.values()) if b.wire.vendor == vendor]
 
     def summary(self) -> list[dict[str, Any]]:
-        """Every batch, oldest first, as ``GET /_sim/batches`` reports it (without settling any)."""
+        """Every batch, oldest first, as ``GET /_sim/batches`` reports it (without settling any; ``failed``: an
+        OpenAI input file that did not validate)."""
         now = time.time()
         return [{"id": b.id, "vendor": b.wire.vendor, "model": b.model, "items": len(b.items),
                  "fault": b.fault, "processing_ms": b.processing_s * 1000.0, "created": b.created_s,
-                 "ending": b.ending(now), "cancel_requested": b.cancel_s is not None}
+                 "ending": "failed" if b.extra.get("errors") else b.ending(now),
+                 "cancel_requested": b.cancel_s is not None}
                 for b in self.batches.values()]
 
 
@@ -285,9 +287,10 @@ class BatchEndpoint:
     def invalid(self, call: Call, message: str) -> Response:
         return call.error(self.wire.invalid(message, call.rid))
 
-    def new_batch(self, batch_id: str, model: str, items: list[BatchItem], settings: BatchSettings,
-                  **extra: Any) -> SimBatch:
-        batch = SimBatch(id=batch_id, wire=self.wire, model=model, items=items,
+    def new_batch(self, batch_id: str, model: str, items: list[BatchItem], settings: BatchSettings, *,
+                  item_wire: Wire | None = None, **extra: Any) -> SimBatch:
+        """Hold a new batch whose items ``item_wire`` (default: this endpoint's wire) answers."""
+        batch = SimBatch(id=batch_id, wire=item_wire or self.wire, model=model, items=items,
                          processing_s=settings.processing_ms / 1000.0, fault=settings.fault, extra=extra)
         self.store.add(batch)
         return batch

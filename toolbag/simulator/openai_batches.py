@@ -166,9 +166,8 @@ class OpenAIBatches(BatchEndpoint):
         except RequestError as exc:
             return self.invalid(call, str(exc))
         call.entry["model"] = model
-        batch = self.new_batch(new_id("batch_"), model, items, settings, endpoint=endpoint,
-                               input_file_id=input_file.id, metadata=metadata, errors=errors)
-        batch.wire = self.item_wires[endpoint]
+        batch = self.new_batch(new_id("batch_"), model, items, settings, item_wire=self.item_wires[endpoint],
+                               endpoint=endpoint, input_file_id=input_file.id, metadata=metadata, errors=errors)
         return self.reply(call, self._batch(batch, status="validating" if not errors else None))
 
     async def retrieve(self, request: Request, batch_id: str) -> Response:
