@@ -17,15 +17,16 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from .anthropic_wire import AnthropicWire
+from .batch_routes import BatchRoutes
 from .call import Call
 from .connection import CYCLE_KEY
 from .faults import (
     ERROR_FAULTS,
+    FAULT_HEADER,
     OK,
     Fault,
     FaultPlan,
     FaultPlanError,
-    directive_fault,
     parse_fault,
 )
 from .gemini_wire import GeminiWire
@@ -37,7 +38,6 @@ from .request import RequestError, SimRequest
 from .state import SimState
 from .wire import HttpError, Wire, answer_mode, dumps
 
-FAULT_HEADER = "x-sim-fault"
 LATENCY_HEADER = "x-sim-latency-ms"
 GEMINI_VERSIONS = ("v1", "v1beta")
 GEMINI_ACTIONS = ("generateContent", "streamGenerateContent")
@@ -52,6 +52,7 @@ class SimulatorApp:
         self.chat = ChatWire()
         self.responses = ResponsesWire()
         self.gemini = GeminiWire()
+        self.batch_api = BatchRoutes(self.state)
 
     def starlette_app(self) -> Starlette:
         """The routes as an ASGI app (serve it with uvicorn; ``reset``/``cut`` need uvicorn's h11 protocol)."""
@@ -68,6 +69,8 @@ class SimulatorApp:
             Route("/_sim/faults", self.clear_faults, methods=["DELETE"]),
             Route("/_sim/calls", self.get_calls, methods=["GET"]),
             Route("/_sim/calls", self.reset_calls, methods=["DELETE"]),
+            Route("/_sim/batches", self.get_batches, methods=["GET"]),
+            *self.batch_api.routes(),  # after /_sim/*: "/{version}/batches" would match "/_sim/batches"
         ])
         app.state.sim = self.state
         return app
@@ -87,10 +90,13 @@ class SimulatorApp:
         return await self._answer(request, self.responses)
 
     async def gemini_models(self, request: Request) -> Response:
-        """``POST /{v1,v1beta}/models/{model}:generateContent`` and ``:streamGenerateContent[?alt=sse]``."""
+        """``POST /{v1,v1beta}/models/{model}:generateContent``, ``:streamGenerateContent[?alt=sse]`` and
+        ``:batchGenerateContent`` (:mod:`.batch_routes`)."""
         version = request.path_params["version"]
         target = request.path_params["target"]
         model, _, action = target.rpartition(":")
+        if version in GEMINI_VERSIONS and action == "batchGenerateContent":
+            return await self.batch_api.gemini.create(request, model)
         if version not in GEMINI_VERSIONS or action not in GEMINI_ACTIONS:
             call = Call(self.state, self.gemini, request)
             return call.error(HttpError(404, {"error": {"code": 404, "status": "NOT_FOUND",
@@ -145,6 +151,11 @@ class SimulatorApp:
         """``DELETE /_sim/faults``: drop the runtime plan."""
         self.state.runtime_plan = None
         return JSONResponse({"runtime": None})
+
+    async def get_batches(self, request: Request) -> Response:
+        """``GET /_sim/batches``: every vendor batch held, oldest first."""
+        payload = dumps(self.batch_api.store.summary())
+        return RawResponse(200, raw_headers([], JSON_CONTENT, payload), payload)
 
     # ------------------------------------------------------------------ answering a vendor request
 
@@ -211,16 +222,12 @@ class SimulatorApp:
             call.entry["fault_source"] = "header"
         else:
             try:
-                fault = directive_fault(req.text, req.model)
+                fault, source = self.state.fault_for(req)
             except FaultPlanError as exc:
                 raise RequestError(f"simulator: {exc}") from None
-            if fault is not None:
-                call.entry["fault_source"] = "directive"
-            else:
-                fault = self.state.select(call.wire.vendor, req.model, req.text)
-                if fault is not None:
-                    call.entry["fault_source"] = "plan"
-        if fault is None or fault.name == "ok":
+            call.entry["fault_source"] = source
+            return fault
+        if fault.name == "ok":
             window = self.state.context_window_for(req.model)
             if window is not None and count_tokens(req.text) > window:
                 call.entry["fault_source"] = "context_window"

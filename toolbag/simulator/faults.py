@@ -79,6 +79,11 @@ STREAM_FAULTS = frozenset({"stall", "cut", "malformed", "midstream_error", "mids
 CONNECTION_FAULTS = frozenset({"reset", "hang", "slow_first_token"})
 
 FAULT_NAMES = ERROR_FAULTS | REFUSAL_FAULTS | STREAM_FAULTS | CONNECTION_FAULTS | {"ok"}
+FAULT_HEADER = "x-sim-fault"  # a request's fault, ahead of directives and plans
+
+# Faults of a whole vendor batch (see :mod:`.batches`); its items get the faults above.
+BATCH_FAULTS = frozenset({"expired", "cancelled", "stuck"})
+DEFAULT_BATCH_PROCESSING_MS = 1000.0
 
 DEFAULT_RETRY_AFTER_S = 1.0
 DEFAULT_HANG_S = 3600.0
@@ -212,6 +217,24 @@ class RateLimitInfo:
 DEFAULT_RATELIMIT = RateLimitInfo()
 
 
+@dataclass(frozen=True)
+class BatchSettings:
+    """How a simulated vendor batch runs: its processing time and an optional batch fault."""
+
+    processing_ms: float = DEFAULT_BATCH_PROCESSING_MS
+    fault: str | None = None  # one of :data:`BATCH_FAULTS`
+
+
+def parse_batch_fault(spec: str) -> str | None:
+    """A batch fault name (None for ``ok``); :class:`FaultPlanError` naming the problem otherwise."""
+    name = spec.strip()
+    if name == "ok":
+        return None
+    if name not in BATCH_FAULTS:
+        raise FaultPlanError(f"unknown batch fault {name!r} (known: {', '.join(sorted(BATCH_FAULTS | {'ok'}))})")
+    return name
+
+
 @dataclass
 class Rule:
     """One plan rule. Either ``fault`` (with ``probability``) or ``sequence`` (one entry per matching request)."""
@@ -249,7 +272,8 @@ class Rule:
 
 
 _RULE_KEYS = frozenset({"model", "fault", "probability", "sequence", "match", "vendor", "position"})
-_PLAN_KEYS = frozenset({"seed", "rules", "latency", "ratelimit", "context_windows"})
+_PLAN_KEYS = frozenset({"seed", "rules", "latency", "ratelimit", "context_windows", "batches"})
+_BATCH_KEYS = frozenset({"processing_ms", "fault"})
 _LATENCY_KEYS = frozenset({"ttft_ms", "tokens_per_s"})
 _RATELIMIT_KEYS = frozenset({"requests_limit", "requests_remaining", "tokens_limit", "tokens_remaining", "reset_s"})
 _VENDORS = frozenset({"anthropic", "openai", "gemini"})
@@ -263,6 +287,7 @@ class FaultPlan:
     latency: dict[str, Latency] = field(default_factory=dict)
     ratelimit: dict[str, RateLimitInfo] = field(default_factory=dict)
     context_windows: dict[str, int] = field(default_factory=dict)
+    batches: dict[str, BatchSettings] = field(default_factory=dict)
     seed: int | None = None
 
     def __post_init__(self) -> None:
@@ -271,7 +296,7 @@ class FaultPlan:
 
     @property
     def empty(self) -> bool:
-        return not (self.rules or self.latency or self.ratelimit or self.context_windows)
+        return not (self.rules or self.latency or self.ratelimit or self.context_windows or self.batches)
 
     # ----------------------------------------------------------------- selection
 
@@ -307,6 +332,12 @@ class FaultPlan:
         for glob, tokens in self.context_windows.items():
             if fnmatchcase(model, glob):
                 return tokens
+        return None
+
+    def batch_settings_for(self, model: str) -> BatchSettings | None:
+        for glob, settings in self.batches.items():
+            if fnmatchcase(model, glob):
+                return settings
         return None
 
     # ----------------------------------------------------------------- loading
@@ -354,7 +385,12 @@ class FaultPlan:
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise FaultPlanError(f"context_windows[{glob!r}]: must be a positive integer, got {value!r}")
             windows[glob] = value
-        return cls(rules=rules, latency=latency, ratelimit=ratelimit, context_windows=windows, seed=seed)
+        batches = {
+            glob: _batch_from_dict(value, f"batches[{glob!r}]")
+            for glob, value in _mapping(data.get("batches"), "batches").items()
+        }
+        return cls(rules=rules, latency=latency, ratelimit=ratelimit, context_windows=windows, batches=batches,
+                   seed=seed)
 
     def to_dict(self) -> dict[str, Any]:
         """The plan in the file's shape (sequence rules also show their position)."""
@@ -364,6 +400,7 @@ class FaultPlan:
             "latency": {g: {"ttft_ms": v.ttft_ms, "tokens_per_s": v.tokens_per_s} for g, v in self.latency.items()},
             "ratelimit": {g: vars(v).copy() for g, v in self.ratelimit.items()},
             "context_windows": dict(self.context_windows),
+            "batches": {g: {"processing_ms": v.processing_ms, "fault": v.fault} for g, v in self.batches.items()},
         }
 
 
@@ -459,3 +496,19 @@ def _ratelimit_from_dict(value: Any, where: str) -> RateLimitInfo:
             values[key] = number if key == "reset_s" else int(number or 0)
     info = RateLimitInfo(**{**vars(base), **values})
     return info
+
+
+def _batch_from_dict(value: Any, where: str) -> BatchSettings:
+    if not isinstance(value, dict):
+        raise FaultPlanError(f"{where}: must be a mapping with processing_ms / fault")
+    _no_unknown_keys(value, _BATCH_KEYS, where)
+    processing_ms = _number(value.get("processing_ms", DEFAULT_BATCH_PROCESSING_MS), f"{where}.processing_ms")
+    fault = value.get("fault")
+    if fault is not None:
+        if not isinstance(fault, str):
+            raise FaultPlanError(f"{where}.fault: must be a string, got {fault!r}")
+        try:
+            fault = parse_batch_fault(fault)
+        except FaultPlanError as exc:
+            raise FaultPlanError(f"{where}.fault: {exc}") from None
+    return BatchSettings(processing_ms=processing_ms or 0.0, fault=fault)

@@ -143,6 +143,11 @@ class SimulatorServer:
         entries: list[LogEntry] = self._admin("GET", path)
         return entries
 
+    def batches(self) -> list[dict[str, Any]]:
+        """Every vendor batch the simulator holds, oldest first (``GET /_sim/batches``)."""
+        found: list[dict[str, Any]] = self._admin("GET", "/_sim/batches")
+        return found
+
     def clear_log(self) -> None:
         self._admin("DELETE", "/_sim/log")
 

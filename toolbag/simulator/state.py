@@ -6,8 +6,10 @@ import asyncio
 from collections import deque
 from typing import TypedDict
 
-from .faults import DEFAULT_RATELIMIT, Fault, FaultPlan, Latency, RateLimitInfo
+from .faults import DEFAULT_RATELIMIT, BatchSettings, Fault, FaultPlan, Latency, RateLimitInfo, directive_fault
+from .generate import count_tokens
 from .prompt_cache import PromptCache
+from .request import SimRequest
 
 LOG_LIMIT = 20_000  # entries kept (oldest dropped first); about 1 KB each
 
@@ -59,6 +61,29 @@ class SimState:
             fault = plan.select(vendor, model, text)
             if fault is not None:
                 return fault
+        return None
+
+    def fault_for(self, req: SimRequest) -> tuple[Fault | None, str | None]:
+        """(fault, source) from the prompt's directive, else the plans, else the context window; (None, source)
+        for a normal answer. Raises :class:`~.faults.FaultPlanError` for a directive that cannot be parsed."""
+        fault = directive_fault(req.text, req.model)
+        source = "directive" if fault is not None else None
+        if fault is None:
+            fault = self.select(req.vendor, req.model, req.text)
+            source = "plan" if fault is not None else None
+        if fault is None or fault.name == "ok":
+            window = self.context_window_for(req.model)
+            if window is not None and count_tokens(req.text) > window:
+                return Fault("context_length", str(window)), "context_window"
+            return None, source
+        return fault, source
+
+    def batch_settings_for(self, model: str) -> BatchSettings | None:
+        for plan in self.plans():
+            if plan.batches:
+                found = plan.batch_settings_for(model)
+                if found is not None:
+                    return found
         return None
 
     def latency_for(self, model: str) -> Latency | None:
