@@ -27,7 +27,7 @@ from google.genai import types
 from toolbag.errors import ToolbagError
 from toolbag.providers.anthropic_provider import AnthropicAdapter
 from toolbag.providers.base import AttemptFailure, ModelRequest, ModelResponse, OutcomeKind, ToolCall, Usage
-from toolbag.providers.errors import _kind_for, classify
+from toolbag.providers.errors import classify, outcome_kind_for
 from toolbag.providers.gemini_provider import API_VERSION, GeminiAdapter
 from toolbag.providers.openai_provider import OpenAIAdapter
 from toolbag.providers.stop_reasons import (
@@ -217,7 +217,7 @@ class AnthropicBatches(VendorBatches):
             return BatchOutcome(custom_id, ItemEnd.EXPIRED)
         if result.type == "errored":
             error = result.error.error
-            kind = _kind_for(None, error.type, None, error.message)
+            kind = outcome_kind_for(None, error.type, None, error.message)
             return _failed(custom_id, kind, f"anthropic batch item {error.type}: {error.message}")
         message = result.message
         text = "".join(block.text for block in message.content if block.type == "text")
@@ -301,7 +301,7 @@ class OpenAIBatches(VendorBatches):
         if status != 200:
             fields = body.get("error") or {}
             message = str(fields.get("message", ""))
-            kind = _kind_for(status, fields.get("type"), fields.get("code"), message)
+            kind = outcome_kind_for(status, fields.get("type"), fields.get("code"), message)
             return _failed(custom_id, kind, f"openai batch item {status} {fields.get('code')}: {message}")
         choice = (body.get("choices") or [{}])[0]
         message_out = choice.get("message") or {}
@@ -377,7 +377,8 @@ class GeminiBatches(VendorBatches):
                     continue
                 code = inlined.error.code
                 message = inlined.error.message or ""
-                yield _failed(custom_id, _kind_for(code, None, None, message), f"gemini batch item {code}: {message}")
+                kind = outcome_kind_for(code, None, None, message)
+                yield _failed(custom_id, kind, f"gemini batch item {code}: {message}")
             elif inlined.response is not None:
                 yield self._answer(custom_id, inlined.response)
 

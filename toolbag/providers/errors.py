@@ -11,7 +11,7 @@ malformed stream chunks. (A refusal or block inside an HTTP 200 answer is not an
       ├── httpx2.TransportError                 → network        (reset, refused, peer closed mid-body)
       ├── anthropic / openai APITimeoutError    → timeout
       ├── anthropic / openai APIConnectionError → network (or timeout when caused by one)
-      ├── anthropic / openai APIStatusError     → by status, error type / code and message (see _kind_for)
+      ├── anthropic / openai APIStatusError     → by status, error type / code and message (see outcome_kind_for)
       ├── openai APIError (mid-stream chunk)    → by error type / code
       ├── google.genai errors.APIError          → by code, status and google.rpc details
       ├── JSON / unknown-response errors        → server_error  (a chunk that is not JSON)
@@ -142,7 +142,7 @@ def _has(text: str, markers: tuple[str, ...]) -> bool:
     return any(marker in text for marker in markers)
 
 
-def _kind_for(status: int | None, error_type: str | None, code: str | None, message: str) -> OutcomeKind:
+def outcome_kind_for(status: int | None, error_type: str | None, code: str | None, message: str) -> OutcomeKind:
     """Outcome kind for an Anthropic / OpenAI(-compatible) error from its status, type, code and message."""
     text = _text_of(error_type, code, message)
     if status is None or status < 400:  # an error event inside a successful stream: only the body speaks
@@ -218,7 +218,7 @@ def _from_anthropic_status(exc: anthropic.APIStatusError) -> AttemptFailure:
     message = exc.api_message if isinstance(exc.api_message, str) else str(exc.message)
     code = exc.error_code if isinstance(exc.error_code, str) else None
     status = exc.status_code
-    kind = _kind_for(status if status >= 400 else None, error_type, code, message)
+    kind = outcome_kind_for(status if status >= 400 else None, error_type, code, message)
     if code in ("enforced_spend_limit_reached", "contract_spend_limit_reached"):
         kind = OutcomeKind.QUOTA_EXHAUSTED
     headers = _headers_of(exc.response)
@@ -255,7 +255,7 @@ def _from_openai_error(exc: openai.APIError, vendor: str) -> AttemptFailure:
     error_type, code, message = _openai_error_fields(exc.body, str(exc.message))
     has_status = isinstance(exc, _sdk_types("openai", "APIStatusError"))
     status = cast("openai.APIStatusError", exc).status_code if has_status else None
-    kind = _kind_for(status, error_type, code, message)
+    kind = outcome_kind_for(status, error_type, code, message)
     response = getattr(exc, "response", None)
     headers = _headers_of(response)
     where = f"HTTP {status}" if status is not None else "mid-stream error"
