@@ -2,7 +2,8 @@
 
 A receiver that is down loses nothing: every notification waits in the stream and is delivered once it is
 back. Of two senders only the lock holder posts, so nothing arrives twice. One that keeps failing is given up
-on after ``give_up_s``, kept in the failed list and counted."""
+on after ``give_up_s``, kept in the failed list and counted. An escalation's notification is written by the
+same store step that marks the job escalated: it exists exactly when the escalation does."""
 
 from __future__ import annotations
 
@@ -19,8 +20,9 @@ import pytest
 import redis
 
 from tests.conftest import free_port
-from toolbag.escalations.outbox import DELIVERY_HEADER, Outbox, OutboxSender
-from toolbag.store import Keys
+from toolbag.escalations.outbox import DELIVERY_HEADER, Outbox, OutboxSender, entry_fields
+from toolbag.jobs import JobStatus
+from toolbag.store import JobStore, Keys, NewJob
 from toolbag.telemetry import metrics
 
 
@@ -129,3 +131,65 @@ def test_a_receiver_that_keeps_failing_is_given_up_on_and_counted(outbox: Outbox
     assert kept["delivery_id"] == delivery and kept["reason"] == "HTTP 500"
     assert json.loads(kept["body"])["job_id"] == "doomed"
     assert counted("failed") == failed + 1
+
+
+@pytest.fixture
+def store(outbox: Outbox) -> JobStore:
+    """A job store on the outbox's Redis and prefix, holding job ``j1`` waiting for the supervisor (token 1)."""
+    store = JobStore(outbox.redis, Keys(outbox.stream.removesuffix("outbox")), job_ttl_s=60)
+    store.submit(NewJob(job_id="j1", queue="openai.standard", deadline_s=60, idempotency_key=None, caller="c",
+                        fields={"capability": "summarize", "tier": "standard", "input": "{}", "model": "gpt-luna",
+                                "provider": "openai", "queue": "openai.standard", "plan": '["gpt-luna"]'}))
+    assert store.claim("j1", "1", "openai.standard", 5, "w") is not None
+    assert store.end_attempt("j1", "1", "refused", "{}").ok
+    return store
+
+
+def status_and_notifications(store: JobStore, outbox: Outbox) -> tuple[str, list[Any]]:
+    """The job's status and the outbox's entries, read in one transaction."""
+    pipe = store.redis.pipeline(transaction=True)
+    pipe.hget(store.keys.job("j1"), "status")
+    pipe.xrange(outbox.stream)
+    status, entries = pipe.execute()
+    return status.decode(), entries
+
+
+def escalate(store: JobStore, token: str, url: str) -> bool:
+    payload = {"event": "escalated", "job_id": "j1", "capability": "summarize", "tier": "standard",
+               "reason": "every candidate refused"}
+    return store.finish("j1", JobStatus.ESCALATED, "every candidate refused", "{}", expected_status=JobStatus.DECIDING,
+                        expected_token=token, notification=entry_fields(url, payload)).ok
+
+
+def test_an_escalation_and_its_notification_are_written_together(store: JobStore, outbox: Outbox) -> None:
+    receiver = Receiver()
+    assert not escalate(store, "2", receiver.url)  # a stale token: refused, and no notification either
+    assert status_and_notifications(store, outbox) == ("deciding", [])
+    assert escalate(store, "1", receiver.url)
+    status, [(entry, _)] = status_and_notifications(store, outbox)
+    assert status == "escalated"
+    assert not escalate(store, "1", receiver.url)  # a repeated decision: the job moved on, nothing twice
+    assert [e for e, _ in status_and_notifications(store, outbox)[1]] == [entry]
+    [note] = outbox.due(int(time.time() * 1000))
+    assert (note.delivery_id, note.attempts, note.url) == (entry.decode(), 0, receiver.url)
+    with receiver.up():
+        assert OutboxSender(outbox).send_due() == 1
+    assert receiver.posts == [(entry.decode(), {"event": "escalated", "job_id": "j1", "capability": "summarize",
+                                                "tier": "standard", "reason": "every candidate refused"})]
+    assert outbox.pending() == 0
+
+
+def test_an_escalation_whose_notification_cannot_be_written_is_not_made(store: JobStore, outbox: Outbox) -> None:
+    outbox.redis.set(outbox.stream, "not a stream")  # the outbox write fails: the job must stay undecided
+    with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+        escalate(store, "1", "http://127.0.0.1:9/hook")
+    assert store.get("j1").status is JobStatus.DECIDING
+    assert store.escalated() == [] and len(store.history("j1")) == 1  # the attempt only, no decision recorded
+    outbox.redis.delete(outbox.stream)
+    assert escalate(store, "1", "http://127.0.0.1:9/hook")  # the supervisor's retry of the decision succeeds
+    assert status_and_notifications(store, outbox)[0] == "escalated" and outbox.pending() == 1
+
+
+def test_a_finish_without_a_webhook_writes_no_notification(store: JobStore, outbox: Outbox) -> None:
+    assert store.finish("j1", JobStatus.ESCALATED, "no webhook configured", "{}").ok
+    assert status_and_notifications(store, outbox) == ("escalated", [])

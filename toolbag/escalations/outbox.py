@@ -1,6 +1,8 @@
 """Webhook notifications through an outbox: written to a Redis stream first, then delivered by one sender.
 
-:meth:`Outbox.add` appends a notification to the stream ``<p>outbox``. Every supervisor runs an
+:meth:`Outbox.add` appends a notification to the stream ``<p>outbox``; an escalation's notification is
+added by the store in the same step that marks the job escalated (:func:`entry_fields` passed to
+``JobStore.finish``), so a crash between the two cannot lose it. Every supervisor runs an
 :class:`OutboxSender`; the one holding the lock ``<p>outbox:sender`` (renewed while it lives, taken over when
 it lapses) POSTs what is due. A delivered notification leaves the stream; a failed one is written back with
 its next attempt time (backoff doubling from ``backoff_s`` up to ``max_backoff_s``) until it is ``give_up_s``
@@ -34,6 +36,14 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def entry_fields(url: str, payload: dict[str, Any]) -> dict[str, str | int]:
+    """The stream fields of a new notification: a POST of ``payload`` (JSON) to ``url``, due now. Its delivery
+    id is left empty: the id of the first entry holding it is the delivery id."""
+    now_ms = int(time.time() * 1000)
+    return {"url": url, "body": json.dumps(payload), "attempts": 0, "created_ms": now_ms, "due_ms": now_ms,
+            "delivery_id": ""}
+
+
 @dataclass(frozen=True)
 class Notification:
     """One webhook call waiting in the outbox."""
@@ -58,9 +68,7 @@ class Outbox:
 
     def add(self, url: str, payload: dict[str, Any]) -> str:
         """Queue a POST of ``payload`` (JSON) to ``url``; returns its delivery id."""
-        now_ms = int(time.time() * 1000)
-        fields: dict[Any, Any] = {"url": url, "body": json.dumps(payload), "attempts": 0, "created_ms": now_ms,
-                                  "due_ms": now_ms, "delivery_id": ""}  # empty: the first entry's id is the delivery id
+        fields: dict[Any, Any] = dict(entry_fields(url, payload))
         return _text(self.redis.xadd(self.stream, fields))
 
     def pending(self) -> int:

@@ -3,8 +3,12 @@
 -- KEYS[5] deadlines zset   KEYS[6] notify list   KEYS[7] attempts list   KEYS[8] escalations zset
 -- KEYS[9] waiting zset of the job's current queue   KEYS[10] audit stream   KEYS[11] resolved list
 -- KEYS[12] stats hash (fleet-wide counters: field 'finished|<tier>|<status>|<capability>')
+-- KEYS[13] webhook outbox stream
 -- ARGV[1] expected status ('*' = any non-terminal)   ARGV[2] expected token ('*' = any)
 -- ARGV[3] new status   ARGV[4] error reason   ARGV[5] record (json)   ARGV[6] ttl (s)
+-- ARGV[7..] optional: a webhook notification's stream fields (name, value, ...), added to the outbox in this
+-- same step, so the job's new status and its notification are written together or not at all
+-- (no MAXLEN, as Outbox.add: trimming would drop notifications not yet delivered)
 -- when the job names an inbox (field 'inbox', a list key), its id is also pushed there (completion feed)
 -- returns {1, created_ms, finished_ms} or {0, status}
 local status = redis.call('HGET', KEYS[1], 'status')
@@ -17,6 +21,10 @@ if ARGV[2] ~= '*' and token ~= ARGV[2] then return {0, status} end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local id = redis.call('HGET', KEYS[1], 'id')
+if #ARGV > 6 then
+  -- the first write: a script is not rolled back, so if this one fails nothing else has been written
+  redis.call('XADD', KEYS[13], '*', unpack(ARGV, 7))
+end
 redis.call('HSET', KEYS[1], 'status', ARGV[3], 'error', ARGV[4], 'finished_ms', now)
 redis.call('ZREM', KEYS[2], id .. ':' .. token)
 redis.call('ZREM', KEYS[3], id)

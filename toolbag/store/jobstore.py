@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -357,18 +357,22 @@ class JobStore:
         *,
         expected_status: JobStatus | None = None,
         expected_token: str = "*",
+        notification: Mapping[str, str | int] | None = None,
     ) -> Transition:
-        """End a job without success; fenced by status and token when given."""
+        """End a job without success; fenced by status and token when given. ``notification`` (a webhook's
+        outbox fields, see ``Outbox.entry_fields``) joins the outbox in the same step: written exactly when
+        the transition is."""
         queue = self.redis.hget(self.keys.job(job_id), "queue")
+        webhook = [part for field in (notification or {}).items() for part in field]
         reply = self._finish(
             keys=[
                 self.keys.job(job_id), self.keys.leases, self.keys.deciding, self.keys.delayed,
                 self.keys.deadlines, self.keys.notify(job_id), self.keys.attempts(job_id),
                 self.keys.escalations, self.keys.waiting(text(queue)) if queue else self.keys.dummy,
-                self.keys.audit, self.keys.resolved(job_id), self.keys.stats,
+                self.keys.audit, self.keys.resolved(job_id), self.keys.stats, self.keys.outbox,
             ],
             args=["*" if expected_status is None else expected_status.value, expected_token, status.value, reason,
-                  record_json, self.job_ttl_s],
+                  record_json, self.job_ttl_s, *webhook],
         )
         if int(reply[0]) != 1:
             return Transition(False, text(reply[1]))

@@ -14,6 +14,7 @@ from toolbag.attempt.request import PLAIN_MAX_OUTPUT_TOKENS
 from toolbag.attempt.tokens import estimate_text_tokens
 from toolbag.config import Config
 from toolbag.escalations import Outbox
+from toolbag.escalations.outbox import entry_fields
 from toolbag.jobs import DecisionRecord, JobNotFound, JobRecord, JobStatus
 from toolbag.providers.base import OutcomeKind
 from toolbag.ratelimit import RateLimiter
@@ -90,18 +91,18 @@ class Supervisor:
                 metrics.REROUTES.labels(job.provider, provider, outcome.value).inc()
         else:
             status = JobStatus.ESCALATED if decision.action == "escalate" else JobStatus.FAILED
-            done = self.store.finish(
+            webhook_url = self.config.fleet.escalation_webhook_url
+            notification = entry_fields(webhook_url, {
+                "event": "escalated", "job_id": job_id, "capability": capability, "tier": tier,
+                "reason": decision.reason}) if webhook_url and status is JobStatus.ESCALATED else None
+            done = self.store.finish(  # the notification is written with the escalation, or neither is
                 job_id, status, decision.reason, record.to_json(),
-                expected_status=JobStatus.DECIDING, expected_token=token,
+                expected_status=JobStatus.DECIDING, expected_token=token, notification=notification,
             )
             if done.ok:
                 metrics.JOB_DURATION.labels(capability, tier).observe((done.finished_ms - done.created_ms) / 1000)
                 if status is JobStatus.ESCALATED:
                     metrics.ESCALATIONS.labels(capability).inc()
-                    if self.config.fleet.escalation_webhook_url:
-                        self.outbox.add(self.config.fleet.escalation_webhook_url, {
-                            "event": "escalated", "job_id": job_id, "capability": capability, "tier": tier,
-                            "reason": decision.reason})
         if done.ok:
             metrics.SUPERVISOR_DECISIONS.labels(decision.action, outcome.value).inc()
             log.info(json.dumps({"event": "decision", "job_id": job_id, "action": decision.action,
