@@ -811,6 +811,9 @@ def test_bad_tools_are_400_naming_the_field(door: FrontDoor) -> None:
     for extra, field in bad_anthropic:
         with pytest.raises(anthropic.BadRequestError, match=field):
             door.anthropic().messages.create(model="claude-haiku", max_tokens=10, messages=user(PROMPT), **extra)
+    skills = [m.id for m in door.openai().models.list() if m.owned_by == "toolbag-skill"]
+    with pytest.raises(openai.BadRequestError, match="^Error code: 400 .*tools: .* is a skill"):
+        door.openai().chat.completions.create(model=skills[0], messages=user(PROMPT), tools=OPENAI_TOOLS)
     with pytest.raises(anthropic.BadRequestError, match=r"messages\[0\]\.content\[0\]\.tool_use_id"):
         door.anthropic().messages.create(model="claude-haiku", max_tokens=10, messages=[
             {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_x", "content": "1"}]}])
