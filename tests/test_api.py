@@ -401,10 +401,6 @@ def test_passthrough_max_tokens_json_schema_and_prefill(door: FrontDoor) -> None
     sent = json.loads(door.fleet.client.store.get(message.headers[JOB_ID_HEADER]).input)
     assert sent["system"] == "Be brief." and sent["messages"][-1] == {"role": "assistant", "content": "The export"}
 
-    with pytest.raises(openai.BadRequestError, match="^Error code: 400 .*tools: "):
-        door.openai().chat.completions.create(
-            model="summarize", messages=user(PROMPT),
-            tools=[{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}])
     with pytest.raises(anthropic.BadRequestError, match=r"messages\[0\]\.role"):
         door.anthropic().messages.create(model="summarize", max_tokens=10,
                                          messages=[{"role": "assistant", "content": "hi"}])
@@ -716,3 +712,108 @@ def test_two_replicas_share_revocation_and_the_rpm_count(door: FrontDoor) -> Non
         for client in (here, there):
             with pytest.raises(openai.AuthenticationError):
                 client.models.list()
+
+
+# -- the caller's own tools: offered to the model, its calls handed back, never run by toolbag ----------------
+
+WEATHER_ARGS = {"city": "Paris"}
+ASK_WEATHER = f"What is the weather? [[sim:tool=get_weather {json.dumps(WEATHER_ARGS)}]]"
+WEATHER_SCHEMA = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+OPENAI_TOOLS: list[Any] = [{"type": "function", "function": {"name": "get_weather", "description": "Weather now.",
+                                                           "parameters": WEATHER_SCHEMA}}]
+ANTHROPIC_TOOLS: list[Any] = [{"name": "get_weather", "description": "Weather now.", "input_schema": WEATHER_SCHEMA}]
+
+
+def test_openai_tool_calls_whole_streamed_and_answered_with_a_tool_result(door: FrontDoor) -> None:
+    client = door.openai()
+    raw = client.chat.completions.with_raw_response.create(
+        model="gpt-luna", messages=user(ASK_WEATHER), tools=OPENAI_TOOLS,
+        tool_choice={"type": "function", "function": {"name": "get_weather"}})
+    choice = raw.parse().choices[0]
+    assert choice.finish_reason == "tool_calls"
+    (call,) = choice.message.tool_calls or []
+    assert call.type == "function" and call.function.name == "get_weather"
+    assert json.loads(call.function.arguments) == WEATHER_ARGS
+    sent = json.loads(door.fleet.client.store.get(raw.headers[JOB_ID_HEADER]).input)
+    assert sent["tool_specs"] == [{"name": "get_weather", "description": "Weather now.", "parameters": WEATHER_SCHEMA}]
+    assert sent["tool_choice"] == {"mode": "tool", "name": "get_weather"}
+
+    chunks = list(client.chat.completions.create(model="gpt-luna", messages=user(ASK_WEATHER), tools=OPENAI_TOOLS,
+                                                 stream=True))
+    streamed: dict[int, dict[str, str]] = {}
+    for chunk in chunks:
+        for delta in chunk.choices[0].delta.tool_calls or () if chunk.choices else ():
+            slot = streamed.setdefault(delta.index, {"id": "", "name": "", "arguments": ""})
+            slot["id"] += delta.id or ""
+            slot["name"] += delta.function.name or "" if delta.function else ""
+            slot["arguments"] += delta.function.arguments or "" if delta.function else ""
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "tool_calls"
+    assert list(streamed) == [0] and streamed[0]["name"] == "get_weather" and streamed[0]["id"]
+    assert json.loads(streamed[0]["arguments"]) == WEATHER_ARGS
+
+    follow_up: list[Any] = [*user(ASK_WEATHER), choice.message.model_dump(exclude_none=True),
+                            {"role": "tool", "tool_call_id": call.id, "content": "sunny, 21 C"}]
+    raw = client.chat.completions.with_raw_response.create(model="gpt-luna", messages=follow_up, tools=OPENAI_TOOLS)
+    answer = raw.parse().choices[0]
+    assert answer.finish_reason == "stop" and not answer.message.tool_calls
+    assert "tool said: sunny, 21 C" in (answer.message.content or "")
+    turns = json.loads(door.fleet.client.store.get(raw.headers[JOB_ID_HEADER]).input)["messages"]
+    assert turns[1]["tool_calls"] == [{"id": call.id, "name": "get_weather", "arguments": WEATHER_ARGS}]
+    assert turns[2]["tool_results"] == [{"call_id": call.id, "name": "get_weather", "content": "sunny, 21 C"}]
+
+
+def test_anthropic_tool_use_whole_streamed_and_answered_with_a_tool_result(door: FrontDoor) -> None:
+    client = door.anthropic()
+    message = client.messages.create(model="claude-haiku", max_tokens=200, messages=user(ASK_WEATHER),
+                                     tools=ANTHROPIC_TOOLS, tool_choice={"type": "any"})
+    assert message.stop_reason == "tool_use"
+    (use,) = [b for b in message.content if b.type == "tool_use"]
+    assert use.name == "get_weather" and use.input == WEATHER_ARGS and use.id
+
+    with client.messages.stream(model="claude-haiku", max_tokens=200, messages=user(ASK_WEATHER),
+                                tools=ANTHROPIC_TOOLS) as stream:
+        kinds = [event.type for event in stream]
+        final = stream.get_final_message()
+    assert "input_json" in kinds and kinds[-1] == "message_stop"
+    assert final.stop_reason == "tool_use"
+    (streamed,) = [b for b in final.content if b.type == "tool_use"]
+    assert streamed.name == "get_weather" and streamed.input == WEATHER_ARGS
+
+    said = {"role": "assistant", "content": [b.model_dump() for b in message.content]}
+    follow_up: list[Any] = [*user(ASK_WEATHER), said,
+                            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": use.id,
+                                                          "content": "sunny, 21 C"}]}]
+    answer = client.messages.create(model="claude-haiku", max_tokens=200, messages=follow_up, tools=ANTHROPIC_TOOLS)
+    assert answer.stop_reason == "end_turn"
+    assert "tool said: sunny, 21 C" in "".join(b.text for b in answer.content if b.type == "text")
+
+
+def test_bad_tools_are_400_naming_the_field(door: FrontDoor) -> None:
+    bad_openai: list[tuple[dict[str, Any], str]] = [
+        ({"tools": [{"type": "function", "function": {"name": "no spaces", "parameters": WEATHER_SCHEMA}}]},
+         r"tools\[0\]\.function\.name"),
+        ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "string"}}}]},
+         r"tools\[0\]\.function\.parameters"),
+        ({"tools": OPENAI_TOOLS, "tool_choice": {"type": "function", "function": {"name": "other"}}}, "tool_choice"),
+        ({"tool_choice": "required"}, "tool_choice"),
+    ]
+    for extra, field in bad_openai:
+        with pytest.raises(openai.BadRequestError, match=f"^Error code: 400 .*{field}: "):
+            door.openai().chat.completions.create(model="gpt-luna", messages=user(PROMPT), **extra)
+    with pytest.raises(openai.BadRequestError, match=r"messages\[1\]\.tool_call_id"):
+        door.openai().chat.completions.create(
+            model="gpt-luna", messages=[*user(PROMPT), {"role": "tool", "tool_call_id": "call_x", "content": "1"}])
+    bad_anthropic: list[tuple[dict[str, Any], str]] = [
+        ({"tools": [{"name": "get_weather"}]}, r"tools\[0\]\.input_schema"),
+        ({"tools": [{**ANTHROPIC_TOOLS[0], "name": "x" * 65}]}, r"tools\[0\]\.name"),
+        ({"tools": ANTHROPIC_TOOLS, "tool_choice": {"type": "tool"}}, r"tool_choice\.name"),
+    ]
+    for extra, field in bad_anthropic:
+        with pytest.raises(anthropic.BadRequestError, match=field):
+            door.anthropic().messages.create(model="claude-haiku", max_tokens=10, messages=user(PROMPT), **extra)
+    skills = [m.id for m in door.openai().models.list() if m.owned_by == "toolbag-skill"]
+    with pytest.raises(openai.BadRequestError, match="^Error code: 400 .*tools: .* is a skill"):
+        door.openai().chat.completions.create(model=skills[0], messages=user(PROMPT), tools=OPENAI_TOOLS)
+    with pytest.raises(anthropic.BadRequestError, match=r"messages\[0\]\.content\[0\]\.tool_use_id"):
+        door.anthropic().messages.create(model="claude-haiku", max_tokens=10, messages=[
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_x", "content": "1"}]}])

@@ -530,6 +530,7 @@ class Client:
             skill_hash=record.skill_hash,
             capability=record.capability,
             tier=record.tier,
+            tool_calls=list(result.get("tool_calls") or []),
         )
 
     def cancel(self, job_id: str) -> bool:

@@ -186,6 +186,8 @@ class JobResult:
     skill_hash: str | None = None
     capability: str = ""
     tier: str = ""
+    # the model's calls of tools the caller defined (id, name, arguments); the caller runs them, toolbag never does
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:

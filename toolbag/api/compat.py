@@ -29,6 +29,7 @@ from toolbag.api.door import TIER_HEADER, Door, Submitted
 from toolbag.api.errors import JOB_ID_HEADER, ApiError, Dialect, error_response
 from toolbag.api.stream import Done, Failed, Relayed, Text, output_text, relay
 from toolbag.api.wire import ChatCompletionRequest, MessagesRequest, ResponsesRequest, WireError
+from toolbag.attempt.request import CALLER_TOOLS_FIELD
 from toolbag.client import JobRequest
 from toolbag.jobs import JobResult
 from toolbag.telemetry import metrics
@@ -117,6 +118,9 @@ class Compat:
         if kind == "capability":
             return JobRequest(capability=model, input=job_input, tier=tier)
         if kind == "skill":
+            if CALLER_TOOLS_FIELD in job_input:
+                raise ApiError(400, f"tools: {model!r} is a skill, which renders its own request and runs its own "
+                                    "tools; offer tools with a capability or a configured model", param="tools")
             return JobRequest(skill=model, input=job_input, tier=tier)
         return JobRequest(capability=DIRECT_CAPABILITY, input=job_input, tier=tier, candidates=(model,))
 
@@ -198,12 +202,24 @@ def _usage_openai(result: JobResult) -> dict[str, int]:
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
+def _openai_calls(result: JobResult) -> list[dict[str, Any]]:
+    """The model's calls of the caller's tools, as chat-completion ``tool_calls`` (arguments as JSON text)."""
+    return [{"id": str(c.get("id", "")), "type": "function",
+             "function": {"name": str(c.get("name", "")), "arguments": json.dumps(c.get("arguments") or {})}}
+            for c in result.tool_calls]
+
+
 def _openai_completion(job_id: str, result: JobResult) -> dict[str, Any]:
+    text = output_text(result)
+    message: dict[str, Any] = {"role": "assistant", "content": text}
+    calls = _openai_calls(result)
+    if calls:
+        message.update(content=text or None, tool_calls=calls)
     return {
         "id": f"chatcmpl-{job_id}", "object": "chat.completion", "created": int(time.time()),
         "model": result.model or "",
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": output_text(result)},
-                     "finish_reason": "stop", "logprobs": None}],
+        "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls" if calls else "stop",
+                     "logprobs": None}],
         "usage": _usage_openai(result),
     }
 
@@ -229,7 +245,13 @@ async def _openai_chunks(job_id: str, events: AsyncIterator[Relayed], body: Any)
         elif isinstance(event, Done):
             model = event.result.model or model
             usage = _usage_openai(event.result)
-            yield chunk({}, "stop", usage=usage)
+            calls = _openai_calls(event.result)
+            for index, call in enumerate(calls):  # the name first, then the arguments, as the vendor streams them
+                named = {**call, "function": {"name": call["function"]["name"], "arguments": ""}}
+                yield chunk({"tool_calls": [{"index": index, **named}]})
+                arguments = {"arguments": call["function"]["arguments"]}
+                yield chunk({"tool_calls": [{"index": index, "function": arguments}]})
+            yield chunk({}, "tool_calls" if calls else "stop", usage=usage)
             if include_usage:
                 yield _sse({"id": f"chatcmpl-{job_id}", "object": "chat.completion.chunk", "created": created,
                             "model": model, "choices": [], "usage": usage})
@@ -324,45 +346,73 @@ def _anthropic_usage(result: JobResult) -> dict[str, int]:
             "output_tokens": result.usage.get("output_tokens", 0)}
 
 
+def _tool_use_blocks(result: JobResult) -> list[dict[str, Any]]:
+    return [{"type": "tool_use", "id": str(c.get("id", "")), "name": str(c.get("name", "")),
+             "input": c.get("arguments") or {}} for c in result.tool_calls]
+
+
 def _anthropic_message(job_id: str, result: JobResult) -> dict[str, Any]:
+    text, calls = output_text(result), _tool_use_blocks(result)
+    content = ([{"type": "text", "text": text}] if text or not calls else []) + calls
     return {
         "id": f"msg_{job_id}", "type": "message", "role": "assistant", "model": result.model or "",
-        "content": [{"type": "text", "text": output_text(result)}],
-        "stop_reason": "end_turn", "stop_sequence": None, "usage": _anthropic_usage(result),
+        "content": content, "stop_reason": "tool_use" if calls else "end_turn", "stop_sequence": None,
+        "usage": _anthropic_usage(result),
     }
 
 
 async def _anthropic_events(job_id: str, events: AsyncIterator[Relayed]) -> AsyncIterator[bytes]:
     """The Messages event sequence. ``message_start`` names the model of the first text; ``message_delta``
     carries the final usage (and the model that answered is also the one in ``message_start``: text only
-    flows from the attempt that succeeds or is cut)."""
-    started = False
+    flows from the attempt that succeeds or is cut). The model's calls of the caller's tools follow the text as
+    ``tool_use`` blocks, each with its input in one ``input_json_delta``."""
+    started = text_open = False
 
-    def start(model: str) -> list[bytes]:
+    def start(model: str) -> bytes:
         message: dict[str, Any] = {
             "id": f"msg_{job_id}", "type": "message", "role": "assistant", "model": model, "content": [],
             "stop_reason": None, "stop_sequence": None, "usage": {"input_tokens": 0, "output_tokens": 0},
         }
-        return [_sse({"type": "message_start", "message": message}, "message_start"),
-                _sse({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
-                     "content_block_start")]
+        return _sse({"type": "message_start", "message": message}, "message_start")
+
+    def block(index: int, content_block: dict[str, Any]) -> bytes:
+        return _sse({"type": "content_block_start", "index": index, "content_block": content_block},
+                    "content_block_start")
+
+    def stop(index: int) -> bytes:
+        return _sse({"type": "content_block_stop", "index": index}, "content_block_stop")
 
     async for event in events:
         if isinstance(event, Text):
-            head = b"" if started else b"".join(start(event.model))
+            head = b"" if started else start(event.model)
             started = True
+            if event.text and not text_open:
+                head += block(0, {"type": "text", "text": ""})
+                text_open = True
             delta = _sse({"type": "content_block_delta", "index": 0,
                           "delta": {"type": "text_delta", "text": event.text}}, "content_block_delta")
             yield head + (delta if event.text else b"")  # one write for the first text
         elif isinstance(event, Done):
             result = event.result
-            if not started:
-                for frame in start(result.model or ""):
-                    yield frame
-            yield _sse({"type": "content_block_stop", "index": 0}, "content_block_stop")
-            yield _sse({"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None},
-                        "usage": _anthropic_usage(result)}, "message_delta")
-            yield _sse({"type": "message_stop"}, "message_stop")
+            calls = _tool_use_blocks(result)
+            frames = [] if started else [start(result.model or "")]
+            if not text_open and not calls:
+                frames.append(block(0, {"type": "text", "text": ""}))
+                text_open = True
+            if text_open:
+                frames.append(stop(0))
+            for index, call in enumerate(calls, start=1 if text_open else 0):
+                frames.append(block(index, {**call, "input": {}}))
+                frames.append(_sse({"type": "content_block_delta", "index": index,
+                                    "delta": {"type": "input_json_delta", "partial_json": json.dumps(call["input"])}},
+                                   "content_block_delta"))
+                frames.append(stop(index))
+            frames.append(_sse({"type": "message_delta",
+                                "delta": {"stop_reason": "tool_use" if calls else "end_turn", "stop_sequence": None},
+                                "usage": _anthropic_usage(result)}, "message_delta"))
+            frames.append(_sse({"type": "message_stop"}, "message_stop"))
+            for frame in frames:
+                yield frame
         else:
             kind = "overloaded_error" if event.outcome in ("stalled", "timeout") else "api_error"
             yield _sse({"type": "error", "error": {"type": kind, "message": event.message}}, "error")

@@ -2,7 +2,12 @@
 
 A job's input is either rendered by its skill, or taken as a plain request: ``{"text": ...}``,
 ``{"messages": [{"role", "content"}], "system": ...}``, or any JSON value, which is sent as JSON with the
-capability as the instruction. The tier sets timeouts and streaming; the model caps the output tokens.
+capability as the instruction. A messages request may offer the caller's own tools (``"tool_specs"``: name,
+description, parameters; ``"tool_choice"``: mode and name) and carry earlier tool calls (an assistant turn's
+``"tool_calls"``: id, name, arguments) and their results (a user turn's ``"tool_results"``: call_id, name,
+content, is_error). The model's calls come back in the job's result; toolbag never runs them (the tool gateway
+runs only the tools a skill or the input's ``"tools"`` asks for, through its policy).
+The tier sets timeouts and streaming; the model caps the output tokens.
 """
 
 from __future__ import annotations
@@ -12,13 +17,14 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from toolbag.config import Config, Tier
-from toolbag.providers.base import Message, ModelRequest, Timeouts
+from toolbag.providers.base import Message, ModelRequest, Role, Timeouts, ToolCall, ToolChoice, ToolResult, ToolSpec
 
 if TYPE_CHECKING:
     from toolbag.skills.model import Skill
 
 PLAIN_MAX_OUTPUT_TOKENS = 1024  # a job without a skill may ask for more in its input (``max_output_tokens``)
 JOB_TOOLS_FIELD = "tools"  # a job's input may ask for tools by name or glob; the policy decides
+CALLER_TOOLS_FIELD = "tool_specs"  # tools the caller defines and runs itself: offered to the model, never run here
 
 
 def timeouts_for(config: Config, tier: Tier) -> Timeouts:
@@ -61,16 +67,15 @@ def build_request(
 def plain_request(capability: str, payload: Any, max_output_tokens: int) -> ModelRequest:
     """The request for a job without a skill (before the tier and the model shape it)."""
     if isinstance(payload, dict) and isinstance(payload.get("messages"), list):
-        messages = tuple(
-            Message(role="assistant" if m.get("role") == "assistant" else "user", text=str(m.get("content", "")))
-            for m in payload["messages"]
-            if isinstance(m, dict)
-        )
+        messages = tuple(_message(m) for m in payload["messages"] if isinstance(m, dict))
         return ModelRequest(
             messages=messages or (Message("user", ""),),
             system=str(payload.get("system", "")),
             max_output_tokens=int(payload.get("max_output_tokens", max_output_tokens)),
             json_schema=payload.get("json_schema"),
+            tools=tuple(ToolSpec(str(t.get("name", "")), str(t.get("description", "")), dict(t.get("parameters") or {}))
+                        for t in payload.get(CALLER_TOOLS_FIELD) or () if isinstance(t, dict)),
+            tool_choice=_tool_choice(payload.get("tool_choice")),
         )
     if isinstance(payload, dict) and isinstance(payload.get("text"), str):
         return ModelRequest(
@@ -83,6 +88,22 @@ def plain_request(capability: str, payload: Any, max_output_tokens: int) -> Mode
     return ModelRequest(
         messages=(Message("user", text),), system=f"Task: {capability}.", max_output_tokens=max_output_tokens
     )
+
+
+def _message(m: dict[str, Any]) -> Message:
+    calls = tuple(ToolCall(str(c.get("id", "")), str(c.get("name", "")), dict(c.get("arguments") or {}))
+                  for c in m.get("tool_calls") or () if isinstance(c, dict))
+    results = tuple(ToolResult(str(r.get("call_id", "")), str(r.get("name", "")), str(r.get("content", "")),
+                               bool(r.get("is_error", False)))
+                    for r in m.get("tool_results") or () if isinstance(r, dict))
+    role: Role = "assistant" if m.get("role") == "assistant" else "user"
+    return Message(role=role, text=str(m.get("content") or ""), tool_calls=calls, tool_results=results)
+
+
+def _tool_choice(raw: Any) -> ToolChoice | None:
+    if not isinstance(raw, dict) or raw.get("mode") not in ("auto", "required", "none", "tool"):
+        return None
+    return ToolChoice(raw["mode"], str(raw.get("name", "")))
 
 
 def requested_tools(raw_input: str) -> list[str]:

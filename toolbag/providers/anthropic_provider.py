@@ -134,6 +134,10 @@ class AnthropicAdapter(VendorAdapter[_StreamState]):
                 {"name": t.name, "description": t.description, "input_schema": t.parameters}
                 for t in request.tools
             ]
+        if request.tool_choice is not None:
+            choice = request.tool_choice
+            wire["tool_choice"] = ({"type": "tool", "name": choice.name} if choice.mode == "tool"
+                                   else {"type": "any" if choice.mode == "required" else choice.mode})
         if request.json_schema is not None:
             wire["output_config"] = {
                 "format": {"type": "json_schema", "schema": anthropic_output_schema(request.json_schema)}

@@ -85,6 +85,15 @@ class ToolSpec:
 
 
 @dataclass(frozen=True)
+class ToolChoice:
+    """Whether the model may, must or must not call a tool: ``auto``, ``required`` (any tool), ``none``, or
+    ``tool`` (the one named ``name``)."""
+
+    mode: Literal["auto", "required", "none", "tool"]
+    name: str = ""
+
+
+@dataclass(frozen=True)
 class Timeouts:
     """Per-attempt time budget, in seconds. ``first_token_s`` bounds the wait for the first streamed byte."""
 
@@ -103,6 +112,7 @@ class ModelRequest:
     json_schema: dict[str, Any] | None = None
     json_schema_name: str = "output"
     tools: tuple[ToolSpec, ...] = ()
+    tool_choice: ToolChoice | None = None  # None: the vendor's default (auto when tools are offered)
     timeouts: Timeouts = field(default_factory=Timeouts)
     stream: bool = False
     # Passed through as HTTP headers (used by tests to steer the simulator; never carries secrets).

@@ -243,6 +243,12 @@ class GeminiAdapter(VendorAdapter[_Answer]):
                 }
             ]
             config["automatic_function_calling"] = {"disable": True}
+        if request.tool_choice is not None:
+            choice = request.tool_choice
+            calling: dict[str, Any] = {"mode": {"auto": "AUTO", "none": "NONE"}.get(choice.mode, "ANY")}
+            if choice.mode == "tool":
+                calling["allowed_function_names"] = [choice.name]
+            config["tool_config"] = {"function_calling_config": calling}
         if request.json_schema is not None:
             config["response_mime_type"] = "application/json"
             config["response_json_schema"] = request.json_schema

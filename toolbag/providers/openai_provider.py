@@ -177,6 +177,10 @@ class OpenAIAdapter(VendorAdapter[_StreamState]):
                 }
                 for t in request.tools
             ]
+        if request.tool_choice is not None:
+            choice = request.tool_choice
+            wire["tool_choice"] = (choice.mode if choice.mode != "tool"
+                                   else {"type": "function", "function": {"name": choice.name}})
         if request.json_schema is not None:
             strict = None if self._compatible else openai_strict_schema(request.json_schema)
             wire["response_format"] = {
