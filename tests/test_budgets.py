@@ -85,6 +85,31 @@ def test_reserve_settle_and_give_back(redis_url: str, caplog: pytest.LogCaptureF
     ledger.reserve("j5", "bot", 0.01, hold_s=60)
 
 
+def test_a_soft_limit_crossed_puts_one_notification_in_the_outbox(redis_url: str) -> None:
+    from toolbag.escalations.outbox import Outbox
+
+    config = config_with({"webhook_url": "http://127.0.0.1:9/budget",
+                          "teams": {"support": {"daily_usd": 1.0, "soft_ratio": 0.5}},
+                          "callers": {"bot": {"team": "support"}}})
+    keys = Keys(f"soft{os.getpid()}{time.monotonic_ns()}:")
+    ledger = Budgets(config, redis.Redis.from_url(redis_url), keys)
+    outbox = Outbox(redis.Redis.from_url(redis_url), keys)
+    for n, cost in enumerate((0.3, 0.3, 0.3)):  # the second charge crosses 0.5; the third is past it already
+        ledger.reserve(f"j{n}", "bot", cost, hold_s=60)
+        ledger.settle(f"j{n}", "bot", cost, final=True)
+        assert outbox.pending() == (0 if n == 0 else 1)
+    [note] = outbox.due(now_ms=int(time.time() * 1000) + 60_000)
+    body = json.loads(note.body)
+    assert note.url == "http://127.0.0.1:9/budget"
+    assert body["event"] == "budget_soft_limit" and body["budget"] == "team:support"
+    assert body["spent_usd"] == pytest.approx(0.6) and body["limit_usd"] == pytest.approx(1.0)
+
+
+def test_a_budget_webhook_that_is_not_http_is_named() -> None:
+    with pytest.raises(ConfigError, match=r"budgets\.webhook_url: .*http"):
+        config_with({"webhook_url": "ftp://example.com/hook"})
+
+
 def _race(url: str, budgets: dict[str, Any], worker: int, amount: float, out: Any) -> None:
     """One producer-and-worker: reserve a job, then settle its actual cost (the estimate), until refused."""
     ledger = _ledger(config_with(budgets), url)

@@ -215,9 +215,17 @@ class BudgetsConfig(_Strict):
     and months in ``time_zone`` (an IANA name)."""
 
     time_zone: str = "UTC"
+    webhook_url: str | None = None  # POSTed (through the outbox) when a budget first crosses its soft limit
     fleet: BudgetLimit = Field(default_factory=BudgetLimit)
     teams: dict[str, BudgetLimit] = Field(default_factory=dict)
     callers: dict[str, CallerBudget] = Field(default_factory=dict)
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _webhook(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return value
 
     @field_validator("time_zone")
     @classmethod

@@ -248,7 +248,8 @@ class InProcessFleet:
         """One round of the supervisor's sweeps (expired leases, due delayed jobs, deadlines, lost messages),
         and the webhook outbox's due deliveries."""
         self.sweeper.sweep_once()
-        if self.config.fleet.escalation_webhook_url and self.outbox_sender.holds_lock():
+        budget_hook = self.config.budgets.webhook_url if self.config.budgets is not None else None
+        if (self.config.fleet.escalation_webhook_url or budget_hook) and self.outbox_sender.holds_lock():
             self.outbox_sender.send_due()
 
     def in_flight(self) -> InFlight:

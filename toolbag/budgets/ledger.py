@@ -8,6 +8,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import redis
@@ -150,16 +151,18 @@ class Budgets:
         pairs = self._pairs(caller, time.time())
         by_key = {self.keys.budget(scope.key, period.id): (scope, period) for scope, period in pairs}
         names = _text(held).split() if held else list(by_key)
-        soft: list[int] = []
+        per_scope: list[int | str] = []
         known: list[tuple[Scope, Period] | None] = []
         for name in names:
             pair = by_key.get(name) or self._pair_of(name, caller)
             known.append(pair)
             limit = pair[0].limit_usd(pair[1]) if pair is not None else None
             ratio = pair[0].limit.soft_ratio if pair is not None and pair[0].limit is not None else 1.0
-            soft.append(nano(limit * ratio) if limit is not None else 0)
-        reply = self._settle(keys=[job_key, self.keys.budget_pending, *names],
-                             args=[job_id, nano(cost_usd), "1" if final else "0", *soft])
+            per_scope.append(nano(limit * ratio) if limit is not None else 0)
+            per_scope.append(json.dumps(soft_limit_notice(pair, limit)))
+        reply = self._settle(keys=[job_key, self.keys.budget_pending, self.keys.outbox, *names],
+                             args=[job_id, nano(cost_usd), "1" if final else "0", self.settings.webhook_url or "",
+                                   *per_scope])
         for pair, (spent, reserved, crossed) in zip(known, reply, strict=True):
             if pair is None:
                 continue
@@ -228,3 +231,13 @@ class Budgets:
         out += [Scope(f"team:{t}", "team", t, limit, True) for t, limit in sorted(s.teams.items())]
         out += [Scope(f"caller:{c}", "caller", c, entry, True) for c, entry in sorted(s.callers.items())]
         return out
+
+
+def soft_limit_notice(pair: tuple[Scope, Period] | None, limit_usd: float | None) -> dict[str, Any]:
+    """The webhook body of a budget's first crossing of its soft limit (``spent_usd`` is filled in by the
+    settle script, which knows it)."""
+    if pair is None:
+        return {"event": "budget_soft_limit"}
+    scope, period = pair
+    return {"event": "budget_soft_limit", "budget": scope.key, "period": period.id, "limit_usd": limit_usd,
+            "resets_at": period.resets_at.isoformat()}
