@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,11 +36,10 @@ READ_BLOCK_MS = 500
 
 
 
-class RedisDeltaSink:
-    """A :class:`~toolbag.providers.base.DeltaSink` for one attempt, batching into the job's delta stream."""
+class _DeltaBatch:
+    """What both delta sinks share: the buffer, when a batch is due, and the stream entries it becomes."""
 
-    def __init__(self, client: redis.Redis, key: str, *, attempt: int, model: str, ttl_s: int = TTL_S) -> None:
-        self._redis = client
+    def __init__(self, key: str, *, attempt: int, model: str, ttl_s: int) -> None:
         self._key = key
         self._attempt = str(attempt)
         self._model = model
@@ -50,23 +49,12 @@ class RedisDeltaSink:
         self._last_flush = 0.0
         self._sent_any = False
 
-    def write(self, text: str) -> None:
+    def _buffered(self, text: str) -> bool:
+        """Buffer ``text``; whether a batch is due (the first text at once, then every FLUSH_MS or FLUSH_CHARS)."""
         self._buffer.append(text)
         self._buffered_chars += len(text)
         due = (time.monotonic() - self._last_flush) * 1000 >= FLUSH_MS
-        if not self._sent_any or due or self._buffered_chars >= FLUSH_CHARS:
-            self.flush()
-
-    def flush(self) -> None:
-        if self._buffer:
-            self._add(self._take())
-            self._sent_any = True
-        self._last_flush = time.monotonic()
-
-    def end(self, outcome: str, reason: str = "") -> None:
-        """Flush what is left and mark the attempt's end with its outcome (``ok`` or a failure kind)."""
-        entries = [self._take()] if self._buffer else []
-        self._add(*entries, {"kind": "end", "outcome": outcome, "reason": reason[:500]})
+        return not self._sent_any or due or self._buffered_chars >= FLUSH_CHARS
 
     def _take(self) -> dict[str, str]:
         text = "".join(self._buffer)
@@ -74,39 +62,59 @@ class RedisDeltaSink:
         self._buffered_chars = 0
         return {"kind": "text", "text": text}
 
-    def _add(self, *entries: dict[str, str]) -> None:
-        pipe = self._redis.pipeline(transaction=False)
+    def _last_entries(self, outcome: str, reason: str) -> list[dict[str, str]]:
+        """What is left in the buffer, then the attempt's end with its outcome."""
+        entries = [self._take()] if self._buffer else []
+        return [*entries, {"kind": "end", "outcome": outcome, "reason": reason[:500]}]
+
+    def _queue(self, pipe: Any, entries: Sequence[dict[str, str]]) -> None:
         for entry in entries:
             fields: dict[Any, Any] = {"attempt": self._attempt, "model": self._model, **entry}
             pipe.xadd(self._key, fields, maxlen=MAXLEN, approximate=True)
         pipe.expire(self._key, self._ttl_s)
+
+
+class RedisDeltaSink(_DeltaBatch):
+    """A :class:`~toolbag.providers.base.DeltaSink` for one attempt, batching into the job's delta stream."""
+
+    def __init__(self, client: redis.Redis, key: str, *, attempt: int, model: str, ttl_s: int = TTL_S) -> None:
+        super().__init__(key, attempt=attempt, model=model, ttl_s=ttl_s)
+        self._redis = client
+
+    def write(self, text: str) -> None:
+        if self._buffered(text):
+            self.flush()
+
+    def flush(self) -> None:
+        if self._buffer:
+            self._add([self._take()])
+            self._sent_any = True
+        self._last_flush = time.monotonic()
+
+    def end(self, outcome: str, reason: str = "") -> None:
+        """Flush what is left and mark the attempt's end with its outcome (``ok`` or a failure kind)."""
+        self._add(self._last_entries(outcome, reason))
+
+    def _add(self, entries: Sequence[dict[str, str]]) -> None:
+        pipe = self._redis.pipeline(transaction=False)
+        self._queue(pipe, entries)
         pipe.execute()
 
 
-class AsyncRedisDeltaSink:
+class AsyncRedisDeltaSink(_DeltaBatch):
     """:class:`RedisDeltaSink` for an attempt on the worker's event loop: the same batches and entries, written
     by one flush task at a time over ``redis.asyncio`` while the stream goes on; :meth:`end` waits for it."""
 
     def __init__(
         self, client: redis_async.Redis, key: str, *, attempt: int, model: str, ttl_s: int = TTL_S
     ) -> None:
+        super().__init__(key, attempt=attempt, model=model, ttl_s=ttl_s)
         self._redis = client
-        self._key = key
-        self._attempt = str(attempt)
-        self._model = model
-        self._ttl_s = ttl_s
-        self._buffer: list[str] = []
-        self._buffered_chars = 0
-        self._last_flush = 0.0
-        self._sent_any = False
         self._flushing: asyncio.Task[None] | None = None
         self._again = False  # a flush came due while one was being written
 
     def write(self, text: str) -> None:
-        self._buffer.append(text)
-        self._buffered_chars += len(text)
-        due = (time.monotonic() - self._last_flush) * 1000 >= FLUSH_MS
-        if not self._sent_any or due or self._buffered_chars >= FLUSH_CHARS:
+        if self._buffered(text):
             self._sent_any = True
             self._last_flush = time.monotonic()
             if self._flushing is None or self._flushing.done():
@@ -117,7 +125,7 @@ class AsyncRedisDeltaSink:
     async def _flush(self) -> None:
         while self._buffer:
             self._again = False
-            await self._add(self._take())
+            await self._add([self._take()])
             if not self._again:
                 return
 
@@ -126,21 +134,11 @@ class AsyncRedisDeltaSink:
         :meth:`RedisDeltaSink.end`)."""
         if self._flushing is not None:
             await self._flushing  # a failed write fails the attempt's ending, as it would the sync sink's
-        entries = [self._take()] if self._buffer else []
-        await self._add(*entries, {"kind": "end", "outcome": outcome, "reason": reason[:500]})
+        await self._add(self._last_entries(outcome, reason))
 
-    def _take(self) -> dict[str, str]:
-        text = "".join(self._buffer)
-        self._buffer.clear()
-        self._buffered_chars = 0
-        return {"kind": "text", "text": text}
-
-    async def _add(self, *entries: dict[str, str]) -> None:
+    async def _add(self, entries: Sequence[dict[str, str]]) -> None:
         pipe = self._redis.pipeline(transaction=False)
-        for entry in entries:
-            fields: dict[Any, Any] = {"attempt": self._attempt, "model": self._model, **entry}
-            pipe.xadd(self._key, fields, maxlen=MAXLEN, approximate=True)
-        pipe.expire(self._key, self._ttl_s)
+        self._queue(pipe, entries)
         await pipe.execute()
 
 
