@@ -65,14 +65,10 @@ class LeaseKeeper:
         while not self._stop.wait(self.lease_ttl_s / 3):
             try:
                 gone = self.store.renew_leases(self._snapshot(), self.lease_ttl_s, presence=self._presence)
-            except UNAVAILABLE_ERRORS as err:  # the next beat retries; leases outlive one missed beat
-                self._outage.failed(err)
+            except Exception as err:
+                self._missed(err)
                 continue
-            except Exception:
-                log.warning("lease renewal failed", exc_info=True)
-                continue
-            self._outage.ok()
-            self._mark_lost(gone)
+            self._renewed(gone)
 
     async def serve(
         self, renew: Callable[[Iterable[str], float, str | None], Awaitable[list[str]]]
@@ -85,20 +81,24 @@ class LeaseKeeper:
                 return
             try:
                 gone = await renew(self._snapshot(), self.lease_ttl_s, self._presence)
-            except UNAVAILABLE_ERRORS as err:  # the next beat retries; leases outlive one missed beat
-                self._outage.failed(err)
+            except Exception as err:
+                self._missed(err)
                 continue
-            except Exception:
-                log.warning("lease renewal failed", exc_info=True)
-                continue
-            self._outage.ok()
-            self._mark_lost(gone)
+            self._renewed(gone)
+
+    def _missed(self, err: Exception) -> None:
+        """A beat that failed: the next one retries (leases outlive one missed beat)."""
+        if isinstance(err, UNAVAILABLE_ERRORS):
+            self._outage.failed(err)  # said once, not every beat
+        else:
+            log.warning("lease renewal failed", exc_info=err)
+
+    def _renewed(self, gone: list[str]) -> None:
+        self._outage.ok()
+        if gone:
+            with self._lock:
+                self._lost.update(gone)
 
     def _snapshot(self) -> list[str]:
         with self._lock:
             return list(self._members)
-
-    def _mark_lost(self, gone: list[str]) -> None:
-        if gone:
-            with self._lock:
-                self._lost.update(gone)
