@@ -98,6 +98,7 @@ class AnthropicWire(Wire):
             json_schema=schema,
             max_tokens=max_tokens,
             cache_prefix=_text_of(system_raw) if marked else "",
+            prefill=turns[-1].text if turns and turns[-1].role == "assistant" else "",
         )
 
     # ------------------------------------------------------------------ answers

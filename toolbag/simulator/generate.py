@@ -8,6 +8,9 @@ The answer is a pure function of the request (model + text):
 - the latest turn carries tool results without a directive → ``"[model] tool said: <results>"``;
 - a JSON schema was requested → a valid instance of it (:mod:`.schema_instance`);
 - otherwise ``"[model] <the first words of the last user text>"``.
+
+A prefill (an Anthropic request whose last turn is the assistant's) is continued: the reply is what follows
+it (:func:`continue_text`), counted as the output, and the prefill is not repeated.
 """
 
 from __future__ import annotations
@@ -163,11 +166,30 @@ def make_reply(req: SimRequest) -> Reply:
     if req.json_mode:
         text = json.dumps({"text": text}, ensure_ascii=False)
         return Reply(text=text, input_tokens=input_tokens, output_tokens=count_tokens(text), is_json=True)
+    if req.prefill:
+        text = continue_text(text, req.prefill)
     output_tokens = count_tokens(text)
     if req.max_tokens is not None and 0 < req.max_tokens < output_tokens:
         text = text[: req.max_tokens * 4]
         return Reply(text=text, input_tokens=input_tokens, output_tokens=req.max_tokens, truncated=True)
     return Reply(text=text, input_tokens=input_tokens, output_tokens=output_tokens)
+
+
+_TAG = re.compile(r"^\[[^\]]*\] ")
+
+
+def continue_text(answer: str, prefill: str) -> str:
+    """What a model whose answer is ``answer`` writes after ``prefill``: the rest of its answer when the prefill
+    is a start of it, also when the prefill was begun under another model's ``[model]`` tag (the words after the
+    tag are the same for every model); otherwise, not recognising the start, its whole answer after a space."""
+    if answer.startswith(prefill):
+        return answer[len(prefill):]
+    tag, own_tag = _TAG.match(prefill), _TAG.match(answer)
+    if tag is not None and own_tag is not None:
+        body, own_body = prefill[tag.end():], answer[own_tag.end():]
+        if own_body.startswith(body):
+            return own_body[len(body):]
+    return " " + answer
 
 
 def text_pieces(text: str, *, is_json: bool = False) -> list[str]:

@@ -51,6 +51,7 @@ class SimRequest:
     max_tokens: int | None = None
     include_usage: bool = False  # OpenAI chat stream_options.include_usage
     cache_prefix: str = ""  # the part of the input the vendor would cache (see .prompt_cache)
+    prefill: str = ""  # a trailing assistant turn's text, which the model continues (Anthropic)
     _text: str | None = None
 
     @property
