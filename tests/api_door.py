@@ -59,14 +59,21 @@ class FrontDoor:
 
 @contextmanager
 def front_door(redis_url: str, tmp: Path, *, providers: tuple[str, ...] = ("anthropic", "openai"),
-               tiers: dict[str, dict[str, Any]] | None = None, concurrency: int = 4) -> Iterator[FrontDoor]:
-    """A fleet (workers for ``providers``, tier settings merged from ``tiers``) and the front door in this
-    process on a free port, with a key for caller ``sdk-tests`` (default tier interactive)."""
-    tier_config = fleet_config_dict("http://unused")["tiers"]
+               tiers: dict[str, dict[str, Any]] | None = None, concurrency: int = 4,
+               routes: dict[str, Any] | None = None, config: dict[str, Any] | None = None) -> Iterator[FrontDoor]:
+    """A fleet (workers for ``providers``, tier settings merged from ``tiers``, routes added from ``routes``,
+    other sections of the configuration from ``config``) and the front door in this process on a free port,
+    with a key for caller ``sdk-tests`` (default tier interactive)."""
+    defaults = fleet_config_dict("http://unused")
+    tier_config = defaults["tiers"]
     for name, settings in (tiers or {}).items():
         tier_config[name].update(settings)
+    overrides: dict[str, Any] = {"tiers": tier_config}
+    if routes:
+        overrides["routes"] = {**defaults["routes"], **routes}
+    overrides.update(config or {})
     with running_fleet(redis_url, tmp, providers=providers, concurrency=concurrency,
-                       config_overrides={"tiers": tier_config}) as fleet:
+                       config_overrides=overrides) as fleet:
         _, secret = KeyStore(fleet.client.store.redis, fleet.client.store.keys).create("sdk-tests", "interactive")
         with replica(fleet) as url:
             yield FrontDoor(fleet, url, secret)

@@ -101,3 +101,14 @@ def test_timeout_and_auth_reroute_and_limits_escalate() -> None:
 def test_health_filter_is_respected() -> None:
     d = decide(situation(O.REFUSED), CONFIG, POLICY, usable=lambda ms: [m for m in ms if m != "gpt-luna"])
     assert d.model == "gemini-lite"
+
+
+def test_a_continued_stream_prefers_a_model_that_takes_a_prefill() -> None:
+    from dataclasses import replace
+
+    plan = ["gpt-luna", "gemini-lite", "claude-sonnet"]
+    timed_out = situation(O.TIMEOUT, model="gpt-luna", plan=plan)
+    assert decide(timed_out, CONFIG, POLICY).model == "gemini-lite"  # route order
+    assert decide(replace(timed_out, continuing=True), CONFIG, POLICY).model == "claude-sonnet"
+    refused = replace(situation(O.REFUSED, plan=PLAN), continuing=True)
+    assert decide(refused, CONFIG, POLICY).model == "gpt-luna", "another vendor still comes first after a refusal"

@@ -72,6 +72,9 @@ class Features(_Strict):
     json_schema: bool = True
     tools: bool = True
     batch: bool = False
+    # The model continues a trailing assistant message (a prefill) instead of answering anew. None: the
+    # vendor's rule (Anthropic's models do; OpenAI's and Gemini's chat APIs answer a new turn).
+    prefill: bool | None = None
 
 
 class Limits(_Strict):
@@ -152,6 +155,9 @@ class TierConfig(_Strict):
         return self
 
 
+StreamFailover = Literal["continue", "error"]
+
+
 class RoutePolicy(_Strict):
     """What the supervisor may do for a route (defaults: the table in README.md, Outcomes and rerouting)."""
 
@@ -164,6 +170,9 @@ class RoutePolicy(_Strict):
     # A rate-limited interactive job spills to a candidate with capacity now; when none has, it waits out a
     # retry-after up to this long on the same model (within its deadline). 0: it always spills.
     interactive_wait_s: float = Field(default=2.0, ge=0, le=60)
+    # A streamed answer cut after text reached the caller: ``continue`` it on the next attempt from where it
+    # stopped (an assistant prefill, on a model that accepts one), or end the stream with an in-band ``error``.
+    stream_failover: StreamFailover = "continue"
 
 
 RoutingPolicy = Literal["order", "cheapest", "fastest", "weighted"]
@@ -350,6 +359,14 @@ class Config(_Strict):
 
     def provider_of(self, model_name: str) -> str:
         return self.models[model_name].provider
+
+    def accepts_prefill(self, model_name: str) -> bool:
+        """Whether ``model_name`` continues a trailing assistant message (``features.prefill``, else its
+        vendor's rule: Anthropic yes, the others no)."""
+        model = self.models[model_name]
+        if model.features.prefill is not None:
+            return model.features.prefill
+        return self.providers[model.provider].kind == "anthropic"
 
 
 def _format_validation_error(path: str, err: ValidationError) -> str:

@@ -81,6 +81,7 @@ class JobRecord:
     decide_ms: int = 0
     due_ms: int = 0  # when a waiting job is due
     feedback: str = ""  # the previous answer's validation error, for the next attempt
+    prefill: str = ""  # the part of a cut streamed answer the caller holds: the next attempt continues it
     output: str | None = None  # JSON text, once succeeded
     result: str | None = None  # JSON text: who served it, usage, cost
     error: str = ""

@@ -29,7 +29,7 @@ from toolbag.api.door import TIER_HEADER, Door, Submitted
 from toolbag.api.errors import JOB_ID_HEADER, ApiError, Dialect, error_response
 from toolbag.api.stream import Done, Failed, Relayed, Text, output_text, relay
 from toolbag.api.wire import ChatCompletionRequest, MessagesRequest, ResponsesRequest, WireError
-from toolbag.attempt.request import CALLER_TOOLS_FIELD
+from toolbag.attempt.request import CALLER_TOOLS_FIELD, continuable
 from toolbag.client import JobRequest
 from toolbag.jobs import JobResult
 from toolbag.telemetry import metrics
@@ -144,7 +144,8 @@ class Compat:
         timeout_s = float(sub.tier_config.max_deadline_s)
         if body.stream:
             metrics.API_REQUESTS.labels(endpoint, sub.capability, sub.tier, "200").inc()
-            events = self._relay(sub, started, timeout_s)
+            continues = sub.policy.stream_failover == "continue" and continuable(job_input, job_request.skill)
+            events = self._relay(sub, started, timeout_s, continues)
             chunks = (_responses_events(sub.job.id, events) if endpoint == "responses"
                       else _openai_chunks(sub.job.id, events, body) if dialect == "openai"
                       else _anthropic_events(sub.job.id, events))
@@ -168,7 +169,8 @@ class Compat:
                   else _anthropic_message(sub.job.id, result))
         return JSONResponse(answer, headers={JOB_ID_HEADER: sub.job.id})
 
-    async def _relay(self, sub: Submitted, started: float, timeout_s: float) -> AsyncIterator[Relayed]:
+    async def _relay(self, sub: Submitted, started: float, timeout_s: float,
+                     continues: bool) -> AsyncIterator[Relayed]:
         """The relay with its metrics: open streams, time to first token, and how the stream ended."""
         labels = (sub.capability, sub.tier)
         outcome = "disconnected"
@@ -177,7 +179,7 @@ class Compat:
         stall_s = sub.tier_config.first_token_timeout_s + STALL_GRACE_S
         try:
             async for event in relay(self.door.feed(sub.job.id), timeout_s, streamed=sub.tier_config.stream,
-                                     stall_s=stall_s):
+                                     stall_s=stall_s, continues=continues):
                 if isinstance(event, Text) and first and event.text:
                     first = False
                     metrics.API_TIME_TO_FIRST_TOKEN.labels(*labels).observe(time.monotonic() - started)
@@ -197,8 +199,8 @@ class Compat:
 # -- OpenAI chat completions ------------------------------------------------------------------------------
 
 
-def _usage_openai(result: JobResult) -> dict[str, int]:
-    prompt, completion = result.usage.get("input_tokens", 0), result.usage.get("output_tokens", 0)
+def _usage_openai(usage: dict[str, int]) -> dict[str, int]:
+    prompt, completion = usage.get("input_tokens", 0), usage.get("output_tokens", 0)
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
@@ -220,7 +222,7 @@ def _openai_completion(job_id: str, result: JobResult) -> dict[str, Any]:
         "model": result.model or "",
         "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls" if calls else "stop",
                      "logprobs": None}],
-        "usage": _usage_openai(result),
+        "usage": _usage_openai(result.usage),
     }
 
 
@@ -244,7 +246,7 @@ async def _openai_chunks(job_id: str, events: AsyncIterator[Relayed], body: Any)
             yield head + (chunk({"content": event.text}) if event.text else b"")  # one write for the first text
         elif isinstance(event, Done):
             model = event.result.model or model
-            usage = _usage_openai(event.result)
+            usage = _usage_openai(event.usage())
             calls = _openai_calls(event.result)
             for index, call in enumerate(calls):  # the name first, then the arguments, as the vendor streams them
                 named = {**call, "function": {"name": call["function"]["name"], "arguments": ""}}
@@ -266,7 +268,7 @@ async def _openai_chunks(job_id: str, events: AsyncIterator[Relayed], body: Any)
 
 
 def _response_object(job_id: str, result: JobResult | None, status: str, model: str = "",
-                     text: str | None = None) -> dict[str, Any]:
+                     text: str | None = None, tokens: dict[str, int] | None = None) -> dict[str, Any]:
     """A Responses API ``response``: in progress (no output, no usage), or completed with the answer."""
     output: list[dict[str, Any]] = []
     usage = None
@@ -274,7 +276,8 @@ def _response_object(job_id: str, result: JobResult | None, status: str, model: 
         model = result.model or model
         text = output_text(result) if text is None else text
         output = [_response_message(job_id, text, "completed")]
-        prompt, completion = result.usage.get("input_tokens", 0), result.usage.get("output_tokens", 0)
+        counted = result.usage if tokens is None else tokens
+        prompt, completion = counted.get("input_tokens", 0), counted.get("output_tokens", 0)
         usage = {"input_tokens": prompt, "input_tokens_details": {"cached_tokens": 0}, "output_tokens": completion,
                  "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": prompt + completion}
     return {"id": f"resp_{job_id}", "object": "response", "created_at": int(time.time()), "status": status,
@@ -321,7 +324,7 @@ async def _responses_events(job_id: str, events: AsyncIterator[Relayed]) -> Asyn
             model = relayed.result.model or model
             head = b"" if started else opening()
             text = "".join(parts)
-            done = _response_object(job_id, relayed.result, "completed", model, text)
+            done = _response_object(job_id, relayed.result, "completed", model, text, relayed.usage())
             part = {"type": "output_text", "text": text, "annotations": []}
             yield head + b"".join((
                 event("response.output_text.done", **where, text=text),
@@ -341,9 +344,8 @@ async def _responses_events(job_id: str, events: AsyncIterator[Relayed]) -> Asyn
 # -- Anthropic messages ---------------------------------------------------------------------------------
 
 
-def _anthropic_usage(result: JobResult) -> dict[str, int]:
-    return {"input_tokens": result.usage.get("input_tokens", 0),
-            "output_tokens": result.usage.get("output_tokens", 0)}
+def _anthropic_usage(usage: dict[str, int]) -> dict[str, int]:
+    return {"input_tokens": usage.get("input_tokens", 0), "output_tokens": usage.get("output_tokens", 0)}
 
 
 def _tool_use_blocks(result: JobResult) -> list[dict[str, Any]]:
@@ -357,7 +359,7 @@ def _anthropic_message(job_id: str, result: JobResult) -> dict[str, Any]:
     return {
         "id": f"msg_{job_id}", "type": "message", "role": "assistant", "model": result.model or "",
         "content": content, "stop_reason": "tool_use" if calls else "end_turn", "stop_sequence": None,
-        "usage": _anthropic_usage(result),
+        "usage": _anthropic_usage(result.usage),
     }
 
 
@@ -409,7 +411,7 @@ async def _anthropic_events(job_id: str, events: AsyncIterator[Relayed]) -> Asyn
                 frames.append(stop(index))
             frames.append(_sse({"type": "message_delta",
                                 "delta": {"stop_reason": "tool_use" if calls else "end_turn", "stop_sequence": None},
-                                "usage": _anthropic_usage(result)}, "message_delta"))
+                                "usage": _anthropic_usage(event.usage())}, "message_delta"))
             frames.append(_sse({"type": "message_stop"}, "message_stop"))
             for frame in frames:
                 yield frame

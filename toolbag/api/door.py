@@ -12,7 +12,7 @@ import json
 import logging
 import threading
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, cast
 
 import redis
 import redis.asyncio as aioredis
@@ -26,7 +26,7 @@ from toolbag.api.keys import ApiKey, KeyStore
 from toolbag.api.stream import JobFeed
 from toolbag.api.wire import field_path
 from toolbag.client import Client, Job, JobRequest
-from toolbag.config import TIERS, ConfigError, TierConfig
+from toolbag.config import TIERS, ConfigError, RoutePolicy, Tier, TierConfig
 from toolbag.jobs import JobResult, SubmitError
 from toolbag.store import NewJob
 from toolbag.store.connection import async_redis_client
@@ -52,6 +52,7 @@ class Submitted:
     capability: str
     tier: str
     tier_config: TierConfig
+    policy: RoutePolicy  # the route's (what the supervisor does after a failed attempt)
 
 
 _SSL_OPTIONS = ("ssl_keyfile", "ssl_certfile", "ssl_cert_reqs", "ssl_ca_certs", "ssl_ca_data", "ssl_check_hostname")
@@ -187,7 +188,8 @@ class Door:
             raise ApiError(invalid_status, f"{field_prefix}{err}", param=f"{field_prefix}{err.field}") from None
         store = self.client.store
         capability, job_tier = (_text(v) for v in store.redis.hmget(store.keys.job(job.id), ["capability", "tier"]))
-        return Submitted(job, capability, job_tier, self.config.tiers[job_tier])
+        policy = self.config.route(capability, cast(Tier, job_tier)).policy
+        return Submitted(job, capability, job_tier, self.config.tiers[job_tier], policy)
 
     def submit_batch(self, key: ApiKey, requests: list[JobRequest]) -> list[Job]:
         """Check every job first, then write them all in one pipelined round trip; the first refusal (422,

@@ -5,9 +5,14 @@ reads it with ``XREAD BLOCK`` on an asyncio Redis client and turns it into what 
 
 - a failed attempt that had sent no text is passed over: the supervisor reroutes it and the caller sees one
   clean stream from the next attempt;
-- a failed attempt that had sent text ends the relay with :class:`Failed` (``cut``) and cancels the job: the
-  caller holds part of an answer that will not be continued, and is told so in-band, never left with a
-  silent truncation or a replay from the start;
+- a failed attempt that had sent text, on a route that continues cut answers (``stream_failover:
+  continue``), is followed by the attempt that continues it: the supervisor marks the failover in the stream
+  (``kind: failover``) and the continuing attempt's entries start at the caller's ``offset``, so the caller
+  receives exactly the rest;
+- otherwise (the route says ``error``, the next model takes no prefill, or an attempt starts the answer
+  afresh) it ends the relay with :class:`Failed` (``cut``) and cancels the job: the caller holds part of an
+  answer that will not be continued, and is told so in-band, never left with a silent truncation or a replay
+  from the start;
 - silence longer than the tier's stall budget after text, no end within the wait, or a broken Redis also
   end it with :class:`Failed`, never silently.
 """
@@ -20,6 +25,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from toolbag.attempt.tokens import estimate_text_tokens
 from toolbag.jobs import JobResult, JobStatus
 
 __all__ = ["Done", "Failed", "Relayed", "Text", "relay"]
@@ -37,7 +43,23 @@ class Text:
 
 @dataclass(frozen=True)
 class Done:
+    """The answer is complete. ``carried_chars``: how much of it came from attempts that were cut and continued
+    (0: one attempt gave it all)."""
+
     result: JobResult
+    carried_chars: int = 0
+
+    def usage(self) -> dict[str, int]:
+        """The answer's tokens over every attempt that gave part of it: the answering attempt's as its vendor
+        counted them, plus an estimate for the carried part (a cut stream ends before its vendor's count): its
+        output, and the input the cut attempt read (the answering one's, less the carried part it was sent)."""
+        usage = self.result.usage
+        input_tokens, output_tokens = usage.get("input_tokens", 0), usage.get("output_tokens", 0)
+        if self.carried_chars:
+            carried = estimate_text_tokens(output_text(self.result)[: self.carried_chars])
+            input_tokens += max(0, input_tokens - carried)
+            output_tokens += carried
+        return {"input_tokens": input_tokens, "output_tokens": output_tokens}
 
 
 @dataclass(frozen=True)
@@ -80,13 +102,16 @@ class JobFeed:
 
 
 async def relay(feed: JobFeed, timeout_s: float, *, streamed: bool = True,
-                stall_s: float | None = None) -> AsyncIterator[Relayed]:
+                stall_s: float | None = None, continues: bool = False) -> AsyncIterator[Relayed]:
     """The job's answer for an HTTP stream: text as it arrives, then ``Done`` or ``Failed``.
 
     ``streamed``: the job's tier streams (else the answer comes whole, at the end). ``stall_s``: the longest
-    silence after text before the relay gives up on the attempt (and cancels the job)."""
+    silence after text before the relay gives up on the attempt (and cancels the job). ``continues``: the
+    job's route continues a cut answer (``stream_failover: continue``): a failed attempt after text waits for
+    the supervisor's word and relays the continuing attempt's text, which must start exactly where the caller's
+    part ends."""
     try:
-        async for event in _relay(feed, timeout_s, streamed, stall_s):
+        async for event in _relay(feed, timeout_s, streamed, stall_s, continues):
             yield event
     except TimeoutError:
         yield Failed(f"no answer within {timeout_s:g} s; the job keeps running", "timeout")
@@ -102,12 +127,15 @@ class _Stalled(Exception):
     pass
 
 
-async def _relay(feed: JobFeed, timeout_s: float, streamed: bool, stall_s: float | None) -> AsyncIterator[Relayed]:
+async def _relay(feed: JobFeed, timeout_s: float, streamed: bool, stall_s: float | None,
+                 continues: bool) -> AsyncIterator[Relayed]:
     deadline = time.monotonic() + timeout_s
-    sent = False
+    sent = 0  # characters of the answer the caller holds
     last_text = time.monotonic()
     last_id = "0-0"
-    current: tuple[int, str] | None = None
+    current: tuple[int, str] | None = None  # the attempt being relayed
+    newest = 0  # the latest attempt heard of: a zombie's late entries are skipped
+    carried = 0  # where the answering attempt's text starts: what earlier, cut attempts gave
     while streamed:
         now = time.monotonic()
         if now >= deadline:
@@ -124,26 +152,43 @@ async def _relay(feed: JobFeed, timeout_s: float, streamed: bool, stall_s: float
             last_id = _text(entry_id)
             fields = {_text(k): _text(v) for k, v in raw.items()}
             attempt, model = int(fields.get("attempt", "0")), fields.get("model", "")
-            lost = current is not None and current[0] != attempt
-            if lost and sent:
-                await feed.cancel()
-                yield Failed(f"the answer was cut: the attempt on {model or 'a model'} stopped without an end "
-                             "after part of it was sent", "cut")
-                return
-            current = (attempt, model)
-            if fields.get("kind") == "end":
+            offset, kind = int(fields.get("offset") or 0), fields.get("kind", "text")
+            if attempt < newest:
+                continue
+            newest = attempt
+            if kind == "failover":
+                if sent and not (continues and fields.get("continues") == "1" and offset == sent):
+                    await feed.cancel()
+                    yield Failed(f"the answer was cut after part of it was sent, and the next model ({model}) "
+                                 "cannot continue it", "cut")
+                    return
+                current = None
+                continue
+            if current is None or current[0] != attempt:  # an attempt's first entry
+                if current is not None and sent and not continues:
+                    await feed.cancel()
+                    yield Failed(f"the answer was cut: the attempt on {current[1] or 'a model'} stopped without "
+                                 "an end after part of it was sent", "cut")
+                    return
+                if sent and offset != sent:
+                    await feed.cancel()
+                    yield Failed(f"the answer was cut after part of it was sent; the attempt on {model} started "
+                                 "it afresh", "cut")
+                    return
+                current = (attempt, model)
+            if kind == "end":
                 current = None
                 outcome = fields.get("outcome", "")
                 if outcome == "ok":
-                    streamed = False
+                    streamed, carried = False, offset
                     break
-                if sent:
+                if sent and not continues:
                     await feed.cancel()
                     yield Failed(f"the answer was cut: the attempt on {model} ended {outcome} after part of it "
                                  f"was sent ({fields.get('reason', '')[:200]})", "cut")
                     return
             elif fields.get("text"):
-                sent = True
+                sent += len(fields["text"])
                 last_text = time.monotonic()
                 yield Text(fields["text"], model)
     result = await feed.result(deadline - time.monotonic())
@@ -153,7 +198,7 @@ async def _relay(feed: JobFeed, timeout_s: float, streamed: bool, stall_s: float
         return
     if not sent:  # a tier that does not stream: the whole answer at once
         yield Text(output_text(result), result.model or "")
-    yield Done(result)
+    yield Done(result, carried_chars=carried)
 
 
 def output_text(result: JobResult) -> str:

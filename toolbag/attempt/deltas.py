@@ -1,9 +1,12 @@
 """Streamed text through Redis: a worker publishes an attempt's deltas, any reader relays them.
 
-One stream per job (``Keys.deltas``). Each entry names its attempt and model; ``kind`` is ``text`` (a batch of
-deltas) or ``end`` (the attempt is over, with its outcome). Writes are batched: the first piece of an attempt
-goes out at once (time to first token), later ones when :data:`FLUSH_CHARS` characters or :data:`FLUSH_MS`
-milliseconds have gathered; every flush is one pipelined ``XADD`` (capped by ``MAXLEN``) and ``EXPIRE``.
+One stream per job (``Keys.deltas``). Each entry names its attempt, its model and its ``offset`` (where the
+attempt's text starts in the answer: 0, or the length of the cut answer it continues); ``kind`` is ``text`` (a
+batch of deltas), ``end`` (the attempt is over, with its outcome) or ``failover`` (the supervisor's word on a
+cut answer: ``continues`` 1 when the next attempt continues it from ``offset``, 0 when it starts afresh).
+Writes are batched: the first piece of an attempt goes out at once (time to first token), later ones when
+:data:`FLUSH_CHARS` characters or :data:`FLUSH_MS` milliseconds have gathered; every flush is one pipelined
+``XADD`` (capped by ``MAXLEN``) and ``EXPIRE``.
 
 The end entry is written before the attempt's state transition (``complete`` or ``end_attempt``), so a
 reader always sees an attempt's end before the next attempt's text.
@@ -25,7 +28,8 @@ from toolbag.providers.adapter import VendorAdapter
 from toolbag.providers.base import Adapter, DeltaSink, ModelRequest, ModelResponse
 
 __all__ = [
-    "AsyncRedisDeltaSink", "AttemptEnd", "DeltaEvent", "RedisDeltaSink", "StreamingAdapter", "TextDelta", "read_deltas",
+    "AsyncRedisDeltaSink", "AttemptEnd", "DeltaEvent", "RedisDeltaSink", "StreamingAdapter", "TextDelta",
+    "attempt_text", "mark_failover", "read_deltas",
 ]
 
 FLUSH_CHARS = 256
@@ -39,9 +43,10 @@ READ_BLOCK_MS = 500
 class _DeltaBatch:
     """What both delta sinks share: the buffer, when a batch is due, and the stream entries it becomes."""
 
-    def __init__(self, key: str, *, attempt: int, model: str, ttl_s: int) -> None:
+    def __init__(self, key: str, *, attempt: int, model: str, ttl_s: int, offset: int = 0) -> None:
         self._key = key
         self._attempt = str(attempt)
+        self._offset = str(offset)
         self._model = model
         self._ttl_s = ttl_s
         self._buffer: list[str] = []
@@ -69,7 +74,8 @@ class _DeltaBatch:
 
     def _queue(self, pipe: Any, entries: Sequence[dict[str, str]]) -> None:
         for entry in entries:
-            fields: dict[Any, Any] = {"attempt": self._attempt, "model": self._model, **entry}
+            fields: dict[Any, Any] = {"attempt": self._attempt, "model": self._model, "offset": self._offset,
+                                      **entry}
             pipe.xadd(self._key, fields, maxlen=MAXLEN, approximate=True)
         pipe.expire(self._key, self._ttl_s)
 
@@ -77,8 +83,9 @@ class _DeltaBatch:
 class RedisDeltaSink(_DeltaBatch):
     """A :class:`~toolbag.providers.base.DeltaSink` for one attempt, batching into the job's delta stream."""
 
-    def __init__(self, client: redis.Redis, key: str, *, attempt: int, model: str, ttl_s: int = TTL_S) -> None:
-        super().__init__(key, attempt=attempt, model=model, ttl_s=ttl_s)
+    def __init__(self, client: redis.Redis, key: str, *, attempt: int, model: str, ttl_s: int = TTL_S,
+                 offset: int = 0) -> None:
+        super().__init__(key, attempt=attempt, model=model, ttl_s=ttl_s, offset=offset)
         self._redis = client
 
     def write(self, text: str) -> None:
@@ -106,9 +113,9 @@ class AsyncRedisDeltaSink(_DeltaBatch):
     by one flush task at a time over ``redis.asyncio`` while the stream goes on; :meth:`end` waits for it."""
 
     def __init__(
-        self, client: redis_async.Redis, key: str, *, attempt: int, model: str, ttl_s: int = TTL_S
+        self, client: redis_async.Redis, key: str, *, attempt: int, model: str, ttl_s: int = TTL_S, offset: int = 0
     ) -> None:
-        super().__init__(key, attempt=attempt, model=model, ttl_s=ttl_s)
+        super().__init__(key, attempt=attempt, model=model, ttl_s=ttl_s, offset=offset)
         self._redis = client
         self._flushing: asyncio.Task[None] | None = None
         self._again = False  # a flush came due while one was being written
@@ -142,6 +149,32 @@ class AsyncRedisDeltaSink(_DeltaBatch):
         await pipe.execute()
 
 
+def attempt_text(client: redis.Redis, key: str, attempt: int) -> tuple[str, int | None]:
+    """The text attempt ``attempt`` streamed into the job's stream, and the offset it started from (None: the
+    attempt wrote nothing)."""
+    wanted = str(attempt)
+    parts: list[str] = []
+    offset: int | None = None
+    for _, fields in _decoded(client.xrange(key, "-", "+")):
+        if fields.get("attempt") != wanted or fields.get("kind") not in ("text", "end"):
+            continue
+        if offset is None:
+            offset = int(fields.get("offset") or 0)
+        parts.append(fields.get("text", ""))
+    return "".join(parts), offset
+
+
+def mark_failover(client: redis.Redis, key: str, *, attempt: int, model: str, continues: bool, offset: int,
+                  ttl_s: int = TTL_S) -> None:
+    """The supervisor's word on a cut answer, for the stream's readers: attempt ``attempt`` on ``model``
+    continues it from ``offset`` characters, or (``continues`` false) starts afresh."""
+    pipe = client.pipeline(transaction=False)
+    pipe.xadd(key, {"attempt": str(attempt), "model": model, "offset": str(offset), "kind": "failover",
+                    "continues": "1" if continues else "0"}, maxlen=MAXLEN, approximate=True)
+    pipe.expire(key, ttl_s)
+    pipe.execute()
+
+
 class StreamingAdapter:
     """An adapter that hands the wrapped vendor adapter a delta sink on every call."""
 
@@ -164,17 +197,20 @@ class StreamingAdapter:
 
 @dataclass(frozen=True)
 class TextDelta:
-    """Text streamed by one attempt."""
+    """Text streamed by one attempt. ``offset``: where the attempt's text starts in the answer (above 0, it
+    continues the text of the cut attempts before it)."""
 
     text: str
     attempt: int
     model: str
+    offset: int = 0
 
 
 @dataclass(frozen=True)
 class AttemptEnd:
     """An attempt is over. ``outcome`` is ``ok`` or its failure kind; ``lost`` when it stopped without a word
-    (its worker died) and a later attempt began. A failed attempt's text is not part of the answer."""
+    (its worker died) and a later attempt began. A failed attempt's text is not part of the answer, unless the
+    next attempt continues it (its deltas' ``offset`` is the length of the text before it)."""
 
     attempt: int
     model: str
@@ -216,6 +252,8 @@ def read_deltas(
         entries = _entries(answer)
         last_id = entries[-1][0]
         for _, fields in entries:
+            if fields.get("kind") == "failover":
+                continue
             attempt, model = int(fields.get("attempt", "0")), fields.get("model", "")
             if current is not None and current[0] != attempt:
                 yield AttemptEnd(current[0], current[1], "lost", "the attempt stopped without an end")
@@ -227,12 +265,16 @@ def read_deltas(
                 if end.ok:
                     return
             else:
-                yield TextDelta(fields.get("text", ""), attempt, model)
+                yield TextDelta(fields.get("text", ""), attempt, model, int(fields.get("offset") or 0))
 
 
 def _entries(answer: Any) -> list[tuple[str, dict[str, str]]]:
     """One stream's entries from an ``XREAD`` answer, decoded."""
-    return [(_text(entry_id), {_text(k): _text(v) for k, v in raw.items()}) for entry_id, raw in answer[0][1]]
+    return _decoded(answer[0][1])
+
+
+def _decoded(entries: Any) -> list[tuple[str, dict[str, str]]]:
+    return [(_text(entry_id), {_text(k): _text(v) for k, v in raw.items()}) for entry_id, raw in entries]
 
 
 def _text(value: bytes | str) -> str:

@@ -173,7 +173,8 @@ class AttemptLoop:
         sink: AsyncRedisDeltaSink | None = None
         if started.request.stream:
             sink = AsyncRedisDeltaSink(self.store.redis, runner.store.keys.deltas(record.id),
-                                       attempt=record.attempt, model=record.model)
+                                       attempt=record.attempt, model=record.model,
+                                       offset=len(started.continued))
         response: ModelResponse | None = None
         try:
             try:

@@ -8,6 +8,10 @@ description, parameters; ``"tool_choice"``: mode and name) and carry earlier too
 content, is_error). The model's calls come back in the job's result; toolbag never runs them (the tool gateway
 runs only the tools a skill or the input's ``"tools"`` asks for, through its policy).
 The tier sets timeouts and streaming; the model caps the output tokens.
+
+A streamed answer cut after part of it reached the caller may be continued (the route's ``stream_failover``):
+the next attempt's request ends with that part as an assistant prefill (:func:`continuation`), and the job's
+output is the part plus what the model adds.
 """
 
 from __future__ import annotations
@@ -41,10 +45,12 @@ def build_request(
     job_input: Any,
     skill: Skill | None = None,
     feedback: str | None = None,
+    prefill: str = "",
 ) -> ModelRequest:
     """The request one attempt of a job sends to ``model``. ``feedback`` is the validation error of the
-    previous answer, when the supervisor retries after ``invalid_output``. Raises ``SkillInputError`` when
-    the input does not fit the skill."""
+    previous answer, when the supervisor retries after ``invalid_output``; ``prefill`` the part of a cut answer
+    the caller already holds (sent as an assistant prefill when :func:`continuation` says so). Raises
+    ``SkillInputError`` when the input does not fit the skill."""
     cap = config.models[model].max_output_tokens
     if skill is not None:
         from toolbag.skills.render import render
@@ -56,12 +62,35 @@ def build_request(
             request = dataclasses.replace(
                 request, system=f"{request.system}\n\nYour previous answer was rejected: {feedback}"
             )
+    continued = continuation(config, model, prefill) if skill is None else ""
+    if continued:
+        request = dataclasses.replace(request, messages=_prefilled(request.messages, continued))
     return dataclasses.replace(
         request,
         timeouts=timeouts_for(config, tier),
         stream=config.tiers[tier].stream,
         max_output_tokens=min(request.max_output_tokens, cap),
     )
+
+
+def continuable(job_input: Any, skill: str | None) -> bool:
+    """Whether a cut answer of this job may be continued by a prefill: plain text (no skill, which validates
+    whole answers, and no JSON schema, whose answer must parse as one)."""
+    return skill is None and not (isinstance(job_input, dict) and job_input.get("json_schema") is not None)
+
+
+def continuation(config: Config, model: str, prefill: str) -> str:
+    """What an attempt on ``model`` continues from: ``prefill`` when the model accepts a prefill, else nothing
+    (the attempt answers from the start)."""
+    return prefill if prefill and config.accepts_prefill(model) else ""
+
+
+def _prefilled(messages: tuple[Message, ...], prefill: str) -> tuple[Message, ...]:
+    """``messages`` ending with the assistant prefill (added to the caller's own prefill when there is one)."""
+    last = messages[-1] if messages else None
+    if last is not None and last.role == "assistant" and not last.tool_calls:
+        return (*messages[:-1], dataclasses.replace(last, text=last.text + prefill))
+    return (*messages, Message("assistant", prefill))
 
 
 def plain_request(capability: str, payload: Any, max_output_tokens: int) -> ModelRequest:

@@ -26,7 +26,7 @@ from toolbag.attempt.context import (
 )
 from toolbag.attempt.deltas import RedisDeltaSink, StreamingAdapter
 from toolbag.attempt.leases import LeaseKeeper
-from toolbag.attempt.request import build_request, requested_tools
+from toolbag.attempt.request import build_request, continuation, requested_tools
 from toolbag.budgets import Budgets
 from toolbag.config import Config, Tier
 from toolbag.jobs import AttemptRecord, DecisionRecord, JobRecord
@@ -54,6 +54,7 @@ class Started:
     skill: Skill | None
     ticket: Ticket  # not entered yet; whoever finishes the attempt enters, settles and exits it
     t0: float  # time.monotonic() at the start of the attempt
+    continued: str = ""  # the cut answer this attempt continues (its prefill): its text starts after it
 
 
 @dataclass(frozen=True)
@@ -166,7 +167,8 @@ class AttemptRunner:
             log.exception("attempt crashed", extra={"job_id": record.id})
             self._failed(record, token, record.attempt, crashed(err), time.monotonic() - t0)
             return None
-        return Started(record, token, ctx, request, skill, ticket, t0)
+        continued = continuation(self.config, record.model, record.prefill) if skill is None else ""
+        return Started(record, token, ctx, request, skill, ticket, t0, continued)
 
     def finish(self, started: Started) -> None:
         """The vendor call(s) through the caller on this thread, then the attempt's outcome."""
@@ -175,7 +177,7 @@ class AttemptRunner:
         adapter = self.adapter
         if started.request.stream:
             sink = RedisDeltaSink(self.store.redis, self.store.keys.deltas(record.id), attempt=record.attempt,
-                                  model=record.model)
+                                  model=record.model, offset=len(started.continued))
             adapter = StreamingAdapter(adapter, sink)
         try:
             with started.ticket as ticket:
@@ -219,6 +221,8 @@ class AttemptRunner:
         record = started.record
         model_name = record.model
         output = self._output(response, started.request, started.skill)
+        if started.continued and isinstance(output, str):
+            output = started.continued + output  # the whole answer: the part already streamed, then the rest
         latency_s = time.monotonic() - started.t0
         usage = response.usage
         cost = self.config.models[model_name].cost_usd(usage.input_tokens, usage.output_tokens,
@@ -267,7 +271,7 @@ class AttemptRunner:
         skill = self.skills.get(record.skill) if record.skill and self.skills is not None else None
         request = build_request(
             self.config, capability=record.capability, tier=record.tier, model=record.model,
-            job_input=record.input_value(), skill=skill, feedback=record.feedback or None,
+            job_input=record.input_value(), skill=skill, feedback=record.feedback or None, prefill=record.prefill,
         )
         return request, skill
 

@@ -6,7 +6,7 @@
 -- ARGV[1] expected token   ARGV[2] new token   ARGV[3] model   ARGV[4] provider   ARGV[5] queue name
 -- ARGV[6] envelope (when now)   ARGV[7] decision record (json)   ARGV[8] delay (ms; 0 = now)
 -- ARGV[9] feedback for the next attempt ('' for none)   ARGV[10] expected status
--- ARGV[11] new deadline, relative (ms; 0 = keep)
+-- ARGV[11] new deadline, relative (ms; 0 = keep)   ARGV[12] the cut answer the next attempt continues ('' for none)
 -- returns {1} or {0, status}
 local status = redis.call('HGET', KEYS[1], 'status')
 local token = redis.call('HGET', KEYS[1], 'token')
@@ -18,7 +18,7 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local id = redis.call('HGET', KEYS[1], 'id')
 local delay = tonumber(ARGV[8])
 redis.call('HSET', KEYS[1], 'token', ARGV[2], 'model', ARGV[3], 'provider', ARGV[4], 'queue', ARGV[5],
-           'feedback', ARGV[9])
+           'feedback', ARGV[9], 'prefill', ARGV[12] or '')
 redis.call('HINCRBY', KEYS[1], 'attempt', 1)
 redis.call('ZREM', KEYS[2], id)
 redis.call('RPUSH', KEYS[3], ARGV[7])

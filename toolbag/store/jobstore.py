@@ -318,8 +318,10 @@ class JobStore:
         feedback: str = "",
         expected_status: JobStatus = JobStatus.DECIDING,
         new_deadline_s: float = 0.0,
+        prefill: str = "",
     ) -> Transition:
-        """Deciding (or escalated) → queued on ``queue``, or waiting in the delayed set for ``delay_s``."""
+        """Deciding (or escalated) → queued on ``queue``, or waiting in the delayed set for ``delay_s``.
+        ``prefill``: the part of a cut streamed answer the next attempt continues ('' : it starts afresh)."""
         new_token = str(int(expected_token) + 1)
         delay_ms = int(delay_s * 1000)
         target = self.keys.delayed if delay_ms > 0 else self.keys.queue(queue)
@@ -330,7 +332,7 @@ class JobStore:
                   self.keys.waiting(queue), self.keys.audit, self.keys.deadlines, self.keys.notify(job_id),
                   self.keys.resolved(job_id)],
             args=[expected_token, new_token, model, provider, queue, envelope, record_json, delay_ms, feedback,
-                  expected_status.value, int(new_deadline_s * 1000)],
+                  expected_status.value, int(new_deadline_s * 1000), prefill],
         )
         return Transition(int(reply[0]) == 1, text(reply[1]) if len(reply) > 1 else "")
 

@@ -45,6 +45,7 @@ class Situation:
     history: Sequence[dict[str, Any]]
     retry_after_s: float | None = None
     deadline_in_s: float | None = None  # until the job's deadline; None: not known
+    continuing: bool = False  # part of a streamed answer reached the caller and the route continues it
 
 
 def _attempts(history: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -82,6 +83,8 @@ class _Judge:
         s = self.s
         pool = [m for m in s.plan if m != s.model and m not in exclude and m in self.config.models]
         ordered = [m for m in pool if m not in self.tried] + [m for m in pool if m in self.tried]
+        if s.continuing:  # a model that takes the cut answer as a prefill gives the caller exactly the rest
+            ordered.sort(key=lambda m: not self.config.accepts_prefill(m))
         if prefer_other_vendor:
             current_vendor = self.config.provider_of(s.model)
             ordered.sort(key=lambda m: self.config.provider_of(m) == current_vendor)  # stable: keeps route order

@@ -7,12 +7,14 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 from functools import partial
 from typing import Any
 
-from toolbag.attempt.request import PLAIN_MAX_OUTPUT_TOKENS
+from toolbag.attempt.deltas import attempt_text, mark_failover
+from toolbag.attempt.request import PLAIN_MAX_OUTPUT_TOKENS, continuable, continuation
 from toolbag.attempt.tokens import estimate_text_tokens
-from toolbag.config import Config
+from toolbag.config import Config, RoutePolicy
 from toolbag.escalations import Outbox
 from toolbag.escalations.outbox import entry_fields
 from toolbag.jobs import DecisionRecord, JobNotFound, JobRecord, JobStatus
@@ -60,11 +62,35 @@ class Supervisor:
             deadline_in_s=(job.deadline_ms - self.store.now_ms()) / 1000 if job.deadline_ms else None,
         )
         policy = self.config.route(job.capability, job.tier).policy
-        decision = decide(situation, self.config, policy,
+        held = self._held(job, policy)
+        decision = decide(replace(situation, continuing=bool(held)), self.config, policy,
                           usable=partial(self.router.usable, prefer_faster=policy.prefer_faster),
                           has_capacity=self._capacity_check(job))
-        self._apply(job, token, decision, outcome)
+        prefill = ""
+        if held and decision.model is not None and decision.action in ("retry", "reroute", "wait"):
+            prefill = continuation(self.config, decision.model, held)
+            # before the dispatch, so a reader never sees the next attempt's text without it (sent again if a
+            # crash makes the decision run twice: readers take the latest)
+            mark_failover(self.store.redis, self.store.keys.deltas(job_id), attempt=job.attempt + 1,
+                          model=decision.model, continues=bool(prefill), offset=len(held))
+            said = (f"continues the streamed answer after its first {len(held)} characters" if prefill else
+                    f"{decision.model} takes no prefill: the streamed answer was cut, the next attempt starts afresh")
+            decision = replace(decision, reason=f"{decision.reason}; {said}")
+        self._apply(job, token, decision, outcome, prefill)
         return decision
+
+    def _held(self, job: JobRecord, policy: RoutePolicy) -> str:
+        """The part of the job's streamed answer its caller already holds, when the route continues cut
+        streams (``stream_failover: continue``) and the job's answer may be continued: what the failed attempt
+        continued, then what it streamed. '' otherwise."""
+        if (policy.stream_failover != "continue" or not self.config.tiers[job.tier].stream
+                or not continuable(job.input_value(), job.skill)):
+            return ""
+        before = continuation(self.config, job.model, job.prefill)
+        text, offset = attempt_text(self.store.redis, self.store.keys.deltas(job.id), job.attempt)
+        if offset is not None and offset != len(before):
+            return ""  # the attempt did not continue what the caller held: that stream was ended as cut
+        return before + text
 
     def _capacity_check(self, job: JobRecord) -> Callable[[str], bool]:
         """Whether a model's fleet-wide limits would admit ``job`` now (its input estimated from the raw
@@ -77,7 +103,7 @@ class Supervisor:
 
         return has_capacity
 
-    def _apply(self, job: JobRecord, token: str, decision: Decision, outcome: OutcomeKind) -> None:
+    def _apply(self, job: JobRecord, token: str, decision: Decision, outcome: OutcomeKind, prefill: str = "") -> None:
         job_id, capability, tier = job.id, job.capability, job.tier
         record = DecisionRecord(decision.action, decision.reason, decision.model, round(decision.delay_s, 3))
         if decision.action in ("retry", "reroute", "wait"):
@@ -85,7 +111,7 @@ class Supervisor:
             provider = self.config.provider_of(decision.model)
             done = self.store.dispatch(
                 job_id, token, model=decision.model, provider=provider, queue=queue_name(provider, tier),
-                record_json=record.to_json(), delay_s=decision.delay_s, feedback=decision.feedback,
+                record_json=record.to_json(), delay_s=decision.delay_s, feedback=decision.feedback, prefill=prefill,
             )
             if done.ok and decision.action == "reroute":
                 metrics.REROUTES.labels(job.provider, provider, outcome.value).inc()
