@@ -27,7 +27,7 @@ from starlette.routing import Route
 
 from toolbag.api.door import TIER_HEADER, Door, Submitted
 from toolbag.api.errors import JOB_ID_HEADER, ApiError, Dialect, error_response
-from toolbag.api.stream import Done, Failed, Relayed, Text, output_text, relay
+from toolbag.api.stream import Done, Failed, Relayed, Text, ToolPiece, output_text, relay
 from toolbag.api.wire import ChatCompletionRequest, MessagesRequest, ResponsesRequest, WireError
 from toolbag.attempt.request import CALLER_TOOLS_FIELD, continuable
 from toolbag.client import JobRequest
@@ -238,17 +238,30 @@ async def _openai_chunks(job_id: str, events: AsyncIterator[Relayed], body: Any)
                      "model": model, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **extra})
 
     started = False
+    streamed_calls: set[int] = set()  # the calls whose pieces went out as the model generated them
     async for event in events:
         if isinstance(event, Text):
             model = event.model or model
             head = b"" if started else chunk({"role": "assistant", "content": ""})
             started = True
             yield head + (chunk({"content": event.text}) if event.text else b"")  # one write for the first text
+        elif isinstance(event, ToolPiece):
+            model = event.model or model
+            head = b"" if started else chunk({"role": "assistant", "content": None})
+            started = True
+            if event.index not in streamed_calls:  # the id and name first, as the vendor streams them
+                streamed_calls.add(event.index)
+                head += chunk({"tool_calls": [{"index": event.index, "id": event.call_id, "type": "function",
+                                               "function": {"name": event.name, "arguments": ""}}]})
+            pieces = chunk({"tool_calls": [{"index": event.index, "function": {"arguments": event.arguments}}]})
+            yield head + (pieces if event.arguments else b"")
         elif isinstance(event, Done):
             model = event.result.model or model
             usage = _usage_openai(event.usage())
             calls = _openai_calls(event.result)
-            for index, call in enumerate(calls):  # the name first, then the arguments, as the vendor streams them
+            for index, call in enumerate(calls):  # a tier that does not stream: each call whole, name first
+                if index in streamed_calls:
+                    continue
                 named = {**call, "function": {"name": call["function"]["name"], "arguments": ""}}
                 yield chunk({"tool_calls": [{"index": index, **named}]})
                 arguments = {"arguments": call["function"]["arguments"]}
@@ -320,6 +333,8 @@ async def _responses_events(job_id: str, events: AsyncIterator[Relayed]) -> Asyn
             parts.append(relayed.text)
             delta = event("response.output_text.delta", **where, delta=relayed.text) if relayed.text else b""
             yield head + delta
+        elif isinstance(relayed, ToolPiece):
+            continue  # /v1/responses offers no tools
         elif isinstance(relayed, Done):
             model = relayed.result.model or model
             head = b"" if started else opening()
@@ -365,10 +380,13 @@ def _anthropic_message(job_id: str, result: JobResult) -> dict[str, Any]:
 
 async def _anthropic_events(job_id: str, events: AsyncIterator[Relayed]) -> AsyncIterator[bytes]:
     """The Messages event sequence. ``message_start`` names the model of the first text; ``message_delta``
-    carries the final usage (and the model that answered is also the one in ``message_start``: text only
-    flows from the attempt that succeeds or is cut). The model's calls of the caller's tools follow the text as
-    ``tool_use`` blocks, each with its input in one ``input_json_delta``."""
-    started = text_open = False
+    carries the final usage. Text goes in a ``text`` block; the model's calls of the caller's tools in
+    ``tool_use`` blocks whose input comes in ``input_json_delta`` pieces as the model generates it (from a tier
+    that does not stream: each whole, at the end)."""
+    started = False
+    block_open: tuple[int, str] | None = None  # the content block being written: its index and type
+    blocks = 0  # content blocks started so far
+    calls_streamed: dict[int, int] = {}  # call index -> its content block
 
     def start(model: str) -> bytes:
         message: dict[str, Any] = {
@@ -377,44 +395,61 @@ async def _anthropic_events(job_id: str, events: AsyncIterator[Relayed]) -> Asyn
         }
         return _sse({"type": "message_start", "message": message}, "message_start")
 
-    def block(index: int, content_block: dict[str, Any]) -> bytes:
-        return _sse({"type": "content_block_start", "index": index, "content_block": content_block},
-                    "content_block_start")
+    def block(content_block: dict[str, Any]) -> bytes:
+        """Close the open block and start the next one."""
+        nonlocal block_open, blocks
+        frames = close()
+        block_open, blocks = (blocks, content_block["type"]), blocks + 1
+        return frames + _sse({"type": "content_block_start", "index": block_open[0],
+                              "content_block": content_block}, "content_block_start")
 
-    def stop(index: int) -> bytes:
+    def close() -> bytes:
+        nonlocal block_open
+        if block_open is None:
+            return b""
+        index, block_open = block_open[0], None
         return _sse({"type": "content_block_stop", "index": index}, "content_block_stop")
+
+    def delta(index: int, body: dict[str, Any]) -> bytes:
+        return _sse({"type": "content_block_delta", "index": index, "delta": body}, "content_block_delta")
 
     async for event in events:
         if isinstance(event, Text):
             head = b"" if started else start(event.model)
             started = True
-            if event.text and not text_open:
-                head += block(0, {"type": "text", "text": ""})
-                text_open = True
-            delta = _sse({"type": "content_block_delta", "index": 0,
-                          "delta": {"type": "text_delta", "text": event.text}}, "content_block_delta")
-            yield head + (delta if event.text else b"")  # one write for the first text
+            if event.text and (block_open is None or block_open[1] != "text"):
+                head += block({"type": "text", "text": ""})
+            text = delta(block_open[0], {"type": "text_delta", "text": event.text}) if block_open else b""
+            yield head + (text if event.text else b"")  # one write for the first text
+        elif isinstance(event, ToolPiece):
+            head = b"" if started else start(event.model)
+            started = True
+            if event.index not in calls_streamed:
+                head += block({"type": "tool_use", "id": event.call_id, "name": event.name, "input": {}})
+                calls_streamed[event.index] = blocks - 1
+            index = calls_streamed[event.index]
+            pieces = delta(index, {"type": "input_json_delta", "partial_json": event.arguments})
+            yield head + (pieces if event.arguments else b"")
         elif isinstance(event, Done):
             result = event.result
             calls = _tool_use_blocks(result)
             frames = [] if started else [start(result.model or "")]
-            if not text_open and not calls:
-                frames.append(block(0, {"type": "text", "text": ""}))
-                text_open = True
-            if text_open:
-                frames.append(stop(0))
-            for index, call in enumerate(calls, start=1 if text_open else 0):
-                frames.append(block(index, {**call, "input": {}}))
-                frames.append(_sse({"type": "content_block_delta", "index": index,
-                                    "delta": {"type": "input_json_delta", "partial_json": json.dumps(call["input"])}},
-                                   "content_block_delta"))
-                frames.append(stop(index))
+            if blocks == 0 and not calls:
+                frames.append(block({"type": "text", "text": ""}))
+            for index, call in enumerate(calls):
+                if index in calls_streamed:
+                    continue
+                frames.append(block({**call, "input": {}}))
+                whole = json.dumps(call["input"])
+                frames.append(delta(blocks - 1, {"type": "input_json_delta", "partial_json": whole}))
+            frames.append(close())
             frames.append(_sse({"type": "message_delta",
                                 "delta": {"stop_reason": "tool_use" if calls else "end_turn", "stop_sequence": None},
                                 "usage": _anthropic_usage(event.usage())}, "message_delta"))
             frames.append(_sse({"type": "message_stop"}, "message_stop"))
             for frame in frames:
-                yield frame
+                if frame:
+                    yield frame
         else:
             kind = "overloaded_error" if event.outcome in ("stalled", "timeout") else "api_error"
             yield _sse({"type": "error", "error": {"type": kind, "message": event.message}}, "error")

@@ -28,7 +28,7 @@ from typing import Any
 from toolbag.attempt.tokens import estimate_text_tokens
 from toolbag.jobs import JobResult, JobStatus
 
-__all__ = ["Done", "Failed", "Relayed", "Text", "relay"]
+__all__ = ["Done", "Failed", "Relayed", "Text", "ToolPiece", "relay"]
 
 READ_BLOCK_MS = 500
 
@@ -38,6 +38,18 @@ log = logging.getLogger("toolbag.api")
 @dataclass(frozen=True)
 class Text:
     text: str
+    model: str
+
+
+@dataclass(frozen=True)
+class ToolPiece:
+    """A piece of the model's call of one of the caller's tools, as generated: call ``index`` starts with its
+    ``call_id`` and ``name`` (empty on later pieces), then more of its ``arguments`` (JSON text)."""
+
+    index: int
+    call_id: str
+    name: str
+    arguments: str
     model: str
 
 
@@ -70,7 +82,7 @@ class Failed:
     outcome: str = "failed"
 
 
-Relayed = Text | Done | Failed
+Relayed = Text | ToolPiece | Done | Failed
 
 
 @dataclass(frozen=True)
@@ -136,11 +148,12 @@ async def _relay(feed: JobFeed, timeout_s: float, streamed: bool, stall_s: float
     current: tuple[int, str] | None = None  # the attempt being relayed
     newest = 0  # the latest attempt heard of: a zombie's late entries are skipped
     carried = 0  # where the answering attempt's text starts: what earlier, cut attempts gave
+    called = False  # a tool call went out: an answer with one is never continued
     while streamed:
         now = time.monotonic()
         if now >= deadline:
             raise TimeoutError
-        if sent and stall_s is not None and now - last_text > stall_s:
+        if (sent or called) and stall_s is not None and now - last_text > stall_s:
             raise _Stalled(f"the answer was cut: no text for {stall_s:g} s after part of it was sent")
         block_ms = max(1, min(READ_BLOCK_MS, int((deadline - now) * 1000)))
         answer = await feed.redis.xread({feed.deltas_key: last_id}, count=200, block=block_ms)
@@ -157,7 +170,8 @@ async def _relay(feed: JobFeed, timeout_s: float, streamed: bool, stall_s: float
                 continue
             newest = attempt
             if kind == "failover":
-                if sent and not (continues and fields.get("continues") == "1" and offset == sent):
+                if (sent or called) and (called or not (continues and fields.get("continues") == "1"
+                                                        and offset == sent)):
                     await feed.cancel()
                     yield Failed(f"the answer was cut after part of it was sent, and the next model ({model}) "
                                  "cannot continue it", "cut")
@@ -165,7 +179,7 @@ async def _relay(feed: JobFeed, timeout_s: float, streamed: bool, stall_s: float
                 current = None
                 continue
             if current is None or current[0] != attempt:  # an attempt's first entry
-                if current is not None and sent and not continues:
+                if current is not None and (sent or called) and (called or not continues):
                     await feed.cancel()
                     yield Failed(f"the answer was cut: the attempt on {current[1] or 'a model'} stopped without "
                                  "an end after part of it was sent", "cut")
@@ -182,11 +196,16 @@ async def _relay(feed: JobFeed, timeout_s: float, streamed: bool, stall_s: float
                 if outcome == "ok":
                     streamed, carried = False, offset
                     break
-                if sent and not continues:
+                if (sent or called) and (called or not continues):
                     await feed.cancel()
                     yield Failed(f"the answer was cut: the attempt on {model} ended {outcome} after part of it "
                                  f"was sent ({fields.get('reason', '')[:200]})", "cut")
                     return
+            elif kind == "tool":
+                called = True
+                last_text = time.monotonic()
+                yield ToolPiece(int(fields.get("index") or 0), fields.get("id", ""), fields.get("name", ""),
+                                fields.get("arguments", ""), model)
             elif fields.get("text"):
                 sent += len(fields["text"])
                 last_text = time.monotonic()
@@ -194,9 +213,9 @@ async def _relay(feed: JobFeed, timeout_s: float, streamed: bool, stall_s: float
     result = await feed.result(deadline - time.monotonic())
     if not result.ok:
         yield Failed(f"job {result.status.value}: {result.error or 'no model answered'}",
-                     "cut" if sent else "failed")
+                     "cut" if sent or called else "failed")
         return
-    if not sent:  # a tier that does not stream: the whole answer at once
+    if not sent and not called:  # a tier that does not stream: the whole answer at once
         yield Text(output_text(result), result.model or "")
     yield Done(result, carried_chars=carried)
 

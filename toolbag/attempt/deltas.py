@@ -2,8 +2,10 @@
 
 One stream per job (``Keys.deltas``). Each entry names its attempt, its model and its ``offset`` (where the
 attempt's text starts in the answer: 0, or the length of the cut answer it continues); ``kind`` is ``text`` (a
-batch of deltas), ``end`` (the attempt is over, with its outcome) or ``failover`` (the supervisor's word on a
-cut answer: ``continues`` 1 when the next attempt continues it from ``offset``, 0 when it starts afresh).
+batch of deltas), ``tool`` (a piece of a tool call as the model generates it: ``index``, its ``id`` and
+``name`` on its first piece, ``arguments``), ``end`` (the attempt is over, with its outcome) or ``failover``
+(the supervisor's word on a cut answer: ``continues`` 1 when the next attempt continues it from ``offset``, 0
+when it starts afresh).
 Writes are batched: the first piece of an attempt goes out at once (time to first token), later ones when
 :data:`FLUSH_CHARS` characters or :data:`FLUSH_MS` milliseconds have gathered; every flush is one pipelined
 ``XADD`` (capped by ``MAXLEN``) and ``EXPIRE``.
@@ -49,28 +51,44 @@ class _DeltaBatch:
         self._offset = str(offset)
         self._model = model
         self._ttl_s = ttl_s
-        self._buffer: list[str] = []
+        self._buffer: list[dict[str, str]] = []  # the entries of the next batch
         self._buffered_chars = 0
         self._last_flush = 0.0
         self._sent_any = False
 
     def _buffered(self, text: str) -> bool:
-        """Buffer ``text``; whether a batch is due (the first text at once, then every FLUSH_MS or FLUSH_CHARS)."""
-        self._buffer.append(text)
-        self._buffered_chars += len(text)
+        """Buffer ``text``; whether a batch is due (the first piece at once, then every FLUSH_MS or FLUSH_CHARS)."""
+        last = self._buffer[-1] if self._buffer else None
+        if last is not None and last["kind"] == "text":
+            last["text"] += text
+        else:
+            self._buffer.append({"kind": "text", "text": text})
+        return self._due(len(text))
+
+    def _buffered_tool(self, index: int, call_id: str, name: str, arguments: str) -> bool:
+        """Buffer a piece of tool call ``index`` (a ``tool`` entry: its id and name on the first, then more of
+        its arguments); whether a batch is due."""
+        last = self._buffer[-1] if self._buffer else None
+        if not call_id and last is not None and last["kind"] == "tool" and last["index"] == str(index):
+            last["arguments"] += arguments
+        else:
+            self._buffer.append({"kind": "tool", "index": str(index), "id": call_id, "name": name,
+                                 "arguments": arguments})
+        return self._due(len(arguments) + 1)
+
+    def _due(self, chars: int) -> bool:
+        self._buffered_chars += chars
         due = (time.monotonic() - self._last_flush) * 1000 >= FLUSH_MS
         return not self._sent_any or due or self._buffered_chars >= FLUSH_CHARS
 
-    def _take(self) -> dict[str, str]:
-        text = "".join(self._buffer)
-        self._buffer.clear()
+    def _take(self) -> list[dict[str, str]]:
+        entries, self._buffer = self._buffer, []
         self._buffered_chars = 0
-        return {"kind": "text", "text": text}
+        return entries
 
     def _last_entries(self, outcome: str, reason: str) -> list[dict[str, str]]:
         """What is left in the buffer, then the attempt's end with its outcome."""
-        entries = [self._take()] if self._buffer else []
-        return [*entries, {"kind": "end", "outcome": outcome, "reason": reason[:500]}]
+        return [*self._take(), {"kind": "end", "outcome": outcome, "reason": reason[:500]}]
 
     def _queue(self, pipe: Any, entries: Sequence[dict[str, str]]) -> None:
         for entry in entries:
@@ -81,7 +99,7 @@ class _DeltaBatch:
 
 
 class RedisDeltaSink(_DeltaBatch):
-    """A :class:`~toolbag.providers.base.DeltaSink` for one attempt, batching into the job's delta stream."""
+    """A :class:`~toolbag.providers.base.ToolDeltaSink` for one attempt, batching into the job's delta stream."""
 
     def __init__(self, client: redis.Redis, key: str, *, attempt: int, model: str, ttl_s: int = TTL_S,
                  offset: int = 0) -> None:
@@ -92,9 +110,13 @@ class RedisDeltaSink(_DeltaBatch):
         if self._buffered(text):
             self.flush()
 
+    def tool(self, index: int, call_id: str, name: str, arguments: str) -> None:
+        if self._buffered_tool(index, call_id, name, arguments):
+            self.flush()
+
     def flush(self) -> None:
         if self._buffer:
-            self._add([self._take()])
+            self._add(self._take())
             self._sent_any = True
         self._last_flush = time.monotonic()
 
@@ -122,17 +144,24 @@ class AsyncRedisDeltaSink(_DeltaBatch):
 
     def write(self, text: str) -> None:
         if self._buffered(text):
-            self._sent_any = True
-            self._last_flush = time.monotonic()
-            if self._flushing is None or self._flushing.done():
-                self._flushing = asyncio.get_running_loop().create_task(self._flush())
-            else:
-                self._again = True
+            self._flush_soon()
+
+    def tool(self, index: int, call_id: str, name: str, arguments: str) -> None:
+        if self._buffered_tool(index, call_id, name, arguments):
+            self._flush_soon()
+
+    def _flush_soon(self) -> None:
+        self._sent_any = True
+        self._last_flush = time.monotonic()
+        if self._flushing is None or self._flushing.done():
+            self._flushing = asyncio.get_running_loop().create_task(self._flush())
+        else:
+            self._again = True
 
     async def _flush(self) -> None:
         while self._buffer:
             self._again = False
-            await self._add([self._take()])
+            await self._add(self._take())
             if not self._again:
                 return
 
@@ -252,7 +281,7 @@ def read_deltas(
         entries = _entries(answer)
         last_id = entries[-1][0]
         for _, fields in entries:
-            if fields.get("kind") == "failover":
+            if fields.get("kind") in ("failover", "tool"):
                 continue
             attempt, model = int(fields.get("attempt", "0")), fields.get("model", "")
             if current is not None and current[0] != attempt:

@@ -33,6 +33,7 @@ from toolbag.providers.base import (
     ModelResponse,
     ProviderKind,
     ToolCall,
+    ToolDeltaSink,
     Usage,
 )
 from toolbag.providers.clock import AttemptClock
@@ -51,10 +52,17 @@ class Received:
     headers: dict[str, str] = field(default_factory=dict)
     text_parts: list[str] = field(default_factory=list)
     response_id: str | None = None
+    tool_sink: ToolDeltaSink | None = None  # a streamed attempt's tool calls, as they are generated
 
     @property
     def text(self) -> str:
         return "".join(self.text_parts)
+
+    def tool_piece(self, index: int, call_id: str, name: str, arguments: str) -> None:
+        """Hand a piece of tool call ``index`` to the attempt's sink, if it takes them (``call_id`` and ``name``
+        on the call's first piece only)."""
+        if self.tool_sink is not None:
+            self.tool_sink.tool(index, call_id, name, arguments)
 
 
 class _Forwarding(list[str]):
@@ -152,6 +160,7 @@ class VendorAdapter(ABC, Generic[ReceivedT]):
         received = self._new_received()
         if sink is not None and request.stream:
             received.text_parts = _Forwarding(sink)
+            received.tool_sink = sink if isinstance(sink, ToolDeltaSink) else None
         try:
             arguments = self._call_arguments(self.wire_request(model, request), request, clock)
             if request.stream:
@@ -168,6 +177,7 @@ class VendorAdapter(ABC, Generic[ReceivedT]):
         received = self._new_received()
         if sink is not None and request.stream:
             received.text_parts = _Forwarding(sink)
+            received.tool_sink = sink if isinstance(sink, ToolDeltaSink) else None
         try:
             arguments = self._call_arguments(self.wire_request(model, request), request, clock)
             if request.stream:

@@ -263,6 +263,7 @@ class AnthropicAdapter(VendorAdapter[_StreamState]):
         elif kind == "content_block_start":
             block = event.content_block
             if block.type == "tool_use":
+                state.tool_piece(len(state.tools), block.id, block.name, json.dumps(block.input) if block.input else "")
                 state.tools[event.index] = (block.id, block.name, [], dict(block.input or {}))
                 clock.mark_token()
             elif block.type == "text" and block.text:
@@ -275,6 +276,8 @@ class AnthropicAdapter(VendorAdapter[_StreamState]):
                 clock.mark_token()
             elif delta.type == "input_json_delta" and event.index in state.tools:
                 state.tools[event.index][2].append(delta.partial_json)
+                if delta.partial_json:
+                    state.tool_piece(list(state.tools).index(event.index), "", "", delta.partial_json)
                 clock.mark_token()
         elif kind == "message_delta":
             state.stop_reason = event.delta.stop_reason

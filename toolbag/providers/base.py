@@ -183,6 +183,15 @@ class DeltaSink(Protocol):
 
 
 @runtime_checkable
+class ToolDeltaSink(DeltaSink, Protocol):
+    """A :class:`DeltaSink` that also receives the model's tool calls as they are generated: call ``index``
+    (0-based, in the answer's order) starts with its ``call_id`` and ``name``, then its ``arguments`` (JSON
+    text) come in pieces (a vendor that sends a call whole sends it as one piece)."""
+
+    def tool(self, index: int, call_id: str, name: str, arguments: str) -> None: ...
+
+
+@runtime_checkable
 class Adapter(Protocol):
     """One vendor, reached through its official SDK. Thread-safe: one instance serves a whole worker.
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import copy
+import json
 import threading
 import uuid
 from dataclasses import dataclass, field
@@ -151,6 +152,8 @@ class _Answer(Received):
                             signature=signature,
                         )
                     )
+                    call = self.calls[-1]  # Gemini sends a call whole: one piece
+                    self.tool_piece(len(self.calls) - 1, call.id, call.name, json.dumps(call.arguments))
                     clock.mark_token()
             if candidate.finish_reason is not None:
                 self.finish_reason = _enum_name(candidate.finish_reason)

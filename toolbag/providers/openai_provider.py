@@ -309,6 +309,7 @@ class OpenAIAdapter(VendorAdapter[_StreamState]):
                     state.refusal_parts.append(delta.refusal)
                     clock.mark_token()
                 for call in delta.tool_calls or ():
+                    first = call.index not in state.tools
                     slot = state.tools.setdefault(call.index, ["", ""])
                     if call.id:
                         slot[0] = call.id
@@ -318,6 +319,9 @@ class OpenAIAdapter(VendorAdapter[_StreamState]):
                             slot[1] = function.name
                         if function.arguments:
                             slot.append(function.arguments)
+                    piece = function.arguments if function is not None and function.arguments else ""
+                    if first or piece:
+                        state.tool_piece(call.index, slot[0] if first else "", slot[1] if first else "", piece)
                     clock.mark_token()
             if choice.finish_reason:
                 state.finish_reason = choice.finish_reason

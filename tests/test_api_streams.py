@@ -1,13 +1,19 @@
-"""A stream cut after text reached the caller, continued on the next model (``stream_failover: continue``): the
-real ``openai`` and ``anthropic`` SDKs through the front door, with simulator faults mid-stream on the first
-model. The caller receives the part the cut attempt sent, then exactly what the next model writes after it as a
-prefill: no replay, no duplicate, and a stream that cannot be continued is never presented complete."""
+"""Streams through the front door, with the real ``openai`` and ``anthropic`` SDKs as clients.
+
+A stream cut after text reached the caller, continued on the next model (``stream_failover: continue``), with
+simulator faults mid-stream on the first model: the caller receives the part the cut attempt sent, then exactly
+what the next model writes after it as a prefill: no replay, no duplicate, and a stream that cannot be
+continued is never presented complete. And tool calls whose arguments reach the caller as the model generates
+them, through both SDKs' streaming helpers."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import anthropic
 import openai
@@ -24,6 +30,11 @@ CONTINUED = "stitch"  # claude-haiku, then claude-sonnet: both take a prefill
 ERRORED = "stitch-strict"  # the same candidates, stream_failover: error
 NO_PREFILL = "stitch-openai"  # claude-haiku, then gpt-luna: OpenAI's chat API takes no prefill
 MID_STREAM_FAULTS = ("midstream_error", "cut", "malformed", "midstream_refusal")
+TOKENS_PER_S = 50
+LOOKUP_ARGS = {"query": "why the export button does nothing", "limit": 5, "since": "2026-11-01"}
+ASK_LOOKUP = f"Look it up. [[sim:tool=lookup {json.dumps(LOOKUP_ARGS)}]]"
+LOOKUP_SCHEMA = {"type": "object", "properties": {"query": {"type": "string"}, "limit": {"type": "integer"},
+                                                  "since": {"type": "string"}}, "required": ["query"]}
 
 
 @pytest.fixture(scope="module")
@@ -35,8 +46,13 @@ def door(redis_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         NO_PREFILL: {"interactive": {"candidates": ["claude-haiku", "gpt-luna"]}},
     }
     # the circuits stay closed: every test's first attempt goes to claude-haiku and is cut
-    with front_door(redis_server, tmp_path_factory.mktemp("failover"), routes=routes,
+    with front_door(redis_server, tmp_path_factory.mktemp("streams"), routes=routes,
                     config={"health": {"failures_to_open": 1000}}) as door:
+        paced = {"tokens_per_s": TOKENS_PER_S, "ttft_ms": 0}  # tool arguments come in pieces over time
+        plan = {"rules": [], "latency": {"gpt-*": paced, "claude-sonnet*": paced}}
+        request = urllib.request.Request(f"{door.fleet.simulator.url}/_sim/faults", data=json.dumps(plan).encode(),
+                                         method="POST", headers={"content-type": "application/json"})
+        urllib.request.urlopen(request).close()
         yield door
 
 
@@ -195,3 +211,25 @@ def test_the_simulator_continues_a_prefill_without_repeating_it() -> None:
     assert continue_text(answer, "[claude-sonnet-5-5] The export") == " button does nothing"
     assert continue_text(answer, "[claude-haiku-5-5] The export but") == "ton does nothing"
     assert continue_text(answer, "Something else") == " " + answer
+
+
+def test_tool_call_arguments_reach_the_caller_as_the_model_generates_them(door: FrontDoor) -> None:
+    """The simulator sends the arguments in 16-character pieces, paced; both SDKs' streaming helpers see several
+    argument deltas (not one whole at the end) that add up to the call, and the final message holds it."""
+    tools: list[Any] = [{"type": "function", "function": {"name": "lookup", "parameters": LOOKUP_SCHEMA}}]
+    with door.openai().chat.completions.stream(model="gpt-luna", messages=user(ASK_LOOKUP), tools=tools) as stream:
+        pieces = [event.arguments_delta for event in stream if event.type == "tool_calls.function.arguments.delta"]
+        completion = stream.get_final_completion()
+    (call,) = completion.choices[0].message.tool_calls or []
+    assert len(pieces) >= 2 and json.loads("".join(pieces)) == LOOKUP_ARGS, pieces
+    assert call.function.name == "lookup" and json.loads(call.function.arguments) == LOOKUP_ARGS
+    assert completion.choices[0].finish_reason == "tool_calls"
+
+    with door.anthropic().messages.stream(model="claude-sonnet", max_tokens=200, messages=user(ASK_LOOKUP),
+                                          tools=[{"name": "lookup", "input_schema": LOOKUP_SCHEMA}]) as stream:
+        partial = [event.partial_json for event in stream if event.type == "input_json"]
+        message = stream.get_final_message()
+    (use,) = [b for b in message.content if b.type == "tool_use"]
+    assert len(partial) >= 2 and json.loads("".join(partial)) == LOOKUP_ARGS, partial
+    assert use.name == "lookup" and use.input == LOOKUP_ARGS and message.stop_reason == "tool_use"
+
