@@ -233,3 +233,32 @@ def test_tool_call_arguments_reach_the_caller_as_the_model_generates_them(door: 
     assert len(partial) >= 2 and json.loads("".join(partial)) == LOOKUP_ARGS, partial
     assert use.name == "lookup" and use.input == LOOKUP_ARGS and message.stop_reason == "tool_use"
 
+
+def test_a_key_without_caller_tools_is_refused_tools_in_each_sdks_shape(door: FrontDoor) -> None:
+    from typer.testing import CliRunner
+
+    from toolbag.cli.app import app as cli_app
+
+    made = CliRunner().invoke(cli_app, ["keys", "create", "--caller", "no-tools", "--tier", "interactive",
+                                        "--no-caller-tools"], env=door.fleet.env)
+    assert made.exit_code == 0, made.stderr
+    created = json.loads(made.stdout)
+    assert created["caller_tools"] is False
+    secret = created["key"]
+    tools: list[Any] = [{"type": "function", "function": {"name": "lookup", "parameters": LOOKUP_SCHEMA}}]
+    with pytest.raises(openai.PermissionDeniedError, match="tools: this key may not offer"):
+        door.openai(secret).chat.completions.create(model="gpt-luna", messages=user(ASK_LOOKUP), tools=tools)
+    with pytest.raises(anthropic.PermissionDeniedError, match="tools: this key may not offer"):
+        door.anthropic(secret).messages.create(model="claude-sonnet", max_tokens=50, messages=user(ASK_LOOKUP),
+                                               tools=[{"name": "lookup", "input_schema": LOOKUP_SCHEMA}])
+    with door.http(secret) as http:
+        job_input = {"messages": user(PROMPT), "tool_specs": [{"name": "lookup", "parameters": LOOKUP_SCHEMA}]}
+        refused = http.post("/jobs", json={"capability": "summarize", "input": job_input})
+        assert refused.status_code == 403 and "input.tool_specs" in refused.text, refused.text
+        batch = http.post("/jobs:batch", json={"jobs": [{"capability": "summarize", "input": PROMPT},
+                                                        {"capability": "summarize", "input": job_input}]})
+        assert batch.status_code == 403 and "jobs[1].input.tool_specs" in batch.text, batch.text
+    answer = door.openai(secret).chat.completions.create(model="gpt-luna", messages=user(PROMPT))
+    assert answer.choices[0].message.content  # the key works; only tools of its own are refused
+    assert door.openai().chat.completions.create(model="gpt-luna", messages=user(ASK_LOOKUP),
+                                                 tools=tools).choices[0].finish_reason == "tool_calls"

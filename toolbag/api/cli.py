@@ -33,12 +33,15 @@ def create(
     tiers: str | None = typer.Option(None, "--tiers", help="Tiers the key may use, comma-separated (default: all)."),
     rpm: int | None = typer.Option(None, "--rpm", help="Requests per minute, fleet-wide (default: unlimited)."),
     inbox: bool = typer.Option(False, "--inbox", help="May act on the escalation inbox and read any job."),
+    caller_tools: bool = typer.Option(True, "--caller-tools/--no-caller-tools",
+                                      help="May offer the model tools of its own (toolbag never runs them)."),
 ) -> None:
     """Create a key; its secret is printed once and never stored."""
     from toolbag.cli.fail import fail
 
     try:
-        key, secret = _key_store().create(caller, tier, tiers=_tiers(tiers), rpm=rpm, inbox=inbox)
+        key, secret = _key_store().create(caller, tier, tiers=_tiers(tiers), rpm=rpm, inbox=inbox,
+                                          caller_tools=caller_tools)
     except ApiKeyError as err:
         fail(str(err))
     print(json.dumps({**key.public(), "key": secret}))

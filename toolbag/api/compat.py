@@ -136,7 +136,8 @@ class Compat:
             except WireError as err:
                 raise ApiError(400, str(err), param=err.field) from None
             job_request = self._job_request(body.model, job_input, request.headers.get(TIER_HEADER))
-            sub = await run_in_threadpool(self.door.submit, key, job_request, tier_field=TIER_HEADER)
+            sub = await run_in_threadpool(self.door.submit, key, job_request, tier_field=TIER_HEADER,
+                                          tools_field="tools")
         except ApiError as err:
             metrics.API_REQUESTS.labels(endpoint, "unknown", "unknown", str(err.status)).inc()
             return error_response(dialect, err)

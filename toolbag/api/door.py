@@ -25,6 +25,7 @@ from toolbag.api.errors import ApiError
 from toolbag.api.keys import ApiKey, KeyStore
 from toolbag.api.stream import JobFeed
 from toolbag.api.wire import field_path
+from toolbag.attempt.request import CALLER_TOOLS_FIELD
 from toolbag.client import Client, Job, JobRequest
 from toolbag.config import TIERS, ConfigError, RoutePolicy, Tier, TierConfig
 from toolbag.jobs import JobResult, SubmitError
@@ -115,6 +116,13 @@ class Door:
                                 f"{', '.join(key.tiers)})", param=field)
         return tier
 
+    @staticmethod
+    def check_caller_tools(key: ApiKey, job_input: Any, field: str) -> None:
+        """403 naming ``field`` when the input offers the model the caller's own tools and the key may not."""
+        if not key.caller_tools and isinstance(job_input, dict) and job_input.get(CALLER_TOOLS_FIELD):
+            raise ApiError(403, f"{field}: this key may not offer the model tools of its own (a key made with "
+                                "`toolbag keys create --caller-tools` may)", param=field)
+
     def admit(self, key: ApiKey, tier: str) -> None:
         """The key's rpm and the tier's queue depth, fleet-wide; 429 with ``retry-after`` past either."""
         wait_s = self.keys.count_request(key)
@@ -172,9 +180,10 @@ class Door:
     # -- jobs -------------------------------------------------------------------------------------------
 
     def submit(self, key: ApiKey, request: JobRequest, *, tier_field: str = "tier", field_prefix: str = "",
-               invalid_status: int = 400) -> Submitted:
-        """Admit and submit one job for ``key`` (its caller, tiers, rpm); ``invalid_status`` naming the field
-        it refuses (``field_prefix`` before the name, e.g. ``jobs[3].``)."""
+               invalid_status: int = 400, tools_field: str = f"input.{CALLER_TOOLS_FIELD}") -> Submitted:
+        """Admit and submit one job for ``key`` (its caller, tiers, caller tools, rpm); ``invalid_status``
+        naming the field it refuses (``field_prefix`` before the name, e.g. ``jobs[3].``)."""
+        self.check_caller_tools(key, request.input, field_prefix + tools_field)
         tier = self.tier_for(key, request.tier, field_prefix + tier_field)
         effective = tier or self._default_tier(request)
         self.admit(key, effective)
@@ -198,6 +207,8 @@ class Door:
         with self._batch_lock:
             prepared = self._batch_client.prepare_each([replace(r, caller=key.caller) for r in requests])
             jobs: list[NewJob] = []
+            for index, request in enumerate(requests):
+                self.check_caller_tools(key, request.input, f"jobs[{index}].input.{CALLER_TOOLS_FIELD}")
             for index, outcome in enumerate(prepared):
                 if isinstance(outcome, SubmitError):
                     raise ApiError(422, f"jobs[{index}].{outcome}", param=f"jobs[{index}].{outcome.field}")

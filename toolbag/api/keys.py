@@ -1,9 +1,10 @@
 """Front-door API keys: created, listed, rotated and revoked here, stored in Redis by the sha256 of their secret.
 
 A key names its caller (whose limits, permissions and audit apply to every job made with it), optionally a
-default tier, the tiers it may use (all when none are named) and a requests-per-minute limit counted
-fleet-wide in Redis. Only the hash is stored; the secret is shown once, at creation or rotation. Every replica
-looks a key up on every request, so a revoked key fails on its next request everywhere.
+default tier, the tiers it may use (all when none are named), a requests-per-minute limit counted
+fleet-wide in Redis, and whether it may offer the model tools of its own (``caller_tools``, by default yes:
+toolbag never runs them, the caller does). Only the hash is stored; the secret is shown once, at creation or
+rotation. Every replica looks a key up on every request, so a revoked key fails on its next request everywhere.
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ class ApiKey:
     """A stored key, without its secret. ``id`` is the first 12 hex digits of the secret's sha256.
 
     ``tiers``: the tiers it may use (empty: all); ``rpm``: requests per minute, fleet-wide (None: unlimited);
-    ``inbox``: it may act on the escalation inbox and read any caller's jobs."""
+    ``inbox``: it may act on the escalation inbox and read any caller's jobs; ``caller_tools``: it may offer
+    the model tools it defines and runs itself."""
 
     id: str
     caller: str
@@ -45,6 +47,7 @@ class ApiKey:
     tiers: tuple[str, ...] = ()
     rpm: int | None = None
     inbox: bool = False
+    caller_tools: bool = True
 
     def allows(self, tier: str) -> bool:
         return not self.tiers or tier in self.tiers
@@ -52,7 +55,8 @@ class ApiKey:
     def public(self) -> dict[str, Any]:
         """What ``keys list`` shows: everything but the secret (which is never stored)."""
         return {"id": self.id, "caller": self.caller, "tier": self.tier, "tiers": list(self.tiers),
-                "rpm": self.rpm, "inbox": self.inbox, "created_ms": self.created_ms}
+                "rpm": self.rpm, "inbox": self.inbox, "caller_tools": self.caller_tools,
+                "created_ms": self.created_ms}
 
 
 def key_digest(secret: str) -> str:
@@ -79,12 +83,12 @@ class KeyStore:
         self._keys = keys
 
     def create(self, caller: str, tier: str | None = None, *, tiers: tuple[str, ...] = (),
-               rpm: int | None = None, inbox: bool = False) -> tuple[ApiKey, str]:
+               rpm: int | None = None, inbox: bool = False, caller_tools: bool = True) -> tuple[ApiKey, str]:
         """A new key for ``caller``: the stored record and the secret (shown once, never stored)."""
         _check(caller, tier, tiers, rpm)
         secret = KEY_PREFIX + secrets.token_urlsafe(32)
         digest = key_digest(secret)
-        key = ApiKey(digest[:12], caller, tier, int(time.time() * 1000), tuple(tiers), rpm, inbox)
+        key = ApiKey(digest[:12], caller, tier, int(time.time() * 1000), tuple(tiers), rpm, inbox, caller_tools)
         pipe = self._redis.pipeline(transaction=True)
         pipe.hset(self._keys.api_key(digest), mapping=_fields(key))
         pipe.hset(self._keys.api_keys, key.id, digest)
@@ -128,7 +132,8 @@ class KeyStore:
         if not fields:
             raise ApiKeyError(f"no key with id {key_id}")
         old = _record(fields)
-        key, secret = self.create(old.caller, old.tier, tiers=old.tiers, rpm=old.rpm, inbox=old.inbox)
+        key, secret = self.create(old.caller, old.tier, tiers=old.tiers, rpm=old.rpm, inbox=old.inbox,
+                                  caller_tools=old.caller_tools)
         self.revoke(key_id)
         return key, secret
 
@@ -159,7 +164,8 @@ class KeyStore:
 
 def _fields(key: ApiKey) -> dict[str, Any]:
     return {"id": key.id, "caller": key.caller, "tier": key.tier or "", "created_ms": key.created_ms,
-            "tiers": ",".join(key.tiers), "rpm": "" if key.rpm is None else key.rpm, "inbox": int(key.inbox)}
+            "tiers": ",".join(key.tiers), "rpm": "" if key.rpm is None else key.rpm, "inbox": int(key.inbox),
+            "caller_tools": int(key.caller_tools)}
 
 
 def _record(fields: dict[Any, Any]) -> ApiKey:
@@ -167,7 +173,8 @@ def _record(fields: dict[Any, Any]) -> ApiKey:
     tiers = tuple(t for t in values.get("tiers", "").split(",") if t)
     rpm = values.get("rpm", "")
     return ApiKey(values["id"], values["caller"], values["tier"] or None, int(values["created_ms"]), tiers,
-                  int(rpm) if rpm else None, values.get("inbox") == "1")
+                  int(rpm) if rpm else None, values.get("inbox") == "1",
+                  values.get("caller_tools", "1") == "1")  # a key from before the field: allowed, as then
 
 
 def _text(value: bytes | str) -> str:
