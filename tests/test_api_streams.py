@@ -224,6 +224,9 @@ def test_tool_call_arguments_reach_the_caller_as_the_model_generates_them(door: 
     assert len(pieces) >= 2 and json.loads("".join(pieces)) == LOOKUP_ARGS, pieces
     assert call.function.name == "lookup" and json.loads(call.function.arguments) == LOOKUP_ARGS
     assert completion.choices[0].finish_reason == "tool_calls"
+    with door.http() as http:  # the job API shows the call too
+        view = http.get(f"/jobs/{completion.id.removeprefix('chatcmpl-')}").json()
+    assert view["tool_calls"] == [{"id": call.id, "name": "lookup", "arguments": LOOKUP_ARGS}], view
 
     with door.anthropic().messages.stream(model="claude-sonnet", max_tokens=200, messages=user(ASK_LOOKUP),
                                           tools=[{"name": "lookup", "input_schema": LOOKUP_SCHEMA}]) as stream:

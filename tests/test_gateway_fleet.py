@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import httpx2 as httpx
 import pytest
 import redis
 import yaml
@@ -196,3 +197,21 @@ def test_every_vendor_call_of_a_loop_takes_a_rate_limit_slot(fleet: Fleet) -> No
     store = fleet.client.store
     assert store.redis.zcard(store.keys.ratelimit("gemini-metered", "log")) == len(vendor_calls)
     assert [a["type"] for a in result.attempts] == ["attempt"], "still one attempt"
+
+
+def test_the_job_api_shows_the_gateways_tool_calls(fleet: Fleet) -> None:
+    """``GET /jobs/{id}`` lists the tools the gateway checked for the job, from the audit trail: an allowed call
+    with its outcome, and a denied one."""
+    from tests.api_door import replica
+    from toolbag.api.keys import KeyStore
+
+    text = 'What is 6*7? [[sim:tool=math_eval {"expression": "6*7"}]] [[sim:tool=kv_get {"key": "private.x"}]]'
+    job = fleet.client.submit("tools-gemini", input={"text": text, "tools": ["math.eval", "kv.get"]},
+                              caller="analyst", tier="interactive")
+    assert job.result(timeout_s=60).ok
+    _, secret = KeyStore(fleet.client.store.redis, fleet.client.store.keys).create("analyst")
+    with replica(fleet) as url:
+        view = httpx.get(f"{url}/jobs/{job.id}", headers={"authorization": f"Bearer {secret}"}, timeout=30).json()
+    calls = [(c["tool"], c["decision"], c["outcome"]) for c in view["gateway_tool_calls"]]
+    assert calls == [("math.eval", "allow", "ok"), ("kv.get", "deny", "denied")], view
+    assert view["tool_calls"] == []  # the model's calls of caller tools: none, these were the gateway's

@@ -26,6 +26,7 @@ from toolbag.api.errors import JOB_ID_HEADER, ApiError, error_response
 from toolbag.api.keys import ApiKey
 from toolbag.client import JobRequest
 from toolbag.escalations import Inbox, InboxError
+from toolbag.gateway.audit import AuditFilter, RedisAuditReader
 from toolbag.jobs import JobNotFound, JobStatus
 from toolbag.telemetry import metrics
 
@@ -33,6 +34,8 @@ __all__ = ["JobsApi"]
 
 READ_BLOCK_MS = 500
 _JOB_ID_CHARS = frozenset("0123456789abcdef")
+MAX_GATEWAY_CALLS = 200  # gateway tool calls shown on one job
+AUDIT_CLOCK_MARGIN_MS = 60_000
 
 Handler = Callable[[Request, ApiKey], Awaitable[Response]]
 
@@ -121,11 +124,36 @@ class JobsApi:
         base: dict[str, Any] = {
             "job_id": job_id, "status": record.status, "capability": record.capability, "tier": record.tier,
             "caller": record.caller, "skill": record.skill or None, "attempts": history}
+        base["gateway_tool_calls"] = self._gateway_calls(job_id, record.created_ms, record.finished_ms)
         if not record.status.terminal:
             return schemas.JobView(**base, model=record.model or None, provider=record.provider or None)
         result = self.door.client.result_of(record, history)
+        calls = [schemas.ToolCallView(id=str(c.get("id", "")), name=str(c.get("name", "")),
+                                      arguments=dict(c.get("arguments") or {})) for c in result.tool_calls]
         return schemas.JobView(**base, provider=result.provider, model=result.model, output=result.output,
-                               error=result.error, usage=result.usage, cost_usd=result.cost_usd)
+                               error=result.error, usage=result.usage, cost_usd=result.cost_usd, tool_calls=calls)
+
+    def _gateway_calls(self, job_id: str, created_ms: int, finished_ms: int) -> list[schemas.GatewayToolCall]:
+        """The gateway's audited tool calls for the job: its decisions, each with the outcome of the call that
+        followed (read from the job's time window of the audit stream, at most :data:`MAX_GATEWAY_CALLS`)."""
+        store = self.door.client.store
+        margin_ms = AUDIT_CLOCK_MARGIN_MS  # audit records carry their host's clock, the job Redis's
+        window = AuditFilter(job_id=job_id, kinds=("tool",), since_ms=max(0, created_ms - margin_ms),
+                             until_ms=finished_ms + margin_ms if finished_ms else 0)
+        entries = RedisAuditReader(store.redis, store.keys).tail(MAX_GATEWAY_CALLS * 2, window)
+        calls: dict[str, schemas.GatewayToolCall] = {}
+        for _, entry in entries:
+            event, decision_id = entry.get("event", ""), entry.get("id", "")
+            if event == "decision":
+                calls[decision_id] = schemas.GatewayToolCall(
+                    tool=entry.get("tool", ""), decision=entry.get("decision", ""), grant=entry.get("grant", ""),
+                    outcome="denied" if entry.get("decision") == "deny" else "",
+                    step=int(entry.get("step") or 0), model=entry.get("model", ""),
+                    ts_ms=int(entry.get("ts_ms") or 0))
+            elif event == "call" and decision_id in calls:
+                calls[decision_id].outcome = entry.get("outcome", "")
+                calls[decision_id].duration_ms = float(entry.get("duration_ms") or 0)
+        return list(calls.values())[:MAX_GATEWAY_CALLS]
 
     async def show(self, request: Request, key: ApiKey) -> Response:
         view = await run_in_threadpool(self._view, key, request.path_params["job_id"])
@@ -170,10 +198,18 @@ class JobsApi:
             for entry_id, raw in answer[0][1]:
                 last_id = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
                 fields = {_text(k): _text(v) for k, v in raw.items()}
-                common = {"attempt": int(fields.get("attempt", "0")), "model": fields.get("model", "")}
-                if fields.get("kind") == "end":
+                common = {"attempt": int(fields.get("attempt", "0")), "model": fields.get("model", ""),
+                          "offset": int(fields.get("offset") or 0)}
+                kind = fields.get("kind")
+                if kind == "end":
                     yield _sse("attempt_end", {**common, "outcome": fields.get("outcome", ""),
                                                "reason": fields.get("reason", "")})
+                elif kind == "failover":
+                    yield _sse("failover", {**common, "continues": fields.get("continues") == "1"})
+                elif kind == "tool":
+                    yield _sse("tool_call", {**common, "index": int(fields.get("index") or 0),
+                                             "id": fields.get("id", ""), "name": fields.get("name", ""),
+                                             "arguments": fields.get("arguments", "")})
                 else:
                     yield _sse("text", {**common, "text": fields.get("text", "")})
         result = await feed.result(max(0.001, deadline - time.monotonic()))

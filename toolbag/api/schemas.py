@@ -45,6 +45,27 @@ class BatchCreated(BaseModel):
     jobs: list[JobCreated]
 
 
+class ToolCallView(BaseModel):
+    """A call the model made of one of the caller's tools."""
+
+    id: str
+    name: str
+    arguments: dict[str, Any]
+
+
+class GatewayToolCall(BaseModel):
+    """A tool the gateway checked and ran for the job (its arguments are audited by digest only)."""
+
+    tool: str
+    decision: str = Field(description="allow or deny, by the policy rule in grant")
+    grant: str = ""
+    outcome: str = Field(default="", description="ok, error, timeout, denied or not_found")
+    duration_ms: float = 0.0
+    step: int = 0
+    model: str = ""
+    ts_ms: int = 0
+
+
 class JobView(BaseModel):
     """``GET /jobs/{id}``: status, output, and every attempt and decision, in order."""
 
@@ -61,6 +82,11 @@ class JobView(BaseModel):
     usage: dict[str, int] = Field(default_factory=dict)
     cost_usd: float = 0.0
     attempts: list[dict[str, Any]] = Field(description="Attempt and decision records, oldest first")
+    tool_calls: list[ToolCallView] = Field(
+        default_factory=list, description="The answer's calls of the caller's own tools (the caller runs them)")
+    gateway_tool_calls: list[GatewayToolCall] = Field(
+        default_factory=list, description="Tools toolbag's tool gateway ran for the job, from its audit trail, "
+                                          "oldest first")
 
 
 class Cancelled(BaseModel):
