@@ -38,3 +38,23 @@ def test_chart_renders_the_api_deployment_service_and_optional_hpa() -> None:
     assert "replicas" not in scaled[("Deployment", "tb-toolbag-api")]["spec"]
     assert scaled[("HorizontalPodAutoscaler", "tb-toolbag-api")]["spec"]["maxReplicas"] == 10
     assert not any(o["metadata"]["name"] == "tb-toolbag-api" for o in _objects("--set", "api.enabled=false"))
+
+
+def test_chart_renders_an_optional_service_monitor_for_the_api() -> None:
+    """Off by default; on, it scrapes the api Service's http port at /metrics (the front door serves it without
+    a key), with the labels a Prometheus Operator selects on; a bad interval is refused by the values schema."""
+    assert not any(o["kind"] == "ServiceMonitor" and o["metadata"]["name"] == "tb-toolbag-api" for o in _objects())
+    objects = {(o["kind"], o["metadata"]["name"]): o for o in _objects(
+        "--set", "api.serviceMonitor.enabled=true", "--set", "api.serviceMonitor.labels.release=kps")}
+    monitor = objects[("ServiceMonitor", "tb-toolbag-api")]
+    service = objects[("Service", "tb-toolbag-api")]
+    assert monitor["metadata"]["labels"]["release"] == "kps"
+    selector = monitor["spec"]["selector"]["matchLabels"]
+    assert selector.items() <= service["metadata"]["labels"].items()
+    (endpoint,) = monitor["spec"]["endpoints"]
+    assert endpoint["port"] == service["spec"]["ports"][0]["name"] == "http" and endpoint["path"] == "/metrics"
+    assert monitor["spec"]["namespaceSelector"]["matchNames"] == ["fleet"]
+    refused = _run(_tool("helm"), "template", "tb", str(CHART), "--set", "api.serviceMonitor.interval=soon")
+    assert refused.returncode != 0 and "serviceMonitor/interval" in refused.stderr
+    lint = _run(_tool("helm"), "lint", "--strict", str(CHART), "--set", "api.serviceMonitor.enabled=true")
+    assert lint.returncode == 0, lint.stdout + lint.stderr
