@@ -29,7 +29,7 @@ from toolbag.api.door import TIER_HEADER, Door, Submitted
 from toolbag.api.errors import JOB_ID_HEADER, ApiError, Dialect, error_response
 from toolbag.api.stream import Done, Failed, Relayed, Text, ToolPiece, output_text, relay
 from toolbag.api.wire import ChatCompletionRequest, MessagesRequest, ResponsesRequest, WireError
-from toolbag.attempt.request import CALLER_TOOLS_FIELD, continuable
+from toolbag.attempt.request import CALLER_TOOLS_FIELD, continuable, continuation
 from toolbag.client import JobRequest
 from toolbag.jobs import JobResult
 from toolbag.telemetry import metrics
@@ -165,10 +165,19 @@ class Compat:
         if not result.ok:
             failed = ApiError(502, f"job {result.status.value}: {result.error or 'no model answered'}")
             return error_response(dialect, failed, sub.job.id)
-        answer = (_response_object(sub.job.id, result, "completed") if endpoint == "responses"
-                  else _openai_completion(sub.job.id, result) if dialect == "openai"
-                  else _anthropic_message(sub.job.id, result))
+        tokens = Done(result, await self._carried_chars(sub.job.id, result)).usage()
+        answer = (_response_object(sub.job.id, result, "completed", tokens=tokens) if endpoint == "responses"
+                  else _openai_completion(sub.job.id, result, tokens) if dialect == "openai"
+                  else _anthropic_message(sub.job.id, result, tokens))
         return JSONResponse(answer, headers={JOB_ID_HEADER: sub.job.id})
+
+    async def _carried_chars(self, job_id: str, result: JobResult) -> int:
+        """How much of a whole answer came from cut attempts the answering one continued (0 for an answer of one
+        attempt, without reading the record)."""
+        if sum(1 for h in result.attempts if h.get("type") == "attempt") < 2 or not result.model:
+            return 0
+        record = await run_in_threadpool(self.door.client.store.get, job_id)
+        return len(continuation(self.door.config, result.model, record.prefill))
 
     async def _relay(self, sub: Submitted, started: float, timeout_s: float,
                      continues: bool) -> AsyncIterator[Relayed]:
@@ -212,7 +221,7 @@ def _openai_calls(result: JobResult) -> list[dict[str, Any]]:
             for c in result.tool_calls]
 
 
-def _openai_completion(job_id: str, result: JobResult) -> dict[str, Any]:
+def _openai_completion(job_id: str, result: JobResult, tokens: dict[str, int]) -> dict[str, Any]:
     text = output_text(result)
     message: dict[str, Any] = {"role": "assistant", "content": text}
     calls = _openai_calls(result)
@@ -223,7 +232,7 @@ def _openai_completion(job_id: str, result: JobResult) -> dict[str, Any]:
         "model": result.model or "",
         "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls" if calls else "stop",
                      "logprobs": None}],
-        "usage": _usage_openai(result.usage),
+        "usage": _usage_openai(tokens),
     }
 
 
@@ -369,13 +378,13 @@ def _tool_use_blocks(result: JobResult) -> list[dict[str, Any]]:
              "input": c.get("arguments") or {}} for c in result.tool_calls]
 
 
-def _anthropic_message(job_id: str, result: JobResult) -> dict[str, Any]:
+def _anthropic_message(job_id: str, result: JobResult, tokens: dict[str, int]) -> dict[str, Any]:
     text, calls = output_text(result), _tool_use_blocks(result)
     content = ([{"type": "text", "text": text}] if text or not calls else []) + calls
     return {
         "id": f"msg_{job_id}", "type": "message", "role": "assistant", "model": result.model or "",
         "content": content, "stop_reason": "tool_use" if calls else "end_turn", "stop_sequence": None,
-        "usage": _anthropic_usage(result.usage),
+        "usage": _anthropic_usage(tokens),
     }
 
 
