@@ -23,6 +23,7 @@ from toolbag.devfleet.harness import (
     HarnessError,
     LocalFleet,
     RedisServer,
+    SimulatorProcess,
     free_port,
     next_free_port,
     port_free,
@@ -130,23 +131,18 @@ def run_dev(*, demo: bool = True, exit_after_demo: bool = False, redis_url: str 
     """
     signal.signal(signal.SIGTERM, _interrupt)  # stop the children on SIGTERM as on Ctrl-C
     config = load_config()
-    if simulator_port is None:
-        simulator_port = 8900 if port_free(8900) else free_port()
-    sim_url = f"http://127.0.0.1:{simulator_port}"
     metrics_ports = _MetricsPorts()
     url, redis_server = choose_redis(redis_url or os.environ.get("TOOLBAG_REDIS_URL"))
     if logs_dir is not None:
         logs_dir.mkdir(parents=True, exist_ok=True)
     workdir = logs_dir or Path(tempfile.mkdtemp(prefix="toolbag-dev-"))
-    fleet = LocalFleet(config, url, workdir, env={**os.environ, "TOOLBAG_SIMULATOR_URL": sim_url}, own_session=True)
+    fleet = LocalFleet(config, url, workdir, env=os.environ, own_session=True)
     endpoints: list[tuple[str, str]] = []
     code = 1
     try:
-        try:
-            sim = start_simulator(fleet, port=simulator_port, timeout_s=20,
-                                  metrics_port=metrics_ports.next_from(metrics_port or 9102))
-        except HarnessError:
-            raise DevFleetError(f"the simulator did not start; see {workdir / 'simulator.log'}") from None
+        sim = _start_simulator(fleet, simulator_port, metrics_ports.next_from(metrics_port or 9102))
+        sim_url = sim.url
+        fleet.env["TOOLBAG_SIMULATOR_URL"] = sim_url
         endpoints.append(("simulator", sim.url))
         endpoints.append(("simulator metrics", f"http://127.0.0.1:{sim.metrics_port}/metrics"))
         for provider in config.providers:
@@ -188,6 +184,18 @@ def run_dev(*, demo: bool = True, exit_after_demo: bool = False, redis_url: str 
             shutil.rmtree(workdir, ignore_errors=True)
         elif logs_dir is None:
             console.print(f"the processes' logs are kept in {workdir}")
+
+
+def _start_simulator(fleet: LocalFleet, asked_port: int | None, metrics_port: int) -> SimulatorProcess:
+    """The simulator on ``asked_port``; none asked: on 8900 when it is free, else (or when 8900 is taken before
+    the simulator binds it) on any free port."""
+    tries: list[int | None] = [asked_port] if asked_port is not None else [*([8900] if port_free(8900) else []), None]
+    for port in tries:
+        try:
+            return start_simulator(fleet, port=port, timeout_s=20, metrics_port=metrics_port)
+        except HarnessError:
+            continue
+    raise DevFleetError(f"the simulator did not start; see {fleet.log_dir / 'simulator.log'}")
 
 
 def _start_api(fleet: LocalFleet, workdir: Path) -> tuple[str, str]:
