@@ -207,7 +207,7 @@ class Door:
     def _default_tier(self, request: JobRequest) -> str:
         if request.skill is not None:
             try:
-                skill = self.client._skill(request.skill)
+                skill = self.client.skill(request.skill)
             except SubmitError:
                 return "standard"
             return skill.default_tier or "standard"
