@@ -69,6 +69,13 @@ def test_fail_prints_one_line_to_a_pipe_at_any_length() -> None:
     (("no-such-command",), ("No such command 'no-such-command'",)),
     (("status", "x", "--no-such-option"), ("No such option: --no-such-option",)),
     (("submit", "no-such-capability", "--input", "{}"), ("unknown capability 'no-such-capability'; known: ",)),
+    (("worker", "--provider", "openai", "--metrics-port", "99999"), ("Invalid value for '--metrics-port'", "65535")),
+    (("supervisor", "--metrics-port", "-1"), ("Invalid value for '--metrics-port'", "equal to 0")),
+    (("simulator", "--port", "99999"), ("Invalid value for '--port'", "65535")),
+    (("simulator", "--metrics-port", "70000"), ("Invalid value for '--metrics-port'", "65535")),
+    (("api", "--port", "-1"), ("Invalid value for '--port'", "equal to 1")),
+    (("dev", "--simulator-port", "0"), ("Invalid value for '--simulator-port'", "equal to 1")),
+    (("dev", "--metrics-port", "65536"), ("Invalid value for '--metrics-port'", "65535")),
 ])
 def test_usage_and_submit_errors_are_one_line(env: dict[str, str], args: tuple[str, ...],
                                               fragments: tuple[str, ...]) -> None:

@@ -280,7 +280,8 @@ def worker(
     concurrency: int = typer.Option(None, "--concurrency", "-c", help="Attempts in flight"),
     attempt_loop: str = typer.Option("async", "--attempt-loop", envvar="TOOLBAG_ATTEMPT_LOOP",
                                      help="async: attempts on one event loop; threads: a thread per attempt"),
-    metrics_port: int = typer.Option(None, "--metrics-port", help="/metrics port (default 9100; 0 = any free)"),
+    metrics_port: int = typer.Option(None, "--metrics-port", min=0, max=65535,
+                                     help="/metrics port (default 9100; 0 = any free)"),
     metrics_host: str = typer.Option("0.0.0.0", "--metrics-host", envvar="TOOLBAG_METRICS_HOST",
                                      help=_METRICS_HOST_HELP),
     loglevel: str = typer.Option("INFO", "--loglevel", envvar="TOOLBAG_LOG_LEVEL", help=_LOGLEVEL_HELP),
@@ -337,7 +338,8 @@ def worker(
 @app.command()
 def supervisor(
     concurrency: int = typer.Option(16, "--concurrency", "-c"),
-    metrics_port: int = typer.Option(None, "--metrics-port", help="/metrics port (default 9101; 0 = any free)"),
+    metrics_port: int = typer.Option(None, "--metrics-port", min=0, max=65535,
+                                     help="/metrics port (default 9101; 0 = any free)"),
     metrics_host: str = typer.Option("0.0.0.0", "--metrics-host", envvar="TOOLBAG_METRICS_HOST",
                                      help=_METRICS_HOST_HELP),
     loglevel: str = typer.Option("INFO", "--loglevel", envvar="TOOLBAG_LOG_LEVEL", help=_LOGLEVEL_HELP),
@@ -381,11 +383,12 @@ def supervisor(
 @app.command()
 def simulator(
     host: str = typer.Option("127.0.0.1", "--host"),
-    port: int = typer.Option(8900, "--port"),
+    port: int = typer.Option(8900, "--port", min=1, max=65535),
     faults: Path = typer.Option(None, "--faults", help="YAML fault plan; `example` = the example that ships "
                                 "with toolbag (every option, commented)"),
     metrics_port: int = typer.Option(
-        None, "--metrics-port", help="/metrics port: requests by vendor, fault and status (default 9102; 0 = any)"
+        None, "--metrics-port", min=0, max=65535,
+        help="/metrics port: requests by vendor, fault and status (default 9102; 0 = any)"
     ),
     loglevel: str = typer.Option("INFO", "--loglevel", envvar="TOOLBAG_LOG_LEVEL", help=_LOGLEVEL_HELP),
 ) -> None:
@@ -518,8 +521,10 @@ def dev(
     redis_url_: str = typer.Option(
         None, "--redis-url", help="Redis to use (default $TOOLBAG_REDIS_URL); a free local port is started there, "
         "none given: a private redis-server on a free port"),
-    simulator_port: int = typer.Option(None, "--simulator-port", help="Simulator port (default 8900, else any free)"),
-    metrics_port: int = typer.Option(None, "--metrics-port", help="First /metrics port (default 9100, else free)"),
+    simulator_port: int = typer.Option(None, "--simulator-port", min=1, max=65535,
+                                       help="Simulator port (default 8900, else any free)"),
+    metrics_port: int = typer.Option(None, "--metrics-port", min=1, max=65535,
+                                     help="First /metrics port (default 9100, else free)"),
     logs_dir: Path = typer.Option(None, "--logs-dir", help="Keep the processes' logs in this folder (default: a "
                                   "temporary folder, removed on exit unless something failed)"),
 ) -> None:
