@@ -76,6 +76,11 @@ def test_fail_prints_one_line_to_a_pipe_at_any_length() -> None:
     (("api", "--port", "-1"), ("Invalid value for '--port'", "equal to 1")),
     (("dev", "--simulator-port", "0"), ("Invalid value for '--simulator-port'", "equal to 1")),
     (("dev", "--metrics-port", "65536"), ("Invalid value for '--metrics-port'", "65535")),
+    (("submit", "summarize", "--input", "{}", "--wait", "--timeout-s", "-1"), ("Invalid value for '--timeout-s'",)),
+    (("eval", "summarize", "--timeout-s", "-5"), ("Invalid value for '--timeout-s'",)),
+    (("audit", "tail", "--count", "-5"), ("Invalid value for '-n' / '--count'",)),
+    (("audit", "query", "--limit", "0"), ("Invalid value for '--limit'",)),
+    (("escalations", "list", "--limit", "-1"), ("Invalid value for '--limit'",)),
 ])
 def test_usage_and_submit_errors_are_one_line(env: dict[str, str], args: tuple[str, ...],
                                               fragments: tuple[str, ...]) -> None:

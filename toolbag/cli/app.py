@@ -74,7 +74,7 @@ def submit(
     idempotency_key: str = typer.Option(None, "--idempotency-key"),
     deadline_s: float = typer.Option(None, "--deadline-s"),
     wait: bool = typer.Option(False, "--wait", help="Wait for the result"),
-    timeout_s: float = typer.Option(120.0, "--timeout-s", help="How long --wait waits"),
+    timeout_s: float = typer.Option(120.0, "--timeout-s", min=0.0, help="How long --wait waits"),
     as_json: bool = typer.Option(False, "--json", help="One JSON object on stdout"),
 ) -> None:
     """Submit a job for a capability (or a skill)."""
@@ -422,7 +422,7 @@ def eval_(
     provider: str = typer.Option("all", "--provider", "-p", help="A provider name, or all"),
     semantic: bool = typer.Option(None, "--semantic/--no-semantic",
                                   help="Judge content checks too (default: only for providers with real keys)"),
-    timeout_s: float = typer.Option(300.0, "--timeout-s"),
+    timeout_s: float = typer.Option(300.0, "--timeout-s", min=0.0),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Run skills' eval cases through the fleet and print a pass table of skill × provider."""

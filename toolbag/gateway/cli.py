@@ -386,7 +386,7 @@ def _filter(agent: str | None, tool: str | None, decision: str | None, job: str 
 
 @audit_app.command("tail")
 def tail(
-    count: int = typer.Option(20, "-n", "--count", help="How many of the newest records"),
+    count: int = typer.Option(20, "-n", "--count", min=1, help="How many of the newest records"),
     follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing new records (Ctrl-C stops)"),
     agent: str | None = typer.Option(None, "--agent"),
     tool: str | None = typer.Option(None, "--tool"),
@@ -428,7 +428,7 @@ def query(
     everything: bool = typer.Option(False, "--all", help="Every kind, the fleet's job records too"),
     since: str | None = typer.Option(None, "--since", help="15m, 2h, 1d, ISO time or epoch ms"),
     until: str | None = typer.Option(None, "--until"),
-    limit: int = typer.Option(100, "--limit", help="How many of the newest matching records"),
+    limit: int = typer.Option(100, "--limit", min=1, help="How many of the newest matching records"),
     file: Path | None = typer.Option(None, "--file", help="Query a JSONL audit file instead of the Redis stream"),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per line"),
 ) -> None:
