@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
-from rich.table import Table
 from rich.text import Text
 
 from toolbag.cli.fail import fail, print_error
@@ -452,15 +451,16 @@ def eval_(
     if as_json:
         print(json.dumps([r.__dict__ for r in results]))
     else:
-        table = Table("skill", *providers, title=f"evals ({'with' if semantic else 'without'} semantic checks)")
+        rows = []
         for skill_name in names:
-            cells = []
+            cells = [skill_name]
             for p in providers:
                 mine = [r for r in results if r.skill == skill_name and r.provider == p]
                 passed = sum(r.passed for r in mine)
                 cells.append(f"{passed}/{len(mine)}" if mine else "-")
-            table.add_row(skill_name, *cells)
-        console.print(table)
+            rows.append(cells)
+        console.print(legible_table([Column("skill"), *(Column(p) for p in providers)], rows, console.width,
+                                    title=f"evals ({'with' if semantic else 'without'} semantic checks)"))
         for r in results:
             if not r.passed:
                 problems = "; ".join(r.problems)
