@@ -3,6 +3,7 @@ process on a shared machine) never leaves a fleet talking to somebody else's Red
 
 from __future__ import annotations
 
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -71,3 +72,21 @@ def test_a_simulator_port_asked_for_and_taken_is_an_error(tmp_path: Path) -> Non
                 start_simulator(processes, port=port_of(other.url))
         finally:
             processes.stop()
+
+
+def test_the_api_dev_starts_is_its_own_even_when_its_port_is_taken_after_the_check(
+        redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from toolbag.config import load_config
+    from toolbag.devfleet import dev
+
+    with SimulatorServer() as other:  # another HTTP server on the port dev found free a moment before
+        monkeypatch.setattr(dev, "port_free", lambda port: True)
+        fleet = harness.LocalFleet(load_config(), redis_url, tmp_path)
+        try:
+            url, key = dev._start_api(fleet, tmp_path, preferred_port=port_of(other.url))
+            assert port_of(url) != port_of(other.url) and fleet.procs["api"].poll() is None
+            request = urllib.request.Request(f"{url}/v1/models", headers={"Authorization": f"Bearer {key}"})
+            with urllib.request.urlopen(request, timeout=10) as answer:
+                assert answer.status == 200, "the api answering accepts the key dev printed"
+        finally:
+            fleet.stop()

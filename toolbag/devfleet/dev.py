@@ -7,10 +7,12 @@ import os
 import shlex
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import time
 import urllib.parse
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,7 @@ from rich.text import Text
 from toolbag.cli.tables import Column, legible_table
 from toolbag.config import load_config
 from toolbag.devfleet.harness import (
+    PORT_TRIES,
     HarnessError,
     LocalFleet,
     RedisServer,
@@ -30,7 +33,7 @@ from toolbag.devfleet.harness import (
     redis_answers,
     start_redis,
     start_simulator,
-    wait_http,
+    terminate,
 )
 from toolbag.errors import ToolbagError
 
@@ -198,19 +201,38 @@ def _start_simulator(fleet: LocalFleet, asked_port: int | None, metrics_port: in
     raise DevFleetError(f"the simulator did not start; see {fleet.log_dir / 'simulator.log'}")
 
 
-def _start_api(fleet: LocalFleet, workdir: Path) -> tuple[str, str]:
-    """``toolbag api`` on port 8080 (else a free one), up, and a fresh key for the caller ``dev``."""
+def _start_api(fleet: LocalFleet, workdir: Path, preferred_port: int = 8080) -> tuple[str, str]:
+    """``toolbag api`` on ``preferred_port`` when it is free, else (or when it is taken before the api binds it)
+    on a free port; up, and a fresh key for the caller ``dev`` that it accepts, which also shows the api answering
+    is this fleet's and not another one on that port."""
     from toolbag.api.keys import KeyStore
 
-    port = 8080 if port_free(8080) else free_port()
-    fleet.start("api", "api", "--port", str(port))
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_http(f"{url}/healthz", timeout_s=30)
-    except HarnessError:
-        raise DevFleetError(f"the api did not start; see {workdir / 'api.log'}") from None
     _, secret = KeyStore(fleet.client.store.redis, fleet.client.store.keys).create("dev")
-    return url, secret
+    ports = [*([preferred_port] if port_free(preferred_port) else []), *(free_port() for _ in range(PORT_TRIES))]
+    for port in ports:
+        url = f"http://127.0.0.1:{port}"
+        proc = fleet.start("api", "api", "--port", str(port))
+        if _accepts(proc, url, secret, timeout_s=30):
+            return url, secret
+    raise DevFleetError(f"the api did not start; see {workdir / 'api.log'}")
+
+
+def _accepts(proc: subprocess.Popen[bytes], url: str, secret: str, timeout_s: float) -> bool:
+    """Until the api at ``url`` accepts ``secret``: True; False when ``proc`` exited first (its port was taken)
+    or did not answer within ``timeout_s`` (then it is stopped)."""
+    deadline = time.monotonic() + timeout_s
+    request = urllib.request.Request(f"{url}/v1/models", headers={"Authorization": f"Bearer {secret}"})
+    while proc.poll() is None:
+        try:
+            with urllib.request.urlopen(request, timeout=2):
+                return True
+        except OSError:  # not up yet, or another server on the port refusing the key (HTTPError)
+            pass
+        if time.monotonic() > deadline:
+            terminate(proc, grace_s=5)
+            return False
+        time.sleep(0.1)
+    return False
 
 
 def how_to_submit(redis_url: str) -> str:
