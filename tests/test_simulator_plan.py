@@ -57,7 +57,8 @@ def test_example_file_loads() -> None:
     [
         ("rules: [{model: 'x', fault: explode}]", "rules[0].fault: unknown fault 'explode'"),
         ("rules: [", "not valid YAML"),
-        ("latency: &l {'a-*': {ttft_ms: 1}}\nrules: [{model: 'x', fault: refusal, match: *l}]", "aliases are not allowed"),
+        ("latency: &l {'a-*': {ttft_ms: 1}}\nrules: [{model: 'x', fault: refusal, match: *l}]",
+         "aliases are not allowed"),
         ("rules: " + "[" * 2000 + "]" * 2000, "not valid YAML"),
         ("rulez: []", "unknown key(s) rulez"),
         ("rules: [{fault: refusal, probability: 1.5}]", "rules[0].probability: must be a number between 0 and 1"),
