@@ -124,6 +124,18 @@ def test_a_taken_metrics_port_is_one_line_naming_the_port_and_the_option(
     assert_one_error_line(done, f":{port}", "--metrics-port", "TOOLBAG_METRICS_PORT")
 
 
+@pytest.mark.parametrize("command", [("api",), ("simulator", "--metrics-port", "0")])
+def test_a_server_whose_port_is_taken_or_host_unusable_is_one_line(env: dict[str, str],
+                                                                 command: tuple[str, ...]) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert_one_error_line(toolbag(env, *command, "--port", str(port)), f"--port: port {port}", "in use")
+    assert_one_error_line(toolbag(env, *command, "--host", "no-such-host.invalid"), "--host: cannot resolve")
+    assert_one_error_line(toolbag(env, *command, "--host", "192.0.2.1"), "--host: cannot listen on 192.0.2.1")
+
+
 def test_an_unusable_metrics_host_names_the_host_option(env: dict[str, str]) -> None:
     done = toolbag(env, "worker", "--provider", "anthropic", "--metrics-port", "0", "--metrics-host", "192.0.2.1")
     assert_one_error_line(done, "--metrics-host", "192.0.2.1")

@@ -83,6 +83,10 @@ def api(
     """Serve the HTTP front door (OpenAI- and Anthropic-compatible) for this fleet."""
     import uvicorn
 
+    from toolbag.cli.ports import check_listenable
+
+    check_listenable(host, port)
+
     from toolbag.api.app import create_app
     from toolbag.client import Client
 

@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.text import Text
 
 from toolbag.cli.fail import fail, print_error
+from toolbag.cli.ports import check_listenable
 from toolbag.cli.tables import Column, legible_table
 from toolbag.config import Config, ConfigError, load_config, redis_url
 
@@ -397,6 +398,7 @@ def simulator(
     from toolbag.simulator.server import serve_forever
     from toolbag.telemetry import metrics
 
+    check_listenable(host, port)
     _logs("simulator", loglevel, None)
     plan = None
     if faults is not None and str(faults) == "example" and not faults.exists():
