@@ -26,8 +26,8 @@ from toolbag.api.keys import ApiKey, KeyStore
 from toolbag.api.stream import JobFeed
 from toolbag.api.wire import field_path
 from toolbag.client import Client, Job, JobRequest
-from toolbag.config import TIERS, ConfigError, TierConfig
-from toolbag.jobs import JobResult, SubmitError
+from toolbag.config import TIERS, ConfigError, Tier, TierConfig
+from toolbag.jobs import JobResult, SubmitError, as_tier
 from toolbag.store import NewJob
 from toolbag.store.connection import async_redis_client
 from toolbag.store.messages import queue_name
@@ -50,7 +50,7 @@ class Submitted:
 
     job: Job
     capability: str
-    tier: str
+    tier: Tier
     tier_config: TierConfig
 
 
@@ -187,7 +187,7 @@ class Door:
             raise ApiError(invalid_status, f"{field_prefix}{err}", param=f"{field_prefix}{err.field}") from None
         store = self.client.store
         capability, job_tier = (_text(v) for v in store.redis.hmget(store.keys.job(job.id), ["capability", "tier"]))
-        return Submitted(job, capability, job_tier, self.config.tiers[job_tier])
+        return Submitted(job, capability, as_tier(job_tier), self.config.tiers[job_tier])
 
     def submit_batch(self, key: ApiKey, requests: list[JobRequest]) -> list[Job]:
         """Check every job first, then write them all in one pipelined round trip; the first refusal (422,
