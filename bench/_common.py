@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 from toolbag.config import DEFAULT_CONFIG_PATH, TIERS, load_config
-from toolbag.devfleet.harness import LocalFleet
+from toolbag.devfleet.harness import LocalFleet, RedisServer, SimulatorProcess, private_redis, simulator_process
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -43,6 +43,21 @@ def write_faults(tmp: Path, plan: dict[str, Any]) -> Path:
     path = tmp / "faults.yaml"
     path.write_text(yaml.safe_dump(plan))
     return path
+
+
+def flat_latency(latency_ms: int) -> dict[str, Any]:
+    """A fault plan's latency section: every model's first token after ``latency_ms``, the rest at once."""
+    return {"*": {"ttft_ms": latency_ms, "tokens_per_s": 1_000_000}}
+
+
+@contextmanager
+def ground(name: str, latency: dict[str, Any] | None = None) -> Iterator[tuple[Path, RedisServer, SimulatorProcess]]:
+    """What every fleet benchmark stands on: a fresh scratch folder, a private Redis and a simulator process
+    (answering with ``latency``, a fault plan's latency section, when given); all stopped on exit."""
+    tmp = scratch_dir(name)
+    faults = write_faults(tmp, {"latency": latency}) if latency is not None else None
+    with private_redis() as server, simulator_process(tmp, faults=faults, cwd=REPO) as sim:
+        yield tmp, server, sim
 
 
 def bench_config(simulator_url: str, tmp: Path, *, stream: bool = False) -> Path:

@@ -20,9 +20,8 @@ import time
 import httpx2
 import openai
 
-from bench._common import REPO, bench_config, fleet, percentile, scratch_dir, write_faults
+from bench._common import bench_config, flat_latency, fleet, ground, percentile
 from toolbag.client import Client, JobRequest
-from toolbag.devfleet.harness import private_redis, simulator_process
 
 
 def main() -> None:
@@ -32,11 +31,8 @@ def main() -> None:
     parser.add_argument("--latency-ms", type=int, default=1000)
     parser.add_argument("--modes", default="async")
     args = parser.parse_args()
-    latency = {"*": {"ttft_ms": args.latency_ms, "tokens_per_s": 1_000_000}}
-    tmp = scratch_dir("concurrency")
     print(f"one worker process, {args.concurrency} slots, {args.latency_ms} ms vendor latency, {args.jobs} jobs")
-    with private_redis() as server, simulator_process(tmp, faults=write_faults(tmp, {"latency": latency}),
-                                                      cwd=REPO) as sim:
+    with ground("concurrency", flat_latency(args.latency_ms)) as (tmp, server, sim):
         http = httpx2.Client(base_url=sim.url)
         http.delete("/_sim/calls")
         direct_rate, call_s = _direct_rate(sim.url, args.jobs, args.concurrency)

@@ -21,9 +21,8 @@ from typing import Any
 import httpx2
 import openai
 
-from bench._common import REPO, bench_config, fleet, scratch_dir, write_faults
+from bench._common import bench_config, flat_latency, fleet, ground
 from toolbag.client import Client, JobRequest
-from toolbag.devfleet.harness import private_redis, simulator_process
 
 TICKS_PER_S = os.sysconf("SC_CLK_TCK")
 MESSAGES: list[Any] = [{"role": "system", "content": "Task: bench."}, {"role": "user", "content": "job"}]
@@ -100,11 +99,8 @@ def main() -> None:
     parser.add_argument("--latency-ms", type=int, default=1000)
     parser.add_argument("--modes", default="async,threads")
     args = parser.parse_args()
-    latency = {"*": {"ttft_ms": args.latency_ms, "tokens_per_s": 1_000_000}}
-    tmp = scratch_dir("cpu")
     print(f"{args.jobs} jobs, {args.concurrency} at once, {args.latency_ms} ms vendor latency")
-    with private_redis() as server, simulator_process(tmp, faults=write_faults(tmp, {"latency": latency}),
-                                                      cwd=REPO) as sim:
+    with ground("cpu", flat_latency(args.latency_ms)) as (tmp, server, sim):
         sync_ms, sync_rate = bare_sync(sim.url, args.jobs, args.concurrency)
         async_ms, async_rate = bare_async(sim.url, args.jobs, args.concurrency)
         print(f"  bare SDK, sync in threads: {sync_ms:.2f} ms CPU per call ({sync_rate:.0f} calls/s)")

@@ -13,10 +13,10 @@ import argparse
 import signal
 import time
 
-from bench._common import REPO, bench_config, scratch_dir
+from bench._common import REPO, bench_config, ground
 from toolbag.client import JobRequest
 from toolbag.config import load_config
-from toolbag.devfleet.harness import LocalFleet, private_redis, simulator_process
+from toolbag.devfleet.harness import LocalFleet
 
 
 def main() -> None:
@@ -25,8 +25,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--threads", type=int, default=64)
     args = parser.parse_args()
-    tmp = scratch_dir("events")
-    with private_redis() as server, simulator_process(tmp, cwd=REPO) as sim:
+    with ground("events") as (tmp, server, sim):
         config_path = bench_config(sim.url, tmp)
         procs = LocalFleet(load_config(config_path), server.url, tmp, config_path=config_path, cwd=REPO)
         procs.env.pop("TOOLBAG_SIMULATOR_URL", None)

@@ -27,11 +27,11 @@ import httpx2 as httpx
 import openai
 import redis
 
-from bench._common import REPO, bench_config, fleet, percentile, scratch_dir, summary_ms
+from bench._common import bench_config, fleet, ground, percentile, summary_ms
 from toolbag.api.keys import KeyStore
 from toolbag.attempt.deltas import TextDelta
 from toolbag.client import Client
-from toolbag.devfleet.harness import free_port, private_redis, simulator_process, wait_http
+from toolbag.devfleet.harness import free_port, wait_http
 
 STREAM_LATENCY: dict[str, float] = {"ttft_ms": 20, "tokens_per_s": 400}
 HELD_LATENCY: dict[str, float] = {"ttft_ms": 1000, "tokens_per_s": 400}  # 1 s before the vendor's first token
@@ -105,8 +105,7 @@ def main() -> None:
     parser.add_argument("--streams", type=int, default=1000)
     parser.add_argument("--worker-slots", type=int, default=250)
     args = parser.parse_args()
-    tmp = scratch_dir("frontdoor")
-    with private_redis() as server, simulator_process(tmp, cwd=REPO) as sim:
+    with ground("frontdoor") as (tmp, server, sim):
         set_latency(sim.url, STREAM_LATENCY)
         direct = openai.OpenAI(api_key="sk-bench", base_url=f"{sim.url}/v1", max_retries=0, timeout=60)
         config_path = bench_config(sim.url, tmp, stream=True)

@@ -20,9 +20,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import openai
 
-from bench._common import REPO, bench_config, fleet, percentile, scratch_dir, summary_ms
+from bench._common import bench_config, fleet, ground, percentile, summary_ms
 from toolbag.client import Client, JobRequest
-from toolbag.devfleet.harness import private_redis, simulator_process
 
 
 def main() -> None:
@@ -33,8 +32,7 @@ def main() -> None:
     parser.add_argument("--load-share", type=float, default=0.8)
     parser.add_argument("--mode", default="async", help="the worker's --attempt-loop")
     args = parser.parse_args()
-    tmp = scratch_dir("overhead")
-    with private_redis() as server, simulator_process(tmp, cwd=REPO) as sim:
+    with ground("overhead") as (tmp, server, sim):
         sdk = openai.OpenAI(api_key="sk-bench", base_url=f"{sim.url}/v1", max_retries=0, timeout=30)
 
         def direct(i: int) -> float:

@@ -23,10 +23,9 @@ from typing import Any
 
 import yaml
 
-from bench._common import REPO, fleet, percentile, scratch_dir, write_faults
+from bench._common import fleet, ground, percentile, scratch_dir
 from toolbag.client import Client, Job, JobRequest
 from toolbag.config import DEFAULT_CONFIG_PATH, TIERS
-from toolbag.devfleet.harness import private_redis, simulator_process
 from toolbag.jobs import JobResult
 
 MAX_OUTPUT = 64
@@ -154,10 +153,7 @@ def main() -> None:
     rows = []
     waits: dict[str, list[float]] = {}
     mixed: tuple[float, float, int, int] | None = None
-    sim_dir = scratch_dir("rl-sim")
-    latency = {"gpt-b-*": {"ttft_ms": 60, "tokens_per_s": 2000}}
-    with private_redis() as server, simulator_process(sim_dir, faults=write_faults(sim_dir, {"latency": latency}),
-                                                      cwd=REPO) as sim:
+    with ground("rl-sim", {"gpt-b-*": {"ttft_ms": 60, "tokens_per_s": 2000}}) as (_, server, sim):
         sim_url = sim.url
         for n in counts:
             tmp = scratch_dir("rl")

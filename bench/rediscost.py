@@ -17,9 +17,8 @@ from typing import Any
 
 import redis
 
-from bench._common import REPO, bench_config, fleet, scratch_dir
+from bench._common import bench_config, fleet, ground
 from toolbag.client import Client, JobRequest
-from toolbag.devfleet.harness import private_redis, simulator_process
 
 SCRIPT_COMMANDS = ("evalsha", "eval", "evalsha_ro", "eval_ro", "fcall", "fcall_ro")
 NOT_COUNTED = ("info", "config|resetstat", "config")  # the measurement's own
@@ -60,9 +59,8 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=1000)
     parser.add_argument("--modes", default="async,threads")
     args = parser.parse_args()
-    tmp = scratch_dir("rediscost")
     print(f"{args.jobs} jobs, one openai worker (64 slots) and a supervisor, simulator at 0 ms latency")
-    with private_redis() as server, simulator_process(tmp, cwd=REPO) as sim:
+    with ground("rediscost") as (tmp, server, sim):
         rd = redis.Redis.from_url(server.url)
         for mode in args.modes.split(","):
             with fleet(server.url, bench_config(sim.url, tmp), [("openai", 64)], mode=mode) as procs:

@@ -25,9 +25,8 @@ from pathlib import Path
 
 import redis
 
-from bench._common import REPO, bench_config, fleet, percentile, scratch_dir
+from bench._common import bench_config, fleet, ground, percentile
 from toolbag.client import Client
-from toolbag.devfleet.harness import private_redis, simulator_process
 from toolbag.jobs import JobStatus
 
 
@@ -103,8 +102,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=200)
     parser.add_argument("--celery-vt", type=int, default=30, help="visibility timeout for plain Celery (s)")
     args = parser.parse_args()
-    tmp = scratch_dir("reroute")
-    with private_redis() as server, simulator_process(tmp, cwd=REPO) as sim:
+    with ground("reroute") as (tmp, server, sim):
         with fleet(server.url, bench_config(sim.url, tmp), [("anthropic", 32), ("openai", 32)]) as procs:
             config, client = procs.config, procs.client
             reroute_latencies(client, 20)  # warm

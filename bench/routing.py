@@ -19,10 +19,9 @@ from typing import Any
 
 import yaml
 
-from bench._common import REPO, fleet, percentile, scratch_dir, write_faults
+from bench._common import fleet, ground, percentile
 from toolbag.client import Client, JobRequest
 from toolbag.config import DEFAULT_CONFIG_PATH, TIERS
-from toolbag.devfleet.harness import private_redis, simulator_process
 from toolbag.jobs import JobResult
 
 CANDIDATES = ["claude-sonnet", "gemini-flash", "gpt-luna"]
@@ -69,10 +68,8 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=1000)
     parser.add_argument("--wave", type=int, default=100, help="jobs submitted at once (health is read at submit)")
     args = parser.parse_args()
-    sim_dir = scratch_dir("routing-sim")
-    with private_redis() as server, simulator_process(sim_dir, faults=write_faults(sim_dir, {"latency": LATENCY}),
-                                                      cwd=REPO) as sim:
-        config_path = write_config(scratch_dir("routing"), sim.url)
+    with ground("routing", LATENCY) as (tmp, server, sim):
+        config_path = write_config(tmp, sim.url)
         workers = [("anthropic", 32), ("openai", 32), ("gemini", 32)]
         with fleet(server.url, config_path, workers) as procs:
             client = procs.client

@@ -11,6 +11,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -414,9 +415,10 @@ def test_the_relay_ends_in_band_on_a_stall_a_timeout_or_a_lost_redis(redis_serve
     from redis.asyncio.retry import Retry
     from redis.backoff import NoBackoff
 
-    sync = redis.Redis.from_url(f"{redis_server}/9")
-    sync.hset("t:job:j1", "status", "running")
-    sync.xadd("t:deltas:j1", {"attempt": "1", "model": "m", "kind": "text", "text": "partial"})
+    p = f"relay{uuid.uuid4().hex[:6]}:"  # isolated by key prefix, on the shared database
+    sync = redis.Redis.from_url(f"{redis_server}/0")
+    sync.hset(f"{p}job:j1", "status", "running")
+    sync.xadd(f"{p}deltas:j1", {"attempt": "1", "model": "m", "kind": "text", "text": "partial"})
     cancelled: list[bool] = []
 
     async def never() -> JobResult:
@@ -427,19 +429,19 @@ def test_the_relay_ends_in_band_on_a_stall_a_timeout_or_a_lost_redis(redis_serve
         return True
 
     async def collect(client: aioredis.Redis, timeout_s: float, stall_s: float | None) -> list[Relayed]:
-        feed = JobFeed(client, "t:deltas:j1", "t:job:j1", "t:notify:j1", never, cancel)
+        feed = JobFeed(client, f"{p}deltas:j1", f"{p}job:j1", f"{p}notify:j1", never, cancel)
         events = [event async for event in relay(feed, timeout_s, stall_s=stall_s)]
         await client.aclose()
         return events
 
-    stalled = asyncio.run(collect(aioredis.Redis.from_url(f"{redis_server}/9"), 30, 0.3))
+    stalled = asyncio.run(collect(aioredis.Redis.from_url(f"{redis_server}/0"), 30, 0.3))
     assert stalled[0] == Text("partial", "m") and isinstance(stalled[-1], Failed)
     assert stalled[-1].outcome == "stalled" and cancelled == [True]
-    late = asyncio.run(collect(aioredis.Redis.from_url(f"{redis_server}/9"), 0.3, None))
+    late = asyncio.run(collect(aioredis.Redis.from_url(f"{redis_server}/0"), 0.3, None))
     assert isinstance(late[-1], Failed) and late[-1].outcome == "timeout"
     lost = asyncio.run(collect(aioredis.Redis(port=free_port(), retry=Retry(NoBackoff(), 0)), 5, None))
     assert lost == [Failed("the front door lost the job's stream (ConnectionError)", "failed")]
-    sync.delete("t:job:j1", "t:deltas:j1")
+    sync.delete(f"{p}job:j1", f"{p}deltas:j1")
 
 
 # -- the native job API, keys and overload -----------------------------------------------------------

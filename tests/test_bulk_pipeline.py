@@ -110,7 +110,7 @@ def test_dry_run_counts_and_prices_the_jobs(client: Client, tmp_path: Path) -> N
     out.write_text(json.dumps({"id": "d0", "output": {}}) + "\n")  # done by an earlier run
     spec = BatchSpec(InputSpec(src, "jsonl"), out, skill="summarize", tier="batch")
     plan = BatchRun(client, spec).dry_run()
-    skill = client._skill("summarize")
+    skill = client.skill("summarize")
     model_name = client.config.route("summarize", "batch").candidates[0]
     model = client.config.models[model_name]
     assert (plan.total, plan.done_before, plan.to_submit) == (7, 1, 5)

@@ -69,6 +69,18 @@ def test_fail_prints_one_line_to_a_pipe_at_any_length() -> None:
     (("no-such-command",), ("No such command 'no-such-command'",)),
     (("status", "x", "--no-such-option"), ("No such option: --no-such-option",)),
     (("submit", "no-such-capability", "--input", "{}"), ("unknown capability 'no-such-capability'; known: ",)),
+    (("worker", "--provider", "openai", "--metrics-port", "99999"), ("Invalid value for '--metrics-port'", "65535")),
+    (("supervisor", "--metrics-port", "-1"), ("Invalid value for '--metrics-port'", "equal to 0")),
+    (("simulator", "--port", "99999"), ("Invalid value for '--port'", "65535")),
+    (("simulator", "--metrics-port", "70000"), ("Invalid value for '--metrics-port'", "65535")),
+    (("api", "--port", "-1"), ("Invalid value for '--port'", "equal to 1")),
+    (("dev", "--simulator-port", "0"), ("Invalid value for '--simulator-port'", "equal to 1")),
+    (("dev", "--metrics-port", "65536"), ("Invalid value for '--metrics-port'", "65535")),
+    (("submit", "summarize", "--input", "{}", "--wait", "--timeout-s", "-1"), ("Invalid value for '--timeout-s'",)),
+    (("eval", "summarize", "--timeout-s", "-5"), ("Invalid value for '--timeout-s'",)),
+    (("audit", "tail", "--count", "-5"), ("Invalid value for '-n' / '--count'",)),
+    (("audit", "query", "--limit", "0"), ("Invalid value for '--limit'",)),
+    (("escalations", "list", "--limit", "-1"), ("Invalid value for '--limit'",)),
 ])
 def test_usage_and_submit_errors_are_one_line(env: dict[str, str], args: tuple[str, ...],
                                               fragments: tuple[str, ...]) -> None:
@@ -110,6 +122,18 @@ def test_a_taken_metrics_port_is_one_line_naming_the_port_and_the_option(
         port = busy.getsockname()[1]
         done = toolbag(env, *command, "--metrics-port", str(port))
     assert_one_error_line(done, f":{port}", "--metrics-port", "TOOLBAG_METRICS_PORT")
+
+
+@pytest.mark.parametrize("command", [("api",), ("simulator", "--metrics-port", "0")])
+def test_a_server_whose_port_is_taken_or_host_unusable_is_one_line(env: dict[str, str],
+                                                                 command: tuple[str, ...]) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert_one_error_line(toolbag(env, *command, "--port", str(port)), f"--port: port {port}", "in use")
+    assert_one_error_line(toolbag(env, *command, "--host", "no-such-host.invalid"), "--host: cannot resolve")
+    assert_one_error_line(toolbag(env, *command, "--host", "192.0.2.1"), "--host: cannot listen on 192.0.2.1")
 
 
 def test_an_unusable_metrics_host_names_the_host_option(env: dict[str, str]) -> None:

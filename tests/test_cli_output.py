@@ -4,7 +4,10 @@ print oldest first and say when nothing matches, ``toolbag dev`` says how to run
 from __future__ import annotations
 
 import io
+import os
 import re
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -17,6 +20,7 @@ from toolbag.cli.app import app
 from toolbag.cli.tables import Column, legible_table
 from toolbag.config import DEFAULT_CONFIG_PATH
 from toolbag.devfleet.dev import demo_table, how_to_submit
+from toolbag.gateway.policy import load_policy_file
 from toolbag.store.keys import Keys
 
 DEMO_ROWS = [
@@ -110,3 +114,21 @@ def test_an_empty_audit_result_says_so_on_stderr(audit_env: dict[str, str], comm
     assert result.exit_code == 0
     assert result.stdout == ""
     assert result.stderr.startswith("no audit records match")
+
+
+@pytest.mark.parametrize("command", [["permissions", "list"], ["permissions", "list", "--agent", "analyst", "--model",
+                                                              "claude-haiku"], ["tools", "list"], ["queues"]])
+def test_policy_tool_and_queue_tables_keep_ids_whole_when_piped_at_80_columns(redis_url: str,
+                                                                             command: list[str]) -> None:
+    repo = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "TOOLBAG_CONFIG": str(DEFAULT_CONFIG_PATH), "TOOLBAG_REDIS_URL": redis_url,
+           "TOOLBAG_POLICY": str(repo / "policy.yaml"), "TOOLBAG_TOOLS": str(repo / "tools.yaml"), "COLUMNS": "80"}
+    done = subprocess.run([sys.executable, "-m", "toolbag.cli", *command], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "…" not in done.stdout, done.stdout
+    firsts = {line.split()[0] for line in done.stdout.splitlines() if line.strip()}
+    if command == ["permissions", "list"]:
+        assert {r.id for r in load_policy_file(repo / "policy.yaml").rules} <= firsts, done.stdout
+    if command[0] == "tools":
+        assert "local:toolbag.gateway.builtin_tools" in done.stdout.split()

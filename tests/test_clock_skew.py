@@ -148,3 +148,21 @@ def test_presence_and_queue_age_read_on_redis_time(
 
     ages = {q.queue: q.oldest_age_s for q in queue_stats(store, ["openai"])}
     assert ages[QUEUE] < 1.0
+
+
+@pytest.mark.parametrize("host_skew_s", [SKEW_S, -SKEW_S], ids=["ahead", "behind"])
+def test_a_models_cooldown_and_open_circuit_read_on_redis_time(
+    store: JobStore, config: Config, skews: dict[str, float], host_skew_s: float
+) -> None:
+    from toolbag.providers.base import OutcomeKind
+    from toolbag.routing.health import HealthTracker
+
+    skews["MainThread"] = host_skew_s
+    health = HealthTracker(store.redis, store.keys, config)
+    health.record("gpt-sol", OutcomeKind.RATE_LIMITED, 0.1, 2.0)  # a 2 s retry-after, on Redis's clock
+    for _ in range(config.health.failures_to_open):
+        health.record("gemini-flash", OutcomeKind.SERVER_ERROR, 0.1, None)
+    cooling, opened = health.snapshot("gpt-sol"), health.snapshot("gemini-flash")
+    assert 1.0 < cooling.cooling_for_s <= 2.0, cooling
+    assert opened.state == "open" and 0 < opened.open_for_s <= config.health.open_s, opened
+    assert health.usable(["gpt-luna", "gpt-sol", "gemini-flash"]) == ["gpt-luna"], "a cooling model is not usable"

@@ -193,3 +193,20 @@ def test_an_escalation_whose_notification_cannot_be_written_is_not_made(store: J
 def test_a_finish_without_a_webhook_writes_no_notification(store: JobStore, outbox: Outbox) -> None:
     assert store.finish("j1", JobStatus.ESCALATED, "no webhook configured", "{}").ok
     assert status_and_notifications(store, outbox) == ("escalated", [])
+
+
+def test_when_a_notification_is_due_is_read_on_redis_time_whatever_the_hosts_clocks(
+        outbox: Outbox, monkeypatch: pytest.MonkeyPatch) -> None:
+    real = time.time
+    skew = {"s": 8.0}
+    monkeypatch.setattr(time, "time", lambda: real() + skew["s"])
+    receiver = Receiver(status=500)
+    outbox.add(receiver.url, {"event": "x"})  # written by a host 8 s ahead: due at once all the same
+    skew["s"] = 0.0
+    with receiver.up():
+        assert OutboxSender(outbox, backoff_s=1.0).send_due() == 0 and len(receiver.posts) == 1, "tried at once"
+        skew["s"] = 30.0  # a sender 30 s ahead takes over: the retry is not due before its backoff on Redis's clock
+        assert OutboxSender(outbox, backoff_s=1.0).send_due() == 0 and len(receiver.posts) == 1, "retried early"
+        time.sleep(1.3)
+        skew["s"] = -30.0  # a sender 30 s behind: the retry is due once the backoff passed on Redis's clock
+        assert OutboxSender(outbox, backoff_s=1.0).send_due() == 0 and len(receiver.posts) == 2, "retry not sent"

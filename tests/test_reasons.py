@@ -4,7 +4,7 @@ and the context note a context-length reason leads with, read from each vendor's
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import anthropic
@@ -15,6 +15,7 @@ from google.genai import errors as genai_errors
 
 from toolbag.providers.adapter import Received, Reply, VendorAdapter
 from toolbag.providers.base import AttemptFailure, Message, ModelRequest, OutcomeKind
+from toolbag.providers.batch import BatchOutcome, OpenAIBatches
 from toolbag.providers.clock import AttemptClock
 from toolbag.providers.errors import classify, context_report
 from toolbag.providers.reasons import MAX_REASON_CHARS, ContextReport
@@ -170,3 +171,39 @@ def test_the_scan_for_numbers_is_bounded_on_long_hostile_text() -> None:
     hostile = "1" * 200_000 + " tokens > " + "2," * 100_000
     assert context_report(hostile) == ContextReport()
     assert context_report("9" * 5000 + " + " * 5000) == ContextReport()
+
+
+class EchoingBatches(OpenAIBatches):
+    """An OpenAI batch whose one item failed with a vendor message echoing the key (no network)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(api_key=KEY, base_url="http://127.0.0.1:9/v1")
+        self.message = message
+
+    def _outcomes(self, batch_id: str) -> Iterator[BatchOutcome]:
+        yield self._outcome({"custom_id": "a", "response": {"status_code": 401, "body": {"error": {
+            "message": self.message, "type": "invalid_request_error", "code": "invalid_api_key"}}}})
+
+
+@pytest.mark.parametrize("offset", [0, MAX_REASON_CHARS - 40, MAX_REASON_CHARS - 10, 2000])
+def test_a_batch_items_echoed_key_is_removed_before_the_reason_is_clipped(offset: int) -> None:
+    batches = EchoingBatches("x" * offset + f" Incorrect API key provided: {KEY}. " + "y" * 600)
+    (outcome,) = list(batches.results("batch_1"))
+    assert outcome.failure is not None and outcome.failure.kind is OutcomeKind.AUTH
+    for text in (outcome.failure.reason, str(outcome.failure)):
+        assert not leaked(text), (offset, text)
+    assert len(outcome.failure.reason) <= MAX_REASON_CHARS
+
+
+@pytest.mark.parametrize("offset", [0, MAX_REASON_CHARS - 40, MAX_REASON_CHARS - 10])
+def test_a_batch_calls_echoed_key_is_removed_before_the_reason_is_clipped(offset: int) -> None:
+    batches = EchoingBatches("")
+    error = anthropic_error(401, "authentication_error", "x" * offset + f" Incorrect API key provided: {KEY}.")
+
+    def call() -> None:
+        raise error
+
+    with pytest.raises(AttemptFailure) as info:
+        batches._call(call)
+    assert info.value.kind is OutcomeKind.AUTH and not leaked(str(info.value)) and not leaked(info.value.reason)
+    assert len(info.value.reason) <= MAX_REASON_CHARS

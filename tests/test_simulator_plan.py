@@ -57,6 +57,9 @@ def test_example_file_loads() -> None:
     [
         ("rules: [{model: 'x', fault: explode}]", "rules[0].fault: unknown fault 'explode'"),
         ("rules: [", "not valid YAML"),
+        ("latency: &l {'a-*': {ttft_ms: 1}}\nrules: [{model: 'x', fault: refusal, match: *l}]",
+         "aliases are not allowed"),
+        ("rules: " + "[" * 2000 + "]" * 2000, "not valid YAML"),
         ("rulez: []", "unknown key(s) rulez"),
         ("rules: [{fault: refusal, probability: 1.5}]", "rules[0].probability: must be a number between 0 and 1"),
         ("rules: [{fault: refusal, sequence: [ok]}]", "rules[0]: give exactly one of 'fault' or 'sequence'"),
@@ -235,7 +238,7 @@ def test_log_records_every_request_and_can_be_cleared(sim: SimulatorServer) -> N
 
 
 def test_health(sim: SimulatorServer) -> None:
-    assert _HTTP.get(f"{sim.url}/_sim/health").json() == {"status": "ok"}
+    assert _HTTP.get(f"{sim.url}/_sim/health").json()["status"] == "ok"
 
 
 def test_unknown_gemini_method_is_native_404(sim: SimulatorServer) -> None:

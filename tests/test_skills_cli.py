@@ -160,5 +160,6 @@ def test_render_with_feedback_and_bad_input() -> None:
     assert code == 2 and "not valid JSON (line 1, column 2)" in err
     code, _, err = run("render", "title", "--provider", "mistral")
     assert code == 2 and "unknown provider 'mistral'" in err
+    assert err.splitlines() == [err.strip()], "the error is the only line: notes only come with a request"
     code, _, err = run("render", "title", "--provider", "anthropic", "--tier", "fast")
     assert code == 2 and "--tier: 'fast' is not a tier" in err

@@ -174,3 +174,11 @@ def test_a_broken_skill_is_a_submit_error_naming_its_first_problem(client: Clien
         fresh.submit(skill="summarize", input={"text": "x"})
     assert caught.value.field == "skill" and "is not valid" in caught.value.reason
     assert "\n" not in str(caught.value)
+
+
+def test_client_skill_is_the_skill_a_job_runs_or_a_submit_error(client: Client, tmp_path: Path) -> None:
+    assert client.skill("summarize").name == "summarize"
+    with pytest.raises(SubmitError) as caught:
+        client.skill("no-such-skill")
+    assert caught.value.field == "skill" and "unknown skill 'no-such-skill'" in caught.value.reason
+    assert client.store.redis.dbsize() == 0, "looking a skill up writes nothing"

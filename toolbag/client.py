@@ -297,7 +297,7 @@ class Client:
         from toolbag.budgets.estimate import reservation_usd
 
         f = job.fields
-        skill = self._skill(f["skill"]) if "skill" in f else None
+        skill = self.skill(f["skill"]) if "skill" in f else None
         plan = json.loads(f["plan"])
         request = build_request(self.config, capability=f["capability"], tier=self._tier_of(job), model=f["model"],
                                 job_input=json.loads(f["input"]), skill=skill)
@@ -316,7 +316,7 @@ class Client:
 
     def _validate(self, req: JobRequest) -> NewJob:
         _check_text(req)
-        skill = self._skill(req.skill) if req.skill is not None else None
+        skill = self.skill(req.skill) if req.skill is not None else None
         capability = self._capability(req, skill)
         tier = self._tier(req, skill)
         _check_names(req)
@@ -453,7 +453,10 @@ class Client:
             self._choice_cache[key] = self.router.first(capability, tier, needs)
         return self._choice_cache[key]
 
-    def _skill(self, name: str) -> Skill:
+    def skill(self, name: str) -> Skill:
+        """The skill ``name`` as a submitted job would run it, from this client's skills folder (``skills_root``,
+        else :func:`~toolbag.skills.default_skills_dir`); :class:`SubmitError` naming ``skill`` when it is unknown,
+        invalid or unreadable."""
         from toolbag.skills import SkillLibrary, SkillLoadError, default_skills_dir
 
         if self._skills is None:

@@ -98,7 +98,7 @@ class JobRecord:
             if f.name == "status":
                 values[f.name] = JobStatus(value)
             elif f.name == "tier":
-                values[f.name] = _tier(value)
+                values[f.name] = as_tier(value)
             elif f.name == "plan":
                 values[f.name] = tuple(json.loads(value))
             elif f.name == "attempt" or f.name.endswith("_ms"):
@@ -125,7 +125,8 @@ class JobRecord:
         return cast(dict[str, Any], json.loads(self.result)) if self.result else {}
 
 
-def _tier(value: str) -> Tier:
+def as_tier(value: str) -> Tier:
+    """``value`` as a :data:`~toolbag.config.Tier` (a tier read back from Redis); ValueError when it names none."""
     if value not in TIERS:
         raise ValueError(f"unknown tier {value!r}")
     return value

@@ -81,10 +81,14 @@ def revoke(key_id: str = typer.Argument(..., help="The key's id (from `toolbag k
 
 def api(
     host: str = typer.Option("127.0.0.1", "--host"),
-    port: int = typer.Option(8080, "--port"),
+    port: int = typer.Option(8080, "--port", min=1, max=65535),
 ) -> None:
     """Serve the HTTP front door (OpenAI- and Anthropic-compatible) for this fleet."""
     import uvicorn
+
+    from toolbag.cli.ports import check_listenable
+
+    check_listenable(host, port)
 
     from toolbag.api.app import create_app
     from toolbag.client import Client

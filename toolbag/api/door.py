@@ -12,7 +12,7 @@ import json
 import logging
 import threading
 from dataclasses import dataclass, replace
-from typing import Any, cast
+from typing import Any
 
 import redis
 import redis.asyncio as aioredis
@@ -28,7 +28,7 @@ from toolbag.api.wire import field_path
 from toolbag.attempt.request import CALLER_TOOLS_FIELD
 from toolbag.client import Client, Job, JobRequest
 from toolbag.config import TIERS, ConfigError, RoutePolicy, Tier, TierConfig
-from toolbag.jobs import JobResult, SubmitError
+from toolbag.jobs import JobResult, SubmitError, as_tier
 from toolbag.store import NewJob
 from toolbag.store.connection import async_redis_client
 from toolbag.store.messages import queue_name
@@ -51,7 +51,7 @@ class Submitted:
 
     job: Job
     capability: str
-    tier: str
+    tier: Tier
     tier_config: TierConfig
     policy: RoutePolicy  # the route's (what the supervisor does after a failed attempt)
 
@@ -197,8 +197,9 @@ class Door:
             raise ApiError(invalid_status, f"{field_prefix}{err}", param=f"{field_prefix}{err.field}") from None
         store = self.client.store
         capability, job_tier = (_text(v) for v in store.redis.hmget(store.keys.job(job.id), ["capability", "tier"]))
-        policy = self.config.route(capability, cast(Tier, job_tier)).policy
-        return Submitted(job, capability, job_tier, self.config.tiers[job_tier], policy)
+        tier = as_tier(job_tier)
+        policy = self.config.route(capability, tier).policy
+        return Submitted(job, capability, tier, self.config.tiers[tier], policy)
 
     def submit_batch(self, key: ApiKey, requests: list[JobRequest]) -> list[Job]:
         """Check every job first, then write them all in one pipelined round trip; the first refusal (422,
@@ -220,7 +221,7 @@ class Door:
     def _default_tier(self, request: JobRequest) -> str:
         if request.skill is not None:
             try:
-                skill = self.client._skill(request.skill)
+                skill = self.client.skill(request.skill)
             except SubmitError:
                 return "standard"
             return skill.default_tier or "standard"

@@ -147,7 +147,7 @@ class BatchRun:
         self.skill: Skill | None = None
         if spec.skill:
             try:
-                self.skill = client._skill(spec.skill)
+                self.skill = client.skill(spec.skill)
             except SubmitError as err:
                 raise BatchError(f"--skill: {err.reason}") from None
         self.capability = spec.capability or (self.skill.capability if self.skill else "")

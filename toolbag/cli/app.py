@@ -11,10 +11,10 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
-from rich.table import Table
 from rich.text import Text
 
 from toolbag.cli.fail import fail, print_error
+from toolbag.cli.ports import check_listenable
 from toolbag.cli.tables import Column, legible_table
 from toolbag.config import Config, ConfigError, load_config, redis_url
 
@@ -74,7 +74,7 @@ def submit(
     idempotency_key: str = typer.Option(None, "--idempotency-key"),
     deadline_s: float = typer.Option(None, "--deadline-s"),
     wait: bool = typer.Option(False, "--wait", help="Wait for the result"),
-    timeout_s: float = typer.Option(120.0, "--timeout-s", help="How long --wait waits"),
+    timeout_s: float = typer.Option(120.0, "--timeout-s", min=0.0, help="How long --wait waits"),
     as_json: bool = typer.Option(False, "--json", help="One JSON object on stdout"),
 ) -> None:
     """Submit a job for a capability (or a skill)."""
@@ -280,7 +280,8 @@ def worker(
     concurrency: int = typer.Option(None, "--concurrency", "-c", help="Attempts in flight"),
     attempt_loop: str = typer.Option("async", "--attempt-loop", envvar="TOOLBAG_ATTEMPT_LOOP",
                                      help="async: attempts on one event loop; threads: a thread per attempt"),
-    metrics_port: int = typer.Option(None, "--metrics-port", help="/metrics port (default 9100; 0 = any free)"),
+    metrics_port: int = typer.Option(None, "--metrics-port", min=0, max=65535,
+                                     help="/metrics port (default 9100; 0 = any free)"),
     metrics_host: str = typer.Option("0.0.0.0", "--metrics-host", envvar="TOOLBAG_METRICS_HOST",
                                      help=_METRICS_HOST_HELP),
     loglevel: str = typer.Option("INFO", "--loglevel", envvar="TOOLBAG_LOG_LEVEL", help=_LOGLEVEL_HELP),
@@ -337,7 +338,8 @@ def worker(
 @app.command()
 def supervisor(
     concurrency: int = typer.Option(16, "--concurrency", "-c"),
-    metrics_port: int = typer.Option(None, "--metrics-port", help="/metrics port (default 9101; 0 = any free)"),
+    metrics_port: int = typer.Option(None, "--metrics-port", min=0, max=65535,
+                                     help="/metrics port (default 9101; 0 = any free)"),
     metrics_host: str = typer.Option("0.0.0.0", "--metrics-host", envvar="TOOLBAG_METRICS_HOST",
                                      help=_METRICS_HOST_HELP),
     loglevel: str = typer.Option("INFO", "--loglevel", envvar="TOOLBAG_LOG_LEVEL", help=_LOGLEVEL_HELP),
@@ -381,11 +383,12 @@ def supervisor(
 @app.command()
 def simulator(
     host: str = typer.Option("127.0.0.1", "--host"),
-    port: int = typer.Option(8900, "--port"),
+    port: int = typer.Option(8900, "--port", min=1, max=65535),
     faults: Path = typer.Option(None, "--faults", help="YAML fault plan; `example` = the example that ships "
                                 "with toolbag (every option, commented)"),
     metrics_port: int = typer.Option(
-        None, "--metrics-port", help="/metrics port: requests by vendor, fault and status (default 9102; 0 = any)"
+        None, "--metrics-port", min=0, max=65535,
+        help="/metrics port: requests by vendor, fault and status (default 9102; 0 = any)"
     ),
     loglevel: str = typer.Option("INFO", "--loglevel", envvar="TOOLBAG_LOG_LEVEL", help=_LOGLEVEL_HELP),
 ) -> None:
@@ -395,6 +398,7 @@ def simulator(
     from toolbag.simulator.server import serve_forever
     from toolbag.telemetry import metrics
 
+    check_listenable(host, port)
     _logs("simulator", loglevel, None)
     plan = None
     if faults is not None and str(faults) == "example" and not faults.exists():
@@ -419,7 +423,7 @@ def eval_(
     provider: str = typer.Option("all", "--provider", "-p", help="A provider name, or all"),
     semantic: bool = typer.Option(None, "--semantic/--no-semantic",
                                   help="Judge content checks too (default: only for providers with real keys)"),
-    timeout_s: float = typer.Option(300.0, "--timeout-s"),
+    timeout_s: float = typer.Option(300.0, "--timeout-s", min=0.0),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Run skills' eval cases through the fleet and print a pass table of skill × provider."""
@@ -449,15 +453,16 @@ def eval_(
     if as_json:
         print(json.dumps([r.__dict__ for r in results]))
     else:
-        table = Table("skill", *providers, title=f"evals ({'with' if semantic else 'without'} semantic checks)")
+        rows = []
         for skill_name in names:
-            cells = []
+            cells = [skill_name]
             for p in providers:
                 mine = [r for r in results if r.skill == skill_name and r.provider == p]
                 passed = sum(r.passed for r in mine)
                 cells.append(f"{passed}/{len(mine)}" if mine else "-")
-            table.add_row(skill_name, *cells)
-        console.print(table)
+            rows.append(cells)
+        console.print(legible_table([Column("skill"), *(Column(p) for p in providers)], rows, console.width,
+                                    title=f"evals ({'with' if semantic else 'without'} semantic checks)"))
         for r in results:
             if not r.passed:
                 problems = "; ".join(r.problems)
@@ -518,8 +523,10 @@ def dev(
     redis_url_: str = typer.Option(
         None, "--redis-url", help="Redis to use (default $TOOLBAG_REDIS_URL); a free local port is started there, "
         "none given: a private redis-server on a free port"),
-    simulator_port: int = typer.Option(None, "--simulator-port", help="Simulator port (default 8900, else any free)"),
-    metrics_port: int = typer.Option(None, "--metrics-port", help="First /metrics port (default 9100, else free)"),
+    simulator_port: int = typer.Option(None, "--simulator-port", min=1, max=65535,
+                                       help="Simulator port (default 8900, else any free)"),
+    metrics_port: int = typer.Option(None, "--metrics-port", min=1, max=65535,
+                                     help="First /metrics port (default 9100, else free)"),
     logs_dir: Path = typer.Option(None, "--logs-dir", help="Keep the processes' logs in this folder (default: a "
                                   "temporary folder, removed on exit unless something failed)"),
 ) -> None:

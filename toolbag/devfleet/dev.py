@@ -7,10 +7,12 @@ import os
 import shlex
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import time
 import urllib.parse
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -20,16 +22,18 @@ from rich.text import Text
 from toolbag.cli.tables import Column, legible_table
 from toolbag.config import load_config
 from toolbag.devfleet.harness import (
+    PORT_TRIES,
     HarnessError,
     LocalFleet,
     RedisServer,
+    SimulatorProcess,
     free_port,
     next_free_port,
     port_free,
     redis_answers,
     start_redis,
     start_simulator,
-    wait_http,
+    terminate,
 )
 from toolbag.errors import ToolbagError
 
@@ -130,23 +134,18 @@ def run_dev(*, demo: bool = True, exit_after_demo: bool = False, redis_url: str 
     """
     signal.signal(signal.SIGTERM, _interrupt)  # stop the children on SIGTERM as on Ctrl-C
     config = load_config()
-    if simulator_port is None:
-        simulator_port = 8900 if port_free(8900) else free_port()
-    sim_url = f"http://127.0.0.1:{simulator_port}"
     metrics_ports = _MetricsPorts()
     url, redis_server = choose_redis(redis_url or os.environ.get("TOOLBAG_REDIS_URL"))
     if logs_dir is not None:
         logs_dir.mkdir(parents=True, exist_ok=True)
     workdir = logs_dir or Path(tempfile.mkdtemp(prefix="toolbag-dev-"))
-    fleet = LocalFleet(config, url, workdir, env={**os.environ, "TOOLBAG_SIMULATOR_URL": sim_url}, own_session=True)
+    fleet = LocalFleet(config, url, workdir, env=os.environ, own_session=True)
     endpoints: list[tuple[str, str]] = []
     code = 1
     try:
-        try:
-            sim = start_simulator(fleet, port=simulator_port, timeout_s=20,
-                                  metrics_port=metrics_ports.next_from(metrics_port or 9102))
-        except HarnessError:
-            raise DevFleetError(f"the simulator did not start; see {workdir / 'simulator.log'}") from None
+        sim = _start_simulator(fleet, simulator_port, metrics_ports.next_from(metrics_port or 9102))
+        sim_url = sim.url
+        fleet.env["TOOLBAG_SIMULATOR_URL"] = sim_url
         endpoints.append(("simulator", sim.url))
         endpoints.append(("simulator metrics", f"http://127.0.0.1:{sim.metrics_port}/metrics"))
         for provider in config.providers:
@@ -190,19 +189,50 @@ def run_dev(*, demo: bool = True, exit_after_demo: bool = False, redis_url: str 
             console.print(f"the processes' logs are kept in {workdir}")
 
 
-def _start_api(fleet: LocalFleet, workdir: Path) -> tuple[str, str]:
-    """``toolbag api`` on port 8080 (else a free one), up, and a fresh key for the caller ``dev``."""
+def _start_simulator(fleet: LocalFleet, asked_port: int | None, metrics_port: int) -> SimulatorProcess:
+    """The simulator on ``asked_port``; none asked: on 8900 when it is free, else (or when 8900 is taken before
+    the simulator binds it) on any free port."""
+    tries: list[int | None] = [asked_port] if asked_port is not None else [*([8900] if port_free(8900) else []), None]
+    for port in tries:
+        try:
+            return start_simulator(fleet, port=port, timeout_s=20, metrics_port=metrics_port)
+        except HarnessError:
+            continue
+    raise DevFleetError(f"the simulator did not start; see {fleet.log_dir / 'simulator.log'}")
+
+
+def _start_api(fleet: LocalFleet, workdir: Path, preferred_port: int = 8080) -> tuple[str, str]:
+    """``toolbag api`` on ``preferred_port`` when it is free, else (or when it is taken before the api binds it)
+    on a free port; up, and a fresh key for the caller ``dev`` that it accepts, which also shows the api answering
+    is this fleet's and not another one on that port."""
     from toolbag.api.keys import KeyStore
 
-    port = 8080 if port_free(8080) else free_port()
-    fleet.start("api", "api", "--port", str(port))
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_http(f"{url}/healthz", timeout_s=30)
-    except HarnessError:
-        raise DevFleetError(f"the api did not start; see {workdir / 'api.log'}") from None
     _, secret = KeyStore(fleet.client.store.redis, fleet.client.store.keys).create("dev")
-    return url, secret
+    ports = [*([preferred_port] if port_free(preferred_port) else []), *(free_port() for _ in range(PORT_TRIES))]
+    for port in ports:
+        url = f"http://127.0.0.1:{port}"
+        proc = fleet.start("api", "api", "--port", str(port))
+        if _accepts(proc, url, secret, timeout_s=30):
+            return url, secret
+    raise DevFleetError(f"the api did not start; see {workdir / 'api.log'}")
+
+
+def _accepts(proc: subprocess.Popen[bytes], url: str, secret: str, timeout_s: float) -> bool:
+    """Until the api at ``url`` accepts ``secret``: True; False when ``proc`` exited first (its port was taken)
+    or did not answer within ``timeout_s`` (then it is stopped)."""
+    deadline = time.monotonic() + timeout_s
+    request = urllib.request.Request(f"{url}/v1/models", headers={"Authorization": f"Bearer {secret}"})
+    while proc.poll() is None:
+        try:
+            with urllib.request.urlopen(request, timeout=2):
+                return True
+        except OSError:  # not up yet, or another server on the port refusing the key (HTTPError)
+            pass
+        if time.monotonic() > deadline:
+            terminate(proc, grace_s=5)
+            return False
+        time.sleep(0.1)
+    return False
 
 
 def how_to_submit(redis_url: str) -> str:

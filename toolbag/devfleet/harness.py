@@ -7,6 +7,7 @@ integration tests and the benchmarks all start their fleets here.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -17,7 +18,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,6 +64,34 @@ def redis_answers(url: str) -> bool:
             return bool(client.ping())
     except redis.RedisError:
         return False
+
+
+def redis_pid(url: str) -> int | None:
+    """The process id of the redis-server answering at ``url``, or None when none answers."""
+    try:
+        with redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=2) as client:
+            return int(client.info("server")["process_id"])
+    except (redis.RedisError, KeyError, ValueError):
+        return None
+
+
+def _own_answer(proc: subprocess.Popen[bytes], url: str, pid_at: Callable[[str], int | None], what: str,
+                timeout_s: float) -> bool:
+    """Until the server answering at ``url`` is ``proc`` itself (``pid_at`` names the process that answers): True; False
+    when ``proc`` exited first (it lost its port: something else took it after it was found free, and may be
+    answering there); HarnessError after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if proc.poll() is not None:
+            return False
+        if pid_at(url) == proc.pid:
+            return True
+        if time.monotonic() > deadline:
+            raise HarnessError(f"{what} did not answer within {timeout_s:g} s")
+        time.sleep(0.05)
+
+
+PORT_TRIES = 5  # a child given a free port may lose it to another process before it binds: try another
 
 
 def wait_redis(url: str, timeout_s: float = 10.0) -> None:
@@ -142,24 +171,28 @@ class RedisServer:
 
 
 def start_redis(port: int | None = None, *, databases: int = 16, timeout_s: float = 10.0) -> RedisServer:
-    """``redis-server`` on ``port`` (a free one when None), answering PING when this returns."""
+    """``redis-server`` on ``port`` (a free one when None), answering PING when this returns. The server that
+    answers is checked to be the one started (its process id), never another Redis on that port."""
     binary = shutil.which("redis-server")
     if binary is None:
         raise HarnessError(f"redis-server is not installed ({REDIS_INSTALL_HINT})")
-    port = free_port() if port is None else port
-    workdir = Path(tempfile.mkdtemp(prefix="toolbag-redis-"))
-    proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", LOCALHOST, "--save", "", "--appendonly", "no",
-         "--dir", str(workdir), "--databases", str(databases), "--maxmemory-policy", "noeviction"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    server = RedisServer(port, proc, workdir)
-    try:
-        wait_redis(server.url, timeout_s)
-    except HarnessError:
+    for _ in range(PORT_TRIES if port is None else 1):
+        chosen = free_port() if port is None else port
+        workdir = Path(tempfile.mkdtemp(prefix="toolbag-redis-"))
+        proc = subprocess.Popen(
+            [binary, "--port", str(chosen), "--bind", LOCALHOST, "--save", "", "--appendonly", "no",
+             "--dir", str(workdir), "--databases", str(databases), "--maxmemory-policy", "noeviction"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        server = RedisServer(chosen, proc, workdir)
+        try:
+            if _own_answer(proc, server.url, redis_pid, f"redis-server on port {chosen}", timeout_s):
+                return server
+        except HarnessError:
+            server.stop()
+            raise HarnessError(f"redis-server did not start on port {chosen}") from None
         server.stop()
-        raise HarnessError(f"redis-server did not start on port {port}") from None
-    return server
+    raise HarnessError(f"redis-server did not start on port {chosen} (is the port taken?)")
 
 
 @contextmanager
@@ -227,21 +260,36 @@ class SimulatorProcess:
     proc: subprocess.Popen[bytes]
 
 
+def _simulator_pid(url: str) -> int | None:
+    try:
+        with urllib.request.urlopen(f"{url}/_sim/health", timeout=2) as answer:
+            pid = json.loads(answer.read()).get("pid")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return pid if isinstance(pid, int) else None
+
+
 def start_simulator(processes: Processes, *, name: str = "simulator", port: int | None = None,
                     metrics_port: int | None = None, faults: Path | None = None,
                     timeout_s: float = 30.0) -> SimulatorProcess:
-    """The simulator as one of ``processes`` (free ports when None), answering when this returns."""
-    port = free_port() if port is None else port
-    metrics_port = free_port() if metrics_port is None else metrics_port
-    args = ["simulator", "--port", str(port), "--metrics-port", str(metrics_port)]
-    if faults is not None:
-        args += ["--faults", str(faults)]
-    sim = SimulatorProcess(f"http://{LOCALHOST}:{port}", metrics_port, processes.start(name, *args))
-    try:
-        wait_http(f"{sim.url}/_sim/health", timeout_s)
-    except HarnessError as err:
-        raise HarnessError(f"the simulator did not start: {err}\n{processes.log(name)}") from None
-    return sim
+    """The simulator as one of ``processes`` (free ports when None), answering when this returns. The simulator
+    that answers is checked to be the one started (``/_sim/health`` names its process), never another on that
+    port; a free port lost before the simulator bound it is replaced by another."""
+    for _ in range(PORT_TRIES if port is None else 1):
+        chosen = free_port() if port is None else port
+        metrics_chosen = free_port() if metrics_port is None else metrics_port
+        args = ["simulator", "--port", str(chosen), "--metrics-port", str(metrics_chosen)]
+        if faults is not None:
+            args += ["--faults", str(faults)]
+        proc = processes.start(name, *args)
+        url = f"http://{LOCALHOST}:{chosen}"
+        try:
+            if _own_answer(proc, url, _simulator_pid, f"the simulator at {url}", timeout_s):
+                return SimulatorProcess(url, metrics_chosen, proc)
+        except HarnessError as err:
+            terminate(proc, grace_s=5)
+            raise HarnessError(f"the simulator did not start: {err}\n{processes.log(name)}") from None
+    raise HarnessError(f"the simulator did not start: it exited (is port {chosen} taken?)\n{processes.log(name)}")
 
 
 @contextmanager

@@ -34,7 +34,7 @@ def _inbox() -> Iterator[Inbox]:
 
 
 @app.command("list")
-def list_(as_json: bool = typer.Option(False, "--json"), limit: int = typer.Option(100, "--limit")) -> None:
+def list_(as_json: bool = typer.Option(False, "--json"), limit: int = typer.Option(100, "--limit", min=1)) -> None:
     """Escalated jobs, oldest first."""
     with _inbox() as inbox:
         items = inbox.list(limit)

@@ -37,11 +37,12 @@ def _text(value: Any) -> str:
 
 
 def entry_fields(url: str, payload: dict[str, Any]) -> dict[str, str | int]:
-    """The stream fields of a new notification: a POST of ``payload`` (JSON) to ``url``, due now. Its delivery
-    id is left empty: the id of the first entry holding it is the delivery id."""
-    now_ms = int(time.time() * 1000)
-    return {"url": url, "body": json.dumps(payload), "attempts": 0, "created_ms": now_ms, "due_ms": now_ms,
-            "delivery_id": ""}
+    """The stream fields of a new notification: a POST of ``payload`` (JSON) to ``url``, due at once (``due_ms``
+    0, whatever the clocks say; retries are due on Redis's clock). Its delivery id is left empty: the id of the
+    first entry holding it is the delivery id. ``created_ms`` (this host's clock) only dates it: seconds of skew
+    do not matter to the day after which a notification is given up on."""
+    return {"url": url, "body": json.dumps(payload), "attempts": 0, "created_ms": int(time.time() * 1000),
+            "due_ms": 0, "delivery_id": ""}
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,11 @@ class Outbox:
 
     def pending(self) -> int:
         return int(self.redis.xlen(self.stream))
+
+    def now_ms(self) -> int:
+        """Redis's clock (``TIME``) in milliseconds: when a retry is due, whichever sender's host reads it."""
+        seconds, micros = self.redis.time()
+        return int(seconds) * 1000 + int(micros) // 1000
 
     def failed(self) -> list[dict[str, Any]]:
         return [json.loads(_text(raw)) for raw in self.redis.lrange(self.failed_list, 0, -1)]
@@ -156,7 +162,7 @@ class OutboxSender:
     def send_due(self) -> int:
         """POST every notification that is due; returns how many were delivered."""
         delivered = 0
-        now_ms = int(time.time() * 1000)
+        now_ms = self.outbox.now_ms()
         for note in self.outbox.due(now_ms):
             if self._stop.is_set():
                 break

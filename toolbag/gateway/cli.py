@@ -18,10 +18,10 @@ from typing import Any
 import redis
 import typer
 from rich.console import Console
-from rich.table import Table
 from rich.text import Text
 
 from toolbag.cli.fail import fail, one_line
+from toolbag.cli.tables import Column, legible_table
 from toolbag.config import Config, ConfigError, load_config, redis_url
 from toolbag.gateway.audit import AuditFilter, RedisAuditReader, read_jsonl
 from toolbag.gateway.live import PolicyStore
@@ -168,11 +168,11 @@ def list_rules(
                                    "rules": [r.model_dump(mode="json") for r in policy.rules]}, indent=2))
             return
         console.print(f"policy version {policy.version} {policy.digest[:19]} ({source})")
-        table = Table("id", "effect", "agents", "models", "tools", "args", "expires")
-        for r in policy.rules:
-            table.add_row(*_cells(r.id, r.effect, " ".join(r.agents), " ".join(r.models), " ".join(r.tools),
-                                ", ".join(r.args) or "-", r.expires.isoformat() if r.expires else "-"))
-        console.print(table)
+        columns = [Column("id"), Column("effect"), Column("agents", whole=False), Column("models", whole=False),
+                   Column("tools", whole=False), Column("args", whole=False), Column("expires")]
+        rules = [_cells(r.id, r.effect, " ".join(r.agents), " ".join(r.models), " ".join(r.tools),
+                        ", ".join(r.args) or "-", r.expires.isoformat() if r.expires else "-") for r in policy.rules]
+        console.print(legible_table(columns, rules, console.width))
         return
     from toolbag.gateway.registry import ToolRegistry
 
@@ -187,10 +187,9 @@ def list_rules(
         typer.echo(json.dumps([{"tool": n, "offered": d.allowed, "rule": d.rule_id, "reason": d.reason}
                                for n, d in rows], indent=2))
         return
-    table = Table("tool", "offered", "rule", "reason")
-    for name, d in rows:
-        table.add_row(*_cells(name, "yes" if d.allowed else "no", d.rule_id or "-", d.reason))
-    console.print(table)
+    columns = [Column("tool"), Column("offered"), Column("rule"), Column("reason", whole=False)]
+    cells = [_cells(name, "yes" if d.allowed else "no", d.rule_id or "-", d.reason) for name, d in rows]
+    console.print(legible_table(columns, cells, console.width))
 
 
 @permissions_app.command("publish")
@@ -386,7 +385,7 @@ def _filter(agent: str | None, tool: str | None, decision: str | None, job: str 
 
 @audit_app.command("tail")
 def tail(
-    count: int = typer.Option(20, "-n", "--count", help="How many of the newest records"),
+    count: int = typer.Option(20, "-n", "--count", min=1, help="How many of the newest records"),
     follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing new records (Ctrl-C stops)"),
     agent: str | None = typer.Option(None, "--agent"),
     tool: str | None = typer.Option(None, "--tool"),
@@ -428,7 +427,7 @@ def query(
     everything: bool = typer.Option(False, "--all", help="Every kind, the fleet's job records too"),
     since: str | None = typer.Option(None, "--since", help="15m, 2h, 1d, ISO time or epoch ms"),
     until: str | None = typer.Option(None, "--until"),
-    limit: int = typer.Option(100, "--limit", help="How many of the newest matching records"),
+    limit: int = typer.Option(100, "--limit", min=1, help="How many of the newest matching records"),
     file: Path | None = typer.Option(None, "--file", help="Query a JSONL audit file instead of the Redis stream"),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per line"),
 ) -> None:
@@ -470,7 +469,7 @@ def list_tools(as_json: bool = typer.Option(False, "--json")) -> None:
         typer.echo(json.dumps([{"name": t.name, "source": t.source, "description": t.description,
                                 "parameters": t.parameters} for t in catalog.values()], indent=2))
         return
-    table = Table("tool", "source", "arguments", "description")
-    for t in catalog.values():
-        table.add_row(*_cells(t.name, t.source, ", ".join(t.parameters.get("properties", {})), t.description[:70]))
-    console.print(table)
+    columns = [Column("tool"), Column("source"), Column("arguments", whole=False), Column("description", whole=False)]
+    cells = [_cells(t.name, t.source, ", ".join(t.parameters.get("properties", {})), t.description[:70])
+             for t in catalog.values()]
+    console.print(legible_table(columns, cells, console.width))

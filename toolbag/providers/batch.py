@@ -6,7 +6,8 @@ One implementation per vendor over its official SDK (Anthropic Message Batches, 
 :class:`BatchOutcome` in the real-time taxonomy: a :class:`~toolbag.providers.base.ModelResponse`, or an
 :class:`~toolbag.providers.base.AttemptFailure` whose kind says refused, rate limited, bad request …; items the
 vendor never ran end as ``expired`` or ``canceled``. A vendor error on a batch call itself raises the
-:class:`AttemptFailure` the real-time path would.
+:class:`AttemptFailure` the real-time path would. Every failure is kept as the real-time path keeps it: the
+credential removed from the whole vendor message first, then the reason put on one line and clipped.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from toolbag.providers.base import AttemptFailure, ModelRequest, ModelResponse, 
 from toolbag.providers.errors import classify, outcome_kind_for
 from toolbag.providers.gemini_provider import API_VERSION, GeminiAdapter
 from toolbag.providers.openai_provider import OpenAIAdapter
+from toolbag.providers.reasons import redact_failure
 from toolbag.providers.stop_reasons import (
     anthropic_stop_failure,
     gemini_block_failure,
@@ -111,6 +113,9 @@ class VendorBatches(ABC):
 
     vendor: str
 
+    def __init__(self, *, api_key: str) -> None:
+        self._secrets = (api_key,)
+
     @abstractmethod
     def submit(self, model: str, items: Sequence[BatchItem], *, extra_headers: Mapping[str, str] | None = None,
                ) -> str:
@@ -120,9 +125,17 @@ class VendorBatches(ABC):
     def status(self, batch_id: str) -> BatchStatus:
         """Poll the batch once."""
 
-    @abstractmethod
     def results(self, batch_id: str) -> Iterator[BatchOutcome]:
-        """Every item's outcome, once the batch has ended (as the vendor streams them; any order)."""
+        """Every item's outcome, once the batch has ended (as the vendor streams them; any order); a failure's
+        reason with no secret in it, on one line, clipped."""
+        for outcome in self._outcomes(batch_id):
+            if outcome.failure is not None:
+                redact_failure(outcome.failure, self._secrets)
+            yield outcome
+
+    @abstractmethod
+    def _outcomes(self, batch_id: str) -> Iterator[BatchOutcome]:
+        """Every item's outcome as the vendor said it."""
 
     @abstractmethod
     def cancel(self, batch_id: str) -> None:
@@ -137,7 +150,7 @@ class VendorBatches(ABC):
         try:
             return action(*args, **kwargs)
         except Exception as exc:  # noqa: BLE001 - every SDK error is classified, as in real time
-            raise classify(exc, vendor=self.vendor) from exc
+            raise redact_failure(classify(exc, vendor=self.vendor), self._secrets) from exc
 
 
 def _check(items: Sequence[BatchItem]) -> None:
@@ -169,6 +182,7 @@ class AnthropicBatches(VendorBatches):
     vendor = "anthropic"
 
     def __init__(self, *, api_key: str, base_url: str) -> None:
+        super().__init__(api_key=api_key)
         self._wire = AnthropicAdapter(api_key=api_key, base_url=base_url, max_connections=2)
         self._client = anthropic.Anthropic(api_key=api_key, base_url=base_url, max_retries=0,
                                            timeout=SDK_TIMEOUT_S)
@@ -202,7 +216,7 @@ class AnthropicBatches(VendorBatches):
             ending = BatchEnding.COMPLETED
         return BatchStatus(batch.id, ending, total)
 
-    def results(self, batch_id: str) -> Iterator[BatchOutcome]:
+    def _outcomes(self, batch_id: str) -> Iterator[BatchOutcome]:
         for line in self._call(self._client.messages.batches.results, batch_id):
             yield self._outcome(line.custom_id, line.result)
 
@@ -250,6 +264,7 @@ class OpenAIBatches(VendorBatches):
     _NEVER_RUN = {"batch_expired": ItemEnd.EXPIRED, "batch_cancelled": ItemEnd.CANCELED}
 
     def __init__(self, *, api_key: str, base_url: str) -> None:
+        super().__init__(api_key=api_key)
         self._wire = OpenAIAdapter(api_key=api_key, base_url=base_url, max_connections=2)
         self._client = openai.OpenAI(api_key=api_key, base_url=base_url, max_retries=0, timeout=SDK_TIMEOUT_S)
 
@@ -274,7 +289,7 @@ class OpenAIBatches(VendorBatches):
         total = batch.request_counts.total if batch.request_counts is not None else 0
         return BatchStatus(batch.id, self._ENDINGS.get(batch.status), total)
 
-    def results(self, batch_id: str) -> Iterator[BatchOutcome]:
+    def _outcomes(self, batch_id: str) -> Iterator[BatchOutcome]:
         batch = self._call(self._client.batches.retrieve, batch_id)
         for file_id in (batch.output_file_id, batch.error_file_id):
             if file_id is None:
@@ -338,6 +353,7 @@ class GeminiBatches(VendorBatches):
     _SDK_ONLY = ("automatic_continuation", "automatic_function_calling")
 
     def __init__(self, *, api_key: str, base_url: str | None = None) -> None:
+        super().__init__(api_key=api_key)
         self._wire = GeminiAdapter(api_key=api_key, base_url=base_url, max_connections=2)
         self._client = genai.Client(api_key=api_key, http_options=types.HttpOptions(
             base_url=base_url, api_version=API_VERSION, timeout=int(SDK_TIMEOUT_S * 1000)))
@@ -365,7 +381,7 @@ class GeminiBatches(VendorBatches):
         ending = self._ENDINGS.get(job.state) if job.state is not None else None
         return BatchStatus(batch_id, ending)
 
-    def results(self, batch_id: str) -> Iterator[BatchOutcome]:
+    def _outcomes(self, batch_id: str) -> Iterator[BatchOutcome]:
         job = self._call(self._client.batches.get, name=batch_id)
         never_run = ItemEnd.EXPIRED if job.state == types.JobState.JOB_STATE_EXPIRED else ItemEnd.CANCELED
         for index, inlined in enumerate((job.dest.inlined_responses if job.dest is not None else None) or []):

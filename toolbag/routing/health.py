@@ -11,7 +11,6 @@ worker and supervisor on every host sees, and changes, the same state.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -87,9 +86,14 @@ class HealthTracker:
         return measured + [m for m in candidates if latency[m] is None]
 
     def snapshot(self, model: str) -> ModelHealth:
-        raw = self.redis.hgetall(self.keys.health(model))
+        """The model's health now; how long it stays open or cooling is read on Redis's clock (``TIME``, in the
+        same round trip), the clock its deadlines were written on, never this host's."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hgetall(self.keys.health(model))
+        pipe.time()
+        raw, (seconds, micros) = pipe.execute()
         f = {_text(k): _text(v) for k, v in raw.items()} if raw else {}
-        now_ms = time.time() * 1000
+        now_ms = int(seconds) * 1000 + int(micros) / 1000
         latency = f.get("ewma_latency_s")
         return ModelHealth(
             model=model,

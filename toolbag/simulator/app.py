@@ -9,6 +9,7 @@ decides the answer (:mod:`.generate`) and sends it in the vendor's native shape,
 from __future__ import annotations
 
 import json
+import os
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -107,8 +108,9 @@ class SimulatorApp:
     # ------------------------------------------------------------------ control routes
 
     async def health(self, request: Request) -> Response:
-        """``GET /_sim/health``."""
-        return JSONResponse({"status": "ok"})
+        """``GET /_sim/health``: ok, and the simulator's process id (a launcher checks that the simulator answering
+        on a port is the one it started)."""
+        return JSONResponse({"status": "ok", "pid": os.getpid()})
 
     async def get_log(self, request: Request) -> Response:
         """``GET /_sim/log[?last=N]``: the request log, oldest first."""

@@ -54,7 +54,7 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
-import yaml
+from toolbag.errors import ToolbagError
 
 # Faults answered with a vendor-native HTTP error status.
 ERROR_FAULTS = frozenset(
@@ -97,6 +97,10 @@ _CONTEXT_PARAM = re.compile(r"([1-9]\d{0,11})(?::([1-9]\d{0,11}))?")
 
 class FaultPlanError(ValueError):
     """A fault plan (file, dict, header or directive) that cannot be used; the message says where and why."""
+
+
+class _YamlRefused(ToolbagError):
+    """A faults file the YAML reader refused (its message names the file)."""
 
 
 @dataclass(frozen=True)
@@ -345,13 +349,15 @@ class FaultPlan:
     @classmethod
     def from_file(cls, path: str | Path) -> FaultPlan:
         """Load a YAML (or JSON) faults file; errors name the file and the problem."""
+        from toolbag.gateway.files import parse_yaml
+
         file = Path(path)
         try:
-            raw = yaml.safe_load(file.read_text(encoding="utf-8"))
+            raw = parse_yaml(file.read_text(encoding="utf-8"), f"faults file {file}", _YamlRefused)
         except OSError as exc:
             raise FaultPlanError(f"faults file {file}: cannot read: {exc.strerror or exc}") from None
-        except yaml.YAMLError as exc:
-            raise FaultPlanError(f"faults file {file}: not valid YAML: {exc}") from None
+        except _YamlRefused as exc:  # not YAML, nested too deeply, or an alias (which could expand a small file)
+            raise FaultPlanError(str(exc)) from None
         if raw is None:
             raw = {}
         try:

@@ -288,6 +288,7 @@ def render_cmd(
     skill = _skill(ctx, name)
     if input_text is not None and case is not None:
         fail("give --input or --case, not both")
+    notes: list[str] = []  # said on stderr once everything checked out: an error stays the only line
     if input_text is not None:
         value = _read_input(input_text)
     else:
@@ -295,13 +296,15 @@ def render_cmd(
             chosen = skill.case(case) if case is not None else skill.evals[0]
         except KeyError as err:
             fail(str(err.args[0]))
-        typer.echo(f"# input: eval case {chosen.id!r}", err=True)
+        notes.append(f"# input: eval case {chosen.id!r}")
         value = dict(chosen.input)
     try:
         request = render(skill, value, feedback=feedback)
     except SkillError as err:
         fail(str(err))
     if provider is None:
+        if notes:
+            typer.echo("\n".join(notes), err=True)
         typer.echo(canonical_json(request_dict(request), pretty=True))
         return
     try:
@@ -320,7 +323,8 @@ def render_cmd(
             out[p] = _wire(config, p, chosen_model, request)
         except ConfigError as err:
             fail(str(err))
-        typer.echo(f"# {p}: model {chosen_model} ({config.models[chosen_model].model_id})", err=True)
+        notes.append(f"# {p}: model {chosen_model} ({config.models[chosen_model].model_id})")
+    typer.echo("\n".join(notes), err=True)
     typer.echo(canonical_json(out[names[0]] if len(names) == 1 else out, pretty=True))
 
 
