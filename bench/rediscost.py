@@ -76,7 +76,7 @@ def main() -> None:
             print(f"[{mode}] {elapsed:.1f} s: {per_job:.1f} commands per job "
                   f"({total / args.jobs:.1f} with the background of {idle_total / args.jobs:.1f}), "
                   f"{(scripts - idle_scripts) / args.jobs:.2f} script calls per job")
-            top = (counts - idle).most_common(14)
+            top = [(name, n) for name, n in (counts - idle).most_common() if n / args.jobs >= 0.01]
             print("   " + ", ".join(f"{name} {n / args.jobs:.2f}" for name, n in top))
 
 

@@ -2,16 +2,17 @@
 
 Celery still delivers (queues, tiers, acks). The task that receives a delivery calls :meth:`AttemptLoop.hand`
 on one of a few pool threads: it waits for a free slot (``slots``, the worker's concurrency: back-pressure, so
-the pool stops taking messages and prefetch stays bounded), makes the fenced claim (the lease starts), builds
-the request, takes rate-limit capacity and marks the attempt ``calling``, all as
-:meth:`~toolbag.attempt.runner.AttemptRunner.run` does, then hands the attempt to the loop and returns: the
+the pool stops taking messages and prefetch stays bounded), reads the job, builds the request and makes the fenced
+claim with the first rate-limit admission try and the ``calling`` mark in one script (the lease starts), all
+as :meth:`~toolbag.attempt.runner.AttemptRunner.run` does, then hands the attempt to the loop and returns: the
 message is acknowledged and the lease is the truth from here on. The loop makes the vendor call through the
 SDK's async client, publishes streamed text and writes the completion over ``redis.asyncio``, and renews
 every lease of the process. A process that dies with attempts on its loop leaves leases that expire; the
 supervisor's sweep ends those attempts as ``lost`` and decides on them, exactly as for a thread that died.
 
-The limiter's settle and the health tracker's update (sync Redis calls, after the caller has its answer) run
-on a small thread pool. An attempt whose caller may loop through tools runs its whole call on a thread (the
+A completion settles the rate-limit ticket and updates the model's health in its own script; after a failure
+the limiter's settle and the health tracker's update (sync Redis calls) run on a small thread pool, as do the
+budgets' settles. An attempt whose caller may loop through tools runs its whole call on a thread (the
 loop's tool pool), as on a threads worker.
 """
 
@@ -87,13 +88,10 @@ class AttemptLoop:
         handed = False
         future: concurrent.futures.Future[Any] | None = None
         try:
-            record = self.runner.claim(job_id, token, queue)
-            if record is None:
+            started = self.runner.start(job_id, token, queue)
+            if started is None:
                 return None
             try:
-                started = self.runner.prepare(record, token)
-                if started is None:
-                    return None
                 with self._open_lock:
                     self._open += 1
                 try:
@@ -105,7 +103,7 @@ class AttemptLoop:
                 handed = True
             finally:
                 if not handed:
-                    self.runner.release(record, token)
+                    self.runner.release(started.record, started.token)
         finally:
             if not handed:
                 self._free.release()
@@ -185,8 +183,10 @@ class AttemptLoop:
             success = runner.succeeded(started, response)
             if sink is not None:
                 await sink.end(OutcomeKind.OK.value)
+            health, settle = runner.folded(started, success)
             done = await self.store.complete(record.id, token, success.output, success.result,
-                                             success.attempt.to_json())
+                                             success.attempt.to_json(), health=health, settle=settle)
+            runner.completed(started, done)
         except AttemptFailure as failure:
             await self._failed(started, failure, sink)
             return
@@ -200,11 +200,10 @@ class AttemptLoop:
         record = started.record
 
         def tail() -> None:
-            started.ticket.__exit__(None, None, None)
-            self.runner.health.record(record.model, OutcomeKind.OK, success.latency_s, None)
             self.runner.settle_spend(record, success, done)
 
-        await self._in_tail(tail)
+        if self.runner.budgets is not None:  # the ticket and health were settled by the completion itself
+            await self._in_tail(tail)
         self.runner.observe_success(started, success, done)
 
     async def _failed(self, started: Started, failure: AttemptFailure, sink: AsyncRedisDeltaSink | None) -> None:

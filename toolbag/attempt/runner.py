@@ -19,6 +19,7 @@ from toolbag.attempt.context import (
     Caller,
     Forgetful,
     MeteredAdapter,
+    Opening,
     OutcomeSink,
     PlainCall,
     Ticket,
@@ -29,11 +30,12 @@ from toolbag.attempt.leases import LeaseKeeper
 from toolbag.attempt.request import build_request, requested_tools
 from toolbag.budgets import Budgets
 from toolbag.config import Config, Tier
-from toolbag.jobs import AttemptRecord, DecisionRecord, JobRecord
+from toolbag.jobs import AttemptRecord, DecisionRecord, JobRecord, JobStatus
 from toolbag.providers.base import Adapter, AttemptFailure, ModelRequest, ModelResponse, OutcomeKind
 from toolbag.ratelimit import HandBack
 from toolbag.routing import Router
 from toolbag.store import JobStore, Transition
+from toolbag.store.jobstore import Claimed, ScriptPart
 from toolbag.store.messages import queue_name
 from toolbag.telemetry import metrics
 
@@ -104,57 +106,94 @@ class AttemptRunner:
 
     def run(self, job_id: str, token: str, queue: str) -> None:
         """One attempt, start to end, on the calling thread."""
-        record = self.claim(job_id, token, queue)
-        if record is None:
+        started = self.start(job_id, token, queue)
+        if started is None:
             return
         try:
-            started = self.prepare(record, token)
-            if started is not None:
-                self.finish(started)
+            self.finish(started)
         finally:
-            self.release(record, token)
+            self.release(started.record, started.token)
 
     # -- the steps, for this thread or the worker's event loop (toolbag.attempt.loop) -----------------
 
-    def claim(self, job_id: str, token: str, queue: str) -> JobRecord | None:
-        """The fenced claim; the lease is kept alive from here until :meth:`release`. None: a stale delivery."""
-        record = self.store.claim(job_id, token, queue, self.config.fleet.lease_ttl_s, self.worker_name)
-        if record is None:
+    def start(self, job_id: str, token: str, queue: str) -> Started | None:
+        """Read the job, build its request, then claim it (fenced; the lease is kept alive from here until
+        :meth:`release`) with its first rate-limit admission try and, when that commits a call due now, the
+        ``calling`` mark, all in one script (``lua/claim.lua``). The attempt ready for its vendor call, or None
+        when it ended here: a stale delivery, handed back, gone meanwhile, or failed (all recorded, the lease
+        released)."""
+        t0 = time.monotonic()
+        peeked = self.store.peek(job_id)  # what the request is built from; the claim decides if it is current
+        request: ModelRequest | None = None
+        skill: Skill | None = None
+        early: Exception | None = None  # a request that could not be built: recorded once the attempt is claimed
+        opening = None
+        if peeked is not None:
+            try:
+                request, skill = self._request(peeked)
+                opening = self.admission.opening(self._context(peeked, skill, peeked.started_ms), request)
+            except Exception as err:
+                early = err
+        claimed = self.store.claim_with(job_id, token, queue, self.config.fleet.lease_ttl_s, self.worker_name,
+                                        opening.part if opening is not None else None)
+        if claimed is None or peeked is None:
             metrics.STALE_DELIVERIES.labels(self.provider).inc()
             log.info(json.dumps({"event": "stale_delivery", "job_id": job_id, "token": token}))
             return None
+        record = dataclasses.replace(peeked, status=JobStatus.RUNNING, started_ms=claimed.started_ms,
+                                     worker=self.worker_name, called_ms=claimed.started_ms if claimed.called else 0)
+        self._claimed(record, token)
+        started = None
+        try:
+            started = self._prepare(record, token, request, skill, early, opening, claimed, t0)
+        finally:
+            if started is None:
+                self.release(record, token)
+        return started
+
+    def _claimed(self, record: JobRecord, token: str) -> None:
         metrics.QUEUE_WAIT.labels(self.provider, record.tier).observe(
             max(0.0, (record.started_ms - record.enqueued_ms) / 1000)
         )
-        self.keeper.add(f"{job_id}:{token}")
+        self.keeper.add(f"{record.id}:{token}")
         metrics.INFLIGHT.labels(self.provider).inc()
-        return record
 
     def release(self, record: JobRecord, token: str) -> None:
         metrics.INFLIGHT.labels(self.provider).dec()
         self.keeper.remove(f"{record.id}:{token}")
 
-    def prepare(self, record: JobRecord, token: str) -> Started | None:
-        """Build the request, take rate-limit capacity and mark the attempt ``calling``: the attempt ready
-        for its vendor call, or None when it ended here (handed back, gone meanwhile, or failed, all recorded)."""
-        t0 = time.monotonic()
-        clock_offset_ms = record.started_ms - int(time.time() * 1000)  # Redis's clock (the claim) minus this host's
+    def _context(self, record: JobRecord, skill: Skill | None, started_ms: int) -> AttemptContext:
+        clock_offset_ms = started_ms - int(time.time() * 1000)  # Redis's clock (the claim) minus this host's
+        model = self.config.models[record.model]
+        return AttemptContext(
+            job_id=record.id, capability=record.capability, tier=record.tier, caller=record.caller,
+            model=record.model, model_id=model.model_id, provider=self.provider, skill=record.skill,
+            deadline_ms=record.deadline_ms - clock_offset_ms,  # on this host's clock, for the tool loop
+            allowed_tools=tuple(skill.allowed_tools) if skill is not None else (),
+            requested_tools=tuple(requested_tools(record.input)),
+        )
+
+    def _prepare(
+        self, record: JobRecord, token: str, request: ModelRequest | None, skill: Skill | None,
+        early: Exception | None, opening: Opening | None, claimed: Claimed, t0: float,
+    ) -> Started | None:
+        """After the claim: the rest of the admission (a booked slot, a full in-flight limit, a hand-back) and
+        the ``calling`` mark if the claim did not make it; None when the attempt ended here (recorded)."""
         try:
-            request, skill = self._request(record)
-            model = self.config.models[record.model]
-            ctx = AttemptContext(
-                job_id=record.id, capability=record.capability, tier=record.tier, caller=record.caller,
-                model=record.model, model_id=model.model_id, provider=self.provider, skill=record.skill,
-                deadline_ms=record.deadline_ms - clock_offset_ms,  # on this host's clock, for the tool loop
-                allowed_tools=tuple(skill.allowed_tools) if skill is not None else (),
-                requested_tools=tuple(requested_tools(record.input)),
-            )
+            if early is not None:
+                raise early
+            assert request is not None
+            ctx = self._context(record, skill, record.started_ms)
             try:
-                ticket = self.admission.admit(ctx, request)
+                if opening is not None:
+                    ticket = self.admission.opened(ctx, request, opening, claimed.grant)
+                else:
+                    ticket = self.admission.admit(ctx, request)
             except HandBack as back:  # no capacity: to another candidate or the delayed set, no attempt
                 self._hand_back(record, token, back, ctx, request)
                 return None
-            if not self.store.calling(record.id, token):  # swept as lost, or cancelled, meanwhile: pay nothing
+            if not claimed.called and not self.store.calling(record.id, token):
+                # swept as lost, or cancelled, meanwhile: pay nothing
                 ticket.__exit__(None, None, None)
                 metrics.STALE_DELIVERIES.labels(self.provider).inc()
                 log.info(json.dumps({"event": "attempt_gone_before_call", "job_id": record.id, "token": token}))
@@ -192,10 +231,7 @@ class AttemptRunner:
                 success = self.succeeded(started, response)
                 if sink is not None:
                     sink.end(OutcomeKind.OK.value)
-                # complete inside the admission: the caller wakes before the limiter settles and the
-                # health tracker learns, which are nobody's critical path
-                done = self.store.complete(record.id, token, success.output, success.result,
-                                           success.attempt.to_json())
+                done = self.complete(started, success)
         except AttemptFailure as failure:
             self._failed(record, token, record.attempt, failure, time.monotonic() - started.t0, sink)
             return
@@ -203,9 +239,29 @@ class AttemptRunner:
             log.exception("attempt crashed", extra={"job_id": record.id})
             self._failed(record, token, record.attempt, crashed(err), time.monotonic() - started.t0, sink)
             return
-        self.health.record(record.model, OutcomeKind.OK, success.latency_s, None)
         self.settle_spend(record, success, done)
         self.observe_success(started, success, done)
+
+    def complete(self, started: Started, success: Success) -> Transition:
+        """Write the success, with the ticket's settle and health's update of the answer in the same script."""
+        health, settle = self.folded(started, success)
+        done = self.store.complete(started.record.id, started.token, success.output, success.result,
+                                   success.attempt.to_json(), health=health, settle=settle)
+        self.completed(started, done)
+        return done
+
+    def folded(self, started: Started, success: Success) -> tuple[ScriptPart | None, ScriptPart | None]:
+        """What the completion runs in its step besides the job's own writes: (health's update of the answer,
+        the ticket's settle)."""
+        return (self.health.learning(started.record.model, OutcomeKind.OK, success.latency_s, None),
+                started.ticket.settlement(None))
+
+    def completed(self, started: Started, done: Transition) -> None:
+        """What the folded parts answered: the ticket is settled, the circuit state published."""
+        if done.settled:
+            started.ticket.settled(done.settled)
+        if done.health:
+            self.health.learned(started.record.model, done.health)
 
     def settle_spend(self, record: JobRecord, success: Success, done: Transition) -> None:
         """Charge the call's actual cost to the job's budgets and give back the rest of its reservation (a
