@@ -10,6 +10,7 @@ import copy
 import re
 import time
 import uuid
+from importlib import resources
 from typing import Any
 
 import pytest
@@ -41,7 +42,7 @@ def make_config(limits: dict[str, Any]) -> Config:
 class Answers:
     """An adapter that answers every call (and counts them)."""
 
-    kind = "openai"
+    kind: Any = "openai"
 
     def __init__(self) -> None:
         self.calls = 0
@@ -83,7 +84,8 @@ def client(redis_url: str) -> redis.Redis:
 
 
 def test_every_script_reads_the_clock_once_at_most_and_each_rule_has_one_copy() -> None:
-    scripts = [p.stem for p in lua.resources.files(lua.__name__).iterdir() if p.name.endswith(".lua")]
+    scripts = [p.name[:-4] for p in resources.files(lua.__name__).iterdir() if p.name.endswith(".lua")]
+    assert "claim" in scripts and "rl_admit" in scripts
     fragments = {"rl_log", "rl_admit", "rl_reconcile", "health_learn"}
     for name in scripts:
         text = lua.script(name)
@@ -184,3 +186,18 @@ def test_a_plain_claim_takes_no_admission_and_returns_the_record(client: redis.R
     assert record.started_ms == f.store.get("j1").started_ms > 0
     assert not client.exists(f.rl("state"), f.rl("cc-b"), f.rl("log"))
     assert f.store.claim("j1", "1", QUEUE, 5, "batcher") is None  # fenced: a second claim is stale
+
+
+def test_a_settle_clears_the_in_flight_entry_where_its_admission_put_it(client: redis.Redis) -> None:
+    keys = Keys(f"s{uuid.uuid4().hex[:6]}:")
+    rl = RateLimiter(make_config({"concurrency": 5}), client, keys)
+    for tier in ("interactive", "batch"):
+        assert rl.acquire("gpt-luna", tier, "c", 10, horizon_s=1, ticket_id=f"t-{tier}").admitted
+    cc_i, cc_b = keys.ratelimit("gpt-luna", "cc-i"), keys.ratelimit("gpt-luna", "cc-b")
+    assert (client.zcard(cc_i), client.zcard(cc_b)) == (1, 1)
+    rl.settle("gpt-luna", "c", "t-interactive", "b", 0, held="i")
+    assert (client.zcard(cc_i), client.zcard(cc_b)) == (0, 1)
+    rl.settle("gpt-luna", "c", "t-batch", "b", 0, held="-")  # took none: nothing to clear
+    assert client.zcard(cc_b) == 1
+    rl.settle("gpt-luna", "c", "t-batch", "b", 0)  # not known: both sets are cleared of it
+    assert client.zcard(cc_b) == 0

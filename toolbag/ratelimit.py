@@ -117,6 +117,12 @@ class Opening:
     t0: float  # the limiter's clock when the admission began
     part: ScriptPart
 
+    def held(self, ctx: AttemptContext) -> str:
+        """The class whose in-flight entries an admission of this opening takes (``-``: none)."""
+        if not self.count_inflight:
+            return "-"
+        return "i" if ctx.tier == "interactive" else "b"
+
 
 @dataclass(frozen=True)
 class Commit:
@@ -345,12 +351,13 @@ class RateLimiter:
         signals: VendorSignals | None = None,
         used_tokens: int | None = None,
         charged: str = "",
+        held: str = "",
     ) -> tuple[bool, bool, bool]:
         """Release, reconcile (``refund_tokens`` = reserved - used; negative is a debt) and learn.
         ``charged`` is the grant's: what the token frontiers were charged (empty: the reservation).
         Returns which vendor signals changed the pace: (cooled down, requests slowed, tokens slowed)."""
         part = self.settle_part(model, caller, ticket_id, lanes, refund_tokens, cooldown_s=cooldown_s,
-                                signals=signals, used_tokens=used_tokens, charged=charged)
+                                signals=signals, used_tokens=used_tokens, charged=charged, held=held)
         reply = self._settle(keys=list(part.keys), args=list(part.args))
         cooled, slow_r, slow_t = (bool(int(x)) for x in reply)
         return cooled, slow_r, slow_t
@@ -367,8 +374,11 @@ class RateLimiter:
         signals: VendorSignals | None = None,
         used_tokens: int | None = None,
         charged: str = "",
+        held: str = "",
     ) -> ScriptPart:
-        """The keys and arguments of a settle (``lua/rl_reconcile.lua``), for ``rl_settle`` or a completion."""
+        """The keys and arguments of a settle (``lua/rl_reconcile.lua``), for ``rl_settle`` or a completion.
+        ``held``: the class whose in-flight entries the admission took (``i``, ``b``; ``-`` none; empty:
+        unknown, both are cleared)."""
         s = signals or VendorSignals()
 
         def ms(value: float | None) -> str:
@@ -388,7 +398,8 @@ class RateLimiter:
             lim = scope.limits
             argv += [lane, "1" if scope.learn else "0", f"{lim.window_s * 1000:.3f}",
                      f"{lim.effective_margin_s * 1000:.3f}", str(lim.rpm or 0), str(lim.tpm or 0),
-                     f"{lim.interactive_reserve:.6f}", charges[i] if i < len(charges) else "-1"]
+                     f"{lim.interactive_reserve:.6f}", charges[i] if i < len(charges) else "-1",
+                     held if held in ("", "-") or lim.concurrency else "-"]
         return ScriptPart(tuple(key for scope in scopes for key in scope.keys), tuple(argv))
 
     # -- the Admission seam -------------------------------------------------------------------------
@@ -396,7 +407,7 @@ class RateLimiter:
     def admit(self, ctx: AttemptContext, request: ModelRequest) -> _Ticket:
         """Hold capacity for this attempt, waiting up to the tier's ``ratelimit_wait_s``; else raise
         :class:`HandBack`."""
-        return self._held(ctx, *self._admit_within(ctx, request, self._opening(ctx, request)))
+        return self._ticket_or_hand_back(ctx, *self._admit_within(ctx, request, self._opening(ctx, request)))
 
     def opening(self, ctx: AttemptContext, request: ModelRequest) -> Opening:
         """The attempt's first admission try, for its claim to make in the same step (``lua/claim.lua``);
@@ -408,9 +419,9 @@ class RateLimiter:
         poll a full in-flight limit, or raise :class:`HandBack`, as :meth:`admit` does."""
         if not isinstance(opening, Opening):
             raise TypeError(f"not an opening of this limiter: {type(opening).__name__}")
-        return self._held(ctx, *self._admit_within(ctx, request, opening, granted(reply)))
+        return self._ticket_or_hand_back(ctx, *self._admit_within(ctx, request, opening, granted(reply)))
 
-    def _held(self, ctx: AttemptContext, ticket: _Ticket | None, grant: Grant) -> _Ticket:
+    def _ticket_or_hand_back(self, ctx: AttemptContext, ticket: _Ticket | None, grant: Grant) -> _Ticket:
         if ticket is not None:
             return ticket
         if grant.why == "concurrency":
@@ -465,10 +476,11 @@ class RateLimiter:
                                      count_inflight=opening.count_inflight, output_tokens=cost - expected)
             if grant.admitted:
                 if not self._start(ctx, ticket_id, grant, cost, cost - expected):
-                    self.settle(ctx.model, ctx.caller, ticket_id, grant.lanes, cost, charged=grant.charged)
+                    self.settle(ctx.model, ctx.caller, ticket_id, grant.lanes, cost, charged=grant.charged,
+                                held=opening.held(ctx))
                     raise HandBack(ctx.model, CONCURRENCY_DEFER_S, f"{ctx.model}: call log stayed full")
                 metrics.RATELIMIT_WAIT.labels(provider, ctx.model).observe(self.clock() - t0)
-                return _Ticket(self, ctx, ticket_id, grant.lanes, cost, grant.charged), grant
+                return _Ticket(self, ctx, ticket_id, grant.lanes, cost, grant.charged, opening.held(ctx)), grant
             if grant.why == "concurrency" and left_s > 0:
                 self.sleep(min(CONCURRENCY_POLL_S, left_s))
                 grant = None
@@ -551,13 +563,14 @@ class _Ticket:
     """Capacity held for one attempt; settled once, when the ``with`` block ends."""
 
     def __init__(self, limiter: RateLimiter, ctx: AttemptContext, ticket_id: str, lanes: str, reserved: int,
-                 charged: str = "") -> None:
+                 charged: str = "", held: str = "") -> None:
         self.limiter = limiter
         self.ctx = ctx
         self.ticket_id = ticket_id
         self.lanes = lanes
         self.reserved = reserved
         self.charged = charged
+        self.held = held
         self.response: ModelResponse | None = None
         self.headers: dict[str, str] = {}
         self.done = False  # settled (by the ``with`` block's end or by a completion that ran the settle)
@@ -587,7 +600,7 @@ class _Ticket:
         signals = vendor_signals(self.headers) if self.headers else None
         return self.limiter.settle_part(
             self.ctx.model, self.ctx.caller, self.ticket_id, self.lanes, refund, cooldown_s=cooldown_s,
-            signals=signals, used_tokens=used, charged=self.charged,
+            signals=signals, used_tokens=used, charged=self.charged, held=self.held,
         )
 
     def settled(self, reply: Sequence[Any]) -> None:

@@ -146,9 +146,10 @@ local function rl_admit(KEYS, ARGV, now)
     sc.slot = s
     if s > slot then slot, binding = s, i end
     if sc.conc > 0 then
+      -- the count below ignores entries past their hold (a dead worker's); a taking admission drops them from
+      -- the set it adds to, so each set is pruned by its own class's admissions
       if mode == 'take' then
-        redis.call('ZREMRANGEBYSCORE', sc.cci, '-inf', now)
-        redis.call('ZREMRANGEBYSCORE', sc.ccb, '-inf', now)
+        redis.call('ZREMRANGEBYSCORE', (class == 'i') and sc.cci or sc.ccb, '-inf', now)
       end
       local ni = redis.call('ZCOUNT', sc.cci, '(' .. fmt(now), '+inf')
       local nb = redis.call('ZCOUNT', sc.ccb, '(' .. fmt(now), '+inf')
