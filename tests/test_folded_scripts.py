@@ -1,5 +1,6 @@
 """An attempt's Redis work in three script calls: submit, the claim (with the first rate-limit admission try
-and the ``calling`` mark), and the completion (with the rate-limit settle and the health update). The rules
+and the ``calling`` mark), and the completion (with the rate-limit settle and the health update; a failed
+attempt's ``end_attempt`` does the same). The rules
 stay in one place each (Lua fragments, assembled at load time), and the folded steps keep the fence: a stale
 delivery writes and takes nothing, a claim that is not admitted hands the job back as before, and a late
 completion leaves the job alone but still settles its ticket and teaches health (the call was made)."""
@@ -22,7 +23,7 @@ from toolbag.attempt.leases import LeaseKeeper
 from toolbag.attempt.runner import AttemptRunner
 from toolbag.config import DEFAULT_CONFIG_PATH, Config, parse_config
 from toolbag.jobs import JobStatus
-from toolbag.providers.base import ModelRequest, ModelResponse, Usage
+from toolbag.providers.base import AttemptFailure, ModelRequest, ModelResponse, OutcomeKind, Usage
 from toolbag.ratelimit import RateLimiter
 from toolbag.routing.health import HealthTracker
 from toolbag.store import JobStore, NewJob
@@ -40,15 +41,18 @@ def make_config(limits: dict[str, Any]) -> Config:
 
 
 class Answers:
-    """An adapter that answers every call (and counts them)."""
+    """An adapter that answers every call (and counts them), or fails each with ``failure``."""
 
     kind: Any = "openai"
 
     def __init__(self) -> None:
         self.calls = 0
+        self.failure: AttemptFailure | None = None
 
     def call(self, model: str, request: ModelRequest) -> ModelResponse:
         self.calls += 1
+        if self.failure is not None:
+            raise self.failure
         return ModelResponse(text="fine", model=model, usage=Usage(input_tokens=7, output_tokens=3))
 
     def wire_request(self, model: str, request: ModelRequest) -> dict[str, Any]:
@@ -86,14 +90,15 @@ def client(redis_url: str) -> redis.Redis:
 def test_every_script_reads_the_clock_once_at_most_and_each_rule_has_one_copy() -> None:
     scripts = [p.name[:-4] for p in resources.files(lua.__name__).iterdir() if p.name.endswith(".lua")]
     assert "claim" in scripts and "rl_admit" in scripts
-    fragments = {"rl_log", "rl_admit", "rl_reconcile", "health_learn"}
+    fragments = {"rl_log", "rl_admit", "rl_reconcile", "health_learn", "call_learned"}
     for name in scripts:
         text = lua.script(name)
         assert len(re.findall(r"redis\.call\('TIME'\)", text)) <= 1, name
         for fragment in fragments:  # a fragment is defined once in what Redis runs, or not at all
             assert text.count(f"local function {fragment.replace('rl_log', 'log_add')}(") <= 1, (name, fragment)
     assert lua.uses("claim") == ["rl_log", "rl_admit"]
-    assert lua.uses("complete") == ["rl_reconcile", "health_learn"]
+    assert lua.uses("complete") == lua.uses("end_attempt") == ["call_learned"]
+    assert lua.script("complete").count("local function rl_reconcile(") == 1
     assert lua.script("rl_acquire").count("local function log_add(") == 1  # rl_admit's own use of rl_log
 
 
@@ -201,3 +206,27 @@ def test_a_settle_clears_the_in_flight_entry_where_its_admission_put_it(client: 
     assert client.zcard(cc_b) == 1
     rl.settle("gpt-luna", "c", "t-batch", "b", 0)  # not known: both sets are cleared of it
     assert client.zcard(cc_b) == 0
+
+
+def test_a_failed_call_ends_its_attempt_settles_and_teaches_health_in_one_script(client: redis.Redis) -> None:
+    f = Fleet(client, make_config({"rpm": 100, "tpm": 100_000, "concurrency": 5}))
+    f.adapter.failure = AttemptFailure(OutcomeKind.RATE_LIMITED, "slow down", retry_after_s=2.0)
+    f.submit("j1")
+    f.runner.run("j1", "1", QUEUE)
+    job = f.store.get("j1")
+    assert (job.status, job.outcome) == (JobStatus.DECIDING, "rate_limited")
+    assert client.zcard(f.rl("cc-b")) == 0  # the in-flight slot is free
+    assert float(client.hget(f.rl("tok"), "~sum") or 0) == 0  # refused before generating: all given back
+    state = {k.decode(): float(v) for k, v in client.hgetall(f.rl("state")).items()}
+    assert state["cd"] > state["ws"]  # the 429 cooled the model down
+    health = f.health.snapshot("gpt-luna")
+    assert health.cooling_for_s > 1.0 and health.state == "closed"
+
+
+def test_a_sweep_ends_a_lost_attempt_without_touching_limits_or_health(client: redis.Redis) -> None:
+    f = Fleet(client, make_config({"concurrency": 5}))
+    f.submit("j1")
+    assert f.store.claim("j1", "1", QUEUE, 5, "w") is not None
+    done = f.store.end_attempt("j1", "1", "lost", '{"type": "attempt", "outcome": "lost"}')
+    assert done.ok and (done.health, done.settled) == ("", ())
+    assert not client.exists(f.keys.health("gpt-luna"), f.rl("state"))

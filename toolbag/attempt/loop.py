@@ -10,9 +10,9 @@ SDK's async client, publishes streamed text and writes the completion over ``red
 every lease of the process. A process that dies with attempts on its loop leaves leases that expire; the
 supervisor's sweep ends those attempts as ``lost`` and decides on them, exactly as for a thread that died.
 
-A completion settles the rate-limit ticket and updates the model's health in its own script; after a failure
-the limiter's settle and the health tracker's update (sync Redis calls) run on a small thread pool, as do the
-budgets' settles. An attempt whose caller may loop through tools runs its whole call on a thread (the
+The transition that ends an attempt (``complete`` or ``end_attempt``) settles its rate-limit ticket and
+updates the model's health in its own script; the budgets' settles (sync Redis calls) run on a small thread
+pool. An attempt whose caller may loop through tools runs its whole call on a thread (the
 loop's tool pool), as on a threads worker.
 """
 
@@ -183,10 +183,10 @@ class AttemptLoop:
             success = runner.succeeded(started, response)
             if sink is not None:
                 await sink.end(OutcomeKind.OK.value)
-            health, settle = runner.folded(started, success)
+            lesson = runner.success_lesson(started, success)
             done = await self.store.complete(record.id, token, success.output, success.result,
-                                             success.attempt.to_json(), health=health, settle=settle)
-            runner.completed(started, done)
+                                             success.attempt.to_json(), health=lesson.health, settle=lesson.settle)
+            runner.learned(lesson, done)
         except AttemptFailure as failure:
             await self._failed(started, failure, sink)
             return
@@ -209,19 +209,20 @@ class AttemptLoop:
     async def _failed(self, started: Started, failure: AttemptFailure, sink: AsyncRedisDeltaSink | None) -> None:
         runner, record = self.runner, started.record
         latency_s = time.monotonic() - started.t0
-
-        def tail() -> None:
-            started.ticket.__exit__(type(failure), failure, None)
-            runner.health.record(record.model, failure.kind, latency_s, failure.retry_after_s)
-
-        await self._in_tail(tail)
         if sink is not None:
             try:
                 await sink.end(failure.kind.value, failure.reason)
             except Exception:  # the stream's reader learns the end from the job's status instead
                 log.warning("could not end the delta stream", extra={"job_id": record.id}, exc_info=True)
-        await self.store.end_attempt(record.id, started.token, failure.kind.value,
-                                     runner.failure_record(record, failure, latency_s))
+        lesson = runner.lesson(record.model, failure.kind, latency_s, failure.retry_after_s, started.ticket, failure)
+        try:
+            done = await self.store.end_attempt(record.id, started.token, failure.kind.value,
+                                                runner.failure_record(record, failure, latency_s),
+                                                health=lesson.health, settle=lesson.settle)
+        except BaseException:  # the lease expires and the supervisor decides; the ticket is settled on its own
+            await self._in_tail(lambda: started.ticket.__exit__(type(failure), failure, None))
+            raise
+        runner.learned(lesson, done)  # a health sink without a script part records here, on the loop
         runner.observe_failure(record, failure, latency_s)
 
     async def _in_tail(self, work: Callable[[], None]) -> None:

@@ -59,6 +59,20 @@ class Started:
 
 
 @dataclass(frozen=True)
+class Lesson:
+    """What an attempt's ending teaches: the parts its transition's script runs (``health``, ``settle``; None
+    where the sink or the ticket runs none), and what a sink without a part records on its own."""
+
+    model: str
+    outcome: OutcomeKind
+    latency_s: float
+    retry_after_s: float | None
+    ticket: Ticket | None
+    health: ScriptPart | None
+    settle: ScriptPart | None
+
+
+@dataclass(frozen=True)
 class Success:
     """A successful call and what its completion writes."""
 
@@ -216,15 +230,17 @@ class AttemptRunner:
             sink = RedisDeltaSink(self.store.redis, self.store.keys.deltas(record.id), attempt=record.attempt,
                                   model=record.model)
             adapter = StreamingAdapter(adapter, sink)
+        ticket = started.ticket.__enter__()
+        failure: AttemptFailure | None = None
         try:
-            with started.ticket as ticket:
+            try:
                 metered = MeteredAdapter(adapter, self.admission, ctx, self.config.tiers[record.tier].total_timeout_s)
                 try:
                     response = self.caller.call(metered, ctx, started.request)
-                except AttemptFailure as failure:
+                except AttemptFailure as err:
                     # the first call's usage when it was made (a later step failed), else what the failure says
                     first = metered.first
-                    ticket.settle(first, first.ratelimit_headers if first else failure.ratelimit_headers)
+                    ticket.settle(first, first.ratelimit_headers if first else err.ratelimit_headers)
                     raise
                 first = metered.first or response
                 ticket.settle(first, first.ratelimit_headers)
@@ -232,36 +248,49 @@ class AttemptRunner:
                 if sink is not None:
                     sink.end(OutcomeKind.OK.value)
                 done = self.complete(started, success)
-        except AttemptFailure as failure:
-            self._failed(record, token, record.attempt, failure, time.monotonic() - started.t0, sink)
-            return
-        except Exception as err:  # a bug of ours must not crash the worker or lose the job
-            log.exception("attempt crashed", extra={"job_id": record.id})
-            self._failed(record, token, record.attempt, crashed(err), time.monotonic() - started.t0, sink)
-            return
+            except AttemptFailure as err:
+                failure = err
+            except Exception as err:  # a bug of ours must not crash the worker or lose the job
+                log.exception("attempt crashed", extra={"job_id": record.id})
+                failure = crashed(err)
+            if failure is not None:
+                self._failed(record, token, record.attempt, failure, time.monotonic() - started.t0, sink, ticket)
+                return
+        finally:  # settled by the ending's own script unless that failed: then on its own
+            ticket.__exit__(type(failure) if failure else None, failure, None)
         self.settle_spend(record, success, done)
         self.observe_success(started, success, done)
 
     def complete(self, started: Started, success: Success) -> Transition:
         """Write the success, with the ticket's settle and health's update of the answer in the same script."""
-        health, settle = self.folded(started, success)
+        lesson = self.success_lesson(started, success)
         done = self.store.complete(started.record.id, started.token, success.output, success.result,
-                                   success.attempt.to_json(), health=health, settle=settle)
-        self.completed(started, done)
+                                   success.attempt.to_json(), health=lesson.health, settle=lesson.settle)
+        self.learned(lesson, done)
         return done
 
-    def folded(self, started: Started, success: Success) -> tuple[ScriptPart | None, ScriptPart | None]:
-        """What the completion runs in its step besides the job's own writes: (health's update of the answer,
-        the ticket's settle)."""
-        return (self.health.learning(started.record.model, OutcomeKind.OK, success.latency_s, None),
-                started.ticket.settlement(None))
+    def lesson(
+        self, model: str, outcome: OutcomeKind, latency_s: float, retry_after_s: float | None,
+        ticket: Ticket | None, failure: AttemptFailure | None = None,
+    ) -> Lesson:
+        """What an attempt's ending teaches (health's update of its outcome, the ticket's settle), for the
+        transition that writes the ending (``complete``, ``end_attempt``) to run in its own step."""
+        return Lesson(model, outcome, latency_s, retry_after_s, ticket,
+                      self.health.learning(model, outcome, latency_s, retry_after_s),
+                      ticket.settlement(failure) if ticket is not None else None)
 
-    def completed(self, started: Started, done: Transition) -> None:
-        """What the folded parts answered: the ticket is settled, the circuit state published."""
-        if done.settled:
-            started.ticket.settled(done.settled)
-        if done.health:
-            self.health.learned(started.record.model, done.health)
+    def success_lesson(self, started: Started, success: Success) -> Lesson:
+        return self.lesson(started.record.model, OutcomeKind.OK, success.latency_s, None, started.ticket)
+
+    def learned(self, lesson: Lesson, done: Transition) -> None:
+        """After the ending's script: the ticket is settled and the circuit state published (a health sink
+        that runs no script part learns now instead)."""
+        if lesson.settle is not None and lesson.ticket is not None and done.settled:
+            lesson.ticket.settled(done.settled)
+        if lesson.health is None:
+            self.health.record(lesson.model, lesson.outcome, lesson.latency_s, lesson.retry_after_s)
+        elif done.health:
+            self.health.learned(lesson.model, done.health)
 
     def settle_spend(self, record: JobRecord, success: Success, done: Transition) -> None:
         """Charge the call's actual cost to the job's budgets and give back the rest of its reservation (a
@@ -367,12 +396,15 @@ class AttemptRunner:
 
     def _failed(
         self, record: JobRecord, token: str, attempt_n: int, failure: AttemptFailure, latency_s: float,
-        sink: RedisDeltaSink | None = None,
+        sink: RedisDeltaSink | None = None, ticket: Ticket | None = None,
     ) -> None:
-        self.health.record(record.model, failure.kind, latency_s, failure.retry_after_s)
         if sink is not None:
             sink.end(failure.kind.value, failure.reason)
-        self.store.end_attempt(record.id, token, failure.kind.value, self.failure_record(record, failure, latency_s))
+        lesson = self.lesson(record.model, failure.kind, latency_s, failure.retry_after_s, ticket, failure)
+        done = self.store.end_attempt(record.id, token, failure.kind.value,
+                                      self.failure_record(record, failure, latency_s),
+                                      health=lesson.health, settle=lesson.settle)
+        self.learned(lesson, done)
         self.observe_failure(record, failure, latency_s)
 
     def failure_record(self, record: JobRecord, failure: AttemptFailure, latency_s: float) -> str:

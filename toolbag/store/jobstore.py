@@ -95,7 +95,19 @@ def completed(reply: Any) -> Transition:
 
 def ended(reply: Any) -> Transition:
     """The ``end_attempt`` script's reply."""
-    return Transition(int(reply[0]) == 1, text(reply[1]) if len(reply) > 1 else "deciding")
+    if int(reply[0]) != 1:
+        return Transition(False, text(reply[1]), health=text(reply[2]), settled=tuple(int(x) for x in reply[3]))
+    return Transition(True, "deciding", health=text(reply[1]), settled=tuple(int(x) for x in reply[2]))
+
+
+def learned(keys: Keys, health: ScriptPart | None, settle: ScriptPart | None) -> tuple[list[str], list[Any]]:
+    """The keys and arguments of ``lua/call_learned.lua`` (what a call teaches, run by the transition that ends
+    its attempt): the health update of its outcome (one key) and its rate-limit settle, either or both absent."""
+    return (
+        [health.keys[0] if health is not None else keys.dummy, *(settle.keys if settle is not None else ())],
+        [len(health.args) if health is not None else 0, *(health.args if health is not None else ()),
+         *(settle.args if settle is not None else ())],
+    )
 
 
 @dataclass(frozen=True)
@@ -113,18 +125,22 @@ class AttemptCalls:
         """``health``: the health update of the answer (one key), ``settle``: the call's rate-limit settle,
         both run in the completion's step (``lua/complete.lua``)."""
         k = self.keys
-        keys = [k.job(job_id), k.leases, k.attempts(job_id), k.notify(job_id), k.deadlines, k.audit, k.stats,
-                health.keys[0] if health is not None else k.dummy, *(settle.keys if settle is not None else ())]
-        args: list[Any] = [token, json.dumps(output), json.dumps(result), record_json, self.job_ttl_s,
-                           len(health.args) if health is not None else 0,
-                           *(health.args if health is not None else ()), *(settle.args if settle is not None else ())]
-        return keys, args
-
-    def end_attempt(self, job_id: str, token: str, outcome: str, record_json: str) -> tuple[list[str], list[Any]]:
-        k = self.keys
+        more_keys, more_args = learned(k, health, settle)
         return (
-            [k.job(job_id), k.leases, k.attempts(job_id), k.deciding, k.supervisor_queue],
-            [token, outcome, record_json, decide_message(job_id, token, outcome)],
+            [k.job(job_id), k.leases, k.attempts(job_id), k.notify(job_id), k.deadlines, k.audit, k.stats, *more_keys],
+            [token, json.dumps(output), json.dumps(result), record_json, self.job_ttl_s, *more_args],
+        )
+
+    def end_attempt(
+        self, job_id: str, token: str, outcome: str, record_json: str,
+        health: ScriptPart | None = None, settle: ScriptPart | None = None,
+    ) -> tuple[list[str], list[Any]]:
+        """``health`` and ``settle`` as for :meth:`complete` (``lua/end_attempt.lua``)."""
+        k = self.keys
+        more_keys, more_args = learned(k, health, settle)
+        return (
+            [k.job(job_id), k.leases, k.attempts(job_id), k.deciding, k.supervisor_queue, *more_keys],
+            [token, outcome, record_json, decide_message(job_id, token, outcome), *more_args],
         )
 
     def renew(
@@ -162,8 +178,11 @@ class AsyncAttemptStore:
         keys, args = self.calls.complete(job_id, token, output, result, record_json, health, settle)
         return completed(await self._complete(keys=keys, args=args))
 
-    async def end_attempt(self, job_id: str, token: str, outcome: str, record_json: str) -> Transition:
-        keys, args = self.calls.end_attempt(job_id, token, outcome, record_json)
+    async def end_attempt(
+        self, job_id: str, token: str, outcome: str, record_json: str, *,
+        health: ScriptPart | None = None, settle: ScriptPart | None = None,
+    ) -> Transition:
+        keys, args = self.calls.end_attempt(job_id, token, outcome, record_json, health, settle)
         return ended(await self._end_attempt(keys=keys, args=args))
 
     async def renew_leases(
@@ -331,9 +350,13 @@ class JobStore:
         # done on the master either way; a caller's result waits for a replica itself
         return completed(self._replicated(self._complete, keys, args, required=False))
 
-    def end_attempt(self, job_id: str, token: str, outcome: str, record_json: str) -> Transition:
-        """Running → deciding, pushing a decision message to the supervisor queue in the same step."""
-        keys, args = self.calls.end_attempt(job_id, token, outcome, record_json)
+    def end_attempt(
+        self, job_id: str, token: str, outcome: str, record_json: str, *,
+        health: ScriptPart | None = None, settle: ScriptPart | None = None,
+    ) -> Transition:
+        """Running → deciding, pushing a decision message to the supervisor queue in the same step; ``health``
+        and ``settle`` (a worker's failed call: see :meth:`AttemptCalls.complete`) whether current or not."""
+        keys, args = self.calls.end_attempt(job_id, token, outcome, record_json, health, settle)
         return ended(self._end_attempt(keys=keys, args=args))
 
     def hand_back(
