@@ -60,7 +60,8 @@ def ground(name: str, latency: dict[str, Any] | None = None) -> Iterator[tuple[P
         yield tmp, server, sim
 
 
-def bench_config(simulator_url: str, tmp: Path, *, stream: bool = False) -> Path:
+def bench_config(simulator_url: str, tmp: Path, *, stream: bool = False, limits: bool = True,
+                 window_s: float = 60.0) -> Path:
     data: dict[str, Any] = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())
     data["simulator_url"] = simulator_url
     data["fleet"]["key_prefix"] = f"b{uuid.uuid4().hex[:6]}:"
@@ -69,8 +70,11 @@ def bench_config(simulator_url: str, tmp: Path, *, stream: bool = False) -> Path
     data["routes"]["bench"] = {t: {"candidates": ["gpt-luna"]} for t in TIERS}
     # Limits far above what any benchmark here reaches: the limiter still runs on every attempt (its cost is
     # part of what is measured), but it never decides the result. bench.ratelimit measures the limiter itself.
+    # ``limits`` false: no limit of any kind (the limiter still keeps each model's usage for the headroom gauge).
+    # ``window_s``: the limits' window; a run longer than it sees the call log's steady state (old calls pruned).
     for model in data["models"].values():
-        model["limits"] = {"rpm": 10_000_000, "tpm": 10_000_000_000, "concurrency": 100_000}
+        model["limits"] = {"rpm": 10_000_000, "tpm": 10_000_000_000, "concurrency": 100_000,
+                           "window_s": window_s} if limits else {}
     path = tmp / "toolbag.yaml"
     path.write_text(yaml.safe_dump(data))
     return path

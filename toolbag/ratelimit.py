@@ -18,23 +18,25 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import redis
 
 from toolbag.attempt.tokens import estimate_input_tokens
 from toolbag.config import Config, Limits, Tier
-from toolbag.lua import source as lua_source
+from toolbag.lua import script as lua_script
 from toolbag.providers.base import AttemptFailure, ModelRequest, ModelResponse, OutcomeKind, Usage
 from toolbag.store import text as _text
+from toolbag.store.jobstore import ScriptPart
 from toolbag.store.keys import Keys
 from toolbag.telemetry import metrics
 
 if TYPE_CHECKING:
     from toolbag.attempt.context import AttemptContext
+    from toolbag.attempt.context import Opening as AnOpening
 
 log = logging.getLogger("toolbag.ratelimit")
 
@@ -102,6 +104,27 @@ class Grant:
 
 
 @dataclass(frozen=True)
+class Opening:
+    """One call's admission, before its first try: the ticket, what it reserves and may wait, and the first
+    try's script part (which a claim runs in its own step: ``RateLimiter.opening``)."""
+
+    ticket_id: str
+    cost: int  # tokens reserved
+    expected: int  # of them, the input estimate
+    hold_s: float  # lifetime of its in-flight entry if never settled
+    wait_s: float  # how long it may wait in-process
+    count_inflight: bool
+    t0: float  # the limiter's clock when the admission began
+    part: ScriptPart
+
+    def held(self, ctx: AttemptContext) -> str:
+        """The class whose in-flight entries an admission of this opening takes (``-``: none)."""
+        if not self.count_inflight:
+            return "-"
+        return "i" if ctx.tier == "interactive" else "b"
+
+
+@dataclass(frozen=True)
 class Commit:
     """A call recorded in the call logs (``ok``, at ``at_s`` on the Redis clock) or not yet (``wait_s``)."""
 
@@ -120,6 +143,17 @@ class VendorSignals:
     tokens_remaining: int | None = None
     tokens_limit: int | None = None
     tokens_reset_s: float | None = None
+
+
+def granted(reply: Any) -> Grant:
+    """An admission try's answer (``rl_admit``'s reply, from ``rl_acquire`` or a claim)."""
+    if int(reply[0]) == 1:
+        return Grant(True, max(0.0, float(_text(reply[1])) / 1000), lanes=_text(reply[2]),
+                     committed=_text(reply[3]) == "1",
+                     slot_s=(float(_text(reply[4])) + float(_text(reply[1]))) / 1000,
+                     charged=_text(reply[5]))
+    wait_ms = float(_text(reply[1]))
+    return Grant(False, wait_ms / 1000 if wait_ms >= 0 else -1.0, why=_text(reply[2]))
 
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
@@ -206,9 +240,9 @@ class RateLimiter:
         self.keys = keys
         self.sleep = sleep
         self.clock = clock
-        self._acquire = client.register_script(lua_source("rl_log") + lua_source("rl_acquire"))
-        self._settle = client.register_script(lua_source("rl_settle"))
-        self._commit = client.register_script(lua_source("rl_log") + lua_source("rl_commit"))
+        self._acquire = client.register_script(lua_script("rl_acquire"))
+        self._settle = client.register_script(lua_script("rl_settle"))
+        self._commit = client.register_script(lua_script("rl_commit"))
 
     # -- scopes -------------------------------------------------------------------------------------
 
@@ -253,6 +287,27 @@ class RateLimiter:
         window exceed tpm by one call's output). ``count_inflight`` false: a further call of an attempt that
         already holds its in-flight entry (a tool loop's later steps), so the concurrency limit is neither
         checked nor taken again."""
+        part = self.acquire_part(model, tier, caller, cost_tokens, horizon_s=horizon_s, ticket_id=ticket_id,
+                                 hold_s=hold_s, check=check, expected_tokens=expected_tokens,
+                                 count_inflight=count_inflight, output_tokens=output_tokens)
+        return granted(self._acquire(keys=list(part.keys), args=list(part.args)))
+
+    def acquire_part(
+        self,
+        model: str,
+        tier: Tier,
+        caller: str,
+        cost_tokens: int,
+        *,
+        horizon_s: float,
+        ticket_id: str = "",
+        hold_s: float = 600.0,
+        check: bool = False,
+        expected_tokens: int | None = None,
+        count_inflight: bool = True,
+        output_tokens: int = 0,
+    ) -> ScriptPart:
+        """The keys and arguments of one admission try (``lua/rl_admit.lua``), for ``rl_acquire`` or a claim."""
         scopes = self.scopes(model, caller)
         keys = [key for scope in scopes for key in scope.keys]
         argv = ["check" if check else "take", "i" if tier == "interactive" else "b", f"{horizon_s * 1000:.3f}",
@@ -260,14 +315,7 @@ class RateLimiter:
                 str(int(cost_tokens if expected_tokens is None else expected_tokens)), str(int(output_tokens))]
         for scope in scopes:
             argv += scope.argv(count_inflight)
-        reply = self._acquire(keys=keys, args=argv)
-        if int(reply[0]) == 1:
-            return Grant(True, max(0.0, float(_text(reply[1])) / 1000), lanes=_text(reply[2]),
-                         committed=_text(reply[3]) == "1",
-                         slot_s=(float(_text(reply[4])) + float(_text(reply[1]))) / 1000,
-                         charged=_text(reply[5]))
-        wait_ms = float(_text(reply[1]))
-        return Grant(False, wait_ms / 1000 if wait_ms >= 0 else -1.0, why=_text(reply[2]))
+        return ScriptPart(tuple(keys), tuple(argv))
 
     def commit(self, model: str, caller: str, ticket_id: str, cost_tokens: int = 0, output_tokens: int = 0) -> Commit:
         """Record a booked call in the call logs as it starts, with the ``cost_tokens`` it reserves; if that
@@ -303,10 +351,34 @@ class RateLimiter:
         signals: VendorSignals | None = None,
         used_tokens: int | None = None,
         charged: str = "",
+        held: str = "",
     ) -> tuple[bool, bool, bool]:
         """Release, reconcile (``refund_tokens`` = reserved - used; negative is a debt) and learn.
         ``charged`` is the grant's: what the token frontiers were charged (empty: the reservation).
         Returns which vendor signals changed the pace: (cooled down, requests slowed, tokens slowed)."""
+        part = self.settle_part(model, caller, ticket_id, lanes, refund_tokens, cooldown_s=cooldown_s,
+                                signals=signals, used_tokens=used_tokens, charged=charged, held=held)
+        reply = self._settle(keys=list(part.keys), args=list(part.args))
+        cooled, slow_r, slow_t = (bool(int(x)) for x in reply)
+        return cooled, slow_r, slow_t
+
+    def settle_part(
+        self,
+        model: str,
+        caller: str,
+        ticket_id: str,
+        lanes: str,
+        refund_tokens: int,
+        *,
+        cooldown_s: float = 0.0,
+        signals: VendorSignals | None = None,
+        used_tokens: int | None = None,
+        charged: str = "",
+        held: str = "",
+    ) -> ScriptPart:
+        """The keys and arguments of a settle (``lua/rl_reconcile.lua``), for ``rl_settle`` or a completion.
+        ``held``: the class whose in-flight entries the admission took (``i``, ``b``; ``-`` none; empty:
+        unknown, both are cleared)."""
         s = signals or VendorSignals()
 
         def ms(value: float | None) -> str:
@@ -326,17 +398,30 @@ class RateLimiter:
             lim = scope.limits
             argv += [lane, "1" if scope.learn else "0", f"{lim.window_s * 1000:.3f}",
                      f"{lim.effective_margin_s * 1000:.3f}", str(lim.rpm or 0), str(lim.tpm or 0),
-                     f"{lim.interactive_reserve:.6f}", charges[i] if i < len(charges) else "-1"]
-        reply = self._settle(keys=[key for scope in scopes for key in scope.keys], args=argv)
-        cooled, slow_r, slow_t = (bool(int(x)) for x in reply)
-        return cooled, slow_r, slow_t
+                     f"{lim.interactive_reserve:.6f}", charges[i] if i < len(charges) else "-1",
+                     held if held in ("", "-") or lim.concurrency else "-"]
+        return ScriptPart(tuple(key for scope in scopes for key in scope.keys), tuple(argv))
 
     # -- the Admission seam -------------------------------------------------------------------------
 
     def admit(self, ctx: AttemptContext, request: ModelRequest) -> _Ticket:
         """Hold capacity for this attempt, waiting up to the tier's ``ratelimit_wait_s``; else raise
         :class:`HandBack`."""
-        ticket, grant = self._admit_within(ctx, request, self.config.tiers[ctx.tier].ratelimit_wait_s)
+        return self._ticket_or_hand_back(ctx, *self._admit_within(ctx, request, self._opening(ctx, request)))
+
+    def opening(self, ctx: AttemptContext, request: ModelRequest) -> Opening:
+        """The attempt's first admission try, for its claim to make in the same step (``lua/claim.lua``);
+        :meth:`opened` goes on from its answer exactly as :meth:`admit` goes on from its own first try."""
+        return self._opening(ctx, request)
+
+    def opened(self, ctx: AttemptContext, request: ModelRequest, opening: AnOpening, reply: Any) -> _Ticket:
+        """Go on from the first try's answer (``reply``: rl_admit's, from the claim): wait for a booked slot,
+        poll a full in-flight limit, or raise :class:`HandBack`, as :meth:`admit` does."""
+        if not isinstance(opening, Opening):
+            raise TypeError(f"not an opening of this limiter: {type(opening).__name__}")
+        return self._ticket_or_hand_back(ctx, *self._admit_within(ctx, request, opening, granted(reply)))
+
+    def _ticket_or_hand_back(self, ctx: AttemptContext, ticket: _Ticket | None, grant: Grant) -> _Ticket:
         if ticket is not None:
             return ticket
         if grant.why == "concurrency":
@@ -350,7 +435,7 @@ class RateLimiter:
         counts every call). Waits up to ``wait_s`` in-process and never hands the job back, since the loop's
         work so far would be lost; without a slot by then the attempt ends ``rate_limited``."""
         try:
-            ticket, grant = self._admit_within(ctx, request, wait_s, count_inflight=False)
+            ticket, grant = self._admit_within(ctx, request, self._opening(ctx, request, wait_s, count_inflight=False))
         except HandBack as back:
             raise AttemptFailure(OutcomeKind.RATE_LIMITED, f"tool loop: {back.reason}") from None
         if ticket is not None:
@@ -360,31 +445,45 @@ class RateLimiter:
             f"{wait_s:.1f}s", retry_after_s=grant.wait_s if grant.wait_s > 0 else None,
         )
 
-    def _admit_within(
-        self, ctx: AttemptContext, request: ModelRequest, wait_s: float, *, count_inflight: bool = True
-    ) -> tuple[_Ticket | None, Grant]:
-        """Take capacity for one call, waiting up to ``wait_s``: (the ticket, its grant), or (None, the last
-        refusal) when none came in time."""
+    def _opening(
+        self, ctx: AttemptContext, request: ModelRequest, wait_s: float | None = None, *, count_inflight: bool = True
+    ) -> Opening:
         tier = self.config.tiers[ctx.tier]
-        provider = self.config.provider_of(ctx.model)
+        wait_s = tier.ratelimit_wait_s if wait_s is None else wait_s
         cost = reservation(request)
         expected = estimate_input_tokens(request)  # optimistic: the output is unknown until measured
         ticket_id = uuid.uuid4().hex
         hold_s = tier.total_timeout_s + HOLD_SLACK_S
-        t0 = self.clock()
-        while True:
-            left_s = max(0.0, wait_s - (self.clock() - t0))
-            grant = self.acquire(ctx.model, ctx.tier, ctx.caller, cost, horizon_s=left_s, ticket_id=ticket_id,
+        part = self.acquire_part(ctx.model, ctx.tier, ctx.caller, cost, horizon_s=wait_s, ticket_id=ticket_id,
                                  hold_s=hold_s, expected_tokens=expected, count_inflight=count_inflight,
                                  output_tokens=cost - expected)
+        return Opening(ticket_id, cost, expected, hold_s, wait_s, count_inflight, self.clock(), part)
+
+    def _admit_within(
+        self, ctx: AttemptContext, request: ModelRequest, opening: Opening, first: Grant | None = None
+    ) -> tuple[_Ticket | None, Grant]:
+        """Take capacity for one call, waiting up to the opening's ``wait_s`` (``first``: the answer of its
+        first try, made already): (the ticket, its grant), or (None, the last refusal) when none came in time."""
+        provider = self.config.provider_of(ctx.model)
+        cost, expected, ticket_id = opening.cost, opening.expected, opening.ticket_id
+        t0 = opening.t0
+        grant = first
+        while True:
+            left_s = max(0.0, opening.wait_s - (self.clock() - t0))
+            if grant is None:
+                grant = self.acquire(ctx.model, ctx.tier, ctx.caller, cost, horizon_s=left_s, ticket_id=ticket_id,
+                                     hold_s=opening.hold_s, expected_tokens=expected,
+                                     count_inflight=opening.count_inflight, output_tokens=cost - expected)
             if grant.admitted:
                 if not self._start(ctx, ticket_id, grant, cost, cost - expected):
-                    self.settle(ctx.model, ctx.caller, ticket_id, grant.lanes, cost, charged=grant.charged)
+                    self.settle(ctx.model, ctx.caller, ticket_id, grant.lanes, cost, charged=grant.charged,
+                                held=opening.held(ctx))
                     raise HandBack(ctx.model, CONCURRENCY_DEFER_S, f"{ctx.model}: call log stayed full")
                 metrics.RATELIMIT_WAIT.labels(provider, ctx.model).observe(self.clock() - t0)
-                return _Ticket(self, ctx, ticket_id, grant.lanes, cost, grant.charged), grant
+                return _Ticket(self, ctx, ticket_id, grant.lanes, cost, grant.charged, opening.held(ctx)), grant
             if grant.why == "concurrency" and left_s > 0:
                 self.sleep(min(CONCURRENCY_POLL_S, left_s))
+                grant = None
                 continue
             break
         metrics.RATELIMIT_WAIT.labels(provider, ctx.model).observe(self.clock() - t0)
@@ -464,15 +563,17 @@ class _Ticket:
     """Capacity held for one attempt; settled once, when the ``with`` block ends."""
 
     def __init__(self, limiter: RateLimiter, ctx: AttemptContext, ticket_id: str, lanes: str, reserved: int,
-                 charged: str = "") -> None:
+                 charged: str = "", held: str = "") -> None:
         self.limiter = limiter
         self.ctx = ctx
         self.ticket_id = ticket_id
         self.lanes = lanes
         self.reserved = reserved
         self.charged = charged
+        self.held = held
         self.response: ModelResponse | None = None
         self.headers: dict[str, str] = {}
+        self.done = False  # settled (by the ``with`` block's end or by a completion that ran the settle)
 
     def __enter__(self) -> _Ticket:
         return self
@@ -481,8 +582,9 @@ class _Ticket:
         self.response = response
         self.headers = dict(ratelimit_headers or {})
 
-    def __exit__(self, *exc: object) -> None:
-        failure = exc[1] if len(exc) > 1 and isinstance(exc[1], AttemptFailure) else None
+    def settlement(self, failure: AttemptFailure | None = None) -> ScriptPart:
+        """The settle of this ticket as a script part (``lua/rl_reconcile.lua``), for the completion to run in
+        its own step; :meth:`settled` with the reply marks it done (the ``with`` block then settles nothing)."""
         used: int | None = None
         if self.response is not None:
             kind = self.limiter.config.providers[self.ctx.provider].kind
@@ -496,15 +598,27 @@ class _Ticket:
         if failure is not None and failure.kind is OutcomeKind.RATE_LIMITED:
             cooldown_s = failure.retry_after_s if failure.retry_after_s is not None else DEFAULT_COOLDOWN_S
         signals = vendor_signals(self.headers) if self.headers else None
+        return self.limiter.settle_part(
+            self.ctx.model, self.ctx.caller, self.ticket_id, self.lanes, refund, cooldown_s=cooldown_s,
+            signals=signals, used_tokens=used, charged=self.charged, held=self.held,
+        )
+
+    def settled(self, reply: Sequence[Any]) -> None:
+        """The settle ran (``reply``: rl_reconcile's: cooled down, requests slowed, tokens slowed)."""
+        self.done = True
         model, provider = self.ctx.model, self.ctx.provider
+        for signal, on in zip(("cooldown", "slow_requests", "slow_tokens"), reply, strict=False):
+            if int(on):
+                metrics.RATELIMIT_VENDOR_SIGNALS.labels(provider, model, signal).inc()
+
+    def __exit__(self, *exc: object) -> None:
+        if self.done:
+            return
+        failure = exc[1] if len(exc) > 1 and isinstance(exc[1], AttemptFailure) else None
+        part = self.settlement(failure)
         try:
-            cooled, slow_r, slow_t = self.limiter.settle(
-                model, self.ctx.caller, self.ticket_id, self.lanes, refund, cooldown_s=cooldown_s, signals=signals,
-                used_tokens=used, charged=self.charged,
-            )
+            reply = self.limiter._settle(keys=list(part.keys), args=list(part.args))
         except redis.RedisError:
             log.warning("could not settle a rate-limit ticket (its in-flight entry will expire)", exc_info=True)
             return
-        for signal, on in (("cooldown", cooled), ("slow_requests", slow_r), ("slow_tokens", slow_t)):
-            if on:
-                metrics.RATELIMIT_VENDOR_SIGNALS.labels(provider, model, signal).inc()
+        self.settled(reply)

@@ -6,11 +6,13 @@ call, or a tool-use loop through the gateway), and what is learned from the outc
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from toolbag.config import Tier
 from toolbag.providers.base import Adapter, AttemptFailure, ModelRequest, ModelResponse, OutcomeKind
+from toolbag.store.jobstore import ScriptPart
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,22 @@ class Admission(Protocol):
         ``wait_s``, never hands back; raises ``AttemptFailure(RATE_LIMITED)`` when no slot comes."""
         ...
 
+    def opening(self, ctx: AttemptContext, request: ModelRequest) -> Opening | None:
+        """The first admission try as a part of the claim's script (None: this admission has none; the runner
+        then claims and calls :meth:`admit`)."""
+        ...
+
+    def opened(self, ctx: AttemptContext, request: ModelRequest, opening: Opening, reply: Any) -> Ticket:
+        """Go on from the first try's answer in the claim, as :meth:`admit` does from its own."""
+        ...
+
+
+class Opening(Protocol):
+    """What an admission's first try adds to the claim (``part``)."""
+
+    @property
+    def part(self) -> ScriptPart: ...
+
 
 class Ticket(Protocol):
     def __enter__(self) -> Ticket: ...
@@ -54,6 +72,13 @@ class Ticket(Protocol):
     def __exit__(self, *exc: object) -> None: ...
 
     def settle(self, response: ModelResponse | None, ratelimit_headers: dict[str, str]) -> None: ...
+
+    def settlement(self, failure: AttemptFailure | None = None) -> ScriptPart | None:
+        """Its settle as a part of the completion's script (None: nothing to settle); :meth:`settled` with the
+        reply then marks it settled, and the ``with`` block's end settles nothing."""
+        ...
+
+    def settled(self, reply: Sequence[Any]) -> None: ...
 
 
 class Caller(Protocol):
@@ -67,6 +92,14 @@ class OutcomeSink(Protocol):
 
     def record(self, model: str, outcome: OutcomeKind, latency_s: float, retry_after_s: float | None) -> None: ...
 
+    def learning(
+        self, model: str, outcome: OutcomeKind, latency_s: float, retry_after_s: float | None
+    ) -> ScriptPart | None:
+        """``record`` as a part of a transition's script (None: nothing to run); :meth:`learned` with its answer."""
+        ...
+
+    def learned(self, model: str, state: str) -> None: ...
+
 
 class _NoTicket:
     def __enter__(self) -> _NoTicket:
@@ -76,6 +109,12 @@ class _NoTicket:
         return None
 
     def settle(self, response: ModelResponse | None, ratelimit_headers: dict[str, str]) -> None:
+        return None
+
+    def settlement(self, failure: AttemptFailure | None = None) -> ScriptPart | None:
+        return None
+
+    def settled(self, reply: Sequence[Any]) -> None:
         return None
 
 
@@ -88,6 +127,12 @@ class Unlimited:
 
     def admit_step(self, ctx: AttemptContext, request: ModelRequest, wait_s: float) -> Ticket:
         return _NoTicket()
+
+    def opening(self, ctx: AttemptContext, request: ModelRequest) -> Opening | None:
+        return None
+
+    def opened(self, ctx: AttemptContext, request: ModelRequest, opening: Opening, reply: Any) -> Ticket:
+        return self.admit(ctx, request)
 
 
 class MeteredAdapter:
@@ -132,5 +177,13 @@ class PlainCall:
 
 class Forgetful:
     def record(self, model: str, outcome: OutcomeKind, latency_s: float, retry_after_s: float | None) -> None:
+        return None
+
+    def learning(
+        self, model: str, outcome: OutcomeKind, latency_s: float, retry_after_s: float | None
+    ) -> ScriptPart | None:
+        return None
+
+    def learned(self, model: str, state: str) -> None:
         return None
 

@@ -2,16 +2,17 @@
 
 Celery still delivers (queues, tiers, acks). The task that receives a delivery calls :meth:`AttemptLoop.hand`
 on one of a few pool threads: it waits for a free slot (``slots``, the worker's concurrency: back-pressure, so
-the pool stops taking messages and prefetch stays bounded), makes the fenced claim (the lease starts), builds
-the request, takes rate-limit capacity and marks the attempt ``calling``, all as
-:meth:`~toolbag.attempt.runner.AttemptRunner.run` does, then hands the attempt to the loop and returns: the
+the pool stops taking messages and prefetch stays bounded), reads the job, builds the request and makes the fenced
+claim with the first rate-limit admission try and the ``calling`` mark in one script (the lease starts), all
+as :meth:`~toolbag.attempt.runner.AttemptRunner.run` does, then hands the attempt to the loop and returns: the
 message is acknowledged and the lease is the truth from here on. The loop makes the vendor call through the
 SDK's async client, publishes streamed text and writes the completion over ``redis.asyncio``, and renews
 every lease of the process. A process that dies with attempts on its loop leaves leases that expire; the
 supervisor's sweep ends those attempts as ``lost`` and decides on them, exactly as for a thread that died.
 
-The limiter's settle and the health tracker's update (sync Redis calls, after the caller has its answer) run
-on a small thread pool. An attempt whose caller may loop through tools runs its whole call on a thread (the
+The transition that ends an attempt (``complete`` or ``end_attempt``) settles its rate-limit ticket and
+updates the model's health in its own script; the budgets' settles (sync Redis calls) run on a small thread
+pool. An attempt whose caller may loop through tools runs its whole call on a thread (the
 loop's tool pool), as on a threads worker.
 """
 
@@ -87,13 +88,10 @@ class AttemptLoop:
         handed = False
         future: concurrent.futures.Future[Any] | None = None
         try:
-            record = self.runner.claim(job_id, token, queue)
-            if record is None:
+            started = self.runner.start(job_id, token, queue)
+            if started is None:
                 return None
             try:
-                started = self.runner.prepare(record, token)
-                if started is None:
-                    return None
                 with self._open_lock:
                     self._open += 1
                 try:
@@ -105,7 +103,7 @@ class AttemptLoop:
                 handed = True
             finally:
                 if not handed:
-                    self.runner.release(record, token)
+                    self.runner.release(started.record, started.token)
         finally:
             if not handed:
                 self._free.release()
@@ -186,8 +184,10 @@ class AttemptLoop:
             success = runner.succeeded(started, response)
             if sink is not None:
                 await sink.end(OutcomeKind.OK.value)
+            lesson = runner.success_lesson(started, success)
             done = await self.store.complete(record.id, token, success.output, success.result,
-                                             success.attempt.to_json())
+                                             success.attempt.to_json(), health=lesson.health, settle=lesson.settle)
+            runner.learned(lesson, done)
         except AttemptFailure as failure:
             await self._failed(started, failure, sink)
             return
@@ -201,29 +201,29 @@ class AttemptLoop:
         record = started.record
 
         def tail() -> None:
-            started.ticket.__exit__(None, None, None)
-            self.runner.health.record(record.model, OutcomeKind.OK, success.latency_s, None)
             self.runner.settle_spend(record, success, done)
 
-        await self._in_tail(tail)
+        if self.runner.budgets is not None:  # the ticket and health were settled by the completion itself
+            await self._in_tail(tail)
         self.runner.observe_success(started, success, done)
 
     async def _failed(self, started: Started, failure: AttemptFailure, sink: AsyncRedisDeltaSink | None) -> None:
         runner, record = self.runner, started.record
         latency_s = time.monotonic() - started.t0
-
-        def tail() -> None:
-            started.ticket.__exit__(type(failure), failure, None)
-            runner.health.record(record.model, failure.kind, latency_s, failure.retry_after_s)
-
-        await self._in_tail(tail)
         if sink is not None:
             try:
                 await sink.end(failure.kind.value, failure.reason)
             except Exception:  # the stream's reader learns the end from the job's status instead
                 log.warning("could not end the delta stream", extra={"job_id": record.id}, exc_info=True)
-        await self.store.end_attempt(record.id, started.token, failure.kind.value,
-                                     runner.failure_record(record, failure, latency_s))
+        lesson = runner.lesson(record.model, failure.kind, latency_s, failure.retry_after_s, started.ticket, failure)
+        try:
+            done = await self.store.end_attempt(record.id, started.token, failure.kind.value,
+                                                runner.failure_record(record, failure, latency_s),
+                                                health=lesson.health, settle=lesson.settle)
+        except BaseException:  # the lease expires and the supervisor decides; the ticket is settled on its own
+            await self._in_tail(lambda: started.ticket.__exit__(type(failure), failure, None))
+            raise
+        runner.learned(lesson, done)  # a health sink without a script part records here, on the loop
         runner.observe_failure(record, failure, latency_s)
 
     async def _in_tail(self, work: Callable[[], None]) -> None:

@@ -19,6 +19,7 @@ from toolbag.attempt.context import (
     Caller,
     Forgetful,
     MeteredAdapter,
+    Opening,
     OutcomeSink,
     PlainCall,
     Ticket,
@@ -29,11 +30,12 @@ from toolbag.attempt.leases import LeaseKeeper
 from toolbag.attempt.request import build_request, continuation, requested_tools
 from toolbag.budgets import Budgets
 from toolbag.config import Config, Tier
-from toolbag.jobs import AttemptRecord, DecisionRecord, JobRecord
+from toolbag.jobs import AttemptRecord, DecisionRecord, JobRecord, JobStatus
 from toolbag.providers.base import Adapter, AttemptFailure, ModelRequest, ModelResponse, OutcomeKind
 from toolbag.ratelimit import HandBack
 from toolbag.routing import Router
 from toolbag.store import JobStore, Transition
+from toolbag.store.jobstore import Claimed, ScriptPart
 from toolbag.store.messages import queue_name
 from toolbag.telemetry import metrics
 
@@ -55,6 +57,20 @@ class Started:
     ticket: Ticket  # not entered yet; whoever finishes the attempt enters, settles and exits it
     t0: float  # time.monotonic() at the start of the attempt
     continued: str = ""  # the cut answer this attempt continues (its prefill): its text starts after it
+
+
+@dataclass(frozen=True)
+class Lesson:
+    """What an attempt's ending teaches: the parts its transition's script runs (``health``, ``settle``; None
+    where the sink or the ticket runs none), and what a sink without a part records on its own."""
+
+    model: str
+    outcome: OutcomeKind
+    latency_s: float
+    retry_after_s: float | None
+    ticket: Ticket | None
+    health: ScriptPart | None
+    settle: ScriptPart | None
 
 
 @dataclass(frozen=True)
@@ -105,57 +121,94 @@ class AttemptRunner:
 
     def run(self, job_id: str, token: str, queue: str) -> None:
         """One attempt, start to end, on the calling thread."""
-        record = self.claim(job_id, token, queue)
-        if record is None:
+        started = self.start(job_id, token, queue)
+        if started is None:
             return
         try:
-            started = self.prepare(record, token)
-            if started is not None:
-                self.finish(started)
+            self.finish(started)
         finally:
-            self.release(record, token)
+            self.release(started.record, started.token)
 
     # -- the steps, for this thread or the worker's event loop (toolbag.attempt.loop) -----------------
 
-    def claim(self, job_id: str, token: str, queue: str) -> JobRecord | None:
-        """The fenced claim; the lease is kept alive from here until :meth:`release`. None: a stale delivery."""
-        record = self.store.claim(job_id, token, queue, self.config.fleet.lease_ttl_s, self.worker_name)
-        if record is None:
+    def start(self, job_id: str, token: str, queue: str) -> Started | None:
+        """Read the job, build its request, then claim it (fenced; the lease is kept alive from here until
+        :meth:`release`) with its first rate-limit admission try and, when that commits a call due now, the
+        ``calling`` mark, all in one script (``lua/claim.lua``). The attempt ready for its vendor call, or None
+        when it ended here: a stale delivery, handed back, gone meanwhile, or failed (all recorded, the lease
+        released)."""
+        t0 = time.monotonic()
+        peeked = self.store.peek(job_id)  # what the request is built from; the claim decides if it is current
+        request: ModelRequest | None = None
+        skill: Skill | None = None
+        early: Exception | None = None  # a request that could not be built: recorded once the attempt is claimed
+        opening = None
+        if peeked is not None:
+            try:
+                request, skill = self._request(peeked)
+                opening = self.admission.opening(self._context(peeked, skill, peeked.started_ms), request)
+            except Exception as err:
+                early = err
+        claimed = self.store.claim_with(job_id, token, queue, self.config.fleet.lease_ttl_s, self.worker_name,
+                                        opening.part if opening is not None else None)
+        if claimed is None or peeked is None:
             metrics.STALE_DELIVERIES.labels(self.provider).inc()
             log.info(json.dumps({"event": "stale_delivery", "job_id": job_id, "token": token}))
             return None
+        record = dataclasses.replace(peeked, status=JobStatus.RUNNING, started_ms=claimed.started_ms,
+                                     worker=self.worker_name, called_ms=claimed.started_ms if claimed.called else 0)
+        self._claimed(record, token)
+        started = None
+        try:
+            started = self._prepare(record, token, request, skill, early, opening, claimed, t0)
+        finally:
+            if started is None:
+                self.release(record, token)
+        return started
+
+    def _claimed(self, record: JobRecord, token: str) -> None:
         metrics.QUEUE_WAIT.labels(self.provider, record.tier).observe(
             max(0.0, (record.started_ms - record.enqueued_ms) / 1000)
         )
-        self.keeper.add(f"{job_id}:{token}")
+        self.keeper.add(f"{record.id}:{token}")
         metrics.INFLIGHT.labels(self.provider).inc()
-        return record
 
     def release(self, record: JobRecord, token: str) -> None:
         metrics.INFLIGHT.labels(self.provider).dec()
         self.keeper.remove(f"{record.id}:{token}")
 
-    def prepare(self, record: JobRecord, token: str) -> Started | None:
-        """Build the request, take rate-limit capacity and mark the attempt ``calling``: the attempt ready
-        for its vendor call, or None when it ended here (handed back, gone meanwhile, or failed, all recorded)."""
-        t0 = time.monotonic()
-        clock_offset_ms = record.started_ms - int(time.time() * 1000)  # Redis's clock (the claim) minus this host's
+    def _context(self, record: JobRecord, skill: Skill | None, started_ms: int) -> AttemptContext:
+        clock_offset_ms = started_ms - int(time.time() * 1000)  # Redis's clock (the claim) minus this host's
+        model = self.config.models[record.model]
+        return AttemptContext(
+            job_id=record.id, capability=record.capability, tier=record.tier, caller=record.caller,
+            model=record.model, model_id=model.model_id, provider=self.provider, skill=record.skill,
+            deadline_ms=record.deadline_ms - clock_offset_ms,  # on this host's clock, for the tool loop
+            allowed_tools=tuple(skill.allowed_tools) if skill is not None else (),
+            requested_tools=tuple(requested_tools(record.input)),
+        )
+
+    def _prepare(
+        self, record: JobRecord, token: str, request: ModelRequest | None, skill: Skill | None,
+        early: Exception | None, opening: Opening | None, claimed: Claimed, t0: float,
+    ) -> Started | None:
+        """After the claim: the rest of the admission (a booked slot, a full in-flight limit, a hand-back) and
+        the ``calling`` mark if the claim did not make it; None when the attempt ended here (recorded)."""
         try:
-            request, skill = self._request(record)
-            model = self.config.models[record.model]
-            ctx = AttemptContext(
-                job_id=record.id, capability=record.capability, tier=record.tier, caller=record.caller,
-                model=record.model, model_id=model.model_id, provider=self.provider, skill=record.skill,
-                deadline_ms=record.deadline_ms - clock_offset_ms,  # on this host's clock, for the tool loop
-                allowed_tools=tuple(skill.allowed_tools) if skill is not None else (),
-                requested_tools=tuple(requested_tools(record.input)),
-            )
+            if early is not None:
+                raise early
+            assert request is not None
+            ctx = self._context(record, skill, record.started_ms)
             try:
-                ticket = self.admission.admit(ctx, request)
+                if opening is not None:
+                    ticket = self.admission.opened(ctx, request, opening, claimed.grant)
+                else:
+                    ticket = self.admission.admit(ctx, request)
             except HandBack as back:  # no capacity: to another candidate or the delayed set, no attempt
                 self._hand_back(record, token, back, ctx, request)
                 return None
-            if not self.store.calling(record.id, token):  # swept as lost, or cancelled, meanwhile: pay nothing
+            if not claimed.called and not self.store.calling(record.id, token):
+                # swept as lost, or cancelled, meanwhile: pay nothing
                 ticket.__exit__(None, None, None)
                 metrics.STALE_DELIVERIES.labels(self.provider).inc()
                 log.info(json.dumps({"event": "attempt_gone_before_call", "job_id": record.id, "token": token}))
@@ -179,35 +232,67 @@ class AttemptRunner:
             sink = RedisDeltaSink(self.store.redis, self.store.keys.deltas(record.id), attempt=record.attempt,
                                   model=record.model, offset=len(started.continued))
             adapter = StreamingAdapter(adapter, sink)
+        ticket = started.ticket.__enter__()
+        failure: AttemptFailure | None = None
         try:
-            with started.ticket as ticket:
+            try:
                 metered = MeteredAdapter(adapter, self.admission, ctx, self.config.tiers[record.tier].total_timeout_s)
                 try:
                     response = self.caller.call(metered, ctx, started.request)
-                except AttemptFailure as failure:
+                except AttemptFailure as err:
                     # the first call's usage when it was made (a later step failed), else what the failure says
                     first = metered.first
-                    ticket.settle(first, first.ratelimit_headers if first else failure.ratelimit_headers)
+                    ticket.settle(first, first.ratelimit_headers if first else err.ratelimit_headers)
                     raise
                 first = metered.first or response
                 ticket.settle(first, first.ratelimit_headers)
                 success = self.succeeded(started, response)
                 if sink is not None:
                     sink.end(OutcomeKind.OK.value)
-                # complete inside the admission: the caller wakes before the limiter settles and the
-                # health tracker learns, which are nobody's critical path
-                done = self.store.complete(record.id, token, success.output, success.result,
-                                           success.attempt.to_json())
-        except AttemptFailure as failure:
-            self._failed(record, token, record.attempt, failure, time.monotonic() - started.t0, sink)
-            return
-        except Exception as err:  # a bug of ours must not crash the worker or lose the job
-            log.exception("attempt crashed", extra={"job_id": record.id})
-            self._failed(record, token, record.attempt, crashed(err), time.monotonic() - started.t0, sink)
-            return
-        self.health.record(record.model, OutcomeKind.OK, success.latency_s, None)
+                done = self.complete(started, success)
+            except AttemptFailure as err:
+                failure = err
+            except Exception as err:  # a bug of ours must not crash the worker or lose the job
+                log.exception("attempt crashed", extra={"job_id": record.id})
+                failure = crashed(err)
+            if failure is not None:
+                self._failed(record, token, record.attempt, failure, time.monotonic() - started.t0, sink, ticket)
+                return
+        finally:  # settled by the ending's own script unless that failed: then on its own
+            ticket.__exit__(type(failure) if failure else None, failure, None)
         self.settle_spend(record, success, done)
         self.observe_success(started, success, done)
+
+    def complete(self, started: Started, success: Success) -> Transition:
+        """Write the success, with the ticket's settle and health's update of the answer in the same script."""
+        lesson = self.success_lesson(started, success)
+        done = self.store.complete(started.record.id, started.token, success.output, success.result,
+                                   success.attempt.to_json(), health=lesson.health, settle=lesson.settle)
+        self.learned(lesson, done)
+        return done
+
+    def lesson(
+        self, model: str, outcome: OutcomeKind, latency_s: float, retry_after_s: float | None,
+        ticket: Ticket | None, failure: AttemptFailure | None = None,
+    ) -> Lesson:
+        """What an attempt's ending teaches (health's update of its outcome, the ticket's settle), for the
+        transition that writes the ending (``complete``, ``end_attempt``) to run in its own step."""
+        return Lesson(model, outcome, latency_s, retry_after_s, ticket,
+                      self.health.learning(model, outcome, latency_s, retry_after_s),
+                      ticket.settlement(failure) if ticket is not None else None)
+
+    def success_lesson(self, started: Started, success: Success) -> Lesson:
+        return self.lesson(started.record.model, OutcomeKind.OK, success.latency_s, None, started.ticket)
+
+    def learned(self, lesson: Lesson, done: Transition) -> None:
+        """After the ending's script: the ticket is settled and the circuit state published (a health sink
+        that runs no script part learns now instead)."""
+        if lesson.settle is not None and lesson.ticket is not None and done.settled:
+            lesson.ticket.settled(done.settled)
+        if lesson.health is None:
+            self.health.record(lesson.model, lesson.outcome, lesson.latency_s, lesson.retry_after_s)
+        elif done.health:
+            self.health.learned(lesson.model, done.health)
 
     def settle_spend(self, record: JobRecord, success: Success, done: Transition) -> None:
         """Charge the call's actual cost to the job's budgets and give back the rest of its reservation (a
@@ -315,12 +400,15 @@ class AttemptRunner:
 
     def _failed(
         self, record: JobRecord, token: str, attempt_n: int, failure: AttemptFailure, latency_s: float,
-        sink: RedisDeltaSink | None = None,
+        sink: RedisDeltaSink | None = None, ticket: Ticket | None = None,
     ) -> None:
-        self.health.record(record.model, failure.kind, latency_s, failure.retry_after_s)
         if sink is not None:
             sink.end(failure.kind.value, failure.reason)
-        self.store.end_attempt(record.id, token, failure.kind.value, self.failure_record(record, failure, latency_s))
+        lesson = self.lesson(record.model, failure.kind, latency_s, failure.retry_after_s, ticket, failure)
+        done = self.store.end_attempt(record.id, token, failure.kind.value,
+                                      self.failure_record(record, failure, latency_s),
+                                      health=lesson.health, settle=lesson.settle)
+        self.learned(lesson, done)
         self.observe_failure(record, failure, latency_s)
 
     def failure_record(self, record: JobRecord, failure: AttemptFailure, latency_s: float) -> str:

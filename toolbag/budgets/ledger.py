@@ -16,7 +16,7 @@ import redis
 from toolbag.budgets.periods import Period, day_period, month_period, periods
 from toolbag.config import BudgetLimit, BudgetsConfig, Config
 from toolbag.errors import ToolbagError
-from toolbag.lua import source as lua_source
+from toolbag.lua import script as lua_script
 from toolbag.store import text as _text
 from toolbag.store.keys import Keys
 from toolbag.telemetry import metrics
@@ -92,9 +92,9 @@ class Budgets:
         self.settings: BudgetsConfig = config.budgets
         self.redis = client
         self.keys = keys
-        self._reserve = client.register_script(lua_source("budget_reserve"))
-        self._settle = client.register_script(lua_source("budget_settle"))
-        self._release = client.register_script(lua_source("budget_release"))
+        self._reserve = client.register_script(lua_script("budget_reserve"))
+        self._settle = client.register_script(lua_script("budget_settle"))
+        self._release = client.register_script(lua_script("budget_release"))
 
     @classmethod
     def of(cls, config: Config, client: redis.Redis, keys: Keys) -> Budgets | None:

@@ -27,7 +27,7 @@ from pathlib import Path
 import redis
 
 from toolbag.gateway.policy import Policy, PolicyError, load_policy_file, parse_policy
-from toolbag.lua import source as lua_source
+from toolbag.lua import script as lua_script
 from toolbag.store import text as _s
 from toolbag.store.keys import Keys
 
@@ -56,7 +56,7 @@ class PolicyStore:
         self.client = client
         self.keys = keys
         self.audit_maxlen = audit_maxlen
-        self._publish = client.register_script(lua_source("policy_publish"))
+        self._publish = client.register_script(lua_script("policy_publish"))
 
     def publish(self, policy: Policy, *, force: bool = False, who: str | None = None) -> PublishResult:
         """Make ``policy`` live (see the module docstring for the version rules)."""

@@ -1,3 +1,4 @@
+-- uses: rl_log
 -- rl_commit: a worker woke for its booked slot; record the call in each scope's call log (rl_log), unless
 -- that would put more than rpm calls, or more than tpm tokens, in the last (window + margin) (another
 -- worker's late call, or calls in flight holding their reservation): then say how long to wait.

@@ -21,6 +21,7 @@ local function log_prune(log, tok, span, now)
     redis.call('HDEL', tok, unpack(old))
     redis.call('ZREM', log, unpack(old))
     if gone ~= 0 then redis.call('HINCRBYFLOAT', tok, '~sum', -gone) end
+    if #old < 500 then return end  -- that was the last of them: no need to ask again
   end
 end
 

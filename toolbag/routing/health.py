@@ -17,9 +17,10 @@ from dataclasses import dataclass
 import redis
 
 from toolbag.config import Config
-from toolbag.lua import source as lua_source
+from toolbag.lua import script as lua_script
 from toolbag.providers.base import OutcomeKind
 from toolbag.store import text as _text
+from toolbag.store.jobstore import ScriptPart
 from toolbag.store.keys import Keys
 from toolbag.telemetry import metrics
 
@@ -43,17 +44,26 @@ class HealthTracker:
         self.redis = client
         self.keys = keys
         self.config = config
-        self._record = client.register_script(lua_source("health_record"))
-        self._choose = client.register_script(lua_source("health_choose"))
+        self._record = client.register_script(lua_script("health_record"))
+        self._choose = client.register_script(lua_script("health_choose"))
 
     def record(self, model: str, outcome: OutcomeKind, latency_s: float, retry_after_s: float | None) -> None:
+        part = self.learning(model, outcome, latency_s, retry_after_s)
+        self.learned(model, _text(self._record(keys=list(part.keys), args=list(part.args))))
+
+    def learning(self, model: str, outcome: OutcomeKind, latency_s: float, retry_after_s: float | None) -> ScriptPart:
+        """The update of one outcome as a script part (``lua/health_learn.lua``: one key, eight arguments), for
+        ``health_record`` or a completion to run; :meth:`learned` with the state it answers."""
         h = self.config.health
-        state = self._record(
-            keys=[self.keys.health(model)],
-            args=[outcome.value, f"{latency_s:.6f}", "" if retry_after_s is None else f"{retry_after_s:.3f}",
-                  h.failures_to_open, h.open_s, h.max_open_s, h.auth_open_s, h.ewma_alpha],
+        return ScriptPart(
+            (self.keys.health(model),),
+            (outcome.value, f"{latency_s:.6f}", "" if retry_after_s is None else f"{retry_after_s:.3f}",
+             str(h.failures_to_open), str(h.open_s), str(h.max_open_s), str(h.auth_open_s), str(h.ewma_alpha)),
         )
-        self._publish(model, _text(state))
+
+    def learned(self, model: str, state: str) -> None:
+        """Publish the circuit state an update answered."""
+        self._publish(model, state)
 
     def choose(self, candidates: Sequence[str]) -> str | None:
         """The first candidate that may take a job now (granting the half-open probe if that is it)."""

@@ -21,7 +21,7 @@ import redis.asyncio as redis_async
 
 from toolbag.config import MAX_KEEP_S
 from toolbag.jobs import JobNotFound, JobRecord, JobStatus
-from toolbag.lua import source as lua_source
+from toolbag.lua import script as lua_script
 from toolbag.store.keys import Keys
 from toolbag.store.messages import attempt_message, decide_message, envelope_pointer, unacked_pointer
 from toolbag.store.replication import Replication, not_replicated, run_replicated
@@ -52,24 +52,62 @@ class NewJob:
 
 @dataclass(frozen=True)
 class Transition:
-    """The result of a fenced transition: ``ok`` false means the job had moved on (stale)."""
+    """The result of a fenced transition: ``ok`` false means the job had moved on (stale). A completion also
+    carries what its folded fragments answered: ``health`` (the circuit state after learning, '' without) and
+    ``settled`` (the rate-limit settle's reply, () without)."""
 
     ok: bool
     status: str = ""
     created_ms: int = 0
     finished_ms: int = 0
+    health: str = ""
+    settled: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class ScriptPart:
+    """The keys and arguments a Lua fragment adds to a transition's script: a rule of another module (a
+    rate-limit admission or settle, a health update) run in the same step, so it costs no round trip or
+    script call of its own. The module that owns the rule builds it; the store only passes it on."""
+
+    keys: tuple[str, ...]
+    args: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A claim made by :meth:`JobStore.claim_with`: when it started (Redis's clock), whether the attempt is
+    already marked calling (its admission committed a call due now), and the admission's raw reply (empty
+    without one)."""
+
+    started_ms: int
+    called: bool
+    grant: list[Any]
 
 
 def completed(reply: Any) -> Transition:
     """The ``complete`` script's reply."""
     if int(reply[0]) != 1:
-        return Transition(False, text(reply[1]))
-    return Transition(True, "succeeded", int(reply[1]), int(reply[2]))
+        return Transition(False, text(reply[1]), health=text(reply[2]), settled=tuple(int(x) for x in reply[3]))
+    return Transition(True, "succeeded", int(reply[1]), int(reply[2]), health=text(reply[3]),
+                      settled=tuple(int(x) for x in reply[4]))
 
 
 def ended(reply: Any) -> Transition:
     """The ``end_attempt`` script's reply."""
-    return Transition(int(reply[0]) == 1, text(reply[1]) if len(reply) > 1 else "deciding")
+    if int(reply[0]) != 1:
+        return Transition(False, text(reply[1]), health=text(reply[2]), settled=tuple(int(x) for x in reply[3]))
+    return Transition(True, "deciding", health=text(reply[1]), settled=tuple(int(x) for x in reply[2]))
+
+
+def learned(keys: Keys, health: ScriptPart | None, settle: ScriptPart | None) -> tuple[list[str], list[Any]]:
+    """The keys and arguments of ``lua/call_learned.lua`` (what a call teaches, run by the transition that ends
+    its attempt): the health update of its outcome (one key) and its rate-limit settle, either or both absent."""
+    return (
+        [health.keys[0] if health is not None else keys.dummy, *(settle.keys if settle is not None else ())],
+        [len(health.args) if health is not None else 0, *(health.args if health is not None else ()),
+         *(settle.args if settle is not None else ())],
+    )
 
 
 @dataclass(frozen=True)
@@ -81,19 +119,28 @@ class AttemptCalls:
     job_ttl_s: int
 
     def complete(
-        self, job_id: str, token: str, output: Any, result: dict[str, Any], record_json: str
+        self, job_id: str, token: str, output: Any, result: dict[str, Any], record_json: str,
+        health: ScriptPart | None = None, settle: ScriptPart | None = None,
     ) -> tuple[list[str], list[Any]]:
+        """``health``: the health update of the answer (one key), ``settle``: the call's rate-limit settle,
+        both run in the completion's step (``lua/complete.lua``)."""
         k = self.keys
+        more_keys, more_args = learned(k, health, settle)
         return (
-            [k.job(job_id), k.leases, k.attempts(job_id), k.notify(job_id), k.deadlines, k.audit, k.stats],
-            [token, json.dumps(output), json.dumps(result), record_json, self.job_ttl_s],
+            [k.job(job_id), k.leases, k.attempts(job_id), k.notify(job_id), k.deadlines, k.audit, k.stats, *more_keys],
+            [token, json.dumps(output), json.dumps(result), record_json, self.job_ttl_s, *more_args],
         )
 
-    def end_attempt(self, job_id: str, token: str, outcome: str, record_json: str) -> tuple[list[str], list[Any]]:
+    def end_attempt(
+        self, job_id: str, token: str, outcome: str, record_json: str,
+        health: ScriptPart | None = None, settle: ScriptPart | None = None,
+    ) -> tuple[list[str], list[Any]]:
+        """``health`` and ``settle`` as for :meth:`complete` (``lua/end_attempt.lua``)."""
         k = self.keys
+        more_keys, more_args = learned(k, health, settle)
         return (
-            [k.job(job_id), k.leases, k.attempts(job_id), k.deciding, k.supervisor_queue],
-            [token, outcome, record_json, decide_message(job_id, token, outcome)],
+            [k.job(job_id), k.leases, k.attempts(job_id), k.deciding, k.supervisor_queue, *more_keys],
+            [token, outcome, record_json, decide_message(job_id, token, outcome), *more_args],
         )
 
     def renew(
@@ -112,9 +159,9 @@ class AsyncAttemptStore:
     def __init__(self, client: redis_async.Redis, calls: AttemptCalls) -> None:
         self.redis = client
         self.calls = calls
-        self._complete = client.register_script(lua_source("complete"))
-        self._end_attempt = client.register_script(lua_source("end_attempt"))
-        self._renew = client.register_script(lua_source("renew"))
+        self._complete = client.register_script(lua_script("complete"))
+        self._end_attempt = client.register_script(lua_script("end_attempt"))
+        self._renew = client.register_script(lua_script("renew"))
 
     @classmethod
     def from_url(cls, url: str, calls: AttemptCalls, max_connections: int = 64) -> AsyncAttemptStore:
@@ -125,13 +172,17 @@ class AsyncAttemptStore:
         return cls(async_redis_client(url, max_connections=max_connections, socket_keepalive=True), calls)
 
     async def complete(
-        self, job_id: str, token: str, output: Any, result: dict[str, Any], record_json: str
+        self, job_id: str, token: str, output: Any, result: dict[str, Any], record_json: str, *,
+        health: ScriptPart | None = None, settle: ScriptPart | None = None,
     ) -> Transition:
-        keys, args = self.calls.complete(job_id, token, output, result, record_json)
+        keys, args = self.calls.complete(job_id, token, output, result, record_json, health, settle)
         return completed(await self._complete(keys=keys, args=args))
 
-    async def end_attempt(self, job_id: str, token: str, outcome: str, record_json: str) -> Transition:
-        keys, args = self.calls.end_attempt(job_id, token, outcome, record_json)
+    async def end_attempt(
+        self, job_id: str, token: str, outcome: str, record_json: str, *,
+        health: ScriptPart | None = None, settle: ScriptPart | None = None,
+    ) -> Transition:
+        keys, args = self.calls.end_attempt(job_id, token, outcome, record_json, health, settle)
         return ended(await self._end_attempt(keys=keys, args=args))
 
     async def renew_leases(
@@ -158,18 +209,18 @@ class JobStore:
         self.job_ttl_s = job_ttl_s
         self.replication = Replication()  # the fast mode unless told: submit and complete wait for no replica
         self.calls = AttemptCalls(self.keys, job_ttl_s)
-        self._submit = client.register_script(lua_source("submit"))
-        self._claim = client.register_script(lua_source("claim"))
-        self._complete = client.register_script(lua_source("complete"))
-        self._end_attempt = client.register_script(lua_source("end_attempt"))
-        self._dispatch = client.register_script(lua_source("dispatch"))
-        self._promote = client.register_script(lua_source("promote"))
-        self._finish = client.register_script(lua_source("finish"))
-        self._resolve = client.register_script(lua_source("resolve"))
-        self._reclaim = client.register_script(lua_source("reclaim"))
-        self._hand_back = client.register_script(lua_source("hand_back"))
-        self._renew = client.register_script(lua_source("renew"))
-        self._calling = client.register_script(lua_source("calling"))
+        self._submit = client.register_script(lua_script("submit"))
+        self._claim = client.register_script(lua_script("claim"))
+        self._complete = client.register_script(lua_script("complete"))
+        self._end_attempt = client.register_script(lua_script("end_attempt"))
+        self._dispatch = client.register_script(lua_script("dispatch"))
+        self._promote = client.register_script(lua_script("promote"))
+        self._finish = client.register_script(lua_script("finish"))
+        self._resolve = client.register_script(lua_script("resolve"))
+        self._reclaim = client.register_script(lua_script("reclaim"))
+        self._hand_back = client.register_script(lua_script("hand_back"))
+        self._renew = client.register_script(lua_script("renew"))
+        self._calling = client.register_script(lua_script("calling"))
 
     @classmethod
     def from_url(cls, url: str, keys: Keys | None = None, job_ttl_s: int = 7 * 86_400) -> JobStore:
@@ -243,15 +294,38 @@ class JobStore:
     # -- worker side --------------------------------------------------------------------------------
 
     def claim(self, job_id: str, token: str, queue: str, lease_ttl_s: float, worker: str) -> JobRecord | None:
-        """Take the attempt if ``token`` is current; returns the job record, or None when stale."""
+        """Take the attempt if ``token`` is current, without a rate-limit admission; returns the job record (as
+        claimed), or None when stale."""
         reply = self._claim(
             keys=[self.keys.job(job_id), self.keys.leases, self.keys.waiting(queue)],
-            args=[token, int(lease_ttl_s * 1000), worker],
+            args=[token, int(lease_ttl_s * 1000), worker, "record"],
         )
         if int(reply[0]) != 1:
             return None
-        flat = [text(x) for x in reply[1:]]
+        flat = [text(x) for x in reply[4:]]
         return JobRecord.from_hash(dict(zip(flat[0::2], flat[1::2], strict=True)))
+
+    def claim_with(
+        self, job_id: str, token: str, queue: str, lease_ttl_s: float, worker: str,
+        admission: ScriptPart | None = None,
+    ) -> Claimed | None:
+        """The claim of a caller that read the job already (:meth:`peek`), with the attempt's first rate-limit
+        admission try in the same step (``admission``: ``RateLimiter.opening``'s part); None when stale. A
+        refused admission still claims (the caller hands the job back, fenced, as after any refusal)."""
+        part = admission or ScriptPart((), ())
+        reply = self._claim(
+            keys=[self.keys.job(job_id), self.keys.leases, self.keys.waiting(queue), *part.keys],
+            args=[token, int(lease_ttl_s * 1000), worker, "known", *part.args],
+        )
+        if int(reply[0]) != 1:
+            return None
+        return Claimed(int(reply[1]), int(reply[2]) == 1, list(reply[3]))
+
+    def peek(self, job_id: str) -> JobRecord | None:
+        """The job record as it is now, unfenced (None when gone): what a worker builds its request from before
+        the fenced claim, which decides whether the delivery is current."""
+        raw = self.redis.hgetall(self.keys.job(job_id))
+        return JobRecord.from_hash({text(k): text(v) for k, v in raw.items()}) if raw else None
 
     def calling(self, job_id: str, token: str) -> bool:
         """Record that the running attempt ``token`` is about to call its vendor (``called_ms``); False when the
@@ -267,15 +341,22 @@ class JobStore:
         return [text(m) for m in self._renew(keys=call[0], args=call[1])]
 
     def complete(
-        self, job_id: str, token: str, output: Any, result: dict[str, Any], record_json: str
+        self, job_id: str, token: str, output: Any, result: dict[str, Any], record_json: str, *,
+        health: ScriptPart | None = None, settle: ScriptPart | None = None,
     ) -> Transition:
-        keys, args = self.calls.complete(job_id, token, output, result, record_json)
+        """Running → succeeded; ``health`` and ``settle`` (see :meth:`AttemptCalls.complete`) in the same step,
+        whether or not the attempt is still current."""
+        keys, args = self.calls.complete(job_id, token, output, result, record_json, health, settle)
         # done on the master either way; a caller's result waits for a replica itself
         return completed(self._replicated(self._complete, keys, args, required=False))
 
-    def end_attempt(self, job_id: str, token: str, outcome: str, record_json: str) -> Transition:
-        """Running → deciding, pushing a decision message to the supervisor queue in the same step."""
-        keys, args = self.calls.end_attempt(job_id, token, outcome, record_json)
+    def end_attempt(
+        self, job_id: str, token: str, outcome: str, record_json: str, *,
+        health: ScriptPart | None = None, settle: ScriptPart | None = None,
+    ) -> Transition:
+        """Running → deciding, pushing a decision message to the supervisor queue in the same step; ``health``
+        and ``settle`` (a worker's failed call: see :meth:`AttemptCalls.complete`) whether current or not."""
+        keys, args = self.calls.end_attempt(job_id, token, outcome, record_json, health, settle)
         return ended(self._end_attempt(keys=keys, args=args))
 
     def hand_back(

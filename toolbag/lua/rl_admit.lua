@@ -1,0 +1,292 @@
+-- uses: rl_log
+-- rl_admit (a fragment: functions only): admit one attempt against every limit scope that applies to it (the
+-- model, and optionally the provider account and the caller), all or nothing; or say how long until it could be admitted.
+-- A refusal takes no capacity.
+--
+-- Each scope paces requests (over window + margin) and tokens (over the window: the call log's token check
+-- is the hard stop for them) with GCRA frontiers (the time from which the next unit is free),
+-- one pair per lane: lane 'i' holds the interactive reserve, lane 'b' the rest. A request uses its own
+-- lane; it may borrow the other lane's next slot when that comes sooner (interactive always may;
+-- standard and batch only while no interactive job asked within the last window, and at most one
+-- interval ahead; once interactive asks, batch stays in its lane and interactive has its share).
+-- Every admitted request is
+-- charged to exactly one lane, and the lanes' shares add up to the limit, so no window of
+-- (window + margin) ever holds more than the limit. A slot may lie in the future (up to the horizon):
+-- the caller sleeps until it; the frontier moves on at once, so slots are never handed out twice.
+--
+-- KEYS, 5 per scope in order: state hash, in-flight zset (interactive), in-flight zset (others), call log,
+-- token hash of the call log (rl_log)
+-- ARGV[1] mode: 'take' (admit and charge) or 'check' (writes nothing)
+-- ARGV[2] class: 'i' (interactive) or 'b' (standard, batch)
+-- ARGV[3] horizon (ms): the latest slot, from now, the caller accepts
+-- ARGV[4] ticket id   ARGV[5] hold (ms): lifetime of an in-flight entry never released (dead worker)
+-- ARGV[6] cost: tokens to reserve   ARGV[7] number of scopes
+-- ARGV[8] tokens the call is expected to use, before any were measured (paces the token frontiers and
+--         the hand-back line until calls were measured; the call log holds the whole reservation)
+-- ARGV[9] of the tokens reserved, the output cap (the call log lets a window exceed tpm by one call's output)
+-- ARGV[10..] 6 per scope: window (ms), margin (ms), rpm, tpm, concurrency, interactive reserve (0..1)
+--           (rpm, tpm, concurrency: 0 = no limit of that kind)
+-- state hash fields (ms unless said): ri rb ti tb lane frontiers; ia last interactive ask; cd cooldown
+--   until; gr/gri/gru and gt/gti/gtu learned frontier, interval (per request / per token), until;
+--   qi qb end of the hand-back line per class; ws cr ct pr pt usage of the current and previous window;
+--   ta average tokens a call really used (rl_settle)
+-- The call log (rl_log: call times and their tokens, per scope with an rpm or a tpm) is the hard stop
+-- behind the frontiers: a call is committed only while fewer than rpm calls, and at most tpm tokens, were
+-- committed in the last (window + margin), so a worker that wakes late for its slot cannot crowd a window.
+-- A slot due now is committed here at once; a later one is committed by rl_commit when the worker wakes.
+-- returns {1, wait_ms, lanes, committed, now_ms, charged} when admitted: call at now + wait_ms
+--         (after rl_commit unless committed is 1); lanes has one letter per scope (the lane charged);
+--         charged: the tokens each token frontier moved on by, per scope, comma-separated (rl_settle
+--         reconciles them with what the call used)
+--         {0, wait_ms, why, scope} when refused: why 'rate' (wait_ms = when to come back) or
+--         'concurrency' (wait_ms = -1: unknown, poll)
+-- rl_admit(KEYS, ARGV, now): KEYS and ARGV as above (a script passes its own, or a slice of them), now in ms
+-- (fractional) on the Redis clock: the caller reads TIME once for its whole script
+local function rl_admit(KEYS, ARGV, now)
+  local mode, class = ARGV[1], ARGV[2]
+  local horizon = tonumber(ARGV[3])
+  local ticket = ARGV[4]
+  local hold = tonumber(ARGV[5])
+  local cost = tonumber(ARGV[6])
+  local n = tonumber(ARGV[7])
+  local expected = tonumber(ARGV[8])
+  local output = tonumber(ARGV[9])
+  local FIELDS = {'ri', 'rb', 'ti', 'tb', 'ia', 'cd', 'gr', 'gri', 'gru', 'gt', 'gti', 'gtu', 'qi', 'qb',
+                  'ws', 'cr', 'ct', 'pr', 'pt', 'ta'}
+
+  local function num(v) return tonumber(v) or 0 end
+  local function fmt(v) return string.format('%.3f', v) end
+
+  local function split_requests(rpm, reserve)
+    if rpm <= 0 then return 0, 0 end
+    if reserve <= 0 or rpm < 2 then return 0, rpm end
+    local ri = math.floor(rpm * reserve + 0.5)
+    if ri < 1 then ri = 1 end
+    if ri > rpm - 1 then ri = rpm - 1 end
+    return ri, rpm - ri
+  end
+
+  local function split_tokens(tpm, reserve)
+    if tpm <= 0 then return 0, 0 end
+    if reserve <= 0 then return 0, tpm end
+    return tpm * reserve, tpm * (1 - reserve)
+  end
+
+  -- the frontier field and the time one unit costs, for a resource ('r' or 't') in a lane ('i' or 'b')
+  local function lane(kind, ln, share_i, share_b, span)
+    if ln == 'i' and share_i > 0 then return kind .. 'i', span / share_i end
+    return kind .. 'b', span / share_b
+  end
+
+  local function frontier(sc, ln)
+    local f = 0
+    if sc.rb > 0 then f = math.max(f, num(sc.h[lane('r', ln, sc.ri, sc.rb, sc.span)])) end
+    if sc.tb > 0 then f = math.max(f, num(sc.h[lane('t', ln, sc.ti, sc.tb, sc.span)])) end
+    return f
+  end
+
+  -- one interval of a lane: how far ahead a borrower may book it
+  local function lookahead(sc, ln)
+    local l = 0
+    if sc.rb > 0 then
+      local _, iv = lane('r', ln, sc.ri, sc.rb, sc.span)
+      l = iv
+    end
+    if sc.tb > 0 then
+      local _, iv = lane('t', ln, sc.ti, sc.tb, sc.window)
+      l = math.max(l, sc.charge * iv)
+    end
+    return l
+  end
+
+  local scopes = {}
+  local slot = now
+  local binding = 1
+  local blocked = 0
+  for i = 1, n do
+    local a = 9 + (i - 1) * 6
+    local sc = {
+      state = KEYS[(i - 1) * 5 + 1], cci = KEYS[(i - 1) * 5 + 2], ccb = KEYS[(i - 1) * 5 + 3],
+      log = KEYS[(i - 1) * 5 + 4], tok = KEYS[(i - 1) * 5 + 5],
+      window = tonumber(ARGV[a + 1]), margin = tonumber(ARGV[a + 2]), rpm = tonumber(ARGV[a + 3]),
+      tpm = tonumber(ARGV[a + 4]), conc = tonumber(ARGV[a + 5]), reserve = tonumber(ARGV[a + 6]),
+      h = {},
+    }
+    sc.span = sc.window + sc.margin
+    sc.ri, sc.rb = split_requests(sc.rpm, sc.reserve)
+    sc.charge = cost
+    sc.ti, sc.tb = split_tokens(sc.tpm, sc.reserve)
+    local vals = redis.call('HMGET', sc.state, unpack(FIELDS))
+    for k = 1, #FIELDS do sc.h[FIELDS[k]] = vals[k] end
+    -- the token frontier paces what calls really use (measured, else the estimate); the call log, checked
+    -- as the call starts, holds the whole reservation while it is in flight, so a window stays within tpm
+    if sc.tpm > 0 then
+      sc.charge = math.min(cost, num(sc.h.ta) > 0 and num(sc.h.ta) or expected)
+    end
+    local ia = num(sc.h.ia)
+    sc.active = ia > 0 and now - ia < sc.window
+    sc.slow_r = num(sc.h.gru) > now and num(sc.h.gri) > 0
+    sc.slow_t = num(sc.h.gtu) > now and num(sc.h.gti) > 0
+    local base = math.max(now, num(sc.h.cd))
+    if sc.slow_r then base = math.max(base, num(sc.h.gr)) end
+    if sc.slow_t then base = math.max(base, num(sc.h.gt)) end
+    local own = class
+    local other = (class == 'i') and 'b' or 'i'
+    local split = sc.ri > 0 or sc.ti > 0
+    local may_borrow = split and (class == 'i' or not sc.active)
+    local s = math.max(base, frontier(sc, own))
+    sc.lane = own
+    if may_borrow and s > base then
+      -- borrow the other lane when its next slot is sooner; batch books the interactive lane at most one
+      -- interval ahead, so interactive work is never kept waiting by more than about one interval
+      local f = frontier(sc, other)
+      if f < s and (class == 'i' or f <= base + lookahead(sc, other)) then sc.lane, s = other, math.max(base, f) end
+    end
+    if not split then sc.lane = 'b' end
+    sc.slot = s
+    if s > slot then slot, binding = s, i end
+    if sc.conc > 0 then
+      -- the count below ignores entries past their hold (a dead worker's); a taking admission drops them from
+      -- the set it adds to, so each set is pruned by its own class's admissions
+      if mode == 'take' then
+        redis.call('ZREMRANGEBYSCORE', (class == 'i') and sc.cci or sc.ccb, '-inf', now)
+      end
+      local ni = redis.call('ZCOUNT', sc.cci, '(' .. fmt(now), '+inf')
+      local nb = redis.call('ZCOUNT', sc.ccb, '(' .. fmt(now), '+inf')
+      if ni + nb >= sc.conc then blocked = i end
+      if class == 'b' and sc.reserve > 0 and sc.conc >= 2 and sc.active then
+        local keep = math.floor(sc.conc * sc.reserve + 0.5)
+        if keep < 1 then keep = 1 end
+        if keep > sc.conc - 1 then keep = sc.conc - 1 end
+        if nb >= sc.conc - keep then blocked = i end
+      end
+    end
+    scopes[i] = sc
+  end
+
+  local wait = slot - now
+
+  local function expire(sc)
+    local last = now
+    for _, f in ipairs({'ri', 'rb', 'ti', 'tb', 'cd', 'gr', 'gru', 'gt', 'gtu', 'qi', 'qb'}) do
+      last = math.max(last, num(sc.h[f]))
+    end
+    last = math.max(last, num(sc.h.ia) + sc.window)
+    redis.call('PEXPIRE', sc.state, math.ceil(last - now + 2 * sc.span))
+  end
+
+  if mode == 'check' then
+    if blocked > 0 then return {0, '-1', 'concurrency', tostring(blocked)} end
+    if wait > horizon then return {0, fmt(wait), 'rate', tostring(binding)} end
+    return {1, fmt(wait), '', '0', fmt(now), ''}
+  end
+
+  if class == 'i' then
+    for i = 1, n do
+      scopes[i].h.ia = now
+      redis.call('HSET', scopes[i].state, 'ia', fmt(now))
+    end
+  end
+
+  if blocked > 0 then
+    for i = 1, n do expire(scopes[i]) end
+    return {0, '-1', 'concurrency', tostring(blocked)}
+  end
+
+  if wait > horizon then
+    -- Refused: give the job a place in this class's hand-back line, so that jobs handed back together
+    -- come back spread out at the pace they can be served, a little early (they then wait in-process).
+    -- The line is paced at the whole limit, even for batch while interactive work holds its share: due
+    -- times are handed out for the whole backlog at once, and when interactive goes quiet batch takes its
+    -- share back at once; until then a job back before its lane has room takes a new place in the line.
+    local sc = scopes[binding]
+    local qf = 'q' .. class
+    local served = 0
+    if sc.rpm > 0 then
+      served = sc.span / sc.rpm
+    end
+    if sc.tpm > 0 then
+      local used = math.min(cost, num(sc.h.ta) > 0 and num(sc.h.ta) or expected)
+      served = math.max(served, used * sc.window / sc.tpm)
+    end
+    local due = math.max(num(sc.h[qf]), now + wait - horizon / 2)
+    due = math.min(due, now + wait + 10 * sc.span)
+    sc.h[qf] = due + served
+    redis.call('HSET', sc.state, qf, fmt(due + served))
+    for i = 1, n do expire(scopes[i]) end
+    return {0, fmt(due - now), 'rate', tostring(binding)}
+  end
+
+  local lanes = ''
+  local charged = {}
+  for i = 1, n do
+    local sc = scopes[i]
+    local h = sc.h
+    local set = {}
+    if sc.rb > 0 then
+      local f, iv = lane('r', sc.lane, sc.ri, sc.rb, sc.span)
+      h[f] = math.max(num(h[f]), slot) + iv
+      set[#set + 1] = f
+    end
+    if sc.tb > 0 then
+      local f, iv = lane('t', sc.lane, sc.ti, sc.tb, sc.window)
+      h[f] = math.max(num(h[f]), slot) + sc.charge * iv
+      set[#set + 1] = f
+    end
+    if sc.slow_r then
+      h.gr = math.max(num(h.gr), slot) + num(h.gri)
+      set[#set + 1] = 'gr'
+    end
+    if sc.slow_t then
+      h.gt = math.max(num(h.gt), slot) + cost * num(h.gti)
+      set[#set + 1] = 'gt'
+    end
+    -- usage of this window and the previous one (read by RateLimiter.headroom for the gauge)
+    local ws = math.floor(now / sc.window) * sc.window
+    if num(h.ws) ~= ws then
+      if num(h.ws) == ws - sc.window then
+        h.pr, h.pt = num(h.cr), num(h.ct)
+      else
+        h.pr, h.pt = 0, 0
+      end
+      h.cr, h.ct, h.ws = 0, 0, ws
+    end
+    h.cr = num(h.cr) + 1
+    h.ct = num(h.ct) + cost
+    for _, f in ipairs({'ws', 'cr', 'ct', 'pr', 'pt'}) do set[#set + 1] = f end
+    local args = {}
+    for _, f in ipairs(set) do
+      args[#args + 1] = f
+      args[#args + 1] = fmt(num(h[f]))
+    end
+    redis.call('HSET', sc.state, unpack(args))
+    expire(sc)
+    if sc.conc > 0 then
+      local zset = (class == 'i') and sc.cci or sc.ccb
+      redis.call('ZADD', zset, fmt(now + hold), ticket)
+      redis.call('PEXPIRE', zset, math.ceil(hold + sc.span))
+    end
+    lanes = lanes .. sc.lane
+    charged[i] = fmt(sc.charge)
+  end
+  local committed = 0
+  if wait <= 0 then
+    local full = 0
+    for i = 1, n do
+      local sc = scopes[i]
+      if sc.rpm > 0 or sc.tpm > 0 then
+        full = math.max(full, log_wait(sc.log, sc.tok, sc.span, sc.window, sc.rpm, sc.tpm, cost, output, now))
+      end
+    end
+    if full > 0 then
+      wait = full
+    else
+      for i = 1, n do
+        local sc = scopes[i]
+        if sc.rpm > 0 or sc.tpm > 0 then log_add(sc.log, sc.tok, ticket, cost, sc.span, sc.tpm, now) end
+      end
+      committed = 1
+    end
+  end
+  return {1, fmt(wait), lanes, tostring(committed), fmt(now), table.concat(charged, ',')}
+end
