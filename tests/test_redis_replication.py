@@ -37,14 +37,16 @@ def pair(tmp_path: Path) -> Iterator[tuple[RedisNode, RedisNode]]:
 
 
 def _client(url: str, durability: str) -> Client:
-    config = fleet_config_dict("http://127.0.0.1:9", redis_durability=durability, replica_ack_timeout_ms=200)
+    # 1 s: a replica on a loaded machine may take a few hundred ms to confirm; the refusal still comes well
+    # within the 5 s the test allows.
+    config = fleet_config_dict("http://127.0.0.1:9", redis_durability=durability, replica_ack_timeout_ms=1000)
     return Client(parse_config(config), url)
 
 
 def test_replicated_submit_waits_for_the_replica(pair: tuple[RedisNode, RedisNode]) -> None:
     master, replica = pair
     client = _client(f"{master.url}/0", "replicated")
-    assert client.store.replication == Replication(1, 200)
+    assert client.store.replication == Replication(1, 1000)
     job = client.submit("summarize", input={"text": "kept by the replica"}, idempotency_key="k1")
     with replica.client() as on_replica:
         assert on_replica.exists(client.store.keys.job(job.id)), "acknowledged before the replica had it"
