@@ -122,15 +122,16 @@ class ModelConfig(_Strict):
     cache_write_usd_per_mtok: float | None = Field(default=None, ge=0, le=1_000_000)
 
     def cost_usd(self, input_tokens: int, output_tokens: int, *, cache_read_tokens: int = 0,
-                 cache_write_tokens: int = 0) -> float:
+                 cache_write_tokens: int = 0, batch: bool = False) -> float:
         """USD for a call. ``input_tokens`` is every input token; the cache reads and writes among them are
-        priced at their own rates."""
+        priced at their own rates. ``batch``: made through the vendor's batch API, at half the real-time price."""
         read = self.cache_read_usd_per_mtok if self.cache_read_usd_per_mtok is not None else self.input_usd_per_mtok
         write = (self.cache_write_usd_per_mtok if self.cache_write_usd_per_mtok is not None
                  else self.input_usd_per_mtok)
         plain = max(0, input_tokens - cache_read_tokens - cache_write_tokens)
-        return (plain * self.input_usd_per_mtok + cache_read_tokens * read + cache_write_tokens * write
-                + output_tokens * self.output_usd_per_mtok) / 1e6
+        usd = (plain * self.input_usd_per_mtok + cache_read_tokens * read + cache_write_tokens * write
+               + output_tokens * self.output_usd_per_mtok) / 1e6
+        return usd / 2 if batch else usd
 
 
 class TierConfig(_Strict):
@@ -164,6 +165,9 @@ class RoutePolicy(_Strict):
     # A rate-limited interactive job spills to a candidate with capacity now; when none has, it waits out a
     # retry-after up to this long on the same model (within its deadline). 0: it always spills.
     interactive_wait_s: float = Field(default=2.0, ge=0, le=60)
+    # A batch-tier job on a model with ``features.batch`` goes through the vendor's batch API (docs/bulk.md);
+    # false: this route's batch tier calls in real time.
+    vendor_batch: bool = True
 
 
 RoutingPolicy = Literal["order", "cheapest", "fastest", "weighted"]
@@ -258,6 +262,26 @@ class BudgetsConfig(_Strict):
 _BUDGET_NAME = re.compile(r"^[A-Za-z0-9._@/+-]{1,128}$")
 
 
+class VendorBatchConfig(_Strict):
+    """How batch-tier attempts are gathered into vendor batches and watched (docs/bulk.md).
+
+    A pending collection (one per provider and model) is submitted as one vendor batch when it holds
+    ``max_requests`` attempts or ``max_bytes`` of requests, or its oldest waited ``max_age_s``. A job takes the
+    batch path only when its deadline is at least ``completion_window_s`` away (vendors promise a batch ends
+    within 24 h). Batches are polled every ``poll_interval_s``; one still running ``stuck_after_s`` after its
+    submission is cancelled and its attempts fail; a batch taken but never recorded as created at its vendor
+    (its taker died) is recovered after ``creating_timeout_s``."""
+
+    max_requests: int = Field(default=1000, ge=1, le=100_000)
+    max_bytes: int = Field(default=20_000_000, ge=1_000, le=200_000_000)
+    max_age_s: float = Field(default=300.0, gt=0, le=MAX_WAIT_S)
+    poll_interval_s: float = Field(default=30.0, gt=0, le=MAX_WAIT_S)
+    completion_window_s: float = Field(default=86_400.0, gt=0, le=MAX_KEEP_S)
+    stuck_after_s: float = Field(default=90_000.0, gt=0, le=MAX_KEEP_S)
+    creating_timeout_s: float = Field(default=300.0, gt=0, le=MAX_WAIT_S)
+    lock_ttl_s: float = Field(default=30.0, gt=0, le=MAX_WAIT_S)
+
+
 class FleetConfig(_Strict):
     max_input_bytes: int = Field(default=1_000_000, ge=1, le=100_000_000)
     job_ttl_s: int = Field(default=7 * 86_400, ge=60, le=MAX_KEEP_S)
@@ -272,6 +296,7 @@ class FleetConfig(_Strict):
     # replica has it; past replica_ack_timeout_ms a submission is refused as retryable (docs/deploy.md).
     redis_durability: Literal["fast", "replicated"] = "fast"
     replica_ack_timeout_ms: int = Field(default=1000, ge=1, le=60_000)
+    vendor_batch: VendorBatchConfig = Field(default_factory=VendorBatchConfig)
 
 
 class HealthConfig(_Strict):

@@ -151,9 +151,12 @@ class AttemptRecord:
     retry_after_s: float | None = None
     started_ms: int = 0
     ended_ms: int = 0
+    path: str = "realtime"  # realtime, or vendor_batch: through the vendor's batch API
+    batch_id: str | None = None  # the vendor's batch id, on the vendor_batch path
 
     def to_json(self) -> str:
-        return json.dumps({"type": "attempt", **self.__dict__}, sort_keys=True)
+        entry = {k: v for k, v in self.__dict__.items() if k != "batch_id" or v is not None}
+        return json.dumps({"type": "attempt", **entry}, sort_keys=True)
 
 
 @dataclass(frozen=True)

@@ -33,9 +33,11 @@ from toolbag.jobs import AttemptRecord, DecisionRecord, JobRecord
 from toolbag.providers.base import Adapter, AttemptFailure, ModelRequest, ModelResponse, OutcomeKind
 from toolbag.ratelimit import HandBack
 from toolbag.routing import Router
+from toolbag.routing.batchpath import takes_vendor_batch
 from toolbag.store import JobStore, Transition
 from toolbag.store.messages import queue_name
 from toolbag.telemetry import metrics
+from toolbag.vendorbatch.store import BatchStore
 
 if TYPE_CHECKING:
     from toolbag.skills import Skill, SkillLibrary
@@ -101,6 +103,7 @@ class AttemptRunner:
         self.health: OutcomeSink = health or Forgetful()
         self.router = router  # where a rate-limited interactive attempt spills; None: it waits instead
         self.budgets = Budgets.of(config, store.redis, store.keys)  # None: no budgets configured
+        self.batches = BatchStore(store.redis, store.keys)  # the vendor-batch path's pending collections
 
     def run(self, job_id: str, token: str, queue: str) -> None:
         """One attempt, start to end, on the calling thread."""
@@ -141,6 +144,9 @@ class AttemptRunner:
         clock_offset_ms = record.started_ms - int(time.time() * 1000)  # Redis's clock (the claim) minus this host's
         try:
             request, skill = self._request(record)
+            if self._vendor_batch(record):  # held for a vendor batch: no rate-limit admission, no call here
+                self._hold(record, token, request)
+                return None
             model = self.config.models[record.model]
             ctx = AttemptContext(
                 job_id=record.id, capability=record.capability, tier=record.tier, caller=record.caller,
@@ -167,6 +173,21 @@ class AttemptRunner:
             self._failed(record, token, record.attempt, crashed(err), time.monotonic() - t0)
             return None
         return Started(record, token, ctx, request, skill, ticket, t0)
+
+    def _vendor_batch(self, record: JobRecord) -> bool:
+        return takes_vendor_batch(self.config, capability=record.capability, tier=record.tier, model=record.model,
+                                  deadline_in_s=(record.deadline_ms - record.started_ms) / 1000)
+
+    def _hold(self, record: JobRecord, token: str, request: ModelRequest) -> None:
+        """Hand the claimed attempt to its provider × model's pending collection: from here a vendor batch holds
+        its lease (toolbag.vendorbatch), not this worker's heartbeat."""
+        if not self.batches.hold(self.provider, record.model, record.id, token, request):
+            metrics.STALE_DELIVERIES.labels(self.provider).inc()
+            log.info(json.dumps({"event": "attempt_gone_before_batch", "job_id": record.id, "token": token}))
+            return
+        metrics.VENDOR_BATCH_HELD.labels(self.provider, record.model).inc()
+        log.info(json.dumps({"event": "held_for_vendor_batch", "job_id": record.id, "token": token,
+                             "model": record.model}))
 
     def finish(self, started: Started) -> None:
         """The vendor call(s) through the caller on this thread, then the attempt's outcome."""
@@ -241,6 +262,7 @@ class AttemptRunner:
             "request_id": response.request_id,
             "latency_s": round(latency_s, 4),
             "tool_calls": [dataclasses.asdict(c) for c in response.tool_calls],
+            "path": "realtime",
         }
         return Success(response, output, result, attempt, latency_s, cost)
 

@@ -232,6 +232,35 @@ API_OVERLOAD = Counter(
     ["tier", "reason"],
 )
 
+VENDOR_BATCH_HELD = Counter(
+    "toolbag_vendor_batch_held_total",
+    "Batch-tier attempts a worker handed to a vendor batch's pending collection (no real-time call or rate-limit "
+    "slot)",
+    ["provider", "model"],
+)
+VENDOR_BATCHES = Counter(
+    "toolbag_vendor_batches_total",
+    "Vendor batches by what happened to them: submitted, completed, expired, cancelled, failed, stuck (cancelled "
+    "past fleet.vendor_batch.stuck_after_s), abandoned (taken but never created at the vendor), refused (its "
+    "create failed)",
+    ["provider", "event"],
+)
+VENDOR_BATCH_ITEMS = Counter(
+    "toolbag_vendor_batch_items_total",
+    "Vendor-batch items resolved into their jobs, by the attempt outcome written",
+    ["provider", "model", "outcome"],
+)
+VENDOR_BATCH_DROPPED = Counter(
+    "toolbag_vendor_batch_dropped_total",
+    "Vendor-batch attempts or results dropped because their job had moved on (cancelled, expired, token changed)",
+    ["provider", "where"],
+)
+VENDOR_BATCH_PENDING = Gauge(
+    "toolbag_vendor_batch_pending",
+    "Attempts waiting in a pending collection for their vendor batch",
+    ["provider", "model"],
+)
+
 SIM_REQUESTS = Counter(
     "toolbag_simulator_requests_total",
     "Vendor requests the simulator answered, by vendor, injected fault (ok = none) and HTTP status",
