@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 __all__ = ["VendorBatchService", "VendorBatcher", "batch_providers"]
 
 log = logging.getLogger("toolbag.vendorbatch")
+RENEW_EVERY_ITEMS = 200  # while reading a long result stream, the poller lock is renewed this often
 
 # What an item the vendor never answered becomes, by how its batch ended (the supervisor decides on it).
 _UNANSWERED = {
@@ -206,7 +207,9 @@ class VendorBatcher:
     def _read(self, record: BatchRecord, ending: BatchEnding) -> None:
         """Stream the results into their jobs as they are read; items without a result fail by the ending."""
         metrics.VENDOR_BATCHES.labels(self.provider, ending.value).inc()
-        for outcome in self.batches.results(record.vendor_id):
+        for n, outcome in enumerate(self.batches.results(record.vendor_id), 1):
+            if n % RENEW_EVERY_ITEMS == 0 and not self.holds_lock():
+                return  # another poller took over (this one stalled): it reads the batch again, fenced
             held = self.held.item(record.batch_id, outcome.custom_id)
             if held is not None:  # None: resolved by an earlier read
                 self._apply(record, held, outcome)
