@@ -11,8 +11,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import yaml
 
-from toolbag.config import Config, Features, load_config
+from toolbag.config import DEFAULT_CONFIG_PATH, Config, ConfigError, Features, load_config, parse_config
 from toolbag.jobs import JobResult, JobStatus
 from toolbag.routing.batchpath import takes_vendor_batch
 from toolbag.simulator.server import SimulatorServer
@@ -232,3 +233,51 @@ def test_one_poller_per_provider(fleet: InProcessFleet) -> None:
     own.release_lock()
     assert other.holds_lock() and not own.holds_lock()
     other.release_lock()
+
+
+@pytest.mark.soak
+@pytest.mark.timeout(900)
+def test_five_thousand_bulk_lines_through_vendor_batches_each_end_once(redis_server: str,
+                                                                       simulator: SimulatorServer) -> None:
+    n = 5_000
+    config = batch_config(max_requests=1000, max_age_s=0.5)
+    simulator.set_faults({"batches": {"*": {"processing_ms": 300}}})
+    simulator.clear_log()
+    before = {b["id"] for b in simulator.batches()}
+    inputs = [{"text": f"line {i} [[sim:refusal@gemini-*]]" if i % 50 == 0 else f"line {i}"} for i in range(n)]
+    try:
+        with InProcessFleet(config, redis_server, simulator=simulator) as fleet:
+            def run() -> list[Any]:
+                return list(fleet.client.map(None, inputs, capability="summarize", tier="batch",
+                                             max_in_flight=n))
+
+            t0 = time.monotonic()
+            results = fleet.run_producer(run, timeout_s=600)
+            elapsed_s = time.monotonic() - t0
+            settle(fleet)
+            assert len(results) == n and all(r.ok for r in results), [r.error for r in results if not r.ok][:3]
+            ids = [r.job_id for r in results]
+            assert len(set(ids)) == n
+            assert sorted(r.index for r in results) == list(range(n))  # every line once
+            snapshots = fleet.store.snapshot_many(ids)
+            for snap in snapshots:
+                assert snap is not None
+                record, history = snap
+                oks = [h for h in history if h.get("type") == "attempt" and h["outcome"] == "ok"]
+                assert len(oks) == 1 and oks[0]["path"] == "vendor_batch"
+                assert record.result_value()["path"] == "vendor_batch"
+            made = [b for b in simulator.batches() if b["id"] not in before]
+            assert sum(b["items"] for b in made) == n + n // 50  # refused lines went again, to the next candidate
+            assert realtime_calls(simulator) == []
+            print(f"\n{n} lines through {len(made)} vendor batches in {elapsed_s:.1f}s")
+    finally:
+        simulator.clear_faults()
+
+
+def test_a_batch_feature_on_a_provider_without_batches_is_refused_naming_the_field() -> None:
+    data = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())
+    local = next(name for name, m in data["models"].items()
+                 if data["providers"][m["provider"]]["kind"] == "openai-compatible")
+    data["models"][local]["features"] = {"batch": True}
+    with pytest.raises(ConfigError, match=rf"models\.{local}\.features\.batch"):
+        parse_config(data)

@@ -334,6 +334,10 @@ class Config(_Strict):
                     f"models.{name}.provider: unknown provider {model.provider!r} "
                     f"(known: {', '.join(sorted(self.providers))})"
                 )
+        for name, model in self.models.items():
+            if model.features.batch and self.providers[model.provider].kind == "openai-compatible":
+                raise ValueError(f"models.{name}.features.batch: provider {model.provider!r} is openai-compatible, "
+                                 "which has no vendor batch API")
         for tier in self.tiers:
             if tier not in TIERS:
                 raise ValueError(f"tiers.{tier}: unknown tier (use {', '.join(TIERS)})")

@@ -107,7 +107,7 @@ class VendorBatcher:
     def submit_due(self) -> int:
         """Every pending collection past a threshold, as vendor batches; returns how many were submitted."""
         submitted = 0
-        for model in self.models:
+        for model in self._collections():
             while True:
                 pending = self.held.pending(self.provider, model)
                 metrics.VENDOR_BATCH_PENDING.labels(self.provider, model).set(pending.count)
@@ -122,6 +122,14 @@ class VendorBatcher:
                     continue
                 submitted += self._create(taken.batch_id, model, taken.items)
         return submitted
+
+    def _collections(self) -> list[str]:
+        """The models with a pending collection to watch: every batch model of the provider, and any model with
+        attempts still pending (its ``features.batch`` turned off since: they are still sent)."""
+        prefix = f"{self.provider}:"
+        found = {text(f)[len(prefix):] for f in self.store.redis.hkeys(self.store.keys.vb_bytes)
+                 if text(f).startswith(prefix)}
+        return sorted(set(self.models) | {m for m in found if m in self.config.models})
 
     def _create(self, batch_id: str, model: str, items: list[HeldAttempt]) -> int:
         """The vendor call that creates the batch; the record says ``submitted`` once it is made."""
