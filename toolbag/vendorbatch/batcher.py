@@ -18,7 +18,7 @@ import threading
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from toolbag.config import Config
+from toolbag.config import Config, ConfigError
 from toolbag.jobs import AttemptRecord, JobNotFound, JobRecord, JobStatus
 from toolbag.providers.base import AttemptFailure, ModelResponse, OutcomeKind
 from toolbag.providers.batch import BatchEnding, BatchItem, BatchOutcome, ItemEnd, VendorBatches, vendor_batches
@@ -325,9 +325,15 @@ class VendorBatchService:
     def __init__(self, config: Config, store: JobStore, *, skills: SkillLibrary | None = None,
                  environ: Mapping[str, str] | None = None, extra_headers: Mapping[str, str] | None = None,
                  tick_s: float | None = None) -> None:
-        self.batchers = [VendorBatcher(config, store, provider, vendor_batches(provider, config, environ),
-                                       skills=skills, extra_headers=extra_headers)
-                         for provider in batch_providers(config)]
+        self.batchers: list[VendorBatcher] = []
+        for provider in batch_providers(config):
+            try:
+                batches = vendor_batches(provider, config, environ)
+            except ConfigError as err:  # this process cannot reach the vendor (no key): another supervisor polls
+                log.error("vendor batches of %s are not polled by this process: %s", provider, err)
+                continue
+            self.batchers.append(VendorBatcher(config, store, provider, batches, skills=skills,
+                                               extra_headers=extra_headers))
         vb = config.fleet.vendor_batch
         self.tick_s = tick_s if tick_s is not None else min(1.0, vb.poll_interval_s, vb.max_age_s)
         self._stop = threading.Event()
