@@ -281,3 +281,15 @@ def test_a_batch_feature_on_a_provider_without_batches_is_refused_naming_the_fie
     data["models"][local]["features"] = {"batch": True}
     with pytest.raises(ConfigError, match=rf"models\.{local}\.features\.batch"):
         parse_config(data)
+
+
+@pytest.mark.parametrize("model", ["claude-haiku", "gemini-lite"])
+def test_structured_output_through_a_vendor_batch(fleet: InProcessFleet, model: str) -> None:
+    job = fleet.client.submit("extract", input={"text": "Ada Lovelace, 1815", "json_schema": {
+        "type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]}},
+        tier="batch", candidates=(model,))
+    settle(fleet)
+    result = job.result(0)
+    assert result.ok, result.error
+    assert isinstance(result.output, dict) and isinstance(result.output.get("name"), str)
+    assert attempts(result)[0]["path"] == "vendor_batch"
