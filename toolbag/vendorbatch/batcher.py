@@ -334,12 +334,17 @@ class VendorBatchService:
                 continue
             self.batchers.append(VendorBatcher(config, store, provider, batches, skills=skills,
                                                extra_headers=extra_headers))
+        self.held = BatchStore(store.redis, store.keys)
         vb = config.fleet.vendor_batch
         self.tick_s = tick_s if tick_s is not None else min(1.0, vb.poll_interval_s, vb.max_age_s)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="toolbag-vendor-batches", daemon=True)
 
     def run_once(self) -> None:
+        """One round of every provider's batcher; a fleet with no attempt held by a vendor batch costs one
+        command (every pending item and every unresolved batch item is in ``vb:held``)."""
+        if not self.batchers or self.held.held_count() == 0:
+            return
         for batcher in self.batchers:
             try:
                 batcher.run_once()
