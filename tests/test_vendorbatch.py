@@ -293,3 +293,21 @@ def test_structured_output_through_a_vendor_batch(fleet: InProcessFleet, model: 
     assert result.ok, result.error
     assert isinstance(result.output, dict) and isinstance(result.output.get("name"), str)
     assert attempts(result)[0]["path"] == "vendor_batch"
+
+
+def test_a_batch_the_vendor_refuses_to_create_is_rerouted(fleet: InProcessFleet) -> None:
+    openai_batcher = next(b for b in fleet.vendor_batches.batchers if b.provider == "openai")
+    openai_batcher.extra_headers = {"x-sim-batch": "no-such-fault"}  # the simulator answers the create with 400
+    try:
+        jobs = [fleet.client.submit("summarize", input={"text": f"doc {n}"}, tier="batch",
+                                    candidates=("gpt-luna", "claude-haiku")) for n in range(2)]
+        settle(fleet)
+    finally:
+        openai_batcher.extra_headers = {}
+    for job in jobs:
+        result = job.result(0)
+        assert result.ok and result.model == "claude-haiku", result.error
+        ended_once(result)
+        refused = [a for a in attempts(result) if a["model"] == "gpt-luna"]
+        assert refused and all("refused the batch" in a["reason"] for a in refused)
+        assert all(a["outcome"] == "server_error" for a in refused)

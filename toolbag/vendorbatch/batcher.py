@@ -140,8 +140,11 @@ class VendorBatcher:
         except AttemptFailure as failure:
             metrics.VENDOR_BATCHES.labels(self.provider, "refused").inc()
             log.warning("vendor batch of %d %s items refused: %s", len(items), model, failure.reason[:300])
+            # one bad request refuses the whole batch: the others are not at fault, and are tried again
+            kind = failure.kind if failure.kind is not OutcomeKind.BAD_REQUEST or len(items) == 1 \
+                else OutcomeKind.SERVER_ERROR
             if self.held.move(batch_id, "creating", "abandoned"):
-                self._fail_all(self._record_or_blank(batch_id, model), failure.kind,
+                self._fail_all(self._record_or_blank(batch_id, model), kind,
                                f"the vendor refused the batch: {failure.reason}")
             return 0
         if not self.held.move(batch_id, "creating", "submitted", vendor_id=vendor_id):
