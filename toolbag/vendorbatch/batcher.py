@@ -108,7 +108,7 @@ class VendorBatcher:
         """Every pending collection past a threshold, as vendor batches; returns how many were submitted."""
         submitted = 0
         for model in self._collections():
-            while True:
+            while self.holds_lock():  # renewed before each take: a batch's create may take a while
                 pending = self.held.pending(self.provider, model)
                 metrics.VENDOR_BATCH_PENDING.labels(self.provider, model).set(pending.count)
                 if not self._due(pending, self.store.now_ms()):
