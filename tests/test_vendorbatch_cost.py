@@ -88,3 +88,55 @@ def test_attempt_path_reads_the_route_and_model_from_the_config() -> None:
     assert attempt_path(config, "chat", "batch", "local-llama", DAY_S) == "realtime"
     assert attempt_path(config, "summarize", "batch", "gpt-luna", 600) == "realtime"
     assert attempt_path(config, "summarize", "standard", "gpt-luna", DAY_S) == "realtime"
+
+
+# --- metrics: what the vendor-batch path counts (toolbag.telemetry.vendorbatch) ----------------------------
+
+
+def sample(name: str, **labels: str) -> float:
+    from prometheus_client import REGISTRY
+
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def test_a_batch_served_attempt_counts_its_batch_cost_and_the_saving() -> None:
+    from toolbag.telemetry.vendorbatch import batch_item_cost, record_batch_item_cost
+
+    m = model(cache_read_usd_per_mtok=0.2)
+    labels = {"provider": "p-cost", "model": "m-cost", "capability": "summarize"}
+    before_cost = sample("toolbag_cost_usd_total", **labels)
+    before_saved = sample("toolbag_vendor_batch_saved_usd_total", **labels)
+    cost = record_batch_item_cost(m, provider="p-cost", model_name="m-cost", capability="summarize",
+                                  input_tokens=1_000_000, output_tokens=100_000, cache_read_tokens=500_000)
+    real = m.cost_usd(1_000_000, 100_000, cache_read_tokens=500_000)
+    assert cost == pytest.approx(m.cost_usd(1_000_000, 100_000, cache_read_tokens=500_000, batch=True))
+    assert cost == pytest.approx(real / 2)
+    assert sample("toolbag_cost_usd_total", **labels) - before_cost == pytest.approx(cost)
+    assert sample("toolbag_vendor_batch_saved_usd_total", **labels) - before_saved == pytest.approx(real - cost)
+    assert sample("toolbag_tokens_total", provider="p-cost", model="m-cost", direction="cached") >= 500_000
+    assert batch_item_cost(m, 10, 10).saved_usd >= 0
+
+
+def test_batches_items_age_and_dropped_results_are_counted() -> None:
+    from toolbag.telemetry.vendorbatch import (
+        record_batch_ended,
+        record_batch_submitted,
+        record_open_batches,
+        record_result_dropped,
+    )
+
+    before = sample("toolbag_vendor_batch_items_total", provider="p-count", model="m")
+    record_batch_submitted("p-count", "m", 250)
+    record_batch_submitted("p-count", "m", 50)
+    assert sample("toolbag_vendor_batches_submitted_total", provider="p-count", model="m") >= 2
+    assert sample("toolbag_vendor_batch_items_total", provider="p-count", model="m") - before == 300
+    record_open_batches("p-count", [12.0, 3600.5, 40.0])
+    assert sample("toolbag_vendor_batches_open", provider="p-count") == 3
+    assert sample("toolbag_vendor_batch_oldest_age_seconds", provider="p-count") == 3600.5
+    record_open_batches("p-count", [])
+    assert sample("toolbag_vendor_batch_oldest_age_seconds", provider="p-count") == 0
+    record_batch_ended("p-count", "completed", 900.0)
+    assert sample("toolbag_vendor_batch_duration_seconds_count", provider="p-count", ending="completed") >= 1
+    dropped = sample("toolbag_vendor_batch_results_dropped_total", provider="p-count")
+    record_result_dropped("p-count", 3)
+    assert sample("toolbag_vendor_batch_results_dropped_total", provider="p-count") - dropped == 3
