@@ -127,6 +127,28 @@ def test_dry_run_counts_and_prices_the_jobs(client: Client, tmp_path: Path) -> N
     assert len(out.read_text().splitlines()) == 1
 
 
+def test_dry_run_prices_vendor_batches_by_the_path_rule(client: Client, tmp_path: Path) -> None:
+    """Both ways: every job on a real-time call, and each job on its path (the vendor batch price where the
+    rule allows it); a deadline shorter than the route's bound or a non-batch tier leaves every job real time."""
+    src = tmp_path / "docs.jsonl"
+    src.write_text("".join(json.dumps({"id": i, "text": "word " * 30}) + "\n" for i in range(4)))
+    out = tmp_path / "out.jsonl"
+    model_name = client.config.route("summarize", "batch").candidates[0]
+    model = client.config.models[model_name]
+    assert model.features.batch
+    est = BatchRun(client, BatchSpec(InputSpec(src, "jsonl"), out, skill="summarize", tier="batch")).dry_run().estimate
+    assert est.vendor_batch_jobs == 4
+    assert est.total_usd == pytest.approx(model.cost_usd(est.input_tokens, est.output_tokens))
+    assert est.path_total_usd == pytest.approx(model.cost_usd(est.input_tokens, est.output_tokens, batch=True))
+    assert est.saving_usd == pytest.approx(est.total_usd - est.path_total_usd) and est.saving_usd > 0
+    assert est.to_dict()["vendor_batch"]["jobs"] == 4
+    for spec in (BatchSpec(InputSpec(src, "jsonl"), out, skill="summarize", tier="batch", deadline_s=3600),
+                 BatchSpec(InputSpec(src, "jsonl"), out, skill="summarize", tier="standard")):
+        real = BatchRun(client, spec).dry_run().estimate
+        assert real.vendor_batch_jobs == 0 and real.saving_usd == 0
+        assert real.path_total_usd == pytest.approx(real.total_usd)
+
+
 def test_batch_arguments_are_checked_before_anything_runs(client: Client, tmp_path: Path) -> None:
     src = tmp_path / "in.jsonl"
     src.write_text('{"text": "x"}\n')

@@ -375,6 +375,9 @@ def test_bulk_upload_dry_run_start_and_download(fleet: InProcessFleet, tmp_path:
     run_url = made.headers["location"]
     run_page = client.get(run_url)
     assert re.search(r'id="dry-total">12<', run_page.text) and re.search(r'id="dry-invalid">1<', run_page.text)
+    both_ways = re.search(r'id="vendor-batch-estimate">\$[\d.]+ with vendor batches \(11 of 11 jobs; saves \$[\d.]+\)',
+                          run_page.text)
+    assert both_ways and "real time" in run_page.text, "a console bulk run is priced both ways"
     started = client.post(f"{run_url}/start", data={"csrf": _csrf(run_page.text)})
     assert started.status_code == 303
     run_id = run_url.rsplit("/", 1)[1]

@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 import yaml
 
-from toolbag.config import DEFAULT_CONFIG_PATH, Config, ConfigError, Features, load_config, parse_config
+from toolbag.config import DEFAULT_CONFIG_PATH, Config, ConfigError, Features, Tier, load_config, parse_config
 from toolbag.jobs import JobResult, JobStatus
-from toolbag.routing.batchpath import takes_vendor_batch
+from toolbag.routing.vendorbatch import attempt_path
 from toolbag.simulator.server import SimulatorServer
 from toolbag.testing import InProcessFleet, short_waits
 from toolbag.vendorbatch.batcher import VendorBatcher
@@ -23,6 +23,7 @@ from toolbag.vendorbatch.store import BatchStore
 
 MODEL_OF = {"anthropic": "claude-haiku", "openai": "gpt-luna", "gemini": "gemini-lite"}
 BATCH_MS = 150  # the simulator's processing time of every vendor batch here
+BOUND_S = 60.0  # every route's vendor_batch_bound_s: a job with a minute or more left takes the batch path
 
 
 def batch_config(**vendor_batch: Any) -> Config:
@@ -30,9 +31,12 @@ def batch_config(**vendor_batch: Any) -> Config:
     models = {name: (m.model_copy(update={"features": Features(batch=True)}) if name in MODEL_OF.values() else m)
               for name, m in base.models.items()}
     settings = base.fleet.vendor_batch.model_copy(update={
-        "max_requests": 50, "max_age_s": 0.2, "poll_interval_s": 0.1, "completion_window_s": 60.0,
-        "stuck_after_s": 1.5, "creating_timeout_s": 1.0, "lock_ttl_s": 5.0, **vendor_batch})
-    return base.model_copy(update={"models": models,
+        "max_requests": 50, "max_age_s": 0.2, "poll_interval_s": 0.1, "stuck_after_s": 1.5,
+        "creating_timeout_s": 1.0, "lock_ttl_s": 5.0, **vendor_batch})
+    routes = {capability: {tier: route.model_copy(update={"policy": route.policy.model_copy(update={
+        "vendor_batch_bound_s": BOUND_S})}) for tier, route in per_tier.items()}
+        for capability, per_tier in base.routes.items()}
+    return base.model_copy(update={"models": models, "routes": routes,
                                    "fleet": base.fleet.model_copy(update={"vendor_batch": settings})})
 
 
@@ -121,17 +125,19 @@ def test_a_short_deadline_goes_real_time(fleet: InProcessFleet) -> None:
     assert realtime_calls(fleet.simulator)
 
 
-def test_the_rule_for_the_batch_path() -> None:
-    rule = takes_vendor_batch
-    assert rule(CONFIG, capability="summarize", tier="batch", model="gpt-luna", deadline_in_s=61)
-    assert not rule(CONFIG, capability="summarize", tier="batch", model="gpt-luna", deadline_in_s=59)
-    assert not rule(CONFIG, capability="summarize", tier="standard", model="gpt-luna", deadline_in_s=600)
-    assert not rule(CONFIG, capability="summarize", tier="batch", model="gpt-sol", deadline_in_s=600)
+def test_the_job_path_asks_the_one_rule() -> None:
+    def path(config: Config, tier: Tier, model: str, time_left_s: float) -> str:
+        return attempt_path(config, "summarize", tier, model, time_left_s)
+
+    assert path(CONFIG, "batch", "gpt-luna", BOUND_S + 1) == "vendor_batch"
+    assert path(CONFIG, "batch", "gpt-luna", BOUND_S - 1) == "realtime"
+    assert path(CONFIG, "standard", "gpt-luna", 600) == "realtime"
+    assert path(CONFIG, "batch", "local-llama", 600) == "realtime"  # no features.batch
     route = CONFIG.routes["summarize"]["batch"]
     off = CONFIG.model_copy(update={"routes": {**CONFIG.routes, "summarize": {
         **CONFIG.routes["summarize"], "batch": route.model_copy(update={
             "policy": route.policy.model_copy(update={"vendor_batch": False})})}}})
-    assert not rule(off, capability="summarize", tier="batch", model="gpt-luna", deadline_in_s=600)
+    assert path(off, "batch", "gpt-luna", 600) == "realtime"
 
 
 def test_refusals_and_item_errors_inside_a_batch_are_rerouted(fleet: InProcessFleet) -> None:

@@ -36,10 +36,12 @@ def test_killed_supervisor_and_worker_during_vendor_batches_lose_nothing(redis_s
     fleet_cfg = defaults["fleet"]
     fleet_cfg.update({"lease_ttl_s": 2, "key_prefix": "vbkill:", "stuck_deciding_s": 4, "unclaimed_delivery_s": 5,
                       "vendor_batch": {"max_requests": 25, "max_age_s": 0.5, "poll_interval_s": 0.2,
-                                       "completion_window_s": 60, "stuck_after_s": 30, "creating_timeout_s": 3,
+                                       "stuck_after_s": 30, "creating_timeout_s": 3,
                                        "lock_ttl_s": 2}})
+    routes = defaults["routes"]
+    routes["summarize"]["batch"]["policy"] = {"vendor_batch_bound_s": 60}  # a day's deadline is plenty
     with running_fleet(redis_server, tmp_path, providers=("openai", "anthropic"), concurrency=20,
-                       config_overrides={"fleet": fleet_cfg, "models": models}) as fleet:
+                       config_overrides={"fleet": fleet_cfg, "models": models, "routes": routes}) as fleet:
         fleet.supervisor("supervisor-2")  # two supervisors: one poller per provider between them
         fleet.simulator.set_faults({"batches": {"*": {"processing_ms": 1500}}})
         store = fleet.client.store

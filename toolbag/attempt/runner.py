@@ -33,7 +33,7 @@ from toolbag.jobs import AttemptRecord, DecisionRecord, JobRecord
 from toolbag.providers.base import Adapter, AttemptFailure, ModelRequest, ModelResponse, OutcomeKind
 from toolbag.ratelimit import HandBack
 from toolbag.routing import Router
-from toolbag.routing.batchpath import takes_vendor_batch
+from toolbag.routing.vendorbatch import VENDOR_BATCH, attempt_path
 from toolbag.store import JobStore, Transition
 from toolbag.store.messages import queue_name
 from toolbag.telemetry import metrics
@@ -175,8 +175,11 @@ class AttemptRunner:
         return Started(record, token, ctx, request, skill, ticket, t0)
 
     def _vendor_batch(self, record: JobRecord) -> bool:
-        return takes_vendor_batch(self.config, capability=record.capability, tier=record.tier, model=record.model,
-                                  deadline_in_s=(record.deadline_ms - record.started_ms) / 1000)
+        if record.tier != "batch" or record.capability not in self.config.routes:
+            return False
+        # the time left is measured at the claim, on Redis's clock (started_ms)
+        time_left_s = (record.deadline_ms - record.started_ms) / 1000
+        return attempt_path(self.config, record.capability, record.tier, record.model, time_left_s) == VENDOR_BATCH
 
     def _hold(self, record: JobRecord, token: str, request: ModelRequest) -> None:
         """Hand the claimed attempt to its provider × model's pending collection: from here a vendor batch holds

@@ -35,6 +35,7 @@ from toolbag.client import Client, JobRequest
 from toolbag.config import TIERS, Tier
 from toolbag.errors import ToolbagError
 from toolbag.jobs import JobResult, SubmitError
+from toolbag.routing.vendorbatch import vendor_batch_eligible
 
 if TYPE_CHECKING:
     from toolbag.skills.model import Skill
@@ -287,6 +288,11 @@ class BatchRun:
         done_before = 0
         todo: list[InputLine] = []
 
+        config = self.client.config
+        policy = config.route(self.capability, self.tier).policy
+        tier_cfg = config.tiers[self.tier]
+        time_left_s = self.spec.deadline_s if self.spec.deadline_s is not None else tier_cfg.default_deadline_s
+
         def price(batch: list[InputLine]) -> None:
             # Nothing is submitted, so a refused line is not counted in toolbag_jobs_rejected_total.
             prepared = self.client.prepare_each([self._request(x) for x in batch], count_rejected=False)
@@ -296,7 +302,8 @@ class BatchRun:
                     continue
                 model = job.fields["model"]
                 request = request_for(self.client.config, self.skill, self.capability, model, line.input)
-                estimate.add(self.client.config, model, request, self.spec.output_tokens)
+                batched = vendor_batch_eligible(config.models[model], policy, self.tier, time_left_s)
+                estimate.add(config, model, request, self.spec.output_tokens, batched)
 
         for line in self._lines():
             if line.key in done:

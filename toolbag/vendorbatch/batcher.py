@@ -26,6 +26,7 @@ from toolbag.providers.structured import parse_json_output
 from toolbag.store import JobStore
 from toolbag.store.jobstore import text
 from toolbag.telemetry import metrics
+from toolbag.telemetry import vendorbatch as vendor_telemetry
 from toolbag.vendorbatch.store import BatchRecord, BatchStore, HeldAttempt, Pending
 
 if TYPE_CHECKING:
@@ -138,7 +139,7 @@ class VendorBatcher:
             vendor_id = self.batches.submit(model_id, [BatchItem(h.custom_id, h.request) for h in items],
                                             extra_headers=self.extra_headers)
         except AttemptFailure as failure:
-            metrics.VENDOR_BATCHES.labels(self.provider, "refused").inc()
+            metrics.VENDOR_BATCH_RECOVERED.labels(self.provider, "refused").inc()
             log.warning("vendor batch of %d %s items refused: %s", len(items), model, failure.reason[:300])
             # one bad request refuses the whole batch: the others are not at fault, and are tried again
             kind = failure.kind if failure.kind is not OutcomeKind.BAD_REQUEST or len(items) == 1 \
@@ -151,7 +152,7 @@ class VendorBatcher:
             # recovered meanwhile (its attempts failed as lost and were decided on): the batch is not needed
             self._cancel(vendor_id)
             return 0
-        metrics.VENDOR_BATCHES.labels(self.provider, "submitted").inc()
+        vendor_telemetry.record_batch_submitted(self.provider, model, len(items))
         log.info(json.dumps({"event": "vendor_batch_submitted", "provider": self.provider, "model": model,
                              "batch_id": vendor_id, "items": len(items)}))
         self.held.later(self.provider, batch_id, self.store.now_ms() + int(self.settings.poll_interval_s * 1000))
@@ -166,7 +167,8 @@ class VendorBatcher:
         """Look at every open batch due for it; returns how many ended (results read or recovered)."""
         ended = 0
         now_ms = self.store.now_ms()
-        for batch_id in self.held.due(self.provider, now_ms):
+        due = self.held.due(self.provider, now_ms)
+        for batch_id in due:
             record = self.held.record(batch_id)
             if record is None:
                 self.held.close(self.provider, batch_id)
@@ -176,6 +178,8 @@ class VendorBatcher:
             except AttemptFailure as failure:  # the vendor could not be asked now: ask again next time
                 log.warning("vendor batch %s: %s", record.vendor_id or batch_id, failure.reason[:300])
                 self.held.later(self.provider, batch_id, now_ms + int(self.settings.poll_interval_s * 1000))
+        if due:  # the open batches' gauges, as often as batches are looked at
+            vendor_telemetry.record_open_batches(self.provider, self.held.open_ages_s(self.provider, now_ms))
         return ended
 
     def _look(self, record: BatchRecord, now_ms: int) -> int:
@@ -186,7 +190,7 @@ class VendorBatcher:
                 return 0
             if not self.held.move(record.batch_id, "creating", "abandoned"):
                 return 0
-            metrics.VENDOR_BATCHES.labels(self.provider, "abandoned").inc()
+            metrics.VENDOR_BATCH_RECOVERED.labels(self.provider, "abandoned").inc()
             log.warning("batch %s was taken but never created at %s: its attempts fail as lost",
                         record.batch_id, self.provider)
             self._fail_all(record, OutcomeKind.LOST, "its vendor batch was never created (the taker died)")
@@ -199,7 +203,8 @@ class VendorBatcher:
             self._read(record, status.ending)
             return 1
         if now_ms - record.changed_ms >= s.stuck_after_s * 1000:
-            metrics.VENDOR_BATCHES.labels(self.provider, "stuck").inc()
+            metrics.VENDOR_BATCH_RECOVERED.labels(self.provider, "stuck").inc()
+            vendor_telemetry.record_batch_ended(self.provider, "stuck", (now_ms - record.changed_ms) / 1000)
             log.warning("vendor batch %s still running after %gs: cancelled, its attempts fail",
                         record.vendor_id, s.stuck_after_s)
             self._cancel(record.vendor_id)
@@ -217,7 +222,8 @@ class VendorBatcher:
 
     def _read(self, record: BatchRecord, ending: BatchEnding) -> None:
         """Stream the results into their jobs as they are read; items without a result fail by the ending."""
-        metrics.VENDOR_BATCHES.labels(self.provider, ending.value).inc()
+        vendor_telemetry.record_batch_ended(self.provider, ending.value,
+                                            (self.store.now_ms() - record.changed_ms) / 1000)
         for n, outcome in enumerate(self.batches.results(record.vendor_id), 1):
             if n % RENEW_EVERY_ITEMS == 0 and not self.holds_lock():
                 return  # another poller took over (this one stalled): it reads the batch again, fenced
@@ -296,9 +302,11 @@ class VendorBatcher:
         if not done.ok:
             self._dropped("result")
             return
-        metrics.VENDOR_BATCH_ITEMS.labels(self.provider, job.model, OutcomeKind.OK.value).inc()
         metrics.ATTEMPTS.labels(self.provider, job.model, job.tier, OutcomeKind.OK.value).inc()
-        metrics.COST.labels(self.provider, job.model, job.capability).inc(cost)
+        vendor_telemetry.record_batch_item_cost(  # tokens, spend at the batch price, the saving
+            self.config.models[job.model], provider=self.provider, model_name=job.model, capability=job.capability,
+            input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
+            cache_read_tokens=usage.cached_input_tokens, cache_write_tokens=usage.cache_write_tokens)
         metrics.JOB_DURATION.labels(job.capability, job.tier).observe((done.finished_ms - done.created_ms) / 1000)
         from toolbag.budgets import Budgets
 
@@ -313,12 +321,14 @@ class VendorBatcher:
         if not self.store.end_attempt(job.id, held.token, failure.kind.value, attempt.to_json()).ok:
             self._dropped("result")
             return
-        metrics.VENDOR_BATCH_ITEMS.labels(self.provider, job.model, failure.kind.value).inc()
         metrics.ATTEMPTS.labels(self.provider, job.model, job.tier, failure.kind.value).inc()
 
     def _dropped(self, where: str, n: int = 1) -> None:
         self.dropped += n
-        metrics.VENDOR_BATCH_DROPPED.labels(self.provider, where).inc(n)
+        if where == "pending":
+            metrics.VENDOR_BATCH_PENDING_DROPPED.labels(self.provider).inc(n)
+        else:
+            vendor_telemetry.record_result_dropped(self.provider, n)
 
 
 class VendorBatchService:

@@ -138,6 +138,15 @@ class BatchStore:
         found = self.redis.zrangebyscore(self.keys.vb_open(provider), "-inf", now_ms, start=0, num=limit)
         return [text(x) for x in found]
 
+    def open_ages_s(self, provider: str, now_ms: int) -> list[float]:
+        """How long ago each of the provider's batches submitted to its vendor and not ended was submitted."""
+        ids = self.redis.zrange(self.keys.vb_open(provider), 0, -1)
+        pipe = self.redis.pipeline(transaction=False)
+        for batch_id in ids:
+            pipe.hmget(self.keys.vb_batch(text(batch_id)), ["state", "changed_ms"])
+        return [max(0.0, (now_ms - int(changed)) / 1000) for state, changed in pipe.execute()
+                if state is not None and text(state) == "submitted" and changed is not None]
+
     def later(self, provider: str, batch_id: str, due_ms: int) -> None:
         self.redis.zadd(self.keys.vb_open(provider), {batch_id: due_ms}, xx=True)
 
