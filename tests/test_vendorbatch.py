@@ -114,10 +114,11 @@ def test_batch_tier_jobs_go_through_the_vendors_batch_api(fleet: InProcessFleet,
     assert len(batch_ids) == 1 and made[0]["id"].endswith(batch_ids.pop().rsplit("/", 1)[-1])
 
 
-def test_a_short_deadline_goes_real_time(fleet: InProcessFleet) -> None:
+@pytest.mark.parametrize("deadline_s", [30, BOUND_S])  # exactly the bound: less is left once batched
+def test_a_short_deadline_goes_real_time(fleet: InProcessFleet, deadline_s: float) -> None:
     fleet.simulator.clear_log()
     job = fleet.client.submit("summarize", input={"text": "soon"}, tier="batch", candidates=("gpt-luna",),
-                              deadline_s=30)
+                              deadline_s=deadline_s)
     settle(fleet)
     result = job.result(0)
     assert result.ok and attempts(result)[0]["path"] == "realtime"

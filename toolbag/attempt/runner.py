@@ -177,8 +177,9 @@ class AttemptRunner:
     def _vendor_batch(self, record: JobRecord) -> bool:
         if record.tier != "batch" or record.capability not in self.config.routes:
             return False
-        # the time left is measured at the claim, on Redis's clock (started_ms)
-        time_left_s = (record.deadline_ms - record.started_ms) / 1000
+        # the time left when the vendor's clock would start: at the claim (Redis's clock), less the longest an
+        # attempt waits in its pending collection before its batch is created
+        time_left_s = (record.deadline_ms - record.started_ms) / 1000 - self.config.fleet.vendor_batch.max_age_s
         return attempt_path(self.config, record.capability, record.tier, record.model, time_left_s) == VENDOR_BATCH
 
     def _hold(self, record: JobRecord, token: str, request: ModelRequest) -> None:
