@@ -33,7 +33,7 @@ from toolbag.jobs import AttemptRecord, DecisionRecord, JobRecord
 from toolbag.providers.base import Adapter, AttemptFailure, ModelRequest, ModelResponse, OutcomeKind
 from toolbag.ratelimit import HandBack
 from toolbag.routing import Router
-from toolbag.routing.vendorbatch import VENDOR_BATCH, attempt_path
+from toolbag.routing.vendorbatch import VENDOR_BATCH, attempt_path, left_when_batched_s
 from toolbag.store import JobStore, Transition
 from toolbag.store.messages import queue_name
 from toolbag.telemetry import metrics
@@ -177,9 +177,8 @@ class AttemptRunner:
     def _vendor_batch(self, record: JobRecord) -> bool:
         if record.tier != "batch" or record.capability not in self.config.routes:
             return False
-        # the time left when the vendor's clock would start: at the claim (Redis's clock), less the longest an
-        # attempt waits in its pending collection before its batch is created
-        time_left_s = (record.deadline_ms - record.started_ms) / 1000 - self.config.fleet.vendor_batch.max_age_s
+        # measured at the claim, on Redis's clock
+        time_left_s = left_when_batched_s(self.config, (record.deadline_ms - record.started_ms) / 1000)
         return attempt_path(self.config, record.capability, record.tier, record.model, time_left_s) == VENDOR_BATCH
 
     def _hold(self, record: JobRecord, token: str, request: ModelRequest) -> None:

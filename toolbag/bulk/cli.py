@@ -177,29 +177,12 @@ def _print_dry_run(batch: BatchRun, as_json: bool) -> None:
             f"{bound}${est.path_total_usd:.4f} ({est.vendor_batch_jobs} of {est.jobs} jobs in vendor batches; "
             f"saves {bound}${est.saving_usd:.4f}, {saved:.0%})")
     elif est.jobs:
-        out_console.print(f"  vendor batch:  none of the {est.jobs} jobs: {_why_realtime(batch)}")
+        out_console.print(f"  vendor batch:  none of the {est.jobs} jobs: {plan.realtime_reason}")
     for line, field_name, reason in plan.invalid[:10]:
         where = "" if field_name in reason else f"{field_name}: "
         out_console.print(f"  invalid record {line.number} (id {line.id!r}): {where}{reason}")
     if len(plan.invalid) > 10:
         out_console.print(f"  … and {len(plan.invalid) - 10} more invalid records")
-
-
-def _why_realtime(batch: BatchRun) -> str:
-    """Why no job of a run would go through a vendor batch (the rule: toolbag.routing.vendorbatch)."""
-    config = batch.client.config
-    policy = config.route(batch.capability, batch.tier).policy
-    if batch.tier != "batch":
-        return f"only the batch tier uses vendor batches (this run is {batch.tier})"
-    if not policy.vendor_batch:
-        return f"route {batch.capability}/{batch.tier} has vendor_batch: false"
-    deadline_s = batch.spec.deadline_s
-    if deadline_s is None:
-        deadline_s = config.tiers["batch"].default_deadline_s
-    if deadline_s < policy.vendor_batch_bound_s:
-        return (f"the deadline ({deadline_s:g}s) is shorter than the route's vendor_batch_bound_s "
-                f"({policy.vendor_batch_bound_s:g}s)")
-    return "their models have no batch API (features.batch)"
 
 
 if __name__ == "__main__":  # pragma: no cover

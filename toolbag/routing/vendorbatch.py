@@ -30,3 +30,10 @@ def attempt_path(config: Config, capability: str, tier: Tier, model: str, time_l
     policy = config.route(capability, tier).policy
     eligible = vendor_batch_eligible(config.models[model], policy, tier, time_left_s)
     return VENDOR_BATCH if eligible else REALTIME
+
+
+def left_when_batched_s(config: Config, time_left_s: float) -> float:
+    """What the rule sees of ``time_left_s`` (the time left before a deadline when a worker claims the attempt):
+    the time left when a vendor batch's clock would start, after the longest an attempt waits in its pending
+    collection before its batch is created (``fleet.vendor_batch.max_age_s``)."""
+    return time_left_s - config.fleet.vendor_batch.max_age_s
