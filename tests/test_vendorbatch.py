@@ -6,6 +6,7 @@ nothing a vendor batch held is left behind (``vb:held`` empty once the fleet is 
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -318,3 +319,16 @@ def test_a_batch_the_vendor_refuses_to_create_is_rerouted(fleet: InProcessFleet)
         refused = [a for a in attempts(result) if a["model"] == "gpt-luna"]
         assert refused and all("refused the batch" in a["reason"] for a in refused)
         assert all(a["outcome"] == "server_error" for a in refused)
+
+
+def test_a_request_waits_in_redis_and_comes_back_the_same() -> None:
+    from toolbag.providers.base import Message, ModelRequest, Timeouts, ToolCall, ToolChoice, ToolResult, ToolSpec
+    from toolbag.providers.request_json import request_from_dict, request_to_dict
+
+    request = ModelRequest(
+        messages=(Message("user", "hi"), Message("assistant", "", tool_calls=(ToolCall("c1", "f", {"a": 1}),)),
+                  Message("user", "", tool_results=(ToolResult("c1", "f", "ok"),))),
+        system="be brief", max_output_tokens=77, json_schema={"type": "object"}, json_schema_name="out",
+        tools=(ToolSpec("f", "a tool", {"type": "object"}),), tool_choice=ToolChoice("tool", "f"),
+        timeouts=Timeouts(1.0, 2.0, 3.0), stream=True, extra_headers={"x-a": "b"}, cache_key="k")
+    assert request_from_dict(json.loads(json.dumps(request_to_dict(request)))) == request

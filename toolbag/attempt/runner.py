@@ -188,9 +188,7 @@ class AttemptRunner:
             metrics.STALE_DELIVERIES.labels(self.provider).inc()
             log.info(json.dumps({"event": "attempt_gone_before_batch", "job_id": record.id, "token": token}))
             return
-        metrics.VENDOR_BATCH_HELD.labels(self.provider, record.model).inc()
-        log.info(json.dumps({"event": "held_for_vendor_batch", "job_id": record.id, "token": token,
-                             "model": record.model}))
+        metrics.VENDOR_BATCH_HELD.labels(self.provider, record.model).inc()  # no log line: bulk work is counted
 
     def finish(self, started: Started) -> None:
         """The vendor call(s) through the caller on this thread, then the attempt's outcome."""

@@ -11,9 +11,32 @@ from toolbag.providers.base import Message, ModelRequest, Timeouts, ToolCall, To
 __all__ = ["request_from_dict", "request_to_dict"]
 
 
+def _message_dict(message: Message) -> dict[str, Any]:
+    out: dict[str, Any] = {"role": message.role, "text": message.text}
+    if message.tool_calls:
+        out["tool_calls"] = [dataclasses.asdict(call) for call in message.tool_calls]
+    if message.tool_results:
+        out["tool_results"] = [dataclasses.asdict(result) for result in message.tool_results]
+    return out
+
+
 def request_to_dict(request: ModelRequest) -> dict[str, Any]:
-    """Plain data (dicts, lists, strings, numbers) that :func:`request_from_dict` turns back into ``request``."""
-    return dataclasses.asdict(request)
+    """Plain data (dicts, lists, strings, numbers) that :func:`request_from_dict` turns back into ``request``
+    (written field by field: ``dataclasses.asdict`` deep-copies everything and costs a worker several times more)."""
+    t = request.timeouts
+    return {
+        "messages": [_message_dict(m) for m in request.messages],
+        "system": request.system,
+        "max_output_tokens": request.max_output_tokens,
+        "json_schema": request.json_schema,
+        "json_schema_name": request.json_schema_name,
+        "tools": [dataclasses.asdict(tool) for tool in request.tools],
+        "tool_choice": dataclasses.asdict(request.tool_choice) if request.tool_choice is not None else None,
+        "timeouts": {"connect_s": t.connect_s, "first_token_s": t.first_token_s, "total_s": t.total_s},
+        "stream": request.stream,
+        "extra_headers": dict(request.extra_headers),
+        "cache_key": request.cache_key,
+    }
 
 
 def _message(raw: dict[str, Any]) -> Message:
