@@ -286,8 +286,9 @@ VENDOR_BATCH_PENDING_DROPPED = Counter(
 )
 VENDOR_BATCH_PENDING = Gauge(
     "toolbag_vendor_batch_pending",
-    "Attempts waiting in a pending collection for their vendor batch",
+    "Attempts waiting in a pending collection for their vendor batch (set by the poller)",
     ["provider", "model"],
+    multiprocess_mode="mostrecent",
 )
 
 SIM_REQUESTS = Counter(
