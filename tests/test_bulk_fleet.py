@@ -232,13 +232,19 @@ def test_dry_run_prints_the_count_and_an_estimate(fleet: Fleet, tmp_path: Path) 
     src.write_text("".join(json.dumps({"id": i, "text": "x" * 400}) + "\n" for i in range(10)))
     out = tmp_path / "out.jsonl"
     jobs_before = job_keys(fleet)
-    plain = run_batch(fleet, str(src), "--skill", "summarize", "-o", str(out), "--dry-run")
+    plain = run_batch(fleet, str(src), "--skill", "summarize", "-o", str(out), "--dry-run", "--deadline-s", "172800")
     assert plain.returncode == 0, plain.stderr
     assert "10 jobs to submit" in plain.stdout and "estimate" in plain.stdout and MODEL in plain.stdout
+    assert "real time:" in plain.stdout and "10 of 10 jobs in vendor batches; saves up to $" in plain.stdout
     as_json = json.loads(run_batch(fleet, str(src), "--skill", "summarize", "-o", str(out), "--dry-run",
-                                   "--json", "--output-tokens", "50").stdout)
+                                   "--json", "--output-tokens", "50", "--deadline-s", "172800").stdout)
     assert as_json["estimate"] is True and as_json["to_submit"] == 10 and as_json["output_tokens"] == 500
     assert as_json["input_tokens"] >= 10 * 100 and as_json["total_usd"] > 0
+    both = as_json["vendor_batch"]
+    assert both["jobs"] == 10 and both["total_usd"] == pytest.approx(as_json["total_usd"] / 2, rel=1e-3)
+    assert both["saving_usd"] == pytest.approx(as_json["total_usd"] - both["total_usd"], abs=1e-6)
+    default = run_batch(fleet, str(src), "--skill", "summarize", "-o", str(out), "--dry-run").stdout
+    assert "vendor batch:  none of the 10 jobs: the deadline (86400s) leaves less than" in default
     assert job_keys(fleet) == jobs_before, "a dry run submits nothing"
 
 

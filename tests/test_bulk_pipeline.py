@@ -127,6 +127,36 @@ def test_dry_run_counts_and_prices_the_jobs(client: Client, tmp_path: Path) -> N
     assert len(out.read_text().splitlines()) == 1
 
 
+def test_dry_run_prices_vendor_batches_by_the_path_rule(client: Client, tmp_path: Path) -> None:
+    """Both ways: every job on a real-time call, and each job on the path the job path's rule gives it (the
+    vendor batch price where it qualifies). A deadline that leaves less than the route's bound at the claim
+    (the tier's default of a day included), or a non-batch tier, leaves every job real time, and says why."""
+    src = tmp_path / "docs.jsonl"
+    src.write_text("".join(json.dumps({"id": i, "text": "word " * 30}) + "\n" for i in range(4)))
+    out = tmp_path / "out.jsonl"
+    model_name = client.config.route("summarize", "batch").candidates[0]
+    model = client.config.models[model_name]
+    assert model.features.batch
+    two_days = 2 * client.config.route("summarize", "batch").policy.vendor_batch_bound_s
+    spec = BatchSpec(InputSpec(src, "jsonl"), out, skill="summarize", tier="batch", deadline_s=two_days)
+    plan = BatchRun(client, spec).dry_run()
+    est = plan.estimate
+    assert est.vendor_batch_jobs == 4 and plan.realtime_reason == ""
+    assert est.total_usd == pytest.approx(model.cost_usd(est.input_tokens, est.output_tokens))
+    assert est.path_total_usd == pytest.approx(model.cost_usd(est.input_tokens, est.output_tokens, batch=True))
+    assert est.saving_usd == pytest.approx(est.total_usd - est.path_total_usd) and est.saving_usd > 0
+    assert est.to_dict()["vendor_batch"]["jobs"] == 4
+    for spec, why in ((BatchSpec(InputSpec(src, "jsonl"), out, skill="summarize", tier="batch"), "the deadline"),
+                      (BatchSpec(InputSpec(src, "jsonl"), out, skill="summarize", tier="batch", deadline_s=3600),
+                       "the deadline (3600s)"),
+                      (BatchSpec(InputSpec(src, "jsonl"), out, skill="summarize", tier="standard"),
+                       "only the batch tier")):
+        plan = BatchRun(client, spec).dry_run()
+        real = plan.estimate
+        assert real.vendor_batch_jobs == 0 and real.saving_usd == 0 and plan.realtime_reason.startswith(why)
+        assert real.path_total_usd == pytest.approx(real.total_usd)
+
+
 def test_batch_arguments_are_checked_before_anything_runs(client: Client, tmp_path: Path) -> None:
     src = tmp_path / "in.jsonl"
     src.write_text('{"text": "x"}\n')

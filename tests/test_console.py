@@ -375,6 +375,8 @@ def test_bulk_upload_dry_run_start_and_download(fleet: InProcessFleet, tmp_path:
     run_url = made.headers["location"]
     run_page = client.get(run_url)
     assert re.search(r'id="dry-total">12<', run_page.text) and re.search(r'id="dry-invalid">1<', run_page.text)
+    assert "real time" in run_page.text and re.search(  # the console's runs keep the tier's default deadline
+        r'id="vendor-batch-estimate">\(no vendor batches: the deadline \(86400s\) leaves less than', run_page.text)
     started = client.post(f"{run_url}/start", data={"csrf": _csrf(run_page.text)})
     assert started.status_code == 303
     run_id = run_url.rsplit("/", 1)[1]

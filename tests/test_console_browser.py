@@ -177,6 +177,45 @@ def test_see_a_job_run_through(browser: WebDriver, site: Site) -> None:
     shot(browser, "fleet")
 
 
+def test_the_job_page_shows_which_path_each_attempt_took(browser: WebDriver, site: Site) -> None:
+    """A batch-tier job whose first attempt went through a vendor batch that expired, and whose second was a
+    real-time call, written through the store's fenced scripts on a queue no worker of this fleet consumes."""
+    from dataclasses import replace
+
+    from toolbag.client import JobRequest
+    from toolbag.jobs import AttemptRecord, DecisionRecord
+
+    client, store, queue, batch_id = site.fleet.client, site.fleet.client.store, "display.batch", "batch_e2e_01"
+    prepared = client.prepare_each([JobRequest("summarize", {"text": "paths"}, tier="batch", caller="paths-e2e")])[0]
+    assert not isinstance(prepared, Exception), prepared
+    job = replace(prepared, queue=queue, fields={**prepared.fields, "queue": queue})
+    created, job_id = store.submit(job)
+    assert created
+    model, provider = job.fields["model"], job.fields["provider"]
+
+    def attempt(n: int, outcome: str, **path: str) -> str:
+        return AttemptRecord(n=n, model=model, provider=provider, outcome=outcome, latency_s=0.5, **path).to_json()
+
+    token = store.get(job_id).token
+    assert store.claim(job_id, token, queue, 30, "paths-e2e") is not None
+    assert store.end_attempt(job_id, token, "expired", attempt(1, "expired", path="vendor_batch",
+                                                                batch_id=batch_id)).ok
+    decision = DecisionRecord("retry", "the vendor batch expired; real time meets the deadline", model).to_json()
+    assert store.dispatch(job_id, token, model=model, provider=provider, queue=queue, record_json=decision).ok
+    token = store.get(job_id).token
+    assert store.claim(job_id, token, queue, 30, "paths-e2e") is not None
+    assert store.complete(job_id, token, "a summary", {"provider": provider, "model": model, "path": "realtime",
+                                                       "cost_usd": 0.0}, attempt(2, "ok", path="realtime")).ok
+
+    sign_in(browser, site, "viewer")
+    browser.get(f"{site.url}/jobs/{job_id}")
+    until(lambda: text_of(browser, "job-status") == "succeeded", "the job page")
+    paths = [e.text for e in browser.find_elements(By.CSS_SELECTOR, "#timeline .path")]
+    assert paths == [f"vendor batch {batch_id}", "real time"], paths
+    assert text_of(browser, "job-path") == "real time"
+    shot(browser, "job-paths")
+
+
 def test_resolve_an_escalation_and_the_waiting_caller_receives_it(browser: WebDriver, site: Site) -> None:
     client = site.fleet.client
     job = client.submit(skill="classify", input={"text": "[[sim:refusal]] Charged twice for March.",

@@ -47,6 +47,7 @@ REQUIRED_ALERTS = {
     "limiter saturation": "ToolbagRateLimiterSaturated",
     "a queue with no consumer": "ToolbagQueueWithoutConsumer",
     "cost burn rate": "ToolbagCostBurnRateHigh",
+    "a vendor batch stuck past the vendors' promise": "ToolbagVendorBatchStuck",
 }
 CRD_KINDS = {"ServiceMonitor", "PrometheusRule", "ScaledObject", "TriggerAuthentication"}
 

@@ -464,3 +464,31 @@ def test_gemini_file_batch(gem: genai.Client) -> None:
     assert out["k2"]["error"]["code"] == 429
     with pytest.raises(genai.errors.ClientError, match="does not exist"):
         gem.batches.create(model="gemini-t", src="files/missing")
+
+
+# ---------------------------------------------------------------------------------------------- paging
+
+
+def test_every_vendor_lists_its_batches_newest_first_a_page_at_a_time(
+    claude: anthropic.Anthropic, oai: openai.OpenAI, gem: genai.Client,
+) -> None:
+    """The SDKs' auto-paging walks each vendor's whole list in small pages, newest first, with nothing
+    repeated or skipped (Anthropic after_id / before_id, OpenAI after, Gemini pageToken)."""
+    made = [claude.messages.batches.create(requests=[claude_item("p", "page")], extra_headers=FAST).id
+            for _ in range(5)]
+    listed = [b.id for b in claude.messages.batches.list(limit=2)]
+    assert [i for i in listed if i in made] == made[::-1] and len(listed) == len(set(listed))
+    first = claude.messages.batches.list(limit=2)
+    assert first.has_more and first.first_id == made[-1] and first.last_id == made[-2]
+    before = claude.messages.batches.list(limit=2, before_id=made[2])
+    assert [b.id for b in before.data] == [made[4], made[3]]
+
+    made = [openai_batch(oai, ["page"]).id for _ in range(5)]
+    listed = [b.id for b in oai.batches.list(limit=2)]
+    assert [i for i in listed if i in made] == made[::-1] and len(listed) == len(set(listed))
+
+    names = [gemini_batch(gem, ["page"]).name for _ in range(5)]
+    listed_names = [b.name for b in gem.batches.list(config={"page_size": 2})]
+    assert [n for n in listed_names if n in names] == names[::-1] and len(listed_names) == len(set(listed_names))
+    with pytest.raises(anthropic.NotFoundError):
+        claude.messages.batches.retrieve("msgbatch_missing")

@@ -69,6 +69,9 @@ class ProviderConfig(_Strict):
 
 
 class Features(_Strict):
+    """What a model supports. ``batch``: the vendor's asynchronous batch API serves it (Anthropic Message
+    Batches, the OpenAI Batch API, Gemini batch mode), so the batch tier may send it there."""
+
     json_schema: bool = True
     tools: bool = True
     batch: bool = False
@@ -107,8 +110,15 @@ class Limits(_Strict):
         return self.rpm is not None or self.tpm is not None or self.concurrency is not None
 
 
+BATCH_PRICE_RATIO = 0.5  # a vendor batch's price against real time when the model gives none (all three: half)
+
+
 class ModelConfig(_Strict):
-    """A provider + model id with prices (USD per 1M tokens), window, limits and features."""
+    """A provider + model id with prices (USD per 1M tokens), window, limits and features.
+
+    Batch prices (``batch_input_usd_per_mtok``, ``batch_output_usd_per_mtok``) are what the vendor's batch API
+    charges; ``None`` means half the real-time price, which is what Anthropic, OpenAI and Gemini charge today.
+    """
 
     provider: str
     model_id: str
@@ -124,16 +134,38 @@ class ModelConfig(_Strict):
     cache_read_usd_per_mtok: float | None = Field(default=None, ge=0, le=1_000_000)
     cache_write_usd_per_mtok: float | None = Field(default=None, ge=0, le=1_000_000)
 
+    # The vendor batch API's prices (None: BATCH_PRICE_RATIO of the real-time price).
+    batch_input_usd_per_mtok: float | None = Field(default=None, ge=0, le=1_000_000)
+    batch_output_usd_per_mtok: float | None = Field(default=None, ge=0, le=1_000_000)
+
+    @property
+    def batch_input_price(self) -> float:
+        """USD per 1M input tokens in a vendor batch."""
+        if self.batch_input_usd_per_mtok is not None:
+            return self.batch_input_usd_per_mtok
+        return self.input_usd_per_mtok * BATCH_PRICE_RATIO
+
+    @property
+    def batch_output_price(self) -> float:
+        """USD per 1M output tokens in a vendor batch."""
+        if self.batch_output_usd_per_mtok is not None:
+            return self.batch_output_usd_per_mtok
+        return self.output_usd_per_mtok * BATCH_PRICE_RATIO
+
     def cost_usd(self, input_tokens: int, output_tokens: int, *, cache_read_tokens: int = 0,
-                 cache_write_tokens: int = 0) -> float:
+                 cache_write_tokens: int = 0, batch: bool = False) -> float:
         """USD for a call. ``input_tokens`` is every input token; the cache reads and writes among them are
-        priced at their own rates."""
-        read = self.cache_read_usd_per_mtok if self.cache_read_usd_per_mtok is not None else self.input_usd_per_mtok
-        write = (self.cache_write_usd_per_mtok if self.cache_write_usd_per_mtok is not None
-                 else self.input_usd_per_mtok)
+        priced at their own rates. ``batch``: served by the vendor's batch API, at the batch prices; the batch
+        discount applies to cache reads and writes too (the cache prices scaled by batch input / input)."""
+        in_price = self.batch_input_price if batch else self.input_usd_per_mtok
+        out_price = self.batch_output_price if batch else self.output_usd_per_mtok
+        scale = (in_price / self.input_usd_per_mtok if self.input_usd_per_mtok > 0 else BATCH_PRICE_RATIO) \
+            if batch else 1.0
+        read = (self.cache_read_usd_per_mtok * scale if self.cache_read_usd_per_mtok is not None else in_price)
+        write = (self.cache_write_usd_per_mtok * scale if self.cache_write_usd_per_mtok is not None else in_price)
         plain = max(0, input_tokens - cache_read_tokens - cache_write_tokens)
-        return (plain * self.input_usd_per_mtok + cache_read_tokens * read + cache_write_tokens * write
-                + output_tokens * self.output_usd_per_mtok) / 1e6
+        return (plain * in_price + cache_read_tokens * read + cache_write_tokens * write
+                + output_tokens * out_price) / 1e6
 
 
 class TierConfig(_Strict):
@@ -173,6 +205,11 @@ class RoutePolicy(_Strict):
     # A streamed answer cut after text reached the caller: ``continue`` it on the next attempt from where it
     # stopped (an assistant prefill, on a model that accepts one), or end the stream with an in-band ``error``.
     stream_failover: StreamFailover = "continue"
+    # Batch-tier jobs go through the vendor's batch API (half the price) on a model with features.batch, when
+    # their deadline leaves at least vendor_batch_bound_s (vendors promise a batch within 24 h); false: always
+    # real time. The rule: toolbag.routing.vendorbatch.
+    vendor_batch: bool = True
+    vendor_batch_bound_s: float = Field(default=86_400.0, ge=1, le=MAX_KEEP_S)
 
 
 RoutingPolicy = Literal["order", "cheapest", "fastest", "weighted"]
@@ -267,6 +304,24 @@ class BudgetsConfig(_Strict):
 _BUDGET_NAME = re.compile(r"^[A-Za-z0-9._@/+-]{1,128}$")
 
 
+class VendorBatchConfig(_Strict):
+    """How batch-tier attempts are gathered into vendor batches and watched (docs/bulk.md).
+
+    A pending collection (one per provider and model) is submitted as one vendor batch when it holds
+    ``max_requests`` attempts or ``max_bytes`` of requests, or its oldest waited ``max_age_s`` (which jobs take
+    the batch path: :mod:`toolbag.routing.vendorbatch`). Batches are polled every ``poll_interval_s``; one
+    still running ``stuck_after_s`` after its submission is cancelled and its attempts fail; a batch taken but
+    never recorded as created at its vendor (its taker died) is recovered after ``creating_timeout_s``."""
+
+    max_requests: int = Field(default=1000, ge=1, le=100_000)
+    max_bytes: int = Field(default=20_000_000, ge=1_000, le=200_000_000)
+    max_age_s: float = Field(default=300.0, gt=0, le=MAX_WAIT_S)
+    poll_interval_s: float = Field(default=30.0, gt=0, le=MAX_WAIT_S)
+    stuck_after_s: float = Field(default=90_000.0, gt=0, le=MAX_KEEP_S)
+    creating_timeout_s: float = Field(default=300.0, gt=0, le=MAX_WAIT_S)
+    lock_ttl_s: float = Field(default=30.0, gt=0, le=MAX_WAIT_S)
+
+
 class FleetConfig(_Strict):
     max_input_bytes: int = Field(default=1_000_000, ge=1, le=100_000_000)
     job_ttl_s: int = Field(default=7 * 86_400, ge=60, le=MAX_KEEP_S)
@@ -281,6 +336,7 @@ class FleetConfig(_Strict):
     # replica has it; past replica_ack_timeout_ms a submission is refused as retryable (docs/deploy.md).
     redis_durability: Literal["fast", "replicated"] = "fast"
     replica_ack_timeout_ms: int = Field(default=1000, ge=1, le=60_000)
+    vendor_batch: VendorBatchConfig = Field(default_factory=VendorBatchConfig)
 
 
 class HealthConfig(_Strict):
@@ -318,6 +374,10 @@ class Config(_Strict):
                     f"models.{name}.provider: unknown provider {model.provider!r} "
                     f"(known: {', '.join(sorted(self.providers))})"
                 )
+        for name, model in self.models.items():
+            if model.features.batch and self.providers[model.provider].kind == "openai-compatible":
+                raise ValueError(f"models.{name}.features.batch: provider {model.provider!r} is openai-compatible, "
+                                 "which has no vendor batch API")
         for tier in self.tiers:
             if tier not in TIERS:
                 raise ValueError(f"tiers.{tier}: unknown tier (use {', '.join(TIERS)})")

@@ -153,9 +153,12 @@ class AttemptRecord:
     retry_after_s: float | None = None
     started_ms: int = 0
     ended_ms: int = 0
+    path: str = "realtime"  # realtime, or vendor_batch: through the vendor's batch API
+    batch_id: str | None = None  # the vendor's batch id, on the vendor_batch path
 
     def to_json(self) -> str:
-        return json.dumps({"type": "attempt", **self.__dict__}, sort_keys=True)
+        entry = {k: v for k, v in self.__dict__.items() if k != "batch_id" or v is not None}
+        return json.dumps({"type": "attempt", **entry}, sort_keys=True)
 
 
 @dataclass(frozen=True)
@@ -237,3 +240,20 @@ class JobNotFound(JobError, KeyError):
 
 class ResultTimeout(JobError, TimeoutError):
     """The job did not finish within the caller's wait; it keeps running."""
+
+
+def path_of(entry: Mapping[str, Any]) -> tuple[str, str | None]:
+    """Which path an attempt entry (or a job's ``result``) took: ``("vendor_batch", batch id)`` through the
+    vendor's batch API, else ``("realtime", None)`` (entries written before paths were recorded have none)."""
+    if entry.get("path") == "vendor_batch":
+        batch_id = entry.get("batch_id")
+        return "vendor_batch", str(batch_id) if batch_id else None
+    return "realtime", None
+
+
+def path_label(entry: Mapping[str, Any]) -> str:
+    """The path for a person: ``real time``, or ``vendor batch <batch id>``."""
+    path, batch_id = path_of(entry)
+    if path == "realtime":
+        return "real time"
+    return f"vendor batch {batch_id}" if batch_id else "vendor batch"

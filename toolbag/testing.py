@@ -36,6 +36,7 @@ from toolbag.simulator.server import SimulatorServer
 from toolbag.store import JobStore, Keys
 from toolbag.store.messages import SUPERVISOR_QUEUE, decide_pointer, envelope_pointer, queue_name
 from toolbag.supervisor import Supervisor, Sweeper
+from toolbag.vendorbatch.batcher import VendorBatchService
 
 __all__ = ["FleetNotIdle", "InFlight", "InProcessFleet", "short_waits"]
 
@@ -59,15 +60,17 @@ class InFlight:
     delayed: int = 0  # backoffs, retry-afters and rate-limit deferrals, promoted by a sweep when due
     running: int = 0  # attempts holding a lease
     deciding: int = 0  # outcomes waiting for the supervisor
+    batched: int = 0  # attempts a vendor batch holds (pending, or in a batch at the vendor)
 
     @property
     def idle(self) -> bool:
-        return not (any(self.messages.values()) or self.queued or self.delayed or self.running or self.deciding)
+        return not (any(self.messages.values()) or self.queued or self.delayed or self.running or self.deciding
+                    or self.batched)
 
     def __str__(self) -> str:
         lists = ", ".join(f"{q}: {n}" for q, n in sorted(self.messages.items()) if n) or "none"
         return (f"messages ({lists}), {self.queued} queued, {self.delayed} delayed, {self.running} running, "
-                f"{self.deciding} deciding")
+                f"{self.deciding} deciding, {self.batched} in vendor batches")
 
 
 def short_waits(config: Config, *, backoff_s: float = 0.01) -> Config:
@@ -154,6 +157,9 @@ class InProcessFleet:
             caller = worker_caller(self.config, self.store)
             self._closers.append(caller.close)
             skills = SkillLibrary(skills_root)
+            # vendor batches: the supervisor's poller, stepped by sweep(); no thread
+            self.vendor_batches = VendorBatchService(self.config, self.store, skills=skills, environ={})
+            self._closers.append(self.vendor_batches.stop)
             router = Router(self.config, health)
             for provider in self.config.providers if providers is None else providers:
                 adapter = build_adapter(provider, self.config, environ={})  # no key: always the simulator
@@ -246,8 +252,10 @@ class InProcessFleet:
 
     def sweep(self) -> None:
         """One round of the supervisor's sweeps (expired leases, due delayed jobs, deadlines, lost messages),
-        and the webhook outbox's due deliveries."""
+        the vendor-batch poller's round (due collections submitted, due batches polled and recovered), and the
+        webhook outbox's due deliveries."""
         self.sweeper.sweep_once()
+        self.vendor_batches.run_once()
         budget_hook = self.config.budgets.webhook_url if self.config.budgets is not None else None
         if (self.config.fleet.escalation_webhook_url or budget_hook) and self.outbox_sender.holds_lock():
             self.outbox_sender.send_due()
@@ -261,12 +269,12 @@ class InProcessFleet:
             pipe.llen(keys.queue(queue))
         for queue in queues[1:]:
             pipe.zcard(keys.waiting(queue))
-        for key in (keys.delayed, keys.leases, keys.deciding):
+        for key in (keys.delayed, keys.leases, keys.deciding, keys.vb_held):
             pipe.zcard(key)
         replies = [int(r) for r in pipe.execute()]
         lengths, rest = replies[:len(queues)], replies[len(queues):]
-        queued, (delayed, running, deciding) = sum(rest[:-3]), rest[-3:]
-        return InFlight(dict(zip(queues, lengths, strict=True)), queued, delayed, running, deciding)
+        queued, (delayed, running, deciding, batched) = sum(rest[:-4]), rest[-4:]
+        return InFlight(dict(zip(queues, lengths, strict=True)), queued, delayed, running, deciding, batched)
 
     def run_until_idle(self, *, max_steps: int = 1000, timeout_s: float = 60.0) -> int:
         """Step and sweep until no job is in flight; returns how many messages were taken.

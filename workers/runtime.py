@@ -7,7 +7,7 @@ import logging
 import os
 import socket
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from toolbag.attempt.leases import LeaseKeeper
 from toolbag.attempt.loop import AttemptLoop
@@ -18,6 +18,9 @@ from toolbag.store import JobStore
 from toolbag.store.keys import Keys
 from toolbag.store.replication import Replication
 from toolbag.supervisor import Supervisor, Sweeper
+
+if TYPE_CHECKING:
+    from toolbag.vendorbatch.batcher import VendorBatchService
 
 
 @dataclass
@@ -30,6 +33,7 @@ class Runtime:
     keeper: LeaseKeeper | None = None
     outbox_sender: OutboxSender | None = None
     attempt_loop: AttemptLoop | None = None
+    vendor_batches: VendorBatchService | None = None
 
     def attempt(self, job_id: str, token: str, queue: str) -> concurrent.futures.Future[Any] | None:
         """One delivered attempt: handed to the event loop (async; the future of its call, None when it was not
@@ -60,6 +64,8 @@ class Runtime:
             self.sweeper.stop()
         if self.outbox_sender:
             self.outbox_sender.stop()
+        if self.vendor_batches:
+            self.vendor_batches.stop()
         if self.attempts_runner:
             self.attempts_runner.adapter.close()
             close_caller = getattr(self.attempts_runner.caller, "close", None)
@@ -162,5 +168,13 @@ def start_supervisor(config: Config, redis_url: str, *, sweep: bool = True) -> R
     supervisor = Supervisor(config, store, health=health)
     sender = OutboxSender(supervisor.outbox)  # webhooks: one sender fleet-wide holds the lock
     sender.start()
-    _current = Runtime(config, store, supervisor_=supervisor, sweeper=sweeper, outbox_sender=sender)
+    # vendor batches: one poller per provider fleet-wide holds its lock (toolbag.vendorbatch); it imports every
+    # vendor's SDK, so only a supervisor loads it
+    from toolbag.vendorbatch.batcher import VendorBatchService
+
+    batches = VendorBatchService(config, store, skills=_skills()) if sweep else None
+    if batches:
+        batches.start()
+    _current = Runtime(config, store, supervisor_=supervisor, sweeper=sweeper, outbox_sender=sender,
+                       vendor_batches=batches)
     return _current

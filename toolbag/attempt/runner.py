@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -34,10 +35,12 @@ from toolbag.jobs import AttemptRecord, DecisionRecord, JobRecord, JobStatus
 from toolbag.providers.base import Adapter, AttemptFailure, ModelRequest, ModelResponse, OutcomeKind
 from toolbag.ratelimit import HandBack
 from toolbag.routing import Router
+from toolbag.routing.vendorbatch import VENDOR_BATCH, attempt_path, left_when_batched_s
 from toolbag.store import JobStore, Transition
 from toolbag.store.jobstore import Claimed, ScriptPart
 from toolbag.store.messages import queue_name
 from toolbag.telemetry import metrics
+from toolbag.vendorbatch.store import BatchStore
 
 if TYPE_CHECKING:
     from toolbag.skills import Skill, SkillLibrary
@@ -118,6 +121,7 @@ class AttemptRunner:
         self.health: OutcomeSink = health or Forgetful()
         self.router = router  # where a rate-limited interactive attempt spills; None: it waits instead
         self.budgets = Budgets.of(config, store.redis, store.keys)  # None: no budgets configured
+        self.batches = BatchStore(store.redis, store.keys)  # the vendor-batch path's pending collections
 
     def run(self, job_id: str, token: str, queue: str) -> None:
         """One attempt, start to end, on the calling thread."""
@@ -146,7 +150,8 @@ class AttemptRunner:
         if peeked is not None:
             try:
                 request, skill = self._request(peeked)
-                opening = self.admission.opening(self._context(peeked, skill, peeked.started_ms), request)
+                if not self._may_batch(peeked):  # a vendor batch takes no real-time slot: no admission
+                    opening = self.admission.opening(self._context(peeked, skill, peeked.started_ms), request)
             except Exception as err:
                 early = err
         claimed = self.store.claim_with(job_id, token, queue, self.config.fleet.lease_ttl_s, self.worker_name,
@@ -198,6 +203,9 @@ class AttemptRunner:
             if early is not None:
                 raise early
             assert request is not None
+            if opening is None and self._vendor_batch(record):  # held for a vendor batch: no admission, no call
+                self._hold(record, token, request)
+                return None
             ctx = self._context(record, skill, record.started_ms)
             try:
                 if opening is not None:
@@ -222,6 +230,28 @@ class AttemptRunner:
             return None
         continued = continuation(self.config, record.model, record.prefill) if skill is None else ""
         return Started(record, token, ctx, request, skill, ticket, t0, continued)
+
+    def _may_batch(self, record: JobRecord) -> bool:
+        """Whether the attempt may take the vendor-batch path, whatever its deadline (decided at the claim)."""
+        if record.tier != "batch" or record.capability not in self.config.routes:
+            return False
+        return attempt_path(self.config, record.capability, record.tier, record.model, math.inf) == VENDOR_BATCH
+
+    def _vendor_batch(self, record: JobRecord) -> bool:
+        if not self._may_batch(record):
+            return False
+        # measured at the claim, on Redis's clock
+        time_left_s = left_when_batched_s(self.config, (record.deadline_ms - record.started_ms) / 1000)
+        return attempt_path(self.config, record.capability, record.tier, record.model, time_left_s) == VENDOR_BATCH
+
+    def _hold(self, record: JobRecord, token: str, request: ModelRequest) -> None:
+        """Hand the claimed attempt to its provider × model's pending collection: from here a vendor batch holds
+        its lease (toolbag.vendorbatch), not this worker's heartbeat."""
+        if not self.batches.hold(self.provider, record.model, record.id, token, request):
+            metrics.STALE_DELIVERIES.labels(self.provider).inc()
+            log.info(json.dumps({"event": "attempt_gone_before_batch", "job_id": record.id, "token": token}))
+            return
+        metrics.VENDOR_BATCH_HELD.labels(self.provider, record.model).inc()  # no log line: bulk work is counted
 
     def finish(self, started: Started) -> None:
         """The vendor call(s) through the caller on this thread, then the attempt's outcome."""
@@ -330,6 +360,7 @@ class AttemptRunner:
             "request_id": response.request_id,
             "latency_s": round(latency_s, 4),
             "tool_calls": [dataclasses.asdict(c) for c in response.tool_calls],
+            "path": "realtime",
         }
         return Success(response, output, result, attempt, latency_s, cost)
 

@@ -160,14 +160,24 @@ def _print_dry_run(batch: BatchRun, as_json: bool) -> None:
     for model, share in est.by_model.items():
         m = batch.client.config.models[model]
         out_console.print(f"  {model}: {share.jobs} jobs at ${m.input_usd_per_mtok:g} in / "
-                          f"${m.output_usd_per_mtok:g} out per 1M tokens")
+                          f"${m.output_usd_per_mtok:g} out per 1M tokens real time, ${m.batch_input_price:g} / "
+                          f"${m.batch_output_price:g} in a vendor batch")
     bound = "up to " if est.output_is_cap else "~"
     out_console.print(
-        f"estimate (≈{BYTES_PER_TOKEN} bytes a token): ~{est.input_tokens:,} input tokens ${est.input_usd:.4f}"
-        f" + {bound}{est.output_tokens:,} output tokens ${est.output_usd:.4f}"
-        f" = {bound}${est.total_usd:.4f}"
+        f"estimate (≈{BYTES_PER_TOKEN} bytes a token): ~{est.input_tokens:,} input tokens"
+        f" + {bound}{est.output_tokens:,} output tokens"
         + ("  (output at each job's cap; --output-tokens N for a typical size)" if est.output_is_cap else "")
     )
+    out_console.print(f"  real time:     ${est.input_usd:.4f} in + ${est.output_usd:.4f} out = "
+                      f"{bound}${est.total_usd:.4f}")
+    if est.vendor_batch_jobs:
+        saved = est.saving_usd / est.total_usd if est.total_usd > 0 else 0.0
+        out_console.print(
+            f"  vendor batch:  ${est.path_input_usd:.4f} in + ${est.path_output_usd:.4f} out = "
+            f"{bound}${est.path_total_usd:.4f} ({est.vendor_batch_jobs} of {est.jobs} jobs in vendor batches; "
+            f"saves {bound}${est.saving_usd:.4f}, {saved:.0%})")
+    elif est.jobs:
+        out_console.print(f"  vendor batch:  none of the {est.jobs} jobs: {plan.realtime_reason}")
     for line, field_name, reason in plan.invalid[:10]:
         where = "" if field_name in reason else f"{field_name}: "
         out_console.print(f"  invalid record {line.number} (id {line.id!r}): {where}{reason}")

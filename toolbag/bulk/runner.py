@@ -35,11 +35,15 @@ from toolbag.client import Client, JobRequest
 from toolbag.config import TIERS, Tier
 from toolbag.errors import ToolbagError
 from toolbag.jobs import JobResult, SubmitError
+from toolbag.routing.vendorbatch import left_when_batched_s, vendor_batch_eligible
 
 if TYPE_CHECKING:
     from toolbag.skills.model import Skill
 
 _KEY_VERSION = "toolbag-bulk-v1"
+
+
+CLAIMED_AFTER_S = 1.0  # the least time between a job's submission and its first claim, for the dry run's rule
 
 
 class BatchError(ToolbagError):
@@ -111,6 +115,7 @@ class DryRun:
     invalid: list[tuple[InputLine, str, str]]
     estimate: Estimate
     model_first: str | None = None
+    realtime_reason: str = ""  # why no job would go through a vendor batch ("" when some would, or none to do)
 
     @property
     def to_submit(self) -> int:
@@ -273,6 +278,33 @@ class BatchRun:
 
     # -- dry run ------------------------------------------------------------------------------------
 
+    @property
+    def deadline_s(self) -> float:
+        """Each job's deadline: ``--deadline-s``, else the tier's default."""
+        if self.spec.deadline_s is not None:
+            return self.spec.deadline_s
+        return self.client.config.tiers[self.tier].default_deadline_s
+
+    def time_left_at_claim_s(self) -> float:
+        """What the vendor-batch rule sees of a job's deadline: the job path measures it when a worker claims
+        the attempt, some time after the submission, so always less than the whole deadline (here: a second
+        less), and takes off the longest wait for its batch (:func:`left_when_batched_s`)."""
+        return left_when_batched_s(self.client.config, self.deadline_s - CLAIMED_AFTER_S)
+
+    def why_realtime(self) -> str:
+        """Why no job of this run would go through a vendor batch (the rule: toolbag.routing.vendorbatch)."""
+        config = self.client.config
+        policy = config.route(self.capability, self.tier).policy
+        if self.tier != "batch":
+            return f"only the batch tier uses vendor batches (this run is {self.tier})"
+        if not policy.vendor_batch:
+            return f"route {self.capability}/{self.tier} has vendor_batch: false"
+        if self.time_left_at_claim_s() < policy.vendor_batch_bound_s:
+            return (f"the deadline ({self.deadline_s:g}s) leaves less than the route's vendor_batch_bound_s "
+                    f"({policy.vendor_batch_bound_s:g}s) once a worker claims the job (give a longer --deadline-s, "
+                    f"e.g. {2 * policy.vendor_batch_bound_s:g})")
+        return "their models have no batch API (features.batch)"
+
     def dry_run(self) -> DryRun:
         """Count and price the jobs a run would submit now, without submitting anything."""
         total = self._scan()
@@ -287,6 +319,10 @@ class BatchRun:
         done_before = 0
         todo: list[InputLine] = []
 
+        config = self.client.config
+        policy = config.route(self.capability, self.tier).policy
+        time_left_s = self.time_left_at_claim_s()
+
         def price(batch: list[InputLine]) -> None:
             # Nothing is submitted, so a refused line is not counted in toolbag_jobs_rejected_total.
             prepared = self.client.prepare_each([self._request(x) for x in batch], count_rejected=False)
@@ -296,7 +332,8 @@ class BatchRun:
                     continue
                 model = job.fields["model"]
                 request = request_for(self.client.config, self.skill, self.capability, model, line.input)
-                estimate.add(self.client.config, model, request, self.spec.output_tokens)
+                batched = vendor_batch_eligible(config.models[model], policy, self.tier, time_left_s)
+                estimate.add(config, model, request, self.spec.output_tokens, batched)
 
         for line in self._lines():
             if line.key in done:
@@ -310,7 +347,8 @@ class BatchRun:
                     todo = []
         price(todo)
         first = self.client.config.route(self.capability, self.tier).candidates[0]
-        return DryRun(total, done_before, invalid, estimate, first)
+        reason = self.why_realtime() if estimate.jobs and not estimate.vendor_batch_jobs else ""
+        return DryRun(total, done_before, invalid, estimate, first, reason)
 
     # -- run ----------------------------------------------------------------------------------------
 

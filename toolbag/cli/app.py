@@ -120,9 +120,14 @@ def submit(
 
 def _print_result(r: dict[str, Any]) -> None:
     """A job for a person. Job text (input, output, reasons) is data: printed without markup."""
+    from toolbag.jobs import path_label
+
     plain = partial(console.print, markup=False, highlight=False)
+    attempts = [a for a in r.get("attempts", []) if a.get("type") == "attempt"]
+    served = next((a for a in reversed(attempts) if a.get("outcome") == "ok"), None)
     plain(f"{r['job_id']} {r['status']}  {r.get('provider') or '-'}/{r.get('model') or '-'}"
-          f"  cost ${r.get('cost_usd', 0):.6f}")
+          + (f" via {path_label(served)}" if served is not None else "")
+          + f"  cost ${r.get('cost_usd', 0):.6f}")
     if r.get("error"):
         plain(f"  error: {r['error']}")
     out = r.get("output")
@@ -131,7 +136,7 @@ def _print_result(r: dict[str, Any]) -> None:
     for a in r.get("attempts", []):
         if a.get("type") == "attempt":
             plain(f"  attempt {a['n']}: {a['model']} {a['outcome']} {a.get('latency_s', 0):.3f}s"
-                  + (f" — {a['reason']}" if a.get("reason") else ""))
+                  f" via {path_label(a)}" + (f" — {a['reason']}" if a.get("reason") else ""))
         else:
             plain(f"  decision: {a['action']} {a.get('model') or ''} — {a['reason']}")
 

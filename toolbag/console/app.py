@@ -55,7 +55,7 @@ from toolbag.console.permissions import BUILTIN_TOOLS, current_policy, explain, 
 from toolbag.errors import ToolbagError
 from toolbag.escalations import Inbox, InboxError
 from toolbag.gateway.audit import AuditFilter, RedisAuditReader
-from toolbag.jobs import JobNotFound
+from toolbag.jobs import JobNotFound, path_of
 
 __all__ = ["SECRET_ENV", "console_app"]
 
@@ -137,7 +137,7 @@ class Console:
         self.inbox = Inbox(self.config, self.store, client.router)
         self.env = Environment(loader=PackageLoader("toolbag.console", "templates"),
                                autoescape=select_autoescape(default=True, default_for_string=True))
-        self.env.filters.update(time=_time, ago=_ago, pretty=_pretty)
+        self.env.filters.update(time=_time, ago=_ago, pretty=_pretty, path=path_of)
         self.env.globals.update(share=share)
 
     # -- plumbing ---------------------------------------------------------------------------------------

@@ -20,11 +20,10 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-import anthropic
-import openai
 from google import genai
 from google.genai import types
 
+from toolbag.config import Config, ConfigError
 from toolbag.errors import ToolbagError
 from toolbag.providers.anthropic_provider import AnthropicAdapter
 from toolbag.providers.base import AttemptFailure, ModelRequest, ModelResponse, OutcomeKind, ToolCall, Usage
@@ -50,6 +49,7 @@ __all__ = [
     "ItemEnd",
     "OpenAIBatches",
     "VendorBatches",
+    "vendor_batches",
 ]
 
 SDK_TIMEOUT_S = 60.0
@@ -113,8 +113,8 @@ class VendorBatches(ABC):
 
     vendor: str
 
-    def __init__(self, *, api_key: str) -> None:
-        self._secrets = (api_key,)
+    def __init__(self, *, secrets: tuple[str, ...]) -> None:
+        self._secrets = secrets  # what a failure's reason must never show
 
     @abstractmethod
     def submit(self, model: str, items: Sequence[BatchItem], *, extra_headers: Mapping[str, str] | None = None,
@@ -153,6 +153,24 @@ class VendorBatches(ABC):
             raise redact_failure(classify(exc, vendor=self.vendor), self._secrets) from exc
 
 
+def vendor_batches(provider: str, config: Config, environ: Mapping[str, str] | None = None) -> VendorBatches:
+    """The batch interface of provider ``provider``, on the adapter :func:`~toolbag.providers.registry.build_adapter`
+    makes for it (the same key, base URL and SDK client; :class:`ConfigError` as for a worker). Vendor batches
+    exist for the ``anthropic``, ``openai`` and ``gemini`` kinds only."""
+    from toolbag.providers.registry import build_adapter
+
+    adapter = build_adapter(provider, config, environ, max_connections=4)
+    if isinstance(adapter, AnthropicAdapter):
+        return AnthropicBatches(adapter=adapter)
+    if isinstance(adapter, GeminiAdapter):
+        return GeminiBatches(adapter=adapter)
+    if isinstance(adapter, OpenAIAdapter) and adapter.kind == "openai":
+        return OpenAIBatches(adapter=adapter)
+    adapter.close()
+    raise ConfigError(f"provider {provider!r}: kind {config.providers[provider].kind} has no vendor batch API "
+                      "(set features.batch: false on its models)")
+
+
 def _check(items: Sequence[BatchItem]) -> None:
     if not items:
         raise BatchInputError("items: a batch needs at least one item")
@@ -181,15 +199,16 @@ class AnthropicBatches(VendorBatches):
 
     vendor = "anthropic"
 
-    def __init__(self, *, api_key: str, base_url: str) -> None:
-        super().__init__(api_key=api_key)
-        self._wire = AnthropicAdapter(api_key=api_key, base_url=base_url, max_connections=2)
-        self._client = anthropic.Anthropic(api_key=api_key, base_url=base_url, max_retries=0,
-                                           timeout=SDK_TIMEOUT_S)
+    def __init__(self, *, api_key: str = "", base_url: str = "", adapter: AnthropicAdapter | None = None) -> None:
+        self._owned = adapter is None
+        self._wire = adapter or AnthropicAdapter(api_key=api_key, base_url=base_url, max_connections=2)
+        super().__init__(secrets=self._wire._secrets)
+        # the adapter's SDK client (its key, base URL and connection pool), with the batch calls' timeout
+        self._client = self._wire._client.with_options(timeout=SDK_TIMEOUT_S)
 
     def close(self) -> None:
-        self._wire.close()
-        self._client.close()
+        if self._owned:
+            self._wire.close()
 
     def submit(self, model: str, items: Sequence[BatchItem], *, extra_headers: Mapping[str, str] | None = None,
                ) -> str:
@@ -263,14 +282,15 @@ class OpenAIBatches(VendorBatches):
                 "cancelled": BatchEnding.CANCELLED, "failed": BatchEnding.FAILED}
     _NEVER_RUN = {"batch_expired": ItemEnd.EXPIRED, "batch_cancelled": ItemEnd.CANCELED}
 
-    def __init__(self, *, api_key: str, base_url: str) -> None:
-        super().__init__(api_key=api_key)
-        self._wire = OpenAIAdapter(api_key=api_key, base_url=base_url, max_connections=2)
-        self._client = openai.OpenAI(api_key=api_key, base_url=base_url, max_retries=0, timeout=SDK_TIMEOUT_S)
+    def __init__(self, *, api_key: str = "", base_url: str = "", adapter: OpenAIAdapter | None = None) -> None:
+        self._owned = adapter is None
+        self._wire = adapter or OpenAIAdapter(api_key=api_key, base_url=base_url, max_connections=2)
+        super().__init__(secrets=self._wire._secrets)
+        self._client = self._wire._client.with_options(timeout=SDK_TIMEOUT_S)
 
     def close(self) -> None:
-        self._wire.close()
-        self._client.close()
+        if self._owned:
+            self._wire.close()
 
     def submit(self, model: str, items: Sequence[BatchItem], *, extra_headers: Mapping[str, str] | None = None,
                ) -> str:
@@ -352,14 +372,18 @@ class GeminiBatches(VendorBatches):
     # Options of the real-time SDK call that are not part of a batch request.
     _SDK_ONLY = ("automatic_continuation", "automatic_function_calling")
 
-    def __init__(self, *, api_key: str, base_url: str | None = None) -> None:
-        super().__init__(api_key=api_key)
-        self._wire = GeminiAdapter(api_key=api_key, base_url=base_url, max_connections=2)
-        self._client = genai.Client(api_key=api_key, http_options=types.HttpOptions(
-            base_url=base_url, api_version=API_VERSION, timeout=int(SDK_TIMEOUT_S * 1000)))
+    def __init__(self, *, api_key: str = "", base_url: str | None = None, adapter: GeminiAdapter | None = None,
+                 ) -> None:
+        self._owned = adapter is None
+        self._wire = adapter or GeminiAdapter(api_key=api_key, base_url=base_url, max_connections=2)
+        super().__init__(secrets=self._wire._secrets)
+        # a client of its own (the adapter's has no timeout of its own: each real-time call sets one)
+        self._client = genai.Client(api_key=self._wire._secrets[0], http_options=types.HttpOptions(
+            base_url=self._wire.base_url, api_version=API_VERSION, timeout=int(SDK_TIMEOUT_S * 1000)))
 
     def close(self) -> None:
-        self._wire.close()
+        if self._owned:
+            self._wire.close()
         self._client.close()
 
     def submit(self, model: str, items: Sequence[BatchItem], *, extra_headers: Mapping[str, str] | None = None,

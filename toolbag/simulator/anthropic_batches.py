@@ -15,7 +15,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from .anthropic_wire import AnthropicWire
-from .batches import BATCH_TTL_S, BatchEndpoint, BatchItem, BatchStore, SimBatch, batch_settings
+from .batches import BATCH_TTL_S, BatchEndpoint, BatchItem, BatchStore, SimBatch, batch_settings, page_size
+from .call import Call
 from .generate import new_id
 from .request import RequestError
 from .state import SimState
@@ -31,17 +32,16 @@ def rfc3339(seconds: float) -> str:
     return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def _not_found(batch_id: str, rid: str) -> HttpError:
-    return HttpError(404, {"type": "error", "error": {"type": "not_found_error",
-                                                      "message": f"No message batch with id '{batch_id}'."},
-                           "request_id": rid})
-
-
 class AnthropicBatches(BatchEndpoint):
     """The Message Batches routes."""
 
     def __init__(self, state: SimState, store: BatchStore) -> None:
         super().__init__(state, store, AnthropicWire())
+
+    def not_found(self, batch_id: str, call: Call) -> HttpError:
+        return HttpError(404, {"type": "error", "error": {"type": "not_found_error",
+                                                          "message": f"No message batch with id '{batch_id}'."},
+                               "request_id": call.rid})
 
     def routes(self) -> list[Route]:
         return [
@@ -75,12 +75,10 @@ class AnthropicBatches(BatchEndpoint):
 
     async def retrieve(self, request: Request) -> Response:
         """``GET /v1/messages/batches/{id}``."""
-        call, refused = self.begin(request)
-        if refused is not None:
-            return refused
-        batch = self.store.get(request.path_params["batch_id"], self.wire.vendor)
-        if batch is None:
-            return self.fail(call, _not_found(request.path_params["batch_id"], call.rid))
+        found = self.lookup(request, request.path_params["batch_id"])
+        if isinstance(found, Response):
+            return found
+        call, batch = found
         return self.reply(call, self._batch(batch, request))
 
     async def list_batches(self, request: Request) -> Response:
@@ -88,29 +86,21 @@ class AnthropicBatches(BatchEndpoint):
         call, refused = self.begin(request)
         if refused is not None:
             return refused
-        batches = self.store.newest_first(self.wire.vendor)
-        limit_raw = request.query_params.get("limit", "20")
-        if not limit_raw.isdigit() or not 1 <= int(limit_raw) <= 1000:
+        size = page_size(request.query_params.get("limit", "20"), 1000)
+        if size is None:
             return self.invalid(call, "limit: Input should be between 1 and 1000")
-        ids = [b.id for b in batches]
-        after, before = request.query_params.get("after_id"), request.query_params.get("before_id")
-        if after in ids:
-            batches = batches[ids.index(after) + 1:]
-        elif before in ids:
-            batches = batches[:ids.index(before)]
-        page = batches[:int(limit_raw)]
-        data = [self._batch(b, request) for b in page]
-        return self.reply(call, {"data": data, "has_more": len(batches) > len(page),
-                                 "first_id": page[0].id if page else None, "last_id": page[-1].id if page else None})
+        page = self.page(size, after=request.query_params.get("after_id"),
+                         before=request.query_params.get("before_id"))
+        data = [self._batch(b, request) for b in page.batches]
+        return self.reply(call, {"data": data, "has_more": page.has_more, "first_id": page.first_id,
+                                 "last_id": page.last_id})
 
     async def cancel(self, request: Request) -> Response:
         """``POST /v1/messages/batches/{id}/cancel``: ``canceling`` now, ``ended`` from the next retrieve."""
-        call, refused = self.begin(request)
-        if refused is not None:
-            return refused
-        batch = self.store.get(request.path_params["batch_id"], self.wire.vendor)
-        if batch is None:
-            return self.fail(call, _not_found(request.path_params["batch_id"], call.rid))
+        found = self.lookup(request, request.path_params["batch_id"])
+        if isinstance(found, Response):
+            return found
+        call, batch = found
         now, ended = self.settle(batch)
         if ended:
             return self.reply(call, self._batch(batch, request))
@@ -119,13 +109,11 @@ class AnthropicBatches(BatchEndpoint):
 
     async def delete(self, request: Request) -> Response:
         """``DELETE /v1/messages/batches/{id}``: only once it has ended."""
-        call, refused = self.begin(request)
-        if refused is not None:
-            return refused
         batch_id = request.path_params["batch_id"]
-        batch = self.store.get(batch_id, self.wire.vendor)
-        if batch is None:
-            return self.fail(call, _not_found(batch_id, call.rid))
+        found = self.lookup(request, batch_id)
+        if isinstance(found, Response):
+            return found
+        call, batch = found
         if not self.settle(batch)[1]:
             return self.invalid(call, f"Message batch {batch_id} is still in progress; cancel it before deleting.")
         del self.store.batches[batch_id]
@@ -133,12 +121,10 @@ class AnthropicBatches(BatchEndpoint):
 
     async def results(self, request: Request) -> Response:
         """``GET /v1/messages/batches/{id}/results``: one JSON object per line, one line per item."""
-        call, refused = self.begin(request)
-        if refused is not None:
-            return refused
-        batch = self.store.get(request.path_params["batch_id"], self.wire.vendor)
-        if batch is None:
-            return self.fail(call, _not_found(request.path_params["batch_id"], call.rid))
+        found = self.lookup(request, request.path_params["batch_id"])
+        if isinstance(found, Response):
+            return found
+        call, batch = found
         if not self.settle(batch)[1]:
             return self.invalid(call, f"Message batch {batch.id} has not ended; its results are not available yet.")
         lines = b"".join(dumps({"custom_id": item.custom_id, "result": self._result(item)}) + b"\n"

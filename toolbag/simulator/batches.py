@@ -239,8 +239,30 @@ def batch_settings(state: SimState, headers: Mapping[str, str], model: str) -> B
     return BatchSettings(processing_ms=processing_ms, fault=fault)
 
 
+@dataclass(frozen=True)
+class Page:
+    """One page of a vendor's batch list, newest first, and whether older ones follow."""
+
+    batches: list[SimBatch]
+    has_more: bool
+
+    @property
+    def first_id(self) -> str | None:
+        return self.batches[0].id if self.batches else None
+
+    @property
+    def last_id(self) -> str | None:
+        return self.batches[-1].id if self.batches else None
+
+
+def page_size(raw: str, maximum: int) -> int | None:
+    """A list request's page size: a whole number from 1 to ``maximum``, else None (the vendor's 400)."""
+    return int(raw) if raw.isdigit() and 1 <= int(raw) <= maximum else None
+
+
 class BatchEndpoint:
-    """What every vendor's batch routes share: auth, the request log, JSON bodies and native errors."""
+    """What every vendor's batch routes share: auth, the request log, JSON bodies, finding a batch, listing
+    them a page at a time, and native errors."""
 
     def __init__(self, state: SimState, store: BatchStore, wire: Wire) -> None:
         self.state = state
@@ -286,6 +308,32 @@ class BatchEndpoint:
 
     def invalid(self, call: Call, message: str) -> Response:
         return call.error(self.wire.invalid(message, call.rid))
+
+    def not_found(self, batch_id: str, call: Call) -> HttpError:
+        """The vendor's 404 for a batch id it does not hold."""
+        raise NotImplementedError
+
+    def lookup(self, request: Request, batch_id: str) -> tuple[Call, SimBatch] | Response:
+        """:meth:`begin`, then this vendor's batch ``batch_id``: ``(call, batch)``, or the answer when the
+        request is refused or the vendor holds no such batch."""
+        call, refused = self.begin(request)
+        if refused is not None:
+            return refused
+        batch = self.store.get(batch_id, self.wire.vendor)
+        if batch is None:
+            return self.fail(call, self.not_found(batch_id, call))
+        return call, batch
+
+    def page(self, size: int, *, after: str | None = None, before: str | None = None) -> Page:
+        """At most ``size`` of this vendor's batches, newest first, starting after the batch ``after`` (or
+        ending before ``before``); an id the vendor does not hold is ignored."""
+        batches = self.store.newest_first(self.wire.vendor)
+        ids = [b.id for b in batches]
+        if after in ids:
+            batches = batches[ids.index(after) + 1:]
+        elif before in ids:
+            batches = batches[:ids.index(before)]
+        return Page(batches[:size], len(batches) > size)
 
     def new_batch(self, batch_id: str, model: str, items: list[BatchItem], settings: BatchSettings, *,
                   item_wire: Wire | None = None, **extra: Any) -> SimBatch:

@@ -18,7 +18,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from .anthropic_batches import rfc3339
-from .batches import BatchEndpoint, BatchItem, BatchStore, SimBatch, batch_settings
+from .batches import BatchEndpoint, BatchItem, BatchStore, SimBatch, batch_settings, page_size
+from .call import Call
 from .gemini_files import GeminiFile, GeminiFiles
 from .gemini_wire import GeminiWire, field
 from .generate import new_id
@@ -65,22 +66,18 @@ class GeminiBatches(BatchEndpoint):
 
     async def get(self, request: Request, name: str) -> Response:
         """``GET /{ver}/batches/{id}``."""
-        call, refused = self.begin(request)
-        if refused is not None:
-            return refused
-        batch = self.store.get(name, self.wire.vendor)
-        if batch is None:
-            return self.fail(call, self._not_found(name))
+        found = self.lookup(request, name)
+        if isinstance(found, Response):
+            return found
+        call, batch = found
         return self.reply(call, self._operation(batch))
 
     async def cancel(self, request: Request, name: str) -> Response:
         """``POST /{ver}/batches/{id}:cancel``: an empty answer; the batch is ``CANCELLED`` from then on."""
-        call, refused = self.begin(request)
-        if refused is not None:
-            return refused
-        batch = self.store.get(name, self.wire.vendor)
-        if batch is None:
-            return self.fail(call, self._not_found(name))
+        found = self.lookup(request, name)
+        if isinstance(found, Response):
+            return found
+        call, batch = found
         now, ended = self.settle(batch)
         if ended:
             return self.fail(call, _status(400, "FAILED_PRECONDITION", f"{name} has already ended."))
@@ -89,11 +86,10 @@ class GeminiBatches(BatchEndpoint):
 
     async def delete(self, request: Request, name: str) -> Response:
         """``DELETE /{ver}/batches/{id}``."""
-        call, refused = self.begin(request)
-        if refused is not None:
-            return refused
-        if self.store.get(name, self.wire.vendor) is None:
-            return self.fail(call, self._not_found(name))
+        found = self.lookup(request, name)
+        if isinstance(found, Response):
+            return found
+        call, batch = found
         del self.store.batches[name]
         return self.reply(call, {})
 
@@ -102,23 +98,17 @@ class GeminiBatches(BatchEndpoint):
         call, refused = self.begin(request)
         if refused is not None:
             return refused
-        size_raw = request.query_params.get("pageSize", "50")
-        if not size_raw.isdigit() or not 1 <= int(size_raw) <= 1000:
+        size = page_size(request.query_params.get("pageSize", "50"), 1000)
+        if size is None:
             return self.fail(call, _status(400, "INVALID_ARGUMENT", "pageSize must be between 1 and 1000."))
-        batches = self.store.newest_first(self.wire.vendor)
-        names = [b.id for b in batches]
-        token = request.query_params.get("pageToken")
-        if token in names:
-            batches = batches[names.index(token) + 1:]
-        page = batches[:int(size_raw)]
-        body: dict[str, Any] = {"operations": [self._operation(b) for b in page]}
-        if len(batches) > len(page):
-            body["nextPageToken"] = page[-1].id
+        page = self.page(size, after=request.query_params.get("pageToken"))
+        body: dict[str, Any] = {"operations": [self._operation(b) for b in page.batches]}
+        if page.has_more:
+            body["nextPageToken"] = page.last_id
         return self.reply(call, body)
 
-    @staticmethod
-    def _not_found(name: str) -> HttpError:
-        return _status(404, "NOT_FOUND", f"Requested entity was not found: {name}.")
+    def not_found(self, batch_id: str, call: Call) -> HttpError:
+        return _status(404, "NOT_FOUND", f"Requested entity was not found: {batch_id}.")
 
     # ------------------------------------------------------------------ shapes
 

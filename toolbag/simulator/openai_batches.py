@@ -18,7 +18,17 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from .batches import BATCH_TTL_S, STORE_LIMIT, BatchEndpoint, BatchItem, BatchStore, SimBatch, batch_settings
+from .batches import (
+    BATCH_TTL_S,
+    STORE_LIMIT,
+    BatchEndpoint,
+    BatchItem,
+    BatchStore,
+    SimBatch,
+    batch_settings,
+    page_size,
+)
+from .call import Call
 from .generate import new_id
 from .openai_wire import ChatWire, ResponsesWire
 from .request import RequestError
@@ -172,22 +182,18 @@ class OpenAIBatches(BatchEndpoint):
 
     async def retrieve(self, request: Request, batch_id: str) -> Response:
         """``GET /v1/batches/{id}``."""
-        call, refused = self.begin(request)
-        if refused is not None:
-            return refused
-        batch = self.store.get(batch_id, self.wire.vendor)
-        if batch is None:
-            return self.fail(call, self._no_batch(batch_id))
+        found = self.lookup(request, batch_id)
+        if isinstance(found, Response):
+            return found
+        call, batch = found
         return self.reply(call, self._batch(batch))
 
     async def cancel(self, request: Request, batch_id: str) -> Response:
         """``POST /v1/batches/{id}/cancel``: ``cancelling`` now, ``cancelled`` from the next retrieve."""
-        call, refused = self.begin(request)
-        if refused is not None:
-            return refused
-        batch = self.store.get(batch_id, self.wire.vendor)
-        if batch is None:
-            return self.fail(call, self._no_batch(batch_id))
+        found = self.lookup(request, batch_id)
+        if isinstance(found, Response):
+            return found
+        call, batch = found
         now, ended = self.settle(batch)
         if ended or batch.extra["errors"]:
             return self.fail(call, _error(400, f"Cannot cancel a batch with status "
@@ -200,21 +206,14 @@ class OpenAIBatches(BatchEndpoint):
         call, refused = self.begin(request)
         if refused is not None:
             return refused
-        limit_raw = request.query_params.get("limit", "20")
-        if not limit_raw.isdigit() or not 1 <= int(limit_raw) <= 100:
+        size = page_size(request.query_params.get("limit", "20"), 100)
+        if size is None:
             return self.fail(call, _error(400, "Invalid 'limit': must be between 1 and 100.", None, "limit"))
-        batches = self.store.newest_first(self.wire.vendor)
-        ids = [b.id for b in batches]
-        after = request.query_params.get("after")
-        if after in ids:
-            batches = batches[ids.index(after) + 1:]
-        page = batches[:int(limit_raw)]
-        return self.reply(call, {"object": "list", "data": [self._batch(b) for b in page],
-                                 "first_id": page[0].id if page else None, "last_id": page[-1].id if page else None,
-                                 "has_more": len(batches) > len(page)})
+        page = self.page(size, after=request.query_params.get("after"))
+        return self.reply(call, {"object": "list", "data": [self._batch(b) for b in page.batches],
+                                 "first_id": page.first_id, "last_id": page.last_id, "has_more": page.has_more})
 
-    @staticmethod
-    def _no_batch(batch_id: str) -> HttpError:
+    def not_found(self, batch_id: str, call: Call) -> HttpError:
         return _error(404, f"No batch found with id '{batch_id}'.")
 
     # ------------------------------------------------------------------ shapes

@@ -38,6 +38,14 @@ key                                type     meaning
 ``<p>budget:<scope>:<period>``     hash     spend and reservations (nano-USD) of a budget scope in one day or month
 ``<p>budget:job:<id>``             hash     a job's budget reservation: what is left, which scopes hold it
 ``<p>budget:pending``              zset     job id -> when to look at its reservation again (toolbag.budgets)
+``<p>vb:held``                     zset     ``<id>:<token>`` -> when held (ms): attempts held by the vendor-batch path
+``<p>vb:pending:<prov>:<model>``   hash     custom id -> held attempt (job, token, request): not yet in a batch
+``<p>vb:order:<prov>:<model>``     zset     custom id -> when held (ms): the pending collection's order and age
+``<p>vb:bytes``                    hash     ``<prov>:<model>`` -> bytes of the requests pending there
+``<p>vb:batch:<id>``               hash     one batch of ours: state (creating, submitted), vendor id, times
+``<p>vb:items:<id>``               hash     custom id -> held attempt, for the batch's items not yet resolved
+``<p>vb:open:<prov>``              zset     batch id -> when to look at it next (ms): the provider's open batches
+``<p>vb:lock:<prov>``              string   the lock of the one vendor-batch poller of the provider fleet-wide
 =================================  =======  ==========================================================
 
 The replicated mode publishes (an empty message, never stored) on the channel ``<p>replication-barrier``
@@ -164,6 +172,33 @@ class Keys:
     @property
     def budget_pending(self) -> str:
         return f"{self.prefix}budget:pending"
+
+    @property
+    def vb_held(self) -> str:
+        """Attempts whose lease a vendor batch holds (toolbag.vendorbatch): the lease sweep leaves them alone."""
+        return f"{self.prefix}vb:held"
+
+    def vb_pending(self, provider: str, model: str) -> str:
+        return f"{self.prefix}vb:pending:{provider}:{model}"
+
+    def vb_order(self, provider: str, model: str) -> str:
+        return f"{self.prefix}vb:order:{provider}:{model}"
+
+    @property
+    def vb_bytes(self) -> str:
+        return f"{self.prefix}vb:bytes"
+
+    def vb_batch(self, batch_id: str) -> str:
+        return f"{self.prefix}vb:batch:{batch_id}"
+
+    def vb_items(self, batch_id: str) -> str:
+        return f"{self.prefix}vb:items:{batch_id}"
+
+    def vb_open(self, provider: str) -> str:
+        return f"{self.prefix}vb:open:{provider}"
+
+    def vb_lock(self, provider: str) -> str:
+        return f"{self.prefix}vb:lock:{provider}"
 
     @property
     def leases(self) -> str:

@@ -206,6 +206,40 @@ WORKERS_UP = Gauge(
     multiprocess_mode="mostrecent",
 )
 
+# Vendor batches (the batch tier on the vendors' batch APIs). The functions that keep them are in
+# toolbag/telemetry/vendorbatch.py; the open-batch gauges are set by the poller (one per provider fleet-wide:
+# aggregate with max across supervisors).
+_BATCH_AGE_BUCKETS_S = (60, 300, 900, 1800, 3600, 7200, 14_400, 28_800, 43_200, 86_400, 172_800)
+VENDOR_BATCHES_SUBMITTED = Counter(
+    "toolbag_vendor_batches_submitted_total", "Vendor batches created (one per batch API call that made one)",
+    ["provider", "model"],
+)
+VENDOR_BATCH_ITEMS = Counter(
+    "toolbag_vendor_batch_items_total", "Attempts sent inside vendor batches", ["provider", "model"],
+)
+VENDOR_BATCHES_OPEN = Gauge(
+    "toolbag_vendor_batches_open", "Vendor batches submitted and not yet ended (set by the poller)", ["provider"],
+    multiprocess_mode="mostrecent",
+)
+VENDOR_BATCH_OLDEST_AGE = Gauge(
+    "toolbag_vendor_batch_oldest_age_seconds", "Age of the oldest vendor batch not yet ended (0: none open)",
+    ["provider"], multiprocess_mode="mostrecent",
+)
+VENDOR_BATCH_DURATION = Histogram(
+    "toolbag_vendor_batch_duration_seconds", "From a vendor batch's submission to its end, by how it ended",
+    ["provider", "ending"], buckets=_BATCH_AGE_BUCKETS_S,
+)
+VENDOR_BATCH_DROPPED = Counter(
+    "toolbag_vendor_batch_results_dropped_total",
+    "Vendor batch results dropped because their job had moved on (cancelled, expired, retried elsewhere)",
+    ["provider"],
+)
+VENDOR_BATCH_SAVED = Counter(
+    "toolbag_vendor_batch_saved_usd_total",
+    "USD saved by vendor batches: the real-time price minus the batch price of each batch-served attempt",
+    ["provider", "model", "capability"],
+)
+
 API_REQUESTS = Counter(
     "toolbag_api_requests_total",
     "Front-door requests by endpoint, capability (unknown = refused before one was known), tier and HTTP status",
@@ -230,6 +264,31 @@ API_OVERLOAD = Counter(
     "toolbag_api_overload_total",
     "Front-door requests refused with 429: the tier's queue past its depth (queue_depth) or a key's rpm (rpm)",
     ["tier", "reason"],
+)
+
+VENDOR_BATCH_HELD = Counter(
+    "toolbag_vendor_batch_held_total",
+    "Batch-tier attempts a worker handed to a vendor batch's pending collection (no real-time call or rate-limit "
+    "slot)",
+    ["provider", "model"],
+)
+VENDOR_BATCH_RECOVERED = Counter(
+    "toolbag_vendor_batch_recovered_total",
+    "Vendor batches the poller gave up on, their attempts failed and decided on: stuck (running past "
+    "fleet.vendor_batch.stuck_after_s: cancelled), abandoned (taken but never created at the vendor), refused "
+    "(the create call failed)",
+    ["provider", "why"],
+)
+VENDOR_BATCH_PENDING_DROPPED = Counter(
+    "toolbag_vendor_batch_pending_dropped_total",
+    "Attempts taken out of a pending collection unsent because their job had moved on (cancelled, expired)",
+    ["provider"],
+)
+VENDOR_BATCH_PENDING = Gauge(
+    "toolbag_vendor_batch_pending",
+    "Attempts waiting in a pending collection for their vendor batch (set by the poller)",
+    ["provider", "model"],
+    multiprocess_mode="mostrecent",
 )
 
 SIM_REQUESTS = Counter(
