@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -232,16 +231,17 @@ class AttemptRunner:
         return Started(record, token, ctx, request, skill, ticket, t0, continued)
 
     def _may_batch(self, record: JobRecord) -> bool:
-        """Whether the attempt may take the vendor-batch path, whatever its deadline (decided at the claim)."""
-        if record.tier != "batch" or record.capability not in self.config.routes:
-            return False
-        return attempt_path(self.config, record.capability, record.tier, record.model, math.inf) == VENDOR_BATCH
+        """Whether the attempt may take the vendor-batch path, with the most time it can have left (measured from
+        when it was queued, on Redis's clock): False means real time for sure, so the claim admits at once."""
+        return self._batch_path(record, record.enqueued_ms)
 
     def _vendor_batch(self, record: JobRecord) -> bool:
-        if not self._may_batch(record):
+        return self._batch_path(record, record.started_ms)  # measured at the claim, on Redis's clock
+
+    def _batch_path(self, record: JobRecord, now_ms: int) -> bool:
+        if record.tier != "batch" or record.capability not in self.config.routes:
             return False
-        # measured at the claim, on Redis's clock
-        time_left_s = left_when_batched_s(self.config, (record.deadline_ms - record.started_ms) / 1000)
+        time_left_s = left_when_batched_s(self.config, (record.deadline_ms - now_ms) / 1000)
         return attempt_path(self.config, record.capability, record.tier, record.model, time_left_s) == VENDOR_BATCH
 
     def _hold(self, record: JobRecord, token: str, request: ModelRequest) -> None:
