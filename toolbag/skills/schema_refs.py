@@ -24,7 +24,7 @@ from referencing.exceptions import Unresolvable, Unretrievable
 from referencing.jsonschema import DRAFT202012
 
 from toolbag.skills.canonical import normalize_text
-from toolbag.skills.errors import Problem
+from toolbag.skills.errors import Problem, SkillError
 from toolbag.skills.jsonpath import path_text
 from toolbag.skills.limits import MAX_FILE_BYTES, MAX_NESTING, control_character, json_nesting
 from toolbag.skills.schemas import subschemas
@@ -38,8 +38,8 @@ _FIX = (
 )
 
 
-class RefRefused(Exception):
-    """A reference that may not be read, with the reason in plain words."""
+class RefRefused(SkillError):
+    """A reference that may not be read, with the reason in plain words (reported as a :class:`Problem`)."""
 
 
 @dataclass
