@@ -308,6 +308,21 @@ def test_a_referenced_file_counts_in_the_content_hash_and_is_reloaded(library: P
         validate_input(second, {"text": "ab"})
 
 
+def test_a_missing_referenced_file_is_picked_up_when_it_appears_and_never_read_while_validating(
+    library: Path, skill: Path
+) -> None:
+    edit(skill, "schema.json", '"text": {"type": "string",', '"text": {"$ref": "defs/text.json",')
+    skills = SkillLibrary(library)
+    with pytest.raises(ToolbagError, match="defs/text.json does not exist in the skill folder"):
+        skills.get("summarize")
+    (skill / "defs").mkdir()
+    (skill / "defs" / "text.json").write_text('{"type": "string", "maxLength": 1000}', encoding="utf-8")
+    loaded = skills.get("summarize")
+    shutil.rmtree(skill / "defs")  # validating a job uses what was read with the skill
+    with pytest.raises(ToolbagError, match="input.text: is 1001 characters long; the maximum is 1000"):
+        validate_input(loaded, {"text": "a" * 1001})
+
+
 def test_an_unchanged_skill_without_file_refs_keeps_its_hash() -> None:
     texts = {name: (SKILLS / "summarize" / name).read_text(encoding="utf-8") for name in HASHED_FILES}
     loaded = load_skill(SKILLS / "summarize")
