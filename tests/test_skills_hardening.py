@@ -286,6 +286,14 @@ def test_a_bad_pointer_into_a_referenced_file_is_a_problem(skill: Path) -> None:
     assert problem.location == "input.properties.text.$ref"
 
 
+def test_a_loop_inside_a_referenced_file_is_a_problem_named_there(skill: Path) -> None:
+    loop = {"$defs": {"a": {"$ref": "#/$defs/b"}, "b": {"allOf": [{"$ref": "#/$defs/a"}]}}}
+    (skill / "common.json").write_text(json.dumps(loop), encoding="utf-8")
+    edit(skill, "schema.json", '"text": {"type": "string",', '"text": {"$ref": "common.json#/$defs/a",')
+    problem = one(validate_skill_dir(skill), "schema.json", "leads back to itself")
+    assert problem.location in ("common.json.$defs.a", "common.json.$defs.b")
+
+
 def test_a_referenced_file_is_checked_like_schema_json(skill: Path) -> None:
     (skill / "common.json").write_text(json.dumps({"$defs": {"t": {"type": "string", "pattern": "(?=a)"}}}), "utf-8")
     edit(skill, "schema.json", '"text": {"type": "string",', '"text": {"$ref": "common.json#/$defs/t",')

@@ -185,13 +185,15 @@ def _reference_problems(schema: Any, root: str, documents: Mapping[str, Any]) ->
                             '"$defs": {"<name>": {...}} there.',
                         )
                     )
-    return found or _loop_problems(schema, root, targets)
+    labels = {id(node): path_text(name, path) for name, document, _top in walks for path, node in subschemas(document)}
+    return found or _loop_problems(schema, root, targets, labels)
 
 
-def _loop_problems(schema: Any, root: str, targets: dict[int, list[Any]]) -> list[tuple[str, str, str]]:
+def _loop_problems(
+    schema: Any, root: str, targets: dict[int, list[Any]], labels: dict[int, str]
+) -> list[tuple[str, str, str]]:
     """A problem when a ``$ref`` leads back to a schema that holds it without checking a part of the value
     first (``{"$ref": "#"}`` at the top, say): checking any value against it would never end."""
-    paths = {id(node): path for path, node in subschemas(schema)}
 
     def steps(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
         for key in _IN_PLACE:
@@ -215,7 +217,7 @@ def _loop_problems(schema: Any, root: str, targets: dict[int, list[Any]]) -> lis
                 open_now.discard(id(node))
                 done.add(id(node))
             elif id(child) in open_now:
-                where = path_text(root, paths.get(id(child), ()))
+                where = labels.get(id(child), root)
                 return [
                     (
                         where,
