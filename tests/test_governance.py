@@ -147,6 +147,18 @@ def test_a_skill_changed_without_a_version_bump_fails_and_cannot_be_locked(tree:
     assert toolbag("check", "--locked")[0] == 0
 
 
+def test_a_file_the_schema_refers_to_is_locked_with_the_skill(tree: Path) -> None:
+    folder = tree / "skills" / "summarize"
+    (folder / "common.json").write_text('{"$defs": {"text": {"type": "string", "minLength": 1}}}', encoding="utf-8")
+    schema = (folder / "schema.json").read_text(encoding="utf-8")
+    (folder / "schema.json").write_text(
+        schema.replace('"text": {"type": "string",', '"text": {"$ref": "common.json#/$defs/text",', 1), encoding="utf-8"
+    )
+    locked(tree)
+    (folder / "common.json").write_text('{"$defs": {"text": {"type": "string", "minLength": 9}}}', encoding="utf-8")
+    assert "skill summarize changed without a version bump (still 1.0.1)" in drift(tree)
+
+
 def test_a_skill_changed_with_a_version_bump_is_reported_then_locks(tree: Path) -> None:
     locked(tree)
     edit_skill(tree, "summarize", "Read the whole text", "Read the entire text")

@@ -21,6 +21,7 @@ from toolbag.errors import ToolbagError
 from toolbag.skills import Problem, SkillLibrary, load_skill, validate_input, validate_skill_dir
 from toolbag.skills.cli import app
 from toolbag.skills.contract import parse_output_text, schema_errors
+from toolbag.skills.hashing import HASHED_FILES, content_hash, content_hash_of_texts
 from toolbag.skills.limits import MAX_FILE_BYTES, MAX_FRONTMATTER_CHARS
 
 SKILLS = Path(__file__).resolve().parent.parent / "skills"
@@ -195,14 +196,145 @@ def no_fetch(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
 
 
 @pytest.mark.parametrize(
-    "ref", ["https://example.invalid/text.json", "http://127.0.0.1:9/s", "file:///etc/passwd", "common.json#/text"]
+    ("ref", "reason"),
+    [
+        ("https://example.invalid/text.json", "is a URL"),
+        ("http://127.0.0.1:9/s", "is a URL"),
+        ("file:///etc/passwd", "is a URL"),
+        ("/etc/passwd", "is an absolute path"),
+        ("../title/schema.json#/input", "steps out of the skill folder with '..'"),
+        ("defs/../../title/schema.json", "steps out of the skill folder with '..'"),
+        ("common.json#/text", "common.json does not exist in the skill folder"),
+    ],
 )
-def test_a_ref_outside_the_schema_is_refused_at_load(skill: Path, no_fetch: list[str], ref: str) -> None:
+def test_a_ref_that_leaves_the_folder_is_refused_at_load(
+    skill: Path, no_fetch: list[str], ref: str, reason: str
+) -> None:
     edit(skill, "schema.json", '"text": {"type": "string",', f'"text": {{"$ref": "{ref}", "type": "string",')
-    problem = one(validate_skill_dir(skill), "schema.json", "points outside schema.json")
+    problem = one(validate_skill_dir(skill), "schema.json", reason)
     assert problem.location == "input.properties.text.$ref"
-    assert "#/$defs/<name>" in problem.fix
+    assert "\n" not in problem.message and "common.json#/$defs/<name>" in problem.fix
     assert no_fetch == []
+
+
+def test_a_symlink_out_of_the_folder_is_refused(skill: Path, library: Path) -> None:
+    (library / "outside.json").write_text('{"type": "string"}', encoding="utf-8")
+    (skill / "text.json").symlink_to(library / "outside.json")
+    edit(skill, "schema.json", '"text": {"type": "string",', '"text": {"$ref": "text.json", "type": "string",')
+    problem = one(validate_skill_dir(skill), "schema.json", "leads out of the skill folder through a symlink")
+    assert problem.location == "input.properties.text.$ref"
+
+
+def split_schema(skill: Path, back: str) -> None:
+    """summarize's max_words defined in common.json; its audience in defs/audience.json, whose ``$defs`` refer to
+    ``back`` (relative to defs/)."""
+    (skill / "defs").mkdir()
+    (skill / "common.json").write_text(
+        json.dumps({"$defs": {"words": {"type": "integer", "minimum": 10, "maximum": 1000}}}), encoding="utf-8"
+    )
+    (skill / "defs" / "audience.json").write_text(
+        json.dumps({"type": "string", "maxLength": 200, "$defs": {"n": {"$ref": back}}}), encoding="utf-8"
+    )
+
+    def change(schema: dict[str, Any]) -> None:
+        schema["input"]["properties"]["max_words"] = {"$ref": "common.json#/$defs/words", "default": 80}
+        schema["input"]["properties"]["audience"] = {"$ref": "./defs/audience.json", "default": "a busy reader"}
+
+    edit_schema(skill, change)
+
+
+def test_a_ref_to_a_file_in_the_skill_folder_works(skill: Path, no_fetch: list[str]) -> None:
+    (skill / "defs").mkdir()
+    (skill / "common.json").write_text(
+        json.dumps({"$defs": {"words": {"type": "integer", "minimum": 10, "maximum": 1000}}}), encoding="utf-8"
+    )
+    (skill / "defs" / "audience.json").write_text(
+        json.dumps({"type": "string", "$defs": {"short": {"maxLength": 20}}, "$ref": "#/$defs/short"}),
+        encoding="utf-8",
+    )
+
+    def change(schema: dict[str, Any]) -> None:
+        schema["input"]["properties"]["max_words"] = {"$ref": "common.json#/$defs/words", "default": 80}
+        schema["input"]["properties"]["audience"] = {"$ref": "./defs/audience.json", "default": "crew"}
+
+    edit_schema(skill, change)
+    assert validate_skill_dir(skill) == []
+    loaded = load_skill(skill)
+    with pytest.raises(ToolbagError, match="input.max_words: 5 is less than the minimum of 10"):
+        validate_input(loaded, {"text": "x", "max_words": 5})
+    with pytest.raises(ToolbagError, match="input.audience: is 21 characters long; the maximum is 20"):
+        validate_input(loaded, {"text": "x", "audience": "a" * 21})
+    validate_input(loaded, {"text": "x", "max_words": 50, "audience": "crew"})
+    assert no_fetch == []
+
+
+def test_a_step_back_that_stays_in_the_folder_is_fine(skill: Path) -> None:
+    split_schema(skill, "../common.json#/$defs/words")
+    assert validate_skill_dir(skill) == []
+
+
+def test_a_step_out_inside_a_referenced_file_is_refused(skill: Path) -> None:
+    split_schema(skill, "../../title/schema.json")
+    problem = one(validate_skill_dir(skill), "audience.json", "steps out of the skill folder with '..'")
+    assert problem.location == "defs/audience.json.$defs.n.$ref"
+
+
+def test_a_bad_pointer_into_a_referenced_file_is_a_problem(skill: Path) -> None:
+    (skill / "common.json").write_text(json.dumps({"$defs": {}}), encoding="utf-8")
+    edit(skill, "schema.json", '"text": {"type": "string",', '"text": {"$ref": "common.json#/$defs/x",')
+    problem = one(validate_skill_dir(skill), "schema.json", "'common.json#/$defs/x' points at nothing in common.json")
+    assert problem.location == "input.properties.text.$ref"
+
+
+def test_a_loop_inside_a_referenced_file_is_a_problem_named_there(skill: Path) -> None:
+    loop = {"$defs": {"a": {"$ref": "#/$defs/b"}, "b": {"allOf": [{"$ref": "#/$defs/a"}]}}}
+    (skill / "common.json").write_text(json.dumps(loop), encoding="utf-8")
+    edit(skill, "schema.json", '"text": {"type": "string",', '"text": {"$ref": "common.json#/$defs/a",')
+    problem = one(validate_skill_dir(skill), "schema.json", "leads back to itself")
+    assert problem.location in ("common.json.$defs.a", "common.json.$defs.b")
+
+
+def test_a_referenced_file_is_checked_like_schema_json(skill: Path) -> None:
+    (skill / "common.json").write_text(json.dumps({"$defs": {"t": {"type": "string", "pattern": "(?=a)"}}}), "utf-8")
+    edit(skill, "schema.json", '"text": {"type": "string",', '"text": {"$ref": "common.json#/$defs/t",')
+    problem = one(validate_skill_dir(skill), "common.json", "cannot be used")
+    assert problem.location == "common.json.$defs.t.pattern"
+
+
+def test_a_referenced_file_counts_in_the_content_hash_and_is_reloaded(library: Path, skill: Path) -> None:
+    before = load_skill(skill).content_hash
+    (skill / "common.json").write_text(json.dumps({"$defs": {"t": {"type": "string", "minLength": 1}}}), "utf-8")
+    edit(skill, "schema.json", '"text": {"type": "string",', '"text": {"$ref": "common.json#/$defs/t",')
+    skills = SkillLibrary(library)
+    first = skills.get("summarize")
+    assert first.content_hash != before
+    (skill / "common.json").write_text(json.dumps({"$defs": {"t": {"type": "string", "minLength": 3}}}), "utf-8")
+    second = skills.get("summarize")
+    assert second.content_hash not in (before, first.content_hash)
+    assert second.content_hash == content_hash(skill)
+    with pytest.raises(ToolbagError, match="input.text: is 2 characters long; the minimum is 3"):
+        validate_input(second, {"text": "ab"})
+
+
+def test_a_missing_referenced_file_is_picked_up_when_it_appears_and_never_read_while_validating(
+    library: Path, skill: Path
+) -> None:
+    edit(skill, "schema.json", '"text": {"type": "string",', '"text": {"$ref": "defs/text.json",')
+    skills = SkillLibrary(library)
+    with pytest.raises(ToolbagError, match="defs/text.json does not exist in the skill folder"):
+        skills.get("summarize")
+    (skill / "defs").mkdir()
+    (skill / "defs" / "text.json").write_text('{"type": "string", "maxLength": 1000}', encoding="utf-8")
+    loaded = skills.get("summarize")
+    shutil.rmtree(skill / "defs")  # validating a job uses what was read with the skill
+    with pytest.raises(ToolbagError, match="input.text: is 1001 characters long; the maximum is 1000"):
+        validate_input(loaded, {"text": "a" * 1001})
+
+
+def test_an_unchanged_skill_without_file_refs_keeps_its_hash() -> None:
+    texts = {name: (SKILLS / "summarize" / name).read_text(encoding="utf-8") for name in HASHED_FILES}
+    loaded = load_skill(SKILLS / "summarize")
+    assert content_hash_of_texts(texts) == content_hash_of_texts(texts, {}) == loaded.content_hash
 
 
 def test_validation_never_fetches_a_ref(no_fetch: list[str]) -> None:

@@ -9,6 +9,7 @@ import time
 import pytest
 import redis
 
+from toolbag.bulk.pipeline import gone_result
 from toolbag.jobs import AttemptRecord, DecisionRecord, JobStatus
 from toolbag.store import JobStore, NewJob
 from toolbag.store.keys import Keys
@@ -194,3 +195,20 @@ def test_vanished_message_is_found_only_when_it_is_nowhere(store: JobStore) -> N
     assert sorted(store.vanished_pointers(queue, older_than_s=0)) == [("j1", "2"), ("j3", "1")]
     assert store.claim("j3", "1", queue, 5, "w") is not None  # running jobs are not queued
     assert store.vanished_pointers(queue, older_than_s=0) == [("j1", "2")]
+
+
+def test_a_transition_names_the_status_as_a_job_status_or_says_why_there_is_none(store: JobStore) -> None:
+    store.submit(new_job())
+    store.claim("j1", "1", "openai.standard", 5, "w")
+    done = store.complete("j1", "1", "out", {"model": "gpt-luna"}, record())
+    assert done.ok and done.status is JobStatus.SUCCEEDED and not done.missing
+    stale = store.finish("j1", JobStatus.CANCELLED, "too late", DecisionRecord("cancel", "too late").to_json())
+    assert not stale.ok and stale.status is JobStatus.SUCCEEDED and stale.reason == ""
+    gone = store.finish("nope", JobStatus.CANCELLED, "no job", DecisionRecord("cancel", "no job").to_json())
+    assert not gone.ok and gone.status is None and gone.missing
+    assert store.promote("nope").missing
+
+
+def test_a_result_made_without_its_record_has_no_tier() -> None:
+    gone = gone_result("j9")
+    assert gone.status is JobStatus.EXPIRED and gone.tier is None and gone.to_dict()["tier"] is None

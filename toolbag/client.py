@@ -542,7 +542,7 @@ class Client:
 
         record = DecisionRecord("cancel", "cancelled by caller").to_json()
         done = self.store.finish(job_id, JobStatus.CANCELLED, "cancelled by caller", record)
-        if not done.ok and done.status == "missing":
+        if not done.ok and done.missing:
             raise JobNotFound(job_id)
         return done.ok  # counted fleet-wide in Redis by finish.lua (toolbag_jobs_finished_total)
 

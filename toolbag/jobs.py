@@ -190,7 +190,7 @@ class JobResult:
     skill: str | None = None
     skill_hash: str | None = None
     capability: str = ""
-    tier: str = ""
+    tier: Tier | None = None  # None only for a result made without the job's record (it had expired)
     # the model's calls of tools the caller defined (id, name, arguments); the caller runs them, toolbag never does
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
 

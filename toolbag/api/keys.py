@@ -16,8 +16,9 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from toolbag.config import TIERS
+from toolbag.config import TIERS, Tier
 from toolbag.errors import ToolbagError
+from toolbag.jobs import as_tier
 from toolbag.store.keys import Keys
 
 __all__ = ["ApiKey", "ApiKeyError", "KeyStore", "key_digest"]
@@ -42,9 +43,9 @@ class ApiKey:
 
     id: str
     caller: str
-    tier: str | None
+    tier: Tier | None
     created_ms: int
-    tiers: tuple[str, ...] = ()
+    tiers: tuple[Tier, ...] = ()
     rpm: int | None = None
     inbox: bool = False
     caller_tools: bool = True
@@ -63,7 +64,10 @@ def key_digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def _check(caller: str, tier: str | None, tiers: tuple[str, ...], rpm: int | None) -> None:
+def _check(
+    caller: str, tier: str | None, tiers: tuple[str, ...], rpm: int | None
+) -> tuple[Tier | None, tuple[Tier, ...]]:
+    """The key's default tier and tiers, typed; :class:`ApiKeyError` naming what is wrong."""
     if not _CALLER_RE.match(caller):
         raise ApiKeyError("caller must be 1-128 characters of letters, digits and . _ @ / + -")
     for name in (tier, *tiers):
@@ -73,6 +77,7 @@ def _check(caller: str, tier: str | None, tiers: tuple[str, ...], rpm: int | Non
         raise ApiKeyError(f"default tier {tier!r} is not among the key's tiers ({', '.join(tiers)})")
     if rpm is not None and not 0 < rpm <= MAX_RPM:
         raise ApiKeyError(f"rpm must be between 1 and {MAX_RPM}")
+    return (None if tier is None else as_tier(tier)), tuple(as_tier(name) for name in tiers)
 
 
 class KeyStore:
@@ -85,10 +90,10 @@ class KeyStore:
     def create(self, caller: str, tier: str | None = None, *, tiers: tuple[str, ...] = (),
                rpm: int | None = None, inbox: bool = False, caller_tools: bool = True) -> tuple[ApiKey, str]:
         """A new key for ``caller``: the stored record and the secret (shown once, never stored)."""
-        _check(caller, tier, tiers, rpm)
+        default_tier, allowed = _check(caller, tier, tiers, rpm)
         secret = KEY_PREFIX + secrets.token_urlsafe(32)
         digest = key_digest(secret)
-        key = ApiKey(digest[:12], caller, tier, int(time.time() * 1000), tuple(tiers), rpm, inbox, caller_tools)
+        key = ApiKey(digest[:12], caller, default_tier, int(time.time() * 1000), allowed, rpm, inbox, caller_tools)
         pipe = self._redis.pipeline(transaction=True)
         pipe.hset(self._keys.api_key(digest), mapping=_fields(key))
         pipe.hset(self._keys.api_keys, key.id, digest)
@@ -170,9 +175,10 @@ def _fields(key: ApiKey) -> dict[str, Any]:
 
 def _record(fields: dict[Any, Any]) -> ApiKey:
     values = {_text(k): _text(v) for k, v in fields.items()}
-    tiers = tuple(t for t in values.get("tiers", "").split(",") if t)
+    tiers = tuple(as_tier(t) for t in values.get("tiers", "").split(",") if t)
     rpm = values.get("rpm", "")
-    return ApiKey(values["id"], values["caller"], values["tier"] or None, int(values["created_ms"]), tiers,
+    tier = as_tier(values["tier"]) if values["tier"] else None
+    return ApiKey(values["id"], values["caller"], tier, int(values["created_ms"]), tiers,
                   int(rpm) if rpm else None, values.get("inbox") == "1",
                   values.get("caller_tools", "1") == "1")  # a key from before the field: allowed, as then
 

@@ -6,11 +6,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from toolbag.config import Tier
 from toolbag.jobs import JobStatus
 
 MAX_BATCH = 1000
-
-Tier = Literal["interactive", "standard", "batch"]
 
 
 class _Body(BaseModel):
@@ -72,7 +71,7 @@ class JobView(BaseModel):
     job_id: str
     status: JobStatus
     capability: str
-    tier: str
+    tier: Tier
     caller: str
     skill: str | None = None
     provider: str | None = None
@@ -99,7 +98,7 @@ class EscalationView(BaseModel):
     job_id: str
     escalated_at: float
     capability: str
-    tier: str
+    tier: Tier
     caller: str
     reason: str
     attempts: list[dict[str, Any]] = Field(default_factory=list)

@@ -371,7 +371,8 @@ class AttemptRunner:
         self._observe_attempt(model_name, tier, OutcomeKind.OK.value, success.latency_s, success.response)
         if not done.ok:
             metrics.STALE_DELIVERIES.labels(self.provider).inc()
-            log.info(json.dumps({"event": "late_completion_dropped", "job_id": job_id, "status": done.status}))
+            stopped_by = done.status or done.reason
+            log.info(json.dumps({"event": "late_completion_dropped", "job_id": job_id, "status": stopped_by}))
             return
         usage = success.response.usage
         metrics.TOKENS.labels(self.provider, model_name, "input").inc(usage.input_tokens)

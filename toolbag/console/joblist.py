@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from toolbag.jobs import JobRecord, JobStatus
+from toolbag.config import TIERS, Tier
+from toolbag.jobs import JobRecord, JobStatus, as_tier
 from toolbag.store import JobStore, text
 
 MAX_SCANNED = 5_000
@@ -41,9 +42,9 @@ class JobFilter:
 @dataclass(frozen=True)
 class JobRow:
     id: str
-    status: str
+    status: JobStatus
     capability: str
-    tier: str
+    tier: Tier
     caller: str
     skill: str
     model: str
@@ -75,11 +76,12 @@ def search_jobs(store: JobStore, flt: JobFilter, limit: int = 100) -> JobSearch:
             pipe.hmget(key, list(FIELDS))
         for key, values in zip(batch, pipe.execute(), strict=True):
             row = {name: text(v) for name, v in zip(FIELDS, values, strict=True) if v is not None}
-            if not row.get("status"):
-                continue
+            if row.get("status") not in STATUSES or row.get("tier") not in TIERS:
+                continue  # not a job record
             row.setdefault("id", key[prefix_len:])
             if flt.accepts(row):
-                found.append(JobRow(row["id"], row["status"], row.get("capability", ""), row.get("tier", ""),
+                found.append(JobRow(row["id"], JobStatus(row["status"]), row.get("capability", ""),
+                                    as_tier(row["tier"]),
                                     row.get("caller", ""), row.get("skill", ""), row.get("model", ""),
                                     int(row.get("created_ms") or 0), int(row.get("finished_ms") or 0),
                                     int(row.get("attempt") or 0), row.get("error", "")))

@@ -39,15 +39,15 @@ _cache_lock = threading.Lock()
 _validators: dict[tuple[str, str], Any] = {}
 
 
-def _validator(schema: Mapping[str, Any], key: tuple[str, str] | None) -> Any:
+def _validator(schema: Mapping[str, Any], key: tuple[str, str] | None, documents: Mapping[str, Any] | None) -> Any:
     if key is None:
-        return schema_validator(schema)
+        return schema_validator(schema, documents)
     with _cache_lock:
         found = _validators.get(key)
         if found is None:
             if len(_validators) >= _MAX_CACHED_VALIDATORS:
                 _validators.clear()  # edited skills leave old hashes behind; start over rather than grow
-            found = schema_validator(schema)
+            found = schema_validator(schema, documents)
             _validators[key] = found
         return found
 
@@ -135,12 +135,19 @@ def describe_error(error: ValidationError, root: str) -> list[ErrorItem]:
 
 
 def schema_error_items(
-    schema: Mapping[str, Any], value: Any, root: str, cache_key: tuple[str, str] | None = None
+    schema: Mapping[str, Any],
+    value: Any,
+    root: str,
+    cache_key: tuple[str, str] | None = None,
+    documents: Mapping[str, Any] | None = None,
 ) -> list[ErrorItem]:
-    """Every way ``value`` breaks ``schema``: ``(path, plain-words line)``, sorted by path, at most 20."""
+    """Every way ``value`` breaks ``schema``: ``(path, plain-words line)``, sorted by path, at most 20.
+
+    ``documents`` are the skill folder's files the schema refers to, by relative path (``Skill.schema_documents``).
+    """
     if nests_deeper_than(value, MAX_NESTING):
         return [((), f"{root}: lists and objects are nested more than {MAX_NESTING} levels deep, the most allowed")]
-    validator = _validator(schema, cache_key)
+    validator = _validator(schema, cache_key, documents)
     ordered = sorted(
         validator.iter_errors(value),
         key=lambda e: ([str(p) for p in e.absolute_path], str(e.validator), e.message),
@@ -161,22 +168,28 @@ def _item_order(item: ErrorItem) -> tuple[list[tuple[int, int, str]], str]:
 
 
 def schema_errors(
-    schema: Mapping[str, Any], value: Any, root: str, cache_key: tuple[str, str] | None = None
+    schema: Mapping[str, Any],
+    value: Any,
+    root: str,
+    cache_key: tuple[str, str] | None = None,
+    documents: Mapping[str, Any] | None = None,
 ) -> list[str]:
     """Every way ``value`` breaks ``schema``, as plain-words lines sorted by path (at most 20)."""
-    return [line for _path, line in schema_error_items(schema, value, root, cache_key)]
+    return [line for _path, line in schema_error_items(schema, value, root, cache_key, documents)]
 
 
 def validate_input(skill: Skill, value: Any) -> None:
     """Raise :class:`SkillInputError` naming each field and rule when ``value`` fails the input schema."""
-    errors = schema_errors(skill.input_schema, value, "input", (skill.content_hash, "input"))
+    errors = schema_errors(skill.input_schema, value, "input", (skill.content_hash, "input"), skill.schema_documents)
     if errors:
         raise SkillInputError(skill.name, errors)
 
 
 def validate_output(skill: Skill, parsed: Any) -> list[str]:
     """Every way ``parsed`` breaks the skill's output schema (empty when it is valid)."""
-    return schema_errors(skill.output_schema, parsed, "output", (skill.content_hash, "output"))
+    return schema_errors(
+        skill.output_schema, parsed, "output", (skill.content_hash, "output"), skill.schema_documents
+    )
 
 
 def with_defaults(schema: Mapping[str, Any], value: Any) -> Any:

@@ -1,8 +1,10 @@
-"""A skill's content hash: sha256 over its three files, independent of where the folder lives."""
+"""A skill's content hash: sha256 over its three files and the files its schemas refer to, independent of where
+the folder lives."""
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from pathlib import Path
 
 from toolbag.skills.canonical import normalize_text
@@ -14,14 +16,16 @@ EVALS_FILE = "evals.yaml"
 HASHED_FILES: tuple[str, ...] = (SKILL_FILE, SCHEMA_FILE, EVALS_FILE)
 
 
-def content_hash_of_texts(texts: dict[str, str | None]) -> str:
-    """Hex sha256 of ``name, length, normalized text`` for each of :data:`HASHED_FILES`.
+def content_hash_of_texts(texts: dict[str, str | None], referenced: Mapping[str, str] | None = None) -> str:
+    """Hex sha256 of ``name, length, normalized text`` for each of :data:`HASHED_FILES`, then for each file
+    the schemas refer to (``referenced``: relative path -> text, in path order; none leaves the hash as it was).
 
     A missing file hashes differently from an empty one. Folder names and paths are not part of it.
     """
     digest = hashlib.sha256(b"toolbag-skill-v1\n")
-    for name in HASHED_FILES:
-        text = texts.get(name)
+    hashed: dict[str, str | None] = {name: texts.get(name) for name in HASHED_FILES}
+    hashed.update((f"ref:{path}", text) for path, text in sorted((referenced or {}).items()))
+    for name, text in hashed.items():
         if text is None:
             digest.update(f"{name}\n-\n".encode())
             continue
@@ -33,10 +37,7 @@ def content_hash_of_texts(texts: dict[str, str | None]) -> str:
 
 
 def content_hash(skill_dir: str | Path) -> str:
-    """The content hash of the skill folder ``skill_dir`` (files read as UTF-8)."""
-    folder = Path(skill_dir)
-    texts: dict[str, str | None] = {}
-    for name in HASHED_FILES:
-        file = folder / name
-        texts[name] = file.read_text(encoding="utf-8") if file.is_file() else None
-    return content_hash_of_texts(texts)
+    """The content hash of the skill folder ``skill_dir``, as the loader computes it."""
+    from toolbag.skills.parse import parse_skill_dir  # parse builds on this module
+
+    return parse_skill_dir(Path(skill_dir))[0].content_hash

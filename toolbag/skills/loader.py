@@ -41,10 +41,17 @@ default_skills_root = default_skills_dir
 
 def load_skill(path: str | Path) -> Skill:
     """Load and validate the skill folder at ``path``; raise :class:`SkillLoadError` listing every problem."""
+    loaded, _watched = _load(path)
+    if isinstance(loaded, Skill):
+        return loaded
+    raise SkillLoadError(str(path), loaded)
+
+
+def _load(path: str | Path) -> tuple[Skill | tuple[Problem, ...], tuple[str, ...]]:
+    """The skill (or its problems) and the relative paths of the files its schemas refer to or tried to."""
     parsed, problems = inspect_skill_dir(path)
-    if problems:
-        raise SkillLoadError(str(path), problems)
-    return _build(parsed)
+    watched = tuple(parsed.referenced.tried)
+    return (tuple(problems) if problems else _build(parsed)), watched
 
 
 def _build(p: ParsedSkill) -> Skill:
@@ -74,15 +81,17 @@ def _build(p: ParsedSkill) -> Skill:
         license=header.license,
         metadata=dict(header.metadata),
         path=p.path,
+        schema_documents=dict(p.referenced.documents),
     )
 
 
 _Stamp = tuple[tuple[int, int] | None, ...]
 
 
-def _stamp(folder: Path) -> _Stamp:
+def _stamp(folder: Path, watched: tuple[str, ...] = ()) -> _Stamp:
+    """Modification time and size of the three files and of ``watched`` (the files the schemas refer to)."""
     stamps: list[tuple[int, int] | None] = []
-    for name in HASHED_FILES:
+    for name in (*HASHED_FILES, *watched):
         try:
             st = (folder / name).stat()
         except OSError:
@@ -98,7 +107,7 @@ class SkillLibrary:
     def __init__(self, root: str | Path | None = None) -> None:
         self.root = Path(root) if root is not None else default_skills_dir()
         self._lock = threading.Lock()
-        self._cache: dict[str, tuple[_Stamp, Skill | tuple[Problem, ...]]] = {}
+        self._cache: dict[str, tuple[_Stamp, tuple[str, ...], Skill | tuple[Problem, ...]]] = {}
 
     def names(self) -> list[str]:
         """Sorted names of the folders under the root that hold a ``SKILL.md``."""
@@ -120,19 +129,17 @@ class SkillLibrary:
     def get(self, name: str) -> Skill:
         """The skill ``name``, validated; raises :class:`SkillNotFound` or :class:`SkillLoadError`."""
         folder = self.path(name)
-        stamp = _stamp(folder)
         with self._lock:
             cached = self._cache.get(name)
-        if cached is None or cached[0] != stamp:
-            try:
-                cached = (stamp, load_skill(folder))
-            except SkillLoadError as err:
-                cached = (stamp, err.problems)
+        if cached is None or cached[0] != _stamp(folder, cached[1]):
+            stamp = _stamp(folder)
+            loaded, watched = _load(folder)
+            cached = ((*stamp, *_stamp(folder, watched)[len(stamp) :]), watched, loaded)
             with self._lock:
                 self._cache[name] = cached
-        if isinstance(cached[1], Skill):
-            return cached[1]
-        raise SkillLoadError(str(folder), cached[1])
+        if isinstance(cached[2], Skill):
+            return cached[2]
+        raise SkillLoadError(str(folder), cached[2])
 
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and name in self.names()

@@ -93,6 +93,8 @@ class Skill:
     license: str | None = None
     metadata: Mapping[str, str] = field(default_factory=dict)
     path: Path = field(default=Path("."), compare=False)
+    #: The skill folder's files the schemas refer to, by relative path (``common.json``), read when loaded.
+    schema_documents: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def required_features(self) -> tuple[str, ...]:

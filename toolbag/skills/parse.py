@@ -10,7 +10,7 @@ placeholders against the input fields) live in :mod:`toolbag.skills.validation`;
 from __future__ import annotations
 
 from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from toolbag.skills.canonical import normalize_text
@@ -20,6 +20,7 @@ from toolbag.skills.hashing import EVALS_FILE, HASHED_FILES, SCHEMA_FILE, SKILL_
 from toolbag.skills.header import HeaderContext
 from toolbag.skills.limits import MAX_FILE_BYTES, control_character
 from toolbag.skills.schema_file import Schemas, read_schema_json
+from toolbag.skills.schema_refs import Referenced, read_referenced
 from toolbag.skills.skill_md import SkillMd, line_of, read_skill_md
 
 __all__ = ["EVALS_FILE", "SCHEMA_FILE", "SKILL_FILE", "ParsedSkill", "parse_skill_dir"]
@@ -34,6 +35,7 @@ class ParsedSkill:
     md: SkillMd | None
     schemas: Schemas
     evals: Evals | None
+    referenced: Referenced = field(default_factory=Referenced)
 
 
 def parse_skill_dir(
@@ -42,7 +44,8 @@ def parse_skill_dir(
     capabilities: Collection[str] | None = None,
     route_targets: Collection[str] | None = None,
 ) -> tuple[ParsedSkill, list[Problem]]:
-    """Read the three files of a skill folder. Never raises for a broken skill; lists problems instead.
+    """Read the three files of a skill folder, and the files its schemas refer to. Never raises for a broken
+    skill; lists problems instead.
 
     ``capabilities`` and ``route_targets`` (from toolbag.yaml), when given, are what the header may name.
     """
@@ -53,9 +56,9 @@ def parse_skill_dir(
         texts[name], problem = _read_text(folder / name)
         if problem is not None:
             refused[name] = problem
-    content_hash = content_hash_of_texts(texts)
     if not folder.is_dir():
         missing = Problem(str(folder), "", "this folder does not exist", "Give the path of a skill folder.")
+        content_hash = content_hash_of_texts(texts)
         return ParsedSkill(folder, content_hash, None, Schemas(str(folder / SCHEMA_FILE), None, None), None), [missing]
     context = HeaderContext(folder.name, capabilities, route_targets)
     md, md_problems = (None, []) if SKILL_FILE in refused else read_skill_md(folder, texts[SKILL_FILE], context)
@@ -64,9 +67,14 @@ def parse_skill_dir(
         if SCHEMA_FILE in refused
         else read_schema_json(folder, texts[SCHEMA_FILE])
     )
+    both = (("input", schemas.input), ("output", schemas.output))
+    roots = {key: schema for key, schema in both if schema is not None}
+    referenced = read_referenced(folder, schemas.file, roots)
     evals, evals_problems = (None, []) if EVALS_FILE in refused else read_evals_yaml(folder, texts[EVALS_FILE])
-    parsed = ParsedSkill(folder, content_hash, md, schemas, evals)
-    return parsed, [*refused.values(), *md_problems, *schema_problems, *evals_problems]
+    content_hash = content_hash_of_texts(texts, referenced.texts)
+    parsed = ParsedSkill(folder, content_hash, md, schemas, evals, referenced)
+    problems = [*refused.values(), *md_problems, *schema_problems, *referenced.problems, *evals_problems]
+    return parsed, problems
 
 
 def _read_text(file: Path) -> tuple[str | None, Problem | None]:

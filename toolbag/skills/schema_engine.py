@@ -3,7 +3,8 @@ fast and its answer fixed by the skill's files alone.
 
 - Each regular expression (``pattern``, ``patternProperties``, ``format: regex``) runs on RE2
   (:mod:`toolbag.skills.patterns`), never on Python's backtracking ``re``.
-- A ``$ref`` resolves within the schema (and the Draft 2020-12 meta-schemas, which jsonschema ships); any other
+- A ``$ref`` resolves within the schema, the files of the skill folder it refers to (read once, when the skill is
+  read: :mod:`toolbag.skills.schema_refs`) and the Draft 2020-12 meta-schemas, which jsonschema ships; any other
   reference is unresolvable: no document is fetched or read while validating.
 """
 
@@ -15,6 +16,7 @@ from typing import Any
 from jsonschema import Draft202012Validator, FormatChecker, validators
 from jsonschema.exceptions import ValidationError
 from referencing import Registry, Resource
+from referencing.jsonschema import DRAFT202012
 
 from toolbag.skills.patterns import is_pattern, search
 
@@ -73,9 +75,17 @@ _FORMATS = FormatChecker()
 _FORMATS.checks("regex")(is_pattern)
 
 
-def schema_validator(schema: Mapping[str, Any]) -> Any:
-    """A validator of values against ``schema`` (which must have passed the checks of :mod:`toolbag.skills.schemas`)."""
-    return _SkillValidator(schema, registry=LOCAL_REFS, format_checker=_FORMATS)
+def registry_of(documents: Mapping[str, Any]) -> Registry[Any]:
+    """:data:`LOCAL_REFS` plus the skill folder's referenced files (relative path -> contents), read beforehand."""
+    if not documents:
+        return LOCAL_REFS
+    return LOCAL_REFS.with_resources((uri, DRAFT202012.create_resource(doc)) for uri, doc in documents.items())
+
+
+def schema_validator(schema: Mapping[str, Any], documents: Mapping[str, Any] | None = None) -> Any:
+    """A validator of values against ``schema`` (which must have passed the checks of :mod:`toolbag.skills.schemas`);
+    ``documents`` are the files its references point into, by relative path."""
+    return _SkillValidator(schema, registry=registry_of(documents or {}), format_checker=_FORMATS)
 
 
 def meta_validator() -> Any:

@@ -6,7 +6,8 @@ check nothing. These checks name each such place in plain words.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from pathlib import PurePosixPath
 from typing import Any
 
 from referencing.exceptions import Unresolvable
@@ -15,7 +16,7 @@ from referencing.jsonschema import DRAFT202012
 from toolbag.skills.errors import did_you_mean
 from toolbag.skills.jsonpath import JsonPath, path_text
 from toolbag.skills.patterns import RE2_SYNTAX, pattern_problem
-from toolbag.skills.schema_engine import LOCAL_REFS, meta_validator
+from toolbag.skills.schema_engine import meta_validator, registry_of
 
 #: Every keyword of JSON Schema Draft 2020-12 (core, applicator, validation, annotations, format, content).
 KNOWN_KEYWORDS: frozenset[str] = frozenset(
@@ -116,13 +117,19 @@ def keyword_problems(schema: Any, root: str) -> list[tuple[str, str, str]]:
     return found
 
 
-def engine_problems(schema: Any, root: str) -> list[tuple[str, str, str]]:
+def engine_problems(
+    schema: Any, root: str, documents: Mapping[str, Any] | None = None
+) -> list[tuple[str, str, str]]:
     """``(location, message, fix)`` for what toolbag's validator (:mod:`toolbag.skills.schema_engine`) will not
-    run: a pattern RE2 cannot compile, and a ``$ref`` that points outside the schema or at nothing."""
-    return [*_pattern_problems(schema, root), *_reference_problems(schema, root)]
+    run: a pattern RE2 cannot compile, and a ``$ref`` that points at nothing. ``documents`` are the skill folder's
+    files the schema refers to, read beforehand (:mod:`toolbag.skills.schema_refs` reports a file it could not
+    read, so such a reference is not reported again here)."""
+    return [*pattern_problems(schema, root), *_reference_problems(schema, root, documents or {})]
 
 
-def _pattern_problems(schema: Any, root: str) -> list[tuple[str, str, str]]:
+def pattern_problems(schema: Any, root: str) -> list[tuple[str, str, str]]:
+    """``(location, message, fix)`` for each pattern RE2 cannot run, and ``patternProperties`` beside
+    ``unevaluatedProperties``."""
     found: list[tuple[str, str, str]] = []
     unevaluated = any("unevaluatedProperties" in node for _path, node in subschemas(schema))
     for path, node in subschemas(schema):
@@ -148,47 +155,45 @@ def _pattern_problems(schema: Any, root: str) -> list[tuple[str, str, str]]:
     return found
 
 
-def _reference_problems(schema: Any, root: str) -> list[tuple[str, str, str]]:
+def _reference_problems(schema: Any, root: str, documents: Mapping[str, Any]) -> list[tuple[str, str, str]]:
     found: list[tuple[str, str, str]] = []
     targets: dict[int, list[Any]] = {}
-    resolvers: dict[JsonPath, Any] = {(): LOCAL_REFS.resolver_with_root(DRAFT202012.create_resource(schema))}
-    for path, node in subschemas(schema):
-        resolver = next(resolvers[path[:end]] for end in range(len(path), -1, -1) if path[:end] in resolvers)
-        if path and "$id" in node:
-            resolver = resolvers[path] = resolver.in_subresource(DRAFT202012.create_resource(node))
-        for keyword in ("$ref", "$dynamicRef"):
-            ref = node.get(keyword)
-            if not isinstance(ref, str):
-                continue
-            where = path_text(root, path + (keyword,))
-            if not ref.startswith("#"):
-                found.append(
-                    (
-                        where,
-                        f"{ref!r} points outside schema.json; toolbag never fetches or reads another document "
-                        "while validating, so what a skill accepts depends on its own files only",
-                        'Copy the definition under "$defs" in this schema and refer to it as "#/$defs/<name>".',
+    registry = registry_of(documents)
+    walks = [(root, schema, registry.resolver_with_root(DRAFT202012.create_resource(schema)))]
+    walks += [(str(PurePosixPath(uri)), doc, registry.resolver(base_uri=uri)) for uri, doc in documents.items()]
+    for label, document, top in walks:
+        resolvers: dict[JsonPath, Any] = {(): top}
+        for path, node in subschemas(document):
+            resolver = next(resolvers[path[:end]] for end in range(len(path), -1, -1) if path[:end] in resolvers)
+            if path and "$id" in node:
+                resolver = resolvers[path] = resolver.in_subresource(DRAFT202012.create_resource(node))
+            for keyword in ("$ref", "$dynamicRef"):
+                ref = node.get(keyword)
+                if not isinstance(ref, str):
+                    continue
+                try:
+                    targets.setdefault(id(node), []).append(resolver.lookup(ref).contents)
+                except Unresolvable:
+                    if not ref.startswith("#"):
+                        continue  # a file that could not be read: schema_refs named it already
+                    where = path_text(label, path + (keyword,))
+                    found.append(
+                        (
+                            where,
+                            f"{ref!r} points at nothing in the {label} schema",
+                            f'A reference starts at the top of the {label} schema: "#/$defs/<name>" needs '
+                            '"$defs": {"<name>": {...}} there.',
+                        )
                     )
-                )
-                continue
-            try:
-                targets.setdefault(id(node), []).append(resolver.lookup(ref).contents)
-            except Unresolvable:
-                found.append(
-                    (
-                        where,
-                        f"{ref!r} points at nothing in the {root} schema",
-                        f'A reference starts at the top of the {root} schema: "#/$defs/<name>" needs '
-                        '"$defs": {"<name>": {...}} there.',
-                    )
-                )
-    return found or _loop_problems(schema, root, targets)
+    labels = {id(node): path_text(name, path) for name, document, _top in walks for path, node in subschemas(document)}
+    return found or _loop_problems(schema, root, targets, labels)
 
 
-def _loop_problems(schema: Any, root: str, targets: dict[int, list[Any]]) -> list[tuple[str, str, str]]:
+def _loop_problems(
+    schema: Any, root: str, targets: dict[int, list[Any]], labels: dict[int, str]
+) -> list[tuple[str, str, str]]:
     """A problem when a ``$ref`` leads back to a schema that holds it without checking a part of the value
     first (``{"$ref": "#"}`` at the top, say): checking any value against it would never end."""
-    paths = {id(node): path for path, node in subschemas(schema)}
 
     def steps(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
         for key in _IN_PLACE:
@@ -212,7 +217,7 @@ def _loop_problems(schema: Any, root: str, targets: dict[int, list[Any]]) -> lis
                 open_now.discard(id(node))
                 done.add(id(node))
             elif id(child) in open_now:
-                where = path_text(root, paths.get(id(child), ()))
+                where = labels.get(id(child), root)
                 return [
                     (
                         where,

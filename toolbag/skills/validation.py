@@ -9,7 +9,7 @@ possible placeholder and is shown by one, and the eval cases and examples fit th
 from __future__ import annotations
 
 import re
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,8 @@ from toolbag.skills.model import Check
 from toolbag.skills.parse import ParsedSkill, parse_skill_dir
 from toolbag.skills.portability import portability_problems
 from toolbag.skills.reference import reference_problems
-from toolbag.skills.schemas import engine_problems, keyword_problems, meta_problems
+from toolbag.skills.schema_refs import label
+from toolbag.skills.schemas import engine_problems, keyword_problems, meta_problems, pattern_problems
 from toolbag.skills.skill_md import SkillMd
 from toolbag.skills.template import find_placeholders, stray_braces
 
@@ -58,13 +59,19 @@ def inspect_skill_dir(
 
 def _across_files(p: ParsedSkill) -> list[Problem]:
     out: list[Problem] = []
-    schemas = p.schemas
-    sound = True
+    schemas, documents = p.schemas, p.referenced.documents
+    sound = not p.referenced.problems
+    for uri, document in documents.items():
+        file, name = str(p.path / uri), label(uri)
+        for where, message, fix in meta_problems(document, name) or pattern_problems(document, name):
+            out.append(Problem(file, where, message, fix))
+            sound = False
+        out.extend(Problem(file, where, message, fix) for where, message, fix in keyword_problems(document, name))
     for key, schema in (("input", schemas.input), ("output", schemas.output)):
         if schema is None:
             sound = False
             continue
-        for where, message, fix in meta_problems(schema, key) or engine_problems(schema, key):
+        for where, message, fix in meta_problems(schema, key) or engine_problems(schema, key, documents):
             out.append(Problem(schemas.file, where, message, fix))
             sound = False
         for where, message, fix in keyword_problems(schema, key):
@@ -81,7 +88,7 @@ def _across_files(p: ParsedSkill) -> list[Problem]:
     if p.md is not None:
         out.extend(_placeholder_problems(p.md, schemas.input))
     if p.evals is not None:
-        out.extend(_eval_problems(p.evals, schemas.input, schemas.output))
+        out.extend(_eval_problems(p.evals, schemas.input, schemas.output, documents))
     return out
 
 
@@ -206,11 +213,13 @@ def _placeholder_problems(md: SkillMd, schema: dict[str, Any]) -> list[Problem]:
     return out
 
 
-def _eval_problems(evals: Evals, input_schema: dict[str, Any], output_schema: dict[str, Any]) -> list[Problem]:
+def _eval_problems(
+    evals: Evals, input_schema: dict[str, Any], output_schema: dict[str, Any], documents: Mapping[str, Any]
+) -> list[Problem]:
     out: list[Problem] = []
     for i, case in evals.cases.items():
         label = f"case {case.id!r}"
-        for path, message in schema_error_items(input_schema, case.input, "input"):
+        for path, message in schema_error_items(input_schema, case.input, "input", documents=documents):
             out.append(
                 Problem(
                     evals.file,
@@ -220,7 +229,7 @@ def _eval_problems(evals: Evals, input_schema: dict[str, Any], output_schema: di
                 )
             )
         if case.expected is not None:
-            for path, message in schema_error_items(output_schema, case.expected, "output"):
+            for path, message in schema_error_items(output_schema, case.expected, "output", documents=documents):
                 out.append(
                     Problem(
                         evals.file,
@@ -236,7 +245,7 @@ def _eval_problems(evals: Evals, input_schema: dict[str, Any], output_schema: di
                 out.append(Problem(evals.file, where, message, ""))
     for i, example in evals.examples.items():
         for key, value, schema in (("input", example.input, input_schema), ("output", example.output, output_schema)):
-            for path, message in schema_error_items(schema, value, key):
+            for path, message in schema_error_items(schema, value, key, documents=documents):
                 out.append(
                     Problem(
                         evals.file,

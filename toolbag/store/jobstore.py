@@ -57,11 +57,27 @@ class Transition:
     ``settled`` (the rate-limit settle's reply, () without)."""
 
     ok: bool
-    status: str = ""
+    #: The job's status after the transition, or (not ``ok``) the one that stopped it; ``None`` when the reply
+    #: named no status: then ``reason`` says why (``missing``: no such job; ``not due``; ``not delayed``).
+    status: JobStatus | None = None
     created_ms: int = 0
     finished_ms: int = 0
     health: str = ""
     settled: tuple[int, ...] = ()
+    reason: str = ""
+
+    @property
+    def missing(self) -> bool:
+        """Whether the job has no record (an unknown id, or it expired)."""
+        return self.status is None and self.reason == "missing"
+
+
+def moved(ok: bool, said: str, **more: Any) -> Transition:
+    """The :class:`Transition` of a script whose reply's second item, ``said``, is a status or why there is none."""
+    try:
+        return Transition(ok, JobStatus(said), **more)
+    except ValueError:
+        return Transition(ok, None, reason=said, **more)
 
 
 @dataclass(frozen=True)
@@ -88,16 +104,16 @@ class Claimed:
 def completed(reply: Any) -> Transition:
     """The ``complete`` script's reply."""
     if int(reply[0]) != 1:
-        return Transition(False, text(reply[1]), health=text(reply[2]), settled=tuple(int(x) for x in reply[3]))
-    return Transition(True, "succeeded", int(reply[1]), int(reply[2]), health=text(reply[3]),
+        return moved(False, text(reply[1]), health=text(reply[2]), settled=tuple(int(x) for x in reply[3]))
+    return Transition(True, JobStatus.SUCCEEDED, int(reply[1]), int(reply[2]), health=text(reply[3]),
                       settled=tuple(int(x) for x in reply[4]))
 
 
 def ended(reply: Any) -> Transition:
     """The ``end_attempt`` script's reply."""
     if int(reply[0]) != 1:
-        return Transition(False, text(reply[1]), health=text(reply[2]), settled=tuple(int(x) for x in reply[3]))
-    return Transition(True, "deciding", health=text(reply[1]), settled=tuple(int(x) for x in reply[2]))
+        return moved(False, text(reply[1]), health=text(reply[2]), settled=tuple(int(x) for x in reply[3]))
+    return Transition(True, JobStatus.DECIDING, health=text(reply[1]), settled=tuple(int(x) for x in reply[2]))
 
 
 def learned(keys: Keys, health: ScriptPart | None, settle: ScriptPart | None) -> tuple[list[str], list[Any]]:
@@ -382,7 +398,7 @@ class JobStore:
                   self.keys.waiting(queue), self.keys.audit],
             args=[token, new_token, model, provider, queue, envelope, record_json, delay_ms, "1" if audit else "0"],
         )
-        return Transition(int(reply[0]) == 1, text(reply[1]) if len(reply) > 1 else "")
+        return moved(int(reply[0]) == 1, text(reply[1]) if len(reply) > 1 else "")
 
     # -- supervisor side ----------------------------------------------------------------------------
 
@@ -415,21 +431,21 @@ class JobStore:
             args=[expected_token, new_token, model, provider, queue, envelope, record_json, delay_ms, feedback,
                   expected_status.value, int(new_deadline_s * 1000), prefill],
         )
-        return Transition(int(reply[0]) == 1, text(reply[1]) if len(reply) > 1 else "")
+        return moved(int(reply[0]) == 1, text(reply[1]) if len(reply) > 1 else "")
 
     def promote(self, job_id: str) -> Transition:
         """Waiting and due → queued. Safe to call twice, from two supervisors."""
         record = self.redis.hmget(self.keys.job(job_id), ["token", "queue", "capability", "model"])
         if record[0] is None or record[1] is None:
             self.redis.zrem(self.keys.delayed, job_id)
-            return Transition(False, "missing")
+            return Transition(False, reason="missing")
         token, queue = text(record[0]), text(record[1])
         capability, model = text(record[2] or b""), text(record[3] or b"")
         reply = self._promote(
             keys=[self.keys.job(job_id), self.keys.delayed, self.keys.queue(queue), self.keys.waiting(queue)],
             args=[token, attempt_message(queue, job_id, token, capability=capability, model=model)],
         )
-        return Transition(int(reply[0]) == 1, text(reply[1]) if len(reply) > 1 else "queued")
+        return moved(int(reply[0]) == 1, text(reply[1]) if len(reply) > 1 else JobStatus.QUEUED)
 
     def finish(
         self,
@@ -458,8 +474,8 @@ class JobStore:
                   record_json, self.job_ttl_s, *webhook],
         )
         if int(reply[0]) != 1:
-            return Transition(False, text(reply[1]))
-        return Transition(True, status.value, int(reply[1]), int(reply[2]))
+            return moved(False, text(reply[1]))
+        return Transition(True, status, int(reply[1]), int(reply[2]))
 
     def resolve(
         self, job_id: str, status: JobStatus, record_json: str, *, output: Any = None,
@@ -472,7 +488,7 @@ class JobStore:
             args=[status.value, "" if output is None else json.dumps(output),
                   "" if result is None else json.dumps(result), error, record_json, self.job_ttl_s],
         )
-        return Transition(int(reply[0]) == 1, text(reply[1]) if len(reply) > 1 else status.value)
+        return moved(int(reply[0]) == 1, text(reply[1]) if len(reply) > 1 else status)
 
     def escalated(self, limit: int = 100) -> list[tuple[str, float]]:
         """The human inbox, oldest first: (job id, escalated at, unix seconds)."""
@@ -664,7 +680,7 @@ class JobStore:
                   self.keys.kombu_unacked_index, self.keys.kombu_unacked],
             args=[token, new_token, attempt_message(queue, job_id, new_token), tag, record_json],
         )
-        return Transition(int(reply[0]) == 1, text(reply[1]) if len(reply) > 1 else "queued")
+        return moved(int(reply[0]) == 1, text(reply[1]) if len(reply) > 1 else JobStatus.QUEUED)
 
     def resend_decision(self, job_id: str, token: str) -> None:
         """Re-push a decision message for a job stuck in ``deciding`` (its message was lost with a
