@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -32,8 +33,8 @@ WAIT_S = 20.0
 
 
 @pytest.fixture(scope="module", params=VENDORS)
-def batches(request: pytest.FixtureRequest, sim: SimulatorServer) -> Iterator[VendorBatches]:
-    made: VendorBatches
+def batches(request: pytest.FixtureRequest, sim: SimulatorServer) -> Iterator[VendorBatches[Any]]:
+    made: VendorBatches[Any]
     if request.param == "anthropic":
         made = AnthropicBatches(api_key="sk-test", base_url=sim.url)
     elif request.param == "openai":
@@ -48,14 +49,14 @@ def item(custom_id: str, text: str) -> BatchItem:
     return BatchItem(custom_id, ModelRequest(messages=(Message("user", text),), max_output_tokens=200))
 
 
-def wait(batches: VendorBatches, batch_id: str) -> BatchStatus:
+def wait(batches: VendorBatches[Any], batch_id: str) -> BatchStatus:
     deadline = time.monotonic() + WAIT_S
     while not (status := batches.status(batch_id)).done and time.monotonic() < deadline:
         time.sleep(0.05)
     return status
 
 
-def outcomes(batches: VendorBatches, batch_id: str) -> dict[str, BatchOutcome]:
+def outcomes(batches: VendorBatches[Any], batch_id: str) -> dict[str, BatchOutcome]:
     return {o.custom_id: o for o in batches.results(batch_id)}
 
 
@@ -63,7 +64,7 @@ def kind(outcome: BatchOutcome) -> OutcomeKind | None:
     return outcome.failure.kind if outcome.failure is not None else None
 
 
-def test_items_end_in_the_real_time_taxonomy(batches: VendorBatches) -> None:
+def test_items_end_in_the_real_time_taxonomy(batches: VendorBatches[Any]) -> None:
     model = MODELS[batches.vendor]
     batch_id = batches.submit(model, [item("text", "Summarize the quarterly report"),
                                       item("refused", "no [[sim:refusal]]"),
@@ -82,7 +83,7 @@ def test_items_end_in_the_real_time_taxonomy(batches: VendorBatches) -> None:
     assert (ends["overloaded"].end, kind(ends["overloaded"])) == (ItemEnd.FAILED, OutcomeKind.OVERLOADED)
 
 
-def test_expired_batch(batches: VendorBatches) -> None:
+def test_expired_batch(batches: VendorBatches[Any]) -> None:
     batch_id = batches.submit(MODELS[batches.vendor], [item(f"i{n}", f"item {n}") for n in range(4)],
                               extra_headers={**FAST, "x-sim-batch": "expired"})
     assert wait(batches, batch_id).ending is BatchEnding.EXPIRED
@@ -90,7 +91,7 @@ def test_expired_batch(batches: VendorBatches) -> None:
     assert [ends[f"i{n}"].end for n in range(4)] == [ItemEnd.OK, ItemEnd.OK, ItemEnd.EXPIRED, ItemEnd.EXPIRED]
 
 
-def test_cancelled_batch(batches: VendorBatches) -> None:
+def test_cancelled_batch(batches: VendorBatches[Any]) -> None:
     batch_id = batches.submit(MODELS[batches.vendor], [item(f"i{n}", f"item {n}") for n in range(4)],
                               extra_headers={**FAST, "x-sim-batch": "cancelled"})
     assert wait(batches, batch_id).ending is BatchEnding.CANCELLED
@@ -98,7 +99,7 @@ def test_cancelled_batch(batches: VendorBatches) -> None:
         [ItemEnd.OK, ItemEnd.OK, ItemEnd.CANCELED, ItemEnd.CANCELED])
 
 
-def test_cancel_a_batch_that_never_ends(batches: VendorBatches) -> None:
+def test_cancel_a_batch_that_never_ends(batches: VendorBatches[Any]) -> None:
     batch_id = batches.submit(MODELS[batches.vendor], [item("a", "one"), item("b", "two")],
                               extra_headers={**FAST, "x-sim-batch": "stuck"})
     time.sleep(0.4)
@@ -108,7 +109,7 @@ def test_cancel_a_batch_that_never_ends(batches: VendorBatches) -> None:
     assert {o.end for o in outcomes(batches, batch_id).values()} == {ItemEnd.CANCELED}
 
 
-def test_bad_input_and_unknown_batch(batches: VendorBatches) -> None:
+def test_bad_input_and_unknown_batch(batches: VendorBatches[Any]) -> None:
     with pytest.raises(BatchInputError, match="used twice"):
         batches.submit(MODELS[batches.vendor], [item("a", "x"), item("a", "y")])
     with pytest.raises(BatchInputError, match="at least one"):
@@ -119,7 +120,7 @@ def test_bad_input_and_unknown_batch(batches: VendorBatches) -> None:
     assert failure.value.kind is OutcomeKind.BAD_REQUEST
 
 
-def test_structured_output_tools_and_system_go_through_a_batch(batches: VendorBatches) -> None:
+def test_structured_output_tools_and_system_go_through_a_batch(batches: VendorBatches[Any]) -> None:
     schema = {"type": "object", "properties": {"title": {"type": "string"}}, "required": ["title"],
               "additionalProperties": False}
     weather = ToolSpec("get_weather", "Current weather",

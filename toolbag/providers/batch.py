@@ -18,13 +18,14 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from google import genai
 from google.genai import types
 
 from toolbag.config import Config, ConfigError
 from toolbag.errors import ToolbagError
+from toolbag.providers.adapter import VendorAdapter
 from toolbag.providers.anthropic_provider import AnthropicAdapter
 from toolbag.providers.base import AttemptFailure, ModelRequest, ModelResponse, OutcomeKind, ToolCall, Usage
 from toolbag.providers.errors import classify, outcome_kind_for
@@ -53,6 +54,8 @@ __all__ = [
 ]
 
 SDK_TIMEOUT_S = 60.0
+
+W = TypeVar("W", bound=VendorAdapter[Any])
 
 
 class BatchInputError(ToolbagError):
@@ -108,13 +111,16 @@ class BatchOutcome:
     failure: AttemptFailure | None = None
 
 
-class VendorBatches(ABC):
-    """One vendor's batch API."""
+class VendorBatches(ABC, Generic[W]):
+    """One vendor's batch API, on the vendor's real-time adapter ``wire``: the one it is given (a worker's,
+    whose SDK client and key it shares; the owner closes it), or one of its own, closed by :meth:`close`."""
 
     vendor: str
 
-    def __init__(self, *, secrets: tuple[str, ...]) -> None:
-        self._secrets = secrets  # what a failure's reason must never show
+    def __init__(self, wire: W, *, owned: bool) -> None:
+        self._wire = wire
+        self._owned = owned
+        self._secrets = wire._secrets  # what a failure's reason must never show
 
     @abstractmethod
     def submit(self, model: str, items: Sequence[BatchItem], *, extra_headers: Mapping[str, str] | None = None,
@@ -141,9 +147,10 @@ class VendorBatches(ABC):
     def cancel(self, batch_id: str) -> None:
         """Ask the vendor to cancel the batch (items already answered keep their answers)."""
 
-    @abstractmethod
     def close(self) -> None:
-        """Release the SDK clients."""
+        """Release the SDK clients this object made."""
+        if self._owned:
+            self._wire.close()
 
     def _call(self, action: Any, *args: Any, **kwargs: Any) -> Any:
         """Run one SDK call; a vendor error raises the real-time path's :class:`AttemptFailure`."""
@@ -153,7 +160,8 @@ class VendorBatches(ABC):
             raise redact_failure(classify(exc, vendor=self.vendor), self._secrets) from exc
 
 
-def vendor_batches(provider: str, config: Config, environ: Mapping[str, str] | None = None) -> VendorBatches:
+def vendor_batches(provider: str, config: Config, environ: Mapping[str, str] | None = None,
+                   ) -> VendorBatches[Any]:
     """The batch interface of provider ``provider``, on the adapter :func:`~toolbag.providers.registry.build_adapter`
     makes for it (the same key, base URL and SDK client; :class:`ConfigError` as for a worker). Vendor batches
     exist for the ``anthropic``, ``openai`` and ``gemini`` kinds only."""
@@ -194,21 +202,16 @@ def _stopped(custom_id: str, failure: AttemptFailure | None, response: ModelResp
 # ---------------------------------------------------------------------------------------------- Anthropic
 
 
-class AnthropicBatches(VendorBatches):
+class AnthropicBatches(VendorBatches[AnthropicAdapter]):
     """Anthropic Message Batches."""
 
     vendor = "anthropic"
 
     def __init__(self, *, api_key: str = "", base_url: str = "", adapter: AnthropicAdapter | None = None) -> None:
-        self._owned = adapter is None
-        self._wire = adapter or AnthropicAdapter(api_key=api_key, base_url=base_url, max_connections=2)
-        super().__init__(secrets=self._wire._secrets)
+        super().__init__(adapter or AnthropicAdapter(api_key=api_key, base_url=base_url, max_connections=2),
+                         owned=adapter is None)
         # the adapter's SDK client (its key, base URL and connection pool), with the batch calls' timeout
         self._client = self._wire._client.with_options(timeout=SDK_TIMEOUT_S)
-
-    def close(self) -> None:
-        if self._owned:
-            self._wire.close()
 
     def submit(self, model: str, items: Sequence[BatchItem], *, extra_headers: Mapping[str, str] | None = None,
                ) -> str:
@@ -273,7 +276,7 @@ class AnthropicBatches(VendorBatches):
 # ---------------------------------------------------------------------------------------------- OpenAI
 
 
-class OpenAIBatches(VendorBatches):
+class OpenAIBatches(VendorBatches[OpenAIAdapter]):
     """OpenAI Files + Batches on ``/v1/chat/completions``."""
 
     vendor = "openai"
@@ -283,14 +286,9 @@ class OpenAIBatches(VendorBatches):
     _NEVER_RUN = {"batch_expired": ItemEnd.EXPIRED, "batch_cancelled": ItemEnd.CANCELED}
 
     def __init__(self, *, api_key: str = "", base_url: str = "", adapter: OpenAIAdapter | None = None) -> None:
-        self._owned = adapter is None
-        self._wire = adapter or OpenAIAdapter(api_key=api_key, base_url=base_url, max_connections=2)
-        super().__init__(secrets=self._wire._secrets)
+        super().__init__(adapter or OpenAIAdapter(api_key=api_key, base_url=base_url, max_connections=2),
+                         owned=adapter is None)
         self._client = self._wire._client.with_options(timeout=SDK_TIMEOUT_S)
-
-    def close(self) -> None:
-        if self._owned:
-            self._wire.close()
 
     def submit(self, model: str, items: Sequence[BatchItem], *, extra_headers: Mapping[str, str] | None = None,
                ) -> str:
@@ -360,7 +358,7 @@ class OpenAIBatches(VendorBatches):
 # ---------------------------------------------------------------------------------------------- Gemini
 
 
-class GeminiBatches(VendorBatches):
+class GeminiBatches(VendorBatches[GeminiAdapter]):
     """Gemini batch mode with inline requests (each item's custom id travels in its ``metadata.key``)."""
 
     vendor = "gemini"
@@ -374,16 +372,14 @@ class GeminiBatches(VendorBatches):
 
     def __init__(self, *, api_key: str = "", base_url: str | None = None, adapter: GeminiAdapter | None = None,
                  ) -> None:
-        self._owned = adapter is None
-        self._wire = adapter or GeminiAdapter(api_key=api_key, base_url=base_url, max_connections=2)
-        super().__init__(secrets=self._wire._secrets)
+        super().__init__(adapter or GeminiAdapter(api_key=api_key, base_url=base_url, max_connections=2),
+                         owned=adapter is None)
         # a client of its own (the adapter's has no timeout of its own: each real-time call sets one)
         self._client = genai.Client(api_key=self._wire._secrets[0], http_options=types.HttpOptions(
             base_url=self._wire.base_url, api_version=API_VERSION, timeout=int(SDK_TIMEOUT_S * 1000)))
 
     def close(self) -> None:
-        if self._owned:
-            self._wire.close()
+        super().close()
         self._client.close()
 
     def submit(self, model: str, items: Sequence[BatchItem], *, extra_headers: Mapping[str, str] | None = None,

@@ -58,7 +58,7 @@ def batch_providers(config: Config) -> list[str]:
 class VendorBatcher:
     """The vendor-batch machinery of one provider (see the module). :meth:`run_once` does one round."""
 
-    def __init__(self, config: Config, store: JobStore, provider: str, batches: VendorBatches, *,
+    def __init__(self, config: Config, store: JobStore, provider: str, batches: VendorBatches[Any], *,
                  skills: SkillLibrary | None = None, extra_headers: Mapping[str, str] | None = None) -> None:
         self.config = config
         self.settings = config.fleet.vendor_batch
