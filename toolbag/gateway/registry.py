@@ -105,6 +105,7 @@ class ToolRegistry:
                     return
                 raise RuntimeError("the tool registry was used before it was bound to an event loop")
             self._loop = EventLoopThread(loop=loop)
+            self._connections()  # the mcp SDK's import is slow: on this thread now, never on the loop later
 
     def _runner(self) -> EventLoopThread:
         if self._loop is None:
