@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from toolbag.attempt.deltas import attempt_text
 from toolbag.attempt.loop import STEP_THREADS, TAIL_THREADS, AttemptLoop
 from toolbag.config import TIERS
 from toolbag.gateway.gateway import BOOKKEEPING_THREADS
@@ -105,6 +106,8 @@ def test_a_local_tool_and_an_mcp_tool_run_on_the_loop(fleet: InProcessFleet, red
     finally:
         loop.stop(drain_s=5)
     assert local.result(timeout_s=5).output == f"[{MODEL_ID}] tool said: 42"
+    streamed, _ = attempt_text(fleet.store.redis, fleet.store.keys.deltas(local.id), 1)
+    assert streamed.endswith(f"[{MODEL_ID}] tool said: 42")  # the loop's steps streamed through the async sink
     done = remote.result(timeout_s=5)
     assert done.status is JobStatus.SUCCEEDED
     assert done.output == f"[{MODEL_ID}] tool said: 42 | note k: the meeting moved to Tuesday"
