@@ -96,9 +96,9 @@ class ToolLoop:
 
     def call(self, adapter: Adapter, ctx: AttemptContext, request: ModelRequest) -> ModelResponse:
         """One attempt: a plain call when no tool is requested or offered, else the bounded loop."""
-        subject = self._subject(ctx)
         if not self._may_ask(ctx):
             return adapter.call(ctx.model_id, request)
+        subject = self._subject(ctx)
         requested = self._requested(ctx, subject)
         if not requested:
             return adapter.call(ctx.model_id, request)
@@ -111,9 +111,9 @@ class ToolLoop:
     async def acall(self, adapter: AsyncModel, ctx: AttemptContext, request: ModelRequest) -> ModelResponse:
         """:meth:`call` on an event loop: the model through ``adapter.acall``, the tools through
         :meth:`Gateway.aexecute`."""
-        subject = self._subject(ctx)
         if not self._may_ask(ctx):
             return await adapter.acall(ctx.model_id, request)
+        subject = self._subject(ctx)
         requested = await self.gateway.blocking(self._requested, ctx, subject)
         if not requested:
             return await adapter.acall(ctx.model_id, request)
