@@ -49,6 +49,12 @@ class Admission(Protocol):
         ``wait_s``, never hands back; raises ``AttemptFailure(RATE_LIMITED)`` when no slot comes."""
         ...
 
+    def aadmit_step(
+        self, ctx: AttemptContext, request: ModelRequest, wait_s: float, blocking: Blocking[tuple[bool, Any]]
+    ) -> Awaitable[Ticket]:
+        """:meth:`admit_step` on an event loop: sync work through ``blocking``, waits on the loop."""
+        ...
+
     def opening(self, ctx: AttemptContext, request: ModelRequest) -> Opening | None:
         """The first admission try as a part of the claim's script (None: this admission has none; the runner
         then claims and calls :meth:`admit`)."""
@@ -152,6 +158,11 @@ class Unlimited:
     def admit_step(self, ctx: AttemptContext, request: ModelRequest, wait_s: float) -> Ticket:
         return _NoTicket()
 
+    async def aadmit_step(
+        self, ctx: AttemptContext, request: ModelRequest, wait_s: float, blocking: Blocking[tuple[bool, Any]]
+    ) -> Ticket:
+        return _NoTicket()
+
     def opening(self, ctx: AttemptContext, request: ModelRequest) -> Opening | None:
         return None
 
@@ -165,8 +176,9 @@ class MeteredAdapter:
     own tokens, because the vendor counts every call.
 
     :meth:`acall` is the same on an event loop: the vendor call through the adapter's async client (handing
-    ``sink`` the streamed text), the later steps' admission (which may wait for a slot) and settle (sync
-    Redis calls) through ``blocking``, off the loop."""
+    ``sink`` the streamed text); a later step's admission waits for its slot on the loop
+    (:meth:`Admission.aadmit_step`), its Redis calls and its ticket's settle go through ``blocking``, off the
+    loop."""
 
     def __init__(
         self, adapter: Adapter, admission: Admission, ctx: AttemptContext, wait_s: float, *,
@@ -205,7 +217,7 @@ class MeteredAdapter:
             self.first = await adapter.acall(model, request, self.sink)
             return self.first
         blocking: Blocking[Any] = self.blocking
-        ticket: Ticket = await blocking(lambda: self.admission.admit_step(self.ctx, request, self.wait_s))
+        ticket = await self.admission.aadmit_step(self.ctx, request, self.wait_s, blocking)
         ticket.__enter__()
         ended: BaseException | None = None
         try:

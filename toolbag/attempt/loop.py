@@ -18,8 +18,9 @@ gateway's small tool executor with its timeout. No attempt has a thread of its o
 
 The transition that ends an attempt (``complete`` or ``end_attempt``) settles its rate-limit ticket and
 updates the model's health in its own script; the budgets' settles (sync Redis calls) run on a small thread
-pool, and so do a tool loop's later-step rate-limit admissions (the limiter is sync and may wait for a slot)
-and the gateway's policy reads and audit writes (``Gateway.blocking``).
+pool, and so do the Redis calls of a tool loop's later-step rate-limit admissions (their waits for a slot are
+slept on the loop: ``RateLimiter.aadmit_step``) and the gateway's policy reads and audit writes
+(``Gateway.blocking``).
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ __all__ = ["AttemptLoop"]
 log = logging.getLogger("toolbag.worker")
 
 TAIL_THREADS = 4  # settle + health after each attempt: short Redis calls, nobody waits on them
-STEP_THREADS = 4  # a tool loop's later-step admissions and settles (sync limiter calls)
+STEP_THREADS = 4  # the Redis calls of a tool loop's later-step admissions and settles (waits stay on the loop)
 DRAIN_POLL_S = 0.05
 
 T = TypeVar("T")
