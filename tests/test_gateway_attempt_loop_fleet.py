@@ -83,9 +83,9 @@ def test_an_mcp_server_lost_mid_loop_ends_the_attempt_and_the_job_is_decided(fle
     assert [a["outcome"] for a in attempts] == ["invalid_output", "invalid_output"], result.attempts
     assert all("after 3 steps" in a["reason"] for a in attempts)
     assert decisions == ["retry", "escalate"], result.attempts
-    # each attempt's crash call reached a server (a session opened again after the loss) and came back an error
-    crashes = [c for c in tool_calls(fleet, job.id) if c[0] == "notes.crash"]
-    assert crashes == [("notes.crash", "error")] * len(attempts), crashes
+    # each attempt's crash call reached a server (a session opened again after the loss) and came back failed
+    crashes = [outcome for tool, outcome in tool_calls(fleet, job.id) if tool == "notes.crash"]
+    assert len(crashes) == len(attempts) and set(crashes) <= {"error", "timeout"}, crashes
     # the next job's MCP call opens the session again
     again = submit(fleet, 'Add. [[sim:tool=notes_add {"a": 1, "b": 1}]]', ["notes.add"]).result(timeout_s=60)
     assert again.status is JobStatus.SUCCEEDED and again.output.endswith("tool said: 2"), again
