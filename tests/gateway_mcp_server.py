@@ -41,6 +41,24 @@ async def slow(seconds: float) -> str:
     return "finally"
 
 
+_arrived: dict[str, int] = {}
+_together: dict[str, asyncio.Event] = {}
+
+
+@server.tool()
+async def barrier(key: str, parties: int, wait_s: float = 30) -> str:
+    """Wait until ``parties`` calls with this key are in progress at once (proves the callers are concurrent)."""
+    _arrived[key] = _arrived.get(key, 0) + 1
+    together = _together.setdefault(key, asyncio.Event())
+    if _arrived[key] >= parties:
+        together.set()
+    try:
+        await asyncio.wait_for(together.wait(), wait_s)
+    except TimeoutError:
+        return f"alone: {_arrived[key]} of {parties} arrived"
+    return f"together: {parties}"
+
+
 @server.tool()
 def crash() -> str:
     """End the server process abruptly (tests that the gateway reconnects)."""

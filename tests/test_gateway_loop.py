@@ -4,6 +4,7 @@ step and deadline bounds, and failing closed when the audit cannot be written.""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
@@ -28,8 +29,18 @@ from toolbag.gateway.live import PolicyStore
 from toolbag.gateway.loop import ToolLoop
 from toolbag.gateway.policy import Subject, parse_policy
 from toolbag.gateway.settings import parse_gateway_settings
+from toolbag.providers.adapter import VendorAdapter
 from toolbag.providers.anthropic_provider import AnthropicAdapter
-from toolbag.providers.base import Adapter, AttemptFailure, Message, ModelRequest, OutcomeKind, Timeouts, ToolCall
+from toolbag.providers.base import (
+    Adapter,
+    AttemptFailure,
+    Message,
+    ModelRequest,
+    ModelResponse,
+    OutcomeKind,
+    Timeouts,
+    ToolCall,
+)
 from toolbag.providers.gemini_provider import GeminiAdapter
 from toolbag.providers.openai_provider import OpenAIAdapter
 from toolbag.simulator.server import SimulatorServer
@@ -115,21 +126,37 @@ def directive(name: str, args: dict[str, Any] | None = None) -> str:
     return f"[[sim:tool={name}{' ' + json.dumps(args) if args is not None else ''}]]"
 
 
+def run_loop(loop: ToolLoop, adapter: Adapter, ctx: AttemptContext, request: ModelRequest, path: str) -> ModelResponse:
+    """The loop on this thread (``sync``: ``ToolLoop.call``) or on an event loop (``async``: ``ToolLoop.acall``)."""
+    if path == "sync":
+        return loop.call(adapter, ctx, request)
+    assert isinstance(adapter, VendorAdapter)
+
+    async def on_a_loop() -> ModelResponse:
+        try:
+            return await loop.acall(adapter, ctx, request)
+        finally:
+            await adapter.aclose()
+
+    return asyncio.run(on_a_loop())
+
+
 def tool_calls_metric(tool: str, decision: str) -> float:
     return REGISTRY.get_sample_value("toolbag_tool_calls_total", {"tool": tool, "decision": decision}) or 0.0
 
 
+@pytest.mark.parametrize("path", ["sync", "async"])
 @pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
 @pytest.mark.parametrize("provider", sorted(VENDORS))
 def test_tool_loop_on_every_vendor(env: Env, adapters: dict[str, Adapter], sim: SimulatorServer,
-                                   provider: str, stream: bool) -> None:
+                                   provider: str, stream: bool, path: str) -> None:
     ctx = context(provider, ("math.eval", "clock.now"))
     sim.clear_log()
     request = ask(f"What is 6*7? {directive('math_eval', {'expression': '6*7'})}", stream=stream)
     single = adapters[provider].call(ctx.model_id, ask("What is 6*7?"))
     sim.clear_log()
 
-    response = env.loop.call(adapters[provider], ctx, request)
+    response = run_loop(env.loop, adapters[provider], ctx, request, path)
 
     assert response.text == f"[{ctx.model_id}] tool said: 42", response.text
     assert not response.tool_calls
@@ -262,20 +289,22 @@ class _FailAfter:
             raise AuditError("disk full")
 
 
-def test_an_unwritable_audit_fails_the_call_closed(env: Env, adapters: dict[str, Adapter]) -> None:
+@pytest.mark.parametrize("path", ["sync", "async"])
+def test_an_unwritable_audit_fails_the_call_closed(env: Env, adapters: dict[str, Adapter], path: str) -> None:
     builtin_tools._KV.pop("closed", None)
     env.client.xtrim(env.keys.audit, maxlen=0)
     env.gateway.audit = FanoutAudit([RedisAuditSink(env.client, env.keys), _FailAfter(1)])  # the offer only
+    assert env.gateway.policy.store is not None
     env.gateway.policy.store.publish(parse_policy(POLICY_V1.replace("version: 1", "version: 3").replace(
         '"test.*"', '"test.*", "kv.set"'), "kv.yaml"))
     ctx = context("openai", ("kv.set",))
     with pytest.raises(AttemptFailure) as info:
-        env.loop.call(adapters["openai"], ctx, ask(directive("kv_set", {"key": "closed", "value": "x"})))
+        run_loop(env.loop, adapters["openai"], ctx, ask(directive("kv_set", {"key": "closed", "value": "x"})), path)
     assert info.value.kind is OutcomeKind.SERVER_ERROR and "audit unavailable" in info.value.reason
     assert "closed" not in builtin_tools._KV  # the tool did not run without its audit record
     env.gateway.audit = _FailAfter(0)  # nothing can be written: not even the offer
     with pytest.raises(AttemptFailure, match="audit unavailable"):
-        env.loop.call(adapters["openai"], context("openai", ("kv.set",)), ask("hello"))
+        run_loop(env.loop, adapters["openai"], context("openai", ("kv.set",)), ask("hello"), path)
 
 
 def test_an_unreachable_policy_denies(env: Env) -> None:

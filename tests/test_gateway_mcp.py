@@ -4,6 +4,7 @@ simulator; a prompt injection in an MCP tool result is still denied."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -174,3 +175,36 @@ def test_injection_in_an_mcp_tool_result_is_denied(gateway: tuple[Gateway, redis
     assert [(d["tool"], d["step"]) for d in denied] == [("notes.read", "2")]
     offer = next(e for e in records if e["event"] == "offer")
     assert json.loads(offer["detail"])["offered"] == ["web.inject"]
+
+
+def test_sessions_on_the_callers_loop_over_each_transport(http_server: str) -> None:
+    """A registry bound to an event loop (a worker's attempt loop) opens its sessions there and awaits the calls."""
+    settings = parse_gateway_settings({"local": [], "mcp": {
+        "notes": {"transport": "stdio", "command": sys.executable, "args": [str(SERVER), "stdio"]},
+        "web": {"transport": "http", "url": http_server},
+    }})
+    reg = ToolRegistry(settings)
+
+    async def on_the_loop() -> list[tuple[str, str]]:
+        reg.bind(asyncio.get_running_loop())
+        try:
+            catalog = await reg.acatalog()
+            assert {"notes.add", "web.add"} <= set(catalog)
+            outputs = []
+            for server in ("notes", "web"):
+                outputs.append(await reg.acall(f"{server}.add", {"a": 2, "b": 40}, timeout_s=10))
+                outputs.append(await reg.acall(f"{server}.slow", {"seconds": 5}, timeout_s=0.5))
+                outputs.append(await reg.acall(f"{server}.read", {"key": "k"}, timeout_s=10))  # survived the timeout
+            outputs.append(await reg.acall("notes.crash", {}, timeout_s=10))
+            outputs.append(await reg.acall("notes.add", {"a": 1, "b": 1}, timeout_s=10))  # a new session
+            return [(o.outcome, o.text) for o in outputs]
+        finally:
+            await reg.aclose()
+
+    try:
+        got = asyncio.run(on_the_loop())
+    finally:
+        reg.close()
+    assert [o for o, _ in got] == ["ok", "timeout", "ok"] * 2 + [got[6][0], "ok"]
+    assert got[0][1] == got[3][1] == "42" and got[2][1].startswith("note k:") and got[7][1] == "2"
+    assert got[6][0] in ("error", "timeout")

@@ -4,12 +4,14 @@ slot times and counts computed from Redis' own clock, never on how fast this mac
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 import copy
 import json
 import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
@@ -456,6 +458,39 @@ def test_a_tool_loops_later_calls_take_slots_of_their_own_but_no_second_inflight
         assert caught.value.kind is OutcomeKind.RATE_LIMITED and caught.value.retry_after_s
         first.settle(None, {})
     assert client.zcard(rl.keys.ratelimit("gpt-luna", "log")) == 2, "the vendor saw two calls; so did the log"
+
+
+def test_a_later_steps_wait_on_an_event_loop_is_slept_there_not_on_a_thread(client: redis.Redis) -> None:
+    """``aadmit_step`` (a tool loop on a worker's attempt loop) makes its Redis calls through the executor it is
+    given and waits for its booked slot on the loop: a loop waiting for a slot holds no thread."""
+    config = make_config({"gpt-luna": {"rpm": 1, "window_s": 1}})
+
+    def no_sleep_on_a_thread(seconds: float) -> None:
+        raise AssertionError(f"slept {seconds:g}s on a thread")
+
+    rl = RateLimiter(config, client, Keys(f"r{uuid.uuid4().hex[:6]}:"), sleep=no_sleep_on_a_thread)
+    with rl.admit(ctx(), REQUEST) as first:  # the attempt's own call: the window's one slot
+        first.settle(None, {})
+    pool = ThreadPoolExecutor(1)
+
+    async def later_step() -> None:
+        loop = asyncio.get_running_loop()
+
+        async def blocking(work: Any) -> Any:
+            return await loop.run_in_executor(pool, work)
+
+        ticket = await rl.aadmit_step(ctx(), REQUEST, 3.0, blocking)  # the next slot is about a second away
+        with ticket:
+            ticket.settle(None, {})
+
+    t0 = time.monotonic()
+    try:
+        asyncio.run(later_step())
+    finally:
+        pool.shutdown()
+    assert time.monotonic() - t0 >= 0.5, "the step had to wait for the next slot"
+    with pytest.raises(AssertionError, match="slept"):  # the same wait, on a thread, is slept there
+        rl.admit_step(ctx(), REQUEST, 3.0)
 
 
 def test_interactive_without_a_candidate_with_capacity_is_throttled(client: redis.Redis) -> None:

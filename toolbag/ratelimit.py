@@ -10,18 +10,23 @@ A worker asks :meth:`RateLimiter.admit` before calling the vendor. A slot within
 ``ratelimit_wait_s`` is waited for in-process; a longer wait raises :class:`HandBack`: the job goes back
 through the delayed set (never a Celery countdown), or, for interactive work, spills to the next candidate
 in its plan that has capacity now. How to set limits: ``docs/ratelimits.md``.
+
+The waits of an admission are written once, as a generator that yields how long to wait (:meth:`RateLimiter.
+_admitting`): on a thread they are slept there; a tool loop's later step on a worker's event loop
+(:meth:`RateLimiter.aadmit_step`) sleeps them on the loop and makes only the Redis calls off it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import redis
 
@@ -35,7 +40,7 @@ from toolbag.store.keys import Keys
 from toolbag.telemetry import metrics
 
 if TYPE_CHECKING:
-    from toolbag.attempt.context import AttemptContext
+    from toolbag.attempt.context import AttemptContext, Blocking
     from toolbag.attempt.context import Opening as AnOpening
 
 log = logging.getLogger("toolbag.ratelimit")
@@ -221,6 +226,19 @@ def reservation(request: ModelRequest, max_output_tokens: int | None = None) -> 
     themselves count ``max_tokens`` against TPM until the answer is done)."""
     out = request.max_output_tokens if max_output_tokens is None else max_output_tokens
     return estimate_input_tokens(request) + out
+
+
+T = TypeVar("T")
+_Waits = Generator[float, None, T]  # an admission: yields each wait (seconds), returns its result
+
+
+def _advance(steps: _Waits[T]) -> tuple[bool, Any]:
+    """One step of an admission: (False, seconds to wait) or (True, its result). Never raises StopIteration
+    (an executor's future cannot carry it)."""
+    try:
+        return False, next(steps)
+    except StopIteration as done:
+        return True, done.value
 
 
 class RateLimiter:
@@ -434,8 +452,25 @@ class RateLimiter:
         """Capacity for one more vendor call inside a running attempt (a tool loop's later steps: the vendor
         counts every call). Waits up to ``wait_s`` in-process and never hands the job back, since the loop's
         work so far would be lost; without a slot by then the attempt ends ``rate_limited``."""
+        return self._slept(self._stepping(ctx, request, wait_s))
+
+    async def aadmit_step(
+        self, ctx: AttemptContext, request: ModelRequest, wait_s: float, blocking: Blocking[tuple[bool, Any]]
+    ) -> _Ticket:
+        """:meth:`admit_step` on an event loop: its Redis calls through ``blocking`` (off the loop), its waits
+        slept on the loop, so a loop waiting for a slot holds no thread."""
+        steps = self._stepping(ctx, request, wait_s)
+        while True:
+            done, value = await blocking(lambda: _advance(steps))
+            if done:
+                ticket: _Ticket = value
+                return ticket
+            await asyncio.sleep(value)
+
+    def _stepping(self, ctx: AttemptContext, request: ModelRequest, wait_s: float) -> _Waits[_Ticket]:
         try:
-            ticket, grant = self._admit_within(ctx, request, self._opening(ctx, request, wait_s, count_inflight=False))
+            ticket, grant = yield from self._admitting(
+                ctx, request, self._opening(ctx, request, wait_s, count_inflight=False))
         except HandBack as back:
             raise AttemptFailure(OutcomeKind.RATE_LIMITED, f"tool loop: {back.reason}") from None
         if ticket is not None:
@@ -444,6 +479,15 @@ class RateLimiter:
             OutcomeKind.RATE_LIMITED, f"{ctx.model}: no rate-limit slot for the tool loop's next call within "
             f"{wait_s:.1f}s", retry_after_s=grant.wait_s if grant.wait_s > 0 else None,
         )
+
+    def _slept(self, steps: _Waits[T]) -> T:
+        """Run an admission on this thread, sleeping its waits here."""
+        while True:
+            done, value = _advance(steps)
+            if done:
+                result: T = value
+                return result
+            self.sleep(value)
 
     def _opening(
         self, ctx: AttemptContext, request: ModelRequest, wait_s: float | None = None, *, count_inflight: bool = True
@@ -464,6 +508,12 @@ class RateLimiter:
     ) -> tuple[_Ticket | None, Grant]:
         """Take capacity for one call, waiting up to the opening's ``wait_s`` (``first``: the answer of its
         first try, made already): (the ticket, its grant), or (None, the last refusal) when none came in time."""
+        return self._slept(self._admitting(ctx, request, opening, first))
+
+    def _admitting(
+        self, ctx: AttemptContext, request: ModelRequest, opening: Opening, first: Grant | None = None
+    ) -> _Waits[tuple[_Ticket | None, Grant]]:
+        """:meth:`_admit_within`, yielding each wait (seconds) instead of sleeping it."""
         provider = self.config.provider_of(ctx.model)
         cost, expected, ticket_id = opening.cost, opening.expected, opening.ticket_id
         t0 = opening.t0
@@ -475,28 +525,28 @@ class RateLimiter:
                                      hold_s=opening.hold_s, expected_tokens=expected,
                                      count_inflight=opening.count_inflight, output_tokens=cost - expected)
             if grant.admitted:
-                if not self._start(ctx, ticket_id, grant, cost, cost - expected):
+                if not (yield from self._start(ctx, ticket_id, grant, cost, cost - expected)):
                     self.settle(ctx.model, ctx.caller, ticket_id, grant.lanes, cost, charged=grant.charged,
                                 held=opening.held(ctx))
                     raise HandBack(ctx.model, CONCURRENCY_DEFER_S, f"{ctx.model}: call log stayed full")
                 metrics.RATELIMIT_WAIT.labels(provider, ctx.model).observe(self.clock() - t0)
                 return _Ticket(self, ctx, ticket_id, grant.lanes, cost, grant.charged, opening.held(ctx)), grant
             if grant.why == "concurrency" and left_s > 0:
-                self.sleep(min(CONCURRENCY_POLL_S, left_s))
+                yield min(CONCURRENCY_POLL_S, left_s)
                 grant = None
                 continue
             break
         metrics.RATELIMIT_WAIT.labels(provider, ctx.model).observe(self.clock() - t0)
         return None, grant
 
-    def _start(self, ctx: AttemptContext, ticket_id: str, grant: Grant, cost: int, output: int) -> bool:
+    def _start(self, ctx: AttemptContext, ticket_id: str, grant: Grant, cost: int, output: int) -> _Waits[bool]:
         """Sleep until the booked slot, then commit the call to the call logs. A full log is tried again as
         calls leave its window, and at least every ``COMMIT_POLL_S`` (a call in flight may settle and give
         tokens back sooner), for at most one window. False if it never could."""
         if grant.committed:
             return True
         if grant.wait_s > 0:
-            self.sleep(grant.wait_s)
+            yield grant.wait_s
         give_up = self.clock() + max(self._span_s(ctx.model, ctx.caller), COMMIT_POLL_S * COMMIT_TRIES)
         while True:
             done = self.commit(ctx.model, ctx.caller, ticket_id, cost, output)
@@ -504,7 +554,7 @@ class RateLimiter:
                 return True
             if self.clock() >= give_up:
                 return False
-            self.sleep(min(done.wait_s, COMMIT_POLL_S))
+            yield min(done.wait_s, COMMIT_POLL_S)
 
     def _span_s(self, model: str, caller: str) -> float:
         """The longest window (with its margin) of the limits a call on ``model`` by ``caller`` counts in."""

@@ -6,12 +6,12 @@ call, or a tool-use loop through the gateway), and what is learned from the outc
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from toolbag.config import Tier
-from toolbag.providers.base import Adapter, AttemptFailure, ModelRequest, ModelResponse, OutcomeKind
+from toolbag.providers.base import Adapter, AttemptFailure, DeltaSink, ModelRequest, ModelResponse, OutcomeKind
 from toolbag.store.jobstore import ScriptPart
 
 
@@ -47,6 +47,12 @@ class Admission(Protocol):
     def admit_step(self, ctx: AttemptContext, request: ModelRequest, wait_s: float) -> Ticket:
         """Capacity for a further vendor call of an admitted attempt (a tool loop's later steps): waits up to
         ``wait_s``, never hands back; raises ``AttemptFailure(RATE_LIMITED)`` when no slot comes."""
+        ...
+
+    def aadmit_step(
+        self, ctx: AttemptContext, request: ModelRequest, wait_s: float, blocking: Blocking[tuple[bool, Any]]
+    ) -> Awaitable[Ticket]:
+        """:meth:`admit_step` on an event loop: sync work through ``blocking``, waits on the loop."""
         ...
 
     def opening(self, ctx: AttemptContext, request: ModelRequest) -> Opening | None:
@@ -85,6 +91,30 @@ class Caller(Protocol):
     """Makes the vendor call(s) for one attempt: a single call, or a bounded tool-use loop."""
 
     def call(self, adapter: Adapter, ctx: AttemptContext, request: ModelRequest) -> ModelResponse: ...
+
+
+class AsyncModel(Protocol):
+    """A model an event loop awaits (the attempt's :class:`MeteredAdapter`)."""
+
+    def acall(self, model: str, request: ModelRequest) -> Awaitable[ModelResponse]: ...
+
+
+@runtime_checkable
+class AsyncCaller(Caller, Protocol):
+    """A :class:`Caller` that also runs on a worker's event loop (``toolbag.attempt.loop``)."""
+
+    def acall(self, adapter: AsyncModel, ctx: AttemptContext, request: ModelRequest) -> Awaitable[ModelResponse]: ...
+
+
+@runtime_checkable
+class AsyncAdapter(Protocol):
+    """An adapter with an async call (``VendorAdapter.acall``)."""
+
+    def acall(self, model: str, request: ModelRequest, sink: DeltaSink | None = None) -> Awaitable[ModelResponse]: ...
+
+
+T = TypeVar("T")
+Blocking = Callable[[Callable[[], T]], Awaitable[T]]  # runs sync work off the event loop
 
 
 class OutcomeSink(Protocol):
@@ -128,6 +158,11 @@ class Unlimited:
     def admit_step(self, ctx: AttemptContext, request: ModelRequest, wait_s: float) -> Ticket:
         return _NoTicket()
 
+    async def aadmit_step(
+        self, ctx: AttemptContext, request: ModelRequest, wait_s: float, blocking: Blocking[tuple[bool, Any]]
+    ) -> Ticket:
+        return _NoTicket()
+
     def opening(self, ctx: AttemptContext, request: ModelRequest) -> Opening | None:
         return None
 
@@ -138,14 +173,24 @@ class Unlimited:
 class MeteredAdapter:
     """The attempt's adapter, with every vendor call after the first admitted on its own: the attempt's
     ticket covers the first call, and a tool loop's later steps each take a rate-limit slot and settle their
-    own tokens, because the vendor counts every call."""
+    own tokens, because the vendor counts every call.
 
-    def __init__(self, adapter: Adapter, admission: Admission, ctx: AttemptContext, wait_s: float) -> None:
+    :meth:`acall` is the same on an event loop: the vendor call through the adapter's async client (handing
+    ``sink`` the streamed text); a later step's admission waits for its slot on the loop
+    (:meth:`Admission.aadmit_step`), its Redis calls and its ticket's settle go through ``blocking``, off the
+    loop."""
+
+    def __init__(
+        self, adapter: Adapter, admission: Admission, ctx: AttemptContext, wait_s: float, *,
+        sink: DeltaSink | None = None, blocking: Blocking[Any] | None = None,
+    ) -> None:
         self.adapter = adapter
         self.kind = adapter.kind
         self.admission = admission
         self.ctx = ctx
         self.wait_s = wait_s
+        self.sink = sink
+        self.blocking = blocking
         self.first: ModelResponse | None = None  # what the attempt's own ticket settles
         self.calls = 0
 
@@ -158,10 +203,36 @@ class MeteredAdapter:
             try:
                 response = self.adapter.call(model, request)
             except AttemptFailure as failure:
-                ticket.settle(None, failure.ratelimit_headers)
+                _settle(ticket, failure)
                 raise
-            ticket.settle(response, response.ratelimit_headers)
+            _settle(ticket, response)
             return response
+
+    async def acall(self, model: str, request: ModelRequest) -> ModelResponse:
+        adapter = self.adapter
+        if not isinstance(adapter, AsyncAdapter) or self.blocking is None:
+            raise TypeError(f"{type(adapter).__name__} has no async call (or no executor was given)")
+        self.calls += 1
+        if self.calls == 1:
+            self.first = await adapter.acall(model, request, self.sink)
+            return self.first
+        blocking: Blocking[Any] = self.blocking
+        ticket = await self.admission.aadmit_step(self.ctx, request, self.wait_s, blocking)
+        ticket.__enter__()
+        ended: BaseException | None = None
+        try:
+            try:
+                response = await adapter.acall(model, request, self.sink)
+            except AttemptFailure as failure:
+                _settle(ticket, failure)
+                raise
+            _settle(ticket, response)
+            return response
+        except BaseException as err:
+            ended = err
+            raise
+        finally:  # as the ``with`` block of :meth:`call` ends
+            await blocking(lambda: ticket.__exit__(type(ended) if ended else None, ended, None))
 
     def wire_request(self, model: str, request: ModelRequest) -> dict[str, Any]:
         return self.adapter.wire_request(model, request)
@@ -170,9 +241,20 @@ class MeteredAdapter:
         self.adapter.close()
 
 
+def _settle(ticket: Ticket, outcome: ModelResponse | AttemptFailure) -> None:
+    """A later step's ticket learns its call's usage (or, failed, the failure's rate-limit headers)."""
+    if isinstance(outcome, AttemptFailure):
+        ticket.settle(None, outcome.ratelimit_headers)
+    else:
+        ticket.settle(outcome, outcome.ratelimit_headers)
+
+
 class PlainCall:
     def call(self, adapter: Adapter, ctx: AttemptContext, request: ModelRequest) -> ModelResponse:
         return adapter.call(ctx.model_id, request)
+
+    async def acall(self, adapter: AsyncModel, ctx: AttemptContext, request: ModelRequest) -> ModelResponse:
+        return await adapter.acall(ctx.model_id, request)
 
 
 class Forgetful:

@@ -10,10 +10,17 @@ SDK's async client, publishes streamed text and writes the completion over ``red
 every lease of the process. A process that dies with attempts on its loop leaves leases that expire; the
 supervisor's sweep ends those attempts as ``lost`` and decides on them, exactly as for a thread that died.
 
+The call goes through the runner's caller on the loop (:meth:`ToolLoop.acall
+<toolbag.gateway.loop.ToolLoop.acall>`): a plain call, or a tool loop whose model calls are awaited through the
+async client and whose tool calls through the gateway's async path. The gateway's MCP sessions are opened on this
+loop too (the caller is bound to it), so an MCP ``tools/call`` is awaited here; a sync Python tool runs on the
+gateway's small tool executor with its timeout. No attempt has a thread of its own.
+
 The transition that ends an attempt (``complete`` or ``end_attempt``) settles its rate-limit ticket and
 updates the model's health in its own script; the budgets' settles (sync Redis calls) run on a small thread
-pool. An attempt whose caller may loop through tools runs its whole call on a thread (the
-loop's tool pool), as on a threads worker.
+pool, and so do the Redis calls of a tool loop's later-step rate-limit admissions (their waits for a slot are
+slept on the loop: ``RateLimiter.aadmit_step``) and the gateway's policy reads and audit writes
+(``Gateway.blocking``).
 """
 
 from __future__ import annotations
@@ -24,27 +31,24 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, TypeVar
 
-from toolbag.attempt.context import AttemptContext
+from toolbag.attempt.context import AsyncCaller, MeteredAdapter
 from toolbag.attempt.deltas import AsyncRedisDeltaSink
 from toolbag.attempt.runner import AttemptRunner, Started, Success, crashed
 from toolbag.providers.adapter import VendorAdapter
-from toolbag.providers.base import AttemptFailure, ModelResponse, OutcomeKind
+from toolbag.providers.base import AttemptFailure, OutcomeKind
 from toolbag.store.jobstore import AsyncAttemptStore, Transition
 
-__all__ = ["AttemptLoop", "no_tools_asked"]
+__all__ = ["AttemptLoop"]
 
 log = logging.getLogger("toolbag.worker")
 
 TAIL_THREADS = 4  # settle + health after each attempt: short Redis calls, nobody waits on them
+STEP_THREADS = 4  # the Redis calls of a tool loop's later-step admissions and settles (waits stay on the loop)
 DRAIN_POLL_S = 0.05
 
-
-def no_tools_asked(ctx: AttemptContext) -> bool:
-    """An attempt whose job asks for no tool (no skill ``allowed-tools``, no input ``"tools"``): the tool
-    loop would make exactly one plain call, so it runs on the event loop."""
-    return not ctx.allowed_tools and not ctx.requested_tools
+T = TypeVar("T")
 
 
 class AttemptLoop:
@@ -55,25 +59,29 @@ class AttemptLoop:
         runner: AttemptRunner,
         store: AsyncAttemptStore,
         slots: int,
-        *,
-        plain: Callable[[AttemptContext], bool] = no_tools_asked,
     ) -> None:
         if slots < 1:
             raise ValueError(f"slots must be at least 1, got {slots}")
         adapter = runner.adapter
         if not isinstance(adapter, VendorAdapter):
             raise TypeError(f"the event-loop path needs a VendorAdapter, got {type(adapter).__name__}")
+        caller = runner.caller
+        if not isinstance(caller, AsyncCaller):
+            raise TypeError(f"the event-loop path needs a caller with acall, got {type(caller).__name__}")
         self.runner = runner
         self.adapter: VendorAdapter[Any] = adapter
+        self.caller: AsyncCaller = caller
         self.store = store
         self.slots = slots
-        self.plain = plain
         self._free = threading.BoundedSemaphore(slots)
         self._open = 0  # attempts handed to the loop and not finished
         self._open_lock = threading.Lock()
         self._tail = concurrent.futures.ThreadPoolExecutor(TAIL_THREADS, thread_name_prefix="toolbag-attempt-tail")
-        self._tools = concurrent.futures.ThreadPoolExecutor(slots, thread_name_prefix="toolbag-tool-loop")
+        self._steps = concurrent.futures.ThreadPoolExecutor(STEP_THREADS, thread_name_prefix="toolbag-attempt-step")
         self.loop = asyncio.new_event_loop()
+        bind = getattr(caller, "bind", None)
+        if bind is not None:  # the gateway's MCP sessions live on this loop
+            bind(self.loop)
         self._thread = threading.Thread(target=self._serve, name="toolbag-attempt-loop", daemon=True)
         self._thread.start()
         self._renewing = self._submit(runner.keeper.serve(self._renew))
@@ -130,7 +138,7 @@ class AttemptLoop:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(timeout=5)
         self._tail.shutdown(wait=False)
-        self._tools.shutdown(wait=False)
+        self._steps.shutdown(wait=False)
 
     # -- on the loop ---------------------------------------------------------------------------------
 
@@ -145,15 +153,21 @@ class AttemptLoop:
         return await self.store.renew_leases(members, ttl_s, presence=presence)
 
     async def _close(self) -> None:
+        close_caller = getattr(self.caller, "aclose", None)
+        if close_caller is not None:  # the MCP sessions opened on this loop
+            try:
+                await close_caller()
+            except Exception:
+                log.warning("closing the caller's sessions failed", exc_info=True)
         await self.adapter.aclose()
         await self.store.close()
 
+    async def _blocking(self, work: Callable[[], T]) -> T:
+        return await self.loop.run_in_executor(self._steps, work)
+
     async def _finish(self, started: Started) -> None:
         try:
-            if self.plain(started.ctx):
-                await self._call(started)
-            else:  # a tool loop: the caller's own (sync) path, on a thread of the tool pool
-                await self.loop.run_in_executor(self._tools, self.runner.finish, started)
+            await self._call(started)
         except BaseException:  # cancelled at shutdown: the lease expires and the supervisor recovers it
             log.warning("attempt left unfinished on the loop", extra={"job_id": started.record.id}, exc_info=True)
             raise
@@ -164,8 +178,9 @@ class AttemptLoop:
             self._free.release()
 
     async def _call(self, started: Started) -> None:
-        """:meth:`AttemptRunner.finish` for a plain call, on the loop."""
-        runner, record, token = self.runner, started.record, started.token
+        """:meth:`AttemptRunner.finish` on the loop: the caller's call(s) (one plain call, or a tool loop whose
+        later vendor calls each take their own rate-limit slot), then the attempt's outcome."""
+        runner, record, token, ctx = self.runner, started.record, started.token, started.ctx
         ticket = started.ticket
         ticket.__enter__()
         sink: AsyncRedisDeltaSink | None = None
@@ -173,14 +188,18 @@ class AttemptLoop:
             sink = AsyncRedisDeltaSink(self.store.redis, runner.store.keys.deltas(record.id),
                                        attempt=record.attempt, model=record.model,
                                        offset=len(started.continued))
-        response: ModelResponse | None = None
+        metered = MeteredAdapter(self.adapter, runner.admission, ctx, runner.config.tiers[record.tier].total_timeout_s,
+                                 sink=sink, blocking=self._blocking)
         try:
             try:
-                response = await self.adapter.acall(started.ctx.model_id, started.request, sink)
+                response = await self.caller.acall(metered, ctx, started.request)
             except AttemptFailure as failure:
-                ticket.settle(None, failure.ratelimit_headers)
+                # the first call's usage when it was made (a later step failed), else what the failure says
+                first = metered.first
+                ticket.settle(first, first.ratelimit_headers if first else failure.ratelimit_headers)
                 raise
-            ticket.settle(response, response.ratelimit_headers)
+            first = metered.first or response
+            ticket.settle(first, first.ratelimit_headers)
             success = runner.succeeded(started, response)
             if sink is not None:
                 await sink.end(OutcomeKind.OK.value)

@@ -1,10 +1,11 @@
 """MCP servers as tool sources, through the ``mcp`` SDK 2.x ``Client`` (stdio child process or streamable HTTP).
 
-Workers are threads; the SDK is async. One event loop runs in a daemon thread per process
-(:class:`~toolbag.gateway.aio.EventLoopThread`); each server has one long-lived session opened in that loop by
-an owner task, and worker threads submit ``list_tools`` / ``call_tool`` coroutines to it and wait with a
-timeout. A session that breaks (the child exited, the HTTP server went away) is dropped and reopened on the
-next use.
+The SDK is async. Each server has one long-lived session, opened by an owner task on the gateway's event loop
+(:class:`~toolbag.gateway.aio.EventLoopThread`): in an async worker that is the worker's attempt loop itself, so
+a tool loop awaits ``tools/list`` and ``tools/call`` right there (:meth:`McpConnection.acall`), no thread in
+between; in a threads worker or the CLI it is a loop in a daemon thread, and callers block on the sync API
+(:meth:`McpConnection.call`) with a timeout. A session that breaks (the child exited, the HTTP server went
+away) is dropped and reopened on the next use.
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ def _text_of(result: Any) -> str:
 
 
 class McpConnection:
-    """One configured MCP server. Thread-safe; the session opens lazily on first use."""
+    """One configured MCP server. Thread-safe; the session opens lazily on first use, on ``loop``."""
 
     def __init__(self, name: str, server: McpServer, loop: EventLoopThread) -> None:
         self.name = name
@@ -163,7 +164,21 @@ class McpConnection:
             raise
         return McpToolOutput(_text_of(result), bool(result.is_error))
 
-    # --------------------------------------------------------------------- sync API (worker threads)
+    # ----------------------------------------------------------------- async API (on any event loop)
+
+    async def alist_tools(self, timeout_s: float) -> list[RemoteTool]:
+        """:meth:`list_tools`, awaited (on the session's loop when the caller runs there)."""
+        return await self.loop.arun(self._list(), timeout_s)
+
+    async def acall(self, tool: str, arguments: dict[str, Any], timeout_s: float) -> McpToolOutput:
+        """:meth:`call`, awaited (on the session's loop when the caller runs there)."""
+        return await self.loop.arun(self._call(tool, arguments, timeout_s), timeout_s + 1.0)
+
+    async def aclose(self) -> None:
+        if self._owner is not None:
+            await self.loop.arun(self._drop(), 10.0)
+
+    # ----------------------------------------------------------------------- sync API (other threads)
 
     def list_tools(self, timeout_s: float) -> list[RemoteTool]:
         """The server's tools (connecting first if needed)."""
@@ -174,6 +189,8 @@ class McpConnection:
         return self.loop.run(self._call(tool, arguments, timeout_s), timeout_s + 1.0)
 
     def close(self) -> None:
+        if self._owner is None:
+            return  # never opened, or closed on its loop already (aclose)
         try:
             self.loop.run(self._drop(), 10.0)
         except (TimeoutError, RuntimeError):
