@@ -62,11 +62,12 @@ local function rl_reconcile(KEYS, ARGV, now)
     if held == 'b' or held == '' then redis.call('ZREM', KEYS[(i - 1) * 5 + 3], ticket) end
     local tok = KEYS[(i - 1) * 5 + 5]
     if refund ~= 0 and tpm > 0 then
-      local logged = tonumber(redis.call('HGET', tok, ticket))
+      local got = redis.call('HMGET', tok, ticket, '~sum')
+      local logged = tonumber(got[1])
       if logged then
         local now_logged = math.max(0, logged - refund)
-        redis.call('HSET', tok, ticket, now_logged)
-        redis.call('HINCRBYFLOAT', tok, '~sum', now_logged - logged)
+        local sum = (tonumber(got[2]) or 0) + now_logged - logged
+        redis.call('HSET', tok, ticket, now_logged, '~sum', string.format('%.17g', sum))
       end
     end
     local vals = redis.call('HMGET', state, unpack(RL_STATE_FIELDS))
@@ -149,9 +150,11 @@ local function rl_reconcile(KEYS, ARGV, now)
     end
     if #args > 0 then redis.call('HSET', state, unpack(args)) end
     if #gone > 0 then redis.call('HDEL', state, unpack(gone)) end
-    if learn == '1' and (exists or #args > 0) then
+    if learn == '1' and (set.cd or set.gru or set.gtu or (not exists and #args > 0)) then
       -- keep the state while what it learned applies; an admission gave it its time to live, which only grows
-      -- here (a state this settle created has none yet: it gets one)
+      -- here (a state this settle created has none yet: it gets one). A settle that learned nothing with a
+      -- time to it (no cooldown, no slower pace until a reset) leaves the time to live as it is: it covers
+      -- what the admissions and the settles before wrote.
       local need = math.ceil(math.max(cd, now + math.max(r_reset, t_reset, 0)) - now + 2 * span)
       if exists then
         redis.call('PEXPIRE', state, need, 'GT')
