@@ -14,6 +14,8 @@ local function log_num(v) return string.format('%.17g', v) end
 -- tok key -> its '~sum' as log_wait read it in this script call, for log_add to write back with the new call
 -- (one HSET for the call's tokens and the total)
 local log_sums = {}
+-- log key -> how many calls it held when log_wait counted them in this script call (only with an rpm)
+local log_cards = {}
 
 -- drop the calls that left the span (now - span and older) and return the tickets of the calls still in the
 -- span but out of the token window (the edge: (now - span, now - window)), both from one read of the log
@@ -46,7 +48,9 @@ end
 local function log_wait(log, tok, span, window, rpm, tpm, cost, output, now)
   local edge = log_scan(log, tok, span, window, now)
   local wait = 0
-  if rpm > 0 and redis.call('ZCARD', log) >= rpm then
+  local card = rpm > 0 and redis.call('ZCARD', log) or nil
+  log_cards[log] = card
+  if card and card >= rpm then
     local oldest = redis.call('ZRANGE', log, 0, 0, 'WITHSCORES')
     wait = tonumber(oldest[2]) + span - now
   end
@@ -73,13 +77,19 @@ local function log_wait(log, tok, span, window, rpm, tpm, cost, output, now)
   return wait
 end
 
-local function log_add(log, tok, ticket, cost, span, tpm, now)
+-- record a call (its caller sets the keys' times to live: at least 2 spans from now)
+local function log_add(log, tok, ticket, cost, tpm, now)
   redis.call('ZADD', log, log_fmt(now), ticket)
-  redis.call('PEXPIRE', log, math.ceil(2 * span))
   if tpm > 0 then
     local sum = log_sums[tok] or tonumber(redis.call('HGET', tok, '~sum') or '0') or 0
     log_sums[tok] = sum + cost
     redis.call('HSET', tok, ticket, cost, '~sum', log_num(sum + cost))
-    redis.call('PEXPIRE', tok, math.ceil(2 * span))
   end
+end
+
+-- make `key` live at least `ms` from now, never shortening the expiry it has
+local function log_keep(key, ms)
+  local left = redis.call('PTTL', key)
+  if left >= 0 and left >= ms then return end
+  redis.call('PEXPIRE', key, ms)
 end
