@@ -151,13 +151,14 @@ local function rl_admit(KEYS, ARGV, now)
     if s > slot then slot, binding = s, i end
     if sc.conc > 0 then
       -- the count below ignores entries past their hold (a dead worker's); a taking admission drops them from
-      -- the set it adds to, so each set is pruned by its own class's admissions
-      if mode == 'take' then
+      -- the set it adds to when it sets that set's time to live again (see expiry: about once a span), so each
+      -- set is pruned by its own class's admissions
+      if mode == 'take' and num(sc.h['x' .. class]) < now + hold + sc.span then
         redis.call('ZREMRANGEBYSCORE', (class == 'i') and sc.cci or sc.ccb, '-inf', now)
       end
       local ni = redis.call('ZCOUNT', sc.cci, '(' .. fmt(now), '+inf')
       local nb = redis.call('ZCOUNT', sc.ccb, '(' .. fmt(now), '+inf')
-      sc.own = (class == 'i') and ni or nb  -- after the prune of a take: 0 when the set does not exist
+      sc.own = (class == 'i') and ni or nb  -- 0 when the set may not exist (then it gets its expiry)
       if ni + nb >= sc.conc then blocked = i end
       if class == 'b' and sc.reserve > 0 and sc.conc >= 2 and sc.active then
         local keep = math.floor(sc.conc * sc.reserve + 0.5)
@@ -198,14 +199,21 @@ local function rl_admit(KEYS, ARGV, now)
     return last - now + 2 * sc.span
   end
 
-  -- a refusal's expiry of a state it wrote (the hand-back line, an interactive ask) or that exists already
-  local function expire(sc, wrote)
-    if not (wrote or sc.exists) then return end
+  -- a refusal's writes to a scope's state (fields: name, value pairs, maybe none) and the state's expiry
+  local function refused(sc, fields)
+    if #fields == 0 and not sc.exists then return end
     local at = expiry(sc, 'xs', state_need(sc), false)
     if at then
-      redis.call('HSET', sc.state, 'xs', at)
-      redis.call('PEXPIREAT', sc.state, at)
+      fields[#fields + 1] = 'xs'
+      fields[#fields + 1] = at
     end
+    if #fields > 0 then redis.call('HSET', sc.state, unpack(fields)) end
+    if at then redis.call('PEXPIREAT', sc.state, at) end
+  end
+
+  -- an interactive ask is written with whatever else the admission writes to each state (field ia)
+  local function asked()
+    return class == 'i' and {'ia', fmt(now)} or {}
   end
 
   if mode == 'check' then
@@ -215,14 +223,11 @@ local function rl_admit(KEYS, ARGV, now)
   end
 
   if class == 'i' then
-    for i = 1, n do
-      scopes[i].h.ia = now
-      redis.call('HSET', scopes[i].state, 'ia', fmt(now))
-    end
+    for i = 1, n do scopes[i].h.ia = now end
   end
 
   if blocked > 0 then
-    for i = 1, n do expire(scopes[i], class == 'i') end
+    for i = 1, n do refused(scopes[i], asked()) end
     return {0, '-1', 'concurrency', tostring(blocked)}
   end
 
@@ -245,8 +250,14 @@ local function rl_admit(KEYS, ARGV, now)
     local due = math.max(num(sc.h[qf]), now + wait - horizon / 2)
     due = math.min(due, now + wait + 10 * sc.span)
     sc.h[qf] = due + served
-    redis.call('HSET', sc.state, qf, fmt(due + served))
-    for i = 1, n do expire(scopes[i], i == binding or class == 'i') end
+    for i = 1, n do
+      local fields = asked()
+      if i == binding then
+        fields[#fields + 1] = qf
+        fields[#fields + 1] = fmt(due + served)
+      end
+      refused(scopes[i], fields)
+    end
     return {0, fmt(due - now), 'rate', tostring(binding)}
   end
 
@@ -287,6 +298,7 @@ local function rl_admit(KEYS, ARGV, now)
     h.cr = num(h.cr) + 1
     h.ct = num(h.ct) + cost
     for _, f in ipairs({'ws', 'cr', 'ct', 'pr', 'pt'}) do set[#set + 1] = f end
+    if class == 'i' then set[#set + 1] = 'ia' end
     local args = {}
     for _, f in ipairs(set) do
       args[#args + 1] = f
