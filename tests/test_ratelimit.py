@@ -581,3 +581,23 @@ def test_a_call_log_emptied_by_its_prune_gets_its_time_to_live_again(client: red
     time.sleep(0.6)  # the call leaves the span; the next admission prunes it, the log is deleted, then made again
     assert take(rl)[0]
     assert client.zcard(log) == 1 and client.pttl(log) > 0
+
+
+def test_one_read_of_a_long_call_log_prunes_it_all_and_counts_its_whole_edge(client: redis.Redis) -> None:
+    """More than a page (500) of calls out of the span, then more than a page on the edge (in the span for the
+    request count, out of the token window): every old call is dropped, and no edge call's tokens count."""
+    config = make_config({"gpt-luna": {"tpm": 1_000_000, "window_s": 10}})  # margin 0.2 s: span 10.2 s
+    rl = limiter(client, config)
+    log, tok = rl.keys.ratelimit("gpt-luna", "log"), rl.keys.ratelimit("gpt-luna", "tok")
+    seconds, micros = client.time()
+    now_ms = seconds * 1000 + micros / 1000
+    old = {f"old{i}": now_ms - 20_000 for i in range(600)}
+    edge = {f"edge{i}": now_ms - 10_100 for i in range(700)}
+    recent = {f"recent{i}": now_ms - 1_000 for i in range(100)}
+    client.zadd(log, {**old, **edge, **recent})
+    client.hset(tok, mapping={**dict.fromkeys(old, 1), **dict.fromkeys(edge, 1000), **dict.fromkeys(recent, 1000)})
+    client.hset(tok, "~sum", 600 + 700_000 + 100_000)
+    assert rl.commit("gpt-luna", "c", "mine", cost_tokens=850_000).ok  # 100,000 in the window + 850,000 fit
+    assert client.zcard(log) == 700 + 100 + 1
+    assert float(client.hget(tok, "~sum") or 0) == 700_000 + 100_000 + 850_000
+    assert not rl.commit("gpt-luna", "c", "more", cost_tokens=60_000).ok  # the window is full now

@@ -29,7 +29,8 @@
 -- state hash fields (ms unless said): ri rb ti tb lane frontiers; ia last interactive ask; cd cooldown
 --   until; gr/gri/gru and gt/gti/gtu learned frontier, interval (per request / per token), until;
 --   qi qb end of the hand-back line per class; ws cr ct pr pt usage of the current and previous window;
---   ta average tokens a call really used (rl_settle)
+--   ta average tokens a call really used (rl_settle); xs xi xb xl xt the expiry set on the state, the
+--   in-flight sets, the call log and its tokens (absolute, see expiry below)
 -- The call log (rl_log: call times and their tokens, per scope with an rpm or a tpm) is the hard stop
 -- behind the frontiers: a call is committed only while fewer than rpm calls, and at most tpm tokens, were
 -- committed in the last (window + margin), so a worker that wakes late for its slot cannot crowd a window.
