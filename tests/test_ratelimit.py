@@ -582,3 +582,57 @@ def test_headroom_is_read_fleet_wide_and_exported_by_the_supervisor(client: redi
     Sweeper(config, JobStore(client, rl.keys), limiter=rl).update_gauges()
     labels = {"provider": "openai", "model": "gpt-luna", "kind": "rpm"}
     assert REGISTRY.get_sample_value("toolbag_ratelimit_headroom_ratio", labels) == pytest.approx(0.6, abs=0.01)
+
+
+def _expiries(client: redis.Redis) -> int:
+    stats = client.info("commandstats")
+    return sum(int(stats.get(f"cmdstat_{c}", {}).get("calls", 0)) for c in ("pexpire", "pexpireat", "expire"))
+
+
+def test_a_busy_scope_sets_its_keys_times_to_live_about_once_a_span_not_per_call(client: redis.Redis) -> None:
+    config = make_config({"gpt-luna": {"rpm": 100_000, "tpm": 10_000_000, "concurrency": 1000, "window_s": 5}})
+    rl = limiter(client, config)
+    tickets = [rl.admit(ctx(job_id=f"j{i}"), REQUEST) for i in range(3)]  # the keys exist, with their expiries
+    client.config_resetstat()
+    tickets += [rl.admit(ctx(job_id=f"k{i}"), REQUEST) for i in range(40)]
+    assert _expiries(client) == 0, "a key whose recorded expiry covers what it holds is not set again"
+    keys = [rl.keys.ratelimit("gpt-luna", kind) for kind in ("state", "cc-b", "log", "tok")]
+    # every key outlives what it holds: the in-flight holds (tier timeout + slack), the calls (2 spans)
+    hold_ms = (config.tiers["batch"].total_timeout_s + 30) * 1000
+    assert client.pttl(keys[1]) >= hold_ms and all(client.pttl(k) >= 10_000 for k in (keys[0], keys[2], keys[3]))
+    for ticket in tickets:
+        with ticket:
+            ticket.settle(ModelResponse("hi", "m", Usage(5, 5)), {})
+    assert not client.exists(keys[1]), "every call settled: the in-flight set is empty, so Redis deleted it"
+    rl.admit(ctx(job_id="again"), REQUEST)
+    assert 0 < client.pttl(keys[1]) <= hold_ms + 20_000, "the set made again gets its time to live at once"
+
+
+def test_a_call_log_emptied_by_its_prune_gets_its_time_to_live_again(client: redis.Redis) -> None:
+    config = make_config({"gpt-luna": {"rpm": 1000, "window_s": 0.2}})
+    rl = limiter(client, config)
+    log = rl.keys.ratelimit("gpt-luna", "log")
+    assert take(rl)[0]
+    time.sleep(0.6)  # the call leaves the span; the next admission prunes it, the log is deleted, then made again
+    assert take(rl)[0]
+    assert client.zcard(log) == 1 and client.pttl(log) > 0
+
+
+def test_one_read_of_a_long_call_log_prunes_it_all_and_counts_its_whole_edge(client: redis.Redis) -> None:
+    """More than a page (500) of calls out of the span, then more than a page on the edge (in the span for the
+    request count, out of the token window): every old call is dropped, and no edge call's tokens count."""
+    config = make_config({"gpt-luna": {"tpm": 1_000_000, "window_s": 10}})  # margin 0.2 s: span 10.2 s
+    rl = limiter(client, config)
+    log, tok = rl.keys.ratelimit("gpt-luna", "log"), rl.keys.ratelimit("gpt-luna", "tok")
+    seconds, micros = client.time()
+    now_ms = seconds * 1000 + micros / 1000
+    old = {f"old{i}": now_ms - 20_000 for i in range(600)}
+    edge = {f"edge{i}": now_ms - 10_100 for i in range(700)}
+    recent = {f"recent{i}": now_ms - 1_000 for i in range(100)}
+    client.zadd(log, {**old, **edge, **recent})
+    client.hset(tok, mapping={**dict.fromkeys(old, 1), **dict.fromkeys(edge, 1000), **dict.fromkeys(recent, 1000)})
+    client.hset(tok, "~sum", 600 + 700_000 + 100_000)
+    assert rl.commit("gpt-luna", "c", "mine", cost_tokens=850_000).ok  # 100,000 in the window + 850,000 fit
+    assert client.zcard(log) == 700 + 100 + 1
+    assert float(client.hget(tok, "~sum") or 0) == 700_000 + 100_000 + 850_000
+    assert not rl.commit("gpt-luna", "c", "more", cost_tokens=60_000).ok  # the window is full now

@@ -56,13 +56,49 @@ def test_idempotency_key_returns_the_same_job_without_a_second_message(store: Jo
 def test_submit_refuses_bad_numbers_before_writing_anything(store: JobStore, ttl_s: object, deadline_ms: object
                                                             ) -> None:
     """An idempotency ttl or a deadline Redis cannot keep must not leave a queued job without its message."""
-    keys, argv = store._submit_args(new_job(key="k"))
-    argv[2], argv[4] = ttl_s, deadline_ms
+    keys, argv = store._submit_args([new_job(key="k")])
+    argv[0], argv[4] = ttl_s, deadline_ms  # the batch's ttl; the first job's deadline
     with pytest.raises(redis.ResponseError, match="submit: the"):
         store._submit(keys=keys, args=argv)
     assert store.redis.dbsize() == 0
     with pytest.raises(ValueError, match="job_ttl_s"):
         JobStore(store.redis, store.keys, job_ttl_s=9_300_000_000_000_000)
+
+
+def test_a_batch_with_one_bad_deadline_writes_none_of_its_jobs(store: JobStore) -> None:
+    keys, argv = store._submit_args([new_job("a"), new_job("b")])
+    second_deadline = argv.index("b") + 3
+    argv[second_deadline] = "nan"
+    with pytest.raises(redis.ResponseError, match="submit: the deadline"):
+        store._submit(keys=keys, args=argv)
+    assert store.redis.dbsize() == 0
+
+
+def test_submit_many_is_the_same_as_submitting_one_by_one(store: JobStore) -> None:
+    """Batched script calls (shared clock read, one write per shared key) leave what one submit per job leaves:
+    every job, its message in order, its waiting and deadline entries, the counters; an idempotency key given
+    twice in one batch makes one job."""
+    jobs = [new_job(f"m{i}") for i in range(230)]
+    jobs[7] = new_job("m7", key="same")
+    jobs[150] = new_job("m150", key="same")  # in a later script call than m7
+    jobs[8] = new_job("m8", key="twice")
+    jobs[9] = new_job("m9", key="twice")  # in the same call as m8
+    store.redis.config_resetstat()
+    replies = store.submit_many(jobs)
+    stats = store.redis.info("commandstats")
+    assert int(stats["cmdstat_evalsha"]["calls"]) == 3  # 100 jobs per call
+    assert int(stats["cmdstat_time"]["calls"]) == 3
+    assert replies[150] == (False, "m7") and replies[9] == (False, "m8")
+    created = [job_id for ok, job_id in replies if ok]
+    assert len(created) == 228
+    queue = store.keys.queue("openai.standard")
+    pointers = [json.loads(m)["headers"]["argsrepr"] for m in reversed(store.redis.lrange(queue, 0, -1))]
+    assert pointers == [repr([job_id, "1"]) for job_id in created]  # pushed in the order given
+    assert store.redis.zcard(store.keys.waiting("openai.standard")) == 228
+    assert store.redis.zcard(store.keys.deadlines) == 228
+    assert store.redis.hget(store.keys.stats, "submitted|standard|summarize") == b"228"
+    assert not store.redis.exists(store.keys.job("m150")) and not store.redis.exists(store.keys.job("m9"))
+    assert {store.get(job_id).status for job_id in created} == {JobStatus.QUEUED}
 
 
 def test_claim_is_fenced_by_token_and_status(store: JobStore) -> None:

@@ -29,7 +29,8 @@
 -- state hash fields (ms unless said): ri rb ti tb lane frontiers; ia last interactive ask; cd cooldown
 --   until; gr/gri/gru and gt/gti/gtu learned frontier, interval (per request / per token), until;
 --   qi qb end of the hand-back line per class; ws cr ct pr pt usage of the current and previous window;
---   ta average tokens a call really used (rl_settle)
+--   ta average tokens a call really used (rl_settle); xs xi xb xl xt the expiry set on the state, the
+--   in-flight sets, the call log and its tokens (absolute, see expiry below)
 -- The call log (rl_log: call times and their tokens, per scope with an rpm or a tpm) is the hard stop
 -- behind the frontiers: a call is committed only while fewer than rpm calls, and at most tpm tokens, were
 -- committed in the last (window + margin), so a worker that wakes late for its slot cannot crowd a window.
@@ -52,7 +53,7 @@ local function rl_admit(KEYS, ARGV, now)
   local expected = tonumber(ARGV[8])
   local output = tonumber(ARGV[9])
   local FIELDS = {'ri', 'rb', 'ti', 'tb', 'ia', 'cd', 'gr', 'gri', 'gru', 'gt', 'gti', 'gtu', 'qi', 'qb',
-                  'ws', 'cr', 'ct', 'pr', 'pt', 'ta'}
+                  'ws', 'cr', 'ct', 'pr', 'pt', 'ta', 'xs', 'xi', 'xb', 'xl', 'xt'}
 
   local function num(v) return tonumber(v) or 0 end
   local function fmt(v) return string.format('%.3f', v) end
@@ -117,7 +118,11 @@ local function rl_admit(KEYS, ARGV, now)
     sc.charge = cost
     sc.ti, sc.tb = split_tokens(sc.tpm, sc.reserve)
     local vals = redis.call('HMGET', sc.state, unpack(FIELDS))
-    for k = 1, #FIELDS do sc.h[FIELDS[k]] = vals[k] end
+    sc.exists = false
+    for k = 1, #FIELDS do
+      sc.h[FIELDS[k]] = vals[k]
+      if vals[k] then sc.exists = true end
+    end
     -- the token frontier paces what calls really use (measured, else the estimate); the call log, checked
     -- as the call starts, holds the whole reservation while it is in flight, so a window stays within tpm
     if sc.tpm > 0 then
@@ -147,12 +152,14 @@ local function rl_admit(KEYS, ARGV, now)
     if s > slot then slot, binding = s, i end
     if sc.conc > 0 then
       -- the count below ignores entries past their hold (a dead worker's); a taking admission drops them from
-      -- the set it adds to, so each set is pruned by its own class's admissions
-      if mode == 'take' then
+      -- the set it adds to when it sets that set's time to live again (see expiry: about once a span), so each
+      -- set is pruned by its own class's admissions
+      if mode == 'take' and num(sc.h['x' .. class]) < now + hold + sc.span then
         redis.call('ZREMRANGEBYSCORE', (class == 'i') and sc.cci or sc.ccb, '-inf', now)
       end
       local ni = redis.call('ZCOUNT', sc.cci, '(' .. fmt(now), '+inf')
       local nb = redis.call('ZCOUNT', sc.ccb, '(' .. fmt(now), '+inf')
+      sc.own = (class == 'i') and ni or nb  -- 0 when the set may not exist (then it gets its expiry)
       if ni + nb >= sc.conc then blocked = i end
       if class == 'b' and sc.reserve > 0 and sc.conc >= 2 and sc.active then
         local keep = math.floor(sc.conc * sc.reserve + 0.5)
@@ -166,13 +173,48 @@ local function rl_admit(KEYS, ARGV, now)
 
   local wait = slot - now
 
-  local function expire(sc)
+  -- Times to live. Each key of a scope must outlive what it holds: the state its frontiers, cooldown, learned
+  -- pace and hand-back lines (+ 2 spans), an in-flight set its newest hold (+ a span), the call log and its
+  -- tokens their newest call (+ 2 spans). A key's expiry is set one span beyond what it needs and recorded
+  -- in the state (fields xs, xi, xb, xl, xt: the absolute expiry, ms on the Redis clock); it is set again only
+  -- when what the key needs passes the recorded expiry, or when the key is new (an in-flight set or a call
+  -- log emptied and deleted by Redis comes back without one): so about once a span per key, not per call.
+  -- The record never promises more than the key has: the state's record dies with the state; the other keys
+  -- are only ever created here (with an expiry) or by rl_commit (which never shortens one), and a key that
+  -- expired is created again past its record, so it gets a new one.
+  -- expiry(sc, f, need, fresh): nil when the key recorded in field f lives `need` ms from now already (and is
+  -- not `fresh`); else the new absolute expiry, recorded in sc.h[f] (the caller writes it and sets it)
+  local function expiry(sc, f, need, fresh)
+    if not fresh and num(sc.h[f]) >= now + need then return nil end
+    local at = math.ceil(now + need + sc.span)
+    sc.h[f] = at
+    return at
+  end
+
+  local function state_need(sc)
     local last = now
     for _, f in ipairs({'ri', 'rb', 'ti', 'tb', 'cd', 'gr', 'gru', 'gt', 'gtu', 'qi', 'qb'}) do
       last = math.max(last, num(sc.h[f]))
     end
     last = math.max(last, num(sc.h.ia) + sc.window)
-    redis.call('PEXPIRE', sc.state, math.ceil(last - now + 2 * sc.span))
+    return last - now + 2 * sc.span
+  end
+
+  -- a refusal's writes to a scope's state (fields: name, value pairs, maybe none) and the state's expiry
+  local function refused(sc, fields)
+    if #fields == 0 and not sc.exists then return end
+    local at = expiry(sc, 'xs', state_need(sc), false)
+    if at then
+      fields[#fields + 1] = 'xs'
+      fields[#fields + 1] = at
+    end
+    if #fields > 0 then redis.call('HSET', sc.state, unpack(fields)) end
+    if at then redis.call('PEXPIREAT', sc.state, at) end
+  end
+
+  -- an interactive ask is written with whatever else the admission writes to each state (field ia)
+  local function asked()
+    return class == 'i' and {'ia', fmt(now)} or {}
   end
 
   if mode == 'check' then
@@ -182,14 +224,11 @@ local function rl_admit(KEYS, ARGV, now)
   end
 
   if class == 'i' then
-    for i = 1, n do
-      scopes[i].h.ia = now
-      redis.call('HSET', scopes[i].state, 'ia', fmt(now))
-    end
+    for i = 1, n do scopes[i].h.ia = now end
   end
 
   if blocked > 0 then
-    for i = 1, n do expire(scopes[i]) end
+    for i = 1, n do refused(scopes[i], asked()) end
     return {0, '-1', 'concurrency', tostring(blocked)}
   end
 
@@ -212,8 +251,14 @@ local function rl_admit(KEYS, ARGV, now)
     local due = math.max(num(sc.h[qf]), now + wait - horizon / 2)
     due = math.min(due, now + wait + 10 * sc.span)
     sc.h[qf] = due + served
-    redis.call('HSET', sc.state, qf, fmt(due + served))
-    for i = 1, n do expire(scopes[i]) end
+    for i = 1, n do
+      local fields = asked()
+      if i == binding then
+        fields[#fields + 1] = qf
+        fields[#fields + 1] = fmt(due + served)
+      end
+      refused(scopes[i], fields)
+    end
     return {0, fmt(due - now), 'rate', tostring(binding)}
   end
 
@@ -254,17 +299,31 @@ local function rl_admit(KEYS, ARGV, now)
     h.cr = num(h.cr) + 1
     h.ct = num(h.ct) + cost
     for _, f in ipairs({'ws', 'cr', 'ct', 'pr', 'pt'}) do set[#set + 1] = f end
+    if class == 'i' then set[#set + 1] = 'ia' end
     local args = {}
     for _, f in ipairs(set) do
       args[#args + 1] = f
       args[#args + 1] = fmt(num(h[f]))
     end
-    redis.call('HSET', sc.state, unpack(args))
-    expire(sc)
+    local state_at = expiry(sc, 'xs', state_need(sc), false)
+    local zset, zset_at
     if sc.conc > 0 then
-      local zset = (class == 'i') and sc.cci or sc.ccb
+      zset = (class == 'i') and sc.cci or sc.ccb
+      zset_at = expiry(sc, 'x' .. class, hold + sc.span, sc.own == 0)
+    end
+    if state_at then
+      args[#args + 1] = 'xs'
+      args[#args + 1] = state_at
+    end
+    if zset_at then
+      args[#args + 1] = 'x' .. class
+      args[#args + 1] = zset_at
+    end
+    redis.call('HSET', sc.state, unpack(args))
+    if state_at then redis.call('PEXPIREAT', sc.state, state_at) end
+    if zset then
       redis.call('ZADD', zset, fmt(now + hold), ticket)
-      redis.call('PEXPIRE', zset, math.ceil(hold + sc.span))
+      if zset_at then redis.call('PEXPIREAT', zset, zset_at) end
     end
     lanes = lanes .. sc.lane
     charged[i] = fmt(sc.charge)
@@ -283,7 +342,19 @@ local function rl_admit(KEYS, ARGV, now)
     else
       for i = 1, n do
         local sc = scopes[i]
-        if sc.rpm > 0 or sc.tpm > 0 then log_add(sc.log, sc.tok, ticket, cost, sc.span, sc.tpm, now) end
+        if sc.rpm > 0 or sc.tpm > 0 then
+          log_add(sc.log, sc.tok, ticket, cost, sc.tpm, now)
+          -- the log is new when it held no call (its count is known with an rpm; without, it is always set)
+          local log_at = expiry(sc, 'xl', 2 * sc.span, sc.rpm == 0 or log_cards[sc.log] == 0)
+          local tok_at = sc.tpm > 0 and expiry(sc, 'xt', 2 * sc.span, false) or nil
+          if log_at then redis.call('PEXPIREAT', sc.log, log_at) end
+          if tok_at then redis.call('PEXPIREAT', sc.tok, tok_at) end
+          if log_at and tok_at then
+            redis.call('HSET', sc.state, 'xl', log_at, 'xt', tok_at)
+          elseif log_at or tok_at then
+            redis.call('HSET', sc.state, log_at and 'xl' or 'xt', log_at or tok_at)
+          end
+        end
       end
       committed = 1
     end

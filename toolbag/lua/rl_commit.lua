@@ -19,6 +19,10 @@ end
 if wait > 0 then return {0, log_fmt(wait)} end
 for i = 1, n do
   local a = 3 + (i - 1) * 4
-  log_add(KEYS[2 * i - 1], KEYS[2 * i], ticket, cost, tonumber(ARGV[a + 1]), tonumber(ARGV[a + 4]), now)
+  local span, tpm = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 4])
+  log_add(KEYS[2 * i - 1], KEYS[2 * i], ticket, cost, tpm, now)
+  -- the admission that booked this slot recorded the keys' expiries in the state: never shorten them
+  log_keep(KEYS[2 * i - 1], math.ceil(2 * span))
+  if tpm > 0 then log_keep(KEYS[2 * i], math.ceil(2 * span)) end
 end
 return {1, log_fmt(now)}

@@ -9,33 +9,54 @@
 -- estimate plus output cap), so however late a worker wakes for its slot, a window exceeds tpm by at most
 -- the output of the one call that started last (unless a call used more than it reserved).
 local function log_fmt(v) return string.format('%.3f', v) end
+local function log_num(v) return string.format('%.17g', v) end
 
-local function log_prune(log, tok, span, now)
+-- tok key -> its '~sum' as log_wait read it in this script call, for log_add to write back with the new call
+-- (one HSET for the call's tokens and the total)
+local log_sums = {}
+-- log key -> how many calls it held when log_wait counted them in this script call (only with an rpm)
+local log_cards = {}
+
+-- drop the calls that left the span (now - span and older) and return the tickets of the calls still in the
+-- span but out of the token window (the edge: (now - span, now - window)), both from one read of the log
+local function log_scan(log, tok, span, window, now)
   local cutoff = log_fmt(now - span)
+  local cut = tonumber(cutoff)
+  local upper = '(' .. log_fmt(now - window)
   while true do
-    local old = redis.call('ZRANGEBYSCORE', log, '-inf', cutoff, 'LIMIT', 0, 500)
-    if #old == 0 then return end
-    local amounts = redis.call('HMGET', tok, unpack(old))
-    local gone = 0
-    for _, v in ipairs(amounts) do gone = gone + (tonumber(v) or 0) end
-    redis.call('HDEL', tok, unpack(old))
-    redis.call('ZREM', log, unpack(old))
-    if gone ~= 0 then redis.call('HINCRBYFLOAT', tok, '~sum', -gone) end
-    if #old < 500 then return end  -- that was the last of them: no need to ask again
+    local rows = redis.call('ZRANGEBYSCORE', log, '-inf', upper, 'WITHSCORES', 'LIMIT', 0, 500)
+    local old, edge = {}, {}
+    for j = 1, #rows, 2 do
+      if tonumber(rows[j + 1]) <= cut then old[#old + 1] = rows[j] else edge[#edge + 1] = rows[j] end
+    end
+    if #old > 0 then
+      local amounts = redis.call('HMGET', tok, unpack(old))
+      local gone = 0
+      for _, v in ipairs(amounts) do gone = gone + (tonumber(v) or 0) end
+      redis.call('HDEL', tok, unpack(old))
+      redis.call('ZREM', log, unpack(old))
+      if gone ~= 0 then redis.call('HINCRBYFLOAT', tok, '~sum', -gone) end
+    end
+    if #rows < 1000 then return edge end  -- that was all of them
+    if #edge > 0 then  -- a full page that reached the edge: the edge may go on past it
+      return redis.call('ZRANGEBYSCORE', log, '(' .. cutoff, upper)
+    end
   end
 end
 
 -- ms until a call reserving ``cost`` tokens, ``output`` of them its output cap, may start (0: now)
 local function log_wait(log, tok, span, window, rpm, tpm, cost, output, now)
-  log_prune(log, tok, span, now)
+  local edge = log_scan(log, tok, span, window, now)
   local wait = 0
-  if rpm > 0 and redis.call('ZCARD', log) >= rpm then
+  local card = rpm > 0 and redis.call('ZCARD', log) or nil
+  log_cards[log] = card
+  if card and card >= rpm then
     local oldest = redis.call('ZRANGE', log, 0, 0, 'WITHSCORES')
     wait = tonumber(oldest[2]) + span - now
   end
   if tpm > 0 then
     local sum = tonumber(redis.call('HGET', tok, '~sum') or '0') or 0
-    local edge = redis.call('ZRANGEBYSCORE', log, log_fmt(now - span), '(' .. log_fmt(now - window))
+    log_sums[tok] = sum
     if #edge > 0 then  -- in the log for the request count, out of the token window already
       for _, v in ipairs(redis.call('HMGET', tok, unpack(edge))) do sum = sum - (tonumber(v) or 0) end
     end
@@ -56,12 +77,19 @@ local function log_wait(log, tok, span, window, rpm, tpm, cost, output, now)
   return wait
 end
 
-local function log_add(log, tok, ticket, cost, span, tpm, now)
+-- record a call (its caller sets the keys' times to live: at least 2 spans from now)
+local function log_add(log, tok, ticket, cost, tpm, now)
   redis.call('ZADD', log, log_fmt(now), ticket)
-  redis.call('PEXPIRE', log, math.ceil(2 * span))
   if tpm > 0 then
-    redis.call('HSET', tok, ticket, cost)
-    redis.call('HINCRBYFLOAT', tok, '~sum', cost)
-    redis.call('PEXPIRE', tok, math.ceil(2 * span))
+    local sum = log_sums[tok] or tonumber(redis.call('HGET', tok, '~sum') or '0') or 0
+    log_sums[tok] = sum + cost
+    redis.call('HSET', tok, ticket, cost, '~sum', log_num(sum + cost))
   end
+end
+
+-- make `key` live at least `ms` from now, never shortening the expiry it has
+local function log_keep(key, ms)
+  local left = redis.call('PTTL', key)
+  if left >= 0 and left >= ms then return end
+  redis.call('PEXPIRE', key, ms)
 end

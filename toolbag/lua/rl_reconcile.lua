@@ -21,7 +21,7 @@
 -- rl_reconcile(KEYS, ARGV, now): KEYS and ARGV as above (a script passes its own, or a slice of them), now in
 -- ms (fractional) on the Redis clock
 local RL_STATE_FIELDS = {'ri', 'rb', 'ti', 'tb', 'ia', 'cd', 'gr', 'gri', 'gru', 'gt', 'gti', 'gtu', 'qi', 'qb',
-                         'ws', 'cr', 'ct', 'pr', 'pt', 'ta'}
+                         'ws', 'cr', 'ct', 'pr', 'pt', 'ta', 'xs'}
 
 local function rl_reconcile(KEYS, ARGV, now)
   local ticket = ARGV[1]
@@ -62,11 +62,12 @@ local function rl_reconcile(KEYS, ARGV, now)
     if held == 'b' or held == '' then redis.call('ZREM', KEYS[(i - 1) * 5 + 3], ticket) end
     local tok = KEYS[(i - 1) * 5 + 5]
     if refund ~= 0 and tpm > 0 then
-      local logged = tonumber(redis.call('HGET', tok, ticket))
+      local got = redis.call('HMGET', tok, ticket, '~sum')
+      local logged = tonumber(got[1])
       if logged then
         local now_logged = math.max(0, logged - refund)
-        redis.call('HSET', tok, ticket, now_logged)
-        redis.call('HINCRBYFLOAT', tok, '~sum', now_logged - logged)
+        local sum = (tonumber(got[2]) or 0) + now_logged - logged
+        redis.call('HSET', tok, ticket, now_logged, '~sum', string.format('%.17g', sum))
       end
     end
     local vals = redis.call('HMGET', state, unpack(RL_STATE_FIELDS))
@@ -142,6 +143,19 @@ local function rl_reconcile(KEYS, ARGV, now)
         end
       end
     end
+    -- keep the state while what it learned applies: a cooldown, or a slower pace until the vendor's reset (a
+    -- settle that learned nothing with a time to it leaves the time to live alone: it covers what the admissions
+    -- and the settles before wrote). An admission gave the state its time to live and recorded it (field xs,
+    -- see rl_admit); it only grows here, and only when the record falls short, one span beyond what is needed
+    -- (a state this settle creates has none yet: it gets one)
+    local at
+    if learn == '1' and (set.cd or set.gru or set.gtu or (not exists and next(set) ~= nil)) then
+      local need = math.max(cd, now + math.max(r_reset, t_reset, 0)) + 2 * span
+      if not exists or num(h.xs) < need then
+        at = math.ceil(need + span)
+        set.xs = at
+      end
+    end
     local args = {}
     for field, value in pairs(set) do
       args[#args + 1] = field
@@ -149,14 +163,11 @@ local function rl_reconcile(KEYS, ARGV, now)
     end
     if #args > 0 then redis.call('HSET', state, unpack(args)) end
     if #gone > 0 then redis.call('HDEL', state, unpack(gone)) end
-    if learn == '1' and (exists or #args > 0) then
-      -- keep the state while what it learned applies; an admission gave it its time to live, which only grows
-      -- here (a state this settle created has none yet: it gets one)
-      local need = math.ceil(math.max(cd, now + math.max(r_reset, t_reset, 0)) - now + 2 * span)
+    if at then
       if exists then
-        redis.call('PEXPIRE', state, need, 'GT')
+        redis.call('PEXPIREAT', state, at, 'GT')  -- never shortens one an admission set
       else
-        redis.call('PEXPIRE', state, need)
+        redis.call('PEXPIREAT', state, at)
       end
     end
   end

@@ -1,45 +1,89 @@
--- submit: create a job and enqueue its first attempt, atomically; honour the idempotency key.
--- KEYS[1] job hash          KEYS[2] idempotency key (or the dummy key when none)
--- KEYS[3] queue list        KEYS[4] waiting zset of that queue      KEYS[5] deadlines zset
--- KEYS[6] stats hash (fleet-wide counters: field 'submitted|<tier>|<capability>')   KEYS[7] history list
--- ARGV[1] job id   ARGV[2] use idempotency (1/0)   ARGV[3] idempotency ttl (s)   ARGV[4] envelope
--- ARGV[5] deadline, relative (ms)   ARGV[6..] field, value pairs for the job hash (the field '_history' is
+-- submit: create jobs and enqueue their first attempts, atomically; honour each one's idempotency key. One call
+-- submits a batch of jobs (one or many): the batch shares one TIME, and its writes to shared keys go out once per
+-- key (one LPUSH per queue, one ZADD per waiting zset and to the deadlines, one HINCRBY per counter), in the
+-- order the jobs were given, so the result is that of submitting them one after another.
+-- KEYS[1] deadlines zset   KEYS[2] stats hash (fleet-wide counters: field 'submitted|<tier>|<capability>')
+-- KEYS[3..] 5 per job: job hash, idempotency key (or the dummy key when none), queue list, waiting zset of that
+--           queue, history list
+-- ARGV[1] idempotency ttl (s)   ARGV[2..] per job: job id, use idempotency (1/0), envelope, deadline, relative
+-- (ms), n (the number of field, value pairs that follow), then n pairs for the job hash (the field '_history' is
 -- the history's first entry instead: why the route chose the first model)
--- returns {1, id} when created, {0, existing id} when the idempotency key already names a job; an error,
--- before anything is written, when the ttl or the deadline is not a number Redis can keep
-local ttl = tonumber(ARGV[3])
-local deadline_in = tonumber(ARGV[5])
+-- returns {created, id, ...} per job: 1 and its id when created, 0 and the existing id when its idempotency key
+-- already names a job (one given earlier in the same batch included); an error, before anything is written,
+-- when the ttl or a deadline is not a number Redis can keep
+local ttl = tonumber(ARGV[1])
 if not ttl or ttl ~= math.floor(ttl) or ttl < 1 or ttl > 9e12 then
-  return redis.error_reply('submit: the ttl must be a whole number of seconds from 1 to 9e12, got ' .. ARGV[3])
+  return redis.error_reply('submit: the ttl must be a whole number of seconds from 1 to 9e12, got ' .. ARGV[1])
 end
-if not deadline_in or deadline_in ~= math.floor(deadline_in) or deadline_in < 1 or deadline_in > 9e15 then
-  return redis.error_reply('submit: the deadline must be a whole number of ms from 1 to 9e15, got ' .. ARGV[5])
-end
-if ARGV[2] == '1' then
-  local existing = redis.call('GET', KEYS[2])
-  if existing then return {0, existing} end
+local jobs = {}
+local a = 2
+while a <= #ARGV do
+  local deadline_in = tonumber(ARGV[a + 3])
+  if not deadline_in or deadline_in ~= math.floor(deadline_in) or deadline_in < 1 or deadline_in > 9e15 then
+    return redis.error_reply('submit: the deadline must be a whole number of ms from 1 to 9e15, got ' .. ARGV[a + 3])
+  end
+  local n = tonumber(ARGV[a + 4])
+  jobs[#jobs + 1] = {id = ARGV[a], idem = ARGV[a + 1] == '1', envelope = ARGV[a + 2], deadline_in = deadline_in,
+                     first = a + 5, last = a + 4 + 2 * n}
+  a = a + 5 + 2 * n
 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local deadline = now + deadline_in
-local fields = {'id', ARGV[1], 'status', 'queued', 'token', '1', 'attempt', '1',
-                'created_ms', now, 'enqueued_ms', now, 'deadline_ms', deadline}
-local given = {}
-for i = 6, #ARGV, 2 do
-  if ARGV[i] == '_history' then
-    redis.call('RPUSH', KEYS[7], ARGV[i + 1])
+local out = {}
+local pushes, waiting, order = {}, {}, {}  -- queue key -> envelopes; waiting key -> members; queue keys in order
+local deadlines, counts, counted = {}, {}, {}
+for j, job in ipairs(jobs) do
+  local k = 2 + (j - 1) * 5
+  local existing = job.idem and redis.call('GET', KEYS[k + 2])
+  if existing then
+    out[#out + 1] = 0
+    out[#out + 1] = existing
   else
-    fields[#fields + 1] = ARGV[i]
-    fields[#fields + 1] = ARGV[i + 1]
-    given[ARGV[i]] = ARGV[i + 1]
+    local deadline = now + job.deadline_in
+    local fields = {'id', job.id, 'status', 'queued', 'token', '1', 'attempt', '1',
+                    'created_ms', now, 'enqueued_ms', now, 'deadline_ms', deadline}
+    local given = {}
+    for i = job.first, job.last, 2 do
+      if ARGV[i] == '_history' then
+        redis.call('RPUSH', KEYS[k + 5], ARGV[i + 1])
+      else
+        fields[#fields + 1] = ARGV[i]
+        fields[#fields + 1] = ARGV[i + 1]
+        given[ARGV[i]] = ARGV[i + 1]
+      end
+    end
+    redis.call('HSET', KEYS[k + 1], unpack(fields))
+    if job.idem then
+      redis.call('SET', KEYS[k + 2], job.id, 'EX', ttl)
+    end
+    local queue, wait = KEYS[k + 3], KEYS[k + 4]
+    if not pushes[queue] then
+      pushes[queue] = {}
+      order[#order + 1] = queue
+    end
+    pushes[queue][#pushes[queue] + 1] = job.envelope
+    waiting[queue] = waiting[queue] or {wait}
+    local w = waiting[queue]
+    w[#w + 1] = now
+    w[#w + 1] = job.id
+    deadlines[#deadlines + 1] = deadline
+    deadlines[#deadlines + 1] = job.id
+    local field = 'submitted|' .. (given['tier'] or '') .. '|' .. (given['capability'] or '')
+    if not counts[field] then counted[#counted + 1] = field end
+    counts[field] = (counts[field] or 0) + 1
+    out[#out + 1] = 1
+    out[#out + 1] = job.id
   end
 end
-redis.call('HSET', KEYS[1], unpack(fields))
-if ARGV[2] == '1' then
-  redis.call('SET', KEYS[2], ARGV[1], 'EX', ttl)
+for _, queue in ipairs(order) do
+  redis.call('LPUSH', queue, unpack(pushes[queue]))
+  local w = waiting[queue]
+  redis.call('ZADD', w[1], unpack(w, 2))
 end
-redis.call('LPUSH', KEYS[3], ARGV[4])
-redis.call('ZADD', KEYS[4], now, ARGV[1])
-redis.call('ZADD', KEYS[5], deadline, ARGV[1])
-redis.call('HINCRBY', KEYS[6], 'submitted|' .. (given['tier'] or '') .. '|' .. (given['capability'] or ''), 1)
-return {1, ARGV[1]}
+if #deadlines > 0 then
+  redis.call('ZADD', KEYS[1], unpack(deadlines))
+end
+for _, field in ipairs(counted) do
+  redis.call('HINCRBY', KEYS[2], field, counts[field])
+end
+return out
