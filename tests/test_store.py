@@ -74,6 +74,22 @@ def test_a_batch_with_one_bad_deadline_writes_none_of_its_jobs(store: JobStore) 
     assert store.redis.dbsize() == 0
 
 
+@pytest.mark.parametrize("shared", ["queue", "waiting", "deadlines", "stats", "idempotency"])
+def test_a_batch_meeting_a_key_of_another_type_writes_none_of_its_jobs(store: JobStore, shared: str) -> None:
+    """A shared key of the wrong type is found before the first write: no job of the batch is left without its
+    message or its index entries."""
+    key = {"queue": store.keys.queue("openai.standard"), "waiting": store.keys.waiting("openai.standard"),
+           "deadlines": store.keys.deadlines, "stats": store.keys.stats,
+           "idempotency": store.keys.idem("c", "late")}[shared]
+    if shared == "idempotency":
+        store.redis.rpush(key, "not mine")
+    else:
+        store.redis.set(key, "not mine")
+    with pytest.raises(redis.ResponseError, match="nothing was submitted"):
+        store.submit_many([new_job("a"), new_job("b"), new_job("c", key="late")])
+    assert store.redis.dbsize() == 1
+
+
 def test_submit_many_is_the_same_as_submitting_one_by_one(store: JobStore) -> None:
     """Batched script calls (shared clock read, one write per shared key) leave what one submit per job leaves:
     every job, its message in order, its waiting and deadline entries, the counters; an idempotency key given

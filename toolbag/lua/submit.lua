@@ -10,7 +10,7 @@
 -- the history's first entry instead: why the route chose the first model)
 -- returns {created, id, ...} per job: 1 and its id when created, 0 and the existing id when its idempotency key
 -- already names a job (one given earlier in the same batch included); an error, before anything is written,
--- when the ttl or a deadline is not a number Redis can keep
+-- when the ttl or a deadline is not a number Redis can keep or a shared key holds another type
 local ttl = tonumber(ARGV[1])
 if not ttl or ttl ~= math.floor(ttl) or ttl < 1 or ttl > 9e12 then
   return redis.error_reply('submit: the ttl must be a whole number of seconds from 1 to 9e12, got ' .. ARGV[1])
@@ -26,6 +26,20 @@ while a <= #ARGV do
   jobs[#jobs + 1] = {id = ARGV[a], idem = ARGV[a + 1] == '1', envelope = ARGV[a + 2], deadline_in = deadline_in,
                      first = a + 5, last = a + 4 + 2 * n}
   a = a + 5 + 2 * n
+end
+-- every shared key is checked before anything is written: a batch never stops half-written
+local kinds = {[KEYS[1]] = 'zset', [KEYS[2]] = 'hash'}
+for j = 1, #jobs do
+  local k = 2 + (j - 1) * 5
+  kinds[KEYS[k + 3]] = 'list'
+  kinds[KEYS[k + 4]] = 'zset'
+  if jobs[j].idem then kinds[KEYS[k + 2]] = 'string' end
+end
+for key, kind in pairs(kinds) do
+  local found = redis.call('TYPE', key)['ok']
+  if found ~= 'none' and found ~= kind then
+    return redis.error_reply('submit: key ' .. key .. ' holds a ' .. found .. ', not a ' .. kind .. '; nothing was submitted')
+  end
 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
