@@ -18,6 +18,7 @@ from toolbag.store import JobStore
 from toolbag.store.keys import Keys
 from toolbag.store.replication import Replication
 from toolbag.supervisor import Supervisor, Sweeper
+from workers import heap
 
 if TYPE_CHECKING:
     from toolbag.vendorbatch.batcher import VendorBatchService
@@ -143,6 +144,7 @@ def start_provider(
 
     def _announce(**_: Any) -> None:
         keeper.announce(f"{provider}|{name}")
+        heap.settle()  # the consumer is up: everything the process runs on is loaded
 
     worker_ready.connect(_announce, weak=False)
     loop = None
