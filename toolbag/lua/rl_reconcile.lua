@@ -107,41 +107,29 @@ local function rl_reconcile(KEYS, ARGV, now)
         end
       end
       if cooldown > 0 then cool(cooldown) end
-      -- requests: would our configured pace spend what the vendor says is left before it resets?
-      if r_rem >= 0 and r_reset >= 0 then
-        local pace = rpm > 0 and span / rpm or 0
-        if r_rem == 0 then
-          cool(r_reset)
-        else
-          local short = (pace > 0 and r_rem * pace < r_reset) or
-                        (pace == 0 and r_limit > 0 and r_rem < LOW_SHARE * r_limit)
-          if short then
-            local interval = r_reset / r_rem
-            if num(h.gru) <= now or interval > num(h.gri) then slowed_r = 1 end
-            set.gri, set.gru = fmt(interval), fmt(now + r_reset)
-          elseif (pace > 0 and r_rem * pace >= 2 * r_reset) or (pace == 0 and r_limit > 0 and r_rem >= 2 * LOW_SHARE * r_limit) then
-            if h.gri then gone[#gone + 1] = 'gri' end
-            if h.gru then gone[#gone + 1] = 'gru' end
-          end
+      -- would our configured pace spend what the vendor says is left before it resets? (requests, then
+      -- tokens: their interval and until fields, and the interval's precision: a token's interval is tiny)
+      local function pace_from(rem, reset, limit, per_minute, interval_field, until_field, precision)
+        if rem < 0 or reset < 0 then return 0 end
+        if rem == 0 then
+          cool(reset)
+          return 0
         end
-      end
-      if t_rem >= 0 and t_reset >= 0 then
-        local pace = tpm > 0 and span / tpm or 0
-        if t_rem == 0 then
-          cool(t_reset)
-        else
-          local short = (pace > 0 and t_rem * pace < t_reset) or
-                        (pace == 0 and t_limit > 0 and t_rem < LOW_SHARE * t_limit)
-          if short then
-            local interval = t_reset / t_rem
-            if num(h.gtu) <= now or interval > num(h.gti) then slowed_t = 1 end
-            set.gti, set.gtu = string.format('%.9f', interval), fmt(now + t_reset)
-          elseif (pace > 0 and t_rem * pace >= 2 * t_reset) or (pace == 0 and t_limit > 0 and t_rem >= 2 * LOW_SHARE * t_limit) then
-            if h.gti then gone[#gone + 1] = 'gti' end
-            if h.gtu then gone[#gone + 1] = 'gtu' end
-          end
+        local pace = per_minute > 0 and span / per_minute or 0
+        local slowed = 0
+        local short = (pace > 0 and rem * pace < reset) or (pace == 0 and limit > 0 and rem < LOW_SHARE * limit)
+        if short then
+          local interval = reset / rem
+          if num(h[until_field]) <= now or interval > num(h[interval_field]) then slowed = 1 end
+          set[interval_field], set[until_field] = string.format(precision, interval), fmt(now + reset)
+        elseif (pace > 0 and rem * pace >= 2 * reset) or (pace == 0 and limit > 0 and rem >= 2 * LOW_SHARE * limit) then
+          if h[interval_field] then gone[#gone + 1] = interval_field end
+          if h[until_field] then gone[#gone + 1] = until_field end
         end
+        return slowed
       end
+      slowed_r = math.max(slowed_r, pace_from(r_rem, r_reset, r_limit, rpm, 'gri', 'gru', '%.3f'))
+      slowed_t = math.max(slowed_t, pace_from(t_rem, t_reset, t_limit, tpm, 'gti', 'gtu', '%.9f'))
     end
     -- keep the state while what it learned applies: a cooldown, or a slower pace until the vendor's reset (a
     -- settle that learned nothing with a time to it leaves the time to live alone: it covers what the admissions
