@@ -13,10 +13,11 @@ from collections.abc import Iterator
 import pytest
 import redis
 
+from tests.mcp_process import mcp_http_server
 from toolbag.devfleet.harness import HarnessError, free_port, start_redis
 from toolbag.simulator.server import SimulatorServer
 
-__all__ = ["free_port"]
+__all__ = ["free_port", "mcp_http_server"]
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,6 @@ thread per attempt); the sync gateway still answers other threads while its MCP 
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import threading
 import time
@@ -18,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from tests.mcp_process import MCP_TEST_SERVER
 from toolbag.attempt.deltas import attempt_text
 from toolbag.attempt.loop import STEP_THREADS, TAIL_THREADS, AttemptLoop
 from toolbag.config import TIERS
@@ -29,7 +29,6 @@ from toolbag.store.jobstore import AsyncAttemptStore
 from toolbag.store.messages import envelope_pointer, queue_name
 from toolbag.testing import InProcessFleet
 
-SERVER = Path(__file__).resolve().parent / "gateway_mcp_server.py"
 PROVIDER, MODEL, MODEL_ID = "anthropic", "claude-haiku", "claude-haiku-5-5"
 # the threads an attempt loop may add, whatever its number of attempts: its own, its small pools, the gateway's,
 # asyncio's default executor (name lookups), a child watcher per stdio MCP server
@@ -44,26 +43,14 @@ rules:
 """
 
 
-@pytest.fixture(scope="module")
-def http_server() -> Iterator[str]:
-    proc = subprocess.Popen([sys.executable, str(SERVER), "http"], stdout=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout is not None
-        port = int(proc.stdout.readline().strip())
-        yield f"http://127.0.0.1:{port}/mcp"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-
-
 @pytest.fixture
-def fleet(redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, http_server: str,
+def fleet(redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mcp_http_server: str,
           sim: SimulatorServer) -> Iterator[InProcessFleet]:
     (tmp_path / "policy.yaml").write_text(POLICY)
     (tmp_path / "tools.yaml").write_text(
         "local:\n  - module: toolbag.gateway.builtin_tools\n"
-        f"mcp:\n  web: {{transport: http, url: '{http_server}'}}\n"
-        f"  notes: {{transport: stdio, command: '{sys.executable}', args: ['{SERVER}', 'stdio']}}\n"
+        f"mcp:\n  web: {{transport: http, url: '{mcp_http_server}'}}\n"
+        f"  notes: {{transport: stdio, command: '{sys.executable}', args: ['{MCP_TEST_SERVER}', 'stdio']}}\n"
         "loop: {max_steps: 4, tool_timeout_s: 40}\n"
     )
     monkeypatch.setenv("TOOLBAG_POLICY", str(tmp_path / "policy.yaml"))

@@ -7,17 +7,16 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.fleet import Fleet, running_fleet
+from tests.mcp_process import MCP_TEST_SERVER
 from toolbag.config import TIERS
 from toolbag.gateway.audit import AuditFilter, RedisAuditReader
 from toolbag.jobs import JobStatus
 
-SERVER = Path(__file__).resolve().parent / "gateway_mcp_server.py"
 MODEL = "gemini-flash"
 POLICY = """
 version: 1
@@ -31,7 +30,7 @@ local:
   - module: toolbag.gateway.builtin_tools
   - module: tests.gateway_tools
 mcp:
-  notes: {{transport: stdio, command: '{sys.executable}', args: ['{SERVER}', 'stdio']}}
+  notes: {{transport: stdio, command: '{sys.executable}', args: ['{MCP_TEST_SERVER}', 'stdio']}}
 loop: {{max_steps: 3, tool_timeout_s: 15}}
 """
 

@@ -6,16 +6,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
 import sys
 import threading
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import redis
 
+from tests.mcp_process import MCP_TEST_SERVER
 from toolbag.attempt.context import AttemptContext
 from toolbag.gateway.audit import AuditFilter, RedisAuditReader, RedisAuditSink
 from toolbag.gateway.gateway import Gateway
@@ -29,7 +28,6 @@ from toolbag.providers.openai_provider import OpenAIAdapter
 from toolbag.simulator.server import SimulatorServer
 from toolbag.store.keys import Keys
 
-SERVER = Path(__file__).resolve().parent / "gateway_mcp_server.py"
 POLICY = """
 version: 1
 rules:
@@ -40,23 +38,11 @@ rules:
 
 
 @pytest.fixture(scope="module")
-def http_server() -> Iterator[str]:
-    proc = subprocess.Popen([sys.executable, str(SERVER), "http"], stdout=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout is not None
-        port = int(proc.stdout.readline().strip())
-        yield f"http://127.0.0.1:{port}/mcp"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-
-
-@pytest.fixture(scope="module")
-def registry(http_server: str) -> Iterator[ToolRegistry]:
+def registry(mcp_http_server: str) -> Iterator[ToolRegistry]:
     settings = parse_gateway_settings({
         "mcp": {
-            "notes": {"transport": "stdio", "command": sys.executable, "args": [str(SERVER), "stdio"]},
-            "web": {"transport": "http", "url": http_server},
+            "notes": {"transport": "stdio", "command": sys.executable, "args": [str(MCP_TEST_SERVER), "stdio"]},
+            "web": {"transport": "http", "url": mcp_http_server},
         },
     })
     reg = ToolRegistry(settings)
@@ -118,7 +104,7 @@ def test_unreachable_server_is_left_out_of_the_catalog() -> None:
 
 def test_first_listing_is_shared_and_a_dead_stdio_server_is_restarted() -> None:
     settings = parse_gateway_settings({"local": [], "mcp": {
-        "notes": {"transport": "stdio", "command": sys.executable, "args": [str(SERVER), "stdio"]},
+        "notes": {"transport": "stdio", "command": sys.executable, "args": [str(MCP_TEST_SERVER), "stdio"]},
     }})
     reg = ToolRegistry(settings)
     try:
@@ -177,11 +163,11 @@ def test_injection_in_an_mcp_tool_result_is_denied(gateway: tuple[Gateway, redis
     assert json.loads(offer["detail"])["offered"] == ["web.inject"]
 
 
-def test_sessions_on_the_callers_loop_over_each_transport(http_server: str) -> None:
+def test_sessions_on_the_callers_loop_over_each_transport(mcp_http_server: str) -> None:
     """A registry bound to an event loop (a worker's attempt loop) opens its sessions there and awaits the calls."""
     settings = parse_gateway_settings({"local": [], "mcp": {
-        "notes": {"transport": "stdio", "command": sys.executable, "args": [str(SERVER), "stdio"]},
-        "web": {"transport": "http", "url": http_server},
+        "notes": {"transport": "stdio", "command": sys.executable, "args": [str(MCP_TEST_SERVER), "stdio"]},
+        "web": {"transport": "http", "url": mcp_http_server},
     }})
     reg = ToolRegistry(settings)
 
