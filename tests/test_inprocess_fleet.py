@@ -24,14 +24,8 @@ MODEL_OF_PROVIDER = {"anthropic": "claude-haiku", "openai": "gpt-luna", "gemini"
 
 
 @pytest.fixture(scope="module")
-def simulator() -> Iterator[SimulatorServer]:
-    with SimulatorServer() as sim:
-        yield sim
-
-
-@pytest.fixture(scope="module")
-def shared_fleet(redis_server: str, simulator: SimulatorServer) -> Iterator[InProcessFleet]:
-    with InProcessFleet(CONFIG, redis_server, simulator=simulator) as f:
+def shared_fleet(redis_server: str, sim: SimulatorServer) -> Iterator[InProcessFleet]:
+    with InProcessFleet(CONFIG, redis_server, simulator=sim) as f:
         yield f
 
 
@@ -102,8 +96,8 @@ def test_reset_forgets_jobs_in_flight_and_what_the_fleet_learned(fleet: InProces
     assert fleet.store.redis.exists(fleet.store.keys.policy), "the live tool policy stays"
 
 
-def test_run_until_idle_names_the_queue_no_runner_consumes(redis_url: str, simulator: SimulatorServer) -> None:
-    with InProcessFleet(CONFIG, redis_url, providers=("openai",), simulator=simulator) as fleet:
+def test_run_until_idle_names_the_queue_no_runner_consumes(redis_url: str, sim: SimulatorServer) -> None:
+    with InProcessFleet(CONFIG, redis_url, providers=("openai",), simulator=sim) as fleet:
         job = fleet.client.submit("summarize", input={"text": "x"}, tier="interactive")
         with pytest.raises(FleetNotIdle, match=r"anthropic\.interactive.*runners: openai"):
             fleet.run_until_idle()
@@ -127,9 +121,9 @@ def test_run_producer_steps_the_fleet_while_producer_code_waits(fleet: InProcess
         fleet.run_producer(lambda: 1 / 0)
 
 
-def test_fleets_on_one_database_share_nothing_and_clean_up(redis_url: str, simulator: SimulatorServer) -> None:
-    with InProcessFleet(CONFIG, redis_url, simulator=simulator) as first, \
-            InProcessFleet(CONFIG, redis_url, simulator=simulator) as second:
+def test_fleets_on_one_database_share_nothing_and_clean_up(redis_url: str, sim: SimulatorServer) -> None:
+    with InProcessFleet(CONFIG, redis_url, simulator=sim) as first, \
+            InProcessFleet(CONFIG, redis_url, simulator=sim) as second:
         job: Job = first.client.submit("summarize", input={"text": "x"})
         assert second.in_flight().idle and not first.in_flight().idle
         assert second.run_until_idle() == 0 and job.status() is JobStatus.QUEUED
@@ -138,11 +132,11 @@ def test_fleets_on_one_database_share_nothing_and_clean_up(redis_url: str, simul
     assert not list(redis.Redis.from_url(redis_url).scan_iter(match=f"{prefix}*"))
 
 
-def test_a_config_and_environment_never_reach_a_real_vendor(redis_url: str, simulator: SimulatorServer,
+def test_a_config_and_environment_never_reach_a_real_vendor(redis_url: str, sim: SimulatorServer,
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-real-looking")
     real: Config = CONFIG.model_copy(update={"dev": False})
-    with InProcessFleet(real, redis_url, simulator=simulator) as fleet:
+    with InProcessFleet(real, redis_url, simulator=sim) as fleet:
         job = fleet.client.submit("summarize", input={"text": "x"}, tier="interactive")
         fleet.run_until_idle()
         assert job.result(0).provider == "anthropic" and fleet.simulator.log(last=1)[0]["vendor"] == "anthropic"

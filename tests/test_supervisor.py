@@ -70,14 +70,8 @@ def scenario_config(webhook_url: str = "", **extra: Any) -> Config:
 
 
 @pytest.fixture(scope="module")
-def simulator() -> Iterator[SimulatorServer]:
-    with SimulatorServer() as sim:
-        yield sim
-
-
-@pytest.fixture(scope="module")
-def shared_fleet(redis_server: str, simulator: SimulatorServer, webhook: str) -> Iterator[InProcessFleet]:
-    with InProcessFleet(scenario_config(webhook), redis_server, simulator=simulator) as f:
+def shared_fleet(redis_server: str, sim: SimulatorServer, webhook: str) -> Iterator[InProcessFleet]:
+    with InProcessFleet(scenario_config(webhook), redis_server, simulator=sim) as f:
         yield f
 
 
@@ -188,11 +182,11 @@ def test_rate_limited_interactive_job_spills_to_the_next_candidate(fleet: InProc
 
 
 def test_interactive_job_spills_when_the_fleet_has_used_a_models_requests(redis_url: str,
-                                                                        simulator: SimulatorServer) -> None:
+                                                                        sim: SimulatorServer) -> None:
     models = {name: {"provider": "openai", "model_id": f"gpt-{name}", "limits": limits}
               for name, limits in (("rl-spill-a", {"rpm": 2, "window_s": 60}), ("rl-spill-b", {}))}
     config = scenario_config(models=models, routes={"rl-spill": {"interactive": {"candidates": list(models)}}})
-    with InProcessFleet(config, redis_url, simulator=simulator, providers=("openai",)) as fleet:
+    with InProcessFleet(config, redis_url, simulator=sim, providers=("openai",)) as fleet:
         jobs = [fleet.client.submit("rl-spill", input={"text": f"chat {i}"}, tier="interactive") for i in range(5)]
         fleet.run_until_idle()
         results = [job.result(0) for job in jobs]

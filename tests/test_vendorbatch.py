@@ -45,14 +45,8 @@ CONFIG = batch_config()
 
 
 @pytest.fixture(scope="module")
-def simulator() -> Iterator[SimulatorServer]:
-    with SimulatorServer() as sim:
-        yield sim
-
-
-@pytest.fixture(scope="module")
-def shared_fleet(redis_server: str, simulator: SimulatorServer) -> Iterator[InProcessFleet]:
-    with InProcessFleet(CONFIG, redis_server, simulator=simulator) as f:
+def shared_fleet(redis_server: str, sim: SimulatorServer) -> Iterator[InProcessFleet]:
+    with InProcessFleet(CONFIG, redis_server, simulator=sim) as f:
         yield f
 
 
@@ -246,15 +240,15 @@ def test_one_poller_per_provider(fleet: InProcessFleet) -> None:
 @pytest.mark.soak
 @pytest.mark.timeout(900)
 def test_five_thousand_bulk_lines_through_vendor_batches_each_end_once(redis_server: str,
-                                                                       simulator: SimulatorServer) -> None:
+                                                                       sim: SimulatorServer) -> None:
     n = 5_000
     config = batch_config(max_requests=1000, max_age_s=0.5)
-    simulator.set_faults({"batches": {"*": {"processing_ms": 300}}})
-    simulator.clear_log()
-    before = {b["id"] for b in simulator.batches()}
+    sim.set_faults({"batches": {"*": {"processing_ms": 300}}})
+    sim.clear_log()
+    before = {b["id"] for b in sim.batches()}
     inputs = [{"text": f"line {i} [[sim:refusal@gemini-*]]" if i % 50 == 0 else f"line {i}"} for i in range(n)]
     try:
-        with InProcessFleet(config, redis_server, simulator=simulator) as fleet:
+        with InProcessFleet(config, redis_server, simulator=sim) as fleet:
             def run() -> list[Any]:
                 return list(fleet.client.map(None, inputs, capability="summarize", tier="batch",
                                              max_in_flight=n))
@@ -274,12 +268,12 @@ def test_five_thousand_bulk_lines_through_vendor_batches_each_end_once(redis_ser
                 oks = [h for h in history if h.get("type") == "attempt" and h["outcome"] == "ok"]
                 assert len(oks) == 1 and oks[0]["path"] == "vendor_batch"
                 assert record.result_value()["path"] == "vendor_batch"
-            made = [b for b in simulator.batches() if b["id"] not in before]
+            made = [b for b in sim.batches() if b["id"] not in before]
             assert sum(b["items"] for b in made) == n + n // 50  # refused lines went again, to the next candidate
-            assert realtime_calls(simulator) == []
+            assert realtime_calls(sim) == []
             print(f"\n{n} lines through {len(made)} vendor batches in {elapsed_s:.1f}s")
     finally:
-        simulator.clear_faults()
+        sim.clear_faults()
 
 
 def test_a_batch_feature_on_a_provider_without_batches_is_refused_naming_the_field() -> None:
